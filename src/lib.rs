@@ -1,0 +1,9 @@
+//! thresig: threshold ECDSA (secp256k1) signing service.
+//!
+//! Module map (dependencies flow one way):
+//! `domain`/`secret` <- `protocol`, `storage` <- `node` <- `transport`, `api` <- `cli`.
+//! `protocol` does no I/O; only `transport`, `api` and `proto` know gRPC.
+
+pub mod domain;
+pub mod protocol;
+pub mod secret;

@@ -1,0 +1,186 @@
+//! I/O-free boundary over the dkls23 engine. Each protocol is a round-based
+//! state machine: the caller (node/) delivers the messages of one round from
+//! every other party and gets the next round's outgoing messages back. This
+//! module never touches the network, the store, the clock or tokio.
+//!
+//! Party indices are 1-based `u8`s taken from the key's committee order. The
+//! sender of every inbound message is the authenticated peer, supplied by the
+//! caller; any sender field inside an engine message must agree with it.
+
+mod codec;
+pub mod inproc;
+pub mod keygen;
+pub mod sign;
+
+use std::collections::BTreeMap;
+
+pub use codec::{decode, encode, MAX_MESSAGE_BYTES};
+use dkls23::protocols::{Abort, AbortKind};
+
+/// 1-based party index in a committee.
+pub type PartyIdx = u8;
+
+/// One message to one party.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub to: PartyIdx,
+    pub payload: Vec<u8>,
+}
+
+/// What a protocol wants after a round.
+pub enum Step<T> {
+    /// Send these and wait for the next round. `partial_signature` marks the
+    /// round whose messages reveal this node's signature share: the caller
+    /// must make its ledger entry durable before sending them.
+    Send {
+        messages: Vec<Outgoing>,
+        partial_signature: bool,
+    },
+    /// The protocol finished.
+    Done(T),
+}
+
+/// Messages received in one round, keyed by the authenticated sender.
+pub type Inbox = BTreeMap<PartyIdx, Vec<u8>>;
+
+/// A round-based protocol run by one party.
+pub trait Protocol {
+    type Output;
+    /// This party's index.
+    fn me(&self) -> PartyIdx;
+    /// The other parties of the session, every one of which sends each round.
+    fn peers(&self) -> &[PartyIdx];
+    /// First round's messages.
+    fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError>;
+    /// Feeds one whole round (one message from each peer) and advances.
+    fn advance(&mut self, inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError>;
+}
+
+/// Why a protocol run stopped. Variants say whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A peer sent bytes that do not decode, or a message that claims another
+    /// sender or recipient, or is otherwise malformed.
+    #[error("party {from} sent a malformed round-{round} message: {reason}")]
+    PeerMisbehaved {
+        from: PartyIdx,
+        round: u32,
+        reason: String,
+    },
+    /// A broadcast was not the same for everybody: `sender` sent different
+    /// payloads to different parties (detected by the echo check).
+    #[error("party {sender} sent inconsistent broadcasts in round {round} (echo check)")]
+    Equivocation { sender: PartyIdx, round: u32 },
+    /// Parties finished with different public key packages.
+    #[error("party {from} confirmed a different public key package")]
+    ConfirmationMismatch { from: PartyIdx },
+    /// The engine aborted. `blame` names the counterparty when the engine
+    /// could attribute the abort; `ban` says it must be excluded from now on.
+    #[error("engine aborted: {reason}{}", blame.map(|b| format!(" (blames party {b})")).unwrap_or_default())]
+    Engine {
+        blame: Option<PartyIdx>,
+        ban: bool,
+        reason: String,
+    },
+    /// The final signature did not verify: someone contributed a wrong share
+    /// and nobody can be named. The key must be frozen.
+    #[error("final signature failed verification; no party can be blamed")]
+    InvalidSignature,
+    /// Local misuse (bad arguments); a bug on this side.
+    #[error("invalid protocol arguments: {0}")]
+    InvalidArgs(String),
+}
+
+impl ProtocolError {
+    /// The party this error blames, if any.
+    pub fn blamed(&self) -> Option<PartyIdx> {
+        match self {
+            Self::PeerMisbehaved { from, .. } | Self::ConfirmationMismatch { from } => Some(*from),
+            Self::Equivocation { sender, .. } => Some(*sender),
+            Self::Engine { blame, .. } => *blame,
+            Self::InvalidSignature | Self::InvalidArgs(_) => None,
+        }
+    }
+
+    pub(crate) fn misbehaved(from: PartyIdx, round: u32, reason: impl Into<String>) -> Self {
+        Self::PeerMisbehaved {
+            from,
+            round,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Abort> for ProtocolError {
+    fn from(a: Abort) -> Self {
+        use dkls23::protocols::AbortReason as R;
+        if matches!(a.reason, R::SignatureVerificationFailed) {
+            return Self::InvalidSignature;
+        }
+        let (blame, ban) = match a.kind {
+            AbortKind::BanCounterparty(p) => (Some(p.as_u8()), true),
+            AbortKind::Recoverable => (reason_counterparty(&a.reason), false),
+        };
+        Self::Engine {
+            blame,
+            ban,
+            reason: a.reason.to_string(),
+        }
+    }
+}
+
+fn reason_counterparty(r: &dkls23::protocols::AbortReason) -> Option<PartyIdx> {
+    use dkls23::protocols::AbortReason as R;
+    match r {
+        R::UnexpectedSender { sender } | R::DuplicateSender { sender } => Some(sender.as_u8()),
+        R::MissingMessageFromParty { party }
+        | R::MissingCommittedPoint { party }
+        | R::ChainCodeCommitmentFailed { party } => Some(party.as_u8()),
+        R::SessionBindingMismatch { counterparty }
+        | R::ProofVerificationFailed { counterparty }
+        | R::CommitmentMismatch { counterparty }
+        | R::TrivialInstancePoint { counterparty }
+        | R::OtConsistencyCheckFailed { counterparty }
+        | R::MultiplicationVerificationFailed { counterparty, .. }
+        | R::GammaUInconsistency { counterparty }
+        | R::ZeroShareDecommitFailed { counterparty } => Some(counterparty.as_u8()),
+        _ => None,
+    }
+}
+
+/// Checks that `inbox` holds exactly one message from each peer and nothing else.
+pub(crate) fn check_inbox(inbox: &Inbox, peers: &[PartyIdx], round: u32) -> Result<(), ProtocolError> {
+    for p in peers {
+        if !inbox.contains_key(p) {
+            return Err(ProtocolError::Engine {
+                blame: Some(*p),
+                ban: false,
+                reason: format!("no round-{round} message from party {p}"),
+            });
+        }
+    }
+    if let Some(extra) = inbox.keys().find(|k| !peers.contains(k)) {
+        return Err(ProtocolError::misbehaved(
+            *extra,
+            round,
+            "not a participant of this session",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn party_index(i: PartyIdx) -> Result<dkls23::protocols::PartyIndex, ProtocolError> {
+    dkls23::protocols::PartyIndex::new(i)
+        .map_err(|_| ProtocolError::InvalidArgs(format!("party index {i} out of range")))
+}
+
+/// Compressed SEC1 encoding of a public key point.
+pub fn compress(pk: &k256::AffinePoint) -> Result<[u8; 33], ProtocolError> {
+    let vk = k256::ecdsa::VerifyingKey::from_affine(*pk)
+        .map_err(|_| ProtocolError::InvalidArgs("public key is the identity".into()))?;
+    let enc = vk.to_sec1_point(true);
+    enc.as_bytes()
+        .try_into()
+        .map_err(|_| ProtocolError::InvalidArgs("unexpected point encoding".into()))
+}

@@ -1,0 +1,210 @@
+//! Threshold signing (dkls23, exactly t parties). Rounds: 1 and 2 private
+//! (multiplication), 3 broadcast of this party's signature share. The round-3
+//! messages are the partial signature; `Step::Send` flags them so the caller
+//! can make its ledger entry durable first. Every party assembles the
+//! signature itself and checks it against the (derived) public key.
+
+use std::collections::BTreeMap;
+
+use dkls23::protocols::signing::{
+    Broadcast3to4, KeepPhase1to2, KeepPhase2to3, SignData, TransmitPhase1to2, TransmitPhase2to3,
+    UniqueKeep1to2, UniqueKeep2to3,
+};
+use dkls23::protocols::PartyIndex;
+use k256::Secp256k1;
+
+use super::{
+    check_inbox, compress, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol,
+    ProtocolError, Step,
+};
+use crate::domain::{DerivationPath, Digest32};
+use crate::secret::KeyShare;
+
+/// A finished ECDSA signature, verified, low-S.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub r: [u8; 32],
+    pub s: [u8; 32],
+    pub recovery_id: u8,
+    /// Compressed public key that signed (the derived key for a path).
+    pub public_key: [u8; 33],
+}
+
+enum State {
+    Init,
+    AfterR1(UniqueKeep1to2<Secp256k1>, BTreeMap<PartyIndex, KeepPhase1to2<Secp256k1>>),
+    AfterR2(UniqueKeep2to3<Secp256k1>, BTreeMap<PartyIndex, KeepPhase2to3<Secp256k1>>),
+    AfterR3 { x_coord: String, own: Broadcast3to4<Secp256k1> },
+    Finished,
+}
+
+/// One party's signing run.
+pub struct Sign {
+    share: KeyShare,
+    data: SignData,
+    me: PartyIdx,
+    peers: Vec<PartyIdx>,
+    round: u32,
+    state: State,
+    digest: Digest32,
+}
+
+impl Sign {
+    /// `share` is this node's key share; `signers` are the t party indices
+    /// (including this one); `sign_id` is the execution id.
+    pub fn new(
+        share: &KeyShare,
+        path: &DerivationPath,
+        signers: &[PartyIdx],
+        digest: Digest32,
+        sign_id: &[u8],
+    ) -> Result<Self, ProtocolError> {
+        let base = share.expose();
+        let me = base.party_index.as_u8();
+        let t = base.parameters.threshold as usize;
+        let mut sorted = signers.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != signers.len() || sorted.len() != t {
+            return Err(ProtocolError::InvalidArgs(format!(
+                "need exactly {t} distinct signers, got {signers:?}"
+            )));
+        }
+        if !sorted.contains(&me) {
+            return Err(ProtocolError::InvalidArgs(format!("party {me} is not among the signers")));
+        }
+        if let Some(bad) = sorted.iter().find(|&&p| p == 0 || p > base.parameters.share_count) {
+            return Err(ProtocolError::InvalidArgs(format!("signer index {bad} outside the committee")));
+        }
+        let derived = base
+            .derive_from_path(&path.to_string(), dkls23::secp256k1::compute_eth_address)
+            .map_err(|e| ProtocolError::InvalidArgs(format!("derivation failed: {e:?}")))?;
+        let peers: Vec<PartyIdx> = sorted.iter().copied().filter(|&p| p != me).collect();
+        let counterparties = peers.iter().map(|&p| party_index(p)).collect::<Result<_, _>>()?;
+        Ok(Self {
+            share: KeyShare::new(derived),
+            data: SignData {
+                sign_id: sign_id.to_vec(),
+                counterparties,
+                message_hash: digest.0,
+            },
+            me,
+            peers,
+            round: 0,
+            state: State::Init,
+            digest,
+        })
+    }
+
+    fn decode_from<T: serde::de::DeserializeOwned>(&self, from: PartyIdx, b: &[u8]) -> Result<T, ProtocolError> {
+        decode(b).map_err(|e| ProtocolError::misbehaved(from, self.round, e))
+    }
+
+    fn check_parties(&self, from: PartyIdx, sender: PartyIndex, receiver: PartyIndex) -> Result<(), ProtocolError> {
+        if sender.as_u8() != from || receiver.as_u8() != self.me {
+            return Err(ProtocolError::misbehaved(from, self.round, "message names another sender or recipient"));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, x_coord: &str, own: Broadcast3to4<Secp256k1>, inbox: &Inbox) -> Result<Signature, ProtocolError> {
+        let mut received = vec![own];
+        for (&from, raw) in inbox {
+            received.push(self.decode_from::<Broadcast3to4<Secp256k1>>(from, raw)?);
+        }
+        let party = self.share.expose();
+        let (s_hex, recovery_id) = party.sign_phase4(&self.data, x_coord, &received, true)?;
+        let mut r = [0u8; 32];
+        let mut s = [0u8; 32];
+        hex::decode_to_slice(x_coord, &mut r).map_err(|_| ProtocolError::InvalidSignature)?;
+        hex::decode_to_slice(&s_hex, &mut s).map_err(|_| ProtocolError::InvalidSignature)?;
+        let public_key = compress(&party.pk)?;
+        let sig = Signature { r, s, recovery_id, public_key };
+        verify(&sig, &self.digest)?;
+        Ok(sig)
+    }
+}
+
+/// Independent check with k256: the signature verifies under its public key,
+/// is low-S, and the recovery id recovers that key.
+pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    use k256::ecdsa::{RecoveryId, Signature as KSig, VerifyingKey};
+    let vk = VerifyingKey::from_sec1_bytes(&sig.public_key).map_err(|_| ProtocolError::InvalidSignature)?;
+    let ksig = KSig::from_scalars(sig.r, sig.s).map_err(|_| ProtocolError::InvalidSignature)?;
+    if ksig.normalize_s() != ksig {
+        return Err(ProtocolError::InvalidSignature);
+    }
+    vk.verify_prehash(&digest.0, &ksig).map_err(|_| ProtocolError::InvalidSignature)?;
+    let rid = RecoveryId::from_byte(sig.recovery_id).ok_or(ProtocolError::InvalidSignature)?;
+    let recovered =
+        VerifyingKey::recover_from_prehash(&digest.0, &ksig, rid).map_err(|_| ProtocolError::InvalidSignature)?;
+    if recovered != vk {
+        return Err(ProtocolError::InvalidSignature);
+    }
+    Ok(())
+}
+
+impl Protocol for Sign {
+    type Output = Signature;
+
+    fn me(&self) -> PartyIdx {
+        self.me
+    }
+
+    fn peers(&self) -> &[PartyIdx] {
+        &self.peers
+    }
+
+    fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
+        if !matches!(self.state, State::Init) {
+            return Err(ProtocolError::InvalidArgs("signing already started".into()));
+        }
+        let (unique, kept, transmit) = self.share.expose().sign_phase1(&self.data)?;
+        let out = transmit
+            .iter()
+            .map(|m| Ok(Outgoing { to: m.parties.receiver.as_u8(), payload: encode(m).map_err(ProtocolError::InvalidArgs)? }))
+            .collect::<Result<Vec<_>, ProtocolError>>()?;
+        self.state = State::AfterR1(unique, kept);
+        self.round = 1;
+        Ok(out)
+    }
+
+    fn advance(&mut self, inbox: Inbox) -> Result<Step<Signature>, ProtocolError> {
+        check_inbox(&inbox, &self.peers, self.round)?;
+        let round = self.round;
+        self.round += 1;
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::AfterR1(unique, kept) if round == 1 => {
+                let mut received = Vec::with_capacity(inbox.len());
+                for (&from, raw) in &inbox {
+                    let m: TransmitPhase1to2 = self.decode_from(from, raw)?;
+                    self.check_parties(from, m.parties.sender, m.parties.receiver)?;
+                    received.push(m);
+                }
+                let (unique, kept, transmit) = self.share.expose().sign_phase2(&self.data, unique, kept, &received)?;
+                let messages = transmit
+                    .iter()
+                    .map(|m| Ok(Outgoing { to: m.parties.receiver.as_u8(), payload: encode(m).map_err(ProtocolError::InvalidArgs)? }))
+                    .collect::<Result<Vec<_>, ProtocolError>>()?;
+                self.state = State::AfterR2(unique, kept);
+                Ok(Step::Send { messages, partial_signature: false })
+            }
+            State::AfterR2(unique, kept) if round == 2 => {
+                let mut received = Vec::with_capacity(inbox.len());
+                for (&from, raw) in &inbox {
+                    let m: TransmitPhase2to3<Secp256k1> = self.decode_from(from, raw)?;
+                    self.check_parties(from, m.parties.sender, m.parties.receiver)?;
+                    received.push(m);
+                }
+                let (x_coord, own) = self.share.expose().sign_phase3(&self.data, unique, kept, &received)?;
+                let payload = encode(&own).map_err(ProtocolError::InvalidArgs)?;
+                let messages = self.peers.iter().map(|&to| Outgoing { to, payload: payload.clone() }).collect();
+                self.state = State::AfterR3 { x_coord, own };
+                Ok(Step::Send { messages, partial_signature: true })
+            }
+            State::AfterR3 { x_coord, own } if round == 3 => self.finish(&x_coord, own, &inbox).map(Step::Done),
+            _ => Err(ProtocolError::InvalidArgs(format!("signing round {round} out of order"))),
+        }
+    }
+}

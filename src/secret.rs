@@ -1,0 +1,86 @@
+//! Secret wrappers: redacted `Debug`, zeroized on drop. Exposing the inside is
+//! explicit (`expose`) and rare. Nothing here formats secret bytes.
+
+use std::fmt;
+
+use zeroize::{Zeroize, Zeroizing};
+
+/// Secret bytes (a serialized share, a passphrase, a KEK).
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes([REDACTED; {}])", self.0.len())
+    }
+}
+
+/// A 32-byte symmetric key (the store KEK).
+pub struct SecretKey32(Zeroizing<[u8; 32]>);
+
+impl SecretKey32 {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey32([REDACTED])")
+    }
+}
+
+/// The engine's per-node key share (`dkls23` `Party`). The engine type derives
+/// `Debug` and `Clone` and holds the secret share, so it only ever lives inside
+/// this wrapper. Its own `Drop` zeroizes.
+pub struct KeyShare(Box<dkls23::secp256k1::Party>);
+
+impl KeyShare {
+    pub fn new(party: dkls23::secp256k1::Party) -> Self {
+        Self(Box::new(party))
+    }
+    pub fn expose(&self) -> &dkls23::secp256k1::Party {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("party_index", &self.0.party_index.as_u8())
+            .field("share", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl Zeroize for SecretBytes {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let s = SecretBytes::new(vec![0xAB; 4]);
+        let out = format!("{s:?}");
+        assert!(!out.contains("171") && !out.to_lowercase().contains("ab, "));
+        assert!(out.contains("REDACTED"));
+        let k = SecretKey32::new([7; 32]);
+        assert!(!format!("{k:?}").contains('7'));
+    }
+}

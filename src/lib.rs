@@ -7,3 +7,4 @@
 pub mod domain;
 pub mod protocol;
 pub mod secret;
+pub mod storage;

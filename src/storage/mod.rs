@@ -1,0 +1,213 @@
+//! The node's store: one redb file for records and sealed shares, plus a small
+//! `store.meta` file holding the KDF salt and a passphrase check. The
+//! passphrase is checked against `store.meta` before the database is opened,
+//! so a wrong passphrase never touches the store. No network, no protocol
+//! logic here; shares arrive and leave as `KeyShare`.
+
+mod records;
+mod seal;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use records::{KeyRecord, KeyState, LedgerEntry};
+pub use seal::Kek;
+
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::secret::{KeyShare, SecretBytes};
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
+const EIDS: TableDefinition<&[u8], u64> = TableDefinition::new("eids");
+const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
+
+/// Store failures. Each says what was being read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store passphrase is wrong for {0} (store left untouched)")]
+    WrongPassphrase(PathBuf),
+    #[error("store database error: {0}")]
+    Db(String),
+    #[error("{what} is corrupt or was tampered with: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+fn dberr<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Db(e.to_string())
+}
+
+/// An open node store.
+pub struct Store {
+    db: Database,
+    kek: Kek,
+    node: NodeName,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// File name of the redb database inside the data directory.
+    pub const DB_FILE: &'static str = "thresig.redb";
+
+    /// Opens (or creates) the store in `dir`. The passphrase is verified first;
+    /// on a wrong passphrase nothing in `dir` is written.
+    pub fn open(dir: &Path, node: &NodeName, passphrase: &SecretBytes) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_owned(), source })?;
+        let kek = Kek::unlock_or_init(dir, passphrase)?;
+        let path = dir.join(Self::DB_FILE);
+        let db = Database::create(&path).map_err(dberr)?;
+        let tx = db.begin_write().map_err(dberr)?;
+        for t in [KEYS, SHARES, LEDGER] {
+            tx.open_table(t).map_err(dberr)?;
+        }
+        tx.open_table(EIDS).map_err(dberr)?;
+        tx.commit().map_err(dberr)?;
+        Ok(Self { db, kek, node: node.clone(), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, StorageError> {
+        let mut tx = self.db.begin_write().map_err(dberr)?;
+        tx.set_durability(Durability::Immediate).map_err(dberr)?;
+        Ok(tx)
+    }
+
+    /// Stores a new key's record and this node's sealed share atomically.
+    pub fn insert_key(&self, rec: &KeyRecord, share: &KeyShare) -> Result<(), StorageError> {
+        let sealed = self.kek.seal_share(share, &rec.key_id, rec.epoch, &self.node)?;
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            if keys.get(rec.key_id.as_str()).map_err(dberr)?.is_some() {
+                return Err(StorageError::Conflict(format!("key {} already exists", rec.key_id)));
+            }
+            keys.insert(rec.key_id.as_str(), rec.encode()?.as_slice()).map_err(dberr)?;
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares.insert(share_slot(&rec.key_id, rec.epoch).as_str(), sealed.as_slice()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    pub fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(KEYS).map_err(dberr)?;
+        let Some(v) = t.get(id.as_str()).map_err(dberr)? else { return Ok(None) };
+        KeyRecord::decode(v.value()).map(Some)
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(KEYS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (_, v) = item.map_err(dberr)?;
+            out.push(KeyRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Unseals this node's share of `id` at `epoch`.
+    pub fn share(&self, id: &KeyId, epoch: u64) -> Result<KeyShare, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(SHARES).map_err(dberr)?;
+        let v = t
+            .get(share_slot(id, epoch).as_str())
+            .map_err(dberr)?
+            .ok_or_else(|| StorageError::NotFound(format!("share of key {id} epoch {epoch}")))?;
+        self.kek.open_share(v.value(), id, epoch, &self.node)
+    }
+
+    /// Changes a key's state (freeze on an unattributable abort).
+    pub fn set_state(&self, id: &KeyId, state: KeyState) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => KeyRecord::decode(v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            rec.state = state;
+            keys.insert(id.as_str(), rec.encode()?.as_slice()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Durably records an execution id. Returns false if it was seen before.
+    pub fn claim_eid(&self, eid: &ExecutionId, now_unix: u64) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        let fresh = {
+            let mut t = tx.open_table(EIDS).map_err(dberr)?;
+            if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
+                false
+            } else {
+                t.insert(eid.as_bytes().as_slice(), now_unix).map_err(dberr)?;
+                true
+            }
+        };
+        if fresh {
+            tx.commit().map_err(dberr)?;
+        } else {
+            tx.abort().map_err(dberr)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Durably records that this node is about to release its partial
+    /// signature for `entry`. A different digest under the same request id
+    /// is refused.
+    pub fn ledger_commit(&self, key: &KeyId, entry: &LedgerEntry) -> Result<(), StorageError> {
+        let slot = format!("{key}\u{0}{}", entry.request_id);
+        let tx = self.write()?;
+        {
+            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+            if let Some(v) = t.get(slot.as_str()).map_err(dberr)? {
+                let old = LedgerEntry::decode(v.value())?;
+                if old.digest != entry.digest || old.path != entry.path {
+                    return Err(StorageError::Conflict(format!(
+                        "request id {} was already used for a different digest",
+                        entry.request_id
+                    )));
+                }
+            }
+            t.insert(slot.as_str(), entry.encode()?.as_slice()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    pub fn ledger_get(&self, key: &KeyId, request_id: &str) -> Result<Option<LedgerEntry>, StorageError> {
+        let slot = format!("{key}\u{0}{request_id}");
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(LEDGER).map_err(dberr)?;
+        match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => LedgerEntry::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn share_slot(id: &KeyId, epoch: u64) -> String {
+    format!("{id}\u{0}{epoch:020}")
+}
+
+#[cfg(test)]
+mod tests;

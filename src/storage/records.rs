@@ -1,0 +1,100 @@
+//! Public records kept in the store, with a schema version on each.
+
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+use crate::domain::KeyId;
+
+/// Current schema of `KeyRecord` and `LedgerEntry`.
+pub const SCHEMA: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Active,
+    /// Frozen until an admin acts; the reason says why.
+    Frozen(String),
+    Retired,
+}
+
+impl KeyState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Frozen(_) => "frozen",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+/// The public record of a key (no secret material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub schema: u16,
+    #[serde(with = "key_id_serde")]
+    pub key_id: KeyId,
+    /// Compressed SEC1 public key.
+    pub public_key: Vec<u8>,
+    pub chain_code: [u8; 32],
+    /// Node names in party order (index i+1 is committee[i]).
+    pub committee: Vec<String>,
+    pub threshold: u8,
+    pub epoch: u64,
+    pub state: KeyState,
+    pub package_hash: [u8; 32],
+    pub created_unix: u64,
+}
+
+/// What this node signed for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub schema: u16,
+    pub request_id: String,
+    pub digest: [u8; 32],
+    pub path: String,
+    pub eid: [u8; 32],
+    pub unix: u64,
+}
+
+mod key_id_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::domain::KeyId;
+
+    pub fn serialize<S: Serializer>(k: &KeyId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.as_str())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyId, D::Error> {
+        let raw = String::deserialize(d)?;
+        KeyId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(v).map_err(|e| StorageError::Db(format!("encode record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(b).map_err(|e| StorageError::Corrupt { what: what.into(), reason: e.to_string() })
+}
+
+impl KeyRecord {
+    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        encode(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        let r: Self = decode("key record", b)?;
+        if r.schema != SCHEMA {
+            return Err(StorageError::Corrupt { what: "key record".into(), reason: format!("unknown schema {}", r.schema) });
+        }
+        Ok(r)
+    }
+}
+
+impl LedgerEntry {
+    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        encode(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        decode("ledger entry", b)
+    }
+}

@@ -1,0 +1,149 @@
+//! Sealing of shares at rest: XChaCha20-Poly1305 under a KEK derived from the
+//! store passphrase with Argon2id. AAD binds each share to key id, epoch,
+//! node name and schema version, so a record copied elsewhere is refused.
+
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::StorageError;
+use crate::domain::{KeyId, NodeName};
+use crate::secret::{KeyShare, SecretBytes, SecretKey32};
+
+const META_FILE: &str = "store.meta";
+const CHECK_PLAINTEXT: &[u8] = b"thresig/kek-check/v1";
+const SHARE_SCHEMA: u16 = 1;
+/// Argon2id cost: 64 MiB, 3 passes, 1 lane.
+const M_COST_KIB: u32 = 64 * 1024;
+const T_COST: u32 = 3;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    schema: u16,
+    kdf: String,
+    m_cost_kib: u32,
+    t_cost: u32,
+    salt: String,
+    /// hex(nonce || AEAD(KEK, CHECK_PLAINTEXT))
+    check: String,
+}
+
+/// The key-encryption key. Redacted `Debug`, zeroized on drop.
+#[derive(Debug)]
+pub struct Kek(SecretKey32);
+
+impl Kek {
+    /// Reads `store.meta` and checks the passphrase against it, or creates it
+    /// when the directory holds no store yet.
+    pub fn unlock_or_init(dir: &Path, passphrase: &SecretBytes) -> Result<Self, StorageError> {
+        let meta_path = dir.join(META_FILE);
+        let io = |source| StorageError::Io { path: meta_path.clone(), source };
+        if meta_path.exists() {
+            let raw = std::fs::read(&meta_path).map_err(io)?;
+            let meta: Meta = serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt {
+                what: meta_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let corrupt = |reason: &str| StorageError::Corrupt { what: meta_path.display().to_string(), reason: reason.into() };
+            let salt = hex::decode(&meta.salt).map_err(|_| corrupt("bad salt"))?;
+            let check = hex::decode(&meta.check).map_err(|_| corrupt("bad check value"))?;
+            let kek = Self(derive(passphrase, &salt, meta.m_cost_kib, meta.t_cost)?);
+            kek.open(&check, b"thresig/meta/v1")
+                .map_err(|_| StorageError::WrongPassphrase(dir.to_owned()))?;
+            return Ok(kek);
+        }
+        if dir.join(super::Store::DB_FILE).exists() {
+            return Err(StorageError::Corrupt {
+                what: dir.display().to_string(),
+                reason: format!("{META_FILE} is missing beside an existing store; refusing to create a new one"),
+            });
+        }
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| StorageError::Db(format!("rng: {e}")))?;
+        let kek = Self(derive(passphrase, &salt, M_COST_KIB, T_COST)?);
+        let check = kek.seal(CHECK_PLAINTEXT, b"thresig/meta/v1")?;
+        let meta = Meta {
+            schema: 1,
+            kdf: "argon2id-v19".into(),
+            m_cost_kib: M_COST_KIB,
+            t_cost: T_COST,
+            salt: hex::encode(salt),
+            check: hex::encode(check),
+        };
+        let body = serde_json::to_vec_pretty(&meta).map_err(|e| StorageError::Db(e.to_string()))?;
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        std::fs::write(&tmp, body).map_err(io)?;
+        std::fs::rename(&tmp, &meta_path).map_err(io)?;
+        Ok(kek)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.0.expose().into())
+    }
+
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| StorageError::Db(format!("rng: {e}")))?;
+        let ct = self
+            .cipher()
+            .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+            .map_err(|_| StorageError::Db("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+        if sealed.len() < 24 + 16 {
+            return Err(());
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().map_err(|_| ())?;
+        self.cipher()
+            .decrypt(&nonce.into(), Payload { msg: ct, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| ())
+    }
+
+    pub(super) fn seal_share(&self, share: &KeyShare, key: &KeyId, epoch: u64, node: &NodeName) -> Result<Vec<u8>, StorageError> {
+        let plain = Zeroizing::new(
+            crate::protocol::encode(share.expose()).map_err(|e| StorageError::Db(format!("encode share: {e}")))?,
+        );
+        self.seal(&plain, &share_aad(key, epoch, node))
+    }
+
+    pub(super) fn open_share(&self, sealed: &[u8], key: &KeyId, epoch: u64, node: &NodeName) -> Result<KeyShare, StorageError> {
+        let what = format!("share of key {key} epoch {epoch}");
+        let plain = self.open(sealed, &share_aad(key, epoch, node)).map_err(|_| StorageError::Corrupt {
+            what: what.clone(),
+            reason: "authentication failed (tampered, or copied from another key, epoch or node)".into(),
+        })?;
+        let party: dkls23::secp256k1::Party = crate::protocol::decode(&plain)
+            .map_err(|e| StorageError::Corrupt { what, reason: e })?;
+        Ok(KeyShare::new(party))
+    }
+}
+
+fn share_aad(key: &KeyId, epoch: u64, node: &NodeName) -> Vec<u8> {
+    let mut aad = Vec::new();
+    for field in [b"thresig/share".as_slice(), key.as_str().as_bytes(), &epoch.to_be_bytes(), node.as_str().as_bytes(), &SHARE_SCHEMA.to_be_bytes()] {
+        aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        aad.extend_from_slice(field);
+    }
+    aad
+}
+
+fn derive(passphrase: &SecretBytes, salt: &[u8], m_cost: u32, t_cost: u32) -> Result<SecretKey32, StorageError> {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(m_cost, t_cost, 1, Some(32)).map_err(|e| StorageError::Db(format!("argon2 params: {e}")))?;
+    let mut out = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.expose(), salt, &mut out)
+        .map_err(|e| StorageError::Db(format!("argon2: {e}")))?;
+    let key = SecretKey32::new(out);
+    zeroize::Zeroize::zeroize(&mut out);
+    Ok(key)
+}

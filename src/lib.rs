@@ -5,6 +5,9 @@
 //! `protocol` does no I/O; only `transport`, `api` and `proto` know gRPC.
 
 pub mod domain;
+pub mod node;
+pub mod pki;
 pub mod protocol;
 pub mod secret;
 pub mod storage;
+pub mod transport;

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use records::{KeyRecord, KeyState, LedgerEntry};
+
+/// Schema version written into new records.
+pub fn records_schema() -> u16 {
+    records::SCHEMA
+}
 pub use seal::Kek;
 
 use crate::domain::{ExecutionId, KeyId, NodeName};

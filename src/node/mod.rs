@@ -1,0 +1,179 @@
+//! Orchestration: sessions, the coordinator and participant roles, the
+//! checks every participant makes for itself, and the ledger rule. Talks to
+//! other nodes only through the `PeerNet` trait (implemented in
+//! `transport/`), so nothing here knows gRPC.
+
+mod coordinator;
+mod participant;
+mod router;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use coordinator::SignOutcome;
+pub use router::{Inbound, RouteError, Router};
+
+use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use crate::protocol::sign::Signature;
+use crate::protocol::ProtocolError;
+use crate::storage::{StorageError, Store};
+
+/// Wire version of the peer protocol; peers with another version are refused.
+pub const WIRE_VERSION: u32 = 1;
+
+/// What a coordinator asks a participant to do.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Keygen { key_id: KeyId, threshold: u32, committee: Vec<NodeName> },
+    Sign {
+        key_id: KeyId,
+        epoch: u64,
+        digest: Digest32,
+        path: DerivationPath,
+        request_id: String,
+        participants: Vec<NodeName>,
+    },
+}
+
+/// A proposal: the operation, its execution id and the coordinator's nonce.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub eid: ExecutionId,
+    pub nonce: Vec<u8>,
+    pub op: Operation,
+}
+
+/// A participant's answer to a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Keygen { public_key: Vec<u8>, chain_code: [u8; 32], package_hash: [u8; 32] },
+    Sign(Signature),
+}
+
+/// How a call to another node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {node}: {kind}")]
+pub struct NetError {
+    pub node: NodeName,
+    pub kind: NetErrorKind,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetErrorKind {
+    #[error("unreachable ({0})")]
+    Unreachable(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Calls to other nodes. Implemented by the transport over mTLS gRPC.
+pub trait PeerNet: Send + Sync + 'static {
+    fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>>;
+    fn propose(&self, to: &NodeName, proposal: Proposal) -> BoxFuture<'static, Result<Outcome, NetError>>;
+    fn deliver(&self, to: &NodeName, eid: ExecutionId, round: u32, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>>;
+}
+
+/// Errors of the node layer. `api/` maps each variant to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("round {round} timed out after {after:?} waiting for {}", names(missing))]
+    Timeout { round: u32, after: Duration, missing: Vec<NodeName> },
+    #[error("protocol aborted{}: {error}", blamed.as_ref().map(|n| format!(" (blames node {n})")).unwrap_or_default())]
+    Protocol { blamed: Option<NodeName>, #[source] error: ProtocolError },
+    #[error("store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn names(v: &[NodeName]) -> String {
+    v.iter().map(NodeName::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Timeouts of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long a session waits for one round from every peer.
+    pub round: Duration,
+    /// How long a liveness probe may take.
+    pub ping: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { round: Duration::from_secs(10), ping: Duration::from_secs(2) }
+    }
+}
+
+/// One signer node.
+pub struct Node {
+    name: NodeName,
+    roster: Vec<NodeName>,
+    store: Store,
+    net: Arc<dyn PeerNet>,
+    router: Router,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.name).field("roster", &self.roster).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn new(name: NodeName, roster: Vec<NodeName>, store: Store, net: Arc<dyn PeerNet>, timeouts: Timeouts) -> Self {
+        Self { name, roster, store, net, router: Router::default(), timeouts }
+    }
+
+    pub fn name(&self) -> &NodeName {
+        &self.name
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A protocol message from authenticated node `from`.
+    pub fn deliver(&self, from: NodeName, eid: ExecutionId, round: u32, payload: Vec<u8>) -> Result<(), RouteError> {
+        if !self.roster.contains(&from) {
+            return Err(RouteError::UnknownSender(from));
+        }
+        self.router.deliver(eid, Inbound { from, round, payload })
+    }
+
+    pub fn key(&self, id: &KeyId) -> Result<crate::storage::KeyRecord, NodeError> {
+        self.store.key(id)?.ok_or_else(|| NodeError::NotFound(format!("key {id} not found on node {}", self.name)))
+    }
+
+    pub fn keys(&self) -> Result<Vec<crate::storage::KeyRecord>, NodeError> {
+        Ok(self.store.keys()?)
+    }
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

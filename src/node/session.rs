@@ -1,0 +1,111 @@
+//! Drives one protocol run over the network: sends each round, collects one
+//! message per peer (peers may be one round ahead), enforces the round
+//! deadline, and calls the ledger hook before a partial signature leaves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::router::Mailbox;
+use super::{NodeError, PeerNet};
+use crate::domain::{ExecutionId, NodeName};
+use crate::protocol::{Inbox, Outgoing, PartyIdx, Protocol, ProtocolError, Step};
+
+pub(crate) struct Session<'a> {
+    pub eid: ExecutionId,
+    /// Party i is `parties[i - 1]`.
+    pub parties: &'a [NodeName],
+    pub net: Arc<dyn PeerNet>,
+    pub round_timeout: Duration,
+}
+
+impl Session<'_> {
+    fn name_of(&self, idx: PartyIdx) -> Option<&NodeName> {
+        self.parties.get((idx as usize).checked_sub(1)?)
+    }
+
+    fn index_of(&self, name: &NodeName) -> Option<PartyIdx> {
+        self.parties.iter().position(|p| p == name).map(|i| (i + 1) as PartyIdx)
+    }
+
+    pub fn protocol_error(&self, error: ProtocolError) -> NodeError {
+        let blamed = error.blamed().and_then(|i| self.name_of(i)).cloned();
+        NodeError::Protocol { blamed, error }
+    }
+
+    async fn send(&self, round: u32, out: Vec<Outgoing>) -> Result<(), NodeError> {
+        let mut calls = Vec::with_capacity(out.len());
+        for m in out {
+            let to = self
+                .name_of(m.to)
+                .ok_or_else(|| NodeError::Internal(format!("engine addressed unknown party {}", m.to)))?;
+            calls.push(self.net.deliver(to, self.eid, round, m.payload));
+        }
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Runs `proto` to the end. `before_partial` runs (and must succeed)
+    /// before any message flagged as a partial signature is sent.
+    pub async fn run<P: Protocol>(
+        &self,
+        mut proto: P,
+        mailbox: &mut Mailbox,
+        mut before_partial: impl FnMut() -> Result<(), NodeError>,
+    ) -> Result<P::Output, NodeError> {
+        let peers: Vec<PartyIdx> = proto.peers().to_vec();
+        let mut out = proto.start().map_err(|e| self.protocol_error(e))?;
+        let mut round = 1u32;
+        let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
+        loop {
+            self.send(round, out).await?;
+            let mut inbox: Inbox = std::mem::take(&mut ahead);
+            let deadline = tokio::time::Instant::now() + self.round_timeout;
+            while inbox.len() < peers.len() {
+                let msg = match tokio::time::timeout_at(deadline, mailbox.rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err(NodeError::Internal("session mailbox closed".into())),
+                    Err(_) => {
+                        let missing = peers
+                            .iter()
+                            .filter(|p| !inbox.contains_key(p))
+                            .filter_map(|p| self.name_of(*p).cloned())
+                            .collect();
+                        return Err(NodeError::Timeout { round, after: self.round_timeout, missing });
+                    }
+                };
+                let Some(idx) = self.index_of(&msg.from).filter(|i| peers.contains(i)) else {
+                    tracing::warn!(eid = %self.eid, from = %msg.from, "dropped message from a node outside this session");
+                    continue;
+                };
+                let slot = if msg.round == round {
+                    &mut inbox
+                } else if msg.round == round + 1 {
+                    &mut ahead
+                } else {
+                    tracing::warn!(eid = %self.eid, from = %msg.from, round = msg.round, expected = round, "dropped out-of-round message");
+                    continue;
+                };
+                if slot.insert(idx, msg.payload).is_some() {
+                    return Err(self.protocol_error(ProtocolError::PeerMisbehaved {
+                        from: idx,
+                        round: msg.round,
+                        reason: "sent two messages for one round".into(),
+                    }));
+                }
+            }
+            match proto.advance(inbox).map_err(|e| self.protocol_error(e))? {
+                Step::Send { messages, partial_signature } => {
+                    if partial_signature {
+                        before_partial()?;
+                    }
+                    out = messages;
+                    round += 1;
+                }
+                Step::Done(output) => return Ok(output),
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Connections: the accept loop that turns TCP into authenticated TLS streams
+//! for tonic (`serve_with_incoming`), and the connector that dials a node and
+//! checks that the server is the node we meant. Handshakes are bounded in
+//! time and number.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use super::identity::{identity_of, Identity, IdentityError};
+use crate::domain::NodeName;
+use crate::pki::Role;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HANDSHAKES: usize = 256;
+
+/// A TLS stream whose peer identity has been checked for this plane.
+pub struct Authed {
+    io: TlsStream<TcpStream>,
+    identity: Identity,
+}
+
+impl Connected for Authed {
+    type ConnectInfo = Identity;
+    fn connect_info(&self) -> Identity {
+        self.identity.clone()
+    }
+}
+
+impl AsyncRead for Authed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Authed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Which identities a plane admits.
+#[derive(Debug, Clone, Copy)]
+pub enum Plane {
+    Peer,
+    Client,
+}
+
+impl Plane {
+    fn admits(self, role: Role) -> bool {
+        match self {
+            Self::Peer => role == Role::Node,
+            Self::Client => matches!(role, Role::Client | Role::Admin),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Peer => "peer",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// Accepts TLS connections on `listener`, keeps those whose certificate
+/// identity the plane admits, and yields them to tonic. Refused handshakes
+/// are logged with the reason and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    trust_domain: String,
+    plane: Plane,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Authed, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => break,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "too many handshakes in progress; dropping connection");
+                continue;
+            };
+            let (acceptor, tx, td) = (acceptor.clone(), tx.clone(), trust_domain.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(io)) => match check_client(&io, &td, plane) {
+                        Ok(identity) => {
+                            let _ = tx.send(Ok(Authed { io, identity })).await;
+                        }
+                        Err(e) => tracing::warn!(%remote, plane = plane.name(), error = %e, "refused connection"),
+                    },
+                    Ok(Err(e)) => tracing::info!(%remote, plane = plane.name(), error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!(%remote, plane = plane.name(), "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn check_client(io: &TlsStream<TcpStream>, trust_domain: &str, plane: Plane) -> Result<Identity, IdentityError> {
+    let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or(IdentityError::NoCertificate)?;
+    let id = identity_of(cert, trust_domain)?;
+    if !plane.admits(id.role) {
+        return Err(IdentityError::WrongPlane { got: id.to_string(), plane: plane.name() });
+    }
+    Ok(id)
+}
+
+/// A lazily connected channel to node `server` at `addr`. The server must
+/// present a certificate for DNS name `server` and identity `node/<server>`.
+pub fn dial(
+    addr: SocketAddr,
+    server: NodeName,
+    tls: Arc<rustls::ClientConfig>,
+    trust_domain: String,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let (tls, server, td) = (tls.clone(), server.clone(), trust_domain.clone());
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(server.as_str().to_owned())?;
+            let io = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+            let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or(IdentityError::NoCertificate)?;
+            let id = identity_of(cert, &td)?;
+            if id.role != Role::Node || id.name != server {
+                return Err::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    format!("dialed node {server} at {addr} but it presented {id}").into(),
+                );
+            }
+            Ok(TokioIo::new(io))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}

@@ -1,0 +1,11 @@
+//! Peer plane and connection security: rustls configurations, identity from
+//! certificates, the tonic peer service and the client side of node-to-node
+//! calls. The only place (with `api/`) that knows gRPC.
+
+pub mod conn;
+pub mod identity;
+pub mod peer;
+pub mod tls;
+
+pub use conn::{dial, incoming, Plane};
+pub use identity::{identity_of, Identity};

@@ -4,9 +4,13 @@
 //! `domain`/`secret` <- `protocol`, `storage` <- `node` <- `transport`, `api` <- `cli`.
 //! `protocol` does no I/O; only `transport`, `api` and `proto` know gRPC.
 
+pub mod api;
+pub mod bip32;
+pub use api::client;
 pub mod domain;
 pub mod node;
 pub mod pki;
+pub mod proto;
 pub mod protocol;
 pub mod secret;
 pub mod storage;

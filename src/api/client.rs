@@ -1,0 +1,125 @@
+//! The Rust client for the client and admin planes: what the CLI uses and
+//! what a validator embeds. It dials one node over mTLS (TLS 1.3, pinned CA)
+//! and checks that the server is the node it meant.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), thresig::client::ClientError> {
+//! use thresig::client::{Client, ClientConfig};
+//! let mut c = Client::connect(&ClientConfig::from_dir("certs", "thresig.local", "validator-1", "a", "127.0.0.1:7401".parse().unwrap()))?;
+//! let sig = c.sign("validator", [0x11; 32], "m/0/1", "").await?;
+//! println!("r||s||v = {}", hex::encode(&sig.rsv));
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use crate::domain::NodeName;
+use crate::pki::{Layout, Role};
+pub use crate::proto::admin::KeyInfo;
+use crate::proto::admin::{admin_client::AdminClient, CreateKeyRequest, GetKeyRequest, ListKeysRequest};
+pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
+use crate::proto::signer::{signer_client::SignerClient, GetPublicKeyRequest, SignRequest};
+use crate::transport::tls::{client_config, TlsError, TlsFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot set up the connection: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        InvalidArgument => "invalid argument",
+        NotFound => "not found",
+        AlreadyExists => "already exists",
+        PermissionDenied => "permission denied",
+        Unauthenticated => "unauthenticated",
+        FailedPrecondition => "failed precondition",
+        Unavailable => "unavailable",
+        DeadlineExceeded => "deadline exceeded",
+        Aborted => "aborted",
+        ResourceExhausted => "resource exhausted",
+        DataLoss => "data loss",
+        _ => "error",
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Client-plane address of the node.
+    pub endpoint: SocketAddr,
+    /// The node's name (its certificate's DNS SAN and SPIFFE identity).
+    pub server: String,
+    pub trust_domain: String,
+    pub tls: TlsFiles,
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Certificates from a `thresig certs init` directory: `identity` is looked
+    /// up first as a client, then as an admin.
+    pub fn from_dir(dir: impl AsRef<Path>, trust_domain: &str, identity: &str, server: &str, endpoint: SocketAddr) -> Self {
+        let layout = Layout { dir: dir.as_ref().to_owned() };
+        let role = if layout.cert(Role::Client, identity).exists() { Role::Client } else { Role::Admin };
+        Self {
+            endpoint,
+            server: server.to_owned(),
+            trust_domain: trust_domain.to_owned(),
+            tls: TlsFiles { ca: layout.ca_cert(), cert: layout.cert(role, identity), key: layout.key(role, identity), crl: None },
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection to one node's client plane.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Prepares a lazily connected channel (the first call dials).
+    pub fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
+        let server = NodeName::parse(&cfg.server).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let tls = client_config(&cfg.tls)?;
+        let channel = crate::transport::dial(cfg.endpoint, server, tls, cfg.trust_domain.clone(), cfg.connect_timeout)?;
+        Ok(Self { channel })
+    }
+
+    /// Signs a 32-byte digest with `key` at `path` (`""` for the master key).
+    pub async fn sign(&mut self, key: &str, digest: [u8; 32], path: &str, request_id: &str) -> Result<SignResponse, ClientError> {
+        let req = SignRequest { key_id: key.into(), digest: digest.to_vec(), path: path.into(), request_id: request_id.into() };
+        Ok(SignerClient::new(self.channel.clone()).sign(req).await?.into_inner())
+    }
+
+    pub async fn public_key(&mut self, key: &str, path: &str) -> Result<GetPublicKeyResponse, ClientError> {
+        let req = GetPublicKeyRequest { key_id: key.into(), path: path.into() };
+        Ok(SignerClient::new(self.channel.clone()).get_public_key(req).await?.into_inner())
+    }
+
+    /// Admin: runs a keygen. An empty committee means every node.
+    pub async fn create_key(&mut self, key: &str, threshold: u32, committee: &[String]) -> Result<KeyInfo, ClientError> {
+        let req = CreateKeyRequest { key_id: key.into(), threshold, committee: committee.to_vec() };
+        Ok(AdminClient::new(self.channel.clone()).create_key(req).await?.into_inner())
+    }
+
+    pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
+        Ok(AdminClient::new(self.channel.clone()).list_keys(ListKeysRequest {}).await?.into_inner().keys)
+    }
+
+    pub async fn get_key(&mut self, key: &str) -> Result<KeyInfo, ClientError> {
+        Ok(AdminClient::new(self.channel.clone()).get_key(GetKeyRequest { key_id: key.into() }).await?.into_inner())
+    }
+}

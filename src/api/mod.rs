@@ -1,0 +1,10 @@
+//! Client and admin planes: thin gRPC handlers over `node::Node`, the one
+//! place that maps errors to gRPC status, and the Rust client that the CLI
+//! and validators use.
+
+pub mod client;
+mod services;
+mod status;
+
+pub use services::{AdminService, SignerService};
+pub use status::status;

@@ -1,0 +1,144 @@
+//! `thresig.signer.v1.Signer` (client identities) and `thresig.admin.v1.Admin`
+//! (admin identities). Handlers parse input into domain types and call the
+//! node; they hold no logic of their own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+use crate::node::Node;
+use crate::pki::Role;
+use crate::proto::admin as apb;
+use crate::proto::signer as spb;
+use crate::storage::KeyRecord;
+use crate::transport::Identity;
+
+fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
+    match req.extensions().get::<Identity>() {
+        Some(id) if id.role == role => Ok(id.clone()),
+        Some(id) => Err(Status::permission_denied(format!("{id} may not call this service; it needs a {} certificate", role.as_str()))),
+        None => Err(Status::unauthenticated("no authenticated identity")),
+    }
+}
+
+fn arg(field: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
+}
+
+pub struct SignerService {
+    node: Arc<Node>,
+}
+
+impl SignerService {
+    pub fn new(node: Arc<Node>) -> spb::signer_server::SignerServer<Self> {
+        spb::signer_server::SignerServer::new(Self { node }).max_decoding_message_size(64 * 1024)
+    }
+}
+
+#[tonic::async_trait]
+impl spb::signer_server::Signer for SignerService {
+    async fn sign(&self, req: Request<spb::SignRequest>) -> Result<Response<spb::SignResponse>, Status> {
+        let who = require(&req, Role::Client)?;
+        let r = req.into_inner();
+        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
+        let digest = Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?;
+        let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
+        if r.request_id.len() > 128 {
+            return Err(arg("request_id", "at most 128 bytes"));
+        }
+        let started = Instant::now();
+        let out = self.node.sign(&key, digest, path.clone(), Some(r.request_id)).await.map_err(|e| status(&e))?;
+        tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
+        let sig = &out.signature;
+        let ksig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s).map_err(|_| Status::internal("signature encoding"))?;
+        let mut rsv = Vec::with_capacity(65);
+        rsv.extend_from_slice(&sig.r);
+        rsv.extend_from_slice(&sig.s);
+        rsv.push(sig.recovery_id);
+        Ok(Response::new(spb::SignResponse {
+            r: sig.r.to_vec(),
+            s: sig.s.to_vec(),
+            recovery_id: sig.recovery_id.into(),
+            der: ksig.to_der().as_bytes().to_vec(),
+            rsv,
+            public_key: sig.public_key.to_vec(),
+            participants: out.participants.iter().map(ToString::to_string).collect(),
+            request_id: out.request_id,
+            epoch: out.epoch,
+        }))
+    }
+
+    async fn get_public_key(&self, req: Request<spb::GetPublicKeyRequest>) -> Result<Response<spb::GetPublicKeyResponse>, Status> {
+        require(&req, Role::Client)?;
+        let r = req.into_inner();
+        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
+        let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
+        let rec = self.node.key(&key).map_err(|e| status(&e))?;
+        let (pk, cc) = crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &path).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(spb::GetPublicKeyResponse {
+            public_key: pk.to_vec(),
+            eth_address: crate::bip32::eth_address(&pk).map_err(|e| Status::internal(e.to_string()))?,
+            chain_code: cc.to_vec(),
+        }))
+    }
+}
+
+pub struct AdminService {
+    node: Arc<Node>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>) -> apb::admin_server::AdminServer<Self> {
+        apb::admin_server::AdminServer::new(Self { node }).max_decoding_message_size(64 * 1024)
+    }
+}
+
+pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
+    apb::KeyInfo {
+        key_id: rec.key_id.to_string(),
+        public_key: rec.public_key.clone(),
+        eth_address: crate::bip32::eth_address(&rec.public_key).unwrap_or_default(),
+        threshold: rec.threshold.into(),
+        committee: rec.committee.clone(),
+        epoch: rec.epoch,
+        state: match &rec.state {
+            crate::storage::KeyState::Frozen(why) => format!("frozen: {why}"),
+            s => s.label().to_owned(),
+        },
+        chain_code: rec.chain_code.to_vec(),
+    }
+}
+
+#[tonic::async_trait]
+impl apb::admin_server::Admin for AdminService {
+    async fn create_key(&self, req: Request<apb::CreateKeyRequest>) -> Result<Response<apb::KeyInfo>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
+        let committee = r
+            .committee
+            .iter()
+            .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let rec = self.node.create_key(&key, r.threshold, committee).await.map_err(|e| status(&e))?;
+        tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");
+        Ok(Response::new(key_info(&rec)))
+    }
+
+    async fn list_keys(&self, req: Request<apb::ListKeysRequest>) -> Result<Response<apb::ListKeysResponse>, Status> {
+        require(&req, Role::Admin)?;
+        let keys = self.node.keys().map_err(|e| status(&e))?;
+        Ok(Response::new(apb::ListKeysResponse { keys: keys.iter().map(key_info).collect() }))
+    }
+
+    async fn get_key(&self, req: Request<apb::GetKeyRequest>) -> Result<Response<apb::KeyInfo>, Status> {
+        require(&req, Role::Admin)?;
+        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
+        let rec = self.node.key(&key).map_err(|e| status(&e))?;
+        Ok(Response::new(key_info(&rec)))
+    }
+}

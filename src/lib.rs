@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod bip32;
+pub mod cluster;
+pub mod config;
 pub use api::client;
 pub mod domain;
 pub mod node;
@@ -13,5 +15,6 @@ pub mod pki;
 pub mod proto;
 pub mod protocol;
 pub mod secret;
+pub mod server;
 pub mod storage;
 pub mod transport;

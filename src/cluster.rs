@@ -1,0 +1,132 @@
+//! A local cluster on 127.0.0.1 with fresh certificates and stores under one
+//! directory: what `thresig demo` and `thresig bench` run, and what the
+//! integration tests start. Ports are chosen by the OS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::client::{Client, ClientConfig};
+use crate::config::{NodeConfig, PassphraseSource, Peer};
+use crate::domain::NodeName;
+use crate::node::Timeouts;
+use crate::pki::{self, Layout, Role};
+use crate::server::{self, Listeners, RunningNode, ServerError};
+use crate::transport::tls::TlsFiles;
+
+pub const TRUST_DOMAIN: &str = "thresig.local";
+pub const CLIENT: &str = "validator";
+pub const ADMIN: &str = "ops";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A cluster of nodes in one process.
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub root: PathBuf,
+    pub layout: Layout,
+    pub configs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<RunningNode>>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> ClusterError {
+    ClusterError::Other(format!("{}: {e}", path.display()))
+}
+
+impl LocalCluster {
+    /// Creates certificates, passphrase files and configs under `root`, then
+    /// starts every node.
+    pub async fn start(root: &Path, names: &[&str], timeouts: Timeouts) -> Result<Self, ClusterError> {
+        let nodes: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let layout = pki::init(&root.join("certs"), TRUST_DOMAIN, &nodes, &[CLIENT.into()], &[ADMIN.into()], |_, _| {})?;
+        let mut listeners = Vec::new();
+        let mut peers = Vec::new();
+        for n in names {
+            let l = Listeners::bind("127.0.0.1:0".parse().map_err(|_| ClusterError::Other("addr".into()))?, "127.0.0.1:0".parse().map_err(|_| ClusterError::Other("addr".into()))?).await?;
+            let name = NodeName::parse(n).map_err(|e| ClusterError::Other(e.to_string()))?;
+            peers.push(Peer { name, peer_addr: local(&l.peer)?, client_addr: local(&l.client)? });
+            listeners.push(l);
+        }
+        let mut configs = Vec::new();
+        for p in &peers {
+            let dir = root.join("nodes").join(p.name.as_str());
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            let pass_file = dir.join("passphrase");
+            let mut pass = [0u8; 24];
+            getrandom::fill(&mut pass).map_err(|e| ClusterError::Other(e.to_string()))?;
+            pki::write_new(&pass_file, hex::encode(pass).as_bytes(), 0o600)?;
+            let cfg = NodeConfig {
+                name: p.name.clone(),
+                trust_domain: TRUST_DOMAIN.into(),
+                data_dir: dir.join("data"),
+                listen_peer: p.peer_addr,
+                listen_client: p.client_addr,
+                tls: TlsFiles {
+                    ca: layout.ca_cert(),
+                    cert: layout.cert(Role::Node, p.name.as_str()),
+                    key: layout.key(Role::Node, p.name.as_str()),
+                    crl: None,
+                },
+                passphrase: PassphraseSource::File(pass_file),
+                timeouts,
+                connect_timeout: timeouts.ping,
+                peers: peers.clone(),
+            };
+            let path = dir.join("node.toml");
+            std::fs::write(&path, cfg.to_toml()).map_err(|e| io(&path, e))?;
+            configs.push(cfg);
+        }
+        let mut running = Vec::new();
+        for (cfg, l) in configs.iter().zip(listeners) {
+            running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
+        }
+        Ok(Self { root: root.to_owned(), layout, configs, nodes: running })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.configs.iter().map(|c| c.name.to_string()).collect()
+    }
+
+    /// A client of node `i` with the given identity (`CLIENT` or `ADMIN`).
+    pub fn client(&self, i: usize, identity: &str) -> Result<Client, ClusterError> {
+        let cfg = self.configs.get(i).ok_or_else(|| ClusterError::Other(format!("no node {i}")))?;
+        let cc = ClientConfig::from_dir(&self.layout.dir, TRUST_DOMAIN, identity, cfg.name.as_str(), cfg.listen_client);
+        Client::connect(&cc).map_err(|e| ClusterError::Other(e.to_string()))
+    }
+
+    /// Stops node `i` (its ports then refuse connections).
+    pub async fn stop_node(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i).and_then(Option::take) {
+            n.stop().await;
+        }
+    }
+
+    /// Starts node `i` again from its config and data directory, on its old ports.
+    pub async fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        let cfg = self.configs.get(i).ok_or_else(|| ClusterError::Other(format!("no node {i}")))?.clone();
+        let l = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
+        let n = server::start(&cfg, &cfg.passphrase.read()?, l)?;
+        self.nodes[i] = Some(n);
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn stop(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await;
+        }
+    }
+}
+
+fn local(l: &tokio::net::TcpListener) -> Result<SocketAddr, ClusterError> {
+    l.local_addr().map_err(|e| ClusterError::Other(e.to_string()))
+}

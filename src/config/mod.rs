@@ -1,0 +1,302 @@
+//! Node configuration: raw TOML structs (unknown fields rejected) turned into
+//! a validated `NodeConfig`. Every error names the field it is about. The
+//! store passphrase never comes from the command line or the file itself:
+//! only from an environment variable or a passphrase file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::NodeName;
+use crate::node::Timeouts;
+use crate::secret::SecretBytes;
+use crate::transport::tls::TlsFiles;
+
+/// Default environment variable holding the store passphrase.
+pub const PASSPHRASE_ENV: &str = "THRESIG_PASSPHRASE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Field { field: field.into(), message: message.to_string() }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    node: RawNode,
+    listen: RawListen,
+    tls: RawTls,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    trust_domain: String,
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    peer: String,
+    client: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    passphrase_env: Option<String>,
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    round_ms: Option<u64>,
+    ping_ms: Option<u64>,
+    connect_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    peer_addr: String,
+    client_addr: String,
+}
+
+/// One node of the cluster roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: NodeName,
+    pub peer_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+}
+
+/// Where the store passphrase comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassphraseSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl PassphraseSource {
+    /// Reads the passphrase. A trailing newline in a file is ignored.
+    pub fn read(&self) -> Result<SecretBytes, ConfigError> {
+        let mut raw = match self {
+            Self::Env(var) => std::env::var(var)
+                .map_err(|_| field("store.passphrase_env", format!("environment variable {var} is not set")))?
+                .into_bytes(),
+            Self::File(p) => std::fs::read(p).map_err(|e| field("store.passphrase_file", format!("{}: {e}", p.display())))?,
+        };
+        while raw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            raw.pop();
+        }
+        if raw.is_empty() {
+            return Err(field("store", "the store passphrase is empty"));
+        }
+        Ok(SecretBytes::new(raw))
+    }
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: NodeName,
+    pub trust_domain: String,
+    pub data_dir: PathBuf,
+    pub listen_peer: SocketAddr,
+    pub listen_client: SocketAddr,
+    pub tls: TlsFiles,
+    pub passphrase: PassphraseSource,
+    pub timeouts: Timeouts,
+    pub connect_timeout: Duration,
+    /// Every node of the cluster, this one included.
+    pub peers: Vec<Peer>,
+}
+
+fn addr(name: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| field(name, format!("{raw:?} is not an IP:port socket address")))
+}
+
+fn rel(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+impl NodeConfig {
+    /// Loads and validates a TOML file. Relative paths are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Self::parse(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let name = NodeName::parse(&raw.node.name).map_err(|e| field("node.name", e))?;
+        if raw.node.trust_domain.is_empty() || raw.node.trust_domain.contains('/') {
+            return Err(field("node.trust_domain", "must be a non-empty name without '/'"));
+        }
+        let mut peers: Vec<Peer> = Vec::new();
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            let n = NodeName::parse(&p.name).map_err(|e| field(format!("peers[{i}].name"), e))?;
+            if peers.iter().any(|q| q.name == n) {
+                return Err(field(format!("peers[{i}].name"), format!("node {n} is listed twice")));
+            }
+            peers.push(Peer {
+                name: n,
+                peer_addr: addr(&format!("peers[{i}].peer_addr"), &p.peer_addr)?,
+                client_addr: addr(&format!("peers[{i}].client_addr"), &p.client_addr)?,
+            });
+        }
+        if !peers.iter().any(|p| p.name == name) {
+            return Err(field("peers", format!("this node ({name}) must be listed among the peers")));
+        }
+        let passphrase = match (raw.store.passphrase_env, raw.store.passphrase_file) {
+            (Some(_), Some(_)) => return Err(field("store", "set passphrase_env or passphrase_file, not both")),
+            (_, Some(f)) => PassphraseSource::File(rel(base, f)),
+            (Some(v), None) => PassphraseSource::Env(v),
+            (None, None) => PassphraseSource::Env(PASSPHRASE_ENV.to_owned()),
+        };
+        let ms = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(field(name, "must be above zero")),
+                v if v > 600_000 => Err(field(name, "must be at most 600000 (10 minutes)")),
+                v => Ok(Duration::from_millis(v)),
+            }
+        };
+        Ok(Self {
+            name,
+            trust_domain: raw.node.trust_domain,
+            data_dir: rel(base, raw.node.data_dir),
+            listen_peer: addr("listen.peer", &raw.listen.peer)?,
+            listen_client: addr("listen.client", &raw.listen.client)?,
+            tls: TlsFiles {
+                ca: rel(base, raw.tls.ca),
+                cert: rel(base, raw.tls.cert),
+                key: rel(base, raw.tls.key),
+                crl: raw.tls.crl.map(|c| rel(base, c)),
+            },
+            passphrase,
+            timeouts: Timeouts {
+                round: ms("timeouts.round_ms", raw.timeouts.round_ms, 10_000)?,
+                ping: ms("timeouts.ping_ms", raw.timeouts.ping_ms, 2_000)?,
+            },
+            connect_timeout: ms("timeouts.connect_ms", raw.timeouts.connect_ms, 2_000)?,
+            peers,
+        })
+    }
+
+    /// Renders a config file for this node (used by `demo` and tests).
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[node]\nname = {:?}\ntrust_domain = {:?}\ndata_dir = {:?}\n\n[listen]\npeer = \"{}\"\nclient = \"{}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            self.name.as_str(),
+            self.trust_domain,
+            self.data_dir,
+            self.listen_peer,
+            self.listen_client,
+            self.tls.ca,
+            self.tls.cert,
+            self.tls.key
+        );
+        if let Some(crl) = &self.tls.crl {
+            s += &format!("crl = {crl:?}\n");
+        }
+        s += "\n[store]\n";
+        match &self.passphrase {
+            PassphraseSource::Env(v) => s += &format!("passphrase_env = {v:?}\n"),
+            PassphraseSource::File(f) => s += &format!("passphrase_file = {f:?}\n"),
+        }
+        s += &format!(
+            "\n[timeouts]\nround_ms = {}\nping_ms = {}\nconnect_ms = {}\n",
+            self.timeouts.round.as_millis(),
+            self.timeouts.ping.as_millis(),
+            self.connect_timeout.as_millis()
+        );
+        for p in &self.peers {
+            s += &format!("\n[[peers]]\nname = {:?}\npeer_addr = \"{}\"\nclient_addr = \"{}\"\n", p.name.as_str(), p.peer_addr, p.client_addr);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "a"
+trust_domain = "thresig.local"
+data_dir = "data/a"
+[listen]
+peer = "127.0.0.1:7400"
+client = "127.0.0.1:7401"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/nodes/a.pem"
+key = "certs/nodes/a.key"
+[[peers]]
+name = "a"
+peer_addr = "127.0.0.1:7400"
+client_addr = "127.0.0.1:7401"
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let c = NodeConfig::parse(GOOD, Path::new("/etc/thresig")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/thresig/data/a"));
+        assert_eq!(c.passphrase, PassphraseSource::Env(PASSPHRASE_ENV.into()));
+        let again = NodeConfig::parse(&c.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(again.peers, c.peers);
+        assert_eq!(again.tls.key, c.tls.key);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let unknown = GOOD.replace("[listen]", "[listen]\nbogus = 1");
+        assert!(NodeConfig::parse(&unknown, Path::new("/")).unwrap_err().to_string().contains("bogus"));
+        let bad_addr = GOOD.replace("client = \"127.0.0.1:7401\"", "client = \"localhost\"");
+        assert!(NodeConfig::parse(&bad_addr, Path::new("/")).unwrap_err().to_string().contains("listen.client"));
+        let bad_peer = GOOD.replace("name = \"a\"\npeer_addr", "name = \"A!\"\npeer_addr");
+        assert!(NodeConfig::parse(&bad_peer, Path::new("/")).unwrap_err().to_string().contains("peers[0].name"));
+        let zero = format!("{GOOD}\n[timeouts]\nround_ms = 0\n");
+        assert!(NodeConfig::parse(&zero, Path::new("/")).unwrap_err().to_string().contains("timeouts.round_ms"));
+    }
+}

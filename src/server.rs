@@ -1,0 +1,129 @@
+//! Runs one node: opens the store (refusing a wrong passphrase before
+//! anything is written), wires the peer network, and serves the peer plane
+//! and the client/admin plane on listeners the caller bound, until shutdown.
+//! Tests bind `127.0.0.1:0` and pass the listeners in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+
+use crate::api::{AdminService, SignerService};
+use crate::config::NodeConfig;
+use crate::node::Node;
+use crate::secret::SecretBytes;
+use crate::storage::{StorageError, Store};
+use crate::transport::peer::{GrpcPeerNet, PeerService};
+use crate::transport::tls::{client_config, server_config, TlsError};
+use crate::transport::{incoming, Plane};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The two listening sockets of a node.
+pub struct Listeners {
+    pub peer: TcpListener,
+    pub client: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(peer: SocketAddr, client: SocketAddr) -> Result<Self, ServerError> {
+        let b = |addr| async move { TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source }) };
+        Ok(Self { peer: b(peer).await?, client: b(client).await? })
+    }
+}
+
+/// A node serving in the background.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    pub peer_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("node", &self.node.name()).field("peer", &self.peer_addr).field("client", &self.client_addr).finish()
+    }
+}
+
+impl RunningNode {
+    /// Stops serving, waits (bounded) for in-flight calls and closes the store.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), t).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("server did not stop within 30s"),
+            }
+        }
+        drop(self.node);
+    }
+
+    /// Resolves when either plane stops on its own (an error) or `stop` is called.
+    pub async fn wait(&mut self) {
+        if let Some(t) = self.tasks.first_mut() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the store and starts serving on `listeners`.
+pub fn start(cfg: &NodeConfig, passphrase: &SecretBytes, listeners: Listeners) -> Result<RunningNode, ServerError> {
+    let store = Store::open(&cfg.data_dir, &cfg.name, passphrase)?;
+    let client_tls = client_config(&cfg.tls)?;
+    let server_tls = server_config(&cfg.tls)?;
+    let peers: Vec<_> = cfg.peers.iter().filter(|p| p.name != cfg.name).map(|p| (p.name.clone(), p.peer_addr)).collect();
+    // A whole session: four rounds plus setup, each bounded by the round timeout.
+    let propose_timeout = cfg.timeouts.round * 6;
+    let net = GrpcPeerNet::new(&peers, client_tls, &cfg.trust_domain, cfg.connect_timeout, propose_timeout)?;
+    let roster = cfg.peers.iter().map(|p| p.name.clone()).collect();
+    let node = Arc::new(Node::new(cfg.name.clone(), roster, store, Arc::new(net), cfg.timeouts));
+    let peer_addr = listeners.peer.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen_peer, source })?;
+    let client_addr = listeners.client.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen_client, source })?;
+    let (stop, stopped) = watch::channel(false);
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    drop(health_reporter);
+    let peer_incoming = incoming(listeners.peer, server_tls.clone(), cfg.trust_domain.clone(), Plane::Peer);
+    let client_incoming = incoming(listeners.client, server_tls, cfg.trust_domain.clone(), Plane::Client);
+    let peer_svc = PeerService::new(node.clone()).into_server();
+    let peer_task = tokio::spawn(
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .add_service(peer_svc)
+            .serve_with_incoming_shutdown(peer_incoming, signal(stopped.clone())),
+    );
+    let client_task = tokio::spawn(
+        Server::builder()
+            .concurrency_limit_per_connection(256)
+            .add_service(health)
+            .add_service(SignerService::new(node.clone()))
+            .add_service(AdminService::new(node.clone()))
+            .serve_with_incoming_shutdown(client_incoming, signal(stopped)),
+    );
+    tracing::info!(node = %cfg.name, %peer_addr, %client_addr, "serving");
+    Ok(RunningNode { node, peer_addr, client_addr, stop, tasks: vec![peer_task, client_task] })
+}

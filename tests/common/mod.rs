@@ -1,0 +1,44 @@
+//! Shared helpers for the integration tests: an in-process cluster on
+//! 127.0.0.1 ports chosen by the OS, and independent signature checks.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use thresig::client::SignResponse;
+use thresig::cluster::LocalCluster;
+use thresig::node::Timeouts;
+
+pub use thresig::cluster::{ADMIN, CLIENT};
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+}
+
+pub async fn cluster(names: &[&str]) -> (tempfile::TempDir, LocalCluster) {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let timeouts = Timeouts { round: Duration::from_secs(5), ping: Duration::from_secs(1) };
+    let c = LocalCluster::start(dir.path(), names, timeouts).await.unwrap();
+    (dir, c)
+}
+
+/// Verifies with k256 alone: signature under `pk`, low-S, and the recovery
+/// id recovers `pk`; the DER and r||s||v forms agree with r and s.
+pub fn check_signature(resp: &SignResponse, digest: &[u8; 32], pk: &[u8]) {
+    let vk = VerifyingKey::from_sec1_bytes(pk).unwrap();
+    let r: [u8; 32] = resp.r.as_slice().try_into().unwrap();
+    let s: [u8; 32] = resp.s.as_slice().try_into().unwrap();
+    let sig = Signature::from_scalars(r, s).unwrap();
+    assert_eq!(sig.normalize_s(), sig, "signature is not low-S");
+    vk.verify_prehash(digest, &sig).expect("signature does not verify");
+    let rid = RecoveryId::from_byte(resp.recovery_id as u8).unwrap();
+    assert_eq!(VerifyingKey::recover_from_prehash(digest, &sig, rid).unwrap(), vk, "recovery id does not recover the key");
+    assert_eq!(Signature::from_der(&resp.der).unwrap(), sig);
+    assert_eq!(resp.rsv.len(), 65);
+    assert_eq!(&resp.rsv[..32], &r);
+    assert_eq!(&resp.rsv[32..64], &s);
+    assert_eq!(resp.rsv[64] as u32, resp.recovery_id);
+    assert_eq!(resp.public_key, pk);
+}

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bip32;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub use api::client;
@@ -17,4 +18,5 @@ pub mod protocol;
 pub mod secret;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;

@@ -1,0 +1,74 @@
+//! `thresig keys`: admin operations on threshold keys.
+
+use std::time::Instant;
+
+use super::conn::Conn;
+use crate::client::KeyInfo;
+use crate::pki::Role;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Generate a new key across the committee (distributed, no dealer).
+    ///
+    /// Every committee node must be up. Signing later needs exactly
+    /// --threshold of them.
+    Create {
+        /// Key name: 1-64 of a-z, 0-9, '-', '_', '.'.
+        #[arg(long)]
+        name: String,
+        /// Number of nodes needed to sign (t of n), at least 2.
+        #[arg(long)]
+        threshold: u32,
+        /// Committee node names, comma separated (default: every node of the cluster).
+        #[arg(long, value_delimiter = ',')]
+        committee: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the keys this node holds a share of.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one key.
+    Show {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub fn print_key(k: &KeyInfo) {
+    println!("key          {}", k.key_id);
+    println!("public key   {}", hex::encode(&k.public_key));
+    println!("eth address  {}", k.eth_address);
+    println!("threshold    {}-of-{}", k.threshold, k.committee.len());
+    println!("committee    {}", k.committee.join(", "));
+    println!("epoch        {}", k.epoch);
+    println!("state        {}", k.state);
+}
+
+pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Create { name, threshold, committee, conn } => {
+            let mut c = conn.client(Role::Admin)?;
+            let who = if committee.is_empty() { "every node".to_owned() } else { committee.join(", ") };
+            eprintln!("running distributed key generation for {name} ({threshold}-of-n, committee: {who}) via node {}...", conn.server);
+            let started = Instant::now();
+            let k = c.create_key(&name, threshold, &committee).await?;
+            eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
+            print_key(&k);
+        }
+        Cmd::List { conn } => {
+            let keys = conn.client(Role::Admin)?.list_keys().await?;
+            if keys.is_empty() {
+                println!("no keys");
+            }
+            for k in keys {
+                println!("{}  {}-of-{}  epoch {}  {}  {}", k.key_id, k.threshold, k.committee.len(), k.epoch, k.state, hex::encode(&k.public_key));
+            }
+        }
+        Cmd::Show { key, conn } => print_key(&conn.client(Role::Admin)?.get_key(&key).await?),
+    }
+    Ok(())
+}

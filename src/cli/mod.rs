@@ -1,0 +1,100 @@
+//! Command line: one file per subcommand. Parses arguments, calls the library,
+//! prints results. Exit codes: 0 ok, 1 operation failed, 64 usage or config error.
+
+mod bench;
+mod certs;
+mod conn;
+mod demo;
+mod keys;
+mod node;
+mod sign;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Threshold ECDSA (secp256k1) signing service.
+///
+/// A cluster of signer nodes, authenticated to each other with mutual TLS,
+/// generates keys with no dealer and signs with any t of its n nodes
+/// (DKLs23). No machine, disk or log ever holds a whole key.
+///
+/// Start with `thresig demo`: it runs a local 3-node cluster, creates a
+/// 2-of-3 key, signs and verifies, then shuts down.
+#[derive(Debug, Parser)]
+#[command(name = "thresig", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Log format for diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Text, env = "THRESIG_LOG_FORMAT")]
+    log_format: crate::telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local 3-node 2-of-3 cluster: keygen, sign, verify, shut down.
+    Demo(demo::Args),
+    /// Create a development CA and certificates (or issue one more).
+    #[command(subcommand)]
+    Certs(certs::Cmd),
+    /// Run a signer node.
+    #[command(subcommand)]
+    Node(node::Cmd),
+    /// Create, list and inspect threshold keys (admin certificate).
+    #[command(subcommand)]
+    Keys(keys::Cmd),
+    /// Sign a 32-byte digest (client certificate).
+    Sign(sign::SignArgs),
+    /// Print the public key and Ethereum address of a key or a derived child.
+    Pubkey(sign::PubkeyArgs),
+    /// Measure signing latency end to end on a local cluster.
+    Bench(bench::Args),
+}
+
+/// An error that is the caller's fault (bad flags, bad config): exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // The demo and bench print their own progress; node logs would interleave.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    crate::telemetry::init(cli.log_format, if quiet { "warn" } else { "info" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Demo(a) => demo::run(a).await,
+            Command::Certs(c) => certs::run(c),
+            Command::Node(c) => node::run(c).await,
+            Command::Keys(c) => keys::run(c).await,
+            Command::Sign(a) => sign::sign(a).await,
+            Command::Pubkey(a) => sign::pubkey(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::config::ConfigError>().is_some()
+                || e.downcast_ref::<crate::domain::DomainError>().is_some();
+            eprintln!("error: {e:#}");
+            ExitCode::from(if usage { 64 } else { 1 })
+        }
+    }
+}

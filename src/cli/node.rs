@@ -1,0 +1,59 @@
+//! `thresig node run`: serve one signer node until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::NodeConfig;
+use crate::server::{self, Listeners};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Serve the peer plane and the client/admin plane of one node.
+    ///
+    /// The store passphrase is read from the environment variable named by
+    /// store.passphrase_env (default THRESIG_PASSPHRASE) or from
+    /// store.passphrase_file, never from the command line. A wrong passphrase
+    /// stops the node before anything in its data directory is written.
+    Run {
+        /// Node configuration (TOML; unknown fields are rejected).
+        #[arg(long, env = "THRESIG_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print what it resolves to.
+    Check {
+        #[arg(long, env = "THRESIG_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Check { config } => {
+            let cfg = NodeConfig::load(&config)?;
+            println!("node {} in trust domain {}", cfg.name, cfg.trust_domain);
+            println!("  data dir    {}", cfg.data_dir.display());
+            println!("  peer plane  {}", cfg.listen_peer);
+            println!("  client plane {}", cfg.listen_client);
+            println!("  roster      {}", cfg.peers.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "));
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = NodeConfig::load(&config)?;
+            let pass = cfg.passphrase.read()?;
+            let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
+            let mut running = server::start(&cfg, &pass, listeners).with_context(|| format!("starting node {}", cfg.name))?;
+            drop(pass);
+            eprintln!("node {} serving: peer plane {}, client plane {}", cfg.name, running.peer_addr, running.client_addr);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = running.wait() => anyhow::bail!("node {} stopped serving unexpectedly", cfg.name),
+            }
+            eprintln!("node {}: shutting down", cfg.name);
+            running.stop().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `thresig sign` and `thresig pubkey` (client certificate).
+
+use std::time::Instant;
+
+use super::conn::Conn;
+use crate::domain::{DerivationPath, Digest32};
+use crate::pki::Role;
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// Key name.
+    #[arg(long)]
+    key: String,
+    /// The 32-byte message hash to sign, as 64 hex characters (0x prefix allowed).
+    #[arg(long)]
+    digest: String,
+    /// Non-hardened BIP32 path, e.g. m/0/1 (default: the key itself).
+    #[arg(long, default_value = "")]
+    path: String,
+    /// Idempotency id for this request (default: chosen by the node).
+    #[arg(long, default_value = "")]
+    request_id: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PubkeyArgs {
+    #[arg(long)]
+    key: String,
+    /// Non-hardened BIP32 path, e.g. m/0/1.
+    #[arg(long, default_value = "")]
+    path: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
+    let digest = Digest32::from_hex(&a.digest)?;
+    DerivationPath::parse(&a.path)?;
+    let mut c = a.conn.client(Role::Client)?;
+    let started = Instant::now();
+    let r = c.sign(&a.key, digest.0, &a.path, &a.request_id).await?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if a.json {
+        let v = serde_json::json!({
+            "key": a.key, "path": a.path, "digest": hex::encode(digest.0),
+            "r": hex::encode(&r.r), "s": hex::encode(&r.s), "recovery_id": r.recovery_id,
+            "der": hex::encode(&r.der), "rsv": hex::encode(&r.rsv), "public_key": hex::encode(&r.public_key),
+            "participants": r.participants, "request_id": r.request_id, "epoch": r.epoch, "latency_ms": ms,
+        });
+        println!("{v}");
+    } else {
+        println!("r            {}", hex::encode(&r.r));
+        println!("s            {}", hex::encode(&r.s));
+        println!("recovery id  {}", r.recovery_id);
+        println!("der          {}", hex::encode(&r.der));
+        println!("r||s||v      {}", hex::encode(&r.rsv));
+        println!("public key   {}", hex::encode(&r.public_key));
+        println!("signers      {}", r.participants.join(", "));
+        println!("request id   {}", r.request_id);
+        println!("latency      {ms:.1} ms");
+    }
+    Ok(())
+}
+
+pub async fn pubkey(a: PubkeyArgs) -> anyhow::Result<()> {
+    DerivationPath::parse(&a.path)?;
+    let r = a.conn.client(Role::Client)?.public_key(&a.key, &a.path).await?;
+    println!("public key   {}", hex::encode(&r.public_key));
+    println!("eth address  {}", r.eth_address);
+    println!("chain code   {}", hex::encode(&r.chain_code));
+    Ok(())
+}

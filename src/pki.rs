@@ -138,6 +138,37 @@ impl Ca {
         Ok(Issued { cert_pem: cert.pem(), key_pem: SecretBytes::new(key.serialize_pem().into_bytes()) })
     }
 
+    /// A CRL (PEM) revoking the given certificates, valid for `days` days.
+    pub fn crl(&self, revoked_cert_pems: &[&str], days: i64) -> Result<String, PkiError> {
+        use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber};
+        use x509_parser::prelude::FromDer;
+        let now = time::OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::new();
+        for pem in revoked_cert_pems {
+            let der = rustls_pemfile::certs(&mut pem.as_bytes())
+                .next()
+                .and_then(Result::ok)
+                .ok_or(rcgen::Error::CouldNotParseCertificate)?;
+            let (_, x) = x509_parser::certificate::X509Certificate::from_der(&der)
+                .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(x.raw_serial()),
+                revocation_time: now,
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + time::Duration::days(days),
+            crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     /// Issues a certificate and writes it under `out/<role>s/<name>.{pem,key}`.
     pub fn issue_to(&self, out: &Path, role: Role, name: &str, days: i64) -> Result<(PathBuf, PathBuf), PkiError> {
         let issued = self.issue(role, name, days)?;

@@ -10,6 +10,7 @@ use thresig::client::SignResponse;
 use thresig::cluster::LocalCluster;
 use thresig::node::Timeouts;
 
+#[allow(unused_imports)]
 pub use thresig::cluster::{ADMIN, CLIENT};
 
 pub fn init_tracing() {

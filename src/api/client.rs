@@ -31,10 +31,40 @@ pub enum ClientError {
     Tls(#[from] TlsError),
     #[error("cannot set up the connection: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    #[error("{}: {}{}", code_name(.0.code()), .0.message(), causes(.0))]
     Rpc(#[from] tonic::Status),
     #[error("invalid argument: {0}")]
     Invalid(String),
+}
+
+impl ClientError {
+    /// The gRPC status code, when the node (or the connection) answered with one.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Rpc(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+
+    /// True when the connection itself failed or was refused (TLS handshake,
+    /// certificate not accepted, node down), as opposed to a refused request.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(self.code(), Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled))
+    }
+}
+
+/// The source chain of a status (e.g. the TLS error behind "transport error").
+fn causes(s: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        out.push_str(&format!(": {e}"));
+        src = e.source();
+    }
+    if s.code() == tonic::Code::Cancelled || s.code() == tonic::Code::Unknown {
+        out.push_str(" (the node closed the connection: check that this certificate is accepted on this plane)");
+    }
+    out
 }
 
 fn code_name(c: tonic::Code) -> &'static str {

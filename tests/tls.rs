@@ -1,0 +1,145 @@
+//! Connection security (checklist 12, 13, 20): foreign CA, expired and
+//! revoked client certificates, identities on the wrong plane, and TLS 1.2
+//! clients are all refused; each case has a positive control on the same
+//! endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{cluster, ADMIN, CLIENT};
+use thresig::client::{Client, ClientConfig};
+use thresig::cluster::{LocalCluster, TRUST_DOMAIN};
+use thresig::pki::{self, Ca, Role};
+use thresig::proto::peer::{peer_client::PeerClient, PingRequest};
+use thresig::transport::tls::TlsFiles;
+
+fn files(dir: &Path, role: Role, name: &str) -> TlsFiles {
+    let l = pki::Layout { dir: dir.to_owned() };
+    TlsFiles { ca: l.ca_cert(), cert: l.cert(role, name), key: l.key(role, name), crl: None }
+}
+
+fn client_with(c: &LocalCluster, node: usize, tls: TlsFiles) -> Client {
+    let cfg = ClientConfig {
+        endpoint: c.configs[node].listen_client,
+        server: c.configs[node].name.to_string(),
+        trust_domain: TRUST_DOMAIN.into(),
+        tls,
+        connect_timeout: Duration::from_secs(3),
+    };
+    Client::connect(&cfg).unwrap()
+}
+
+fn ca(c: &LocalCluster) -> Ca {
+    let cert = std::fs::read_to_string(c.layout.ca_cert()).unwrap();
+    let key = std::fs::read_to_string(c.layout.ca_key()).unwrap();
+    Ca::load(TRUST_DOMAIN, &cert, &key).unwrap()
+}
+
+async fn works(client: &mut Client) -> bool {
+    client.public_key("k", "").await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_expired_and_revoked_client_certificates_are_refused() {
+    let (dir, mut c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+    assert!(works(&mut c.client(0, CLIENT).unwrap()).await, "positive control failed");
+
+    // Another CA, same names and trust domain.
+    let other = dir.path().join("other-ca");
+    pki::init(&other, TRUST_DOMAIN, &[], &[CLIENT.into()], &[], |_, _| {}).unwrap();
+    let mut foreign = files(&other, Role::Client, CLIENT);
+    foreign.ca = c.layout.ca_cert(); // trust the real cluster CA for the server side
+    let err = client_with(&c, 0, foreign).public_key("k", "").await.unwrap_err();
+    assert!(err.is_connection_failure(), "foreign CA: {err}");
+
+    // Expired certificate from the right CA.
+    let ca = ca(&c);
+    ca.issue_to(&c.layout.dir, Role::Client, "expired", -1).unwrap();
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "expired")).public_key("k", "").await.unwrap_err();
+    assert!(err.is_connection_failure(), "expired: {err}");
+
+    // Revoked certificate: valid until the node loads a CRL naming it.
+    ca.issue_to(&c.layout.dir, Role::Client, "revoked", 30).unwrap();
+    assert!(works(&mut client_with(&c, 0, files(&c.layout.dir, Role::Client, "revoked"))).await);
+    let revoked_pem = std::fs::read_to_string(c.layout.cert(Role::Client, "revoked")).unwrap();
+    let crl_path = c.layout.dir.join("crl.pem");
+    std::fs::write(&crl_path, ca.crl(&[&revoked_pem], 7).unwrap()).unwrap();
+    c.configs[0].tls.crl = Some(crl_path);
+    c.stop_node(0).await;
+    c.start_node(0).await.unwrap();
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "revoked")).public_key("k", "").await.unwrap_err();
+    assert!(err.is_connection_failure(), "revoked: {err}");
+    assert!(works(&mut c.client(0, CLIENT).unwrap()).await, "unrevoked client refused after CRL load");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identities_are_refused_on_the_wrong_plane() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+
+    // A node certificate on the client plane.
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Node, "b")).public_key("k", "").await.unwrap_err();
+    assert!(err.is_connection_failure(), "node cert on client plane: {err}");
+    // An admin certificate on the signer service (right plane, wrong role).
+    let err = c.client(0, ADMIN).unwrap().sign("k", [1; 32], "", "").await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // A client certificate on the admin service.
+    let err = c.client(0, CLIENT).unwrap().list_keys().await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // Peer plane: a node certificate works, client and admin certificates do not.
+    let peer = |tls: TlsFiles| {
+        let cfg = thresig::transport::tls::client_config(&tls).unwrap();
+        let ch = thresig::transport::dial(c.configs[0].listen_peer, c.configs[0].name.clone(), cfg, TRUST_DOMAIN.into(), Duration::from_secs(3)).unwrap();
+        PeerClient::new(ch)
+    };
+    let ping = PingRequest { wire_version: thresig::node::WIRE_VERSION };
+    peer(files(&c.layout.dir, Role::Node, "b")).ping(ping).await.expect("positive control: node cert on peer plane");
+    for (role, name) in [(Role::Client, CLIENT), (Role::Admin, ADMIN)] {
+        let r = peer(files(&c.layout.dir, role, name)).ping(ping).await;
+        let code = r.unwrap_err().code();
+        assert!(matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled), "{} cert on peer plane: {code:?}", role.as_str());
+    }
+    // A peer speaking another wire version is refused with both versions named.
+    let err = peer(files(&c.layout.dir, Role::Node, "b")).ping(PingRequest { wire_version: 99 }).await.unwrap_err();
+    assert!(err.message().contains("this node speaks 1, peer sent 99"), "{err}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls12_only_client_fails_the_handshake() {
+    let (_dir, c) = cluster(&["a", "b"]).await;
+    let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+        let f = files(&c.layout.dir, Role::Client, CLIENT);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut std::fs::read(&f.ca).unwrap().as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&f.cert).unwrap().as_slice()).map(Result::unwrap).collect();
+        let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).unwrap().as_slice()).unwrap().unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        let addr = c.configs[0].listen_client;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("a").unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.map(|s| s.get_ref().1.protocol_version())
+        }
+    };
+    static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    assert_eq!(connect(TLS13).await.unwrap(), Some(rustls::ProtocolVersion::TLSv1_3), "positive control");
+    let err = connect(TLS12).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("protocol") || err.to_string().contains("alert"), "{err}");
+    c.stop().await;
+}

@@ -4,7 +4,7 @@
 //! `transport/`), so nothing here knows gRPC.
 
 mod coordinator;
-mod participant;
+pub mod participant;
 mod router;
 mod session;
 

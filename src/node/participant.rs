@@ -13,7 +13,7 @@ use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{KeyRecord, KeyState, LedgerEntry};
 
 /// The request digest a keygen eid binds: threshold and committee order.
-pub(crate) fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
+pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(threshold.to_be_bytes());
     for c in committee {
@@ -24,7 +24,7 @@ pub(crate) fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> 
 }
 
 /// The request digest a signing eid binds: digest, path and request id.
-pub(crate) fn sign_binding(digest: &Digest32, path: &DerivationPath, request_id: &str) -> Vec<u8> {
+pub fn sign_binding(digest: &Digest32, path: &DerivationPath, request_id: &str) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(digest.0);
     let p = path.to_string();

@@ -134,3 +134,67 @@ mod tests {
         assert!(Sign::new(&outs[0].share, &p, &[1, 2, 3], d, b"x").is_err());
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    //! Checklist 1 and 3 at the engine boundary.
+    use super::*;
+    use crate::domain::{DerivationPath, Digest32};
+    use crate::protocol::keygen::Keygen;
+    use crate::protocol::sign::Sign;
+    use crate::protocol::{decode, encode, ProtocolError};
+    use dkls23::protocols::signing::TransmitPhase1to2;
+
+    fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
+        let parties = (1..=3).map(|i| Keygen::new(2, 3, i, &[4u8; 32]).unwrap()).collect();
+        run(parties, None).into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    fn signers(outs: &[crate::protocol::keygen::KeygenOutput], set: &[u8], sid: &[u8]) -> Vec<Sign> {
+        set.iter()
+            .map(|&i| Sign::new(&outs[(i - 1) as usize].share, &DerivationPath::default(), set, Digest32([3; 32]), sid).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn message_claiming_another_sender_blames_the_real_sender() {
+        let outs = shares();
+        // Party 3 (authenticated as 3) sends a round-1 message that claims to come from party 1.
+        let mut tamper = |round: u32, from: u8, _to: u8, payload: &mut Vec<u8>| {
+            if round == 1 && from == 3 {
+                let mut m: TransmitPhase1to2 = decode(payload).unwrap();
+                m.parties.sender = dkls23::protocols::PartyIndex::new(1).unwrap();
+                *payload = encode(&m).unwrap();
+            }
+        };
+        let results = run(signers(&outs, &[1, 3], b"s1"), Some(&mut tamper));
+        let err = results[0].as_ref().unwrap_err();
+        assert!(matches!(err, ProtocolError::PeerMisbehaved { from: 3, round: 1, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn message_replayed_from_another_session_is_rejected_and_blamed() {
+        let outs = shares();
+        // Record party 2's round-1 message to party 1 in session A.
+        let mut recorded = None;
+        let mut record = |round: u32, from: u8, to: u8, payload: &mut Vec<u8>| {
+            if round == 1 && from == 2 && to == 1 {
+                recorded = Some(payload.clone());
+            }
+        };
+        for r in run(signers(&outs, &[1, 2], b"session-A"), Some(&mut record)) {
+            r.unwrap();
+        }
+        let replay = recorded.unwrap();
+        // Inject it into session B (same parties, same key, different execution id).
+        let mut inject = |round: u32, from: u8, to: u8, payload: &mut Vec<u8>| {
+            if round == 1 && from == 2 && to == 1 {
+                *payload = replay.clone();
+            }
+        };
+        let results = run(signers(&outs, &[1, 2], b"session-B"), Some(&mut inject));
+        let err = results[0].as_ref().unwrap_err();
+        assert_eq!(err.blamed(), Some(2), "{err:?}");
+        assert!(results.iter().all(|r| r.is_err()), "no party may finish session B");
+    }
+}

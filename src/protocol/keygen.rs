@@ -364,15 +364,15 @@ impl Protocol for Keygen {
 
     fn advance(&mut self, inbox: Inbox) -> Result<Step<KeygenOutput>, ProtocolError> {
         check_inbox(&inbox, &self.peers, self.round)?;
-        let round = self.round;
-        self.round += 1;
-        let messages = match round {
+        // `self.round` names the round being processed (for blame) until it succeeds.
+        let messages = match self.round {
             1 => self.round1(inbox)?,
             2 => self.round2(inbox)?,
             3 => self.round3(inbox)?,
             4 => return self.round4(inbox).map(Step::Done),
             r => return Err(ProtocolError::InvalidArgs(format!("no keygen round {r}"))),
         };
+        self.round += 1;
         Ok(Step::Send { messages, partial_signature: false })
     }
 }

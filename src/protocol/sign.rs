@@ -172,8 +172,16 @@ impl Protocol for Sign {
 
     fn advance(&mut self, inbox: Inbox) -> Result<Step<Signature>, ProtocolError> {
         check_inbox(&inbox, &self.peers, self.round)?;
+        // `self.round` names the round being processed (for blame) until it succeeds.
         let round = self.round;
+        let step = self.step(round, inbox)?;
         self.round += 1;
+        Ok(step)
+    }
+}
+
+impl Sign {
+    fn step(&mut self, round: u32, inbox: Inbox) -> Result<Step<Signature>, ProtocolError> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::AfterR1(unique, kept) if round == 1 => {
                 let mut received = Vec::with_capacity(inbox.len());

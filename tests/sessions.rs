@@ -1,0 +1,59 @@
+//! Session rules at a participant (checklist 4): an execution id is single
+//! use, even across restarts, and must match the proposal it arrives with.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cluster, ADMIN};
+use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use thresig::node::participant::sign_binding;
+use thresig::node::{NodeError, Operation, Outcome, Proposal};
+
+fn proposal(request_id: &str) -> Proposal {
+    let key = KeyId::parse("k").unwrap();
+    let participants = vec![NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap()];
+    let digest = Digest32([0x33; 32]);
+    let path = DerivationPath::default();
+    let nonce = vec![7u8; 32];
+    let eid = ExecutionId::derive("sign", &key, 0, &participants, &sign_binding(&digest, &path, request_id), &nonce);
+    Proposal { eid, nonce, op: Operation::Sign { key_id: key, epoch: 0, digest, path, request_id: request_id.into(), participants } }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+    let (na, nb) = (NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap());
+    let a = c.nodes[0].as_ref().unwrap().node.clone();
+    let b = c.nodes[1].as_ref().unwrap().node.clone();
+    let p = proposal("req-1");
+
+    // The test acts as coordinator: both participants accept and sign.
+    let (ra, rb) = tokio::join!(a.on_propose(&nb, p.clone()), b.on_propose(&na, p.clone()));
+    let (Outcome::Sign(sa), Outcome::Sign(sb)) = (ra.unwrap(), rb.unwrap()) else { panic!("not a signature") };
+    assert_eq!(sa, sb);
+
+    // The same eid again: refused at once, without waiting for any round (round timeout is 5 s).
+    let started = Instant::now();
+    let err = a.on_propose(&nb, p.clone()).await.unwrap_err();
+    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refusal waited for a session");
+
+    // An eid that does not match the proposal's fields is refused too.
+    let mut forged = proposal("req-2");
+    forged.eid = p.eid;
+    let err = b.on_propose(&na, forged).await.unwrap_err();
+    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("does not match")), "{err}");
+
+    // The refusal survives a restart.
+    drop(a);
+    c.stop_node(0).await;
+    c.start_node(0).await.unwrap();
+    let a = c.nodes[0].as_ref().unwrap().node.clone();
+    let err = a.on_propose(&nb, p).await.unwrap_err();
+    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")), "{err}");
+    drop((a, b));
+    c.stop().await;
+}

@@ -24,15 +24,23 @@ fn point(pk: &[u8]) -> Result<AffinePoint, Bip32Error> {
 
 fn compressed(p: &AffinePoint) -> Result<[u8; 33], Bip32Error> {
     let vk = k256::ecdsa::VerifyingKey::from_affine(*p).map_err(|_| Bip32Error::BadKey)?;
-    vk.to_sec1_point(true).as_bytes().try_into().map_err(|_| Bip32Error::BadKey)
+    vk.to_sec1_point(true)
+        .as_bytes()
+        .try_into()
+        .map_err(|_| Bip32Error::BadKey)
 }
 
 /// `CKDpub` along `path`. Returns the child's compressed key and chain code.
-pub fn derive_public(pk: &[u8], chain_code: &[u8; 32], path: &DerivationPath) -> Result<([u8; 33], [u8; 32]), Bip32Error> {
+pub fn derive_public(
+    pk: &[u8],
+    chain_code: &[u8; 32],
+    path: &DerivationPath,
+) -> Result<([u8; 33], [u8; 32]), Bip32Error> {
     let mut key = point(pk)?;
     let mut cc = *chain_code;
     for &i in path.indices() {
-        let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(&cc).map_err(|_| Bip32Error::BadKey)?;
+        let mut mac =
+            <Hmac<Sha512> as KeyInit>::new_from_slice(&cc).map_err(|_| Bip32Error::BadKey)?;
         mac.update(&compressed(&key)?);
         mac.update(&i.to_be_bytes());
         let out = mac.finalize().into_bytes();

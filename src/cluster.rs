@@ -45,15 +45,38 @@ fn io(path: &Path, e: std::io::Error) -> ClusterError {
 impl LocalCluster {
     /// Creates certificates, passphrase files and configs under `root`, then
     /// starts every node.
-    pub async fn start(root: &Path, names: &[&str], timeouts: Timeouts) -> Result<Self, ClusterError> {
+    pub async fn start(
+        root: &Path,
+        names: &[&str],
+        timeouts: Timeouts,
+    ) -> Result<Self, ClusterError> {
         let nodes: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let layout = pki::init(&root.join("certs"), TRUST_DOMAIN, &nodes, &[CLIENT.into()], &[ADMIN.into()], |_, _| {})?;
+        let layout = pki::init(
+            &root.join("certs"),
+            TRUST_DOMAIN,
+            &nodes,
+            &[CLIENT.into()],
+            &[ADMIN.into()],
+            |_, _| {},
+        )?;
         let mut listeners = Vec::new();
         let mut peers = Vec::new();
         for n in names {
-            let l = Listeners::bind("127.0.0.1:0".parse().map_err(|_| ClusterError::Other("addr".into()))?, "127.0.0.1:0".parse().map_err(|_| ClusterError::Other("addr".into()))?).await?;
+            let l = Listeners::bind(
+                "127.0.0.1:0"
+                    .parse()
+                    .map_err(|_| ClusterError::Other("addr".into()))?,
+                "127.0.0.1:0"
+                    .parse()
+                    .map_err(|_| ClusterError::Other("addr".into()))?,
+            )
+            .await?;
             let name = NodeName::parse(n).map_err(|e| ClusterError::Other(e.to_string()))?;
-            peers.push(Peer { name, peer_addr: local(&l.peer)?, client_addr: local(&l.client)? });
+            peers.push(Peer {
+                name,
+                peer_addr: local(&l.peer)?,
+                client_addr: local(&l.client)?,
+            });
             listeners.push(l);
         }
         let mut configs = Vec::new();
@@ -89,7 +112,12 @@ impl LocalCluster {
         for (cfg, l) in configs.iter().zip(listeners) {
             running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
         }
-        Ok(Self { root: root.to_owned(), layout, configs, nodes: running })
+        Ok(Self {
+            root: root.to_owned(),
+            layout,
+            configs,
+            nodes: running,
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -98,8 +126,17 @@ impl LocalCluster {
 
     /// A client of node `i` with the given identity (`CLIENT` or `ADMIN`).
     pub fn client(&self, i: usize, identity: &str) -> Result<Client, ClusterError> {
-        let cfg = self.configs.get(i).ok_or_else(|| ClusterError::Other(format!("no node {i}")))?;
-        let cc = ClientConfig::from_dir(&self.layout.dir, TRUST_DOMAIN, identity, cfg.name.as_str(), cfg.listen_client);
+        let cfg = self
+            .configs
+            .get(i)
+            .ok_or_else(|| ClusterError::Other(format!("no node {i}")))?;
+        let cc = ClientConfig::from_dir(
+            &self.layout.dir,
+            TRUST_DOMAIN,
+            identity,
+            cfg.name.as_str(),
+            cfg.listen_client,
+        );
         Client::connect(&cc).map_err(|e| ClusterError::Other(e.to_string()))
     }
 
@@ -112,7 +149,11 @@ impl LocalCluster {
 
     /// Starts node `i` again from its config and data directory, on its old ports.
     pub async fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
-        let cfg = self.configs.get(i).ok_or_else(|| ClusterError::Other(format!("no node {i}")))?.clone();
+        let cfg = self
+            .configs
+            .get(i)
+            .ok_or_else(|| ClusterError::Other(format!("no node {i}")))?
+            .clone();
         let l = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
         let n = server::start(&cfg, &cfg.passphrase.read()?, l)?;
         self.nodes[i] = Some(n);
@@ -128,5 +169,6 @@ impl LocalCluster {
 }
 
 fn local(l: &tokio::net::TcpListener) -> Result<SocketAddr, ClusterError> {
-    l.local_addr().map_err(|e| ClusterError::Other(e.to_string()))
+    l.local_addr()
+        .map_err(|e| ClusterError::Other(e.to_string()))
 }

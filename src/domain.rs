@@ -296,7 +296,10 @@ mod tests {
             base,
             ExecutionId::derive("sign", &k, 1, &[a.clone(), b.clone()], b"e", b"n")
         );
-        assert_ne!(base, ExecutionId::derive("sign", &k, 1, &[a, b], b"d", b"m"));
+        assert_ne!(
+            base,
+            ExecutionId::derive("sign", &k, 1, &[a, b], b"d", b"m")
+        );
     }
 
     #[test]

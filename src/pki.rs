@@ -57,7 +57,9 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid name {0:?}: use 1-63 characters from a-z, 0-9 and '-', starting with a letter")]
+    #[error(
+        "invalid name {0:?}: use 1-63 characters from a-z, 0-9 and '-', starting with a letter"
+    )]
     Name(String),
     #[error("{path} already exists; refusing to overwrite (use a fresh --out directory)")]
     Exists { path: PathBuf },
@@ -79,7 +81,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("trust_domain", &self.trust_domain).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,24 +97,45 @@ impl Ca {
     pub fn generate(trust_domain: &str) -> Result<(Self, Issued), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, format!("thresig cluster CA ({trust_domain})"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("thresig cluster CA ({trust_domain})"),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(3650);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
         let key_pem = SecretBytes::new(key.serialize_pem().into_bytes());
-        let issued = Issued { cert_pem: cert_pem.clone(), key_pem };
-        Ok((Self { issuer: Issuer::new(params, key), cert_pem, trust_domain: trust_domain.to_owned() }, issued))
+        let issued = Issued {
+            cert_pem: cert_pem.clone(),
+            key_pem,
+        };
+        Ok((
+            Self {
+                issuer: Issuer::new(params, key),
+                cert_pem,
+                trust_domain: trust_domain.to_owned(),
+            },
+            issued,
+        ))
     }
 
     /// Loads an existing CA from its PEM certificate and key.
     pub fn load(trust_domain: &str, cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(Self { issuer, cert_pem: cert_pem.to_owned(), trust_domain: trust_domain.to_owned() })
+        Ok(Self {
+            issuer,
+            cert_pem: cert_pem.to_owned(),
+            trust_domain: trust_domain.to_owned(),
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -122,25 +147,37 @@ impl Ca {
         NodeName::parse(name).map_err(|_| PkiError::Name(name.to_owned()))?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, format!("{}/{name}", role.as_str()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{}/{name}", role.as_str()));
         let uri = spiffe_uri(&self.trust_domain, role, name);
         params.subject_alt_names.push(SanType::URI(uri.try_into()?));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         if role == Role::Node {
-            params.subject_alt_names.push(SanType::DnsName(name.try_into()?));
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(name.try_into()?));
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(days);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: SecretBytes::new(key.serialize_pem().into_bytes()) })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: SecretBytes::new(key.serialize_pem().into_bytes()),
+        })
     }
 
     /// A CRL (PEM) revoking the given certificates, valid for `days` days.
     pub fn crl(&self, revoked_cert_pems: &[&str], days: i64) -> Result<String, PkiError> {
-        use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber};
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+            SerialNumber,
+        };
         use x509_parser::prelude::FromDer;
         let now = time::OffsetDateTime::now_utc();
         let mut revoked_certs = Vec::new();
@@ -170,7 +207,13 @@ impl Ca {
     }
 
     /// Issues a certificate and writes it under `out/<role>s/<name>.{pem,key}`.
-    pub fn issue_to(&self, out: &Path, role: Role, name: &str, days: i64) -> Result<(PathBuf, PathBuf), PkiError> {
+    pub fn issue_to(
+        &self,
+        out: &Path,
+        role: Role,
+        name: &str,
+        days: i64,
+    ) -> Result<(PathBuf, PathBuf), PkiError> {
         let issued = self.issue(role, name, days)?;
         let dir = out.join(role.dir());
         let cert = dir.join(format!("{name}.pem"));
@@ -212,8 +255,14 @@ pub fn init(
     admins: &[String],
     mut progress: impl FnMut(Role, &str),
 ) -> Result<Layout, PkiError> {
-    let layout = Layout { dir: out.to_owned() };
-    for (role, names) in [(Role::Node, nodes), (Role::Client, clients), (Role::Admin, admins)] {
+    let layout = Layout {
+        dir: out.to_owned(),
+    };
+    for (role, names) in [
+        (Role::Node, nodes),
+        (Role::Client, clients),
+        (Role::Admin, admins),
+    ] {
         for n in names {
             NodeName::parse(n).map_err(|_| PkiError::Name(n.clone()))?;
             for p in [layout.cert(role, n), layout.key(role, n)] {
@@ -226,7 +275,11 @@ pub fn init(
     let (ca, issued) = Ca::generate(trust_domain)?;
     write_new(&layout.ca_cert(), issued.cert_pem.as_bytes(), 0o644)?;
     write_new(&layout.ca_key(), issued.key_pem.expose(), 0o600)?;
-    for (role, names) in [(Role::Node, nodes), (Role::Client, clients), (Role::Admin, admins)] {
+    for (role, names) in [
+        (Role::Node, nodes),
+        (Role::Client, clients),
+        (Role::Admin, admins),
+    ] {
         for n in names {
             ca.issue_to(out, role, n, 365)?;
             progress(role, n);
@@ -239,7 +292,10 @@ pub fn init(
 pub fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -248,7 +304,15 @@ pub fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<(), PkiError> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { PkiError::Exists { path: path.to_owned() } } else { io(e) })?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                PkiError::Exists {
+                    path: path.to_owned(),
+                }
+            } else {
+                io(e)
+            }
+        })?;
     f.write_all(body).map_err(io)?;
     f.sync_all().map_err(io)
 }

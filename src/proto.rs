@@ -1,5 +1,11 @@
 //! Generated gRPC code for the versioned protos in `proto/`.
-#![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
 
 pub mod peer {
     tonic::include_proto!("thresig.peer.v1");

@@ -45,8 +45,15 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(peer: SocketAddr, client: SocketAddr) -> Result<Self, ServerError> {
-        let b = |addr| async move { TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source }) };
-        Ok(Self { peer: b(peer).await?, client: b(client).await? })
+        let b = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        Ok(Self {
+            peer: b(peer).await?,
+            client: b(client).await?,
+        })
     }
 }
 
@@ -61,7 +68,11 @@ pub struct RunningNode {
 
 impl std::fmt::Debug for RunningNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningNode").field("node", &self.node.name()).field("peer", &self.peer_addr).field("client", &self.client_addr).finish()
+        f.debug_struct("RunningNode")
+            .field("node", &self.node.name())
+            .field("peer", &self.peer_addr)
+            .field("client", &self.client_addr)
+            .finish()
     }
 }
 
@@ -88,18 +99,51 @@ impl RunningNode {
 }
 
 /// Opens the store and starts serving on `listeners`.
-pub fn start(cfg: &NodeConfig, passphrase: &SecretBytes, listeners: Listeners) -> Result<RunningNode, ServerError> {
+pub fn start(
+    cfg: &NodeConfig,
+    passphrase: &SecretBytes,
+    listeners: Listeners,
+) -> Result<RunningNode, ServerError> {
     let store = Store::open(&cfg.data_dir, &cfg.name, passphrase)?;
     let client_tls = client_config(&cfg.tls)?;
     let server_tls = server_config(&cfg.tls)?;
-    let peers: Vec<_> = cfg.peers.iter().filter(|p| p.name != cfg.name).map(|p| (p.name.clone(), p.peer_addr)).collect();
+    let peers: Vec<_> = cfg
+        .peers
+        .iter()
+        .filter(|p| p.name != cfg.name)
+        .map(|p| (p.name.clone(), p.peer_addr))
+        .collect();
     // A whole session: four rounds plus setup, each bounded by the round timeout.
     let propose_timeout = cfg.timeouts.round * 6;
-    let net = GrpcPeerNet::new(&peers, client_tls, &cfg.trust_domain, cfg.connect_timeout, propose_timeout)?;
+    let net = GrpcPeerNet::new(
+        &peers,
+        client_tls,
+        &cfg.trust_domain,
+        cfg.connect_timeout,
+        propose_timeout,
+    )?;
     let roster = cfg.peers.iter().map(|p| p.name.clone()).collect();
-    let node = Arc::new(Node::new(cfg.name.clone(), roster, store, Arc::new(net), cfg.timeouts));
-    let peer_addr = listeners.peer.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen_peer, source })?;
-    let client_addr = listeners.client.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen_client, source })?;
+    let node = Arc::new(Node::new(
+        cfg.name.clone(),
+        roster,
+        store,
+        Arc::new(net),
+        cfg.timeouts,
+    ));
+    let peer_addr = listeners
+        .peer
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen_peer,
+            source,
+        })?;
+    let client_addr = listeners
+        .client
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen_client,
+            source,
+        })?;
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -107,8 +151,18 @@ pub fn start(cfg: &NodeConfig, passphrase: &SecretBytes, listeners: Listeners) -
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     drop(health_reporter);
-    let peer_incoming = incoming(listeners.peer, server_tls.clone(), cfg.trust_domain.clone(), Plane::Peer);
-    let client_incoming = incoming(listeners.client, server_tls, cfg.trust_domain.clone(), Plane::Client);
+    let peer_incoming = incoming(
+        listeners.peer,
+        server_tls.clone(),
+        cfg.trust_domain.clone(),
+        Plane::Peer,
+    );
+    let client_incoming = incoming(
+        listeners.client,
+        server_tls,
+        cfg.trust_domain.clone(),
+        Plane::Client,
+    );
     let peer_svc = PeerService::new(node.clone()).into_server();
     let peer_task = tokio::spawn(
         Server::builder()
@@ -125,5 +179,11 @@ pub fn start(cfg: &NodeConfig, passphrase: &SecretBytes, listeners: Listeners) -
             .serve_with_incoming_shutdown(client_incoming, signal(stopped)),
     );
     tracing::info!(node = %cfg.name, %peer_addr, %client_addr, "serving");
-    Ok(RunningNode { node, peer_addr, client_addr, stop, tasks: vec![peer_task, client_task] })
+    Ok(RunningNode {
+        node,
+        peer_addr,
+        client_addr,
+        stop,
+        tasks: vec![peer_task, client_task],
+    })
 }

@@ -9,7 +9,12 @@ use common::{check_signature, cluster, ADMIN, CLIENT};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_of_three_keygen_then_every_pair_signs_with_every_coordinator() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
-    let key = c.client(0, ADMIN).unwrap().create_key("validator-key", 2, &[]).await.unwrap();
+    let key = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("validator-key", 2, &[])
+        .await
+        .unwrap();
     assert_eq!(key.public_key.len(), 33);
     assert!(key.eth_address.starts_with("0x"));
     assert_eq!(key.committee, vec!["a", "b", "c"]);
@@ -17,9 +22,17 @@ async fn two_of_three_keygen_then_every_pair_signs_with_every_coordinator() {
     for round in 0..2u8 {
         for coord in 0..3 {
             let digest = [coord as u8 + 10 * round; 32];
-            let resp = c.client(coord, CLIENT).unwrap().sign("validator-key", digest, "", "").await.unwrap();
+            let resp = c
+                .client(coord, CLIENT)
+                .unwrap()
+                .sign("validator-key", digest, "", "")
+                .await
+                .unwrap();
             check_signature(&resp, &digest, &key.public_key);
-            assert!(resp.participants.contains(&c.names()[coord]), "coordinator not among signers");
+            assert!(
+                resp.participants.contains(&c.names()[coord]),
+                "coordinator not among signers"
+            );
             let mut pair = resp.participants.clone();
             pair.sort();
             pairs_seen.insert(pair);
@@ -30,7 +43,12 @@ async fn two_of_three_keygen_then_every_pair_signs_with_every_coordinator() {
     c.stop_node(0).await;
     for coord in [1, 2] {
         let digest = [0x5a + coord as u8; 32];
-        let resp = c.client(coord, CLIENT).unwrap().sign("validator-key", digest, "", "").await.unwrap();
+        let resp = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("validator-key", digest, "", "")
+            .await
+            .unwrap();
         check_signature(&resp, &digest, &key.public_key);
         let mut pair = resp.participants.clone();
         pair.sort();
@@ -44,18 +62,43 @@ async fn two_of_three_keygen_then_every_pair_signs_with_every_coordinator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn derived_path_signature_verifies_against_independent_bip32_child_key() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
-    let key = c.client(0, ADMIN).unwrap().create_key("hd", 2, &[]).await.unwrap();
+    let key = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("hd", 2, &[])
+        .await
+        .unwrap();
     let cc: [u8; 32] = key.chain_code.as_slice().try_into().unwrap();
     for (coord, path) in [(0, "m/0/1"), (1, "m/7"), (2, "m/44/60/0/0/5")] {
-        let (child, _) = thresig::bip32::derive_public(&key.public_key, &cc, &thresig::domain::DerivationPath::parse(path).unwrap()).unwrap();
+        let (child, _) = thresig::bip32::derive_public(
+            &key.public_key,
+            &cc,
+            &thresig::domain::DerivationPath::parse(path).unwrap(),
+        )
+        .unwrap();
         assert_ne!(child.as_slice(), key.public_key.as_slice());
         let digest = [0x42; 32];
-        let resp = c.client(coord, CLIENT).unwrap().sign("hd", digest, path, "").await.unwrap();
+        let resp = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("hd", digest, path, "")
+            .await
+            .unwrap();
         check_signature(&resp, &digest, &child);
-        let pk = c.client(coord, CLIENT).unwrap().public_key("hd", path).await.unwrap();
+        let pk = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .public_key("hd", path)
+            .await
+            .unwrap();
         assert_eq!(pk.public_key, child.to_vec());
     }
-    let err = c.client(0, CLIENT).unwrap().sign("hd", [1; 32], "m/44'/60'", "").await.unwrap_err();
+    let err = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("hd", [1; 32], "m/44'/60'", "")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("hardened"), "{err}");
     c.stop().await;
 }
@@ -63,11 +106,21 @@ async fn derived_path_signature_verifies_against_independent_bip32_child_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_of_five_keygen_and_signing() {
     let (_dir, c) = cluster(&["a", "b", "c", "d", "e"]).await;
-    let key = c.client(4, ADMIN).unwrap().create_key("big", 3, &[]).await.unwrap();
+    let key = c
+        .client(4, ADMIN)
+        .unwrap()
+        .create_key("big", 3, &[])
+        .await
+        .unwrap();
     assert_eq!((key.threshold, key.committee.len()), (3, 5));
     for coord in [0, 2, 4] {
         let digest = [coord as u8 + 1; 32];
-        let resp = c.client(coord, CLIENT).unwrap().sign("big", digest, "", "").await.unwrap();
+        let resp = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("big", digest, "", "")
+            .await
+            .unwrap();
         assert_eq!(resp.participants.len(), 3);
         check_signature(&resp, &digest, &key.public_key);
     }
@@ -77,28 +130,58 @@ async fn three_of_five_keygen_and_signing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_node_down_signing_continues_and_keygen_names_the_missing_node() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
-    let key = c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+    let key = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
     c.stop_node(2).await;
     for coord in [0, 1] {
         let digest = [9; 32];
-        let resp = c.client(coord, CLIENT).unwrap().sign("k", digest, "", "").await.unwrap();
+        let resp = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("k", digest, "", "")
+            .await
+            .unwrap();
         check_signature(&resp, &digest, &key.public_key);
     }
     let started = std::time::Instant::now();
-    let err = c.client(0, ADMIN).unwrap().create_key("k2", 2, &[]).await.unwrap_err();
+    let err = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k2", 2, &[])
+        .await
+        .unwrap_err();
     let elapsed = started.elapsed();
     let msg = err.to_string();
-    assert!(msg.contains("unavailable") && msg.contains("c ("), "error does not name node c: {msg}");
-    assert!(elapsed < std::time::Duration::from_secs(15), "keygen failure took {elapsed:?}");
+    assert!(
+        msg.contains("unavailable") && msg.contains("c ("),
+        "error does not name node c: {msg}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(15),
+        "keygen failure took {elapsed:?}"
+    );
     // A committee without the stopped node still works.
-    c.client(1, ADMIN).unwrap().create_key("k3", 2, &["a".into(), "b".into()]).await.unwrap();
+    c.client(1, ADMIN)
+        .unwrap()
+        .create_key("k3", 2, &["a".into(), "b".into()])
+        .await
+        .unwrap();
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_restarts_from_its_data_dir_and_the_key_still_signs() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
-    let key = c.client(0, ADMIN).unwrap().create_key("persist", 2, &[]).await.unwrap();
+    let key = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("persist", 2, &[])
+        .await
+        .unwrap();
     for i in 0..3 {
         c.stop_node(i).await;
     }
@@ -107,7 +190,12 @@ async fn every_node_restarts_from_its_data_dir_and_the_key_still_signs() {
     }
     for coord in 0..3 {
         let digest = [0x77 - coord as u8; 32];
-        let resp = c.client(coord, CLIENT).unwrap().sign("persist", digest, "", "").await.unwrap();
+        let resp = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("persist", digest, "", "")
+            .await
+            .unwrap();
         check_signature(&resp, &digest, &key.public_key);
     }
     let listed = c.client(2, ADMIN).unwrap().list_keys().await.unwrap();

@@ -17,14 +17,36 @@ fn proposal(request_id: &str) -> Proposal {
     let digest = Digest32([0x33; 32]);
     let path = DerivationPath::default();
     let nonce = vec![7u8; 32];
-    let eid = ExecutionId::derive("sign", &key, 0, &participants, &sign_binding(&digest, &path, request_id), &nonce);
-    Proposal { eid, nonce, op: Operation::Sign { key_id: key, epoch: 0, digest, path, request_id: request_id.into(), participants } }
+    let eid = ExecutionId::derive(
+        "sign",
+        &key,
+        0,
+        &participants,
+        &sign_binding(&digest, &path, request_id),
+        &nonce,
+    );
+    Proposal {
+        eid,
+        nonce,
+        op: Operation::Sign {
+            key_id: key,
+            epoch: 0,
+            digest,
+            path,
+            request_id: request_id.into(),
+            participants,
+        },
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
-    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
     let (na, nb) = (NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap());
     let a = c.nodes[0].as_ref().unwrap().node.clone();
     let b = c.nodes[1].as_ref().unwrap().node.clone();
@@ -32,20 +54,31 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
 
     // The test acts as coordinator: both participants accept and sign.
     let (ra, rb) = tokio::join!(a.on_propose(&nb, p.clone()), b.on_propose(&na, p.clone()));
-    let (Outcome::Sign(sa), Outcome::Sign(sb)) = (ra.unwrap(), rb.unwrap()) else { panic!("not a signature") };
+    let (Outcome::Sign(sa), Outcome::Sign(sb)) = (ra.unwrap(), rb.unwrap()) else {
+        panic!("not a signature")
+    };
     assert_eq!(sa, sb);
 
     // The same eid again: refused at once, without waiting for any round (round timeout is 5 s).
     let started = Instant::now();
     let err = a.on_propose(&nb, p.clone()).await.unwrap_err();
-    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "refusal waited for a session");
+    assert!(
+        matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusal waited for a session"
+    );
 
     // An eid that does not match the proposal's fields is refused too.
     let mut forged = proposal("req-2");
     forged.eid = p.eid;
     let err = b.on_propose(&na, forged).await.unwrap_err();
-    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("does not match")), "{err}");
+    assert!(
+        matches!(&err, NodeError::PermissionDenied(m) if m.contains("does not match")),
+        "{err}"
+    );
 
     // The refusal survives a restart.
     drop(a);
@@ -53,7 +86,10 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     c.start_node(0).await.unwrap();
     let a = c.nodes[0].as_ref().unwrap().node.clone();
     let err = a.on_propose(&nb, p).await.unwrap_err();
-    assert!(matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")), "{err}");
+    assert!(
+        matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")),
+        "{err}"
+    );
     drop((a, b));
     c.stop().await;
 }

@@ -18,8 +18,15 @@ use thresig::proto::peer::{peer_client::PeerClient, PingRequest};
 use thresig::transport::tls::TlsFiles;
 
 fn files(dir: &Path, role: Role, name: &str) -> TlsFiles {
-    let l = pki::Layout { dir: dir.to_owned() };
-    TlsFiles { ca: l.ca_cert(), cert: l.cert(role, name), key: l.key(role, name), crl: None }
+    let l = pki::Layout {
+        dir: dir.to_owned(),
+    };
+    TlsFiles {
+        ca: l.ca_cert(),
+        cert: l.cert(role, name),
+        key: l.key(role, name),
+        crl: None,
+    }
 }
 
 fn client_with(c: &LocalCluster, node: usize, tls: TlsFiles) -> Client {
@@ -46,48 +53,91 @@ async fn works(client: &mut Client) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn foreign_expired_and_revoked_client_certificates_are_refused() {
     let (dir, mut c) = cluster(&["a", "b", "c"]).await;
-    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
-    assert!(works(&mut c.client(0, CLIENT).unwrap()).await, "positive control failed");
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    assert!(
+        works(&mut c.client(0, CLIENT).unwrap()).await,
+        "positive control failed"
+    );
 
     // Another CA, same names and trust domain.
     let other = dir.path().join("other-ca");
     pki::init(&other, TRUST_DOMAIN, &[], &[CLIENT.into()], &[], |_, _| {}).unwrap();
     let mut foreign = files(&other, Role::Client, CLIENT);
     foreign.ca = c.layout.ca_cert(); // trust the real cluster CA for the server side
-    let err = client_with(&c, 0, foreign).public_key("k", "").await.unwrap_err();
+    let err = client_with(&c, 0, foreign)
+        .public_key("k", "")
+        .await
+        .unwrap_err();
     assert!(err.is_connection_failure(), "foreign CA: {err}");
 
     // Expired certificate from the right CA.
     let ca = ca(&c);
-    ca.issue_to(&c.layout.dir, Role::Client, "expired", -1).unwrap();
-    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "expired")).public_key("k", "").await.unwrap_err();
+    ca.issue_to(&c.layout.dir, Role::Client, "expired", -1)
+        .unwrap();
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "expired"))
+        .public_key("k", "")
+        .await
+        .unwrap_err();
     assert!(err.is_connection_failure(), "expired: {err}");
 
     // Revoked certificate: valid until the node loads a CRL naming it.
-    ca.issue_to(&c.layout.dir, Role::Client, "revoked", 30).unwrap();
-    assert!(works(&mut client_with(&c, 0, files(&c.layout.dir, Role::Client, "revoked"))).await);
+    ca.issue_to(&c.layout.dir, Role::Client, "revoked", 30)
+        .unwrap();
+    assert!(
+        works(&mut client_with(
+            &c,
+            0,
+            files(&c.layout.dir, Role::Client, "revoked")
+        ))
+        .await
+    );
     let revoked_pem = std::fs::read_to_string(c.layout.cert(Role::Client, "revoked")).unwrap();
     let crl_path = c.layout.dir.join("crl.pem");
     std::fs::write(&crl_path, ca.crl(&[&revoked_pem], 7).unwrap()).unwrap();
     c.configs[0].tls.crl = Some(crl_path);
     c.stop_node(0).await;
     c.start_node(0).await.unwrap();
-    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "revoked")).public_key("k", "").await.unwrap_err();
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Client, "revoked"))
+        .public_key("k", "")
+        .await
+        .unwrap_err();
     assert!(err.is_connection_failure(), "revoked: {err}");
-    assert!(works(&mut c.client(0, CLIENT).unwrap()).await, "unrevoked client refused after CRL load");
+    assert!(
+        works(&mut c.client(0, CLIENT).unwrap()).await,
+        "unrevoked client refused after CRL load"
+    );
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identities_are_refused_on_the_wrong_plane() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
-    c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await.unwrap();
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
 
     // A node certificate on the client plane.
-    let err = client_with(&c, 0, files(&c.layout.dir, Role::Node, "b")).public_key("k", "").await.unwrap_err();
-    assert!(err.is_connection_failure(), "node cert on client plane: {err}");
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Node, "b"))
+        .public_key("k", "")
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_connection_failure(),
+        "node cert on client plane: {err}"
+    );
     // An admin certificate on the signer service (right plane, wrong role).
-    let err = c.client(0, ADMIN).unwrap().sign("k", [1; 32], "", "").await.unwrap_err();
+    let err = c
+        .client(0, ADMIN)
+        .unwrap()
+        .sign("k", [1; 32], "", "")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
     // A client certificate on the admin service.
     let err = c.client(0, CLIENT).unwrap().list_keys().await.unwrap_err();
@@ -96,19 +146,44 @@ async fn identities_are_refused_on_the_wrong_plane() {
     // Peer plane: a node certificate works, client and admin certificates do not.
     let peer = |tls: TlsFiles| {
         let cfg = thresig::transport::tls::client_config(&tls).unwrap();
-        let ch = thresig::transport::dial(c.configs[0].listen_peer, c.configs[0].name.clone(), cfg, TRUST_DOMAIN.into(), Duration::from_secs(3)).unwrap();
+        let ch = thresig::transport::dial(
+            c.configs[0].listen_peer,
+            c.configs[0].name.clone(),
+            cfg,
+            TRUST_DOMAIN.into(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
         PeerClient::new(ch)
     };
-    let ping = PingRequest { wire_version: thresig::node::WIRE_VERSION };
-    peer(files(&c.layout.dir, Role::Node, "b")).ping(ping).await.expect("positive control: node cert on peer plane");
+    let ping = PingRequest {
+        wire_version: thresig::node::WIRE_VERSION,
+    };
+    peer(files(&c.layout.dir, Role::Node, "b"))
+        .ping(ping)
+        .await
+        .expect("positive control: node cert on peer plane");
     for (role, name) in [(Role::Client, CLIENT), (Role::Admin, ADMIN)] {
         let r = peer(files(&c.layout.dir, role, name)).ping(ping).await;
         let code = r.unwrap_err().code();
-        assert!(matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled), "{} cert on peer plane: {code:?}", role.as_str());
+        assert!(
+            matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            "{} cert on peer plane: {code:?}",
+            role.as_str()
+        );
     }
     // A peer speaking another wire version is refused with both versions named.
-    let err = peer(files(&c.layout.dir, Role::Node, "b")).ping(PingRequest { wire_version: 99 }).await.unwrap_err();
-    assert!(err.message().contains("this node speaks 1, peer sent 99"), "{err}");
+    let err = peer(files(&c.layout.dir, Role::Node, "b"))
+        .ping(PingRequest { wire_version: 99 })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("this node speaks 1, peer sent 99"),
+        "{err}"
+    );
     c.stop().await;
 }
 
@@ -121,25 +196,41 @@ async fn tls12_only_client_fails_the_handshake() {
         for cert in rustls_pemfile::certs(&mut std::fs::read(&f.ca).unwrap().as_slice()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&f.cert).unwrap().as_slice()).map(Result::unwrap).collect();
-        let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).unwrap().as_slice()).unwrap().unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
+        let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&f.cert).unwrap().as_slice())
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).unwrap().as_slice())
             .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
             .unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
         let addr = c.configs[0].listen_client;
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = rustls::pki_types::ServerName::try_from("a").unwrap();
-            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.map(|s| s.get_ref().1.protocol_version())
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .map(|s| s.get_ref().1.protocol_version())
         }
     };
     static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
     static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
-    assert_eq!(connect(TLS13).await.unwrap(), Some(rustls::ProtocolVersion::TLSv1_3), "positive control");
+    assert_eq!(
+        connect(TLS13).await.unwrap(),
+        Some(rustls::ProtocolVersion::TLSv1_3),
+        "positive control"
+    );
     let err = connect(TLS12).await.unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("protocol") || err.to_string().contains("alert"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("protocol") || err.to_string().contains("alert"),
+        "{err}"
+    );
     c.stop().await;
 }

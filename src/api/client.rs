@@ -20,9 +20,11 @@ use tonic::transport::Channel;
 use crate::domain::NodeName;
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
-use crate::proto::admin::{admin_client::AdminClient, CreateKeyRequest, GetKeyRequest, ListKeysRequest};
-pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
+use crate::proto::admin::{
+    admin_client::AdminClient, CreateKeyRequest, GetKeyRequest, ListKeysRequest,
+};
 use crate::proto::signer::{signer_client::SignerClient, GetPublicKeyRequest, SignRequest};
+pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
 use crate::transport::tls::{client_config, TlsError, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,10 @@ impl ClientError {
     /// True when the connection itself failed or was refused (TLS handshake,
     /// certificate not accepted, node down), as opposed to a refused request.
     pub fn is_connection_failure(&self) -> bool {
-        matches!(self.code(), Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled))
+        matches!(
+            self.code(),
+            Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+        )
     }
 }
 
@@ -100,14 +105,31 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Certificates from a `thresig certs init` directory: `identity` is looked
     /// up first as a client, then as an admin.
-    pub fn from_dir(dir: impl AsRef<Path>, trust_domain: &str, identity: &str, server: &str, endpoint: SocketAddr) -> Self {
-        let layout = Layout { dir: dir.as_ref().to_owned() };
-        let role = if layout.cert(Role::Client, identity).exists() { Role::Client } else { Role::Admin };
+    pub fn from_dir(
+        dir: impl AsRef<Path>,
+        trust_domain: &str,
+        identity: &str,
+        server: &str,
+        endpoint: SocketAddr,
+    ) -> Self {
+        let layout = Layout {
+            dir: dir.as_ref().to_owned(),
+        };
+        let role = if layout.cert(Role::Client, identity).exists() {
+            Role::Client
+        } else {
+            Role::Admin
+        };
         Self {
             endpoint,
             server: server.to_owned(),
             trust_domain: trust_domain.to_owned(),
-            tls: TlsFiles { ca: layout.ca_cert(), cert: layout.cert(role, identity), key: layout.key(role, identity), crl: None },
+            tls: TlsFiles {
+                ca: layout.ca_cert(),
+                cert: layout.cert(role, identity),
+                key: layout.key(role, identity),
+                crl: None,
+            },
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -122,34 +144,84 @@ pub struct Client {
 impl Client {
     /// Prepares a lazily connected channel (the first call dials).
     pub fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
-        let server = NodeName::parse(&cfg.server).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let server =
+            NodeName::parse(&cfg.server).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let tls = client_config(&cfg.tls)?;
-        let channel = crate::transport::dial(cfg.endpoint, server, tls, cfg.trust_domain.clone(), cfg.connect_timeout)?;
+        let channel = crate::transport::dial(
+            cfg.endpoint,
+            server,
+            tls,
+            cfg.trust_domain.clone(),
+            cfg.connect_timeout,
+        )?;
         Ok(Self { channel })
     }
 
     /// Signs a 32-byte digest with `key` at `path` (`""` for the master key).
-    pub async fn sign(&mut self, key: &str, digest: [u8; 32], path: &str, request_id: &str) -> Result<SignResponse, ClientError> {
-        let req = SignRequest { key_id: key.into(), digest: digest.to_vec(), path: path.into(), request_id: request_id.into() };
-        Ok(SignerClient::new(self.channel.clone()).sign(req).await?.into_inner())
+    pub async fn sign(
+        &mut self,
+        key: &str,
+        digest: [u8; 32],
+        path: &str,
+        request_id: &str,
+    ) -> Result<SignResponse, ClientError> {
+        let req = SignRequest {
+            key_id: key.into(),
+            digest: digest.to_vec(),
+            path: path.into(),
+            request_id: request_id.into(),
+        };
+        Ok(SignerClient::new(self.channel.clone())
+            .sign(req)
+            .await?
+            .into_inner())
     }
 
-    pub async fn public_key(&mut self, key: &str, path: &str) -> Result<GetPublicKeyResponse, ClientError> {
-        let req = GetPublicKeyRequest { key_id: key.into(), path: path.into() };
-        Ok(SignerClient::new(self.channel.clone()).get_public_key(req).await?.into_inner())
+    pub async fn public_key(
+        &mut self,
+        key: &str,
+        path: &str,
+    ) -> Result<GetPublicKeyResponse, ClientError> {
+        let req = GetPublicKeyRequest {
+            key_id: key.into(),
+            path: path.into(),
+        };
+        Ok(SignerClient::new(self.channel.clone())
+            .get_public_key(req)
+            .await?
+            .into_inner())
     }
 
     /// Admin: runs a keygen. An empty committee means every node.
-    pub async fn create_key(&mut self, key: &str, threshold: u32, committee: &[String]) -> Result<KeyInfo, ClientError> {
-        let req = CreateKeyRequest { key_id: key.into(), threshold, committee: committee.to_vec() };
-        Ok(AdminClient::new(self.channel.clone()).create_key(req).await?.into_inner())
+    pub async fn create_key(
+        &mut self,
+        key: &str,
+        threshold: u32,
+        committee: &[String],
+    ) -> Result<KeyInfo, ClientError> {
+        let req = CreateKeyRequest {
+            key_id: key.into(),
+            threshold,
+            committee: committee.to_vec(),
+        };
+        Ok(AdminClient::new(self.channel.clone())
+            .create_key(req)
+            .await?
+            .into_inner())
     }
 
     pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
-        Ok(AdminClient::new(self.channel.clone()).list_keys(ListKeysRequest {}).await?.into_inner().keys)
+        Ok(AdminClient::new(self.channel.clone())
+            .list_keys(ListKeysRequest {})
+            .await?
+            .into_inner()
+            .keys)
     }
 
     pub async fn get_key(&mut self, key: &str) -> Result<KeyInfo, ClientError> {
-        Ok(AdminClient::new(self.channel.clone()).get_key(GetKeyRequest { key_id: key.into() }).await?.into_inner())
+        Ok(AdminClient::new(self.channel.clone())
+            .get_key(GetKeyRequest { key_id: key.into() })
+            .await?
+            .into_inner())
     }
 }

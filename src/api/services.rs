@@ -19,7 +19,10 @@ use crate::transport::Identity;
 fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
     match req.extensions().get::<Identity>() {
         Some(id) if id.role == role => Ok(id.clone()),
-        Some(id) => Err(Status::permission_denied(format!("{id} may not call this service; it needs a {} certificate", role.as_str()))),
+        Some(id) => Err(Status::permission_denied(format!(
+            "{id} may not call this service; it needs a {} certificate",
+            role.as_str()
+        ))),
         None => Err(Status::unauthenticated("no authenticated identity")),
     }
 }
@@ -40,7 +43,10 @@ impl SignerService {
 
 #[tonic::async_trait]
 impl spb::signer_server::Signer for SignerService {
-    async fn sign(&self, req: Request<spb::SignRequest>) -> Result<Response<spb::SignResponse>, Status> {
+    async fn sign(
+        &self,
+        req: Request<spb::SignRequest>,
+    ) -> Result<Response<spb::SignResponse>, Status> {
         let who = require(&req, Role::Client)?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
@@ -50,10 +56,15 @@ impl spb::signer_server::Signer for SignerService {
             return Err(arg("request_id", "at most 128 bytes"));
         }
         let started = Instant::now();
-        let out = self.node.sign(&key, digest, path.clone(), Some(r.request_id)).await.map_err(|e| status(&e))?;
+        let out = self
+            .node
+            .sign(&key, digest, path.clone(), Some(r.request_id))
+            .await
+            .map_err(|e| status(&e))?;
         tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
         let sig = &out.signature;
-        let ksig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s).map_err(|_| Status::internal("signature encoding"))?;
+        let ksig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s)
+            .map_err(|_| Status::internal("signature encoding"))?;
         let mut rsv = Vec::with_capacity(65);
         rsv.extend_from_slice(&sig.r);
         rsv.extend_from_slice(&sig.s);
@@ -71,16 +82,21 @@ impl spb::signer_server::Signer for SignerService {
         }))
     }
 
-    async fn get_public_key(&self, req: Request<spb::GetPublicKeyRequest>) -> Result<Response<spb::GetPublicKeyResponse>, Status> {
+    async fn get_public_key(
+        &self,
+        req: Request<spb::GetPublicKeyRequest>,
+    ) -> Result<Response<spb::GetPublicKeyResponse>, Status> {
         require(&req, Role::Client)?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
         let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
         let rec = self.node.key(&key).map_err(|e| status(&e))?;
-        let (pk, cc) = crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &path).map_err(|e| Status::internal(e.to_string()))?;
+        let (pk, cc) = crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &path)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(spb::GetPublicKeyResponse {
             public_key: pk.to_vec(),
-            eth_address: crate::bip32::eth_address(&pk).map_err(|e| Status::internal(e.to_string()))?,
+            eth_address: crate::bip32::eth_address(&pk)
+                .map_err(|e| Status::internal(e.to_string()))?,
             chain_code: cc.to_vec(),
         }))
     }
@@ -114,7 +130,10 @@ pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
 
 #[tonic::async_trait]
 impl apb::admin_server::Admin for AdminService {
-    async fn create_key(&self, req: Request<apb::CreateKeyRequest>) -> Result<Response<apb::KeyInfo>, Status> {
+    async fn create_key(
+        &self,
+        req: Request<apb::CreateKeyRequest>,
+    ) -> Result<Response<apb::KeyInfo>, Status> {
         let who = require(&req, Role::Admin)?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
@@ -124,18 +143,30 @@ impl apb::admin_server::Admin for AdminService {
             .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
             .collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
-        let rec = self.node.create_key(&key, r.threshold, committee).await.map_err(|e| status(&e))?;
+        let rec = self
+            .node
+            .create_key(&key, r.threshold, committee)
+            .await
+            .map_err(|e| status(&e))?;
         tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");
         Ok(Response::new(key_info(&rec)))
     }
 
-    async fn list_keys(&self, req: Request<apb::ListKeysRequest>) -> Result<Response<apb::ListKeysResponse>, Status> {
+    async fn list_keys(
+        &self,
+        req: Request<apb::ListKeysRequest>,
+    ) -> Result<Response<apb::ListKeysResponse>, Status> {
         require(&req, Role::Admin)?;
         let keys = self.node.keys().map_err(|e| status(&e))?;
-        Ok(Response::new(apb::ListKeysResponse { keys: keys.iter().map(key_info).collect() }))
+        Ok(Response::new(apb::ListKeysResponse {
+            keys: keys.iter().map(key_info).collect(),
+        }))
     }
 
-    async fn get_key(&self, req: Request<apb::GetKeyRequest>) -> Result<Response<apb::KeyInfo>, Status> {
+    async fn get_key(
+        &self,
+        req: Request<apb::GetKeyRequest>,
+    ) -> Result<Response<apb::KeyInfo>, Status> {
         require(&req, Role::Admin)?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let rec = self.node.key(&key).map_err(|e| status(&e))?;

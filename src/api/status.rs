@@ -14,9 +14,13 @@ pub fn status(e: &NodeError) -> Status {
         NodeError::AlreadyExists(m) => Status::already_exists(m.clone()),
         NodeError::PermissionDenied(m) => Status::permission_denied(m.clone()),
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-        NodeError::Unavailable(m) => Status::unavailable(format!("{m}; retry when the nodes are back")),
+        NodeError::Unavailable(m) => {
+            Status::unavailable(format!("{m}; retry when the nodes are back"))
+        }
         NodeError::Net(n) => match &n.kind {
-            NetErrorKind::Unreachable(_) | NetErrorKind::Timeout(_) => Status::unavailable(e.to_string()),
+            NetErrorKind::Unreachable(_) | NetErrorKind::Timeout(_) => {
+                Status::unavailable(e.to_string())
+            }
             NetErrorKind::Refused(_) => Status::aborted(e.to_string()),
         },
         NodeError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),

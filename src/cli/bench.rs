@@ -23,10 +23,26 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let names: Vec<String> = (0..a.nodes).map(|i| format!("n{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let tmp = tempfile::tempdir()?;
-    let cluster = LocalCluster::start(tmp.path(), &refs, Timeouts { round: Duration::from_secs(10), ping: Duration::from_secs(2) }).await?;
+    let cluster = LocalCluster::start(
+        tmp.path(),
+        &refs,
+        Timeouts {
+            round: Duration::from_secs(10),
+            ping: Duration::from_secs(2),
+        },
+    )
+    .await?;
     let t = Instant::now();
-    cluster.client(0, ADMIN)?.create_key("bench", a.threshold, &[]).await?;
-    println!("keygen {}-of-{}: {:.1} ms", a.threshold, a.nodes, t.elapsed().as_secs_f64() * 1e3);
+    cluster
+        .client(0, ADMIN)?
+        .create_key("bench", a.threshold, &[])
+        .await?;
+    println!(
+        "keygen {}-of-{}: {:.1} ms",
+        a.threshold,
+        a.nodes,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let mut client = cluster.client(0, CLIENT)?;
     client.sign("bench", [0; 32], "", "").await?; // warm the connections
     let mut samples = Vec::with_capacity(a.signs as usize);
@@ -41,7 +57,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     samples.sort();
-    let pct = |p: f64| samples.get(((samples.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default().as_secs_f64() * 1e3;
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
+    };
     println!("sign {}-of-{} end to end over {} requests: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", a.threshold, a.nodes, samples.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0));
     cluster.stop().await;
     Ok(())

@@ -49,24 +49,61 @@ pub enum Cmd {
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Init { trust_domain, nodes, clients, admins, out } => {
-            println!("creating cluster CA for trust domain {trust_domain} in {}", out.display());
-            let layout = pki::init(&out, &trust_domain, &nodes, &clients, &admins, |role, name| {
-                println!("  issued {}/{name}: spiffe://{trust_domain}/{}/{name}", role.as_str(), role.as_str());
-            })?;
+        Cmd::Init {
+            trust_domain,
+            nodes,
+            clients,
+            admins,
+            out,
+        } => {
+            println!(
+                "creating cluster CA for trust domain {trust_domain} in {}",
+                out.display()
+            );
+            let layout = pki::init(
+                &out,
+                &trust_domain,
+                &nodes,
+                &clients,
+                &admins,
+                |role, name| {
+                    println!(
+                        "  issued {}/{name}: spiffe://{trust_domain}/{}/{name}",
+                        role.as_str(),
+                        role.as_str()
+                    );
+                },
+            )?;
             println!("CA certificate: {}", layout.ca_cert().display());
-            println!("CA private key: {} (keep it offline; it can mint identities)", layout.ca_key().display());
+            println!(
+                "CA private key: {} (keep it offline; it can mint identities)",
+                layout.ca_key().display()
+            );
         }
-        Cmd::Issue { dir, trust_domain, role, name, days } => {
+        Cmd::Issue {
+            dir,
+            trust_domain,
+            role,
+            name,
+            days,
+        } => {
             let layout = pki::Layout { dir: dir.clone() };
-            let cert = std::fs::read_to_string(layout.ca_cert()).with_context(|| format!("reading {}", layout.ca_cert().display()))?;
+            let cert = std::fs::read_to_string(layout.ca_cert())
+                .with_context(|| format!("reading {}", layout.ca_cert().display()))?;
             let key = zeroize::Zeroizing::new(
-                std::fs::read_to_string(layout.ca_key()).with_context(|| format!("reading {}", layout.ca_key().display()))?,
+                std::fs::read_to_string(layout.ca_key())
+                    .with_context(|| format!("reading {}", layout.ca_key().display()))?,
             );
             let ca = Ca::load(&trust_domain, &cert, &key)?;
-            let role = Role::parse(&role).ok_or_else(|| super::UsageError(format!("unknown role {role}")))?;
+            let role = Role::parse(&role)
+                .ok_or_else(|| super::UsageError(format!("unknown role {role}")))?;
             let (c, k) = ca.issue_to(&dir, role, &name, days)?;
-            println!("issued {}/{name}: {} (key {})", role.as_str(), c.display(), k.display());
+            println!(
+                "issued {}/{name}: {} (key {})",
+                role.as_str(),
+                c.display(),
+                k.display()
+            );
         }
     }
     Ok(())

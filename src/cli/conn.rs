@@ -44,9 +44,15 @@ impl Conn {
     pub fn client(&self, role: Role) -> anyhow::Result<Client> {
         let layout = self.certs.as_ref().map(|d| Layout { dir: d.clone() });
         let from_layout = |f: fn(&Layout, Role, &str) -> PathBuf| {
-            layout.as_ref().zip(self.identity.as_deref()).map(|(l, id)| f(l, role, id))
+            layout
+                .as_ref()
+                .zip(self.identity.as_deref())
+                .map(|(l, id)| f(l, role, id))
         };
-        let ca = self.ca.clone().or_else(|| layout.as_ref().map(Layout::ca_cert));
+        let ca = self
+            .ca
+            .clone()
+            .or_else(|| layout.as_ref().map(Layout::ca_cert));
         let cert = self.cert.clone().or_else(|| from_layout(Layout::cert));
         let key = self.key.clone().or_else(|| from_layout(Layout::key));
         let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
@@ -60,9 +66,15 @@ impl Conn {
             endpoint: self.endpoint,
             server: self.server.clone(),
             trust_domain: self.trust_domain.clone(),
-            tls: TlsFiles { ca, cert, key, crl: None },
+            tls: TlsFiles {
+                ca,
+                cert,
+                key,
+                crl: None,
+            },
             connect_timeout: Duration::from_secs(5),
         };
-        Client::connect(&cfg).with_context(|| format!("connecting to node {} at {}", self.server, self.endpoint))
+        Client::connect(&cfg)
+            .with_context(|| format!("connecting to node {} at {}", self.server, self.endpoint))
     }
 }

@@ -50,9 +50,18 @@ pub fn print_key(k: &KeyInfo) {
 
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Create { name, threshold, committee, conn } => {
+        Cmd::Create {
+            name,
+            threshold,
+            committee,
+            conn,
+        } => {
             let mut c = conn.client(Role::Admin)?;
-            let who = if committee.is_empty() { "every node".to_owned() } else { committee.join(", ") };
+            let who = if committee.is_empty() {
+                "every node".to_owned()
+            } else {
+                committee.join(", ")
+            };
             eprintln!("running distributed key generation for {name} ({threshold}-of-n, committee: {who}) via node {}...", conn.server);
             let started = Instant::now();
             let k = c.create_key(&name, threshold, &committee).await?;
@@ -65,7 +74,15 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 println!("no keys");
             }
             for k in keys {
-                println!("{}  {}-of-{}  epoch {}  {}  {}", k.key_id, k.threshold, k.committee.len(), k.epoch, k.state, hex::encode(&k.public_key));
+                println!(
+                    "{}  {}-of-{}  epoch {}  {}  {}",
+                    k.key_id,
+                    k.threshold,
+                    k.committee.len(),
+                    k.epoch,
+                    k.state,
+                    hex::encode(&k.public_key)
+                );
             }
         }
         Cmd::Show { key, conn } => print_key(&conn.client(Role::Admin)?.get_key(&key).await?),

@@ -22,7 +22,12 @@ use clap::{Parser, Subcommand};
 /// Start with `thresig demo`: it runs a local 3-node cluster, creates a
 /// 2-of-3 key, signs and verifies, then shuts down.
 #[derive(Debug, Parser)]
-#[command(name = "thresig", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "thresig",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Log format for diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Text, env = "THRESIG_LOG_FORMAT")]
@@ -69,7 +74,10 @@ pub fn main() -> ExitCode {
     // The demo and bench print their own progress; node logs would interleave.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
     crate::telemetry::init(cli.log_format, if quiet { "warn" } else { "info" });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -35,17 +35,29 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("  data dir    {}", cfg.data_dir.display());
             println!("  peer plane  {}", cfg.listen_peer);
             println!("  client plane {}", cfg.listen_client);
-            println!("  roster      {}", cfg.peers.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "));
+            println!(
+                "  roster      {}",
+                cfg.peers
+                    .iter()
+                    .map(|p| p.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             Ok(())
         }
         Cmd::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
             let pass = cfg.passphrase.read()?;
             let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
-            let mut running = server::start(&cfg, &pass, listeners).with_context(|| format!("starting node {}", cfg.name))?;
+            let mut running = server::start(&cfg, &pass, listeners)
+                .with_context(|| format!("starting node {}", cfg.name))?;
             drop(pass);
-            eprintln!("node {} serving: peer plane {}, client plane {}", cfg.name, running.peer_addr, running.client_addr);
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            eprintln!(
+                "node {} serving: peer plane {}, client plane {}",
+                cfg.name, running.peer_addr, running.client_addr
+            );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

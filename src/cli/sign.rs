@@ -69,7 +69,11 @@ pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
 
 pub async fn pubkey(a: PubkeyArgs) -> anyhow::Result<()> {
     DerivationPath::parse(&a.path)?;
-    let r = a.conn.client(Role::Client)?.public_key(&a.key, &a.path).await?;
+    let r = a
+        .conn
+        .client(Role::Client)?
+        .public_key(&a.key, &a.path)
+        .await?;
     println!("public key   {}", hex::encode(&r.public_key));
     println!("eth address  {}", r.eth_address);
     println!("chain code   {}", hex::encode(&r.chain_code));

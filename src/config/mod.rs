@@ -32,7 +32,10 @@ pub enum ConfigError {
 }
 
 fn field(field: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Field { field: field.into(), message: message.to_string() }
+    ConfigError::Field {
+        field: field.into(),
+        message: message.to_string(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,9 +118,15 @@ impl PassphraseSource {
     pub fn read(&self) -> Result<SecretBytes, ConfigError> {
         let mut raw = match self {
             Self::Env(var) => std::env::var(var)
-                .map_err(|_| field("store.passphrase_env", format!("environment variable {var} is not set")))?
+                .map_err(|_| {
+                    field(
+                        "store.passphrase_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?
                 .into_bytes(),
-            Self::File(p) => std::fs::read(p).map_err(|e| field("store.passphrase_file", format!("{}: {e}", p.display())))?,
+            Self::File(p) => std::fs::read(p)
+                .map_err(|e| field("store.passphrase_file", format!("{}: {e}", p.display())))?,
         };
         while raw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             raw.pop();
@@ -146,37 +155,57 @@ pub struct NodeConfig {
 }
 
 fn addr(name: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
-    raw.parse().map_err(|_| field(name, format!("{raw:?} is not an IP:port socket address")))
+    raw.parse()
+        .map_err(|_| field(name, format!("{raw:?} is not an IP:port socket address")))
 }
 
 fn rel(base: &Path, p: PathBuf) -> PathBuf {
-    if p.is_absolute() { p } else { base.join(p) }
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
 }
 
 impl NodeConfig {
     /// Loads and validates a TOML file. Relative paths are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         Self::parse(&text, &base).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses TOML text; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
         let name = NodeName::parse(&raw.node.name).map_err(|e| field("node.name", e))?;
         if raw.node.trust_domain.is_empty() || raw.node.trust_domain.contains('/') {
-            return Err(field("node.trust_domain", "must be a non-empty name without '/'"));
+            return Err(field(
+                "node.trust_domain",
+                "must be a non-empty name without '/'",
+            ));
         }
         let mut peers: Vec<Peer> = Vec::new();
         for (i, p) in raw.peers.into_iter().enumerate() {
             let n = NodeName::parse(&p.name).map_err(|e| field(format!("peers[{i}].name"), e))?;
             if peers.iter().any(|q| q.name == n) {
-                return Err(field(format!("peers[{i}].name"), format!("node {n} is listed twice")));
+                return Err(field(
+                    format!("peers[{i}].name"),
+                    format!("node {n} is listed twice"),
+                ));
             }
             peers.push(Peer {
                 name: n,
@@ -185,10 +214,18 @@ impl NodeConfig {
             });
         }
         if !peers.iter().any(|p| p.name == name) {
-            return Err(field("peers", format!("this node ({name}) must be listed among the peers")));
+            return Err(field(
+                "peers",
+                format!("this node ({name}) must be listed among the peers"),
+            ));
         }
         let passphrase = match (raw.store.passphrase_env, raw.store.passphrase_file) {
-            (Some(_), Some(_)) => return Err(field("store", "set passphrase_env or passphrase_file, not both")),
+            (Some(_), Some(_)) => {
+                return Err(field(
+                    "store",
+                    "set passphrase_env or passphrase_file, not both",
+                ))
+            }
             (_, Some(f)) => PassphraseSource::File(rel(base, f)),
             (Some(v), None) => PassphraseSource::Env(v),
             (None, None) => PassphraseSource::Env(PASSPHRASE_ENV.to_owned()),
@@ -250,7 +287,12 @@ impl NodeConfig {
             self.connect_timeout.as_millis()
         );
         for p in &self.peers {
-            s += &format!("\n[[peers]]\nname = {:?}\npeer_addr = \"{}\"\nclient_addr = \"{}\"\n", p.name.as_str(), p.peer_addr, p.client_addr);
+            s += &format!(
+                "\n[[peers]]\nname = {:?}\npeer_addr = \"{}\"\nclient_addr = \"{}\"\n",
+                p.name.as_str(),
+                p.peer_addr,
+                p.client_addr
+            );
         }
         s
     }
@@ -291,12 +333,24 @@ client_addr = "127.0.0.1:7401"
     #[test]
     fn errors_name_the_field() {
         let unknown = GOOD.replace("[listen]", "[listen]\nbogus = 1");
-        assert!(NodeConfig::parse(&unknown, Path::new("/")).unwrap_err().to_string().contains("bogus"));
+        assert!(NodeConfig::parse(&unknown, Path::new("/"))
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
         let bad_addr = GOOD.replace("client = \"127.0.0.1:7401\"", "client = \"localhost\"");
-        assert!(NodeConfig::parse(&bad_addr, Path::new("/")).unwrap_err().to_string().contains("listen.client"));
+        assert!(NodeConfig::parse(&bad_addr, Path::new("/"))
+            .unwrap_err()
+            .to_string()
+            .contains("listen.client"));
         let bad_peer = GOOD.replace("name = \"a\"\npeer_addr", "name = \"A!\"\npeer_addr");
-        assert!(NodeConfig::parse(&bad_peer, Path::new("/")).unwrap_err().to_string().contains("peers[0].name"));
+        assert!(NodeConfig::parse(&bad_peer, Path::new("/"))
+            .unwrap_err()
+            .to_string()
+            .contains("peers[0].name"));
         let zero = format!("{GOOD}\n[timeouts]\nround_ms = 0\n");
-        assert!(NodeConfig::parse(&zero, Path::new("/")).unwrap_err().to_string().contains("timeouts.round_ms"));
+        assert!(NodeConfig::parse(&zero, Path::new("/"))
+            .unwrap_err()
+            .to_string()
+            .contains("timeouts.round_ms"));
     }
 }

@@ -41,11 +41,19 @@ impl Node {
                 }
             }
         });
-        futures::future::join_all(probes).await.into_iter().flatten().collect()
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Sends `proposal` to every party (ourselves directly) and waits for all.
-    async fn propose_all(&self, parties: &[NodeName], proposal: Proposal) -> Vec<(NodeName, Result<Outcome, NodeError>)> {
+    async fn propose_all(
+        &self,
+        parties: &[NodeName],
+        proposal: Proposal,
+    ) -> Vec<(NodeName, Result<Outcome, NodeError>)> {
         let calls = parties.iter().map(|n| {
             let (n, p) = (n.clone(), proposal.clone());
             async move {
@@ -61,7 +69,9 @@ impl Node {
     }
 
     /// Picks the first error, preferring one that names a culprit.
-    fn first_error(results: Vec<(NodeName, Result<Outcome, NodeError>)>) -> Result<Vec<(NodeName, Outcome)>, NodeError> {
+    fn first_error(
+        results: Vec<(NodeName, Result<Outcome, NodeError>)>,
+    ) -> Result<Vec<(NodeName, Outcome)>, NodeError> {
         let mut ok = Vec::new();
         let mut errors = Vec::new();
         for (n, r) in results {
@@ -79,50 +89,105 @@ impl Node {
         // A participant's own local failure is the most specific; then the rest.
         let idx = errors
             .iter()
-            .position(|(_, e)| matches!(e, NodeError::Protocol { blamed: Some(_), .. } | NodeError::Timeout { .. }))
+            .position(|(_, e)| {
+                matches!(
+                    e,
+                    NodeError::Protocol {
+                        blamed: Some(_),
+                        ..
+                    } | NodeError::Timeout { .. }
+                )
+            })
             .unwrap_or(0);
         Err(errors.swap_remove(idx).1)
     }
 
     /// Runs a distributed key generation across `committee` (default: every node).
-    pub async fn create_key(&self, key_id: &KeyId, threshold: u32, committee: Vec<NodeName>) -> Result<KeyRecord, NodeError> {
-        let committee = if committee.is_empty() { self.roster.clone() } else { committee };
-        Threshold::new(threshold, committee.len()).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    pub async fn create_key(
+        &self,
+        key_id: &KeyId,
+        threshold: u32,
+        committee: Vec<NodeName>,
+    ) -> Result<KeyRecord, NodeError> {
+        let committee = if committee.is_empty() {
+            self.roster.clone()
+        } else {
+            committee
+        };
+        Threshold::new(threshold, committee.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         for (i, m) in committee.iter().enumerate() {
             if !self.roster.contains(m) {
-                return Err(NodeError::InvalidArgument(format!("node {m} is not in the cluster roster")));
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is not in the cluster roster"
+                )));
             }
             if committee[..i].contains(m) {
-                return Err(NodeError::InvalidArgument(format!("node {m} is listed twice in the committee")));
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is listed twice in the committee"
+                )));
             }
         }
         if self.store.key(key_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!("key {key_id} already exists")));
+            return Err(NodeError::AlreadyExists(format!(
+                "key {key_id} already exists"
+            )));
         }
         let down = self.unreachable(&committee).await;
         if !down.is_empty() {
-            let list = down.iter().map(|(n, why)| format!("{n} ({why})")).collect::<Vec<_>>().join(", ");
-            return Err(NodeError::Unavailable(format!("keygen needs every committee node; unreachable: {list}")));
+            let list = down
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(NodeError::Unavailable(format!(
+                "keygen needs every committee node; unreachable: {list}"
+            )));
         }
         let nonce = nonce()?;
-        let eid = ExecutionId::derive("keygen", key_id, 0, &committee, &keygen_binding(threshold, &committee), &nonce);
+        let eid = ExecutionId::derive(
+            "keygen",
+            key_id,
+            0,
+            &committee,
+            &keygen_binding(threshold, &committee),
+            &nonce,
+        );
         let started = Instant::now();
-        let proposal = Proposal { eid, nonce, op: Operation::Keygen { key_id: key_id.clone(), threshold, committee: committee.clone() } };
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Keygen {
+                key_id: key_id.clone(),
+                threshold,
+                committee: committee.clone(),
+            },
+        };
         let results = Self::first_error(self.propose_all(&committee, proposal).await)?;
         let mut first: Option<(Vec<u8>, [u8; 32], [u8; 32])> = None;
         for (n, o) in results {
-            let Outcome::Keygen { public_key, chain_code, package_hash } = o else {
-                return Err(NodeError::Internal(format!("node {n} answered keygen with another outcome")));
+            let Outcome::Keygen {
+                public_key,
+                chain_code,
+                package_hash,
+            } = o
+            else {
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered keygen with another outcome"
+                )));
             };
             match &first {
                 None => first = Some((public_key, chain_code, package_hash)),
                 Some(f) if f.2 != package_hash || f.0 != public_key => {
-                    return Err(NodeError::Internal(format!("node {n} reports a different public key package")));
+                    return Err(NodeError::Internal(format!(
+                        "node {n} reports a different public key package"
+                    )));
                 }
                 Some(_) => {}
             }
         }
-        let (public_key, chain_code, package_hash) = first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+        let (public_key, chain_code, package_hash) =
+            first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
         tracing::info!(key = %key_id, eid = %eid, ms = started.elapsed().as_millis() as u64, committee = %names(&committee), "keygen complete");
         match self.store.key(key_id)? {
             Some(rec) => Ok(rec),
@@ -142,10 +207,18 @@ impl Node {
     }
 
     /// Signs `digest` with `key_id` (at `path`) using t live committee nodes.
-    pub async fn sign(&self, key_id: &KeyId, digest: Digest32, path: DerivationPath, request_id: Option<String>) -> Result<SignOutcome, NodeError> {
+    pub async fn sign(
+        &self,
+        key_id: &KeyId,
+        digest: Digest32,
+        path: DerivationPath,
+        request_id: Option<String>,
+    ) -> Result<SignOutcome, NodeError> {
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
-            return Err(NodeError::FailedPrecondition(format!("key {key_id} is frozen: {why}")));
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is frozen: {why}"
+            )));
         }
         let committee: Vec<NodeName> = rec
             .committee
@@ -153,13 +226,24 @@ impl Node {
             .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
             .collect::<Result<_, _>>()?;
         // Ourselves first, then the others in committee order, skipping nodes that do not answer.
-        let mut candidates: Vec<NodeName> = committee.iter().filter(|c| **c == self.name).cloned().collect();
+        let mut candidates: Vec<NodeName> = committee
+            .iter()
+            .filter(|c| **c == self.name)
+            .cloned()
+            .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
         let down = self.unreachable(&candidates).await;
-        let live: Vec<NodeName> = candidates.into_iter().filter(|c| !down.iter().any(|(d, _)| d == c)).collect();
+        let live: Vec<NodeName> = candidates
+            .into_iter()
+            .filter(|c| !down.iter().any(|(d, _)| d == c))
+            .collect();
         let t = rec.threshold as usize;
         if live.len() < t {
-            let list = down.iter().map(|(n, why)| format!("{n} ({why})")).collect::<Vec<_>>().join(", ");
+            let list = down
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(NodeError::Unavailable(format!(
                 "key {key_id} needs {t} live committee nodes, {} answered; unreachable: {list}",
                 live.len()
@@ -171,7 +255,14 @@ impl Node {
             _ => hex::encode(&nonce()?[..16]),
         };
         let nonce = nonce()?;
-        let eid = ExecutionId::derive("sign", key_id, rec.epoch, &participants, &sign_binding(&digest, &path, &request_id), &nonce);
+        let eid = ExecutionId::derive(
+            "sign",
+            key_id,
+            rec.epoch,
+            &participants,
+            &sign_binding(&digest, &path, &request_id),
+            &nonce,
+        );
         let proposal = Proposal {
             eid,
             nonce,
@@ -188,16 +279,30 @@ impl Node {
         let mut signature: Option<Signature> = None;
         for (n, o) in results {
             let Outcome::Sign(sig) = o else {
-                return Err(NodeError::Internal(format!("node {n} answered signing with another outcome")));
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered signing with another outcome"
+                )));
             };
             match &signature {
                 None => signature = Some(sig),
-                Some(s) if *s != sig => return Err(NodeError::Internal(format!("node {n} assembled a different signature"))),
+                Some(s) if *s != sig => {
+                    return Err(NodeError::Internal(format!(
+                        "node {n} assembled a different signature"
+                    )))
+                }
                 Some(_) => {}
             }
         }
         let signature = signature.ok_or_else(|| NodeError::Internal("no signature".into()))?;
-        crate::protocol::sign::verify(&signature, &digest).map_err(|e| NodeError::Protocol { blamed: None, error: e })?;
-        Ok(SignOutcome { signature, participants, request_id, epoch: rec.epoch })
+        crate::protocol::sign::verify(&signature, &digest).map_err(|e| NodeError::Protocol {
+            blamed: None,
+            error: e,
+        })?;
+        Ok(SignOutcome {
+            signature,
+            participants,
+            request_id,
+            epoch: rec.epoch,
+        })
     }
 }

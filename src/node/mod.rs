@@ -27,7 +27,11 @@ pub const WIRE_VERSION: u32 = 1;
 /// What a coordinator asks a participant to do.
 #[derive(Debug, Clone)]
 pub enum Operation {
-    Keygen { key_id: KeyId, threshold: u32, committee: Vec<NodeName> },
+    Keygen {
+        key_id: KeyId,
+        threshold: u32,
+        committee: Vec<NodeName>,
+    },
     Sign {
         key_id: KeyId,
         epoch: u64,
@@ -49,7 +53,11 @@ pub struct Proposal {
 /// A participant's answer to a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Keygen { public_key: Vec<u8>, chain_code: [u8; 32], package_hash: [u8; 32] },
+    Keygen {
+        public_key: Vec<u8>,
+        chain_code: [u8; 32],
+        package_hash: [u8; 32],
+    },
     Sign(Signature),
 }
 
@@ -74,8 +82,18 @@ pub enum NetErrorKind {
 /// Calls to other nodes. Implemented by the transport over mTLS gRPC.
 pub trait PeerNet: Send + Sync + 'static {
     fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>>;
-    fn propose(&self, to: &NodeName, proposal: Proposal) -> BoxFuture<'static, Result<Outcome, NetError>>;
-    fn deliver(&self, to: &NodeName, eid: ExecutionId, round: u32, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>>;
+    fn propose(
+        &self,
+        to: &NodeName,
+        proposal: Proposal,
+    ) -> BoxFuture<'static, Result<Outcome, NetError>>;
+    fn deliver(
+        &self,
+        to: &NodeName,
+        eid: ExecutionId,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>>;
 }
 
 /// Errors of the node layer. `api/` maps each variant to one gRPC status.
@@ -96,10 +114,21 @@ pub enum NodeError {
     Unavailable(String),
     #[error("{0}")]
     Net(#[from] NetError),
-    #[error("round {round} timed out after {after:?} waiting for {}", names(missing))]
-    Timeout { round: u32, after: Duration, missing: Vec<NodeName> },
+    #[error(
+        "round {round} timed out after {after:?} waiting for {}",
+        names(missing)
+    )]
+    Timeout {
+        round: u32,
+        after: Duration,
+        missing: Vec<NodeName>,
+    },
     #[error("protocol aborted{}: {error}", blamed.as_ref().map(|n| format!(" (blames node {n})")).unwrap_or_default())]
-    Protocol { blamed: Option<NodeName>, #[source] error: ProtocolError },
+    Protocol {
+        blamed: Option<NodeName>,
+        #[source]
+        error: ProtocolError,
+    },
     #[error("store: {0}")]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
@@ -107,7 +136,10 @@ pub enum NodeError {
 }
 
 fn names(v: &[NodeName]) -> String {
-    v.iter().map(NodeName::as_str).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(NodeName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Timeouts of a node.
@@ -121,7 +153,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { round: Duration::from_secs(10), ping: Duration::from_secs(2) }
+        Self {
+            round: Duration::from_secs(10),
+            ping: Duration::from_secs(2),
+        }
     }
 }
 
@@ -137,13 +172,29 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.name).field("roster", &self.roster).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("roster", &self.roster)
+            .finish_non_exhaustive()
     }
 }
 
 impl Node {
-    pub fn new(name: NodeName, roster: Vec<NodeName>, store: Store, net: Arc<dyn PeerNet>, timeouts: Timeouts) -> Self {
-        Self { name, roster, store, net, router: Router::default(), timeouts }
+    pub fn new(
+        name: NodeName,
+        roster: Vec<NodeName>,
+        store: Store,
+        net: Arc<dyn PeerNet>,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            name,
+            roster,
+            store,
+            net,
+            router: Router::default(),
+            timeouts,
+        }
     }
 
     pub fn name(&self) -> &NodeName {
@@ -155,15 +206,30 @@ impl Node {
     }
 
     /// A protocol message from authenticated node `from`.
-    pub fn deliver(&self, from: NodeName, eid: ExecutionId, round: u32, payload: Vec<u8>) -> Result<(), RouteError> {
+    pub fn deliver(
+        &self,
+        from: NodeName,
+        eid: ExecutionId,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), RouteError> {
         if !self.roster.contains(&from) {
             return Err(RouteError::UnknownSender(from));
         }
-        self.router.deliver(eid, Inbound { from, round, payload })
+        self.router.deliver(
+            eid,
+            Inbound {
+                from,
+                round,
+                payload,
+            },
+        )
     }
 
     pub fn key(&self, id: &KeyId) -> Result<crate::storage::KeyRecord, NodeError> {
-        self.store.key(id)?.ok_or_else(|| NodeError::NotFound(format!("key {id} not found on node {}", self.name)))
+        self.store
+            .key(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("key {id} not found on node {}", self.name)))
     }
 
     pub fn keys(&self) -> Result<Vec<crate::storage::KeyRecord>, NodeError> {

@@ -39,14 +39,37 @@ impl Node {
     /// Handles a proposal from authenticated node `from` (possibly ourselves).
     pub async fn on_propose(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
         if !self.roster.contains(from) {
-            return Err(NodeError::PermissionDenied(format!("node {from} is not in this cluster's roster")));
+            return Err(NodeError::PermissionDenied(format!(
+                "node {from} is not in this cluster's roster"
+            )));
         }
         match p.op.clone() {
-            Operation::Keygen { key_id, threshold, committee } => {
-                self.participate_keygen(&p, &key_id, threshold, &committee).await
+            Operation::Keygen {
+                key_id,
+                threshold,
+                committee,
+            } => {
+                self.participate_keygen(&p, &key_id, threshold, &committee)
+                    .await
             }
-            Operation::Sign { key_id, epoch, digest, path, request_id, participants } => {
-                self.participate_sign(&p, &key_id, epoch, digest, &path, &request_id, &participants).await
+            Operation::Sign {
+                key_id,
+                epoch,
+                digest,
+                path,
+                request_id,
+                participants,
+            } => {
+                self.participate_sign(
+                    &p,
+                    &key_id,
+                    epoch,
+                    digest,
+                    &path,
+                    &request_id,
+                    &participants,
+                )
+                .await
             }
         }
     }
@@ -54,25 +77,38 @@ impl Node {
     fn check_members(&self, members: &[NodeName]) -> Result<PartyIdx, NodeError> {
         for (i, m) in members.iter().enumerate() {
             if !self.roster.contains(m) {
-                return Err(NodeError::InvalidArgument(format!("node {m} is not in the cluster roster")));
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is not in the cluster roster"
+                )));
             }
             if members[..i].contains(m) {
-                return Err(NodeError::InvalidArgument(format!("node {m} is listed twice")));
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is listed twice"
+                )));
             }
         }
         members
             .iter()
             .position(|m| *m == self.name)
             .map(|i| (i + 1) as PartyIdx)
-            .ok_or_else(|| NodeError::InvalidArgument(format!("node {} is not among the proposed parties", self.name)))
+            .ok_or_else(|| {
+                NodeError::InvalidArgument(format!(
+                    "node {} is not among the proposed parties",
+                    self.name
+                ))
+            })
     }
 
     fn claim(&self, proposed: &ExecutionId, expected: ExecutionId) -> Result<(), NodeError> {
         if *proposed != expected {
-            return Err(NodeError::PermissionDenied("execution id does not match the proposal".into()));
+            return Err(NodeError::PermissionDenied(
+                "execution id does not match the proposal".into(),
+            ));
         }
         if !self.store.claim_eid(proposed, now_unix())? {
-            return Err(NodeError::PermissionDenied(format!("execution id {proposed} was used before; refusing to reuse it")));
+            return Err(NodeError::PermissionDenied(format!(
+                "execution id {proposed} was used before; refusing to reuse it"
+            )));
         }
         Ok(())
     }
@@ -85,15 +121,32 @@ impl Node {
         committee: &[NodeName],
     ) -> Result<Outcome, NodeError> {
         let me = self.check_members(committee)?;
-        let t = Threshold::new(threshold, committee.len()).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let t = Threshold::new(threshold, committee.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         if self.store.key(key_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!("key {key_id} already exists on node {}", self.name)));
+            return Err(NodeError::AlreadyExists(format!(
+                "key {key_id} already exists on node {}",
+                self.name
+            )));
         }
-        let expected = ExecutionId::derive("keygen", key_id, 0, committee, &keygen_binding(threshold, committee), &p.nonce);
+        let expected = ExecutionId::derive(
+            "keygen",
+            key_id,
+            0,
+            committee,
+            &keygen_binding(threshold, committee),
+            &p.nonce,
+        );
         let mut mailbox = self.router.open(p.eid);
         self.claim(&p.eid, expected)?;
-        let session = Session { eid: p.eid, parties: committee, net: self.net.clone(), round_timeout: self.timeouts.round };
-        let proto = Keygen::new(t.t(), t.n(), me, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
+        let session = Session {
+            eid: p.eid,
+            parties: committee,
+            net: self.net.clone(),
+            round_timeout: self.timeouts.round,
+        };
+        let proto = Keygen::new(t.t(), t.n(), me, p.eid.as_bytes())
+            .map_err(|e| session.protocol_error(e))?;
         let out = session.run(proto, &mut mailbox, || Ok(())).await?;
         let rec = KeyRecord {
             schema: crate::storage::records_schema(),
@@ -109,7 +162,11 @@ impl Node {
         };
         self.store.insert_key(&rec, &out.share)?;
         tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored");
-        Ok(Outcome::Keygen { public_key: rec.public_key, chain_code: out.chain_code, package_hash: out.package_hash })
+        Ok(Outcome::Keygen {
+            public_key: rec.public_key,
+            chain_code: out.chain_code,
+            package_hash: out.package_hash,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -125,17 +182,29 @@ impl Node {
     ) -> Result<Outcome, NodeError> {
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
-            return Err(NodeError::FailedPrecondition(format!("key {key_id} is frozen: {why}")));
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is frozen: {why}"
+            )));
         }
         if rec.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!("key {key_id} is {}", rec.state.label())));
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
         }
         if rec.epoch != epoch {
-            return Err(NodeError::FailedPrecondition(format!("key {key_id} is at epoch {}, proposal says {epoch}", rec.epoch)));
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is at epoch {}, proposal says {epoch}",
+                rec.epoch
+            )));
         }
         self.check_members(participants)?;
         if participants.len() != rec.threshold as usize {
-            return Err(NodeError::InvalidArgument(format!("signing needs exactly {} parties, got {}", rec.threshold, participants.len())));
+            return Err(NodeError::InvalidArgument(format!(
+                "signing needs exactly {} parties, got {}",
+                rec.threshold,
+                participants.len()
+            )));
         }
         // Party indices come from the stored committee order, never from the proposal.
         let mut signers = Vec::with_capacity(participants.len());
@@ -144,7 +213,11 @@ impl Node {
                 .committee
                 .iter()
                 .position(|c| c == n.as_str())
-                .ok_or_else(|| NodeError::InvalidArgument(format!("node {n} is not in the committee of key {key_id}")))?;
+                .ok_or_else(|| {
+                    NodeError::InvalidArgument(format!(
+                        "node {n} is not in the committee of key {key_id}"
+                    ))
+                })?;
             signers.push((idx + 1) as PartyIdx);
         }
         let committee: Vec<NodeName> = rec
@@ -152,12 +225,25 @@ impl Node {
             .iter()
             .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let expected = ExecutionId::derive("sign", key_id, epoch, participants, &sign_binding(&digest, path, request_id), &p.nonce);
+        let expected = ExecutionId::derive(
+            "sign",
+            key_id,
+            epoch,
+            participants,
+            &sign_binding(&digest, path, request_id),
+            &p.nonce,
+        );
         let mut mailbox = self.router.open(p.eid);
         self.claim(&p.eid, expected)?;
         let share = self.store.share(key_id, epoch)?;
-        let session = Session { eid: p.eid, parties: &committee, net: self.net.clone(), round_timeout: self.timeouts.round };
-        let proto = Sign::new(&share, path, &signers, digest, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
+        let session = Session {
+            eid: p.eid,
+            parties: &committee,
+            net: self.net.clone(),
+            round_timeout: self.timeouts.round,
+        };
+        let proto = Sign::new(&share, path, &signers, digest, p.eid.as_bytes())
+            .map_err(|e| session.protocol_error(e))?;
         drop(share);
         let entry = LedgerEntry {
             schema: 1,
@@ -167,14 +253,25 @@ impl Node {
             eid: *p.eid.as_bytes(),
             unix: now_unix(),
         };
-        let result = session.run(proto, &mut mailbox, || Ok(self.store.ledger_commit(key_id, &entry)?)).await;
+        let result = session
+            .run(proto, &mut mailbox, || {
+                Ok(self.store.ledger_commit(key_id, &entry)?)
+            })
+            .await;
         match result {
             Ok(sig) => Ok(Outcome::Sign(sig)),
-            Err(NodeError::Protocol { error: ProtocolError::InvalidSignature, blamed }) => {
+            Err(NodeError::Protocol {
+                error: ProtocolError::InvalidSignature,
+                blamed,
+            }) => {
                 let why = format!("final signature of session {} failed verification", p.eid);
-                self.store.set_state(key_id, KeyState::Frozen(why.clone()))?;
+                self.store
+                    .set_state(key_id, KeyState::Frozen(why.clone()))?;
                 tracing::error!(key = %key_id, eid = %p.eid, "key frozen: {why}");
-                Err(NodeError::Protocol { error: ProtocolError::InvalidSignature, blamed })
+                Err(NodeError::Protocol {
+                    error: ProtocolError::InvalidSignature,
+                    blamed,
+                })
             }
             Err(e) => Err(e),
         }

@@ -75,7 +75,8 @@ impl Router {
             return Err(RouteError::Finished(eid));
         }
         let now = Instant::now();
-        g.early.retain(|_, (t, _)| now.duration_since(*t) < EARLY_TTL);
+        g.early
+            .retain(|_, (t, _)| now.duration_since(*t) < EARLY_TTL);
         if !g.early.contains_key(&eid) && g.early.len() >= MAX_EARLY_SESSIONS {
             return Err(RouteError::Full(eid));
         }
@@ -98,7 +99,11 @@ impl Router {
             }
             g.live.insert(eid, tx);
         }
-        Mailbox { rx, eid, router: self.clone() }
+        Mailbox {
+            rx,
+            eid,
+            router: self.clone(),
+        }
     }
 }
 
@@ -107,7 +112,11 @@ mod tests {
     use super::*;
 
     fn msg(r: u32) -> Inbound {
-        Inbound { from: NodeName::parse("a").unwrap(), round: r, payload: vec![] }
+        Inbound {
+            from: NodeName::parse("a").unwrap(),
+            round: r,
+            payload: vec![],
+        }
     }
 
     #[tokio::test]
@@ -126,8 +135,12 @@ mod tests {
             let mut b = [2u8; 32];
             b[0] = i as u8;
             b[1] = (i >> 8) as u8;
-            router.deliver(ExecutionId::from_slice(&b).unwrap(), msg(1)).unwrap();
+            router
+                .deliver(ExecutionId::from_slice(&b).unwrap(), msg(1))
+                .unwrap();
         }
-        assert!(router.deliver(ExecutionId::from_slice(&[9; 32]).unwrap(), msg(1)).is_err());
+        assert!(router
+            .deliver(ExecutionId::from_slice(&[9; 32]).unwrap(), msg(1))
+            .is_err());
     }
 }

@@ -25,7 +25,10 @@ impl Session<'_> {
     }
 
     fn index_of(&self, name: &NodeName) -> Option<PartyIdx> {
-        self.parties.iter().position(|p| p == name).map(|i| (i + 1) as PartyIdx)
+        self.parties
+            .iter()
+            .position(|p| p == name)
+            .map(|i| (i + 1) as PartyIdx)
     }
 
     pub fn protocol_error(&self, error: ProtocolError) -> NodeError {
@@ -36,9 +39,9 @@ impl Session<'_> {
     async fn send(&self, round: u32, out: Vec<Outgoing>) -> Result<(), NodeError> {
         let mut calls = Vec::with_capacity(out.len());
         for m in out {
-            let to = self
-                .name_of(m.to)
-                .ok_or_else(|| NodeError::Internal(format!("engine addressed unknown party {}", m.to)))?;
+            let to = self.name_of(m.to).ok_or_else(|| {
+                NodeError::Internal(format!("engine addressed unknown party {}", m.to))
+            })?;
             calls.push(self.net.deliver(to, self.eid, round, m.payload));
         }
         for r in futures::future::join_all(calls).await {
@@ -73,7 +76,11 @@ impl Session<'_> {
                             .filter(|p| !inbox.contains_key(p))
                             .filter_map(|p| self.name_of(*p).cloned())
                             .collect();
-                        return Err(NodeError::Timeout { round, after: self.round_timeout, missing });
+                        return Err(NodeError::Timeout {
+                            round,
+                            after: self.round_timeout,
+                            missing,
+                        });
                     }
                 };
                 let Some(idx) = self.index_of(&msg.from).filter(|i| peers.contains(i)) else {
@@ -97,7 +104,10 @@ impl Session<'_> {
                 }
             }
             match proto.advance(inbox).map_err(|e| self.protocol_error(e))? {
-                Step::Send { messages, partial_signature } => {
+                Step::Send {
+                    messages,
+                    partial_signature,
+                } => {
                     if partial_signature {
                         before_partial()?;
                     }

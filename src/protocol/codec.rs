@@ -18,7 +18,10 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 /// Decodes a whole buffer; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     if b.len() > MAX_MESSAGE_BYTES {
-        return Err(format!("{} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", b.len()));
+        return Err(format!(
+            "{} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+            b.len()
+        ));
     }
     let (v, used) = bincode::serde::decode_from_slice(b, config()).map_err(|e| e.to_string())?;
     if used != b.len() {

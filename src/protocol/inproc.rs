@@ -65,19 +65,32 @@ mod tests {
     use crate::protocol::sign::{verify, Sign};
 
     fn keygen(t: u8, n: u8) -> Vec<KeygenOutput> {
-        let parties = (1..=n).map(|i| Keygen::new(t, n, i, &[7u8; 32]).unwrap()).collect();
+        let parties = (1..=n)
+            .map(|i| Keygen::new(t, n, i, &[7u8; 32]).unwrap())
+            .collect();
         run(parties, None).into_iter().map(|r| r.unwrap()).collect()
     }
 
     #[test]
     fn keygen_agrees_and_any_t_sign() {
         let outs = keygen(2, 3);
-        assert!(outs.iter().all(|o| o.public_key == outs[0].public_key && o.package_hash == outs[0].package_hash));
+        assert!(outs
+            .iter()
+            .all(|o| o.public_key == outs[0].public_key && o.package_hash == outs[0].package_hash));
         let digest = Digest32([9u8; 32]);
         for pair in [[1u8, 2], [1, 3], [2, 3]] {
             let signers: Vec<Sign> = pair
                 .iter()
-                .map(|&i| Sign::new(&outs[(i - 1) as usize].share, &DerivationPath::default(), &pair, digest, b"sid").unwrap())
+                .map(|&i| {
+                    Sign::new(
+                        &outs[(i - 1) as usize].share,
+                        &DerivationPath::default(),
+                        &pair,
+                        digest,
+                        b"sid",
+                    )
+                    .unwrap()
+                })
                 .collect();
             let sigs: Vec<_> = run(signers, None).into_iter().map(|r| r.unwrap()).collect();
             assert_eq!(sigs[0], sigs[1]);
@@ -88,7 +101,9 @@ mod tests {
 
     #[test]
     fn equivocating_broadcast_is_caught_and_named() {
-        let parties = (1..=3).map(|i| Keygen::new(2, 3, i, &[1u8; 32]).unwrap()).collect();
+        let parties = (1..=3)
+            .map(|i| Keygen::new(2, 3, i, &[1u8; 32]).unwrap())
+            .collect();
         // Party 2 sends a different round-2 broadcast to party 3 only.
         let mut tamper = |round: u32, from: u8, to: u8, payload: &mut Vec<u8>| {
             if round == 2 && from == 2 && to == 3 {
@@ -98,15 +113,27 @@ mod tests {
             }
         };
         let results = run(parties, Some(&mut tamper));
-        assert!(results.iter().all(|r| r.is_err()), "a tampered keygen must not finish anywhere");
-        let blamed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err().and_then(|e| e.blamed())).collect();
-        assert!(blamed.contains(&2), "nobody named party 2: {results:?}", results = results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>());
+        assert!(
+            results.iter().all(|r| r.is_err()),
+            "a tampered keygen must not finish anywhere"
+        );
+        let blamed: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().and_then(|e| e.blamed()))
+            .collect();
+        assert!(
+            blamed.contains(&2),
+            "nobody named party 2: {results:?}",
+            results = results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn garbage_and_truncated_messages_blame_the_sender() {
         for mangle in [0usize, 1, 2] {
-            let parties = (1..=3).map(|i| Keygen::new(2, 3, i, &[2u8; 32]).unwrap()).collect();
+            let parties = (1..=3)
+                .map(|i| Keygen::new(2, 3, i, &[2u8; 32]).unwrap())
+                .collect();
             let mut tamper = |round: u32, from: u8, _to: u8, payload: &mut Vec<u8>| {
                 if round == 1 && from == 1 {
                     match mangle {
@@ -117,7 +144,7 @@ mod tests {
                 }
             };
             let results = run(parties, Some(&mut tamper));
-            let e = results[1].as_ref().err().expect("party 2 must abort");
+            let e = results[1].as_ref().expect_err("party 2 must abort");
             assert_eq!(e.blamed(), Some(1), "{e}");
         }
     }
@@ -146,13 +173,28 @@ mod hostile {
     use dkls23::protocols::signing::TransmitPhase1to2;
 
     fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
-        let parties = (1..=3).map(|i| Keygen::new(2, 3, i, &[4u8; 32]).unwrap()).collect();
+        let parties = (1..=3)
+            .map(|i| Keygen::new(2, 3, i, &[4u8; 32]).unwrap())
+            .collect();
         run(parties, None).into_iter().map(|r| r.unwrap()).collect()
     }
 
-    fn signers(outs: &[crate::protocol::keygen::KeygenOutput], set: &[u8], sid: &[u8]) -> Vec<Sign> {
+    fn signers(
+        outs: &[crate::protocol::keygen::KeygenOutput],
+        set: &[u8],
+        sid: &[u8],
+    ) -> Vec<Sign> {
         set.iter()
-            .map(|&i| Sign::new(&outs[(i - 1) as usize].share, &DerivationPath::default(), set, Digest32([3; 32]), sid).unwrap())
+            .map(|&i| {
+                Sign::new(
+                    &outs[(i - 1) as usize].share,
+                    &DerivationPath::default(),
+                    set,
+                    Digest32([3; 32]),
+                    sid,
+                )
+                .unwrap()
+            })
             .collect()
     }
 
@@ -169,7 +211,17 @@ mod hostile {
         };
         let results = run(signers(&outs, &[1, 3], b"s1"), Some(&mut tamper));
         let err = results[0].as_ref().unwrap_err();
-        assert!(matches!(err, ProtocolError::PeerMisbehaved { from: 3, round: 1, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ProtocolError::PeerMisbehaved {
+                    from: 3,
+                    round: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -195,6 +247,9 @@ mod hostile {
         let results = run(signers(&outs, &[1, 2], b"session-B"), Some(&mut inject));
         let err = results[0].as_ref().unwrap_err();
         assert_eq!(err.blamed(), Some(2), "{err:?}");
-        assert!(results.iter().all(|r| r.is_err()), "no party may finish session B");
+        assert!(
+            results.iter().all(|r| r.is_err()),
+            "no party may finish session B"
+        );
     }
 }

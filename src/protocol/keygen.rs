@@ -79,7 +79,9 @@ struct R4 {
 
 enum State {
     Init,
-    AfterR1 { own_fragment: Scalar },
+    AfterR1 {
+        own_fragment: Scalar,
+    },
     AfterR2 {
         proofs: BTreeMap<PartyIdx, ProofCommitment<Secp256k1>>,
         own_bcast: Vec<u8>,
@@ -92,7 +94,10 @@ enum State {
         own_bcast: Vec<u8>,
         echo2: BTreeMap<PartyIdx, [u8; 32]>,
     },
-    AfterR4 { output: KeygenOutput, echo3: BTreeMap<PartyIdx, [u8; 32]> },
+    AfterR4 {
+        output: KeygenOutput,
+        echo3: BTreeMap<PartyIdx, [u8; 32]>,
+    },
     Finished,
 }
 
@@ -108,14 +113,26 @@ pub struct Keygen {
 
 impl Keygen {
     /// `session_id` is the execution id; `me` is 1-based among `n` parties.
-    pub fn new(threshold: u8, n: u8, me: PartyIdx, session_id: &[u8]) -> Result<Self, ProtocolError> {
-        let params = Parameters::new(threshold, n)
-            .map_err(|_| ProtocolError::InvalidArgs(format!("bad parameters {threshold}-of-{n}")))?;
+    pub fn new(
+        threshold: u8,
+        n: u8,
+        me: PartyIdx,
+        session_id: &[u8],
+    ) -> Result<Self, ProtocolError> {
+        let params = Parameters::new(threshold, n).map_err(|_| {
+            ProtocolError::InvalidArgs(format!("bad parameters {threshold}-of-{n}"))
+        })?;
         if me == 0 || me > n {
-            return Err(ProtocolError::InvalidArgs(format!("party {me} not in 1..={n}")));
+            return Err(ProtocolError::InvalidArgs(format!(
+                "party {me} not in 1..={n}"
+            )));
         }
         Ok(Self {
-            session: Some(DkgSession::new(params, party_index(me)?, session_id.to_vec())),
+            session: Some(DkgSession::new(
+                params,
+                party_index(me)?,
+                session_id.to_vec(),
+            )),
             me,
             n,
             peers: (1..=n).filter(|p| *p != me).collect(),
@@ -130,12 +147,17 @@ impl Keygen {
             .ok_or_else(|| ProtocolError::InvalidArgs("keygen session already consumed".into()))
     }
 
-    fn decode_from<T: serde::de::DeserializeOwned>(&self, from: PartyIdx, b: &[u8]) -> Result<T, ProtocolError> {
+    fn decode_from<T: serde::de::DeserializeOwned>(
+        &self,
+        from: PartyIdx,
+        b: &[u8],
+    ) -> Result<T, ProtocolError> {
         decode(b).map_err(|e| ProtocolError::misbehaved(from, self.round, e))
     }
 
     fn round1(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
-        let State::AfterR1 { own_fragment } = std::mem::replace(&mut self.state, State::Finished) else {
+        let State::AfterR1 { own_fragment } = std::mem::replace(&mut self.state, State::Finished)
+        else {
             return Err(ProtocolError::InvalidArgs("round 1 out of order".into()));
         };
         let mut fragments = Vec::with_capacity(self.n as usize);
@@ -143,7 +165,9 @@ impl Keygen {
             if p == self.me {
                 fragments.push(own_fragment);
             } else {
-                let raw = inbox.get(&p).ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
+                let raw = inbox
+                    .get(&p)
+                    .ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
                 let m: R1 = self.decode_from(p, raw)?;
                 fragments.push(m.fragment);
             }
@@ -151,8 +175,11 @@ impl Keygen {
         let result = self.session()?.phase2(&fragments);
         fragments.zeroize();
         let (proof, zero, cc) = result?;
-        let own_bcast = encode(&Bcast2 { proof: proof.clone(), cc })
-            .map_err(ProtocolError::InvalidArgs)?;
+        let own_bcast = encode(&Bcast2 {
+            proof: proof.clone(),
+            cc,
+        })
+        .map_err(ProtocolError::InvalidArgs)?;
         let mut out = Vec::new();
         let mut own_zero = Vec::new();
         for z in zero {
@@ -161,18 +188,29 @@ impl Keygen {
                 own_zero.push(z);
                 continue;
             }
-            let payload = encode(&R2 { bcast: own_bcast.clone(), zero: z }).map_err(ProtocolError::InvalidArgs)?;
+            let payload = encode(&R2 {
+                bcast: own_bcast.clone(),
+                zero: z,
+            })
+            .map_err(ProtocolError::InvalidArgs)?;
             out.push(Outgoing { to, payload });
         }
         let mut proofs = BTreeMap::new();
         proofs.insert(self.me, proof);
-        self.state = State::AfterR2 { proofs, own_bcast, own_zero };
+        self.state = State::AfterR2 {
+            proofs,
+            own_bcast,
+            own_zero,
+        };
         Ok(out)
     }
 
     fn round2(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
-        let State::AfterR2 { mut proofs, own_bcast, own_zero } =
-            std::mem::replace(&mut self.state, State::Finished)
+        let State::AfterR2 {
+            mut proofs,
+            own_bcast,
+            own_zero,
+        } = std::mem::replace(&mut self.state, State::Finished)
         else {
             return Err(ProtocolError::InvalidArgs("round 2 out of order".into()));
         };
@@ -188,10 +226,18 @@ impl Keygen {
             let m: R2 = self.decode_from(from, raw)?;
             let b: Bcast2 = self.decode_from(from, &m.bcast)?;
             if b.proof.index.as_u8() != from || b.cc.sender_index.as_u8() != from {
-                return Err(ProtocolError::misbehaved(from, 2, "broadcast names another sender"));
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    2,
+                    "broadcast names another sender",
+                ));
             }
             if m.zero.parties.sender.as_u8() != from || m.zero.parties.receiver != me_idx {
-                return Err(ProtocolError::misbehaved(from, 2, "misaddressed zero-share message"));
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    2,
+                    "misaddressed zero-share message",
+                ));
             }
             echo2.insert(from, sha256(&m.bcast));
             proofs.insert(from, b.proof);
@@ -199,17 +245,32 @@ impl Keygen {
             zero2.push(m.zero);
         }
         let (zero3, mul3, cc3) = self.session()?.phase3()?;
-        let own_bcast3 = encode(&Bcast3 { cc: cc3, echo: echo2.clone() }).map_err(ProtocolError::InvalidArgs)?;
-        let mut zeros: BTreeMap<PartyIdx, TransmitInitZeroSharePhase3to4> =
-            zero3.into_iter().map(|z| (z.parties.receiver.as_u8(), z)).collect();
-        let mut muls: BTreeMap<PartyIdx, TransmitInitMulPhase3to4<Secp256k1>> =
-            mul3.into_iter().map(|m| (m.parties.receiver.as_u8(), m)).collect();
+        let own_bcast3 = encode(&Bcast3 {
+            cc: cc3,
+            echo: echo2.clone(),
+        })
+        .map_err(ProtocolError::InvalidArgs)?;
+        let mut zeros: BTreeMap<PartyIdx, TransmitInitZeroSharePhase3to4> = zero3
+            .into_iter()
+            .map(|z| (z.parties.receiver.as_u8(), z))
+            .collect();
+        let mut muls: BTreeMap<PartyIdx, TransmitInitMulPhase3to4<Secp256k1>> = mul3
+            .into_iter()
+            .map(|m| (m.parties.receiver.as_u8(), m))
+            .collect();
         let mut out = Vec::new();
         for &to in &self.peers {
             let (Some(zero), Some(mul)) = (zeros.remove(&to), muls.remove(&to)) else {
-                return Err(ProtocolError::InvalidArgs(format!("engine produced no round-3 message for {to}")));
+                return Err(ProtocolError::InvalidArgs(format!(
+                    "engine produced no round-3 message for {to}"
+                )));
             };
-            let payload = encode(&R3 { bcast: own_bcast3.clone(), zero, mul }).map_err(ProtocolError::InvalidArgs)?;
+            let payload = encode(&R3 {
+                bcast: own_bcast3.clone(),
+                zero,
+                mul,
+            })
+            .map_err(ProtocolError::InvalidArgs)?;
             out.push(Outgoing { to, payload });
         }
         self.state = State::AfterR3 {
@@ -223,8 +284,13 @@ impl Keygen {
     }
 
     fn round3(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
-        let State::AfterR3 { proofs, zero2, cc2, own_bcast, echo2 } =
-            std::mem::replace(&mut self.state, State::Finished)
+        let State::AfterR3 {
+            proofs,
+            zero2,
+            cc2,
+            own_bcast,
+            echo2,
+        } = std::mem::replace(&mut self.state, State::Finished)
         else {
             return Err(ProtocolError::InvalidArgs("round 3 out of order".into()));
         };
@@ -246,7 +312,11 @@ impl Keygen {
                 || m.zero.parties.receiver != me_idx
                 || m.mul.parties.receiver != me_idx
             {
-                return Err(ProtocolError::misbehaved(from, 3, "message names another sender or recipient"));
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    3,
+                    "message names another sender or recipient",
+                ));
             }
             echo3.insert(from, sha256(&m.bcast));
             cc3.insert(party_index(from)?, b.cc);
@@ -273,8 +343,19 @@ impl Keygen {
         h.update(&package);
         h.update(chain_code);
         let package_hash: [u8; 32] = h.finalize().into();
-        let payload = encode(&R4 { echo: echo3.clone(), package_hash }).map_err(ProtocolError::InvalidArgs)?;
-        let out = self.peers.iter().map(|&to| Outgoing { to, payload: payload.clone() }).collect();
+        let payload = encode(&R4 {
+            echo: echo3.clone(),
+            package_hash,
+        })
+        .map_err(ProtocolError::InvalidArgs)?;
+        let out = self
+            .peers
+            .iter()
+            .map(|&to| Outgoing {
+                to,
+                payload: payload.clone(),
+            })
+            .collect();
         self.state = State::AfterR4 {
             output: KeygenOutput {
                 share: KeyShare::new(party),
@@ -289,7 +370,8 @@ impl Keygen {
     }
 
     fn round4(&mut self, inbox: Inbox) -> Result<KeygenOutput, ProtocolError> {
-        let State::AfterR4 { output, echo3 } = std::mem::replace(&mut self.state, State::Finished) else {
+        let State::AfterR4 { output, echo3 } = std::mem::replace(&mut self.state, State::Finished)
+        else {
             return Err(ProtocolError::InvalidArgs("round 4 out of order".into()));
         };
         for (&from, raw) in &inbox {
@@ -312,13 +394,20 @@ fn compare_echo(
     round: u32,
 ) -> Result<(), ProtocolError> {
     if theirs.len() != mine.len() || theirs.keys().ne(mine.keys()) {
-        return Err(ProtocolError::misbehaved(from, round + 1, "echo covers the wrong parties"));
+        return Err(ProtocolError::misbehaved(
+            from,
+            round + 1,
+            "echo covers the wrong parties",
+        ));
     }
     for (sender, h) in mine {
         if theirs.get(sender) != Some(h) {
             // The echoing peer itself reports its own broadcast differently
             // only if it lies about it; otherwise `sender` equivocated.
-            return Err(ProtocolError::Equivocation { sender: *sender, round });
+            return Err(ProtocolError::Equivocation {
+                sender: *sender,
+                round,
+            });
         }
     }
     Ok(())
@@ -356,7 +445,8 @@ impl Protocol for Keygen {
             }
         }
         fragments.zeroize();
-        let own_fragment = own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
+        let own_fragment =
+            own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
         self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)
@@ -373,6 +463,9 @@ impl Protocol for Keygen {
             r => return Err(ProtocolError::InvalidArgs(format!("no keygen round {r}"))),
         };
         self.round += 1;
-        Ok(Step::Send { messages, partial_signature: false })
+        Ok(Step::Send {
+            messages,
+            partial_signature: false,
+        })
     }
 }

@@ -150,7 +150,11 @@ fn reason_counterparty(r: &dkls23::protocols::AbortReason) -> Option<PartyIdx> {
 }
 
 /// Checks that `inbox` holds exactly one message from each peer and nothing else.
-pub(crate) fn check_inbox(inbox: &Inbox, peers: &[PartyIdx], round: u32) -> Result<(), ProtocolError> {
+pub(crate) fn check_inbox(
+    inbox: &Inbox,
+    peers: &[PartyIdx],
+    round: u32,
+) -> Result<(), ProtocolError> {
     for p in peers {
         if !inbox.contains_key(p) {
             return Err(ProtocolError::Engine {

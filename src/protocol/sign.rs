@@ -32,9 +32,18 @@ pub struct Signature {
 
 enum State {
     Init,
-    AfterR1(UniqueKeep1to2<Secp256k1>, BTreeMap<PartyIndex, KeepPhase1to2<Secp256k1>>),
-    AfterR2(UniqueKeep2to3<Secp256k1>, BTreeMap<PartyIndex, KeepPhase2to3<Secp256k1>>),
-    AfterR3 { x_coord: String, own: Broadcast3to4<Secp256k1> },
+    AfterR1(
+        UniqueKeep1to2<Secp256k1>,
+        BTreeMap<PartyIndex, KeepPhase1to2<Secp256k1>>,
+    ),
+    AfterR2(
+        UniqueKeep2to3<Secp256k1>,
+        BTreeMap<PartyIndex, KeepPhase2to3<Secp256k1>>,
+    ),
+    AfterR3 {
+        x_coord: String,
+        own: Broadcast3to4<Secp256k1>,
+    },
     Finished,
 }
 
@@ -71,16 +80,26 @@ impl Sign {
             )));
         }
         if !sorted.contains(&me) {
-            return Err(ProtocolError::InvalidArgs(format!("party {me} is not among the signers")));
+            return Err(ProtocolError::InvalidArgs(format!(
+                "party {me} is not among the signers"
+            )));
         }
-        if let Some(bad) = sorted.iter().find(|&&p| p == 0 || p > base.parameters.share_count) {
-            return Err(ProtocolError::InvalidArgs(format!("signer index {bad} outside the committee")));
+        if let Some(bad) = sorted
+            .iter()
+            .find(|&&p| p == 0 || p > base.parameters.share_count)
+        {
+            return Err(ProtocolError::InvalidArgs(format!(
+                "signer index {bad} outside the committee"
+            )));
         }
         let derived = base
             .derive_from_path(&path.to_string(), dkls23::secp256k1::compute_eth_address)
             .map_err(|e| ProtocolError::InvalidArgs(format!("derivation failed: {e:?}")))?;
         let peers: Vec<PartyIdx> = sorted.iter().copied().filter(|&p| p != me).collect();
-        let counterparties = peers.iter().map(|&p| party_index(p)).collect::<Result<_, _>>()?;
+        let counterparties = peers
+            .iter()
+            .map(|&p| party_index(p))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             share: KeyShare::new(derived),
             data: SignData {
@@ -96,18 +115,36 @@ impl Sign {
         })
     }
 
-    fn decode_from<T: serde::de::DeserializeOwned>(&self, from: PartyIdx, b: &[u8]) -> Result<T, ProtocolError> {
+    fn decode_from<T: serde::de::DeserializeOwned>(
+        &self,
+        from: PartyIdx,
+        b: &[u8],
+    ) -> Result<T, ProtocolError> {
         decode(b).map_err(|e| ProtocolError::misbehaved(from, self.round, e))
     }
 
-    fn check_parties(&self, from: PartyIdx, sender: PartyIndex, receiver: PartyIndex) -> Result<(), ProtocolError> {
+    fn check_parties(
+        &self,
+        from: PartyIdx,
+        sender: PartyIndex,
+        receiver: PartyIndex,
+    ) -> Result<(), ProtocolError> {
         if sender.as_u8() != from || receiver.as_u8() != self.me {
-            return Err(ProtocolError::misbehaved(from, self.round, "message names another sender or recipient"));
+            return Err(ProtocolError::misbehaved(
+                from,
+                self.round,
+                "message names another sender or recipient",
+            ));
         }
         Ok(())
     }
 
-    fn finish(&self, x_coord: &str, own: Broadcast3to4<Secp256k1>, inbox: &Inbox) -> Result<Signature, ProtocolError> {
+    fn finish(
+        &self,
+        x_coord: &str,
+        own: Broadcast3to4<Secp256k1>,
+        inbox: &Inbox,
+    ) -> Result<Signature, ProtocolError> {
         let mut received = vec![own];
         for (&from, raw) in inbox {
             received.push(self.decode_from::<Broadcast3to4<Secp256k1>>(from, raw)?);
@@ -119,7 +156,12 @@ impl Sign {
         hex::decode_to_slice(x_coord, &mut r).map_err(|_| ProtocolError::InvalidSignature)?;
         hex::decode_to_slice(&s_hex, &mut s).map_err(|_| ProtocolError::InvalidSignature)?;
         let public_key = compress(&party.pk)?;
-        let sig = Signature { r, s, recovery_id, public_key };
+        let sig = Signature {
+            r,
+            s,
+            recovery_id,
+            public_key,
+        };
         verify(&sig, &self.digest)?;
         Ok(sig)
     }
@@ -130,15 +172,17 @@ impl Sign {
 pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     use k256::ecdsa::{RecoveryId, Signature as KSig, VerifyingKey};
-    let vk = VerifyingKey::from_sec1_bytes(&sig.public_key).map_err(|_| ProtocolError::InvalidSignature)?;
+    let vk = VerifyingKey::from_sec1_bytes(&sig.public_key)
+        .map_err(|_| ProtocolError::InvalidSignature)?;
     let ksig = KSig::from_scalars(sig.r, sig.s).map_err(|_| ProtocolError::InvalidSignature)?;
     if ksig.normalize_s() != ksig {
         return Err(ProtocolError::InvalidSignature);
     }
-    vk.verify_prehash(&digest.0, &ksig).map_err(|_| ProtocolError::InvalidSignature)?;
+    vk.verify_prehash(&digest.0, &ksig)
+        .map_err(|_| ProtocolError::InvalidSignature)?;
     let rid = RecoveryId::from_byte(sig.recovery_id).ok_or(ProtocolError::InvalidSignature)?;
-    let recovered =
-        VerifyingKey::recover_from_prehash(&digest.0, &ksig, rid).map_err(|_| ProtocolError::InvalidSignature)?;
+    let recovered = VerifyingKey::recover_from_prehash(&digest.0, &ksig, rid)
+        .map_err(|_| ProtocolError::InvalidSignature)?;
     if recovered != vk {
         return Err(ProtocolError::InvalidSignature);
     }
@@ -163,7 +207,12 @@ impl Protocol for Sign {
         let (unique, kept, transmit) = self.share.expose().sign_phase1(&self.data)?;
         let out = transmit
             .iter()
-            .map(|m| Ok(Outgoing { to: m.parties.receiver.as_u8(), payload: encode(m).map_err(ProtocolError::InvalidArgs)? }))
+            .map(|m| {
+                Ok(Outgoing {
+                    to: m.parties.receiver.as_u8(),
+                    payload: encode(m).map_err(ProtocolError::InvalidArgs)?,
+                })
+            })
             .collect::<Result<Vec<_>, ProtocolError>>()?;
         self.state = State::AfterR1(unique, kept);
         self.round = 1;
@@ -190,13 +239,24 @@ impl Sign {
                     self.check_parties(from, m.parties.sender, m.parties.receiver)?;
                     received.push(m);
                 }
-                let (unique, kept, transmit) = self.share.expose().sign_phase2(&self.data, unique, kept, &received)?;
+                let (unique, kept, transmit) = self
+                    .share
+                    .expose()
+                    .sign_phase2(&self.data, unique, kept, &received)?;
                 let messages = transmit
                     .iter()
-                    .map(|m| Ok(Outgoing { to: m.parties.receiver.as_u8(), payload: encode(m).map_err(ProtocolError::InvalidArgs)? }))
+                    .map(|m| {
+                        Ok(Outgoing {
+                            to: m.parties.receiver.as_u8(),
+                            payload: encode(m).map_err(ProtocolError::InvalidArgs)?,
+                        })
+                    })
                     .collect::<Result<Vec<_>, ProtocolError>>()?;
                 self.state = State::AfterR2(unique, kept);
-                Ok(Step::Send { messages, partial_signature: false })
+                Ok(Step::Send {
+                    messages,
+                    partial_signature: false,
+                })
             }
             State::AfterR2(unique, kept) if round == 2 => {
                 let mut received = Vec::with_capacity(inbox.len());
@@ -205,14 +265,31 @@ impl Sign {
                     self.check_parties(from, m.parties.sender, m.parties.receiver)?;
                     received.push(m);
                 }
-                let (x_coord, own) = self.share.expose().sign_phase3(&self.data, unique, kept, &received)?;
+                let (x_coord, own) = self
+                    .share
+                    .expose()
+                    .sign_phase3(&self.data, unique, kept, &received)?;
                 let payload = encode(&own).map_err(ProtocolError::InvalidArgs)?;
-                let messages = self.peers.iter().map(|&to| Outgoing { to, payload: payload.clone() }).collect();
+                let messages = self
+                    .peers
+                    .iter()
+                    .map(|&to| Outgoing {
+                        to,
+                        payload: payload.clone(),
+                    })
+                    .collect();
                 self.state = State::AfterR3 { x_coord, own };
-                Ok(Step::Send { messages, partial_signature: true })
+                Ok(Step::Send {
+                    messages,
+                    partial_signature: true,
+                })
             }
-            State::AfterR3 { x_coord, own } if round == 3 => self.finish(&x_coord, own, &inbox).map(Step::Done),
-            _ => Err(ProtocolError::InvalidArgs(format!("signing round {round} out of order"))),
+            State::AfterR3 { x_coord, own } if round == 3 => {
+                self.finish(&x_coord, own, &inbox).map(Step::Done)
+            }
+            _ => Err(ProtocolError::InvalidArgs(format!(
+                "signing round {round} out of order"
+            ))),
         }
     }
 }

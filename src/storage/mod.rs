@@ -63,7 +63,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,8 +76,15 @@ impl Store {
 
     /// Opens (or creates) the store in `dir`. The passphrase is verified first;
     /// on a wrong passphrase nothing in `dir` is written.
-    pub fn open(dir: &Path, node: &NodeName, passphrase: &SecretBytes) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_owned(), source })?;
+    pub fn open(
+        dir: &Path,
+        node: &NodeName,
+        passphrase: &SecretBytes,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let kek = Kek::unlock_or_init(dir, passphrase)?;
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
@@ -84,7 +94,12 @@ impl Store {
         }
         tx.open_table(EIDS).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
-        Ok(Self { db, kek, node: node.clone(), path })
+        Ok(Self {
+            db,
+            kek,
+            node: node.clone(),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -99,16 +114,27 @@ impl Store {
 
     /// Stores a new key's record and this node's sealed share atomically.
     pub fn insert_key(&self, rec: &KeyRecord, share: &KeyShare) -> Result<(), StorageError> {
-        let sealed = self.kek.seal_share(share, &rec.key_id, rec.epoch, &self.node)?;
+        let sealed = self
+            .kek
+            .seal_share(share, &rec.key_id, rec.epoch, &self.node)?;
         let tx = self.write()?;
         {
             let mut keys = tx.open_table(KEYS).map_err(dberr)?;
             if keys.get(rec.key_id.as_str()).map_err(dberr)?.is_some() {
-                return Err(StorageError::Conflict(format!("key {} already exists", rec.key_id)));
+                return Err(StorageError::Conflict(format!(
+                    "key {} already exists",
+                    rec.key_id
+                )));
             }
-            keys.insert(rec.key_id.as_str(), rec.encode()?.as_slice()).map_err(dberr)?;
+            keys.insert(rec.key_id.as_str(), rec.encode()?.as_slice())
+                .map_err(dberr)?;
             let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-            shares.insert(share_slot(&rec.key_id, rec.epoch).as_str(), sealed.as_slice()).map_err(dberr)?;
+            shares
+                .insert(
+                    share_slot(&rec.key_id, rec.epoch).as_str(),
+                    sealed.as_slice(),
+                )
+                .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
     }
@@ -116,7 +142,9 @@ impl Store {
     pub fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(KEYS).map_err(dberr)?;
-        let Some(v) = t.get(id.as_str()).map_err(dberr)? else { return Ok(None) };
+        let Some(v) = t.get(id.as_str()).map_err(dberr)? else {
+            return Ok(None);
+        };
         KeyRecord::decode(v.value()).map(Some)
     }
 
@@ -152,7 +180,8 @@ impl Store {
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
             rec.state = state;
-            keys.insert(id.as_str(), rec.encode()?.as_slice()).map_err(dberr)?;
+            keys.insert(id.as_str(), rec.encode()?.as_slice())
+                .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
     }
@@ -165,7 +194,8 @@ impl Store {
             if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
                 false
             } else {
-                t.insert(eid.as_bytes().as_slice(), now_unix).map_err(dberr)?;
+                t.insert(eid.as_bytes().as_slice(), now_unix)
+                    .map_err(dberr)?;
                 true
             }
         };
@@ -194,12 +224,17 @@ impl Store {
                     )));
                 }
             }
-            t.insert(slot.as_str(), entry.encode()?.as_slice()).map_err(dberr)?;
+            t.insert(slot.as_str(), entry.encode()?.as_slice())
+                .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
     }
 
-    pub fn ledger_get(&self, key: &KeyId, request_id: &str) -> Result<Option<LedgerEntry>, StorageError> {
+    pub fn ledger_get(
+        &self,
+        key: &KeyId,
+        request_id: &str,
+    ) -> Result<Option<LedgerEntry>, StorageError> {
         let slot = format!("{key}\u{0}{request_id}");
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(LEDGER).map_err(dberr)?;

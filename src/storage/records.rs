@@ -74,7 +74,10 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StorageError> {
-    serde_json::from_slice(b).map_err(|e| StorageError::Corrupt { what: what.into(), reason: e.to_string() })
+    serde_json::from_slice(b).map_err(|e| StorageError::Corrupt {
+        what: what.into(),
+        reason: e.to_string(),
+    })
 }
 
 impl KeyRecord {
@@ -84,7 +87,10 @@ impl KeyRecord {
     pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
         let r: Self = decode("key record", b)?;
         if r.schema != SCHEMA {
-            return Err(StorageError::Corrupt { what: "key record".into(), reason: format!("unknown schema {}", r.schema) });
+            return Err(StorageError::Corrupt {
+                what: "key record".into(),
+                reason: format!("unknown schema {}", r.schema),
+            });
         }
         Ok(r)
     }

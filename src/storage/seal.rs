@@ -40,14 +40,20 @@ impl Kek {
     /// when the directory holds no store yet.
     pub fn unlock_or_init(dir: &Path, passphrase: &SecretBytes) -> Result<Self, StorageError> {
         let meta_path = dir.join(META_FILE);
-        let io = |source| StorageError::Io { path: meta_path.clone(), source };
+        let io = |source| StorageError::Io {
+            path: meta_path.clone(),
+            source,
+        };
         if meta_path.exists() {
             let raw = std::fs::read(&meta_path).map_err(io)?;
             let meta: Meta = serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt {
                 what: meta_path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            let corrupt = |reason: &str| StorageError::Corrupt { what: meta_path.display().to_string(), reason: reason.into() };
+            let corrupt = |reason: &str| StorageError::Corrupt {
+                what: meta_path.display().to_string(),
+                reason: reason.into(),
+            };
             let salt = hex::decode(&meta.salt).map_err(|_| corrupt("bad salt"))?;
             let check = hex::decode(&meta.check).map_err(|_| corrupt("bad check value"))?;
             let kek = Self(derive(passphrase, &salt, meta.m_cost_kib, meta.t_cost)?);
@@ -58,7 +64,9 @@ impl Kek {
         if dir.join(super::Store::DB_FILE).exists() {
             return Err(StorageError::Corrupt {
                 what: dir.display().to_string(),
-                reason: format!("{META_FILE} is missing beside an existing store; refusing to create a new one"),
+                reason: format!(
+                    "{META_FILE} is missing beside an existing store; refusing to create a new one"
+                ),
             });
         }
         let mut salt = [0u8; 16];
@@ -89,7 +97,13 @@ impl Kek {
         getrandom::fill(&mut nonce).map_err(|e| StorageError::Db(format!("rng: {e}")))?;
         let ct = self
             .cipher()
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| StorageError::Db("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -108,19 +122,36 @@ impl Kek {
             .map_err(|_| ())
     }
 
-    pub(super) fn seal_share(&self, share: &KeyShare, key: &KeyId, epoch: u64, node: &NodeName) -> Result<Vec<u8>, StorageError> {
+    pub(super) fn seal_share(
+        &self,
+        share: &KeyShare,
+        key: &KeyId,
+        epoch: u64,
+        node: &NodeName,
+    ) -> Result<Vec<u8>, StorageError> {
         let plain = Zeroizing::new(
-            crate::protocol::encode(share.expose()).map_err(|e| StorageError::Db(format!("encode share: {e}")))?,
+            crate::protocol::encode(share.expose())
+                .map_err(|e| StorageError::Db(format!("encode share: {e}")))?,
         );
         self.seal(&plain, &share_aad(key, epoch, node))
     }
 
-    pub(super) fn open_share(&self, sealed: &[u8], key: &KeyId, epoch: u64, node: &NodeName) -> Result<KeyShare, StorageError> {
+    pub(super) fn open_share(
+        &self,
+        sealed: &[u8],
+        key: &KeyId,
+        epoch: u64,
+        node: &NodeName,
+    ) -> Result<KeyShare, StorageError> {
         let what = format!("share of key {key} epoch {epoch}");
-        let plain = self.open(sealed, &share_aad(key, epoch, node)).map_err(|_| StorageError::Corrupt {
-            what: what.clone(),
-            reason: "authentication failed (tampered, or copied from another key, epoch or node)".into(),
-        })?;
+        let plain = self
+            .open(sealed, &share_aad(key, epoch, node))
+            .map_err(|_| StorageError::Corrupt {
+                what: what.clone(),
+                reason:
+                    "authentication failed (tampered, or copied from another key, epoch or node)"
+                        .into(),
+            })?;
         let party: dkls23::secp256k1::Party = crate::protocol::decode(&plain)
             .map_err(|e| StorageError::Corrupt { what, reason: e })?;
         Ok(KeyShare::new(party))
@@ -129,16 +160,28 @@ impl Kek {
 
 fn share_aad(key: &KeyId, epoch: u64, node: &NodeName) -> Vec<u8> {
     let mut aad = Vec::new();
-    for field in [b"thresig/share".as_slice(), key.as_str().as_bytes(), &epoch.to_be_bytes(), node.as_str().as_bytes(), &SHARE_SCHEMA.to_be_bytes()] {
+    for field in [
+        b"thresig/share".as_slice(),
+        key.as_str().as_bytes(),
+        &epoch.to_be_bytes(),
+        node.as_str().as_bytes(),
+        &SHARE_SCHEMA.to_be_bytes(),
+    ] {
         aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
         aad.extend_from_slice(field);
     }
     aad
 }
 
-fn derive(passphrase: &SecretBytes, salt: &[u8], m_cost: u32, t_cost: u32) -> Result<SecretKey32, StorageError> {
+fn derive(
+    passphrase: &SecretBytes,
+    salt: &[u8],
+    m_cost: u32,
+    t_cost: u32,
+) -> Result<SecretKey32, StorageError> {
     use argon2::{Algorithm, Argon2, Params, Version};
-    let params = Params::new(m_cost, t_cost, 1, Some(32)).map_err(|e| StorageError::Db(format!("argon2 params: {e}")))?;
+    let params = Params::new(m_cost, t_cost, 1, Some(32))
+        .map_err(|e| StorageError::Db(format!("argon2 params: {e}")))?;
     let mut out = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.expose(), salt, &mut out)

@@ -18,8 +18,13 @@ fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
 }
 
 fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
-    let ps = (1..=2).map(|i| Keygen::new(2, 2, i, &[3; 32]).unwrap()).collect();
-    inproc::run(ps, None).into_iter().map(|r| r.unwrap()).collect()
+    let ps = (1..=2)
+        .map(|i| Keygen::new(2, 2, i, &[3; 32]).unwrap())
+        .collect();
+    inproc::run(ps, None)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 #[test]
@@ -30,15 +35,26 @@ fn share_round_trips_and_is_bound_to_its_slot() {
     let store = Store::open(dir.path(), &node, &pass).unwrap();
     let out = shares();
     let id = KeyId::parse("k1").unwrap();
-    store.insert_key(&rec(&id, out[0].public_key), &out[0].share).unwrap();
+    store
+        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
+        .unwrap();
     let back = store.share(&id, 0).unwrap();
     assert_eq!(back.expose().poly_point, out[0].share.expose().poly_point);
-    assert!(matches!(store.insert_key(&rec(&id, out[0].public_key), &out[0].share), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        store.insert_key(&rec(&id, out[0].public_key), &out[0].share),
+        Err(StorageError::Conflict(_))
+    ));
     // A sealed record moved to another epoch or node does not open.
     let sealed = store.kek.seal_share(&out[0].share, &id, 0, &node).unwrap();
     assert!(store.kek.open_share(&sealed, &id, 1, &node).is_err());
-    assert!(store.kek.open_share(&sealed, &id, 0, &NodeName::parse("b").unwrap()).is_err());
-    assert!(store.kek.open_share(&sealed, &KeyId::parse("k2").unwrap(), 0, &node).is_err());
+    assert!(store
+        .kek
+        .open_share(&sealed, &id, 0, &NodeName::parse("b").unwrap())
+        .is_err());
+    assert!(store
+        .kek
+        .open_share(&sealed, &KeyId::parse("k2").unwrap(), 0, &node)
+        .is_err());
     let mut flipped = sealed.clone();
     flipped[30] ^= 1;
     assert!(store.kek.open_share(&flipped, &id, 0, &node).is_err());
@@ -47,15 +63,33 @@ fn share_round_trips_and_is_bound_to_its_slot() {
 #[test]
 fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &SecretBytes::new(b"p".to_vec())).unwrap();
+    let store = Store::open(
+        dir.path(),
+        &NodeName::parse("a").unwrap(),
+        &SecretBytes::new(b"p".to_vec()),
+    )
+    .unwrap();
     let eid = ExecutionId::from_slice(&[5; 32]).unwrap();
     assert!(store.claim_eid(&eid, 1).unwrap());
     assert!(!store.claim_eid(&eid, 2).unwrap());
     let id = KeyId::parse("k").unwrap();
-    let e = LedgerEntry { schema: 1, request_id: "r1".into(), digest: [1; 32], path: "m".into(), eid: [0; 32], unix: 0 };
+    let e = LedgerEntry {
+        schema: 1,
+        request_id: "r1".into(),
+        digest: [1; 32],
+        path: "m".into(),
+        eid: [0; 32],
+        unix: 0,
+    };
     store.ledger_commit(&id, &e).unwrap();
     store.ledger_commit(&id, &e).unwrap();
-    let other = LedgerEntry { digest: [2; 32], ..e.clone() };
-    assert!(matches!(store.ledger_commit(&id, &other), Err(StorageError::Conflict(_))));
+    let other = LedgerEntry {
+        digest: [2; 32],
+        ..e.clone()
+    };
+    assert!(matches!(
+        store.ledger_commit(&id, &other),
+        Err(StorageError::Conflict(_))
+    ));
     assert_eq!(store.ledger_get(&id, "r1").unwrap(), Some(e));
 }

@@ -39,13 +39,21 @@ impl Connected for Authed {
 }
 
 impl AsyncRead for Authed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Authed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -116,10 +124,16 @@ pub fn incoming(
                         Ok(identity) => {
                             let _ = tx.send(Ok(Authed { io, identity })).await;
                         }
-                        Err(e) => tracing::warn!(%remote, plane = plane.name(), error = %e, "refused connection"),
+                        Err(e) => {
+                            tracing::warn!(%remote, plane = plane.name(), error = %e, "refused connection")
+                        }
                     },
-                    Ok(Err(e)) => tracing::info!(%remote, plane = plane.name(), error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!(%remote, plane = plane.name(), "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, plane = plane.name(), error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, plane = plane.name(), "TLS handshake timed out")
+                    }
                 }
             });
         }
@@ -127,11 +141,23 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-fn check_client(io: &TlsStream<TcpStream>, trust_domain: &str, plane: Plane) -> Result<Identity, IdentityError> {
-    let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or(IdentityError::NoCertificate)?;
+fn check_client(
+    io: &TlsStream<TcpStream>,
+    trust_domain: &str,
+    plane: Plane,
+) -> Result<Identity, IdentityError> {
+    let cert = io
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or(IdentityError::NoCertificate)?;
     let id = identity_of(cert, trust_domain)?;
     if !plane.admits(id.role) {
-        return Err(IdentityError::WrongPlane { got: id.to_string(), plane: plane.name() });
+        return Err(IdentityError::WrongPlane {
+            got: id.to_string(),
+            plane: plane.name(),
+        });
     }
     Ok(id)
 }
@@ -156,8 +182,15 @@ pub fn dial(
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(server.as_str().to_owned())?;
-            let io = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
-            let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or(IdentityError::NoCertificate)?;
+            let io = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            let cert = io
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or(IdentityError::NoCertificate)?;
             let id = identity_of(cert, &td)?;
             if id.role != Role::Node || id.name != server {
                 return Err::<_, Box<dyn std::error::Error + Send + Sync>>(

@@ -36,17 +36,29 @@ pub enum IdentityError {
 }
 
 /// Extracts the single identity of `trust_domain` from a certificate.
-pub fn identity_of(cert: &CertificateDer<'_>, trust_domain: &str) -> Result<Identity, IdentityError> {
-    let (_, x) = x509_parser::certificate::X509Certificate::from_der(cert).map_err(|_| IdentityError::Unparsable)?;
-    let san = x.subject_alternative_name().map_err(|_| IdentityError::Unparsable)?;
+pub fn identity_of(
+    cert: &CertificateDer<'_>,
+    trust_domain: &str,
+) -> Result<Identity, IdentityError> {
+    let (_, x) = x509_parser::certificate::X509Certificate::from_der(cert)
+        .map_err(|_| IdentityError::Unparsable)?;
+    let san = x
+        .subject_alternative_name()
+        .map_err(|_| IdentityError::Unparsable)?;
     let prefix = format!("spiffe://{trust_domain}/");
     let mut found = None;
     for gn in san.iter().flat_map(|s| s.value.general_names.iter()) {
         let GeneralName::URI(uri) = gn else { continue };
-        let Some(rest) = uri.strip_prefix(&prefix) else { continue };
+        let Some(rest) = uri.strip_prefix(&prefix) else {
+            continue;
+        };
         let mut parts = rest.split('/');
-        let (Some(role), Some(name), None) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (Some(role), Ok(name)) = (Role::parse(role), NodeName::parse(name)) else { continue };
+        let (Some(role), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Some(role), Ok(name)) = (Role::parse(role), NodeName::parse(name)) else {
+            continue;
+        };
         if found.replace(Identity { role, name }).is_some() {
             return Err(IdentityError::Ambiguous);
         }

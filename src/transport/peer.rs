@@ -13,7 +13,9 @@ use tonic::{Request, Response, Status};
 
 use super::identity::Identity;
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use crate::node::{NetError, NetErrorKind, Node, NodeError, Operation, Outcome, PeerNet, Proposal, WIRE_VERSION};
+use crate::node::{
+    NetError, NetErrorKind, Node, NodeError, Operation, Outcome, PeerNet, Proposal, WIRE_VERSION,
+};
 use crate::pki::Role;
 use crate::proto::peer as pb;
 use crate::proto::peer::peer_client::PeerClient;
@@ -42,8 +44,13 @@ impl PeerService {
 
 fn sender<T>(req: &Request<T>) -> Result<NodeName, Status> {
     match req.extensions().get::<Identity>() {
-        Some(Identity { role: Role::Node, name }) => Ok(name.clone()),
-        Some(other) => Err(Status::permission_denied(format!("{other} may not use the peer plane"))),
+        Some(Identity {
+            role: Role::Node,
+            name,
+        }) => Ok(name.clone()),
+        Some(other) => Err(Status::permission_denied(format!(
+            "{other} may not use the peer plane"
+        ))),
         None => Err(Status::unauthenticated("no authenticated peer identity")),
     }
 }
@@ -62,7 +69,9 @@ fn bad(field: &str, e: impl std::fmt::Display) -> Status {
 }
 
 fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status> {
-    raw.iter().map(|n| NodeName::parse(n).map_err(|e| bad(field, e))).collect()
+    raw.iter()
+        .map(|n| NodeName::parse(n).map_err(|e| bad(field, e)))
+        .collect()
 }
 
 fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
@@ -83,33 +92,55 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
             participants: names(&s.participants, "participants")?,
         },
     };
-    Ok(Proposal { eid, nonce: req.coordinator_nonce, op })
+    Ok(Proposal {
+        eid,
+        nonce: req.coordinator_nonce,
+        op,
+    })
 }
 
 fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
     let op = match p.op {
-        Operation::Keygen { key_id, threshold, committee } => pb::propose_request::Op::Keygen(pb::KeygenProposal {
+        Operation::Keygen {
+            key_id,
+            threshold,
+            committee,
+        } => pb::propose_request::Op::Keygen(pb::KeygenProposal {
             key_id: key_id.to_string(),
             threshold,
             committee: committee.iter().map(ToString::to_string).collect(),
         }),
-        Operation::Sign { key_id, epoch, digest, path, request_id, participants } => {
-            pb::propose_request::Op::Sign(pb::SignProposal {
-                key_id: key_id.to_string(),
-                epoch,
-                digest: digest.0.to_vec(),
-                path: path.to_string(),
-                request_id,
-                participants: participants.iter().map(ToString::to_string).collect(),
-            })
-        }
+        Operation::Sign {
+            key_id,
+            epoch,
+            digest,
+            path,
+            request_id,
+            participants,
+        } => pb::propose_request::Op::Sign(pb::SignProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            digest: digest.0.to_vec(),
+            path: path.to_string(),
+            request_id,
+            participants: participants.iter().map(ToString::to_string).collect(),
+        }),
     };
-    pb::ProposeRequest { wire_version: WIRE_VERSION, eid: p.eid.as_bytes().to_vec(), coordinator_nonce: p.nonce, op: Some(op) }
+    pb::ProposeRequest {
+        wire_version: WIRE_VERSION,
+        eid: p.eid.as_bytes().to_vec(),
+        coordinator_nonce: p.nonce,
+        op: Some(op),
+    }
 }
 
 fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
     let result = match o {
-        Outcome::Keygen { public_key, chain_code, package_hash } => pb::propose_response::Result::Keygen(pb::KeygenResult {
+        Outcome::Keygen {
+            public_key,
+            chain_code,
+            package_hash,
+        } => pb::propose_response::Result::Keygen(pb::KeygenResult {
             public_key,
             chain_code: chain_code.to_vec(),
             package_hash: package_hash.to_vec(),
@@ -121,11 +152,14 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             public_key: s.public_key.to_vec(),
         }),
     };
-    pb::ProposeResponse { result: Some(result) }
+    pb::ProposeResponse {
+        result: Some(result),
+    }
 }
 
 fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
-    b.try_into().map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
+    b.try_into()
+        .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
 }
 
 fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
@@ -146,32 +180,55 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
-    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(
+        &self,
+        req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
         sender(&req)?;
         check_version(req.get_ref().wire_version)?;
-        Ok(Response::new(pb::PingResponse { wire_version: WIRE_VERSION, node: self.node.name().to_string() }))
+        Ok(Response::new(pb::PingResponse {
+            wire_version: WIRE_VERSION,
+            node: self.node.name().to_string(),
+        }))
     }
 
-    async fn propose(&self, req: Request<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        req: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
         let from = sender(&req)?;
         let proposal = proposal_from_pb(req.into_inner())?;
-        let outcome = self.node.on_propose(&from, proposal).await.map_err(|e| crate::api::status(&e))?;
+        let outcome = self
+            .node
+            .on_propose(&from, proposal)
+            .await
+            .map_err(|e| crate::api::status(&e))?;
         Ok(Response::new(outcome_to_pb(outcome)))
     }
 
-    async fn deliver(&self, req: Request<pb::Envelope>) -> Result<Response<pb::DeliverAck>, Status> {
+    async fn deliver(
+        &self,
+        req: Request<pb::Envelope>,
+    ) -> Result<Response<pb::DeliverAck>, Status> {
         let from = sender(&req)?;
         let env = req.into_inner();
         check_version(env.wire_version)?;
-        let eid = ExecutionId::from_slice(&env.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
+        let eid =
+            ExecutionId::from_slice(&env.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
         if env.payload.len() > MAX_MESSAGE_BYTES {
-            return Err(Status::resource_exhausted("payload exceeds the message size limit"));
+            return Err(Status::resource_exhausted(
+                "payload exceeds the message size limit",
+            ));
         }
-        self.node.deliver(from, eid, env.round, env.payload).map_err(|e| match e {
-            crate::node::RouteError::UnknownSender(_) => Status::permission_denied(e.to_string()),
-            crate::node::RouteError::Finished(_) => Status::failed_precondition(e.to_string()),
-            crate::node::RouteError::Full(_) => Status::resource_exhausted(e.to_string()),
-        })?;
+        self.node
+            .deliver(from, eid, env.round, env.payload)
+            .map_err(|e| match e {
+                crate::node::RouteError::UnknownSender(_) => {
+                    Status::permission_denied(e.to_string())
+                }
+                crate::node::RouteError::Finished(_) => Status::failed_precondition(e.to_string()),
+                crate::node::RouteError::Full(_) => Status::resource_exhausted(e.to_string()),
+            })?;
         Ok(Response::new(pb::DeliverAck {}))
     }
 }
@@ -194,10 +251,19 @@ impl GrpcPeerNet {
     ) -> Result<Self, tonic::transport::Error> {
         let mut channels = HashMap::new();
         for (name, addr) in peers {
-            let ch = super::conn::dial(*addr, name.clone(), tls.clone(), trust_domain.to_owned(), connect_timeout)?;
+            let ch = super::conn::dial(
+                *addr,
+                name.clone(),
+                tls.clone(),
+                trust_domain.to_owned(),
+                connect_timeout,
+            )?;
             channels.insert(name.clone(), ch);
         }
-        Ok(Self { channels, propose_timeout })
+        Ok(Self {
+            channels,
+            propose_timeout,
+        })
     }
 
     fn client(&self, to: &NodeName) -> Result<PeerClient<Channel>, NetError> {
@@ -205,17 +271,24 @@ impl GrpcPeerNet {
             node: to.clone(),
             kind: NetErrorKind::Unreachable("not in the roster".into()),
         })?;
-        Ok(PeerClient::new(ch).max_decoding_message_size(MAX_GRPC_BYTES).max_encoding_message_size(MAX_GRPC_BYTES))
+        Ok(PeerClient::new(ch)
+            .max_decoding_message_size(MAX_GRPC_BYTES)
+            .max_encoding_message_size(MAX_GRPC_BYTES))
     }
 }
 
 fn net_error(node: &NodeName, s: Status) -> NetError {
     let kind = match s.code() {
         tonic::Code::Unavailable => NetErrorKind::Unreachable(short(&s)),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => NetErrorKind::Timeout(Duration::ZERO),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            NetErrorKind::Timeout(Duration::ZERO)
+        }
         _ => NetErrorKind::Refused(format!("{:?}: {}", s.code(), s.message())),
     };
-    NetError { node: node.clone(), kind }
+    NetError {
+        node: node.clone(),
+        kind,
+    }
 }
 
 fn short(s: &Status) -> String {
@@ -234,29 +307,51 @@ impl PeerNet for GrpcPeerNet {
         let (to, client) = (to.clone(), self.client(to));
         Box::pin(async move {
             let mut c = client?;
-            c.ping(pb::PingRequest { wire_version: WIRE_VERSION }).await.map_err(|s| net_error(&to, s))?;
+            c.ping(pb::PingRequest {
+                wire_version: WIRE_VERSION,
+            })
+            .await
+            .map_err(|s| net_error(&to, s))?;
             Ok(())
         })
     }
 
-    fn propose(&self, to: &NodeName, proposal: Proposal) -> BoxFuture<'static, Result<Outcome, NetError>> {
+    fn propose(
+        &self,
+        to: &NodeName,
+        proposal: Proposal,
+    ) -> BoxFuture<'static, Result<Outcome, NetError>> {
         let (to, client, timeout) = (to.clone(), self.client(to), self.propose_timeout);
         Box::pin(async move {
             let mut c = client?;
             let mut req = Request::new(proposal_to_pb(proposal));
             req.set_timeout(timeout);
             let resp = c.propose(req).await.map_err(|s| net_error(&to, s))?;
-            outcome_from_pb(resp.into_inner()).map_err(|e| NetError { node: to.clone(), kind: NetErrorKind::Refused(format!("malformed answer: {e}")) })
+            outcome_from_pb(resp.into_inner()).map_err(|e| NetError {
+                node: to.clone(),
+                kind: NetErrorKind::Refused(format!("malformed answer: {e}")),
+            })
         })
     }
 
-    fn deliver(&self, to: &NodeName, eid: ExecutionId, round: u32, payload: Vec<u8>) -> BoxFuture<'static, Result<(), NetError>> {
+    fn deliver(
+        &self,
+        to: &NodeName,
+        eid: ExecutionId,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>> {
         let (to, client) = (to.clone(), self.client(to));
         Box::pin(async move {
             let mut c = client?;
-            c.deliver(pb::Envelope { wire_version: WIRE_VERSION, eid: eid.as_bytes().to_vec(), round, payload })
-                .await
-                .map_err(|s| net_error(&to, s))?;
+            c.deliver(pb::Envelope {
+                wire_version: WIRE_VERSION,
+                eid: eid.as_bytes().to_vec(),
+                round,
+                payload,
+            })
+            .await
+            .map_err(|s| net_error(&to, s))?;
             Ok(())
         })
     }

@@ -40,16 +40,25 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let raw = read(path)?;
     let out: Vec<_> = rustls_pemfile::certs(&mut raw.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     if out.is_empty() {
-        return Err(TlsError::Pem { path: path.to_owned(), reason: "no CERTIFICATE block found".into() });
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            reason: "no CERTIFICATE block found".into(),
+        });
     }
     Ok(out)
 }
@@ -57,8 +66,14 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let raw = zeroize::Zeroizing::new(read(path)?);
     rustls_pemfile::private_key(&mut raw.as_slice())
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })?
-        .ok_or_else(|| TlsError::Pem { path: path.to_owned(), reason: "no PRIVATE KEY block found".into() })
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            path: path.to_owned(),
+            reason: "no PRIVATE KEY block found".into(),
+        })
 }
 
 fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
@@ -70,11 +85,16 @@ fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
 }
 
 fn crls(path: Option<&Path>) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let Some(path) = path else { return Ok(Vec::new()) };
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
     let raw = read(path)?;
     let out: Vec<_> = rustls_pemfile::crls(&mut raw.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     Ok(out)
 }
 

@@ -14,14 +14,22 @@ use thresig::node::Timeouts;
 pub use thresig::cluster::{ADMIN, CLIENT};
 
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
 }
 
 pub async fn cluster(names: &[&str]) -> (tempfile::TempDir, LocalCluster) {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let timeouts = Timeouts { round: Duration::from_secs(5), ping: Duration::from_secs(1) };
-    let c = LocalCluster::start(dir.path(), names, timeouts).await.unwrap();
+    let timeouts = Timeouts {
+        round: Duration::from_secs(5),
+        ping: Duration::from_secs(1),
+    };
+    let c = LocalCluster::start(dir.path(), names, timeouts)
+        .await
+        .unwrap();
     (dir, c)
 }
 
@@ -33,9 +41,14 @@ pub fn check_signature(resp: &SignResponse, digest: &[u8; 32], pk: &[u8]) {
     let s: [u8; 32] = resp.s.as_slice().try_into().unwrap();
     let sig = Signature::from_scalars(r, s).unwrap();
     assert_eq!(sig.normalize_s(), sig, "signature is not low-S");
-    vk.verify_prehash(digest, &sig).expect("signature does not verify");
+    vk.verify_prehash(digest, &sig)
+        .expect("signature does not verify");
     let rid = RecoveryId::from_byte(resp.recovery_id as u8).unwrap();
-    assert_eq!(VerifyingKey::recover_from_prehash(digest, &sig, rid).unwrap(), vk, "recovery id does not recover the key");
+    assert_eq!(
+        VerifyingKey::recover_from_prehash(digest, &sig, rid).unwrap(),
+        vk,
+        "recovery id does not recover the key"
+    );
     assert_eq!(Signature::from_der(&resp.der).unwrap(), sig);
     assert_eq!(resp.rsv.len(), 65);
     assert_eq!(&resp.rsv[..32], &r);

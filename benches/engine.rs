@@ -1,0 +1,53 @@
+//! The in-process engine (no network, no store): keygen and signing for
+//! 2-of-3 and 3-of-5, all parties in one thread. Compare with
+//! `thresig bench`, which measures signing end to end over mTLS gRPC.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use thresig::domain::{DerivationPath, Digest32};
+use thresig::protocol::inproc::run;
+use thresig::protocol::keygen::{Keygen, KeygenOutput};
+use thresig::protocol::sign::Sign;
+
+fn keygen(t: u8, n: u8) -> Vec<KeygenOutput> {
+    let parties = (1..=n)
+        .map(|i| Keygen::new(t, n, i, &[1u8; 32]).unwrap())
+        .collect();
+    run(parties, None).into_iter().map(|r| r.unwrap()).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine");
+    g.sample_size(10);
+    for (t, n) in [(2u8, 3u8), (3, 5)] {
+        g.bench_function(format!("keygen {t}-of-{n} (all parties)"), |b| {
+            b.iter(|| keygen(t, n))
+        });
+        let outs = keygen(t, n);
+        let signers: Vec<u8> = (1..=t).collect();
+        g.bench_function(format!("sign {t}-of-{n} (all parties)"), |b| {
+            b.iter(|| {
+                let parties = signers
+                    .iter()
+                    .map(|&i| {
+                        Sign::new(
+                            &outs[(i - 1) as usize].share,
+                            &DerivationPath::default(),
+                            &signers,
+                            Digest32([5; 32]),
+                            b"bench",
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                for r in run(parties, None) {
+                    r.unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -22,21 +22,21 @@ pub struct Conn {
     /// Trust domain of the cluster's SPIFFE identities.
     #[arg(long, env = "THRESIG_TRUST_DOMAIN", default_value = "thresig.local")]
     pub trust_domain: String,
-    /// Directory written by `thresig certs init`; with --identity, sets --ca, --cert and --key.
+    /// Directory written by `thresig certs init`; with --identity it supplies the CA, certificate and key.
     #[arg(long, env = "THRESIG_CERTS")]
     pub certs: Option<PathBuf>,
     /// Client or admin name inside --certs.
     #[arg(long, env = "THRESIG_IDENTITY")]
     pub identity: Option<String>,
-    /// Cluster CA certificate (PEM).
-    #[arg(long, env = "THRESIG_CA")]
-    pub ca: Option<PathBuf>,
-    /// This client's certificate (PEM).
-    #[arg(long, env = "THRESIG_CERT")]
-    pub cert: Option<PathBuf>,
-    /// This client's private key (PEM).
-    #[arg(long, env = "THRESIG_KEY")]
-    pub key: Option<PathBuf>,
+    /// Cluster CA certificate (PEM); overrides --certs.
+    #[arg(long, env = "THRESIG_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM); overrides --certs/--identity.
+    #[arg(long, env = "THRESIG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM); overrides --certs/--identity.
+    #[arg(long, env = "THRESIG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Conn {
@@ -50,14 +50,14 @@ impl Conn {
                 .map(|(l, id)| f(l, role, id))
         };
         let ca = self
-            .ca
+            .tls_ca
             .clone()
             .or_else(|| layout.as_ref().map(Layout::ca_cert));
-        let cert = self.cert.clone().or_else(|| from_layout(Layout::cert));
-        let key = self.key.clone().or_else(|| from_layout(Layout::key));
+        let cert = self.tls_cert.clone().or_else(|| from_layout(Layout::cert));
+        let key = self.tls_key.clone().or_else(|| from_layout(Layout::key));
         let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
             return Err(UsageError(format!(
-                "no {} credentials: pass --certs <dir> --identity <name>, or --ca, --cert and --key",
+                "no {} credentials: pass --certs <dir> --identity <name>, or --tls-ca, --tls-cert and --tls-key",
                 role.as_str()
             ))
             .into());

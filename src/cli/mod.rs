@@ -101,8 +101,39 @@ pub fn main() -> ExitCode {
             let usage = e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<crate::config::ConfigError>().is_some()
                 || e.downcast_ref::<crate::domain::DomainError>().is_some();
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(if usage { 64 } else { 1 })
         }
+    }
+}
+
+/// The error and its causes, skipping a cause its parent already quoted.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_digest_is_a_usage_error() {
+        let e = super::Cli::try_parse_from(["thresig", "sign", "--key", "k"]).unwrap_err();
+        assert!(e.to_string().contains("--digest"));
     }
 }

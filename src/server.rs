@@ -113,14 +113,12 @@ pub fn start(
         .filter(|p| p.name != cfg.name)
         .map(|p| (p.name.clone(), p.peer_addr))
         .collect();
-    // A whole session: four rounds plus setup, each bounded by the round timeout.
-    let propose_timeout = cfg.timeouts.round * 6;
     let net = GrpcPeerNet::new(
         &peers,
         client_tls,
         &cfg.trust_domain,
         cfg.connect_timeout,
-        propose_timeout,
+        cfg.timeouts,
     )?;
     let roster = cfg.peers.iter().map(|p| p.name.clone()).collect();
     let node = Arc::new(Node::new(

@@ -24,7 +24,7 @@ pub fn status(e: &NodeError) -> Status {
             NetErrorKind::Refused(_) => Status::aborted(e.to_string()),
         },
         NodeError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-        NodeError::Protocol { .. } => Status::aborted(e.to_string()),
+        NodeError::Protocol { .. } | NodeError::Aborted(_) => Status::aborted(e.to_string()),
         NodeError::Storage(StorageError::Conflict(m)) => Status::already_exists(m.clone()),
         NodeError::Storage(StorageError::NotFound(m)) => Status::not_found(m.clone()),
         NodeError::Storage(StorageError::Corrupt { .. }) => Status::data_loss(e.to_string()),

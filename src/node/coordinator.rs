@@ -48,58 +48,49 @@ impl Node {
             .collect()
     }
 
-    /// Sends `proposal` to every party (ourselves directly) and waits for all.
+    /// Sends `proposal` to every party (ourselves directly) and collects the
+    /// outcomes. The first failure ends the wait: the other calls are dropped
+    /// (cancelled) and that failure is returned, so a refusal reaches the
+    /// client at once instead of after a round timeout.
     async fn propose_all(
         &self,
         parties: &[NodeName],
         proposal: Proposal,
-    ) -> Vec<(NodeName, Result<Outcome, NodeError>)> {
-        let calls = parties.iter().map(|n| {
-            let (n, p) = (n.clone(), proposal.clone());
-            async move {
-                let r = if n == self.name {
-                    self.on_propose(&self.name, p).await
-                } else {
-                    self.net.propose(&n, p).await.map_err(NodeError::from)
-                };
-                (n, r)
-            }
-        });
-        futures::future::join_all(calls).await
-    }
-
-    /// Picks the first error, preferring one that names a culprit.
-    fn first_error(
-        results: Vec<(NodeName, Result<Outcome, NodeError>)>,
     ) -> Result<Vec<(NodeName, Outcome)>, NodeError> {
-        let mut ok = Vec::new();
-        let mut errors = Vec::new();
-        for (n, r) in results {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let session_limit = self.timeouts.session();
+        let mut calls: FuturesUnordered<_> = parties
+            .iter()
+            .map(|n| {
+                let (n, p) = (n.clone(), proposal.clone());
+                async move {
+                    let r = if n == self.name {
+                        match tokio::time::timeout(session_limit, self.on_propose(&self.name, p))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(NodeError::Internal(format!(
+                                "own session exceeded {session_limit:?}"
+                            ))),
+                        }
+                    } else {
+                        self.net.propose(&n, p).await
+                    };
+                    (n, r)
+                }
+            })
+            .collect();
+        let mut ok = Vec::with_capacity(parties.len());
+        while let Some((n, r)) = calls.next().await {
             match r {
                 Ok(o) => ok.push((n, o)),
-                Err(e) => errors.push((n, e)),
+                Err(e) => {
+                    tracing::warn!(node = %n, error = %e, eid = %proposal.eid, "participant failed; abandoning the session");
+                    return Err(e);
+                }
             }
         }
-        if errors.is_empty() {
-            return Ok(ok);
-        }
-        for (n, e) in &errors {
-            tracing::warn!(node = %n, error = %e, "participant failed");
-        }
-        // A participant's own local failure is the most specific; then the rest.
-        let idx = errors
-            .iter()
-            .position(|(_, e)| {
-                matches!(
-                    e,
-                    NodeError::Protocol {
-                        blamed: Some(_),
-                        ..
-                    } | NodeError::Timeout { .. }
-                )
-            })
-            .unwrap_or(0);
-        Err(errors.swap_remove(idx).1)
+        Ok(ok)
     }
 
     /// Runs a distributed key generation across `committee` (default: every node).
@@ -163,7 +154,7 @@ impl Node {
                 committee: committee.clone(),
             },
         };
-        let results = Self::first_error(self.propose_all(&committee, proposal).await)?;
+        let results = self.propose_all(&committee, proposal).await?;
         let mut first: Option<(Vec<u8>, [u8; 32], [u8; 32])> = None;
         for (n, o) in results {
             let Outcome::Keygen {
@@ -275,7 +266,7 @@ impl Node {
                 participants: participants.clone(),
             },
         };
-        let results = Self::first_error(self.propose_all(&participants, proposal).await)?;
+        let results = self.propose_all(&participants, proposal).await?;
         let mut signature: Option<Signature> = None;
         for (n, o) in results {
             let Outcome::Sign(sig) = o else {

@@ -82,11 +82,13 @@ pub enum NetErrorKind {
 /// Calls to other nodes. Implemented by the transport over mTLS gRPC.
 pub trait PeerNet: Send + Sync + 'static {
     fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>>;
+    /// Runs a proposal at `to`. A refusal there comes back as the matching
+    /// `NodeError` variant, its message prefixed with the node's name.
     fn propose(
         &self,
         to: &NodeName,
         proposal: Proposal,
-    ) -> BoxFuture<'static, Result<Outcome, NetError>>;
+    ) -> BoxFuture<'static, Result<Outcome, NodeError>>;
     fn deliver(
         &self,
         to: &NodeName,
@@ -129,6 +131,9 @@ pub enum NodeError {
         #[source]
         error: ProtocolError,
     },
+    /// Another node aborted the session (its message says why).
+    #[error("{0}")]
+    Aborted(String),
     #[error("store: {0}")]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
@@ -149,6 +154,13 @@ pub struct Timeouts {
     pub round: Duration,
     /// How long a liveness probe may take.
     pub ping: Duration,
+}
+
+impl Timeouts {
+    /// Upper bound on one whole session (setup plus four rounds, with slack).
+    pub fn session(&self) -> Duration {
+        self.round * 6
+    }
 }
 
 impl Default for Timeouts {

@@ -137,8 +137,13 @@ impl Node {
             &keygen_binding(threshold, committee),
             &p.nonce,
         );
-        let mut mailbox = self.router.open(p.eid);
+        // Claim first: a duplicate proposal is refused before it can touch
+        // the mailbox of the session already running under this id.
         self.claim(&p.eid, expected)?;
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         let session = Session {
             eid: p.eid,
             parties: committee,
@@ -233,8 +238,13 @@ impl Node {
             &sign_binding(&digest, path, request_id),
             &p.nonce,
         );
-        let mut mailbox = self.router.open(p.eid);
+        // Claim first: a duplicate proposal is refused before it can touch
+        // the mailbox of the session already running under this id.
         self.claim(&p.eid, expected)?;
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         let share = self.store.share(key_id, epoch)?;
         let session = Session {
             eid: p.eid,

@@ -44,7 +44,16 @@ impl Session<'_> {
             })?;
             calls.push(self.net.deliver(to, self.eid, round, m.payload));
         }
-        for r in futures::future::join_all(calls).await {
+        // Each delivery is bounded by the transport; this bounds the round's sends as a whole.
+        let results = tokio::time::timeout(self.round_timeout, futures::future::join_all(calls))
+            .await
+            .map_err(|_| {
+                NodeError::Internal(format!(
+                    "sending round {round} took longer than {:?}",
+                    self.round_timeout
+                ))
+            })?;
+        for r in results {
             r?;
         }
         Ok(())
@@ -52,14 +61,20 @@ impl Session<'_> {
 
     /// Runs `proto` to the end. `before_partial` runs (and must succeed)
     /// before any message flagged as a partial signature is sent.
-    pub async fn run<P: Protocol>(
+    pub async fn run<P>(
         &self,
         mut proto: P,
         mailbox: &mut Mailbox,
         mut before_partial: impl FnMut() -> Result<(), NodeError>,
-    ) -> Result<P::Output, NodeError> {
+    ) -> Result<P::Output, NodeError>
+    where
+        P: Protocol + Send + 'static,
+        P::Output: Send + 'static,
+    {
         let peers: Vec<PartyIdx> = proto.peers().to_vec();
-        let mut out = proto.start().map_err(|e| self.protocol_error(e))?;
+        let (p, started) = off_runtime(proto, |p| p.start()).await?;
+        proto = p;
+        let mut out = started.map_err(|e| self.protocol_error(e))?;
         let mut round = 1u32;
         let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
         loop {
@@ -103,7 +118,9 @@ impl Session<'_> {
                     }));
                 }
             }
-            match proto.advance(inbox).map_err(|e| self.protocol_error(e))? {
+            let (p, advanced) = off_runtime(proto, move |p| p.advance(inbox)).await?;
+            proto = p;
+            match advanced.map_err(|e| self.protocol_error(e))? {
                 Step::Send {
                     messages,
                     partial_signature,
@@ -118,4 +135,22 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Runs engine work (milliseconds to a second of CPU) on the blocking pool so
+/// that it never stalls the runtime's workers, which also answer pings.
+async fn off_runtime<P, T>(
+    mut proto: P,
+    f: impl FnOnce(&mut P) -> T + Send + 'static,
+) -> Result<(P, T), NodeError>
+where
+    P: Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut proto);
+        (proto, r)
+    })
+    .await
+    .map_err(|e| NodeError::Internal(format!("engine task failed: {e}")))
 }

@@ -20,11 +20,21 @@ use dkls23::protocols::{Abort, AbortKind};
 /// 1-based party index in a committee.
 pub type PartyIdx = u8;
 
-/// One message to one party.
-#[derive(Debug, Clone)]
+/// One message to one party. The payload may carry secret values (keygen
+/// round 1), so `Debug` shows only its length.
+#[derive(Clone)]
 pub struct Outgoing {
     pub to: PartyIdx,
     pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("to", &self.to)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
 }
 
 /// What a protocol wants after a round.

@@ -226,7 +226,9 @@ impl pb::peer_server::Peer for PeerService {
                 crate::node::RouteError::UnknownSender(_) => {
                     Status::permission_denied(e.to_string())
                 }
-                crate::node::RouteError::Finished(_) => Status::failed_precondition(e.to_string()),
+                crate::node::RouteError::Finished(_) | crate::node::RouteError::AlreadyOpen(_) => {
+                    Status::failed_precondition(e.to_string())
+                }
                 crate::node::RouteError::Full(_) => Status::resource_exhausted(e.to_string()),
             })?;
         Ok(Response::new(pb::DeliverAck {}))
@@ -238,6 +240,8 @@ pub struct GrpcPeerNet {
     channels: HashMap<NodeName, Channel>,
     /// Upper bound on one Propose call (a whole session).
     propose_timeout: Duration,
+    /// Upper bound on delivering one message (a round).
+    deliver_timeout: Duration,
 }
 
 impl GrpcPeerNet {
@@ -247,7 +251,7 @@ impl GrpcPeerNet {
         tls: Arc<rustls::ClientConfig>,
         trust_domain: &str,
         connect_timeout: Duration,
-        propose_timeout: Duration,
+        timeouts: crate::node::Timeouts,
     ) -> Result<Self, tonic::transport::Error> {
         let mut channels = HashMap::new();
         for (name, addr) in peers {
@@ -262,7 +266,8 @@ impl GrpcPeerNet {
         }
         Ok(Self {
             channels,
-            propose_timeout,
+            propose_timeout: timeouts.session(),
+            deliver_timeout: timeouts.round,
         })
     }
 
@@ -277,11 +282,27 @@ impl GrpcPeerNet {
     }
 }
 
+/// A participant's refusal, kept in the category it was refused with.
+fn remote_error(node: &NodeName, s: Status) -> NodeError {
+    let m = format!("node {node}: {}", s.message());
+    match s.code() {
+        tonic::Code::InvalidArgument => NodeError::InvalidArgument(m),
+        tonic::Code::NotFound => NodeError::NotFound(m),
+        tonic::Code::AlreadyExists => NodeError::AlreadyExists(m),
+        tonic::Code::PermissionDenied => NodeError::PermissionDenied(m),
+        tonic::Code::FailedPrecondition => NodeError::FailedPrecondition(m),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            NodeError::Net(net_error(node, s))
+        }
+        _ => NodeError::Aborted(m),
+    }
+}
+
 fn net_error(node: &NodeName, s: Status) -> NetError {
     let kind = match s.code() {
-        tonic::Code::Unavailable => NetErrorKind::Unreachable(short(&s)),
+        tonic::Code::Unavailable => NetErrorKind::Unreachable(innermost(&s)),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            NetErrorKind::Timeout(Duration::ZERO)
+            NetErrorKind::Unreachable(format!("call ended: {}", innermost(&s)))
         }
         _ => NetErrorKind::Refused(format!("{:?}: {}", s.code(), s.message())),
     };
@@ -291,7 +312,8 @@ fn net_error(node: &NodeName, s: Status) -> NetError {
     }
 }
 
-fn short(s: &Status) -> String {
+/// The most specific message in a status's cause chain.
+fn innermost(s: &Status) -> String {
     use std::error::Error;
     let mut msg = s.message().to_owned();
     let mut src = s.source();
@@ -320,17 +342,24 @@ impl PeerNet for GrpcPeerNet {
         &self,
         to: &NodeName,
         proposal: Proposal,
-    ) -> BoxFuture<'static, Result<Outcome, NetError>> {
+    ) -> BoxFuture<'static, Result<Outcome, NodeError>> {
         let (to, client, timeout) = (to.clone(), self.client(to), self.propose_timeout);
         Box::pin(async move {
             let mut c = client?;
             let mut req = Request::new(proposal_to_pb(proposal));
             req.set_timeout(timeout);
-            let resp = c.propose(req).await.map_err(|s| net_error(&to, s))?;
-            outcome_from_pb(resp.into_inner()).map_err(|e| NetError {
-                node: to.clone(),
-                kind: NetErrorKind::Refused(format!("malformed answer: {e}")),
-            })
+            let resp = match tokio::time::timeout(timeout, c.propose(req)).await {
+                Ok(r) => r.map_err(|s| remote_error(&to, s))?,
+                Err(_) => {
+                    return Err(NetError {
+                        node: to,
+                        kind: NetErrorKind::Timeout(timeout),
+                    }
+                    .into())
+                }
+            };
+            outcome_from_pb(resp.into_inner())
+                .map_err(|e| NodeError::Aborted(format!("node {to} sent a malformed answer: {e}")))
         })
     }
 
@@ -341,18 +370,22 @@ impl PeerNet for GrpcPeerNet {
         round: u32,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), NetError>> {
-        let (to, client) = (to.clone(), self.client(to));
+        let (to, client, timeout) = (to.clone(), self.client(to), self.deliver_timeout);
         Box::pin(async move {
             let mut c = client?;
-            c.deliver(pb::Envelope {
+            let env = pb::Envelope {
                 wire_version: WIRE_VERSION,
                 eid: eid.as_bytes().to_vec(),
                 round,
                 payload,
-            })
-            .await
-            .map_err(|s| net_error(&to, s))?;
-            Ok(())
+            };
+            match tokio::time::timeout(timeout, c.deliver(env)).await {
+                Ok(r) => r.map(|_| ()).map_err(|s| net_error(&to, s)),
+                Err(_) => Err(NetError {
+                    node: to,
+                    kind: NetErrorKind::Timeout(timeout),
+                }),
+            }
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod bip32;
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub use api::client;
 pub mod domain;

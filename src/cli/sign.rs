@@ -17,7 +17,10 @@ pub struct SignArgs {
     /// Non-hardened BIP32 path, e.g. m/0/1 (default: the key itself).
     #[arg(long, default_value = "")]
     path: String,
-    /// Idempotency id for this request (default: chosen by the node).
+    /// Request id recorded in every signer's ledger (default: chosen by the
+    /// node). Reusing it for a different digest or path is refused; repeating
+    /// it with the same digest signs again (it does not yet return the stored
+    /// signature).
     #[arg(long, default_value = "")]
     request_id: String,
     /// Print JSON instead of text.

@@ -246,6 +246,15 @@ impl Node {
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         let share = self.store.share(key_id, epoch)?;
+        let share_pk = crate::protocol::compress(&share.expose().pk)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        if share_pk.as_slice() != rec.public_key.as_slice() {
+            return Err(NodeError::Storage(crate::storage::StorageError::Corrupt {
+                what: format!("key {key_id}"),
+                reason: "the record's public key differs from the sealed share's; refusing to sign"
+                    .into(),
+            }));
+        }
         let session = Session {
             eid: p.eid,
             parties: &committee,

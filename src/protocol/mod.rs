@@ -7,14 +7,13 @@
 //! sender of every inbound message is the authenticated peer, supplied by the
 //! caller; any sender field inside an engine message must agree with it.
 
-mod codec;
 pub mod inproc;
 pub mod keygen;
 pub mod sign;
 
 use std::collections::BTreeMap;
 
-pub use codec::{decode, encode, MAX_MESSAGE_BYTES};
+pub use crate::codec::{decode, encode, MAX_MESSAGE_BYTES};
 use dkls23::protocols::{Abort, AbortKind};
 
 /// 1-based party index in a committee.

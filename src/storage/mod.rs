@@ -126,7 +126,7 @@ impl Store {
                     rec.key_id
                 )));
             }
-            keys.insert(rec.key_id.as_str(), rec.encode()?.as_slice())
+            keys.insert(rec.key_id.as_str(), self.seal_record(rec)?.as_slice())
                 .map_err(dberr)?;
             let mut shares = tx.open_table(SHARES).map_err(dberr)?;
             shares
@@ -145,7 +145,7 @@ impl Store {
         let Some(v) = t.get(id.as_str()).map_err(dberr)? else {
             return Ok(None);
         };
-        KeyRecord::decode(v.value()).map(Some)
+        self.open_record(id, v.value()).map(Some)
     }
 
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
@@ -153,8 +153,12 @@ impl Store {
         let t = tx.open_table(KEYS).map_err(dberr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(dberr)? {
-            let (_, v) = item.map_err(dberr)?;
-            out.push(KeyRecord::decode(v.value())?);
+            let (k, v) = item.map_err(dberr)?;
+            let id = KeyId::parse(k.value()).map_err(|e| StorageError::Corrupt {
+                what: "key table".into(),
+                reason: e.to_string(),
+            })?;
+            out.push(self.open_record(&id, v.value())?);
         }
         Ok(out)
     }
@@ -176,11 +180,11 @@ impl Store {
         {
             let mut keys = tx.open_table(KEYS).map_err(dberr)?;
             let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
-                Some(v) => KeyRecord::decode(v.value())?,
+                Some(v) => self.open_record(id, v.value())?,
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
             rec.state = state;
-            keys.insert(id.as_str(), rec.encode()?.as_slice())
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
@@ -243,6 +247,44 @@ impl Store {
             None => Ok(None),
         }
     }
+}
+
+impl Store {
+    /// A key record as stored: JSON followed by a MAC under the KEK.
+    fn seal_record(&self, rec: &KeyRecord) -> Result<Vec<u8>, StorageError> {
+        let mut body = rec.encode()?;
+        let mac = self.kek.record_mac(&rec.key_id, &body)?;
+        body.extend_from_slice(&mac);
+        Ok(body)
+    }
+
+    fn open_record(&self, id: &KeyId, raw: &[u8]) -> Result<KeyRecord, StorageError> {
+        let corrupt = |reason: &str| StorageError::Corrupt {
+            what: format!("record of key {id}"),
+            reason: reason.into(),
+        };
+        let split = raw
+            .len()
+            .checked_sub(32)
+            .ok_or_else(|| corrupt("too short"))?;
+        let (body, mac) = raw.split_at(split);
+        let expected = self.kek.record_mac(id, body)?;
+        if !subtle_eq(&expected, mac) {
+            return Err(corrupt(
+                "authentication failed (edited, or copied from another key)",
+            ));
+        }
+        let rec = KeyRecord::decode(body)?;
+        if rec.key_id != *id {
+            return Err(corrupt("record names another key"));
+        }
+        Ok(rec)
+    }
+}
+
+/// Constant-time comparison of a computed MAC with a stored one.
+fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
+    b.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn share_slot(id: &KeyId, epoch: u64) -> String {

@@ -56,6 +56,9 @@ impl Kek {
             };
             let salt = hex::decode(&meta.salt).map_err(|_| corrupt("bad salt"))?;
             let check = hex::decode(&meta.check).map_err(|_| corrupt("bad check value"))?;
+            if !(8..=(1 << 20)).contains(&meta.m_cost_kib) || !(1..=16).contains(&meta.t_cost) {
+                return Err(corrupt("KDF cost parameters out of range"));
+            }
             let kek = Self(derive(passphrase, &salt, meta.m_cost_kib, meta.t_cost)?);
             kek.open(&check, b"thresig/meta/v1")
                 .map_err(|_| StorageError::WrongPassphrase(dir.to_owned()))?;
@@ -83,8 +86,18 @@ impl Kek {
         };
         let body = serde_json::to_vec_pretty(&meta).map_err(|e| StorageError::Db(e.to_string()))?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
-        std::fs::write(&tmp, body).map_err(io)?;
+        // The salt exists only in this file: make it durable before any share
+        // is sealed under the key it derives.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&body).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
         std::fs::rename(&tmp, &meta_path).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(kek)
     }
 
@@ -122,6 +135,20 @@ impl Kek {
             .map_err(|_| ())
     }
 
+    /// MAC over a public record, so that an edited record (another public
+    /// key, committee or state) is detected.
+    pub(super) fn record_mac(&self, key: &KeyId, body: &[u8]) -> Result<[u8; 32], StorageError> {
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha2::Sha256;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .map_err(|_| StorageError::Db("HMAC key".into()))?;
+        mac.update(b"thresig/record/v1");
+        mac.update(&(key.as_str().len() as u32).to_be_bytes());
+        mac.update(key.as_str().as_bytes());
+        mac.update(body);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     pub(super) fn seal_share(
         &self,
         share: &KeyShare,
@@ -130,7 +157,7 @@ impl Kek {
         node: &NodeName,
     ) -> Result<Vec<u8>, StorageError> {
         let plain = Zeroizing::new(
-            crate::protocol::encode(share.expose())
+            crate::codec::encode(share.expose())
                 .map_err(|e| StorageError::Db(format!("encode share: {e}")))?,
         );
         self.seal(&plain, &share_aad(key, epoch, node))
@@ -152,8 +179,8 @@ impl Kek {
                     "authentication failed (tampered, or copied from another key, epoch or node)"
                         .into(),
             })?;
-        let party: dkls23::secp256k1::Party = crate::protocol::decode(&plain)
-            .map_err(|e| StorageError::Corrupt { what, reason: e })?;
+        let party: dkls23::secp256k1::Party =
+            crate::codec::decode(&plain).map_err(|e| StorageError::Corrupt { what, reason: e })?;
         Ok(KeyShare::new(party))
     }
 }

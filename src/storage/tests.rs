@@ -93,3 +93,34 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     ));
     assert_eq!(store.ledger_get(&id, "r1").unwrap(), Some(e));
 }
+
+#[test]
+fn edited_key_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeName::parse("a").unwrap();
+    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
+    let out = shares();
+    let id = KeyId::parse("k1").unwrap();
+    store
+        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
+        .unwrap();
+    assert_eq!(
+        store.key(&id).unwrap().unwrap().public_key,
+        out[0].public_key.to_vec()
+    );
+    // Swap in another public key with a valid JSON body but the old MAC.
+    let tx = store.db.begin_write().unwrap();
+    {
+        let mut keys = tx.open_table(KEYS).unwrap();
+        let raw = keys.get(id.as_str()).unwrap().unwrap().value().to_vec();
+        let (body, mac) = raw.split_at(raw.len() - 32);
+        let mut edited = KeyRecord::decode(body).unwrap();
+        edited.public_key[0] ^= 1; // 02 <-> 03: the other point with this x
+        let mut forged = edited.encode().unwrap();
+        forged.extend_from_slice(mac);
+        keys.insert(id.as_str(), forged.as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+    assert!(matches!(store.key(&id), Err(StorageError::Corrupt { .. })));
+    assert!(matches!(store.keys(), Err(StorageError::Corrupt { .. })));
+}

@@ -22,7 +22,7 @@ pub enum TlsError {
     Pem { path: PathBuf, reason: String },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-    #[error("client verifier: {0}")]
+    #[error("certificate verifier: {0}")]
     Verifier(String),
 }
 
@@ -112,11 +112,17 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(cfg))
 }
 
-/// Client side (node-to-node, or a client/admin dialing a node).
+/// Client side (node-to-node, or a client/admin dialing a node). The server's
+/// certificate is checked against the CA and, when configured, the CRL.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
+            .with_crls(crls(files.crl.as_deref())?)
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(&files.ca)?)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(certs(&files.cert)?, key(&files.key)?)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))

@@ -1,6 +1,7 @@
-//! Wire encoding of engine messages: bincode over serde with a hard size
-//! limit, so oversized or garbage input is a decode error, never an
-//! allocation bomb or a panic.
+//! Binary encoding of engine values (protocol messages, sealed shares):
+//! bincode over serde with a hard size limit, so oversized or garbage input
+//! is a decode error, never an allocation bomb or a panic. Shared by
+//! `protocol` and `storage`, which do not import each other.
 
 use serde::{de::DeserializeOwned, Serialize};
 

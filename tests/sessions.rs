@@ -93,3 +93,85 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     drop((a, b));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sender_is_the_certificate_identity_not_anything_in_the_message() {
+    use thresig::pki::{Layout, Role};
+    use thresig::proto::peer::{peer_client::PeerClient, Envelope};
+    use thresig::transport::tls::{client_config, TlsFiles};
+
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let (na, nc) = (NodeName::parse("a").unwrap(), NodeName::parse("c").unwrap());
+    let key = KeyId::parse("k").unwrap();
+    let participants = vec![na.clone(), nc.clone()];
+    let digest = Digest32([0x44; 32]);
+    let path = DerivationPath::default();
+    let nonce = vec![9u8; 32];
+    let eid = ExecutionId::derive(
+        "sign",
+        &key,
+        0,
+        &participants,
+        &sign_binding(&digest, &path, "r"),
+        &nonce,
+    );
+    let p = Proposal {
+        eid,
+        nonce,
+        op: Operation::Sign {
+            key_id: key,
+            epoch: 0,
+            digest,
+            path,
+            request_id: "r".into(),
+            participants,
+        },
+    };
+
+    // Node b (authenticated by its certificate) injects round-1 and round-2
+    // messages into a's session between a and c before it starts. The
+    // envelope has no sender field; b's payload claims nothing b can use.
+    let l = Layout {
+        dir: c.layout.dir.clone(),
+    };
+    let tls = TlsFiles {
+        ca: l.ca_cert(),
+        cert: l.cert(Role::Node, "b"),
+        key: l.key(Role::Node, "b"),
+        crl: None,
+    };
+    let ch = thresig::transport::dial(
+        c.configs[0].listen_peer,
+        na.clone(),
+        client_config(&tls).unwrap(),
+        "thresig.local".into(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let mut as_b = PeerClient::new(ch);
+    for round in [1, 2] {
+        let env = Envelope {
+            wire_version: thresig::node::WIRE_VERSION,
+            eid: eid.as_bytes().to_vec(),
+            round,
+            payload: vec![0xEE; 64],
+        };
+        as_b.deliver(env).await.unwrap();
+    }
+
+    // Had a attributed those messages to c, it would abort blaming c; it drops them as b's.
+    let a = c.nodes[0].as_ref().unwrap().node.clone();
+    let cn = c.nodes[2].as_ref().unwrap().node.clone();
+    let (ra, rc) = tokio::join!(a.on_propose(&nc, p.clone()), cn.on_propose(&na, p));
+    let (Outcome::Sign(sa), Outcome::Sign(sc)) = (ra.unwrap(), rc.unwrap()) else {
+        panic!("not a signature")
+    };
+    assert_eq!(sa, sc);
+    drop((a, cn));
+    c.stop().await;
+}

@@ -112,6 +112,11 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Protocol rounds are small request/response exchanges: without
+            // TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms per round.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(%remote, "too many handshakes in progress; dropping connection");
                 continue;

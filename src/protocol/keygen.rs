@@ -387,7 +387,7 @@ impl Keygen {
 
 /// Compares a peer's echo of a broadcast round with ours. A difference at
 /// sender `k` means `k` sent different payloads to the peer and to us.
-fn compare_echo(
+pub(crate) fn compare_echo(
     mine: &BTreeMap<PartyIdx, [u8; 32]>,
     theirs: &BTreeMap<PartyIdx, [u8; 32]>,
     from: PartyIdx,
@@ -413,7 +413,7 @@ fn compare_echo(
     Ok(())
 }
 
-fn sha256(b: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 

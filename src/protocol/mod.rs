@@ -9,6 +9,7 @@
 
 pub mod inproc;
 pub mod keygen;
+pub mod refresh;
 pub mod sign;
 
 use std::collections::BTreeMap;

@@ -26,6 +26,8 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
 const EIDS: TableDefinition<&[u8], u64> = TableDefinition::new("eids");
 const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
+/// key id -> the epoch staged by a rotation that has not been activated yet.
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 
 /// Store failures. Each says what was being read or written.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +91,7 @@ impl Store {
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
         let tx = db.begin_write().map_err(dberr)?;
-        for t in [KEYS, SHARES, LEDGER] {
+        for t in [KEYS, SHARES, LEDGER, PENDING] {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;
@@ -172,6 +174,81 @@ impl Store {
             .map_err(dberr)?
             .ok_or_else(|| StorageError::NotFound(format!("share of key {id} epoch {epoch}")))?;
         self.kek.open_share(v.value(), id, epoch, &self.node)
+    }
+
+    /// Writes a rotated share as epoch `epoch` beside the active one, without
+    /// activating it. Replaces an earlier staged epoch that was never activated.
+    pub fn stage_epoch(&self, id: &KeyId, epoch: u64, share: &KeyShare, confirmation: [u8; 32]) -> Result<(), StorageError> {
+        let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
+        let tx = self.write()?;
+        {
+            let keys = tx.open_table(KEYS).map_err(dberr)?;
+            let rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            if rec.epoch.checked_add(1) != Some(epoch) {
+                return Err(StorageError::Conflict(format!("key {id} is at epoch {}; cannot stage epoch {epoch}", rec.epoch)));
+            }
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares.insert(share_slot(id, epoch).as_str(), sealed.as_slice()).map_err(dberr)?;
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let p = Pending { epoch, confirmation };
+            let body = serde_json::to_vec(&p).map_err(|e| StorageError::Db(e.to_string()))?;
+            pending.insert(id.as_str(), body.as_slice()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// The staged (not yet active) epoch of a key and its confirmation hash.
+    pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, [u8; 32])>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(PENDING).map_err(dberr)?;
+        match t.get(id.as_str()).map_err(dberr)? {
+            Some(v) => {
+                let p: Pending = serde_json::from_slice(v.value())
+                    .map_err(|e| StorageError::Corrupt { what: format!("pending epoch of {id}"), reason: e.to_string() })?;
+                Ok(Some((p.epoch, p.confirmation)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the staged `epoch` the active one and deletes the old epoch's
+    /// share, in one durable transaction: after a crash either the old or the
+    /// new epoch is active, never a mix. Returns false if `epoch` was already
+    /// active. `confirmation`, when given, must match the staged one.
+    pub fn activate_epoch(&self, id: &KeyId, epoch: u64, confirmation: Option<[u8; 32]>) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            if rec.epoch == epoch {
+                return Ok(false);
+            }
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged: Option<Pending> = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => serde_json::from_slice(v.value()).ok(),
+                None => None,
+            };
+            let Some(staged) = staged.filter(|p| p.epoch == epoch) else {
+                return Err(StorageError::NotFound(format!("staged epoch {epoch} of key {id}")));
+            };
+            if confirmation.is_some_and(|c| c != staged.confirmation) {
+                return Err(StorageError::Conflict(format!("epoch {epoch} of key {id} was confirmed with another hash")));
+            }
+            let old = rec.epoch;
+            rec.epoch = epoch;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice()).map_err(dberr)?;
+            pending.remove(id.as_str()).map_err(dberr)?;
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares.remove(share_slot(id, old).as_str()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(true)
     }
 
     /// Changes a key's state (freeze on an unattributable abort).
@@ -285,6 +362,12 @@ impl Store {
 /// Constant-time comparison of a computed MAC with a stored one.
 fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
     b.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    epoch: u64,
+    confirmation: [u8; 32],
 }
 
 fn share_slot(id: &KeyId, epoch: u64) -> String {

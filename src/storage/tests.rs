@@ -124,3 +124,26 @@ fn edited_key_record_is_detected() {
     assert!(matches!(store.key(&id), Err(StorageError::Corrupt { .. })));
     assert!(matches!(store.keys(), Err(StorageError::Corrupt { .. })));
 }
+
+#[test]
+fn staged_epoch_activates_atomically_and_retires_the_old_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeName::parse("a").unwrap();
+    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
+    let out = shares();
+    let id = KeyId::parse("k1").unwrap();
+    store.insert_key(&rec(&id, out[0].public_key), &out[0].share).unwrap();
+    assert!(store.stage_epoch(&id, 2, &out[1].share, [1; 32]).is_err(), "may only stage the next epoch");
+    store.stage_epoch(&id, 1, &out[1].share, [1; 32]).unwrap();
+    // Staged, not active: epoch 0 still serves.
+    assert_eq!(store.key(&id).unwrap().unwrap().epoch, 0);
+    assert!(store.share(&id, 0).is_ok());
+    assert_eq!(store.pending(&id).unwrap(), Some((1, [1; 32])));
+    assert!(matches!(store.activate_epoch(&id, 1, Some([2; 32])), Err(StorageError::Conflict(_))));
+    assert!(store.activate_epoch(&id, 1, Some([1; 32])).unwrap());
+    assert!(!store.activate_epoch(&id, 1, None).unwrap(), "activation is idempotent");
+    assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
+    assert!(matches!(store.share(&id, 0), Err(StorageError::NotFound(_))), "old epoch share must be gone");
+    assert_eq!(store.share(&id, 1).unwrap().expose().poly_point, out[1].share.expose().poly_point);
+    assert_eq!(store.pending(&id).unwrap(), None);
+}

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub use api::client;
 pub mod domain;
+pub mod faults;
 pub mod node;
 pub mod pki;
 pub mod proto;

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
+use crate::proto::admin::RotateKeyRequest;
+pub use crate::proto::admin::RotateKeyResponse;
+
 use crate::domain::NodeName;
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
@@ -206,6 +209,14 @@ impl Client {
         };
         Ok(AdminClient::new(self.channel.clone())
             .create_key(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Admin: proactive refresh of every share of `key` (same public key, next epoch).
+    pub async fn rotate_key(&mut self, key: &str) -> Result<RotateKeyResponse, ClientError> {
+        Ok(AdminClient::new(self.channel.clone())
+            .rotate_key(RotateKeyRequest { key_id: key.into() })
             .await?
             .into_inner())
     }

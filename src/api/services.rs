@@ -152,6 +152,23 @@ impl apb::admin_server::Admin for AdminService {
         Ok(Response::new(key_info(&rec)))
     }
 
+    async fn rotate_key(
+        &self,
+        req: Request<apb::RotateKeyRequest>,
+    ) -> Result<Response<apb::RotateKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
+        let s = self.node.rotate(&key).await.map_err(|e| status(&e))?;
+        tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
+        Ok(Response::new(apb::RotateKeyResponse {
+            key: Some(key_info(&s.key)),
+            old_epoch: s.old_epoch,
+            new_epoch: s.new_epoch,
+            public_key_unchanged: s.public_key_unchanged,
+            duration_ms: s.elapsed.as_millis() as u64,
+        }))
+    }
+
     async fn list_keys(
         &self,
         req: Request<apb::ListKeysRequest>,

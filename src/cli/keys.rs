@@ -25,6 +25,17 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Rotate every share of a key (proactive refresh): same public key and
+    /// addresses, next epoch, every share re-randomized.
+    ///
+    /// Every committee node must be up. Signing with the key answers
+    /// UNAVAILABLE (retry) while the rotation runs; the old epoch's shares are
+    /// deleted once the new epoch is active on every node.
+    Rotate {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the keys this node holds a share of.
     List {
         #[command(flatten)]
@@ -67,6 +78,35 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let k = c.create_key(&name, threshold, &committee).await?;
             eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
             print_key(&k);
+        }
+        Cmd::Rotate { key, conn } => {
+            let mut c = conn.client(Role::Admin)?;
+            let before = c.get_key(&key).await?;
+            eprintln!(
+                "rotating {key} (epoch {}) across {} via node {}: refresh, confirmation on every node, activation...",
+                before.epoch,
+                before.committee.join(", "),
+                conn.server
+            );
+            let r = c.rotate_key(&key).await?;
+            let after = r.key.unwrap_or_default();
+            println!("key          {}", after.key_id);
+            println!("epoch        {} -> {}", r.old_epoch, r.new_epoch);
+            println!(
+                "public key   {} ({})",
+                hex::encode(&after.public_key),
+                if r.public_key_unchanged && after.public_key == before.public_key {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                }
+            );
+            println!("committee    {}", after.committee.join(", "));
+            println!("duration     {:.2} s", r.duration_ms as f64 / 1e3);
+            anyhow::ensure!(
+                after.public_key == before.public_key,
+                "the public key changed during rotation"
+            );
         }
         Cmd::List { conn } => {
             let keys = conn.client(Role::Admin)?.list_keys().await?;

@@ -205,6 +205,7 @@ impl Node {
         path: DerivationPath,
         request_id: Option<String>,
     ) -> Result<SignOutcome, NodeError> {
+        self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
             return Err(NodeError::FailedPrecondition(format!(
@@ -294,6 +295,142 @@ impl Node {
             participants,
             request_id,
             epoch: rec.epoch,
+        })
+    }
+}
+
+/// What a finished rotation reports.
+#[derive(Debug, Clone)]
+pub struct RotateSummary {
+    pub key: KeyRecord,
+    pub old_epoch: u64,
+    pub new_epoch: u64,
+    pub public_key_unchanged: bool,
+    pub committee: Vec<NodeName>,
+    pub elapsed: std::time::Duration,
+}
+
+impl Node {
+    /// Proactive refresh of every share of `key_id` across its whole committee,
+    /// then activation of the new epoch on every node. Signing with the key is
+    /// paused (UNAVAILABLE) on the committee for the duration.
+    pub async fn rotate(&self, key_id: &KeyId) -> Result<RotateSummary, NodeError> {
+        let started = Instant::now();
+        let rec = self.key(key_id)?;
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        let committee: Vec<NodeName> = rec
+            .committee
+            .iter()
+            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let down = self.unreachable(&committee).await;
+        if !down.is_empty() {
+            let list = down
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(NodeError::Unavailable(format!(
+                "rotation needs every committee node; unreachable: {list}"
+            )));
+        }
+        let old_epoch = rec.epoch;
+        let new_epoch = old_epoch + 1;
+        let nonce = nonce()?;
+        let eid = ExecutionId::derive(
+            "refresh",
+            key_id,
+            old_epoch,
+            &committee,
+            &keygen_binding(rec.threshold.into(), &committee),
+            &nonce,
+        );
+        tracing::info!(key = %key_id, old_epoch, new_epoch, committee = %names(&committee), eid = %eid, "rotation: refreshing shares");
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Refresh {
+                key_id: key_id.clone(),
+                epoch: old_epoch,
+                committee: committee.clone(),
+            },
+        };
+        let mut confirmation: Option<[u8; 32]> = None;
+        for (n, o) in self.propose_all(&committee, proposal).await? {
+            let Outcome::Refresh { confirmation: c } = o else {
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered a refresh with another outcome"
+                )));
+            };
+            if confirmation.is_some_and(|x| x != c) {
+                return Err(NodeError::Aborted(format!("node {n} confirmed a different refresh; epoch {new_epoch} is not activated anywhere")));
+            }
+            confirmation = Some(c);
+        }
+        let confirmation =
+            confirmation.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+
+        tracing::info!(key = %key_id, new_epoch, "rotation: every node confirmed; activating");
+        let activate = Proposal {
+            eid,
+            nonce: Vec::new(),
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: new_epoch,
+                confirmation,
+            },
+        };
+        let calls = committee.iter().map(|n| {
+            let (n, p) = (n.clone(), activate.clone());
+            async move {
+                let mut last = None;
+                for attempt in 0..3u32 {
+                    let r = if n == self.name {
+                        self.on_propose(&self.name, p.clone()).await
+                    } else {
+                        self.net.propose(&n, p.clone()).await
+                    };
+                    match r {
+                        Ok(_) => return (n, None),
+                        Err(e) => last = Some(e.to_string()),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        200 * u64::from(attempt + 1),
+                    ))
+                    .await;
+                }
+                (n, last)
+            }
+        });
+        let failed: Vec<(NodeName, String)> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(n, e)| e.map(|e| (n, e)))
+            .collect();
+        if !failed.is_empty() {
+            let list = failed
+                .iter()
+                .map(|(n, e)| format!("{n} ({e})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(NodeError::Unavailable(format!(
+                "epoch {new_epoch} of key {key_id} is confirmed but not yet active on: {list}; \
+                 those nodes switch when they next take part in a session at epoch {new_epoch}"
+            )));
+        }
+        let after = self.key(key_id).unwrap_or_else(|_| rec.clone());
+        Ok(RotateSummary {
+            public_key_unchanged: after.public_key == rec.public_key,
+            key: after,
+            old_epoch,
+            new_epoch,
+            committee,
+            elapsed: started.elapsed(),
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use coordinator::SignOutcome;
+pub use coordinator::{RotateSummary, SignOutcome};
 pub use router::{Inbound, RouteError, Router};
 
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
@@ -40,6 +40,18 @@ pub enum Operation {
         request_id: String,
         participants: Vec<NodeName>,
     },
+    /// Proactive refresh of every share of a key at `epoch` (all of the committee).
+    Refresh {
+        key_id: KeyId,
+        epoch: u64,
+        committee: Vec<NodeName>,
+    },
+    /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
+    Activate {
+        key_id: KeyId,
+        epoch: u64,
+        confirmation: [u8; 32],
+    },
 }
 
 /// A proposal: the operation, its execution id and the coordinator's nonce.
@@ -59,6 +71,12 @@ pub enum Outcome {
         package_hash: [u8; 32],
     },
     Sign(Signature),
+    /// The refreshed share is staged; every party computed `confirmation`.
+    Refresh {
+        confirmation: [u8; 32],
+    },
+    /// The staged epoch is now active here.
+    Activated,
 }
 
 /// How a call to another node failed.
@@ -180,6 +198,8 @@ pub struct Node {
     net: Arc<dyn PeerNet>,
     router: Router,
     timeouts: Timeouts,
+    /// Keys whose signing is paused by a rotation, until the given instant.
+    paused: std::sync::Mutex<std::collections::HashMap<KeyId, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -206,6 +226,35 @@ impl Node {
             net,
             router: Router::default(),
             timeouts,
+            paused: Default::default(),
+        }
+    }
+
+    /// Pauses signing with `key` on this node for at most `for_at_most`.
+    pub(crate) fn pause(&self, key: &KeyId, for_at_most: Duration) {
+        if let Ok(mut g) = self.paused.lock() {
+            g.insert(key.clone(), std::time::Instant::now() + for_at_most);
+        }
+    }
+
+    pub(crate) fn resume(&self, key: &KeyId) {
+        if let Ok(mut g) = self.paused.lock() {
+            g.remove(key);
+        }
+    }
+
+    /// Refuses (UNAVAILABLE, with a retry hint) while a rotation holds the key.
+    pub(crate) fn check_not_paused(&self, key: &KeyId) -> Result<(), NodeError> {
+        let until = self.paused.lock().ok().and_then(|g| g.get(key).copied());
+        match until {
+            Some(t) if t > std::time::Instant::now() => Err(NodeError::Unavailable(format!(
+                "key {key} is being rotated on node {}; signing is paused for at most {}s more",
+                self.name,
+                t.saturating_duration_since(std::time::Instant::now())
+                    .as_secs()
+                    + 1
+            ))),
+            _ => Ok(()),
         }
     }
 

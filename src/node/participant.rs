@@ -8,6 +8,7 @@ use super::session::Session;
 use super::{now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
+use crate::protocol::refresh::Refresh;
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{KeyRecord, KeyState, LedgerEntry};
@@ -71,7 +72,115 @@ impl Node {
                 )
                 .await
             }
+            Operation::Refresh {
+                key_id,
+                epoch,
+                committee,
+            } => {
+                self.participate_refresh(&p, &key_id, epoch, &committee)
+                    .await
+            }
+            Operation::Activate {
+                key_id,
+                epoch,
+                confirmation,
+            } => self.participate_activate(&key_id, epoch, confirmation),
         }
+    }
+
+    /// A node that missed the activation of a rotation catches up when asked
+    /// to act at the new epoch: having staged that epoch means every party
+    /// confirmed it, and a peer already using it means activation was issued.
+    pub(crate) fn catch_up(&self, key_id: &KeyId, epoch: u64) -> Result<(), NodeError> {
+        let rec = self.key(key_id)?;
+        if rec.epoch.checked_add(1) == Some(epoch)
+            && self.store.pending(key_id)?.is_some_and(|(e, _)| e == epoch)
+        {
+            self.store.activate_epoch(key_id, epoch, None)?;
+            tracing::warn!(key = %key_id, epoch, "activated a staged epoch that this node had missed");
+        }
+        Ok(())
+    }
+
+    async fn participate_refresh(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        epoch: u64,
+        committee: &[NodeName],
+    ) -> Result<Outcome, NodeError> {
+        self.catch_up(key_id, epoch)?;
+        let rec = self.key(key_id)?;
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        if rec.epoch != epoch {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
+                rec.epoch, self.name
+            )));
+        }
+        if committee
+            .iter()
+            .map(NodeName::as_str)
+            .ne(rec.committee.iter().map(String::as_str))
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "a refresh must include the whole committee of key {key_id} in order"
+            )));
+        }
+        self.check_members(committee)?;
+        let expected = ExecutionId::derive(
+            "refresh",
+            key_id,
+            epoch,
+            committee,
+            &keygen_binding(rec.threshold.into(), committee),
+            &p.nonce,
+        );
+        self.claim(&p.eid, expected)?;
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        // Signing waits until the new epoch is active here, or the rotation is given up.
+        self.pause(key_id, self.timeouts.session() * 2);
+        let result = async {
+            let share = self.store.share(key_id, epoch)?;
+            let session = Session { eid: p.eid, parties: committee, net: self.net.clone(), round_timeout: self.timeouts.round };
+            let out = session.run(Refresh::new(share, p.eid.as_bytes()), &mut mailbox, || Ok(())).await?;
+            crate::faults::check(&self.name, crate::faults::points::BEFORE_STAGE)?;
+            self.store.stage_epoch(key_id, epoch + 1, &out.share, out.confirmation)?;
+            crate::faults::check(&self.name, crate::faults::points::AFTER_STAGE)?;
+            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
+            Ok(Outcome::Refresh { confirmation: out.confirmation })
+        }
+        .await;
+        if result.is_err() {
+            self.resume(key_id);
+        }
+        result
+    }
+
+    fn participate_activate(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        confirmation: [u8; 32],
+    ) -> Result<Outcome, NodeError> {
+        crate::faults::check(&self.name, crate::faults::points::BEFORE_ACTIVATE)?;
+        let changed = self
+            .store
+            .activate_epoch(key_id, epoch, Some(confirmation))?;
+        self.resume(key_id);
+        if changed {
+            tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
+        }
+        crate::faults::check(&self.name, crate::faults::points::AFTER_ACTIVATE)?;
+        Ok(Outcome::Activated)
     }
 
     fn check_members(&self, members: &[NodeName]) -> Result<PartyIdx, NodeError> {
@@ -185,6 +294,8 @@ impl Node {
         request_id: &str,
         participants: &[NodeName],
     ) -> Result<Outcome, NodeError> {
+        self.check_not_paused(key_id)?;
+        self.catch_up(key_id, epoch)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
             return Err(NodeError::FailedPrecondition(format!(

@@ -107,7 +107,11 @@ impl Refresh {
         }
     }
 
-    fn decode_from<T: serde::de::DeserializeOwned>(&self, from: PartyIdx, b: &[u8]) -> Result<T, ProtocolError> {
+    fn decode_from<T: serde::de::DeserializeOwned>(
+        &self,
+        from: PartyIdx,
+        b: &[u8],
+    ) -> Result<T, ProtocolError> {
         decode(b).map_err(|e| ProtocolError::misbehaved(from, self.round, e))
     }
 
@@ -117,33 +121,57 @@ impl Refresh {
 
     fn round1(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
         let State::AfterR1 { own_fragment } = self.take_state() else {
-            return Err(ProtocolError::InvalidArgs("refresh round 1 out of order".into()));
+            return Err(ProtocolError::InvalidArgs(
+                "refresh round 1 out of order".into(),
+            ));
         };
         let mut fragments = Vec::with_capacity(self.n as usize);
         for p in 1..=self.n {
             if p == self.me {
                 fragments.push(own_fragment);
             } else {
-                let raw = inbox.get(&p).ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
+                let raw = inbox
+                    .get(&p)
+                    .ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
                 fragments.push(self.decode_from::<R1>(p, raw)?.fragment);
             }
         }
-        let (correction, own_proof, zero_keep, zero) = self.share.expose().refresh_complete_phase2(&self.sid, &fragments);
+        let (correction, own_proof, zero_keep, zero) = self
+            .share
+            .expose()
+            .refresh_complete_phase2(&self.sid, &fragments);
         fragments.zeroize();
         let own_bcast = encode(&own_proof).map_err(ProtocolError::InvalidArgs)?;
         let mut out = Vec::new();
         for z in zero {
             let to = z.parties.receiver.as_u8();
-            let payload = encode(&R2 { bcast: own_bcast.clone(), zero: z }).map_err(ProtocolError::InvalidArgs)?;
+            let payload = encode(&R2 {
+                bcast: own_bcast.clone(),
+                zero: z,
+            })
+            .map_err(ProtocolError::InvalidArgs)?;
             out.push(Outgoing { to, payload });
         }
-        self.state = State::AfterR2 { correction, own_proof, own_bcast, zero_keep };
+        self.state = State::AfterR2 {
+            correction,
+            own_proof,
+            own_bcast,
+            zero_keep,
+        };
         Ok(out)
     }
 
     fn round2(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
-        let State::AfterR2 { correction, own_proof, own_bcast, zero_keep } = self.take_state() else {
-            return Err(ProtocolError::InvalidArgs("refresh round 2 out of order".into()));
+        let State::AfterR2 {
+            correction,
+            own_proof,
+            own_bcast,
+            zero_keep,
+        } = self.take_state()
+        else {
+            return Err(ProtocolError::InvalidArgs(
+                "refresh round 2 out of order".into(),
+            ));
         };
         let me_idx = party_index(self.me)?;
         let mut echo2 = BTreeMap::new();
@@ -154,22 +182,45 @@ impl Refresh {
         for (&from, raw) in &inbox {
             let m: R2 = self.decode_from(from, raw)?;
             let proof: ProofCommitment<Secp256k1> = self.decode_from(from, &m.bcast)?;
-            if proof.index.as_u8() != from || m.zero.parties.sender.as_u8() != from || m.zero.parties.receiver != me_idx {
-                return Err(ProtocolError::misbehaved(from, 2, "message names another sender or recipient"));
+            if proof.index.as_u8() != from
+                || m.zero.parties.sender.as_u8() != from
+                || m.zero.parties.receiver != me_idx
+            {
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    2,
+                    "message names another sender or recipient",
+                ));
             }
             echo2.insert(from, sha256(&m.bcast));
             proofs.insert(from, proof);
             zero2.push(m.zero);
         }
-        let (zero_keep3, zero3, mul_keep, mul3) = self.share.expose().refresh_complete_phase3(&self.sid, &zero_keep);
-        let mut zeros: BTreeMap<PartyIdx, _> = zero3.into_iter().map(|z| (z.parties.receiver.as_u8(), z)).collect();
-        let mut muls: BTreeMap<PartyIdx, _> = mul3.into_iter().map(|m| (m.parties.receiver.as_u8(), m)).collect();
+        let (zero_keep3, zero3, mul_keep, mul3) = self
+            .share
+            .expose()
+            .refresh_complete_phase3(&self.sid, &zero_keep);
+        let mut zeros: BTreeMap<PartyIdx, _> = zero3
+            .into_iter()
+            .map(|z| (z.parties.receiver.as_u8(), z))
+            .collect();
+        let mut muls: BTreeMap<PartyIdx, _> = mul3
+            .into_iter()
+            .map(|m| (m.parties.receiver.as_u8(), m))
+            .collect();
         let mut out = Vec::new();
         for &to in &self.peers {
             let (Some(zero), Some(mul)) = (zeros.remove(&to), muls.remove(&to)) else {
-                return Err(ProtocolError::InvalidArgs(format!("engine produced no round-3 message for {to}")));
+                return Err(ProtocolError::InvalidArgs(format!(
+                    "engine produced no round-3 message for {to}"
+                )));
             };
-            let payload = encode(&R3 { echo: echo2.clone(), zero, mul }).map_err(ProtocolError::InvalidArgs)?;
+            let payload = encode(&R3 {
+                echo: echo2.clone(),
+                zero,
+                mul,
+            })
+            .map_err(ProtocolError::InvalidArgs)?;
             out.push(Outgoing { to, payload });
         }
         self.state = State::AfterR3 {
@@ -184,8 +235,18 @@ impl Refresh {
     }
 
     fn round3(&mut self, inbox: Inbox) -> Result<Vec<Outgoing>, ProtocolError> {
-        let State::AfterR3 { correction, proofs, zero2, echo2, zero_keep, mul_keep } = self.take_state() else {
-            return Err(ProtocolError::InvalidArgs("refresh round 3 out of order".into()));
+        let State::AfterR3 {
+            correction,
+            proofs,
+            zero2,
+            echo2,
+            zero_keep,
+            mul_keep,
+        } = self.take_state()
+        else {
+            return Err(ProtocolError::InvalidArgs(
+                "refresh round 3 out of order".into(),
+            ));
         };
         let me_idx = party_index(self.me)?;
         let mut zero3 = Vec::new();
@@ -198,30 +259,55 @@ impl Refresh {
                 || m.zero.parties.receiver != me_idx
                 || m.mul.parties.receiver != me_idx
             {
-                return Err(ProtocolError::misbehaved(from, 3, "message names another sender or recipient"));
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    3,
+                    "message names another sender or recipient",
+                ));
             }
             zero3.push(m.zero);
             mul3.push(m.mul);
         }
         let party = self.share.expose().refresh_complete_phase4(
-            &self.sid, &correction, &proofs, &zero_keep, &zero2, &zero3, &mul_keep, &mul3,
+            &self.sid,
+            &correction,
+            &proofs,
+            &zero_keep,
+            &zero2,
+            &zero3,
+            &mul_keep,
+            &mul3,
         )?;
         let mut h = Sha256::new();
         h.update(compress(&party.pk)?);
         h.update(&party.session_id);
         let confirmation: [u8; 32] = h.finalize().into();
         if party.pk != self.share.expose().pk {
-            return Err(ProtocolError::InvalidArgs("refresh changed the public key".into()));
+            return Err(ProtocolError::InvalidArgs(
+                "refresh changed the public key".into(),
+            ));
         }
         let payload = encode(&R4 { confirmation }).map_err(ProtocolError::InvalidArgs)?;
-        let out = self.peers.iter().map(|&to| Outgoing { to, payload: payload.clone() }).collect();
-        self.state = State::AfterR4(RefreshOutput { share: KeyShare::new(party), confirmation });
+        let out = self
+            .peers
+            .iter()
+            .map(|&to| Outgoing {
+                to,
+                payload: payload.clone(),
+            })
+            .collect();
+        self.state = State::AfterR4(RefreshOutput {
+            share: KeyShare::new(party),
+            confirmation,
+        });
         Ok(out)
     }
 
     fn round4(&mut self, inbox: Inbox) -> Result<RefreshOutput, ProtocolError> {
         let State::AfterR4(output) = self.take_state() else {
-            return Err(ProtocolError::InvalidArgs("refresh round 4 out of order".into()));
+            return Err(ProtocolError::InvalidArgs(
+                "refresh round 4 out of order".into(),
+            ));
         };
         for (&from, raw) in &inbox {
             let m: R4 = self.decode_from(from, raw)?;
@@ -256,11 +342,15 @@ impl Protocol for Refresh {
             if to == self.me {
                 own = Some(*f);
             } else {
-                out.push(Outgoing { to, payload: encode(&R1 { fragment: *f }).map_err(ProtocolError::InvalidArgs)? });
+                out.push(Outgoing {
+                    to,
+                    payload: encode(&R1 { fragment: *f }).map_err(ProtocolError::InvalidArgs)?,
+                });
             }
         }
         fragments.zeroize();
-        let own_fragment = own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
+        let own_fragment =
+            own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
         self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)
@@ -276,7 +366,10 @@ impl Protocol for Refresh {
             r => return Err(ProtocolError::InvalidArgs(format!("no refresh round {r}"))),
         };
         self.round += 1;
-        Ok(Step::Send { messages, partial_signature: false })
+        Ok(Step::Send {
+            messages,
+            partial_signature: false,
+        })
     }
 }
 
@@ -294,14 +387,24 @@ mod tests {
 
     #[test]
     fn refresh_keeps_the_key_changes_every_share_and_old_shares_do_not_mix() {
-        let outs: Vec<_> = run((1..=3).map(|i| Keygen::new(2, 3, i, &[8; 32]).unwrap()).collect(), None)
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        let refreshed: Vec<_> = run(outs.iter().map(|o| Refresh::new(clone_share(&o.share), b"rot-1")).collect(), None)
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let outs: Vec<_> = run(
+            (1..=3)
+                .map(|i| Keygen::new(2, 3, i, &[8; 32]).unwrap())
+                .collect(),
+            None,
+        )
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+        let refreshed: Vec<_> = run(
+            outs.iter()
+                .map(|o| Refresh::new(clone_share(&o.share), b"rot-1"))
+                .collect(),
+            None,
+        )
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
         for (old, new) in outs.iter().zip(&refreshed) {
             assert_eq!(old.share.expose().pk, new.share.expose().pk);
             assert_ne!(old.share.expose().poly_point, new.share.expose().poly_point);
@@ -310,12 +413,21 @@ mod tests {
         let d = Digest32([6; 32]);
         let p = DerivationPath::default();
         let sign = |a: &KeyShare, b: &KeyShare| {
-            run(vec![Sign::new(a, &p, &[1, 2], d, b"s").unwrap(), Sign::new(b, &p, &[1, 2], d, b"s").unwrap()], None)
+            run(
+                vec![
+                    Sign::new(a, &p, &[1, 2], d, b"s").unwrap(),
+                    Sign::new(b, &p, &[1, 2], d, b"s").unwrap(),
+                ],
+                None,
+            )
         };
         for r in sign(&refreshed[0].share, &refreshed[1].share) {
             verify(&r.unwrap(), &d).unwrap();
         }
         let mixed = sign(&outs[0].share, &refreshed[1].share);
-        assert!(mixed.iter().all(|r| r.is_err()), "an old share must not sign with a new one");
+        assert!(
+            mixed.iter().all(|r| r.is_err()),
+            "an old share must not sign with a new one"
+        );
     }
 }

@@ -178,7 +178,13 @@ impl Store {
 
     /// Writes a rotated share as epoch `epoch` beside the active one, without
     /// activating it. Replaces an earlier staged epoch that was never activated.
-    pub fn stage_epoch(&self, id: &KeyId, epoch: u64, share: &KeyShare, confirmation: [u8; 32]) -> Result<(), StorageError> {
+    pub fn stage_epoch(
+        &self,
+        id: &KeyId,
+        epoch: u64,
+        share: &KeyShare,
+        confirmation: [u8; 32],
+    ) -> Result<(), StorageError> {
         let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
         let tx = self.write()?;
         {
@@ -188,14 +194,24 @@ impl Store {
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
             if rec.epoch.checked_add(1) != Some(epoch) {
-                return Err(StorageError::Conflict(format!("key {id} is at epoch {}; cannot stage epoch {epoch}", rec.epoch)));
+                return Err(StorageError::Conflict(format!(
+                    "key {id} is at epoch {}; cannot stage epoch {epoch}",
+                    rec.epoch
+                )));
             }
             let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-            shares.insert(share_slot(id, epoch).as_str(), sealed.as_slice()).map_err(dberr)?;
+            shares
+                .insert(share_slot(id, epoch).as_str(), sealed.as_slice())
+                .map_err(dberr)?;
             let mut pending = tx.open_table(PENDING).map_err(dberr)?;
-            let p = Pending { epoch, confirmation };
+            let p = Pending {
+                epoch,
+                confirmation,
+            };
             let body = serde_json::to_vec(&p).map_err(|e| StorageError::Db(e.to_string()))?;
-            pending.insert(id.as_str(), body.as_slice()).map_err(dberr)?;
+            pending
+                .insert(id.as_str(), body.as_slice())
+                .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
     }
@@ -206,8 +222,11 @@ impl Store {
         let t = tx.open_table(PENDING).map_err(dberr)?;
         match t.get(id.as_str()).map_err(dberr)? {
             Some(v) => {
-                let p: Pending = serde_json::from_slice(v.value())
-                    .map_err(|e| StorageError::Corrupt { what: format!("pending epoch of {id}"), reason: e.to_string() })?;
+                let p: Pending =
+                    serde_json::from_slice(v.value()).map_err(|e| StorageError::Corrupt {
+                        what: format!("pending epoch of {id}"),
+                        reason: e.to_string(),
+                    })?;
                 Ok(Some((p.epoch, p.confirmation)))
             }
             None => Ok(None),
@@ -218,7 +237,12 @@ impl Store {
     /// share, in one durable transaction: after a crash either the old or the
     /// new epoch is active, never a mix. Returns false if `epoch` was already
     /// active. `confirmation`, when given, must match the staged one.
-    pub fn activate_epoch(&self, id: &KeyId, epoch: u64, confirmation: Option<[u8; 32]>) -> Result<bool, StorageError> {
+    pub fn activate_epoch(
+        &self,
+        id: &KeyId,
+        epoch: u64,
+        confirmation: Option<[u8; 32]>,
+    ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
             let mut keys = tx.open_table(KEYS).map_err(dberr)?;
@@ -235,14 +259,19 @@ impl Store {
                 None => None,
             };
             let Some(staged) = staged.filter(|p| p.epoch == epoch) else {
-                return Err(StorageError::NotFound(format!("staged epoch {epoch} of key {id}")));
+                return Err(StorageError::NotFound(format!(
+                    "staged epoch {epoch} of key {id}"
+                )));
             };
             if confirmation.is_some_and(|c| c != staged.confirmation) {
-                return Err(StorageError::Conflict(format!("epoch {epoch} of key {id} was confirmed with another hash")));
+                return Err(StorageError::Conflict(format!(
+                    "epoch {epoch} of key {id} was confirmed with another hash"
+                )));
             }
             let old = rec.epoch;
             rec.epoch = epoch;
-            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice()).map_err(dberr)?;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
             pending.remove(id.as_str()).map_err(dberr)?;
             let mut shares = tx.open_table(SHARES).map_err(dberr)?;
             shares.remove(share_slot(id, old).as_str()).map_err(dberr)?;

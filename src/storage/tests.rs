@@ -132,18 +132,35 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
     let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
     let out = shares();
     let id = KeyId::parse("k1").unwrap();
-    store.insert_key(&rec(&id, out[0].public_key), &out[0].share).unwrap();
-    assert!(store.stage_epoch(&id, 2, &out[1].share, [1; 32]).is_err(), "may only stage the next epoch");
+    store
+        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
+        .unwrap();
+    assert!(
+        store.stage_epoch(&id, 2, &out[1].share, [1; 32]).is_err(),
+        "may only stage the next epoch"
+    );
     store.stage_epoch(&id, 1, &out[1].share, [1; 32]).unwrap();
     // Staged, not active: epoch 0 still serves.
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 0);
     assert!(store.share(&id, 0).is_ok());
     assert_eq!(store.pending(&id).unwrap(), Some((1, [1; 32])));
-    assert!(matches!(store.activate_epoch(&id, 1, Some([2; 32])), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        store.activate_epoch(&id, 1, Some([2; 32])),
+        Err(StorageError::Conflict(_))
+    ));
     assert!(store.activate_epoch(&id, 1, Some([1; 32])).unwrap());
-    assert!(!store.activate_epoch(&id, 1, None).unwrap(), "activation is idempotent");
+    assert!(
+        !store.activate_epoch(&id, 1, None).unwrap(),
+        "activation is idempotent"
+    );
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
-    assert!(matches!(store.share(&id, 0), Err(StorageError::NotFound(_))), "old epoch share must be gone");
-    assert_eq!(store.share(&id, 1).unwrap().expose().poly_point, out[1].share.expose().poly_point);
+    assert!(
+        matches!(store.share(&id, 0), Err(StorageError::NotFound(_))),
+        "old epoch share must be gone"
+    );
+    assert_eq!(
+        store.share(&id, 1).unwrap().expose().poly_point,
+        out[1].share.expose().poly_point
+    );
     assert_eq!(store.pending(&id).unwrap(), None);
 }

@@ -78,6 +78,17 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
     check_version(req.wire_version)?;
     let eid = ExecutionId::from_slice(&req.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
     let op = match req.op.ok_or_else(|| bad("op", "missing"))? {
+        pb::propose_request::Op::Refresh(r) => Operation::Refresh {
+            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: r.epoch,
+            committee: names(&r.committee, "committee")?,
+        },
+        pb::propose_request::Op::Activate(a) => Operation::Activate {
+            key_id: KeyId::parse(&a.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: a.epoch,
+            confirmation: arr(&a.confirmation, "confirmation")
+                .map_err(|e| bad("confirmation", e))?,
+        },
         pb::propose_request::Op::Keygen(k) => Operation::Keygen {
             key_id: KeyId::parse(&k.key_id).map_err(|e| bad("key_id", e))?,
             threshold: k.threshold,
@@ -101,6 +112,24 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
 
 fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
     let op = match p.op {
+        Operation::Refresh {
+            key_id,
+            epoch,
+            committee,
+        } => pb::propose_request::Op::Refresh(pb::RefreshProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            committee: committee.iter().map(ToString::to_string).collect(),
+        }),
+        Operation::Activate {
+            key_id,
+            epoch,
+            confirmation,
+        } => pb::propose_request::Op::Activate(pb::ActivateProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            confirmation: confirmation.to_vec(),
+        }),
         Operation::Keygen {
             key_id,
             threshold,
@@ -136,6 +165,12 @@ fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
 
 fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
     let result = match o {
+        Outcome::Refresh { confirmation } => {
+            pb::propose_response::Result::Refresh(pb::RefreshResult {
+                confirmation: confirmation.to_vec(),
+            })
+        }
+        Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
         Outcome::Keygen {
             public_key,
             chain_code,
@@ -164,6 +199,10 @@ fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
 
 fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
     match r.result.ok_or("empty result")? {
+        pb::propose_response::Result::Refresh(x) => Ok(Outcome::Refresh {
+            confirmation: arr(&x.confirmation, "confirmation")?,
+        }),
+        pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
             public_key: k.public_key,
             chain_code: arr(&k.chain_code, "chain_code")?,

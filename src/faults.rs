@@ -1,0 +1,73 @@
+//! Crash points for tests. With the `fault-injection` feature a test can arm
+//! a named point on a named node; from then on, every time that node reaches
+//! it, the operation stops there with an error, as if the process had been
+//! killed at that instant (nothing after the point runs, and nothing
+//! uncommitted is kept). The test then restarts the node (after `disarm_all`).
+//! The points are process-wide: a test that arms them runs alone in its test
+//! binary. Without the feature every check compiles to nothing.
+
+/// Where a rotation can be cut short.
+pub mod points {
+    /// Participant: refresh finished, staged share not yet written.
+    pub const BEFORE_STAGE: &str = "rotate.before_stage";
+    /// Participant: staged share written, answer not yet sent.
+    pub const AFTER_STAGE: &str = "rotate.after_stage";
+    /// Participant: asked to activate, activation not yet written.
+    pub const BEFORE_ACTIVATE: &str = "rotate.before_activate";
+    /// Participant: activation written, answer not yet sent.
+    pub const AFTER_ACTIVATE: &str = "rotate.after_activate";
+    /// Every point, for tests that walk them all.
+    pub const ALL: [&str; 4] = [BEFORE_STAGE, AFTER_STAGE, BEFORE_ACTIVATE, AFTER_ACTIVATE];
+}
+
+#[cfg(feature = "fault-injection")]
+mod imp {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    static ARMED: Mutex<Option<HashSet<(String, &'static str)>>> = Mutex::new(None);
+
+    /// Arms `point` on `node` until `disarm_all`.
+    pub fn arm(node: &str, point: &'static str) {
+        if let Ok(mut g) = ARMED.lock() {
+            g.get_or_insert_with(HashSet::new)
+                .insert((node.to_owned(), point));
+        }
+    }
+
+    /// Disarms every point (the "process" restarts clean).
+    pub fn disarm_all() {
+        if let Ok(mut g) = ARMED.lock() {
+            *g = None;
+        }
+    }
+
+    /// True if `point` is armed on `node`.
+    pub fn fires(node: &str, point: &'static str) -> bool {
+        ARMED
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|s| s.contains(&(node.to_owned(), point))))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use imp::{arm, disarm_all};
+
+/// Returns an error if `point` is armed on `node` (fault-injection builds only).
+#[inline]
+pub fn check(
+    node: &crate::domain::NodeName,
+    point: &'static str,
+) -> Result<(), crate::node::NodeError> {
+    #[cfg(feature = "fault-injection")]
+    if imp::fires(node.as_str(), point) {
+        tracing::warn!(%node, point, "injected crash");
+        return Err(crate::node::NodeError::Internal(format!(
+            "injected crash at {point} on node {node}"
+        )));
+    }
+    let _ = (node, point);
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Share rotation (issue 3): same public key, new epoch, every share
+//! re-randomized, old shares gone; signing pauses instead of hanging.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{check_signature, cluster, ADMIN, CLIENT};
+use thresig::cluster::LocalCluster;
+use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use thresig::node::participant::sign_binding;
+use thresig::node::{NodeError, Operation, Proposal};
+use thresig::storage::StorageError;
+
+fn share_bytes(
+    c: &LocalCluster,
+    i: usize,
+    key: &KeyId,
+    epoch: u64,
+) -> Result<Vec<u8>, StorageError> {
+    use k256::elliptic_curve::ff::PrimeField;
+    let s = c.nodes[i]
+        .as_ref()
+        .unwrap()
+        .node
+        .store()
+        .share(key, epoch)?;
+    Ok(s.expose().poly_point.to_repr().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("rot", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("rot").unwrap();
+    let before: Vec<_> = (0..3)
+        .map(|i| share_bytes(&c, i, &id, 0).unwrap())
+        .collect();
+
+    let r = c.client(1, ADMIN).unwrap().rotate_key("rot").await.unwrap();
+    assert_eq!((r.old_epoch, r.new_epoch), (0, 1));
+    assert!(r.public_key_unchanged);
+    assert_eq!(r.key.as_ref().unwrap().public_key, info.public_key);
+    for i in 0..3 {
+        let after = share_bytes(&c, i, &id, 1).unwrap();
+        assert_ne!(after, before[i], "node {i}'s share did not change");
+        assert!(
+            matches!(share_bytes(&c, i, &id, 0), Err(StorageError::NotFound(_))),
+            "old share still stored on node {i}"
+        );
+        assert_eq!(c.nodes[i].as_ref().unwrap().node.key(&id).unwrap().epoch, 1);
+    }
+    for coord in 0..3 {
+        let d = [coord as u8 + 0x20; 32];
+        check_signature(
+            &c.client(coord, CLIENT)
+                .unwrap()
+                .sign("rot", d, "", "")
+                .await
+                .unwrap(),
+            &d,
+            &info.public_key,
+        );
+    }
+
+    // A signing proposal at the old epoch is refused by every participant.
+    let (na, nb) = (NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap());
+    let participants = vec![na.clone(), nb.clone()];
+    let digest = Digest32([1; 32]);
+    let path = DerivationPath::default();
+    let nonce = vec![3u8; 32];
+    let eid = ExecutionId::derive(
+        "sign",
+        &id,
+        0,
+        &participants,
+        &sign_binding(&digest, &path, "old"),
+        &nonce,
+    );
+    let stale = Proposal {
+        eid,
+        nonce,
+        op: Operation::Sign {
+            key_id: id.clone(),
+            epoch: 0,
+            digest,
+            path,
+            request_id: "old".into(),
+            participants,
+        },
+    };
+    let err = c.nodes[0]
+        .as_ref()
+        .unwrap()
+        .node
+        .on_propose(&nb, stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NodeError::FailedPrecondition(m) if m.contains("epoch")),
+        "{err}"
+    );
+
+    // Four more rotations (five in all); it still signs, at epoch 5.
+    for expected in 2..=5u64 {
+        let r = c
+            .client(expected as usize % 3, ADMIN)
+            .unwrap()
+            .rotate_key("rot")
+            .await
+            .unwrap();
+        assert_eq!(r.new_epoch, expected);
+        assert!(r.public_key_unchanged);
+    }
+    let d = [0x99; 32];
+    let resp = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("rot", d, "m/1/2", "")
+        .await
+        .unwrap();
+    let cc: [u8; 32] = info.chain_code.as_slice().try_into().unwrap();
+    let (child, _) = thresig::bip32::derive_public(
+        &info.public_key,
+        &cc,
+        &DerivationPath::parse("m/1/2").unwrap(),
+    )
+    .unwrap();
+    check_signature(&resp, &d, &child);
+    assert_eq!(resp.epoch, 5);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_during_a_rotation_succeeds_or_answers_unavailable_never_hangs() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("busy", 2, &[])
+        .await
+        .unwrap();
+    let mut admin = c.client(0, ADMIN).unwrap();
+    let rotation = tokio::spawn(async move { admin.rotate_key("busy").await });
+    let mut outcomes = (0, 0);
+    let started = std::time::Instant::now();
+    while !rotation.is_finished() && started.elapsed() < std::time::Duration::from_secs(60) {
+        for coord in 0..3 {
+            let d = [coord as u8 + 1; 32];
+            let t = std::time::Instant::now();
+            match c
+                .client(coord, CLIENT)
+                .unwrap()
+                .sign("busy", d, "", "")
+                .await
+            {
+                Ok(resp) => {
+                    check_signature(&resp, &d, &info.public_key);
+                    outcomes.0 += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+                    assert!(e.to_string().contains("rotated"), "no retry hint: {e}");
+                    outcomes.1 += 1;
+                }
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "a sign request hung for {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    let r = rotation.await.unwrap().unwrap();
+    assert_eq!(r.new_epoch, 1);
+    assert!(outcomes.1 > 0, "no request saw the pause: {outcomes:?}");
+    let d = [0x55; 32];
+    check_signature(
+        &c.client(1, CLIENT)
+            .unwrap()
+            .sign("busy", d, "", "")
+            .await
+            .unwrap(),
+        &d,
+        &info.public_key,
+    );
+    c.stop().await;
+}

@@ -45,9 +45,9 @@ async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
     assert_eq!((r.old_epoch, r.new_epoch), (0, 1));
     assert!(r.public_key_unchanged);
     assert_eq!(r.key.as_ref().unwrap().public_key, info.public_key);
-    for i in 0..3 {
+    for (i, old) in before.iter().enumerate() {
         let after = share_bytes(&c, i, &id, 1).unwrap();
-        assert_ne!(after, before[i], "node {i}'s share did not change");
+        assert_ne!(&after, old, "node {i}'s share did not change");
         assert!(
             matches!(share_bytes(&c, i, &id, 0), Err(StorageError::NotFound(_))),
             "old share still stored on node {i}"

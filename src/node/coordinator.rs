@@ -132,7 +132,7 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(NodeError::Unavailable(format!(
-                "keygen needs every committee node; unreachable: {list}"
+                "keygen needs every committee node; unreachable: {list}; retry when they are back"
             )));
         }
         let nonce = nonce()?;
@@ -237,7 +237,7 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(NodeError::Unavailable(format!(
-                "key {key_id} needs {t} live committee nodes, {} answered; unreachable: {list}",
+                "key {key_id} needs {t} live committee nodes, {} answered; unreachable: {list}; retry when they are back",
                 live.len()
             )));
         }
@@ -299,6 +299,33 @@ impl Node {
     }
 }
 
+impl Node {
+    /// After a failed refresh: "activating" the epoch that is already active
+    /// changes nothing and lifts the signing pause on every node that can be
+    /// reached (best effort; a pause also expires by itself).
+    async fn release(&self, key_id: &KeyId, active_epoch: u64, committee: &[NodeName]) {
+        let p = Proposal {
+            eid: ExecutionId::derive("release", key_id, active_epoch, committee, &[], &[]),
+            nonce: Vec::new(),
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: active_epoch,
+                confirmation: [0; 32],
+            },
+        };
+        let calls = committee.iter().map(|n| {
+            let p = p.clone();
+            async move {
+                let r = if *n == self.name { self.on_propose(&self.name, p).await } else { self.net.propose(n, p).await };
+                if let Err(e) = r {
+                    tracing::warn!(node = %n, key = %key_id, error = %e, "could not lift the rotation pause");
+                }
+            }
+        });
+        let _ = tokio::time::timeout(self.timeouts.round, futures::future::join_all(calls)).await;
+    }
+}
+
 /// What a finished rotation reports.
 #[derive(Debug, Clone)]
 pub struct RotateSummary {
@@ -336,7 +363,7 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(NodeError::Unavailable(format!(
-                "rotation needs every committee node; unreachable: {list}"
+                "rotation needs every committee node; unreachable: {list}; retry when they are back"
             )));
         }
         let old_epoch = rec.epoch;
@@ -360,14 +387,22 @@ impl Node {
                 committee: committee.clone(),
             },
         };
+        let refreshed = match self.propose_all(&committee, proposal).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(key_id, old_epoch, &committee).await;
+                return Err(e);
+            }
+        };
         let mut confirmation: Option<[u8; 32]> = None;
-        for (n, o) in self.propose_all(&committee, proposal).await? {
+        for (n, o) in refreshed {
             let Outcome::Refresh { confirmation: c } = o else {
                 return Err(NodeError::Internal(format!(
                     "node {n} answered a refresh with another outcome"
                 )));
             };
             if confirmation.is_some_and(|x| x != c) {
+                self.release(key_id, old_epoch, &committee).await;
                 return Err(NodeError::Aborted(format!("node {n} confirmed a different refresh; epoch {new_epoch} is not activated anywhere")));
             }
             confirmation = Some(c);

@@ -192,6 +192,7 @@ impl Node {
                 epoch: 0,
                 state: KeyState::Active,
                 package_hash,
+                package: String::new(),
                 created_unix: super::now_unix(),
             }),
         }

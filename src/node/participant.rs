@@ -151,9 +151,12 @@ impl Node {
         let result = async {
             let share = self.store.share(key_id, epoch)?;
             let session = Session { eid: p.eid, parties: committee, net: self.net.clone(), round_timeout: self.timeouts.round };
-            let out = session.run(Refresh::new(share, p.eid.as_bytes()), &mut mailbox, || Ok(())).await?;
+            let package = hex::decode(&rec.package)
+                .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
+            let proto = Refresh::new(share, &package, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
+            let out = session.run(proto, &mut mailbox, || Ok(())).await?;
             crate::faults::check(&self.name, crate::faults::points::BEFORE_STAGE)?;
-            self.store.stage_epoch(key_id, epoch + 1, &out.share, out.confirmation)?;
+            self.store.stage_epoch(key_id, epoch + 1, &out.share, out.confirmation, &out.package)?;
             crate::faults::check(&self.name, crate::faults::points::AFTER_STAGE)?;
             tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
             Ok(Outcome::Refresh { confirmation: out.confirmation })
@@ -272,6 +275,7 @@ impl Node {
             epoch: 0,
             state: KeyState::Active,
             package_hash: out.package_hash,
+            package: hex::encode(&out.package),
             created_unix: now_unix(),
         };
         self.store.insert_key(&rec, &out.share)?;

@@ -10,6 +10,7 @@
 pub mod inproc;
 pub mod keygen;
 pub mod refresh;
+pub mod repair;
 pub mod sign;
 
 use std::collections::BTreeMap;

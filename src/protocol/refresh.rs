@@ -13,6 +13,7 @@ use dkls23::protocols::dkg::{
     TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
 };
 use dkls23::protocols::PartyIndex;
+use dkls23::secp256k1::PublicKeyPackage;
 use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +30,8 @@ use crate::secret::KeyShare;
 #[derive(Debug)]
 pub struct RefreshOutput {
     pub share: KeyShare,
+    /// The refreshed public key package (bincode), public.
+    pub package: Vec<u8>,
     /// SHA-256 over the public key and the refreshed session binding; equal on every party.
     pub confirmation: [u8; 32],
 }
@@ -83,6 +86,7 @@ enum State {
 /// One party's refresh run over its current share.
 pub struct Refresh {
     share: KeyShare,
+    package: PublicKeyPackage,
     sid: Vec<u8>,
     me: PartyIdx,
     n: u8,
@@ -92,19 +96,28 @@ pub struct Refresh {
 }
 
 impl Refresh {
-    /// `share` is this node's current share; `refresh_sid` the execution id.
-    pub fn new(share: KeyShare, refresh_sid: &[u8]) -> Self {
+    /// `share` is this node's current share, `package` the key's current
+    /// public key package (bincode), `refresh_sid` the execution id.
+    pub fn new(share: KeyShare, package: &[u8], refresh_sid: &[u8]) -> Result<Self, ProtocolError> {
+        let package: PublicKeyPackage = decode(package)
+            .map_err(|e| ProtocolError::InvalidArgs(format!("public key package: {e}")))?;
+        if package.verifying_key() != &share.expose().pk {
+            return Err(ProtocolError::InvalidArgs(
+                "public key package belongs to another key".into(),
+            ));
+        }
         let me = share.expose().party_index.as_u8();
         let n = share.expose().parameters.share_count;
-        Self {
+        Ok(Self {
             share,
+            package,
             sid: refresh_sid.to_vec(),
             me,
             n,
             peers: (1..=n).filter(|p| *p != me).collect(),
             round: 0,
             state: State::Init,
-        }
+        })
     }
 
     fn decode_from<T: serde::de::DeserializeOwned>(
@@ -278,9 +291,19 @@ impl Refresh {
             &mul_keep,
             &mul3,
         )?;
+        let package =
+            self.package
+                .refresh(&self.sid, &proofs)
+                .map_err(|reason| ProtocolError::Engine {
+                    blame: None,
+                    ban: false,
+                    reason: reason.to_string(),
+                })?;
+        let package = encode(&package).map_err(ProtocolError::InvalidArgs)?;
         let mut h = Sha256::new();
         h.update(compress(&party.pk)?);
         h.update(&party.session_id);
+        h.update(&package);
         let confirmation: [u8; 32] = h.finalize().into();
         if party.pk != self.share.expose().pk {
             return Err(ProtocolError::InvalidArgs(
@@ -297,6 +320,7 @@ impl Refresh {
             })
             .collect();
         self.state = State::AfterR4(RefreshOutput {
+            package,
             share: KeyShare::new(party),
             confirmation,
         });
@@ -398,7 +422,7 @@ mod tests {
         .collect();
         let refreshed: Vec<_> = run(
             outs.iter()
-                .map(|o| Refresh::new(clone_share(&o.share), b"rot-1"))
+                .map(|o| Refresh::new(clone_share(&o.share), &o.package, b"rot-1").unwrap())
                 .collect(),
             None,
         )

@@ -184,6 +184,7 @@ impl Store {
         epoch: u64,
         share: &KeyShare,
         confirmation: [u8; 32],
+        package: &[u8],
     ) -> Result<(), StorageError> {
         let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
         let tx = self.write()?;
@@ -207,6 +208,7 @@ impl Store {
             let p = Pending {
                 epoch,
                 confirmation,
+                package: hex::encode(package),
             };
             let body = serde_json::to_vec(&p).map_err(|e| StorageError::Db(e.to_string()))?;
             pending
@@ -270,6 +272,7 @@ impl Store {
             }
             let old = rec.epoch;
             rec.epoch = epoch;
+            rec.package = staged.package;
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
             pending.remove(id.as_str()).map_err(dberr)?;
@@ -397,6 +400,7 @@ fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
 struct Pending {
     epoch: u64,
     confirmation: [u8; 32],
+    package: String,
 }
 
 fn share_slot(id: &KeyId, epoch: u64) -> String {

@@ -41,6 +41,9 @@ pub struct KeyRecord {
     pub epoch: u64,
     pub state: KeyState,
     pub package_hash: [u8; 32],
+    /// The public key package (group key and every party's verifying share)
+    /// of the active epoch, bincode, hex encoded. Needed to repair a share.
+    pub package: String,
     pub created_unix: u64,
 }
 

@@ -13,6 +13,7 @@ fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
         epoch: 0,
         state: KeyState::Active,
         package_hash: [0; 32],
+        package: String::new(),
         created_unix: 0,
     }
 }
@@ -136,10 +137,14 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         .insert_key(&rec(&id, out[0].public_key), &out[0].share)
         .unwrap();
     assert!(
-        store.stage_epoch(&id, 2, &out[1].share, [1; 32]).is_err(),
+        store
+            .stage_epoch(&id, 2, &out[1].share, [1; 32], b"pkg")
+            .is_err(),
         "may only stage the next epoch"
     );
-    store.stage_epoch(&id, 1, &out[1].share, [1; 32]).unwrap();
+    store
+        .stage_epoch(&id, 1, &out[1].share, [1; 32], b"pkg")
+        .unwrap();
     // Staged, not active: epoch 0 still serves.
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 0);
     assert!(store.share(&id, 0).is_ok());
@@ -163,4 +168,8 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         out[1].share.expose().poly_point
     );
     assert_eq!(store.pending(&id).unwrap(), None);
+    assert_eq!(
+        store.key(&id).unwrap().unwrap().package,
+        hex::encode(b"pkg")
+    );
 }

@@ -1,0 +1,217 @@
+//! Share repair (dkls23 repair): t helpers each send the target one masked,
+//! Lagrange-weighted term; only their sum is the target's share, which is
+//! checked against the target's verifying share in the public key package.
+//! The result is a hollow share (no multiplication state) that a complete
+//! refresh across the committee turns into a working one. Who the target
+//! is, and that it really lost its share, is the caller's business.
+
+use dkls23::protocols::repair::{repair_assemble, RepairTerm};
+use dkls23::protocols::PartyIndex;
+use dkls23::secp256k1::PublicKeyPackage;
+use k256::Secp256k1;
+
+use super::{
+    check_inbox, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol, ProtocolError,
+    Step,
+};
+use crate::secret::KeyShare;
+
+fn repair_error(e: dkls23::protocols::repair::RepairError) -> ProtocolError {
+    ProtocolError::Engine {
+        blame: None,
+        ban: false,
+        reason: e.to_string(),
+    }
+}
+
+fn indices(v: &[PartyIdx]) -> Result<Vec<PartyIndex>, ProtocolError> {
+    v.iter().map(|&i| party_index(i)).collect()
+}
+
+/// A helper's side: one message, to the target.
+pub struct RepairHelper {
+    share: KeyShare,
+    helpers: Vec<PartyIdx>,
+    target: PartyIdx,
+    repair_id: Vec<u8>,
+}
+
+impl RepairHelper {
+    pub fn new(share: KeyShare, helpers: &[PartyIdx], target: PartyIdx, repair_id: &[u8]) -> Self {
+        Self {
+            share,
+            helpers: helpers.to_vec(),
+            target,
+            repair_id: repair_id.to_vec(),
+        }
+    }
+}
+
+impl Protocol for RepairHelper {
+    type Output = ();
+
+    fn me(&self) -> PartyIdx {
+        self.share.expose().party_index.as_u8()
+    }
+
+    fn peers(&self) -> &[PartyIdx] {
+        &[]
+    }
+
+    fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
+        let term = self
+            .share
+            .expose()
+            .repair_term(
+                &indices(&self.helpers)?,
+                party_index(self.target)?,
+                &self.repair_id,
+            )
+            .map_err(repair_error)?;
+        let payload = encode(&term).map_err(ProtocolError::InvalidArgs)?;
+        Ok(vec![Outgoing {
+            to: self.target,
+            payload,
+        }])
+    }
+
+    fn advance(&mut self, inbox: Inbox) -> Result<Step<()>, ProtocolError> {
+        check_inbox(&inbox, &[], 1)?;
+        Ok(Step::Done(()))
+    }
+}
+
+/// The target's side: collects one term from each helper and assembles.
+pub struct RepairTarget {
+    package: PublicKeyPackage,
+    me: PartyIdx,
+    helpers: Vec<PartyIdx>,
+}
+
+impl RepairTarget {
+    /// `package` is the key's public key package (bincode).
+    pub fn new(package: &[u8], me: PartyIdx, helpers: &[PartyIdx]) -> Result<Self, ProtocolError> {
+        let package = decode(package)
+            .map_err(|e| ProtocolError::InvalidArgs(format!("public key package: {e}")))?;
+        Ok(Self {
+            package,
+            me,
+            helpers: helpers.to_vec(),
+        })
+    }
+}
+
+impl Protocol for RepairTarget {
+    type Output = KeyShare;
+
+    fn me(&self) -> PartyIdx {
+        self.me
+    }
+
+    fn peers(&self) -> &[PartyIdx] {
+        &self.helpers
+    }
+
+    fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
+        Ok(Vec::new())
+    }
+
+    fn advance(&mut self, inbox: Inbox) -> Result<Step<KeyShare>, ProtocolError> {
+        check_inbox(&inbox, &self.helpers, 1)?;
+        let mut terms = Vec::with_capacity(inbox.len());
+        for (&from, raw) in &inbox {
+            let term: RepairTerm<Secp256k1> =
+                decode(raw).map_err(|e| ProtocolError::misbehaved(from, 1, e))?;
+            if term.helper.as_u8() != from || term.target.as_u8() != self.me {
+                return Err(ProtocolError::misbehaved(
+                    from,
+                    1,
+                    "repair term names another helper or target",
+                ));
+            }
+            terms.push(term);
+        }
+        let party = repair_assemble(
+            &self.package,
+            party_index(self.me)?,
+            &terms,
+            dkls23::secp256k1::compute_eth_address,
+        )
+        .map_err(repair_error)?;
+        Ok(Step::Done(KeyShare::new(party)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::inproc::run;
+    use crate::protocol::keygen::Keygen;
+    use crate::protocol::refresh::Refresh;
+
+    #[test]
+    fn lost_share_is_rebuilt_and_a_complete_refresh_makes_it_sign() {
+        use crate::domain::{DerivationPath, Digest32};
+        use crate::protocol::sign::{verify, Sign};
+        let outs: Vec<_> = run(
+            (1..=3)
+                .map(|i| Keygen::new(2, 3, i, &[5; 32]).unwrap())
+                .collect(),
+            None,
+        )
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+        // Party 3 lost its share; parties 1 and 2 help.
+        let helpers = [1u8, 2];
+        let mut target = RepairTarget::new(&outs[0].package, 3, &helpers).unwrap();
+        let mut inbox = Inbox::new();
+        for h in helpers {
+            let mut helper = RepairHelper::new(
+                KeyShare::new(outs[(h - 1) as usize].share.expose().clone()),
+                &helpers,
+                3,
+                b"r1",
+            );
+            let out = helper.start().unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].to, 3);
+            inbox.insert(h, out[0].payload.clone());
+        }
+        let Step::Done(hollow) = target.advance(inbox).unwrap() else {
+            panic!("not done")
+        };
+        assert_eq!(
+            hollow.expose().poly_point,
+            outs[2].share.expose().poly_point
+        );
+        // A complete refresh over (1, 2, repaired 3) gives working shares.
+        let shares = [
+            KeyShare::new(outs[0].share.expose().clone()),
+            KeyShare::new(outs[1].share.expose().clone()),
+            hollow,
+        ];
+        let refreshed: Vec<_> = run(
+            shares
+                .into_iter()
+                .map(|s| Refresh::new(s, &outs[0].package, b"after-repair").unwrap())
+                .collect(),
+            None,
+        )
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+        let d = Digest32([4; 32]);
+        let p = DerivationPath::default();
+        let sigs = run(
+            vec![
+                Sign::new(&refreshed[0].share, &p, &[1, 3], d, b"s").unwrap(),
+                Sign::new(&refreshed[2].share, &p, &[1, 3], d, b"s").unwrap(),
+            ],
+            None,
+        );
+        for s in sigs {
+            verify(&s.unwrap(), &d).unwrap();
+        }
+    }
+}

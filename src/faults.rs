@@ -26,6 +26,8 @@ mod imp {
     use std::sync::Mutex;
 
     static ARMED: Mutex<Option<HashSet<(String, &'static str)>>> = Mutex::new(None);
+    /// Nodes that hit a crash point: "dead" until `disarm_all`.
+    static DEAD: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
     /// Arms `point` on `node` until `disarm_all`.
     pub fn arm(node: &str, point: &'static str) {
@@ -35,11 +37,27 @@ mod imp {
         }
     }
 
-    /// Disarms every point (the "process" restarts clean).
+    /// Disarms every point and revives every node (the "process" restarts clean).
     pub fn disarm_all() {
         if let Ok(mut g) = ARMED.lock() {
             *g = None;
         }
+        if let Ok(mut g) = DEAD.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn kill(node: &str) {
+        if let Ok(mut g) = DEAD.lock() {
+            g.get_or_insert_with(HashSet::new).insert(node.to_owned());
+        }
+    }
+
+    pub fn is_dead(node: &str) -> bool {
+        DEAD.lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|s| s.contains(node)))
+            .unwrap_or(false)
     }
 
     /// True if `point` is armed on `node`.
@@ -63,11 +81,26 @@ pub fn check(
 ) -> Result<(), crate::node::NodeError> {
     #[cfg(feature = "fault-injection")]
     if imp::fires(node.as_str(), point) {
+        imp::kill(node.as_str());
         tracing::warn!(%node, point, "injected crash");
         return Err(crate::node::NodeError::Internal(format!(
             "injected crash at {point} on node {node}"
         )));
     }
     let _ = (node, point);
+    Ok(())
+}
+
+/// Returns an error if `node` hit a crash point and has not been restarted
+/// (fault-injection builds only): a killed process answers nothing.
+#[inline]
+pub fn check_alive(node: &crate::domain::NodeName) -> Result<(), crate::node::NodeError> {
+    #[cfg(feature = "fault-injection")]
+    if imp::is_dead(node.as_str()) {
+        return Err(crate::node::NodeError::Unavailable(format!(
+            "node {node} is down (injected crash)"
+        )));
+    }
+    let _ = node;
     Ok(())
 }

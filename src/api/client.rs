@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::proto::admin::RotateKeyRequest;
-pub use crate::proto::admin::RotateKeyResponse;
+use crate::proto::admin::{RepairKeyRequest, RotateKeyRequest};
+pub use crate::proto::admin::{RepairKeyResponse, RotateKeyResponse};
 
 use crate::domain::NodeName;
 use crate::pki::{Layout, Role};
@@ -217,6 +217,22 @@ impl Client {
     pub async fn rotate_key(&mut self, key: &str) -> Result<RotateKeyResponse, ClientError> {
         Ok(AdminClient::new(self.channel.clone())
             .rotate_key(RotateKeyRequest { key_id: key.into() })
+            .await?
+            .into_inner())
+    }
+
+    /// Admin: rebuilds `node`'s share of `key` from t helpers, then rotates the key.
+    pub async fn repair_key(
+        &mut self,
+        key: &str,
+        node: &str,
+    ) -> Result<RepairKeyResponse, ClientError> {
+        let req = RepairKeyRequest {
+            key_id: key.into(),
+            node: node.into(),
+        };
+        Ok(AdminClient::new(self.channel.clone())
+            .repair_key(req)
             .await?
             .into_inner())
     }

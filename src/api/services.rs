@@ -112,6 +112,16 @@ impl AdminService {
     }
 }
 
+fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
+    apb::RotateKeyResponse {
+        key: Some(key_info(&s.key)),
+        old_epoch: s.old_epoch,
+        new_epoch: s.new_epoch,
+        public_key_unchanged: s.public_key_unchanged,
+        duration_ms: s.elapsed.as_millis() as u64,
+    }
+}
+
 pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
     apb::KeyInfo {
         key_id: rec.key_id.to_string(),
@@ -160,12 +170,25 @@ impl apb::admin_server::Admin for AdminService {
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let s = self.node.rotate(&key).await.map_err(|e| status(&e))?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
-        Ok(Response::new(apb::RotateKeyResponse {
-            key: Some(key_info(&s.key)),
-            old_epoch: s.old_epoch,
-            new_epoch: s.new_epoch,
-            public_key_unchanged: s.public_key_unchanged,
-            duration_ms: s.elapsed.as_millis() as u64,
+        Ok(Response::new(rotate_response(&s)))
+    }
+
+    async fn repair_key(
+        &self,
+        req: Request<apb::RepairKeyRequest>,
+    ) -> Result<Response<apb::RepairKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
+        let node = NodeName::parse(&req.get_ref().node).map_err(|e| arg("node", e))?;
+        let s = self
+            .node
+            .repair(&key, &node)
+            .await
+            .map_err(|e| status(&e))?;
+        tracing::info!(admin = %who, key = %key, target = %node, helpers = ?s.helpers, "share repaired");
+        Ok(Response::new(apb::RepairKeyResponse {
+            rotation: Some(rotate_response(&s.rotation)),
+            helpers: s.helpers.iter().map(ToString::to_string).collect(),
         }))
     }
 

@@ -14,9 +14,7 @@ pub fn status(e: &NodeError) -> Status {
         NodeError::AlreadyExists(m) => Status::already_exists(m.clone()),
         NodeError::PermissionDenied(m) => Status::permission_denied(m.clone()),
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-        NodeError::Unavailable(m) => {
-            Status::unavailable(format!("{m}; retry when the nodes are back"))
-        }
+        NodeError::Unavailable(m) => Status::unavailable(m.clone()),
         NodeError::Net(n) => match &n.kind {
             NetErrorKind::Unreachable(_) | NetErrorKind::Timeout(_) => {
                 Status::unavailable(e.to_string())

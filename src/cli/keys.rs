@@ -36,6 +36,21 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Rebuild the share of a node that lost its data, then rotate the key.
+    ///
+    /// Start the node with an empty data directory first (same name and
+    /// certificate). t other committee nodes send it masked terms over mTLS;
+    /// only it can assemble its share. A node that still holds a live share
+    /// is refused. A complete refresh across the committee follows, so every
+    /// share changes and the key keeps its public key.
+    Repair {
+        key: String,
+        /// The node whose share is rebuilt.
+        #[arg(long)]
+        node: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the keys this node holds a share of.
     List {
         #[command(flatten)]
@@ -106,6 +121,34 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             anyhow::ensure!(
                 after.public_key == before.public_key,
                 "the public key changed during rotation"
+            );
+        }
+        Cmd::Repair { key, node, conn } => {
+            let mut c = conn.client(Role::Admin)?;
+            let before = c.get_key(&key).await?;
+            eprintln!("repairing node {node}'s share of {key} (epoch {}) via node {}: terms from {} helpers, then a complete refresh...", before.epoch, conn.server, before.threshold);
+            let r = c.repair_key(&key, &node).await?;
+            let rot = r.rotation.unwrap_or_default();
+            let after = rot.key.unwrap_or_default();
+            println!("key          {}", after.key_id);
+            println!("repaired     {node} (helpers: {})", r.helpers.join(", "));
+            println!("epoch        {} -> {}", rot.old_epoch, rot.new_epoch);
+            println!(
+                "public key   {} ({})",
+                hex::encode(&after.public_key),
+                if after.public_key == before.public_key {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                }
+            );
+            println!(
+                "duration     {:.2} s (refresh part)",
+                rot.duration_ms as f64 / 1e3
+            );
+            anyhow::ensure!(
+                after.public_key == before.public_key,
+                "the public key changed during repair"
             );
         }
         Cmd::List { conn } => {

@@ -470,3 +470,115 @@ impl Node {
         })
     }
 }
+
+/// What a finished repair reports.
+#[derive(Debug, Clone)]
+pub struct RepairSummary {
+    pub target: NodeName,
+    pub helpers: Vec<NodeName>,
+    /// The complete refresh that followed the repair.
+    pub rotation: RotateSummary,
+}
+
+impl Node {
+    /// Rebuilds the share of `target` (which lost its data) from t helpers,
+    /// then runs a complete refresh across the committee so the rebuilt share
+    /// can sign and every share is re-randomized.
+    pub async fn repair(
+        &self,
+        key_id: &KeyId,
+        target: &NodeName,
+    ) -> Result<RepairSummary, NodeError> {
+        let rec = self.key(key_id)?;
+        if *target == self.name {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {target} cannot coordinate its own repair; send the request to another committee node"
+            )));
+        }
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        if !rec.committee.iter().any(|c| c == target.as_str()) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {target} is not in the committee of key {key_id}"
+            )));
+        }
+        let status = Proposal {
+            eid: ExecutionId::derive(
+                "share-status",
+                key_id,
+                rec.epoch,
+                std::slice::from_ref(target),
+                &[],
+                &nonce()?,
+            ),
+            nonce: Vec::new(),
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+            },
+        };
+        if let Outcome::ShareStatus { epoch: Some(e) } = self.net.propose(target, status).await? {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {target} still holds a live share of key {key_id} (epoch {e}); repair refused"
+            )));
+        }
+        let committee: Vec<NodeName> = rec
+            .committee
+            .iter()
+            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let mut candidates: Vec<NodeName> = vec![self.name.clone()];
+        candidates.extend(
+            committee
+                .iter()
+                .filter(|c| **c != self.name && *c != target)
+                .cloned(),
+        );
+        let down = self.unreachable(&candidates).await;
+        let helpers: Vec<NodeName> = candidates
+            .into_iter()
+            .filter(|c| !down.iter().any(|(d, _)| d == c))
+            .take(rec.threshold.into())
+            .collect();
+        if helpers.len() < usize::from(rec.threshold) {
+            return Err(NodeError::Unavailable(format!(
+                "repair needs {} live helpers besides {target}; only {} answered",
+                rec.threshold,
+                helpers.len()
+            )));
+        }
+        let mut members = helpers.clone();
+        members.push(target.clone());
+        let nonce = nonce()?;
+        let eid = ExecutionId::derive(
+            "repair",
+            key_id,
+            rec.epoch,
+            &members,
+            &super::participant::repair_binding(target),
+            &nonce,
+        );
+        tracing::info!(key = %key_id, %target, helpers = %names(&helpers), eid = %eid, "repair: rebuilding share");
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Repair {
+                key_id: key_id.clone(),
+                target: target.clone(),
+                helpers: helpers.clone(),
+                record: Box::new(rec),
+            },
+        };
+        self.propose_all(&members, proposal).await?;
+        tracing::info!(key = %key_id, %target, "repair: share rebuilt; running a complete refresh");
+        let rotation = self.rotate(key_id).await?;
+        Ok(RepairSummary {
+            target: target.clone(),
+            helpers,
+            rotation,
+        })
+    }
+}

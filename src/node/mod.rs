@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use coordinator::{RotateSummary, SignOutcome};
+pub use coordinator::{RepairSummary, RotateSummary, SignOutcome};
 pub use router::{Inbound, RouteError, Router};
 
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
@@ -46,6 +46,15 @@ pub enum Operation {
         epoch: u64,
         committee: Vec<NodeName>,
     },
+    /// Does this node hold a live share of the key? (Asked of a repair target.)
+    ShareStatus { key_id: KeyId },
+    /// Rebuild the share of `target` from `helpers` (all committee members).
+    Repair {
+        key_id: KeyId,
+        target: NodeName,
+        helpers: Vec<NodeName>,
+        record: Box<crate::storage::KeyRecord>,
+    },
     /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
     Activate {
         key_id: KeyId,
@@ -77,6 +86,12 @@ pub enum Outcome {
     },
     /// The staged epoch is now active here.
     Activated,
+    /// The epoch of the live share this node holds, if any.
+    ShareStatus {
+        epoch: Option<u64>,
+    },
+    /// This node's part of a repair is done.
+    Repaired,
 }
 
 /// How a call to another node failed.

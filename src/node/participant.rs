@@ -9,6 +9,7 @@ use super::{now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
 use crate::protocol::refresh::Refresh;
+use crate::protocol::repair::{RepairHelper, RepairTarget};
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{KeyRecord, KeyState, LedgerEntry};
@@ -22,6 +23,11 @@ pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
         h.update(c.as_str());
     }
     h.finalize().to_vec()
+}
+
+/// The request digest a repair eid binds: the target.
+pub fn repair_binding(target: &NodeName) -> Vec<u8> {
+    Sha256::digest(target.as_str().as_bytes()).to_vec()
 }
 
 /// The request digest a signing eid binds: digest, path and request id.
@@ -39,6 +45,7 @@ pub fn sign_binding(digest: &Digest32, path: &DerivationPath, request_id: &str) 
 impl Node {
     /// Handles a proposal from authenticated node `from` (possibly ourselves).
     pub async fn on_propose(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
+        crate::faults::check_alive(&self.name)?;
         if !self.roster.contains(from) {
             return Err(NodeError::PermissionDenied(format!(
                 "node {from} is not in this cluster's roster"
@@ -80,12 +87,177 @@ impl Node {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
             }
+            Operation::ShareStatus { key_id } => Ok(Outcome::ShareStatus {
+                epoch: self.live_share_epoch(&key_id),
+            }),
+            Operation::Repair {
+                key_id,
+                target,
+                helpers,
+                record,
+            } => {
+                self.participate_repair(from, &p, &key_id, &target, &helpers, &record)
+                    .await
+            }
             Operation::Activate {
                 key_id,
                 epoch,
                 confirmation,
             } => self.participate_activate(&key_id, epoch, confirmation),
         }
+    }
+
+    /// The epoch of the share this node can actually open for `key_id`.
+    pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
+        let rec = self.store.key(key_id).ok().flatten()?;
+        self.store.share(key_id, rec.epoch).ok().map(|_| rec.epoch)
+    }
+
+    /// Repair, as a helper (send one term to the target) or as the target
+    /// (collect the terms, store the hollow share). A helper first asks the
+    /// target itself, over its authenticated connection, whether it still
+    /// holds a live share, and refuses if it does.
+    async fn participate_repair(
+        &self,
+        from: &NodeName,
+        p: &Proposal,
+        key_id: &KeyId,
+        target: &NodeName,
+        helpers: &[NodeName],
+        record: &KeyRecord,
+    ) -> Result<Outcome, NodeError> {
+        if record.key_id != *key_id {
+            return Err(NodeError::InvalidArgument(
+                "repair record names another key".into(),
+            ));
+        }
+        let committee: Vec<NodeName> = record
+            .committee
+            .iter()
+            .map(|c| NodeName::parse(c).map_err(|e| NodeError::InvalidArgument(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let index = |n: &NodeName| -> Result<PartyIdx, NodeError> {
+            committee
+                .iter()
+                .position(|c| c == n)
+                .map(|i| (i + 1) as PartyIdx)
+                .ok_or_else(|| {
+                    NodeError::InvalidArgument(format!(
+                        "node {n} is not in the committee of key {key_id}"
+                    ))
+                })
+        };
+        let target_idx = index(target)?;
+        let helper_idx: Vec<PartyIdx> = helpers.iter().map(index).collect::<Result<_, _>>()?;
+        if helpers.len() != usize::from(record.threshold) || helpers.contains(target) {
+            return Err(NodeError::InvalidArgument(format!(
+                "a repair needs exactly {} helpers other than the target",
+                record.threshold
+            )));
+        }
+        let mut members = helpers.to_vec();
+        members.push(target.clone());
+        self.check_members(&members)?;
+        let expected = ExecutionId::derive(
+            "repair",
+            key_id,
+            record.epoch,
+            &members,
+            &repair_binding(target),
+            &p.nonce,
+        );
+        let package = hex::decode(&record.package)
+            .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
+
+        if *target == self.name {
+            if let Some(epoch) = self.live_share_epoch(key_id) {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {} holds a live share of key {key_id} (epoch {epoch}); nothing to repair",
+                    self.name
+                )));
+            }
+            if self.store.key(key_id)?.is_some() {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {} has a record of key {key_id} but cannot open its share; remove the key's data before repairing",
+                    self.name
+                )));
+            }
+            self.claim(&p.eid, expected)?;
+            let mut mailbox = self
+                .router
+                .open(p.eid)
+                .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+            let session = Session {
+                eid: p.eid,
+                parties: &committee,
+                net: self.net.clone(),
+                round_timeout: self.timeouts.round,
+            };
+            let proto = RepairTarget::new(&package, target_idx, &helper_idx)
+                .map_err(|e| session.protocol_error(e))?;
+            let hollow = session.run(proto, &mut mailbox, || Ok(())).await?;
+            let mut rec = record.clone();
+            rec.state = KeyState::Active;
+            rec.schema = crate::storage::records_schema();
+            self.store.insert_key(&rec, &hollow)?;
+            tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
+            return Ok(Outcome::Repaired);
+        }
+
+        // Helper.
+        let rec = self.key(key_id)?;
+        if rec.state != KeyState::Active
+            || rec.epoch != record.epoch
+            || rec.public_key != record.public_key
+            || rec.package != record.package
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "repair of key {key_id} does not match this node's record (epoch {})",
+                rec.epoch
+            )));
+        }
+        if !helpers.contains(&self.name) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {} is not among the helpers",
+                self.name
+            )));
+        }
+        let status = Proposal {
+            eid: p.eid,
+            nonce: Vec::new(),
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+            },
+        };
+        match self.net.propose(target, status).await? {
+            Outcome::ShareStatus { epoch: None } => {}
+            Outcome::ShareStatus { epoch: Some(e) } => {
+                return Err(NodeError::PermissionDenied(format!(
+                    "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
+                )))
+            }
+            _ => {
+                return Err(NodeError::Aborted(format!(
+                    "node {target} answered the share status query with another outcome"
+                )))
+            }
+        }
+        self.claim(&p.eid, expected)?;
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        let share = self.store.share(key_id, rec.epoch)?;
+        let session = Session {
+            eid: p.eid,
+            parties: &committee,
+            net: self.net.clone(),
+            round_timeout: self.timeouts.round,
+        };
+        let proto = RepairHelper::new(share, &helper_idx, target_idx, p.eid.as_bytes());
+        session.run(proto, &mut mailbox, || Ok(())).await?;
+        tracing::info!(key = %key_id, %target, "sent repair term");
+        Ok(Outcome::Repaired)
     }
 
     /// A node that missed the activation of a rotation catches up when asked
@@ -168,12 +340,19 @@ impl Node {
         result
     }
 
+    /// Activates a staged epoch (idempotent).
     fn participate_activate(
         &self,
         key_id: &KeyId,
         epoch: u64,
         confirmation: [u8; 32],
     ) -> Result<Outcome, NodeError> {
+        // Naming the epoch that is already active changes nothing and lifts
+        // the pause: the coordinator abandoned the rotation.
+        if self.key(key_id)?.epoch == epoch {
+            self.resume(key_id);
+            return Ok(Outcome::Activated);
+        }
         crate::faults::check(&self.name, crate::faults::points::BEFORE_ACTIVATE)?;
         let changed = self
             .store

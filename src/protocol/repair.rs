@@ -38,9 +38,12 @@ pub struct RepairHelper {
 
 impl RepairHelper {
     pub fn new(share: KeyShare, helpers: &[PartyIdx], target: PartyIdx, repair_id: &[u8]) -> Self {
+        // Every helper derives its mask over the same, ascending, helper list.
+        let mut helpers = helpers.to_vec();
+        helpers.sort_unstable();
         Self {
             share,
-            helpers: helpers.to_vec(),
+            helpers,
             target,
             repair_id: repair_id.to_vec(),
         }
@@ -93,10 +96,12 @@ impl RepairTarget {
     pub fn new(package: &[u8], me: PartyIdx, helpers: &[PartyIdx]) -> Result<Self, ProtocolError> {
         let package = decode(package)
             .map_err(|e| ProtocolError::InvalidArgs(format!("public key package: {e}")))?;
+        let mut helpers = helpers.to_vec();
+        helpers.sort_unstable();
         Ok(Self {
             package,
             me,
-            helpers: helpers.to_vec(),
+            helpers,
         })
     }
 }

@@ -78,6 +78,36 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
     check_version(req.wire_version)?;
     let eid = ExecutionId::from_slice(&req.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
     let op = match req.op.ok_or_else(|| bad("op", "missing"))? {
+        pb::propose_request::Op::ShareStatus(s) => Operation::ShareStatus {
+            key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+        },
+        pb::propose_request::Op::Repair(r) => {
+            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
+            let record = crate::storage::KeyRecord {
+                schema: crate::storage::records_schema(),
+                key_id: key_id.clone(),
+                public_key: r.public_key,
+                chain_code: arr(&r.chain_code, "chain_code").map_err(|e| bad("chain_code", e))?,
+                committee: names(&r.committee, "committee")?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                threshold: u8::try_from(r.threshold)
+                    .map_err(|_| bad("threshold", "out of range"))?,
+                epoch: r.epoch,
+                state: crate::storage::KeyState::Active,
+                package_hash: arr(&r.package_hash, "package_hash")
+                    .map_err(|e| bad("package_hash", e))?,
+                package: hex::encode(&r.package),
+                created_unix: r.created_unix,
+            };
+            Operation::Repair {
+                key_id,
+                target: NodeName::parse(&r.target).map_err(|e| bad("target", e))?,
+                helpers: names(&r.helpers, "helpers")?,
+                record: Box::new(record),
+            }
+        }
         pb::propose_request::Op::Refresh(r) => Operation::Refresh {
             key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
             epoch: r.epoch,
@@ -112,6 +142,29 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
 
 fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
     let op = match p.op {
+        Operation::ShareStatus { key_id } => {
+            pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
+                key_id: key_id.to_string(),
+            })
+        }
+        Operation::Repair {
+            key_id,
+            target,
+            helpers,
+            record,
+        } => pb::propose_request::Op::Repair(pb::RepairProposal {
+            key_id: key_id.to_string(),
+            target: target.to_string(),
+            helpers: helpers.iter().map(ToString::to_string).collect(),
+            epoch: record.epoch,
+            threshold: record.threshold.into(),
+            committee: record.committee.clone(),
+            public_key: record.public_key.clone(),
+            chain_code: record.chain_code.to_vec(),
+            package_hash: record.package_hash.to_vec(),
+            package: hex::decode(&record.package).unwrap_or_default(),
+            created_unix: record.created_unix,
+        }),
         Operation::Refresh {
             key_id,
             epoch,
@@ -171,6 +224,13 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             })
         }
         Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
+        Outcome::ShareStatus { epoch } => {
+            pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+                live: epoch.is_some(),
+                epoch: epoch.unwrap_or(0),
+            })
+        }
+        Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
         Outcome::Keygen {
             public_key,
             chain_code,
@@ -203,6 +263,10 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
             confirmation: arr(&x.confirmation, "confirmation")?,
         }),
         pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
+        pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
+            epoch: s.live.then_some(s.epoch),
+        }),
+        pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
             public_key: k.public_key,
             chain_code: arr(&k.chain_code, "chain_code")?,

@@ -17,6 +17,10 @@ pub struct Args {
     /// Number of nodes n.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Also time this many rotations (`keys rotate`) and one repair (`keys repair`
+    /// of the last node after deleting its data directory).
+    #[arg(long, default_value_t = 0)]
+    rotations: u32,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -66,6 +70,42 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             * 1e3
     };
     println!("sign {}-of-{} end to end over {} requests: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", a.threshold, a.nodes, samples.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0));
+    if a.rotations > 0 {
+        let mut admin = cluster.client(0, ADMIN)?;
+        let mut times = Vec::new();
+        for i in 0..a.rotations {
+            let t = Instant::now();
+            admin.rotate_key("bench").await?;
+            times.push(t.elapsed());
+            eprintln!("  rotation {} / {}", i + 1, a.rotations);
+        }
+        times.sort();
+        let median = times.get(times.len() / 2).copied().unwrap_or_default();
+        println!(
+            "rotate {}-of-{} over {} rotations: median {:.1} ms",
+            a.threshold,
+            a.nodes,
+            times.len(),
+            median.as_secs_f64() * 1e3
+        );
+        let mut cluster = cluster;
+        let last = a.nodes - 1;
+        cluster.stop_node(last).await;
+        let data = cluster.configs[last].data_dir.clone();
+        std::fs::remove_dir_all(&data)?;
+        cluster.start_node(last).await?;
+        let t = Instant::now();
+        admin.repair_key("bench", &names[last]).await?;
+        println!(
+            "repair {}-of-{} (terms from {} helpers + complete refresh): {:.1} ms",
+            a.threshold,
+            a.nodes,
+            a.threshold,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        cluster.stop().await;
+        return Ok(());
+    }
     cluster.stop().await;
     Ok(())
 }

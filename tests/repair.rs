@@ -47,7 +47,7 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
         &id,
         rec.epoch,
         &members,
-        &repair_binding(&nc),
+        &repair_binding(&nc, &rec),
         &nonce,
     );
     let p = Proposal {
@@ -69,6 +69,42 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
         .unwrap_err();
     assert!(
         matches!(&err, NodeError::PermissionDenied(m) if m.contains("still reports a live share")),
+        "{err}"
+    );
+
+    // A node that reorders the committee in the record (to be handed another
+    // party's share) is refused by the helpers, which use their own record.
+    let mut forged = c.nodes[0].as_ref().unwrap().node.key(&id).unwrap();
+    forged.committee = vec!["c".into(), "b".into(), "a".into()];
+    let nonce = vec![2u8; 32];
+    let members = vec![na.clone(), nb.clone(), nc.clone()];
+    let eid = ExecutionId::derive(
+        "repair",
+        &id,
+        forged.epoch,
+        &members,
+        &repair_binding(&nc, &forged),
+        &nonce,
+    );
+    let p = Proposal {
+        eid,
+        nonce,
+        op: Operation::Repair {
+            key_id: id.clone(),
+            target: nc.clone(),
+            helpers: vec![na.clone(), nb.clone()],
+            record: Box::new(forged),
+        },
+    };
+    let err = c.nodes[1]
+        .as_ref()
+        .unwrap()
+        .node
+        .on_propose(&nc, p)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NodeError::FailedPrecondition(m) if m.contains("differs")),
         "{err}"
     );
 

@@ -558,7 +558,7 @@ impl Node {
             key_id,
             rec.epoch,
             &members,
-            &super::participant::repair_binding(target),
+            &super::participant::repair_binding(target, &rec),
             &nonce,
         );
         tracing::info!(key = %key_id, %target, helpers = %names(&helpers), eid = %eid, "repair: rebuilding share");

@@ -25,9 +25,26 @@ pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// The request digest a repair eid binds: the target.
-pub fn repair_binding(target: &NodeName) -> Vec<u8> {
-    Sha256::digest(target.as_str().as_bytes()).to_vec()
+/// The request digest a repair eid binds: the target and every field of the
+/// key's public record that the repair depends on.
+pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(target.as_str().as_bytes());
+    field(rec.key_id.as_str().as_bytes());
+    field(&rec.epoch.to_be_bytes());
+    field(&[rec.threshold]);
+    for c in &rec.committee {
+        field(c.as_bytes());
+    }
+    field(&rec.public_key);
+    field(&rec.chain_code);
+    field(&rec.package_hash);
+    field(rec.package.as_bytes());
+    h.finalize().to_vec()
 }
 
 /// The request digest a signing eid binds: digest, path and request id.
@@ -124,12 +141,25 @@ impl Node {
         key_id: &KeyId,
         target: &NodeName,
         helpers: &[NodeName],
-        record: &KeyRecord,
+        proposed: &KeyRecord,
     ) -> Result<Outcome, NodeError> {
-        if record.key_id != *key_id {
-            return Err(NodeError::InvalidArgument(
-                "repair record names another key".into(),
-            ));
+        let is_target = *target == self.name;
+        // A helper works only from its own record: committee order, threshold,
+        // epoch and package never come from the coordinator. The execution id
+        // binds the whole record, so the target stores exactly the record the
+        // helpers vouched for.
+        let record = if is_target {
+            proposed.clone()
+        } else {
+            self.key(key_id)?
+        };
+        if record.key_id != *key_id
+            || (!is_target && repair_binding(target, &record) != repair_binding(target, proposed))
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the repair proposal's record of key {key_id} differs from node {}'s (epoch {})",
+                self.name, record.epoch
+            )));
         }
         let committee: Vec<NodeName> = record
             .committee
@@ -163,13 +193,13 @@ impl Node {
             key_id,
             record.epoch,
             &members,
-            &repair_binding(target),
+            &repair_binding(target, &record),
             &p.nonce,
         );
         let package = hex::decode(&record.package)
             .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
 
-        if *target == self.name {
+        if is_target {
             if let Some(epoch) = self.live_share_epoch(key_id) {
                 return Err(NodeError::FailedPrecondition(format!(
                     "node {} holds a live share of key {key_id} (epoch {epoch}); nothing to repair",
@@ -196,6 +226,21 @@ impl Node {
             let proto = RepairTarget::new(&package, target_idx, &helper_idx)
                 .map_err(|e| session.protocol_error(e))?;
             let hollow = session.run(proto, &mut mailbox, || Ok(())).await?;
+            // The terms were checked against the package; check the package and
+            // the assembled share against the record that will be stored.
+            let party = hollow.expose();
+            let params_match = party.parameters.threshold == record.threshold
+                && usize::from(party.parameters.share_count) == record.committee.len();
+            let pk = crate::protocol::compress(&party.pk)
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            if !params_match
+                || pk.as_slice() != record.public_key.as_slice()
+                || party.derivation_data.chain_code != record.chain_code
+            {
+                return Err(NodeError::Aborted(format!(
+                    "the rebuilt share of key {key_id} does not match its record (public key, chain code or parameters)"
+                )));
+            }
             let mut rec = record.clone();
             rec.state = KeyState::Active;
             rec.schema = crate::storage::records_schema();
@@ -205,15 +250,10 @@ impl Node {
         }
 
         // Helper.
-        let rec = self.key(key_id)?;
-        if rec.state != KeyState::Active
-            || rec.epoch != record.epoch
-            || rec.public_key != record.public_key
-            || rec.package != record.package
-        {
+        if record.state != KeyState::Active {
             return Err(NodeError::FailedPrecondition(format!(
-                "repair of key {key_id} does not match this node's record (epoch {})",
-                rec.epoch
+                "key {key_id} is {}",
+                record.state.label()
             )));
         }
         if !helpers.contains(&self.name) {
@@ -247,7 +287,7 @@ impl Node {
             .router
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-        let share = self.store.share(key_id, rec.epoch)?;
+        let share = self.store.share(key_id, record.epoch)?;
         let session = Session {
             eid: p.eid,
             parties: &committee,

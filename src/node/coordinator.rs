@@ -193,6 +193,7 @@ impl Node {
                 state: KeyState::Active,
                 package_hash,
                 package: String::new(),
+                rotation: None,
                 created_unix: super::now_unix(),
             }),
         }
@@ -225,7 +226,7 @@ impl Node {
             .cloned()
             .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
-        let down = self.unreachable(&candidates).await;
+        let down = self.not_ready(&rec, &candidates).await;
         let live: Vec<NodeName> = candidates
             .into_iter()
             .filter(|c| !down.iter().any(|(d, _)| d == c))
@@ -238,7 +239,8 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(NodeError::Unavailable(format!(
-                "key {key_id} needs {t} live committee nodes, {} answered; unreachable: {list}; retry when they are back",
+                "key {key_id} needs {t} live committee nodes at epoch {}, {} answered; not available: {list}; retry when they are back",
+                rec.epoch,
                 live.len()
             )));
         }
@@ -304,9 +306,15 @@ impl Node {
     /// After a failed refresh: "activating" the epoch that is already active
     /// changes nothing and lifts the signing pause on every node that can be
     /// reached (best effort; a pause also expires by itself).
-    async fn release(&self, key_id: &KeyId, active_epoch: u64, committee: &[NodeName]) {
+    async fn release(
+        &self,
+        key_id: &KeyId,
+        eid: ExecutionId,
+        active_epoch: u64,
+        committee: &[NodeName],
+    ) {
         let p = Proposal {
-            eid: ExecutionId::derive("release", key_id, active_epoch, committee, &[], &[]),
+            eid,
             nonce: Vec::new(),
             op: Operation::Activate {
                 key_id: key_id.clone(),
@@ -319,11 +327,60 @@ impl Node {
             async move {
                 let r = if *n == self.name { self.on_propose(&self.name, p).await } else { self.net.propose(n, p).await };
                 if let Err(e) = r {
-                    tracing::warn!(node = %n, key = %key_id, error = %e, "could not lift the rotation pause");
+                    tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation");
                 }
             }
         });
         let _ = tokio::time::timeout(self.timeouts.round, futures::future::join_all(calls)).await;
+    }
+
+    /// Asks `nodes` (other than this one) which epoch of `rec`'s key they
+    /// hold. A node one epoch behind is sent the activation of the last
+    /// rotation, with its proof (it missed it, e.g. it was down). Returns the
+    /// nodes that are not at `rec.epoch` afterwards, with the reason.
+    async fn not_ready(&self, rec: &KeyRecord, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
+        let key_id = &rec.key_id;
+        let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
+            let status = Proposal { eid: ExecutionId::derive("status", key_id, rec.epoch, &[], &[], &[]), nonce: Vec::new(), op: Operation::ShareStatus { key_id: key_id.clone() } };
+            let call = self.net.propose(n, status);
+            let timeout = self.timeouts.ping;
+            let n = n.clone();
+            async move {
+                let epoch = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(Outcome::ShareStatus { epoch })) => epoch,
+                    Ok(Ok(_)) => return Some((n, "answered the status query with another outcome".to_owned())),
+                    Ok(Err(e)) => return Some((n, e.to_string())),
+                    Err(_) => return Some((n, format!("no answer within {timeout:?}"))),
+                };
+                match (epoch, rec.rotation) {
+                    (Some(e), _) if e == rec.epoch => None,
+                    (Some(e), Some(proof)) if e + 1 == rec.epoch => {
+                        let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                            return Some((n, "bad rotation proof".to_owned()));
+                        };
+                        let activate = Proposal {
+                            eid,
+                            nonce: Vec::new(),
+                            op: Operation::Activate { key_id: key_id.clone(), epoch: rec.epoch, confirmation: proof.confirmation },
+                        };
+                        match self.net.propose(&n, activate).await {
+                            Ok(_) => {
+                                tracing::warn!(node = %n, key = %key_id, epoch = rec.epoch, "node had missed an activation; activated it");
+                                None
+                            }
+                            Err(err) => Some((n, format!("at epoch {e} and could not catch up: {err}"))),
+                        }
+                    }
+                    (Some(e), _) => Some((n, format!("holds epoch {e}, not {}", rec.epoch))),
+                    (None, _) => Some((n, "holds no share of this key".to_owned())),
+                }
+            }
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
@@ -356,7 +413,7 @@ impl Node {
             .iter()
             .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let down = self.unreachable(&committee).await;
+        let down = self.not_ready(&rec, &committee).await;
         if !down.is_empty() {
             let list = down
                 .iter()
@@ -364,7 +421,8 @@ impl Node {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(NodeError::Unavailable(format!(
-                "rotation needs every committee node; unreachable: {list}; retry when they are back"
+                "rotation needs every committee node at epoch {}; not available: {list}; retry when they are back",
+                rec.epoch
             )));
         }
         let old_epoch = rec.epoch;
@@ -391,19 +449,20 @@ impl Node {
         let refreshed = match self.propose_all(&committee, proposal).await {
             Ok(r) => r,
             Err(e) => {
-                self.release(key_id, old_epoch, &committee).await;
+                self.release(key_id, eid, old_epoch, &committee).await;
                 return Err(e);
             }
         };
         let mut confirmation: Option<[u8; 32]> = None;
         for (n, o) in refreshed {
             let Outcome::Refresh { confirmation: c } = o else {
+                self.release(key_id, eid, old_epoch, &committee).await;
                 return Err(NodeError::Internal(format!(
                     "node {n} answered a refresh with another outcome"
                 )));
             };
             if confirmation.is_some_and(|x| x != c) {
-                self.release(key_id, old_epoch, &committee).await;
+                self.release(key_id, eid, old_epoch, &committee).await;
                 return Err(NodeError::Aborted(format!("node {n} confirmed a different refresh; epoch {new_epoch} is not activated anywhere")));
             }
             confirmation = Some(c);
@@ -461,7 +520,8 @@ impl Node {
         }
         let after = self.key(key_id).unwrap_or_else(|_| rec.clone());
         Ok(RotateSummary {
-            public_key_unchanged: after.public_key == rec.public_key,
+            public_key_unchanged: package_key(&after).is_some_and(|pk| pk == rec.public_key)
+                && after.public_key == rec.public_key,
             key: after,
             old_epoch,
             new_epoch,
@@ -581,4 +641,13 @@ impl Node {
             rotation,
         })
     }
+}
+
+/// The group key recorded in a record's public key package (compressed).
+fn package_key(rec: &KeyRecord) -> Option<Vec<u8>> {
+    let bytes = hex::decode(&rec.package).ok()?;
+    let pkg: dkls23::secp256k1::PublicKeyPackage = crate::codec::decode(&bytes).ok()?;
+    crate::protocol::compress(pkg.verifying_key())
+        .ok()
+        .map(|k| k.to_vec())
 }

@@ -213,8 +213,8 @@ pub struct Node {
     net: Arc<dyn PeerNet>,
     router: Router,
     timeouts: Timeouts,
-    /// Keys whose signing is paused by a rotation, until the given instant.
-    paused: std::sync::Mutex<std::collections::HashMap<KeyId, std::time::Instant>>,
+    /// Keys whose signing is paused by a rotation (its eid), until the given instant.
+    paused: std::sync::Mutex<std::collections::HashMap<KeyId, (std::time::Instant, ExecutionId)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -245,22 +245,47 @@ impl Node {
         }
     }
 
-    /// Pauses signing with `key` on this node for at most `for_at_most`.
-    pub(crate) fn pause(&self, key: &KeyId, for_at_most: Duration) {
-        if let Ok(mut g) = self.paused.lock() {
-            g.insert(key.clone(), std::time::Instant::now() + for_at_most);
+    /// Pauses signing with `key` on this node for rotation `eid`, for at most
+    /// `for_at_most`. Refuses while another rotation holds the key.
+    pub(crate) fn pause(
+        &self,
+        key: &KeyId,
+        eid: ExecutionId,
+        for_at_most: Duration,
+    ) -> Result<(), NodeError> {
+        let mut g = self
+            .paused
+            .lock()
+            .map_err(|_| NodeError::Internal("pause table poisoned".into()))?;
+        let now = std::time::Instant::now();
+        if let Some((until, other)) = g.get(key) {
+            if *until > now && *other != eid {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "another rotation of key {key} ({other}) is in progress on node {}",
+                    self.name
+                )));
+            }
         }
+        g.insert(key.clone(), (now + for_at_most, eid));
+        Ok(())
     }
 
-    pub(crate) fn resume(&self, key: &KeyId) {
+    /// Lifts the pause of rotation `eid` (not another rotation's).
+    pub(crate) fn resume(&self, key: &KeyId, eid: &ExecutionId) {
         if let Ok(mut g) = self.paused.lock() {
-            g.remove(key);
+            if g.get(key).is_some_and(|(_, e)| e == eid) {
+                g.remove(key);
+            }
         }
     }
 
     /// Refuses (UNAVAILABLE, with a retry hint) while a rotation holds the key.
     pub(crate) fn check_not_paused(&self, key: &KeyId) -> Result<(), NodeError> {
-        let until = self.paused.lock().ok().and_then(|g| g.get(key).copied());
+        let until = self
+            .paused
+            .lock()
+            .ok()
+            .and_then(|g| g.get(key).map(|(t, _)| *t));
         match until {
             Some(t) if t > std::time::Instant::now() => Err(NodeError::Unavailable(format!(
                 "key {key} is being rotated on node {}; signing is paused for at most {}s more",

@@ -12,7 +12,7 @@ use crate::protocol::refresh::Refresh;
 use crate::protocol::repair::{RepairHelper, RepairTarget};
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
-use crate::storage::{KeyRecord, KeyState, LedgerEntry};
+use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -120,14 +120,17 @@ impl Node {
                 key_id,
                 epoch,
                 confirmation,
-            } => self.participate_activate(&key_id, epoch, confirmation),
+            } => self.participate_activate(&p.eid, &key_id, epoch, confirmation),
         }
     }
 
     /// The epoch of the share this node can actually open for `key_id`.
     pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
         let rec = self.store.key(key_id).ok().flatten()?;
-        self.store.share(key_id, rec.epoch).ok().map(|_| rec.epoch)
+        self.store
+            .has_share(key_id, rec.epoch)
+            .ok()?
+            .then_some(rec.epoch)
     }
 
     /// Repair, as a helper (send one term to the target) or as the target
@@ -300,20 +303,6 @@ impl Node {
         Ok(Outcome::Repaired)
     }
 
-    /// A node that missed the activation of a rotation catches up when asked
-    /// to act at the new epoch: having staged that epoch means every party
-    /// confirmed it, and a peer already using it means activation was issued.
-    pub(crate) fn catch_up(&self, key_id: &KeyId, epoch: u64) -> Result<(), NodeError> {
-        let rec = self.key(key_id)?;
-        if rec.epoch.checked_add(1) == Some(epoch)
-            && self.store.pending(key_id)?.is_some_and(|(e, _)| e == epoch)
-        {
-            self.store.activate_epoch(key_id, epoch, None)?;
-            tracing::warn!(key = %key_id, epoch, "activated a staged epoch that this node had missed");
-        }
-        Ok(())
-    }
-
     async fn participate_refresh(
         &self,
         p: &Proposal,
@@ -321,7 +310,6 @@ impl Node {
         epoch: u64,
         committee: &[NodeName],
     ) -> Result<Outcome, NodeError> {
-        self.catch_up(key_id, epoch)?;
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
             return Err(NodeError::FailedPrecondition(format!(
@@ -359,7 +347,7 @@ impl Node {
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         // Signing waits until the new epoch is active here, or the rotation is given up.
-        self.pause(key_id, self.timeouts.session() * 2);
+        self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
         let result = async {
             let share = self.store.share(key_id, epoch)?;
             let session = Session { eid: p.eid, parties: committee, net: self.net.clone(), round_timeout: self.timeouts.round };
@@ -368,36 +356,45 @@ impl Node {
             let proto = Refresh::new(share, &package, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
             let out = session.run(proto, &mut mailbox, || Ok(())).await?;
             crate::faults::check(&self.name, crate::faults::points::BEFORE_STAGE)?;
-            self.store.stage_epoch(key_id, epoch + 1, &out.share, out.confirmation, &out.package)?;
+            let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
+            self.store.stage_epoch(key_id, epoch + 1, &out.share, proof, &out.package)?;
             crate::faults::check(&self.name, crate::faults::points::AFTER_STAGE)?;
             tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
             Ok(Outcome::Refresh { confirmation: out.confirmation })
         }
         .await;
         if result.is_err() {
-            self.resume(key_id);
+            self.resume(key_id, &p.eid);
         }
         result
     }
 
-    /// Activates a staged epoch (idempotent).
+    /// Activates the epoch staged by rotation `eid` (idempotent). Naming the
+    /// epoch that is already active, under another rotation's proof, means the
+    /// coordinator abandoned rotation `eid`: its staged share is discarded and
+    /// its pause lifted.
     fn participate_activate(
         &self,
+        eid: &ExecutionId,
         key_id: &KeyId,
         epoch: u64,
         confirmation: [u8; 32],
     ) -> Result<Outcome, NodeError> {
-        // Naming the epoch that is already active changes nothing and lifts
-        // the pause: the coordinator abandoned the rotation.
-        if self.key(key_id)?.epoch == epoch {
-            self.resume(key_id);
+        let proof = RotationProof {
+            eid: *eid.as_bytes(),
+            confirmation,
+        };
+        let rec = self.key(key_id)?;
+        if rec.epoch == epoch && rec.rotation != Some(proof) {
+            if self.store.discard_staged(key_id, eid.as_bytes())? {
+                tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
+            }
+            self.resume(key_id, eid);
             return Ok(Outcome::Activated);
         }
         crate::faults::check(&self.name, crate::faults::points::BEFORE_ACTIVATE)?;
-        let changed = self
-            .store
-            .activate_epoch(key_id, epoch, Some(confirmation))?;
-        self.resume(key_id);
+        let changed = self.store.activate_epoch(key_id, epoch, proof)?;
+        self.resume(key_id, eid);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
         }
@@ -495,6 +492,7 @@ impl Node {
             state: KeyState::Active,
             package_hash: out.package_hash,
             package: hex::encode(&out.package),
+            rotation: None,
             created_unix: now_unix(),
         };
         self.store.insert_key(&rec, &out.share)?;
@@ -518,7 +516,6 @@ impl Node {
         participants: &[NodeName],
     ) -> Result<Outcome, NodeError> {
         self.check_not_paused(key_id)?;
-        self.catch_up(key_id, epoch)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
             return Err(NodeError::FailedPrecondition(format!(

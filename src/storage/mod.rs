@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{KeyRecord, KeyState, LedgerEntry};
+pub use records::{KeyRecord, KeyState, LedgerEntry, RotationProof};
 
 /// Schema version written into new records.
 pub fn records_schema() -> u16 {
@@ -177,13 +177,14 @@ impl Store {
     }
 
     /// Writes a rotated share as epoch `epoch` beside the active one, without
-    /// activating it. Replaces an earlier staged epoch that was never activated.
+    /// activating it, remembering the rotation's execution id and
+    /// confirmation. Replaces an earlier staged epoch that was never activated.
     pub fn stage_epoch(
         &self,
         id: &KeyId,
         epoch: u64,
         share: &KeyShare,
-        confirmation: [u8; 32],
+        proof: RotationProof,
         package: &[u8],
     ) -> Result<(), StorageError> {
         let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
@@ -205,12 +206,14 @@ impl Store {
                 .insert(share_slot(id, epoch).as_str(), sealed.as_slice())
                 .map_err(dberr)?;
             let mut pending = tx.open_table(PENDING).map_err(dberr)?;
-            let p = Pending {
-                epoch,
-                confirmation,
-                package: hex::encode(package),
-            };
-            let body = serde_json::to_vec(&p).map_err(|e| StorageError::Db(e.to_string()))?;
+            let body = self.seal_pending(
+                id,
+                &Pending {
+                    epoch,
+                    proof,
+                    package: hex::encode(package),
+                },
+            )?;
             pending
                 .insert(id.as_str(), body.as_slice())
                 .map_err(dberr)?;
@@ -218,32 +221,27 @@ impl Store {
         tx.commit().map_err(dberr)
     }
 
-    /// The staged (not yet active) epoch of a key and its confirmation hash.
-    pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, [u8; 32])>, StorageError> {
+    /// The staged (not yet active) epoch of a key and the rotation that staged it.
+    pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, RotationProof)>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(PENDING).map_err(dberr)?;
         match t.get(id.as_str()).map_err(dberr)? {
-            Some(v) => {
-                let p: Pending =
-                    serde_json::from_slice(v.value()).map_err(|e| StorageError::Corrupt {
-                        what: format!("pending epoch of {id}"),
-                        reason: e.to_string(),
-                    })?;
-                Ok(Some((p.epoch, p.confirmation)))
-            }
+            Some(v) => self
+                .open_pending(id, v.value())
+                .map(|p| Some((p.epoch, p.proof))),
             None => Ok(None),
         }
     }
 
     /// Makes the staged `epoch` the active one and deletes the old epoch's
     /// share, in one durable transaction: after a crash either the old or the
-    /// new epoch is active, never a mix. Returns false if `epoch` was already
-    /// active. `confirmation`, when given, must match the staged one.
+    /// new epoch is active, never a mix. `proof` must name the rotation that
+    /// staged it. Returns false if that same rotation was already activated.
     pub fn activate_epoch(
         &self,
         id: &KeyId,
         epoch: u64,
-        confirmation: Option<[u8; 32]>,
+        proof: RotationProof,
     ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
@@ -253,11 +251,17 @@ impl Store {
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
             if rec.epoch == epoch {
-                return Ok(false);
+                return if rec.rotation == Some(proof) {
+                    Ok(false)
+                } else {
+                    Err(StorageError::Conflict(format!(
+                        "epoch {epoch} of key {id} is active from another rotation"
+                    )))
+                };
             }
             let mut pending = tx.open_table(PENDING).map_err(dberr)?;
-            let staged: Option<Pending> = match pending.get(id.as_str()).map_err(dberr)? {
-                Some(v) => serde_json::from_slice(v.value()).ok(),
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_pending(id, v.value())?),
                 None => None,
             };
             let Some(staged) = staged.filter(|p| p.epoch == epoch) else {
@@ -265,14 +269,15 @@ impl Store {
                     "staged epoch {epoch} of key {id}"
                 )));
             };
-            if confirmation.is_some_and(|c| c != staged.confirmation) {
+            if staged.proof != proof {
                 return Err(StorageError::Conflict(format!(
-                    "epoch {epoch} of key {id} was confirmed with another hash"
+                    "epoch {epoch} of key {id} was staged by another rotation"
                 )));
             }
             let old = rec.epoch;
             rec.epoch = epoch;
             rec.package = staged.package;
+            rec.rotation = Some(proof);
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
             pending.remove(id.as_str()).map_err(dberr)?;
@@ -281,6 +286,46 @@ impl Store {
         }
         tx.commit().map_err(dberr)?;
         Ok(true)
+    }
+
+    /// Forgets the epoch staged by rotation `eid` (an abandoned rotation), so
+    /// it can never be activated. Returns whether anything was staged by it.
+    pub fn discard_staged(&self, id: &KeyId, eid: &[u8; 32]) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        let found = {
+            let keys = tx.open_table(KEYS).map_err(dberr)?;
+            let rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_pending(id, v.value())?),
+                None => None,
+            };
+            match staged {
+                Some(p) if p.proof.eid == *eid && p.epoch != rec.epoch => {
+                    pending.remove(id.as_str()).map_err(dberr)?;
+                    let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+                    shares
+                        .remove(share_slot(id, p.epoch).as_str())
+                        .map_err(dberr)?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(found)
+    }
+
+    /// Whether a sealed share of `epoch` is stored (without opening it).
+    pub fn has_share(&self, id: &KeyId, epoch: u64) -> Result<bool, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(SHARES).map_err(dberr)?;
+        Ok(t.get(share_slot(id, epoch).as_str())
+            .map_err(dberr)?
+            .is_some())
     }
 
     /// Changes a key's state (freeze on an unattributable abort).
@@ -399,8 +444,34 @@ fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
     epoch: u64,
-    confirmation: [u8; 32],
+    proof: RotationProof,
     package: String,
+}
+
+impl Store {
+    /// A staged-epoch entry as stored: JSON followed by a MAC under the KEK.
+    fn seal_pending(&self, id: &KeyId, p: &Pending) -> Result<Vec<u8>, StorageError> {
+        let mut body = serde_json::to_vec(p).map_err(|e| StorageError::Db(e.to_string()))?;
+        let mac = self.kek.record_mac(id, &body)?;
+        body.extend_from_slice(&mac);
+        Ok(body)
+    }
+
+    fn open_pending(&self, id: &KeyId, raw: &[u8]) -> Result<Pending, StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            what: format!("staged epoch of key {id}"),
+            reason,
+        };
+        let split = raw
+            .len()
+            .checked_sub(32)
+            .ok_or_else(|| corrupt("too short".into()))?;
+        let (body, mac) = raw.split_at(split);
+        if !subtle_eq(&self.kek.record_mac(id, body)?, mac) {
+            return Err(corrupt("authentication failed".into()));
+        }
+        serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
+    }
 }
 
 fn share_slot(id: &KeyId, epoch: u64) -> String {

@@ -44,7 +44,17 @@ pub struct KeyRecord {
     /// The public key package (group key and every party's verifying share)
     /// of the active epoch, bincode, hex encoded. Needed to repair a share.
     pub package: String,
+    /// The rotation that activated this epoch (none for the keygen epoch).
+    #[serde(default)]
+    pub rotation: Option<RotationProof>,
     pub created_unix: u64,
+}
+
+/// Names one rotation: its execution id and the confirmation every party agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationProof {
+    pub eid: [u8; 32],
+    pub confirmation: [u8; 32],
 }
 
 /// What this node signed for one request.

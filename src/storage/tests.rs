@@ -1,6 +1,7 @@
 use super::*;
 use crate::protocol::inproc;
 use crate::protocol::keygen::Keygen;
+use crate::storage::RotationProof;
 
 fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
     KeyRecord {
@@ -14,6 +15,7 @@ fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
         state: KeyState::Active,
         package_hash: [0; 32],
         package: String::new(),
+        rotation: None,
         created_unix: 0,
     }
 }
@@ -136,29 +138,43 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
     store
         .insert_key(&rec(&id, out[0].public_key), &out[0].share)
         .unwrap();
+    let proof = RotationProof {
+        eid: [7; 32],
+        confirmation: [1; 32],
+    };
     assert!(
         store
-            .stage_epoch(&id, 2, &out[1].share, [1; 32], b"pkg")
+            .stage_epoch(&id, 2, &out[1].share, proof, b"pkg")
             .is_err(),
         "may only stage the next epoch"
     );
     store
-        .stage_epoch(&id, 1, &out[1].share, [1; 32], b"pkg")
+        .stage_epoch(&id, 1, &out[1].share, proof, b"pkg")
         .unwrap();
     // Staged, not active: epoch 0 still serves.
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 0);
     assert!(store.share(&id, 0).is_ok());
-    assert_eq!(store.pending(&id).unwrap(), Some((1, [1; 32])));
+    assert_eq!(store.pending(&id).unwrap(), Some((1, proof)));
+    let other = RotationProof {
+        eid: [7; 32],
+        confirmation: [2; 32],
+    };
     assert!(matches!(
-        store.activate_epoch(&id, 1, Some([2; 32])),
+        store.activate_epoch(&id, 1, other),
         Err(StorageError::Conflict(_))
     ));
-    assert!(store.activate_epoch(&id, 1, Some([1; 32])).unwrap());
+    assert!(store.activate_epoch(&id, 1, proof).unwrap());
     assert!(
-        !store.activate_epoch(&id, 1, None).unwrap(),
+        !store.activate_epoch(&id, 1, proof).unwrap(),
         "activation is idempotent"
     );
-    assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
+    assert!(matches!(
+        store.activate_epoch(&id, 1, other),
+        Err(StorageError::Conflict(_))
+    ));
+    let rec1 = store.key(&id).unwrap().unwrap();
+    assert_eq!((rec1.epoch, rec1.rotation), (1, Some(proof)));
+    assert_eq!(rec1.package, hex::encode(b"pkg"));
     assert!(
         matches!(store.share(&id, 0), Err(StorageError::NotFound(_))),
         "old epoch share must be gone"
@@ -168,8 +184,24 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         out[1].share.expose().poly_point
     );
     assert_eq!(store.pending(&id).unwrap(), None);
-    assert_eq!(
-        store.key(&id).unwrap().unwrap().package,
-        hex::encode(b"pkg")
+
+    // An abandoned rotation's staged share is discarded and cannot be activated.
+    let abandoned = RotationProof {
+        eid: [9; 32],
+        confirmation: [3; 32],
+    };
+    store
+        .stage_epoch(&id, 2, &out[0].share, abandoned, b"pkg2")
+        .unwrap();
+    assert!(
+        !store.discard_staged(&id, &[8; 32]).unwrap(),
+        "another eid must not discard it"
     );
+    assert!(store.discard_staged(&id, &[9; 32]).unwrap());
+    assert!(!store.has_share(&id, 2).unwrap());
+    assert!(matches!(
+        store.activate_epoch(&id, 2, abandoned),
+        Err(StorageError::NotFound(_))
+    ));
+    assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
 }

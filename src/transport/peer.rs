@@ -99,6 +99,7 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
                 package_hash: arr(&r.package_hash, "package_hash")
                     .map_err(|e| bad("package_hash", e))?,
                 package: hex::encode(&r.package),
+                rotation: None,
                 created_unix: r.created_unix,
             };
             Operation::Repair {

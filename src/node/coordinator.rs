@@ -226,7 +226,7 @@ impl Node {
             .cloned()
             .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
-        let down = self.not_ready(&rec, &candidates).await;
+        let down = self.not_ready(&rec, &candidates, true).await;
         let live: Vec<NodeName> = candidates
             .into_iter()
             .filter(|c| !down.iter().any(|(d, _)| d == c))
@@ -338,7 +338,14 @@ impl Node {
     /// hold. A node one epoch behind is sent the activation of the last
     /// rotation, with its proof (it missed it, e.g. it was down). Returns the
     /// nodes that are not at `rec.epoch` afterwards, with the reason.
-    async fn not_ready(&self, rec: &KeyRecord, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
+    /// With `to_sign`, a node must also be allowed to sign (not awaiting a
+    /// post-repair refresh).
+    async fn not_ready(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+    ) -> Vec<(NodeName, String)> {
         let key_id = &rec.key_id;
         let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
             let status = Proposal { eid: ExecutionId::derive("status", key_id, rec.epoch, &[], &[], &[]), nonce: Vec::new(), op: Operation::ShareStatus { key_id: key_id.clone() } };
@@ -347,7 +354,10 @@ impl Node {
             let n = n.clone();
             async move {
                 let epoch = match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(Outcome::ShareStatus { epoch })) => epoch,
+                    Ok(Ok(Outcome::ShareStatus { signing: false, epoch: Some(_) })) if to_sign => {
+                        return Some((n, "its repaired share awaits a refresh".to_owned()))
+                    }
+                    Ok(Ok(Outcome::ShareStatus { epoch, .. })) => epoch,
                     Ok(Ok(_)) => return Some((n, "answered the status query with another outcome".to_owned())),
                     Ok(Err(e)) => return Some((n, e.to_string())),
                     Err(_) => return Some((n, format!("no answer within {timeout:?}"))),
@@ -413,7 +423,7 @@ impl Node {
             .iter()
             .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let down = self.not_ready(&rec, &committee).await;
+        let down = self.not_ready(&rec, &committee, false).await;
         if !down.is_empty() {
             let list = down
                 .iter()
@@ -580,7 +590,11 @@ impl Node {
                 key_id: key_id.clone(),
             },
         };
-        if let Outcome::ShareStatus { epoch: Some(e) } = self.net.propose(target, status).await? {
+        if let Outcome::ShareStatus {
+            epoch: Some(e),
+            signing: true,
+        } = self.net.propose(target, status).await?
+        {
             return Err(NodeError::FailedPrecondition(format!(
                 "node {target} still holds a live share of key {key_id} (epoch {e}); repair refused"
             )));

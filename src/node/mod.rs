@@ -86,9 +86,11 @@ pub enum Outcome {
     },
     /// The staged epoch is now active here.
     Activated,
-    /// The epoch of the live share this node holds, if any.
+    /// The epoch of the share this node holds, if any, and whether it may
+    /// sign with it (false while a repaired share awaits its refresh).
     ShareStatus {
         epoch: Option<u64>,
+        signing: bool,
     },
     /// This node's part of a repair is done.
     Repaired,

@@ -104,9 +104,10 @@ impl Node {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
             }
-            Operation::ShareStatus { key_id } => Ok(Outcome::ShareStatus {
-                epoch: self.live_share_epoch(&key_id),
-            }),
+            Operation::ShareStatus { key_id } => {
+                let (epoch, signing) = self.share_status(&key_id);
+                Ok(Outcome::ShareStatus { epoch, signing })
+            }
             Operation::Repair {
                 key_id,
                 target,
@@ -124,13 +125,24 @@ impl Node {
         }
     }
 
-    /// The epoch of the share this node can actually open for `key_id`.
+    /// The epoch whose share this node stores for `key_id`, and whether that
+    /// share may sign (the key is active, not awaiting a post-repair refresh).
+    pub fn share_status(&self, key_id: &KeyId) -> (Option<u64>, bool) {
+        let Ok(Some(rec)) = self.store.key(key_id) else {
+            return (None, false);
+        };
+        match self.store.has_share(key_id, rec.epoch) {
+            Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
+            _ => (None, false),
+        }
+    }
+
+    /// The epoch of a share this node can sign with, if any.
     pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
-        let rec = self.store.key(key_id).ok().flatten()?;
-        self.store
-            .has_share(key_id, rec.epoch)
-            .ok()?
-            .then_some(rec.epoch)
+        match self.share_status(key_id) {
+            (Some(e), true) => Some(e),
+            _ => None,
+        }
     }
 
     /// Repair, as a helper (send one term to the target) or as the target
@@ -209,11 +221,16 @@ impl Node {
                     self.name
                 )));
             }
-            if self.store.key(key_id)?.is_some() {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "node {} has a record of key {key_id} but cannot open its share; remove the key's data before repairing",
-                    self.name
-                )));
+            match self.store.key(key_id)? {
+                // An earlier repair whose refresh did not complete: start over.
+                Some(old) if old.state == KeyState::Repairing => self.store.remove_key(key_id)?,
+                Some(_) => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "node {} has a record of key {key_id} but no usable share; remove the key's data before repairing",
+                        self.name
+                    )))
+                }
+                None => {}
             }
             self.claim(&p.eid, expected)?;
             let mut mailbox = self
@@ -245,7 +262,7 @@ impl Node {
                 )));
             }
             let mut rec = record.clone();
-            rec.state = KeyState::Active;
+            rec.state = KeyState::Repairing;
             rec.schema = crate::storage::records_schema();
             self.store.insert_key(&rec, &hollow)?;
             tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
@@ -273,8 +290,8 @@ impl Node {
             },
         };
         match self.net.propose(target, status).await? {
-            Outcome::ShareStatus { epoch: None } => {}
-            Outcome::ShareStatus { epoch: Some(e) } => {
+            Outcome::ShareStatus { signing: false, .. } => {}
+            Outcome::ShareStatus { epoch: Some(e), signing: true } => {
                 return Err(NodeError::PermissionDenied(format!(
                     "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
                 )))
@@ -311,7 +328,7 @@ impl Node {
         committee: &[NodeName],
     ) -> Result<Outcome, NodeError> {
         let rec = self.key(key_id)?;
-        if rec.state != KeyState::Active {
+        if !matches!(rec.state, KeyState::Active | KeyState::Repairing) {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {key_id} is {}",
                 rec.state.label()

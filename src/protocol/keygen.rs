@@ -19,7 +19,7 @@ use dkls23::DkgSession;
 use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{
     check_inbox, compress, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol,
@@ -80,7 +80,7 @@ struct R4 {
 enum State {
     Init,
     AfterR1 {
-        own_fragment: Scalar,
+        own_fragment: Zeroizing<Scalar>,
     },
     AfterR2 {
         proofs: BTreeMap<PartyIdx, ProofCommitment<Secp256k1>>,
@@ -163,7 +163,7 @@ impl Keygen {
         let mut fragments = Vec::with_capacity(self.n as usize);
         for p in 1..=self.n {
             if p == self.me {
-                fragments.push(own_fragment);
+                fragments.push(*own_fragment);
             } else {
                 let raw = inbox
                     .get(&p)
@@ -447,7 +447,9 @@ impl Protocol for Keygen {
         fragments.zeroize();
         let own_fragment =
             own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
-        self.state = State::AfterR1 { own_fragment };
+        self.state = State::AfterR1 {
+            own_fragment: Zeroizing::new(own_fragment),
+        };
         self.round = 1;
         Ok(out)
     }

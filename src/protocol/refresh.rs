@@ -17,7 +17,7 @@ use dkls23::secp256k1::PublicKeyPackage;
 use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::keygen::{compare_echo, sha256};
 use super::{
@@ -63,16 +63,16 @@ struct R4 {
 enum State {
     Init,
     AfterR1 {
-        own_fragment: Scalar,
+        own_fragment: Zeroizing<Scalar>,
     },
     AfterR2 {
-        correction: Scalar,
+        correction: Zeroizing<Scalar>,
         own_proof: ProofCommitment<Secp256k1>,
         own_bcast: Vec<u8>,
         zero_keep: BTreeMap<PartyIndex, KeepInitZeroSharePhase2to3>,
     },
     AfterR3 {
-        correction: Scalar,
+        correction: Zeroizing<Scalar>,
         proofs: Vec<ProofCommitment<Secp256k1>>,
         zero2: Vec<TransmitInitZeroSharePhase2to4>,
         echo2: BTreeMap<PartyIdx, [u8; 32]>,
@@ -141,7 +141,7 @@ impl Refresh {
         let mut fragments = Vec::with_capacity(self.n as usize);
         for p in 1..=self.n {
             if p == self.me {
-                fragments.push(own_fragment);
+                fragments.push(*own_fragment);
             } else {
                 let raw = inbox
                     .get(&p)
@@ -166,7 +166,7 @@ impl Refresh {
             out.push(Outgoing { to, payload });
         }
         self.state = State::AfterR2 {
-            correction,
+            correction: Zeroizing::new(correction),
             own_proof,
             own_bcast,
             zero_keep,
@@ -375,7 +375,9 @@ impl Protocol for Refresh {
         fragments.zeroize();
         let own_fragment =
             own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
-        self.state = State::AfterR1 { own_fragment };
+        self.state = State::AfterR1 {
+            own_fragment: Zeroizing::new(own_fragment),
+        };
         self.round = 1;
         Ok(out)
     }

@@ -278,6 +278,9 @@ impl Store {
             rec.epoch = epoch;
             rec.package = staged.package;
             rec.rotation = Some(proof);
+            if rec.state == KeyState::Repairing {
+                rec.state = KeyState::Active;
+            }
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
             pending.remove(id.as_str()).map_err(dberr)?;
@@ -317,6 +320,33 @@ impl Store {
         };
         tx.commit().map_err(dberr)?;
         Ok(found)
+    }
+
+    /// Deletes a key's record, its active share and anything staged (used only
+    /// to retry a repair that did not complete).
+    pub fn remove_key(&self, id: &KeyId) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Ok(()),
+            };
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
+                None => None,
+            };
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            for epoch in std::iter::once(rec.epoch).chain(staged) {
+                shares
+                    .remove(share_slot(id, epoch).as_str())
+                    .map_err(dberr)?;
+            }
+            pending.remove(id.as_str()).map_err(dberr)?;
+            keys.remove(id.as_str()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
     }
 
     /// Whether a sealed share of `epoch` is stored (without opening it).

@@ -14,6 +14,8 @@ pub enum KeyState {
     /// Frozen until an admin acts; the reason says why.
     Frozen(String),
     Retired,
+    /// Rebuilt by repair; cannot sign until the refresh that follows activates.
+    Repairing,
 }
 
 impl KeyState {
@@ -22,6 +24,7 @@ impl KeyState {
             Self::Active => "active",
             Self::Frozen(_) => "frozen",
             Self::Retired => "retired",
+            Self::Repairing => "repairing",
         }
     }
 }

@@ -225,10 +225,11 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             })
         }
         Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
-        Outcome::ShareStatus { epoch } => {
+        Outcome::ShareStatus { epoch, signing } => {
             pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
-                live: epoch.is_some(),
+                has_share: epoch.is_some(),
                 epoch: epoch.unwrap_or(0),
+                signing,
             })
         }
         Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
@@ -265,7 +266,8 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
         }),
         pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
         pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
-            epoch: s.live.then_some(s.epoch),
+            epoch: s.has_share.then_some(s.epoch),
+            signing: s.has_share && s.signing,
         }),
         pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {

@@ -11,6 +11,7 @@ pub mod inproc;
 pub mod keygen;
 pub mod refresh;
 pub mod repair;
+pub mod reshare;
 pub mod sign;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::committee_of;
 use super::participant::{keygen_binding, sign_binding};
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
@@ -214,11 +215,7 @@ impl Node {
                 "key {key_id} is frozen: {why}"
             )));
         }
-        let committee: Vec<NodeName> = rec
-            .committee
-            .iter()
-            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let committee = committee_of(&rec)?;
         // Ourselves first, then the others in committee order, skipping nodes that do not answer.
         let mut candidates: Vec<NodeName> = committee
             .iter()
@@ -418,11 +415,7 @@ impl Node {
                 rec.state.label()
             )));
         }
-        let committee: Vec<NodeName> = rec
-            .committee
-            .iter()
-            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let committee = committee_of(&rec)?;
         let down = self.not_ready(&rec, &committee, false).await;
         if !down.is_empty() {
             let list = down
@@ -599,11 +592,7 @@ impl Node {
                 "node {target} still holds a live share of key {key_id} (epoch {e}); repair refused"
             )));
         }
-        let committee: Vec<NodeName> = rec
-            .committee
-            .iter()
-            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let committee = committee_of(&rec)?;
         let mut candidates: Vec<NodeName> = vec![self.name.clone()];
         candidates.extend(
             committee

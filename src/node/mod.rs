@@ -340,6 +340,17 @@ impl Node {
     }
 }
 
+/// A key's committee as node names, in party order.
+pub(crate) fn committee_of(rec: &crate::storage::KeyRecord) -> Result<Vec<NodeName>, NodeError> {
+    rec.committee
+        .iter()
+        .map(|c| {
+            NodeName::parse(c)
+                .map_err(|e| NodeError::Internal(format!("key {}: committee: {e}", rec.key_id)))
+        })
+        .collect()
+}
+
 pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
+use super::committee_of;
 use super::session::Session;
 use super::{now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
@@ -176,11 +177,7 @@ impl Node {
                 self.name, record.epoch
             )));
         }
-        let committee: Vec<NodeName> = record
-            .committee
-            .iter()
-            .map(|c| NodeName::parse(c).map_err(|e| NodeError::InvalidArgument(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let committee = committee_of(&record)?;
         let index = |n: &NodeName| -> Result<PartyIdx, NodeError> {
             committee
                 .iter()
@@ -573,11 +570,7 @@ impl Node {
                 })?;
             signers.push((idx + 1) as PartyIdx);
         }
-        let committee: Vec<NodeName> = rec
-            .committee
-            .iter()
-            .map(|c| NodeName::parse(c).map_err(|e| NodeError::Internal(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let committee = committee_of(&rec)?;
         let expected = ExecutionId::derive(
             "sign",
             key_id,

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
-    check_inbox, compress, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol,
-    ProtocolError, Step,
+    check_inbox, compress, decode, distribute_fragments, encode, party_index, Inbox, Outgoing,
+    PartyIdx, Protocol, ProtocolError, Step,
 };
 use crate::secret::KeyShare;
 
@@ -432,24 +432,10 @@ impl Protocol for Keygen {
         if !matches!(self.state, State::Init) {
             return Err(ProtocolError::InvalidArgs("keygen already started".into()));
         }
-        let mut fragments = self.session()?.phase1();
-        let mut out = Vec::new();
-        let mut own = None;
-        for (i, f) in fragments.iter().enumerate() {
-            let to = (i + 1) as PartyIdx;
-            if to == self.me {
-                own = Some(*f);
-            } else {
-                let payload = encode(&R1 { fragment: *f }).map_err(ProtocolError::InvalidArgs)?;
-                out.push(Outgoing { to, payload });
-            }
-        }
-        fragments.zeroize();
-        let own_fragment =
-            own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
-        self.state = State::AfterR1 {
-            own_fragment: Zeroizing::new(own_fragment),
-        };
+        let fragments = self.session()?.phase1();
+        let (out, own_fragment) =
+            distribute_fragments(fragments, self.me, |fragment| encode(&R1 { fragment }))?;
+        self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)
     }

@@ -186,6 +186,31 @@ pub(crate) fn check_inbox(
     Ok(())
 }
 
+/// Round 1 of keygen and refresh: polynomial fragment j goes to party j;
+/// our own stays here. The encoded messages carry secret values.
+pub(crate) fn distribute_fragments(
+    mut fragments: Vec<k256::Scalar>,
+    me: PartyIdx,
+    encode_one: impl Fn(k256::Scalar) -> Result<Vec<u8>, String>,
+) -> Result<(Vec<Outgoing>, zeroize::Zeroizing<k256::Scalar>), ProtocolError> {
+    let mut out = Vec::with_capacity(fragments.len());
+    let mut own = None;
+    for (i, f) in fragments.iter().enumerate() {
+        let to = (i + 1) as PartyIdx;
+        if to == me {
+            own = Some(zeroize::Zeroizing::new(*f));
+        } else {
+            out.push(Outgoing {
+                to,
+                payload: encode_one(*f).map_err(ProtocolError::InvalidArgs)?,
+            });
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut fragments);
+    let own = own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
+    Ok((out, own))
+}
+
 pub(crate) fn party_index(i: PartyIdx) -> Result<dkls23::protocols::PartyIndex, ProtocolError> {
     dkls23::protocols::PartyIndex::new(i)
         .map_err(|_| ProtocolError::InvalidArgs(format!("party index {i} out of range")))

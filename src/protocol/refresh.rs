@@ -21,8 +21,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::keygen::{compare_echo, sha256};
 use super::{
-    check_inbox, compress, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol,
-    ProtocolError, Step,
+    check_inbox, compress, decode, distribute_fragments, encode, party_index, Inbox, Outgoing,
+    PartyIdx, Protocol, ProtocolError, Step,
 };
 use crate::secret::KeyShare;
 
@@ -358,26 +358,10 @@ impl Protocol for Refresh {
         if !matches!(self.state, State::Init) {
             return Err(ProtocolError::InvalidArgs("refresh already started".into()));
         }
-        let mut fragments = self.share.expose().refresh_complete_phase1();
-        let mut out = Vec::new();
-        let mut own = None;
-        for (i, f) in fragments.iter().enumerate() {
-            let to = (i + 1) as PartyIdx;
-            if to == self.me {
-                own = Some(*f);
-            } else {
-                out.push(Outgoing {
-                    to,
-                    payload: encode(&R1 { fragment: *f }).map_err(ProtocolError::InvalidArgs)?,
-                });
-            }
-        }
-        fragments.zeroize();
-        let own_fragment =
-            own.ok_or_else(|| ProtocolError::InvalidArgs("no own fragment".into()))?;
-        self.state = State::AfterR1 {
-            own_fragment: Zeroizing::new(own_fragment),
-        };
+        let fragments = self.share.expose().refresh_complete_phase1();
+        let (out, own_fragment) =
+            distribute_fragments(fragments, self.me, |fragment| encode(&R1 { fragment }))?;
+        self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)
     }

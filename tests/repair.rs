@@ -7,7 +7,7 @@ mod common;
 
 use common::{check_signature, cluster, ADMIN, CLIENT};
 use thresig::domain::{ExecutionId, KeyId, NodeName};
-use thresig::node::participant::repair_binding;
+use thresig::node::repair_binding;
 use thresig::node::{NodeError, Operation, Proposal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,6 +5,8 @@
 
 mod coordinator;
 pub mod participant;
+mod repair;
+mod rotation;
 mod router;
 mod session;
 
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use coordinator::{RepairSummary, RotateSummary, SignOutcome};
+pub use coordinator::SignOutcome;
+pub use repair::{repair_binding, RepairSummary};
+pub use rotation::RotateSummary;
 pub use router::{Inbound, RouteError, Router};
 
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};

@@ -9,11 +9,9 @@ use super::session::Session;
 use super::{now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
-use crate::protocol::refresh::Refresh;
-use crate::protocol::repair::{RepairHelper, RepairTarget};
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
-use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
+use crate::storage::{KeyRecord, KeyState, LedgerEntry};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -23,28 +21,6 @@ pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
         h.update((c.as_str().len() as u32).to_be_bytes());
         h.update(c.as_str());
     }
-    h.finalize().to_vec()
-}
-
-/// The request digest a repair eid binds: the target and every field of the
-/// key's public record that the repair depends on.
-pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
-    let mut h = Sha256::new();
-    let mut field = |b: &[u8]| {
-        h.update((b.len() as u64).to_be_bytes());
-        h.update(b);
-    };
-    field(target.as_str().as_bytes());
-    field(rec.key_id.as_str().as_bytes());
-    field(&rec.epoch.to_be_bytes());
-    field(&[rec.threshold]);
-    for c in &rec.committee {
-        field(c.as_bytes());
-    }
-    field(&rec.public_key);
-    field(&rec.chain_code);
-    field(&rec.package_hash);
-    field(rec.package.as_bytes());
     h.finalize().to_vec()
 }
 
@@ -126,297 +102,7 @@ impl Node {
         }
     }
 
-    /// The epoch whose share this node stores for `key_id`, and whether that
-    /// share may sign (the key is active, not awaiting a post-repair refresh).
-    pub fn share_status(&self, key_id: &KeyId) -> (Option<u64>, bool) {
-        let Ok(Some(rec)) = self.store.key(key_id) else {
-            return (None, false);
-        };
-        match self.store.has_share(key_id, rec.epoch) {
-            Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
-            _ => (None, false),
-        }
-    }
-
-    /// The epoch of a share this node can sign with, if any.
-    pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
-        match self.share_status(key_id) {
-            (Some(e), true) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// Repair, as a helper (send one term to the target) or as the target
-    /// (collect the terms, store the hollow share). A helper first asks the
-    /// target itself, over its authenticated connection, whether it still
-    /// holds a live share, and refuses if it does.
-    async fn participate_repair(
-        &self,
-        from: &NodeName,
-        p: &Proposal,
-        key_id: &KeyId,
-        target: &NodeName,
-        helpers: &[NodeName],
-        proposed: &KeyRecord,
-    ) -> Result<Outcome, NodeError> {
-        let is_target = *target == self.name;
-        // A helper works only from its own record: committee order, threshold,
-        // epoch and package never come from the coordinator. The execution id
-        // binds the whole record, so the target stores exactly the record the
-        // helpers vouched for.
-        let record = if is_target {
-            proposed.clone()
-        } else {
-            self.key(key_id)?
-        };
-        if record.key_id != *key_id
-            || (!is_target && repair_binding(target, &record) != repair_binding(target, proposed))
-        {
-            return Err(NodeError::FailedPrecondition(format!(
-                "the repair proposal's record of key {key_id} differs from node {}'s (epoch {})",
-                self.name, record.epoch
-            )));
-        }
-        let committee = committee_of(&record)?;
-        let index = |n: &NodeName| -> Result<PartyIdx, NodeError> {
-            committee
-                .iter()
-                .position(|c| c == n)
-                .map(|i| (i + 1) as PartyIdx)
-                .ok_or_else(|| {
-                    NodeError::InvalidArgument(format!(
-                        "node {n} is not in the committee of key {key_id}"
-                    ))
-                })
-        };
-        let target_idx = index(target)?;
-        let helper_idx: Vec<PartyIdx> = helpers.iter().map(index).collect::<Result<_, _>>()?;
-        if helpers.len() != usize::from(record.threshold) || helpers.contains(target) {
-            return Err(NodeError::InvalidArgument(format!(
-                "a repair needs exactly {} helpers other than the target",
-                record.threshold
-            )));
-        }
-        let mut members = helpers.to_vec();
-        members.push(target.clone());
-        self.check_members(&members)?;
-        let expected = ExecutionId::derive(
-            "repair",
-            key_id,
-            record.epoch,
-            &members,
-            &repair_binding(target, &record),
-            &p.nonce,
-        );
-        let package = hex::decode(&record.package)
-            .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
-
-        if is_target {
-            if let Some(epoch) = self.live_share_epoch(key_id) {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "node {} holds a live share of key {key_id} (epoch {epoch}); nothing to repair",
-                    self.name
-                )));
-            }
-            match self.store.key(key_id)? {
-                // An earlier repair whose refresh did not complete: start over.
-                Some(old) if old.state == KeyState::Repairing => self.store.remove_key(key_id)?,
-                Some(_) => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "node {} has a record of key {key_id} but no usable share; remove the key's data before repairing",
-                        self.name
-                    )))
-                }
-                None => {}
-            }
-            self.claim(&p.eid, expected)?;
-            let mut mailbox = self
-                .router
-                .open(p.eid)
-                .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-            let session = Session {
-                eid: p.eid,
-                parties: &committee,
-                net: self.net.clone(),
-                round_timeout: self.timeouts.round,
-            };
-            let proto = RepairTarget::new(&package, target_idx, &helper_idx)
-                .map_err(|e| session.protocol_error(e))?;
-            let hollow = session.run(proto, &mut mailbox, || Ok(())).await?;
-            // The terms were checked against the package; check the package and
-            // the assembled share against the record that will be stored.
-            let party = hollow.expose();
-            let params_match = party.parameters.threshold == record.threshold
-                && usize::from(party.parameters.share_count) == record.committee.len();
-            let pk = crate::protocol::compress(&party.pk)
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-            if !params_match
-                || pk.as_slice() != record.public_key.as_slice()
-                || party.derivation_data.chain_code != record.chain_code
-            {
-                return Err(NodeError::Aborted(format!(
-                    "the rebuilt share of key {key_id} does not match its record (public key, chain code or parameters)"
-                )));
-            }
-            let mut rec = record.clone();
-            rec.state = KeyState::Repairing;
-            rec.schema = crate::storage::records_schema();
-            self.store.insert_key(&rec, &hollow)?;
-            tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
-            return Ok(Outcome::Repaired);
-        }
-
-        // Helper.
-        if record.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is {}",
-                record.state.label()
-            )));
-        }
-        if !helpers.contains(&self.name) {
-            return Err(NodeError::InvalidArgument(format!(
-                "node {} is not among the helpers",
-                self.name
-            )));
-        }
-        let status = Proposal {
-            eid: p.eid,
-            nonce: Vec::new(),
-            op: Operation::ShareStatus {
-                key_id: key_id.clone(),
-            },
-        };
-        match self.net.propose(target, status).await? {
-            Outcome::ShareStatus { signing: false, .. } => {}
-            Outcome::ShareStatus { epoch: Some(e), signing: true } => {
-                return Err(NodeError::PermissionDenied(format!(
-                    "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
-                )))
-            }
-            _ => {
-                return Err(NodeError::Aborted(format!(
-                    "node {target} answered the share status query with another outcome"
-                )))
-            }
-        }
-        self.claim(&p.eid, expected)?;
-        let mut mailbox = self
-            .router
-            .open(p.eid)
-            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-        let share = self.store.share(key_id, record.epoch)?;
-        let session = Session {
-            eid: p.eid,
-            parties: &committee,
-            net: self.net.clone(),
-            round_timeout: self.timeouts.round,
-        };
-        let proto = RepairHelper::new(share, &helper_idx, target_idx, p.eid.as_bytes());
-        session.run(proto, &mut mailbox, || Ok(())).await?;
-        tracing::info!(key = %key_id, %target, "sent repair term");
-        Ok(Outcome::Repaired)
-    }
-
-    async fn participate_refresh(
-        &self,
-        p: &Proposal,
-        key_id: &KeyId,
-        epoch: u64,
-        committee: &[NodeName],
-    ) -> Result<Outcome, NodeError> {
-        let rec = self.key(key_id)?;
-        if !matches!(rec.state, KeyState::Active | KeyState::Repairing) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is {}",
-                rec.state.label()
-            )));
-        }
-        if rec.epoch != epoch {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
-                rec.epoch, self.name
-            )));
-        }
-        if committee
-            .iter()
-            .map(NodeName::as_str)
-            .ne(rec.committee.iter().map(String::as_str))
-        {
-            return Err(NodeError::InvalidArgument(format!(
-                "a refresh must include the whole committee of key {key_id} in order"
-            )));
-        }
-        self.check_members(committee)?;
-        let expected = ExecutionId::derive(
-            "refresh",
-            key_id,
-            epoch,
-            committee,
-            &keygen_binding(rec.threshold.into(), committee),
-            &p.nonce,
-        );
-        self.claim(&p.eid, expected)?;
-        let mut mailbox = self
-            .router
-            .open(p.eid)
-            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-        // Signing waits until the new epoch is active here, or the rotation is given up.
-        self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
-        let result = async {
-            let share = self.store.share(key_id, epoch)?;
-            let session = Session { eid: p.eid, parties: committee, net: self.net.clone(), round_timeout: self.timeouts.round };
-            let package = hex::decode(&rec.package)
-                .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
-            let proto = Refresh::new(share, &package, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
-            let out = session.run(proto, &mut mailbox, || Ok(())).await?;
-            crate::faults::check(&self.name, crate::faults::points::BEFORE_STAGE)?;
-            let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
-            self.store.stage_epoch(key_id, epoch + 1, &out.share, proof, &out.package)?;
-            crate::faults::check(&self.name, crate::faults::points::AFTER_STAGE)?;
-            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
-            Ok(Outcome::Refresh { confirmation: out.confirmation })
-        }
-        .await;
-        if result.is_err() {
-            self.resume(key_id, &p.eid);
-        }
-        result
-    }
-
-    /// Activates the epoch staged by rotation `eid` (idempotent). Naming the
-    /// epoch that is already active, under another rotation's proof, means the
-    /// coordinator abandoned rotation `eid`: its staged share is discarded and
-    /// its pause lifted.
-    fn participate_activate(
-        &self,
-        eid: &ExecutionId,
-        key_id: &KeyId,
-        epoch: u64,
-        confirmation: [u8; 32],
-    ) -> Result<Outcome, NodeError> {
-        let proof = RotationProof {
-            eid: *eid.as_bytes(),
-            confirmation,
-        };
-        let rec = self.key(key_id)?;
-        if rec.epoch == epoch && rec.rotation != Some(proof) {
-            if self.store.discard_staged(key_id, eid.as_bytes())? {
-                tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
-            }
-            self.resume(key_id, eid);
-            return Ok(Outcome::Activated);
-        }
-        crate::faults::check(&self.name, crate::faults::points::BEFORE_ACTIVATE)?;
-        let changed = self.store.activate_epoch(key_id, epoch, proof)?;
-        self.resume(key_id, eid);
-        if changed {
-            tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
-        }
-        crate::faults::check(&self.name, crate::faults::points::AFTER_ACTIVATE)?;
-        Ok(Outcome::Activated)
-    }
-
-    fn check_members(&self, members: &[NodeName]) -> Result<PartyIdx, NodeError> {
+    pub(super) fn check_members(&self, members: &[NodeName]) -> Result<PartyIdx, NodeError> {
         for (i, m) in members.iter().enumerate() {
             if !self.roster.contains(m) {
                 return Err(NodeError::InvalidArgument(format!(
@@ -441,7 +127,11 @@ impl Node {
             })
     }
 
-    fn claim(&self, proposed: &ExecutionId, expected: ExecutionId) -> Result<(), NodeError> {
+    pub(super) fn claim(
+        &self,
+        proposed: &ExecutionId,
+        expected: ExecutionId,
+    ) -> Result<(), NodeError> {
         if *proposed != expected {
             return Err(NodeError::PermissionDenied(
                 "execution id does not match the proposal".into(),

@@ -1,0 +1,343 @@
+//! Share repair: the coordinator side (refuse a target that still holds a
+//! live share, pick t helpers, then rotate) and the participant side as
+//! helper (work from its own record; ask the target itself whether it still
+//! holds a share) or as target (assemble, check against the record, store
+//! as "repairing" until the following refresh activates).
+
+use sha2::{Digest, Sha256};
+
+use super::committee_of;
+use super::coordinator::nonce;
+use super::session::Session;
+use super::{names, Node, NodeError, Operation, Outcome, Proposal, RotateSummary};
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::protocol::repair::{RepairHelper, RepairTarget};
+use crate::protocol::PartyIdx;
+use crate::storage::{KeyRecord, KeyState};
+
+/// The request digest a repair eid binds: the target and every field of the
+/// key's public record that the repair depends on.
+pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(target.as_str().as_bytes());
+    field(rec.key_id.as_str().as_bytes());
+    field(&rec.epoch.to_be_bytes());
+    field(&[rec.threshold]);
+    for c in &rec.committee {
+        field(c.as_bytes());
+    }
+    field(&rec.public_key);
+    field(&rec.chain_code);
+    field(&rec.package_hash);
+    field(rec.package.as_bytes());
+    h.finalize().to_vec()
+}
+
+/// What a finished repair reports.
+#[derive(Debug, Clone)]
+pub struct RepairSummary {
+    pub target: NodeName,
+    pub helpers: Vec<NodeName>,
+    /// The complete refresh that followed the repair.
+    pub rotation: RotateSummary,
+}
+
+impl Node {
+    /// Rebuilds the share of `target` (which lost its data) from t helpers,
+    /// then runs a complete refresh across the committee so the rebuilt share
+    /// can sign and every share is re-randomized.
+    pub async fn repair(
+        &self,
+        key_id: &KeyId,
+        target: &NodeName,
+    ) -> Result<RepairSummary, NodeError> {
+        let rec = self.key(key_id)?;
+        if *target == self.name {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {target} cannot coordinate its own repair; send the request to another committee node"
+            )));
+        }
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        if !rec.committee.iter().any(|c| c == target.as_str()) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {target} is not in the committee of key {key_id}"
+            )));
+        }
+        let status = Proposal {
+            eid: ExecutionId::derive(
+                "share-status",
+                key_id,
+                rec.epoch,
+                std::slice::from_ref(target),
+                &[],
+                &nonce()?,
+            ),
+            nonce: Vec::new(),
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+            },
+        };
+        if let Outcome::ShareStatus {
+            epoch: Some(e),
+            signing: true,
+        } = self.net.propose(target, status).await?
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {target} still holds a live share of key {key_id} (epoch {e}); repair refused"
+            )));
+        }
+        let committee = committee_of(&rec)?;
+        let mut candidates: Vec<NodeName> = vec![self.name.clone()];
+        candidates.extend(
+            committee
+                .iter()
+                .filter(|c| **c != self.name && *c != target)
+                .cloned(),
+        );
+        let down = self.unreachable(&candidates).await;
+        let helpers: Vec<NodeName> = candidates
+            .into_iter()
+            .filter(|c| !down.iter().any(|(d, _)| d == c))
+            .take(rec.threshold.into())
+            .collect();
+        if helpers.len() < usize::from(rec.threshold) {
+            return Err(NodeError::Unavailable(format!(
+                "repair needs {} live helpers besides {target}; only {} answered",
+                rec.threshold,
+                helpers.len()
+            )));
+        }
+        let mut members = helpers.clone();
+        members.push(target.clone());
+        let nonce = nonce()?;
+        let eid = ExecutionId::derive(
+            "repair",
+            key_id,
+            rec.epoch,
+            &members,
+            &repair_binding(target, &rec),
+            &nonce,
+        );
+        tracing::info!(key = %key_id, %target, helpers = %names(&helpers), eid = %eid, "repair: rebuilding share");
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Repair {
+                key_id: key_id.clone(),
+                target: target.clone(),
+                helpers: helpers.clone(),
+                record: Box::new(rec),
+            },
+        };
+        self.propose_all(&members, proposal).await?;
+        tracing::info!(key = %key_id, %target, "repair: share rebuilt; running a complete refresh");
+        let rotation = self.rotate(key_id).await?;
+        Ok(RepairSummary {
+            target: target.clone(),
+            helpers,
+            rotation,
+        })
+    }
+}
+
+impl Node {
+    /// The epoch whose share this node stores for `key_id`, and whether that
+    /// share may sign (the key is active, not awaiting a post-repair refresh).
+    pub fn share_status(&self, key_id: &KeyId) -> (Option<u64>, bool) {
+        let Ok(Some(rec)) = self.store.key(key_id) else {
+            return (None, false);
+        };
+        match self.store.has_share(key_id, rec.epoch) {
+            Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
+            _ => (None, false),
+        }
+    }
+
+    /// The epoch of a share this node can sign with, if any.
+    pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
+        match self.share_status(key_id) {
+            (Some(e), true) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Repair, as a helper (send one term to the target) or as the target
+    /// (collect the terms, store the hollow share). A helper first asks the
+    /// target itself, over its authenticated connection, whether it still
+    /// holds a live share, and refuses if it does.
+    pub(super) async fn participate_repair(
+        &self,
+        from: &NodeName,
+        p: &Proposal,
+        key_id: &KeyId,
+        target: &NodeName,
+        helpers: &[NodeName],
+        proposed: &KeyRecord,
+    ) -> Result<Outcome, NodeError> {
+        let is_target = *target == self.name;
+        // A helper works only from its own record: committee order, threshold,
+        // epoch and package never come from the coordinator. The execution id
+        // binds the whole record, so the target stores exactly the record the
+        // helpers vouched for.
+        let record = if is_target {
+            proposed.clone()
+        } else {
+            self.key(key_id)?
+        };
+        if record.key_id != *key_id
+            || (!is_target && repair_binding(target, &record) != repair_binding(target, proposed))
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the repair proposal's record of key {key_id} differs from node {}'s (epoch {})",
+                self.name, record.epoch
+            )));
+        }
+        let committee = committee_of(&record)?;
+        let index = |n: &NodeName| -> Result<PartyIdx, NodeError> {
+            committee
+                .iter()
+                .position(|c| c == n)
+                .map(|i| (i + 1) as PartyIdx)
+                .ok_or_else(|| {
+                    NodeError::InvalidArgument(format!(
+                        "node {n} is not in the committee of key {key_id}"
+                    ))
+                })
+        };
+        let target_idx = index(target)?;
+        let helper_idx: Vec<PartyIdx> = helpers.iter().map(index).collect::<Result<_, _>>()?;
+        if helpers.len() != usize::from(record.threshold) || helpers.contains(target) {
+            return Err(NodeError::InvalidArgument(format!(
+                "a repair needs exactly {} helpers other than the target",
+                record.threshold
+            )));
+        }
+        let mut members = helpers.to_vec();
+        members.push(target.clone());
+        self.check_members(&members)?;
+        let expected = ExecutionId::derive(
+            "repair",
+            key_id,
+            record.epoch,
+            &members,
+            &repair_binding(target, &record),
+            &p.nonce,
+        );
+        let package = hex::decode(&record.package)
+            .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
+
+        if is_target {
+            if let Some(epoch) = self.live_share_epoch(key_id) {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {} holds a live share of key {key_id} (epoch {epoch}); nothing to repair",
+                    self.name
+                )));
+            }
+            match self.store.key(key_id)? {
+                // An earlier repair whose refresh did not complete: start over.
+                Some(old) if old.state == KeyState::Repairing => self.store.remove_key(key_id)?,
+                Some(_) => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "node {} has a record of key {key_id} but no usable share; remove the key's data before repairing",
+                        self.name
+                    )))
+                }
+                None => {}
+            }
+            self.claim(&p.eid, expected)?;
+            let mut mailbox = self
+                .router
+                .open(p.eid)
+                .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+            let session = Session {
+                eid: p.eid,
+                parties: &committee,
+                net: self.net.clone(),
+                round_timeout: self.timeouts.round,
+            };
+            let proto = RepairTarget::new(&package, target_idx, &helper_idx)
+                .map_err(|e| session.protocol_error(e))?;
+            let hollow = session.run(proto, &mut mailbox, || Ok(())).await?;
+            // The terms were checked against the package; check the package and
+            // the assembled share against the record that will be stored.
+            let party = hollow.expose();
+            let params_match = party.parameters.threshold == record.threshold
+                && usize::from(party.parameters.share_count) == record.committee.len();
+            let pk = crate::protocol::compress(&party.pk)
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            if !params_match
+                || pk.as_slice() != record.public_key.as_slice()
+                || party.derivation_data.chain_code != record.chain_code
+            {
+                return Err(NodeError::Aborted(format!(
+                    "the rebuilt share of key {key_id} does not match its record (public key, chain code or parameters)"
+                )));
+            }
+            let mut rec = record.clone();
+            rec.state = KeyState::Repairing;
+            rec.schema = crate::storage::records_schema();
+            self.store.insert_key(&rec, &hollow)?;
+            tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
+            return Ok(Outcome::Repaired);
+        }
+
+        // Helper.
+        if record.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                record.state.label()
+            )));
+        }
+        if !helpers.contains(&self.name) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {} is not among the helpers",
+                self.name
+            )));
+        }
+        let status = Proposal {
+            eid: p.eid,
+            nonce: Vec::new(),
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+            },
+        };
+        match self.net.propose(target, status).await? {
+            Outcome::ShareStatus { signing: false, .. } => {}
+            Outcome::ShareStatus { epoch: Some(e), signing: true } => {
+                return Err(NodeError::PermissionDenied(format!(
+                    "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
+                )))
+            }
+            _ => {
+                return Err(NodeError::Aborted(format!(
+                    "node {target} answered the share status query with another outcome"
+                )))
+            }
+        }
+        self.claim(&p.eid, expected)?;
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        let share = self.store.share(key_id, record.epoch)?;
+        let session = Session {
+            eid: p.eid,
+            parties: &committee,
+            net: self.net.clone(),
+            round_timeout: self.timeouts.round,
+        };
+        let proto = RepairHelper::new(share, &helper_idx, target_idx, p.eid.as_bytes());
+        session.run(proto, &mut mailbox, || Ok(())).await?;
+        tracing::info!(key = %key_id, %target, "sent repair term");
+        Ok(Outcome::Repaired)
+    }
+}

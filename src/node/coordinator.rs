@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::committee_of;
 use super::participant::{keygen_binding, sign_binding};
+use super::reasons;
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::sign::Signature;
@@ -127,11 +128,7 @@ impl Node {
         }
         let down = self.unreachable(&committee).await;
         if !down.is_empty() {
-            let list = down
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
                 "keygen needs every committee node; unreachable: {list}; retry when they are back"
             )));
@@ -230,11 +227,7 @@ impl Node {
             .collect();
         let t = rec.threshold as usize;
         if live.len() < t {
-            let list = down
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
                 "key {key_id} needs {t} live committee nodes at epoch {}, {} answered; not available: {list}; retry when they are back",
                 rec.epoch,

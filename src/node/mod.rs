@@ -355,6 +355,14 @@ pub(crate) fn committee_of(rec: &crate::storage::KeyRecord) -> Result<Vec<NodeNa
         .collect()
 }
 
+/// "a (why), b (why)" for nodes that could not take part.
+pub(crate) fn reasons(down: &[(NodeName, String)]) -> String {
+    down.iter()
+        .map(|(n, why)| format!("{n} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

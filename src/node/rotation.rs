@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::committee_of;
 use super::coordinator::nonce;
 use super::participant::keygen_binding;
+use super::reasons;
 use super::session::Session;
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, KeyId, NodeName};
@@ -134,11 +135,7 @@ impl Node {
         let committee = committee_of(&rec)?;
         let down = self.not_ready(&rec, &committee, false).await;
         if !down.is_empty() {
-            let list = down
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
                 "rotation needs every committee node at epoch {}; not available: {list}; retry when they are back",
                 rec.epoch

@@ -32,8 +32,13 @@ struct Meta {
 }
 
 /// The key-encryption key. Redacted `Debug`, zeroized on drop.
-#[derive(Debug)]
 pub struct Kek(SecretKey32);
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek([REDACTED])")
+    }
+}
 
 impl Kek {
     /// Reads `store.meta` and checks the passphrase against it, or creates it

@@ -13,6 +13,7 @@ pub mod config;
 pub use api::client;
 pub mod domain;
 pub mod faults;
+pub mod hardening;
 pub mod node;
 pub mod pki;
 pub mod proto;

@@ -125,3 +125,44 @@ async fn raw_store_file_contains_no_plaintext_share() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_process_runs_without_core_dumps() {
+    let (_dir, mut c) = cluster(&["a", "b"]).await;
+    c.stop_node(0).await;
+    let cfg_path = c.configs[0].data_dir.parent().unwrap().join("node.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["node", "run", "--config"])
+        .arg(&cfg_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it serves (it prints its addresses), then read its limits.
+    let mut limits = String::new();
+    for _ in 0..100 {
+        limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        if c.configs[0].listen_client.port() != 0
+            && std::net::TcpStream::connect(c.configs[0].listen_client).is_ok()
+            && !status.is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("no core limit line");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        &fields[4..6],
+        &["0", "0"],
+        "core dumps still enabled: {core}"
+    );
+    c.stop().await;
+}

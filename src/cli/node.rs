@@ -47,6 +47,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
+            crate::hardening::disable_core_dumps().context("disabling core dumps")?;
             let pass = cfg.passphrase.read()?;
             let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
             let mut running = server::start(&cfg, &pass, listeners)

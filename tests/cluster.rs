@@ -104,6 +104,66 @@ async fn derived_path_signature_verifies_against_independent_bip32_child_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_request_id_returns_the_same_signature_and_another_digest_is_refused() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let key = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("idem", 2, &[])
+        .await
+        .unwrap();
+    let d = [0x12; 32];
+    let first = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("idem", d, "m/3", "block-77")
+        .await
+        .unwrap();
+    let again = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("idem", d, "m/3", "block-77")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&first.r, &first.s, first.recovery_id),
+        (&again.r, &again.s, again.recovery_id)
+    );
+    assert_eq!(first.participants, again.participants);
+    // A fresh request id signs anew (ECDSA nonces differ, so r differs).
+    let fresh = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("idem", d, "m/3", "block-78")
+        .await
+        .unwrap();
+    assert_ne!(fresh.r, first.r);
+    let err = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("idem", [0x13; 32], "m/3", "block-77")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::AlreadyExists), "{err}");
+    let err = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("idem", d, "m/4", "block-77")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::AlreadyExists), "{err}");
+    let cc: [u8; 32] = key.chain_code.as_slice().try_into().unwrap();
+    let (child, _) = thresig::bip32::derive_public(
+        &key.public_key,
+        &cc,
+        &thresig::domain::DerivationPath::parse("m/3").unwrap(),
+    )
+    .unwrap();
+    check_signature(&again, &d, &child);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_of_five_keygen_and_signing() {
     let (_dir, c) = cluster(&["a", "b", "c", "d", "e"]).await;
     let key = c

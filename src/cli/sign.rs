@@ -18,9 +18,9 @@ pub struct SignArgs {
     #[arg(long, default_value = "")]
     path: String,
     /// Request id recorded in every signer's ledger (default: chosen by the
-    /// node). Reusing it for a different digest or path is refused; repeating
-    /// it with the same digest signs again (it does not yet return the stored
-    /// signature).
+    /// node). Repeating it through the same node returns the signature already
+    /// made for it, without a new signing session; reusing it for a different
+    /// digest or path is refused.
     #[arg(long, default_value = "")]
     request_id: String,
     /// Print JSON instead of text.

@@ -205,6 +205,47 @@ impl Node {
         path: DerivationPath,
         request_id: Option<String>,
     ) -> Result<SignOutcome, NodeError> {
+        // A repeated request id gets the signature recorded for it, with no new
+        // session; a request id reused for another digest or path is refused.
+        if let Some(rid) = request_id.as_deref().filter(|r| !r.is_empty()) {
+            if let Some(entry) = self.store.ledger_get(key_id, rid)? {
+                if entry.digest != digest.0 || entry.path != path.to_string() {
+                    return Err(NodeError::AlreadyExists(format!(
+                        "request id {rid} was already used with key {key_id} for a different digest or path"
+                    )));
+                }
+                if let Some(done) = entry.result {
+                    let public_key: [u8; 33] = done
+                        .public_key
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
+                    let signature = Signature {
+                        r: done.r,
+                        s: done.s,
+                        recovery_id: done.recovery_id,
+                        public_key,
+                    };
+                    crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
+                        NodeError::Protocol {
+                            blamed: None,
+                            error: e,
+                        }
+                    })?;
+                    let participants = done
+                        .participants
+                        .iter()
+                        .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
+                        .collect::<Result<_, _>>()?;
+                    return Ok(SignOutcome {
+                        signature,
+                        participants,
+                        request_id: rid.to_owned(),
+                        epoch: done.epoch,
+                    });
+                }
+            }
+        }
         self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {

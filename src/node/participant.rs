@@ -302,6 +302,7 @@ impl Node {
             path: path.to_string(),
             eid: *p.eid.as_bytes(),
             unix: now_unix(),
+            result: None,
         };
         let result = session
             .run(proto, &mut mailbox, || {
@@ -309,7 +310,18 @@ impl Node {
             })
             .await;
         match result {
-            Ok(sig) => Ok(Outcome::Sign(sig)),
+            Ok(sig) => {
+                let result = crate::storage::LedgerResult {
+                    r: sig.r,
+                    s: sig.s,
+                    recovery_id: sig.recovery_id,
+                    public_key: sig.public_key.to_vec(),
+                    participants: participants.iter().map(ToString::to_string).collect(),
+                    epoch,
+                };
+                self.store.ledger_complete(key_id, request_id, result)?;
+                Ok(Outcome::Sign(sig))
+            }
             Err(NodeError::Protocol {
                 error: ProtocolError::InvalidSignature,
                 blamed,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{KeyRecord, KeyState, LedgerEntry, RotationProof};
+pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof};
 
 /// Schema version written into new records.
 pub fn records_schema() -> u16 {
@@ -403,15 +403,48 @@ impl Store {
         let tx = self.write()?;
         {
             let mut t = tx.open_table(LEDGER).map_err(dberr)?;
-            if let Some(v) = t.get(slot.as_str()).map_err(dberr)? {
-                let old = LedgerEntry::decode(v.value())?;
-                if old.digest != entry.digest || old.path != entry.path {
+            let existing = match t.get(slot.as_str()).map_err(dberr)? {
+                Some(v) => Some(LedgerEntry::decode(v.value())?),
+                None => None,
+            };
+            match existing {
+                Some(old) if old.digest != entry.digest || old.path != entry.path => {
                     return Err(StorageError::Conflict(format!(
                         "request id {} was already used for a different digest",
                         entry.request_id
                     )));
                 }
+                // Same request again: keep the first entry (and any result it holds).
+                Some(_) => {}
+                None => {
+                    t.insert(slot.as_str(), entry.encode()?.as_slice())
+                        .map_err(dberr)?;
+                }
             }
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Records the finished signature of a request already in the ledger.
+    pub fn ledger_complete(
+        &self,
+        key: &KeyId,
+        request_id: &str,
+        result: LedgerResult,
+    ) -> Result<(), StorageError> {
+        let slot = format!("{key}\u{0}{request_id}");
+        let tx = self.write()?;
+        {
+            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+            let mut entry = match t.get(slot.as_str()).map_err(dberr)? {
+                Some(v) => LedgerEntry::decode(v.value())?,
+                None => {
+                    return Err(StorageError::NotFound(format!(
+                        "ledger entry {request_id} of key {key}"
+                    )))
+                }
+            };
+            entry.result = Some(result);
             t.insert(slot.as_str(), entry.encode()?.as_slice())
                 .map_err(dberr)?;
         }

@@ -69,6 +69,20 @@ pub struct LedgerEntry {
     pub path: String,
     pub eid: [u8; 32],
     pub unix: u64,
+    /// The finished signature, once this node has assembled and verified it.
+    #[serde(default)]
+    pub result: Option<LedgerResult>,
+}
+
+/// A signature recorded for a request id, returned again for a repeat of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerResult {
+    pub r: [u8; 32],
+    pub s: [u8; 32],
+    pub recovery_id: u8,
+    pub public_key: Vec<u8>,
+    pub participants: Vec<String>,
+    pub epoch: u64,
 }
 
 mod key_id_serde {

@@ -83,6 +83,7 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
         path: "m".into(),
         eid: [0; 32],
         unix: 0,
+        result: None,
     };
     store.ledger_commit(&id, &e).unwrap();
     store.ledger_commit(&id, &e).unwrap();

@@ -93,6 +93,7 @@ impl LocalCluster {
                 data_dir: dir.join("data"),
                 listen_peer: p.peer_addr,
                 listen_client: p.client_addr,
+                listen_ops: None,
                 tls: TlsFiles {
                     ca: layout.ca_cert(),
                     cert: layout.cert(Role::Node, p.name.as_str()),

@@ -62,6 +62,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     pub peer_addr: SocketAddr,
     pub client_addr: SocketAddr,
+    /// The ops HTTP plane's address, when configured.
+    pub ops_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -143,6 +145,21 @@ pub fn start(
             source,
         })?;
     let (stop, stopped) = watch::channel(false);
+    let metrics = Arc::new(crate::telemetry::Metrics::default());
+    let mut ops_addr = None;
+    if let Some(addr) = cfg.listen_ops {
+        let bind = |source| ServerError::Bind { addr, source };
+        let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        std_listener.set_nonblocking(true).map_err(bind)?;
+        ops_addr = Some(std_listener.local_addr().map_err(bind)?);
+        let listener = TcpListener::from_std(std_listener).map_err(bind)?;
+        tokio::spawn(crate::api::ops::serve(
+            listener,
+            node.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        ));
+    }
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -172,15 +189,16 @@ pub fn start(
         Server::builder()
             .concurrency_limit_per_connection(256)
             .add_service(health)
-            .add_service(SignerService::new(node.clone()))
-            .add_service(AdminService::new(node.clone()))
+            .add_service(SignerService::new(node.clone(), metrics.clone()))
+            .add_service(AdminService::new(node.clone(), metrics.clone()))
             .serve_with_incoming_shutdown(client_incoming, signal(stopped)),
     );
-    tracing::info!(node = %cfg.name, %peer_addr, %client_addr, "serving");
+    tracing::info!(node = %cfg.name, %peer_addr, %client_addr, ops = ?ops_addr, "serving");
     Ok(RunningNode {
         node,
         peer_addr,
         client_addr,
+        ops_addr,
         stop,
         tasks: vec![peer_task, client_task],
     })

@@ -21,3 +21,33 @@ pub fn init(format: LogFormat, default: &str) {
         LogFormat::Json => b.json().try_init(),
     };
 }
+
+/// Operation counters, rendered in the Prometheus text format on the ops
+/// plane. Labels carry no key material and no client input.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Metrics {
+    /// Counts one `op` ("sign", "keygen", "rotate", "repair") with `outcome` ("ok" or a status code name).
+    pub fn count(&self, op: &'static str, outcome: &'static str) {
+        if let Ok(mut g) = self.counters.lock() {
+            *g.entry((op, outcome)).or_default() += 1;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP thresig_requests_total Client and admin requests handled by this node as coordinator.\n# TYPE thresig_requests_total counter\n",
+        );
+        if let Ok(g) = self.counters.lock() {
+            for ((op, outcome), n) in g.iter() {
+                out.push_str(&format!(
+                    "thresig_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+}

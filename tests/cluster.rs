@@ -263,3 +263,60 @@ async fn every_node_restarts_from_its_data_dir_and_the_key_still_signs() {
     assert_eq!(listed[0].public_key, key.public_key);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ops_plane_serves_health_readiness_and_request_counters() {
+    use std::io::{Read, Write};
+    let (_dir, mut c) = cluster(&["a", "b"]).await;
+    c.configs[0].listen_ops = Some("127.0.0.1:0".parse().unwrap());
+    c.stop_node(0).await;
+    c.start_node(0).await.unwrap();
+    let ops = c.nodes[0]
+        .as_ref()
+        .unwrap()
+        .ops_addr
+        .expect("ops plane not started");
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("m", 2, &[])
+        .await
+        .unwrap();
+    c.client(0, CLIENT)
+        .unwrap()
+        .sign("m", [1; 32], "", "")
+        .await
+        .unwrap();
+    c.client(0, CLIENT)
+        .unwrap()
+        .sign("nope", [1; 32], "", "")
+        .await
+        .unwrap_err();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(ops).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let ready = get("/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("ready: 1 keys"),
+        "{ready}"
+    );
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("thresig_requests_total{op=\"sign\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("thresig_requests_total{op=\"sign\",outcome=\"not_found\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("thresig_requests_total{op=\"keygen\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    c.stop().await;
+}

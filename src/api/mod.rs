@@ -3,6 +3,7 @@
 //! and validators use.
 
 pub mod client;
+pub mod ops;
 mod services;
 mod status;
 

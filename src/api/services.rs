@@ -14,6 +14,7 @@ use crate::pki::Role;
 use crate::proto::admin as apb;
 use crate::proto::signer as spb;
 use crate::storage::KeyRecord;
+use crate::telemetry::Metrics;
 use crate::transport::Identity;
 
 fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
@@ -27,17 +28,55 @@ fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
     }
 }
 
+/// Maps a node result to gRPC and counts it for /metrics.
+fn counted<T>(
+    metrics: &Metrics,
+    op: &'static str,
+    r: Result<T, crate::node::NodeError>,
+) -> Result<T, Status> {
+    match r {
+        Ok(v) => {
+            metrics.count(op, "ok");
+            Ok(v)
+        }
+        Err(e) => {
+            let st = status(&e);
+            metrics.count(op, code_label(st.code()));
+            Err(st)
+        }
+    }
+}
+
+fn code_label(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        InvalidArgument => "invalid_argument",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        FailedPrecondition => "failed_precondition",
+        Unavailable => "unavailable",
+        DeadlineExceeded => "deadline_exceeded",
+        Aborted => "aborted",
+        ResourceExhausted => "resource_exhausted",
+        DataLoss => "data_loss",
+        _ => "internal",
+    }
+}
+
 fn arg(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
 }
 
 pub struct SignerService {
     node: Arc<Node>,
+    metrics: Arc<Metrics>,
 }
 
 impl SignerService {
-    pub fn new(node: Arc<Node>) -> spb::signer_server::SignerServer<Self> {
-        spb::signer_server::SignerServer::new(Self { node }).max_decoding_message_size(64 * 1024)
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> spb::signer_server::SignerServer<Self> {
+        spb::signer_server::SignerServer::new(Self { node, metrics })
+            .max_decoding_message_size(64 * 1024)
     }
 }
 
@@ -56,11 +95,13 @@ impl spb::signer_server::Signer for SignerService {
             return Err(arg("request_id", "at most 128 bytes"));
         }
         let started = Instant::now();
-        let out = self
-            .node
-            .sign(&key, digest, path.clone(), Some(r.request_id))
-            .await
-            .map_err(|e| status(&e))?;
+        let out = counted(
+            &self.metrics,
+            "sign",
+            self.node
+                .sign(&key, digest, path.clone(), Some(r.request_id))
+                .await,
+        )?;
         tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
         let sig = &out.signature;
         let ksig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s)
@@ -104,11 +145,13 @@ impl spb::signer_server::Signer for SignerService {
 
 pub struct AdminService {
     node: Arc<Node>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<Node>) -> apb::admin_server::AdminServer<Self> {
-        apb::admin_server::AdminServer::new(Self { node }).max_decoding_message_size(64 * 1024)
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> apb::admin_server::AdminServer<Self> {
+        apb::admin_server::AdminServer::new(Self { node, metrics })
+            .max_decoding_message_size(64 * 1024)
     }
 }
 
@@ -153,11 +196,11 @@ impl apb::admin_server::Admin for AdminService {
             .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
             .collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
-        let rec = self
-            .node
-            .create_key(&key, r.threshold, committee)
-            .await
-            .map_err(|e| status(&e))?;
+        let rec = counted(
+            &self.metrics,
+            "keygen",
+            self.node.create_key(&key, r.threshold, committee).await,
+        )?;
         tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");
         Ok(Response::new(key_info(&rec)))
     }
@@ -168,7 +211,7 @@ impl apb::admin_server::Admin for AdminService {
     ) -> Result<Response<apb::RotateKeyResponse>, Status> {
         let who = require(&req, Role::Admin)?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let s = self.node.rotate(&key).await.map_err(|e| status(&e))?;
+        let s = counted(&self.metrics, "rotate", self.node.rotate(&key).await)?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
         Ok(Response::new(rotate_response(&s)))
     }
@@ -180,11 +223,7 @@ impl apb::admin_server::Admin for AdminService {
         let who = require(&req, Role::Admin)?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let node = NodeName::parse(&req.get_ref().node).map_err(|e| arg("node", e))?;
-        let s = self
-            .node
-            .repair(&key, &node)
-            .await
-            .map_err(|e| status(&e))?;
+        let s = counted(&self.metrics, "repair", self.node.repair(&key, &node).await)?;
         tracing::info!(admin = %who, key = %key, target = %node, helpers = ?s.helpers, "share repaired");
         Ok(Response::new(apb::RepairKeyResponse {
             rotation: Some(rotate_response(&s.rotation)),

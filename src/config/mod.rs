@@ -64,6 +64,8 @@ struct RawNode {
 struct RawListen {
     peer: String,
     client: String,
+    /// Plain HTTP /healthz, /readyz, /metrics; off unless set.
+    ops: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +148,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen_peer: SocketAddr,
     pub listen_client: SocketAddr,
+    /// Ops HTTP plane (`/healthz`, `/readyz`, `/metrics`), if configured.
+    pub listen_ops: Option<SocketAddr>,
     pub tls: TlsFiles,
     pub passphrase: PassphraseSource,
     pub timeouts: Timeouts,
@@ -243,6 +247,12 @@ impl NodeConfig {
             data_dir: rel(base, raw.node.data_dir),
             listen_peer: addr("listen.peer", &raw.listen.peer)?,
             listen_client: addr("listen.client", &raw.listen.client)?,
+            listen_ops: raw
+                .listen
+                .ops
+                .as_deref()
+                .map(|o| addr("listen.ops", o))
+                .transpose()?,
             tls: TlsFiles {
                 ca: rel(base, raw.tls.ca),
                 cert: rel(base, raw.tls.cert),
@@ -262,12 +272,13 @@ impl NodeConfig {
     /// Renders a config file for this node (used by `demo` and tests).
     pub fn to_toml(&self) -> String {
         let mut s = format!(
-            "[node]\nname = {:?}\ntrust_domain = {:?}\ndata_dir = {:?}\n\n[listen]\npeer = \"{}\"\nclient = \"{}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            "[node]\nname = {:?}\ntrust_domain = {:?}\ndata_dir = {:?}\n\n[listen]\npeer = \"{}\"\nclient = \"{}\"\n{}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             self.name.as_str(),
             self.trust_domain,
             self.data_dir,
             self.listen_peer,
             self.listen_client,
+            self.listen_ops.map(|o| format!("ops = \"{o}\"\n")).unwrap_or_default(),
             self.tls.ca,
             self.tls.cert,
             self.tls.key

@@ -71,7 +71,6 @@ impl Session<'_> {
         P: Protocol + Send + 'static,
         P::Output: Send + 'static,
     {
-        let peers: Vec<PartyIdx> = proto.peers().to_vec();
         let (p, started) = off_runtime(proto, |p| p.start()).await?;
         proto = p;
         let mut out = started.map_err(|e| self.protocol_error(e))?;
@@ -79,6 +78,9 @@ impl Session<'_> {
         let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
         loop {
             self.send(round, out).await?;
+            // Who sends this round can change between rounds (a reshare's
+            // dealers, then its new members).
+            let peers: Vec<PartyIdx> = proto.peers().to_vec();
             let mut inbox: Inbox = std::mem::take(&mut ahead);
             let deadline = tokio::time::Instant::now() + self.round_timeout;
             while inbox.len() < peers.len() {
@@ -98,13 +100,14 @@ impl Session<'_> {
                         });
                     }
                 };
-                let Some(idx) = self.index_of(&msg.from).filter(|i| peers.contains(i)) else {
+                let Some(idx) = self.index_of(&msg.from) else {
                     tracing::warn!(eid = %self.eid, from = %msg.from, "dropped message from a node outside this session");
                     continue;
                 };
-                let slot = if msg.round == round {
+                let slot = if msg.round == round && peers.contains(&idx) {
                     &mut inbox
                 } else if msg.round == round + 1 {
+                    // Checked against that round's senders when it is fed.
                     &mut ahead
                 } else {
                     tracing::warn!(eid = %self.eid, from = %msg.from, round = msg.round, expected = round, "dropped out-of-round message");

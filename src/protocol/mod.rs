@@ -60,7 +60,9 @@ pub trait Protocol {
     type Output;
     /// This party's index.
     fn me(&self) -> PartyIdx;
-    /// The other parties of the session, every one of which sends each round.
+    /// The parties that send this party a message in the coming round (for
+    /// most protocols every other party, every round; a reshare changes it
+    /// after round 1).
     fn peers(&self) -> &[PartyIdx];
     /// First round's messages.
     fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError>;

@@ -187,13 +187,70 @@ impl Store {
         proof: RotationProof,
         package: &[u8],
     ) -> Result<(), StorageError> {
+        self.stage(id, None, epoch, share, proof, package, None)
+    }
+
+    /// Writes the share a reshare gave this node as epoch `epoch`, with the
+    /// committee and threshold that take effect when it is activated. A node
+    /// new to the key passes the key's current record as `joining`: it is
+    /// stored in the `Joining` state in the same transaction (replacing a
+    /// retired or joining record of the key, never a live one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_reshare(
+        &self,
+        id: &KeyId,
+        joining: Option<&KeyRecord>,
+        epoch: u64,
+        share: &KeyShare,
+        proof: RotationProof,
+        package: &[u8],
+        membership: Membership,
+    ) -> Result<(), StorageError> {
+        self.stage(id, joining, epoch, share, proof, package, Some(membership))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        id: &KeyId,
+        joining: Option<&KeyRecord>,
+        epoch: u64,
+        share: &KeyShare,
+        proof: RotationProof,
+        package: &[u8],
+        membership: Option<Membership>,
+    ) -> Result<(), StorageError> {
         let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
         let tx = self.write()?;
         {
-            let keys = tx.open_table(KEYS).map_err(dberr)?;
-            let rec = match keys.get(id.as_str()).map_err(dberr)? {
-                Some(v) => self.open_record(id, v.value())?,
-                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let existing = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_record(id, v.value())?),
+                None => None,
+            };
+            let rec = match (existing, joining) {
+                (Some(rec), None) => rec,
+                (None, None) => return Err(StorageError::NotFound(format!("key {id}"))),
+                (Some(old), Some(_))
+                    if !matches!(old.state, KeyState::Retired | KeyState::Joining) =>
+                {
+                    return Err(StorageError::Conflict(format!(
+                        "key {id} is {} here; a joining record cannot replace it",
+                        old.state.label()
+                    )))
+                }
+                (_, Some(new)) => {
+                    if new.key_id != *id {
+                        return Err(StorageError::Conflict(
+                            "joining record names another key".into(),
+                        ));
+                    }
+                    let mut new = new.clone();
+                    new.state = KeyState::Joining;
+                    keys.insert(id.as_str(), self.seal_record(&new)?.as_slice())
+                        .map_err(dberr)?;
+                    new
+                }
             };
             if rec.epoch.checked_add(1) != Some(epoch) {
                 return Err(StorageError::Conflict(format!(
@@ -212,6 +269,7 @@ impl Store {
                     epoch,
                     proof,
                     package: hex::encode(package),
+                    membership,
                 },
             )?;
             pending
@@ -278,7 +336,11 @@ impl Store {
             rec.epoch = epoch;
             rec.package = staged.package;
             rec.rotation = Some(proof);
-            if rec.state == KeyState::Repairing {
+            if let Some(m) = staged.membership {
+                rec.committee = m.committee;
+                rec.threshold = m.threshold;
+            }
+            if matches!(rec.state, KeyState::Repairing | KeyState::Joining) {
                 rec.state = KeyState::Active;
             }
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
@@ -296,7 +358,7 @@ impl Store {
     pub fn discard_staged(&self, id: &KeyId, eid: &[u8; 32]) -> Result<bool, StorageError> {
         let tx = self.write()?;
         let found = {
-            let keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
             let rec = match keys.get(id.as_str()).map_err(dberr)? {
                 Some(v) => self.open_record(id, v.value())?,
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
@@ -313,6 +375,10 @@ impl Store {
                     shares
                         .remove(share_slot(id, p.epoch).as_str())
                         .map_err(dberr)?;
+                    if rec.state == KeyState::Joining {
+                        // It only ever held the abandoned reshare's share.
+                        keys.remove(id.as_str()).map_err(dberr)?;
+                    }
                     true
                 }
                 _ => false,
@@ -347,6 +413,40 @@ impl Store {
             keys.remove(id.as_str()).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
+    }
+
+    /// Retires this node's share of a key that a reshare moved to another
+    /// committee: the active and any staged share are deleted and the record
+    /// kept as `Retired`, in one transaction. Returns false if already retired.
+    pub fn retire(&self, id: &KeyId) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            if rec.state == KeyState::Retired {
+                return Ok(false);
+            }
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
+                None => None,
+            };
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            for epoch in std::iter::once(rec.epoch).chain(staged) {
+                shares
+                    .remove(share_slot(id, epoch).as_str())
+                    .map_err(dberr)?;
+            }
+            pending.remove(id.as_str()).map_err(dberr)?;
+            rec.state = KeyState::Retired;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(true)
     }
 
     /// Whether a sealed share of `epoch` is stored (without opening it).
@@ -509,6 +609,16 @@ struct Pending {
     epoch: u64,
     proof: RotationProof,
     package: String,
+    /// The committee and threshold a reshare moves the key to (none for a rotation).
+    #[serde(default)]
+    membership: Option<Membership>,
+}
+
+/// A key's committee (node names in party order) and threshold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    pub committee: Vec<String>,
+    pub threshold: u8,
 }
 
 impl Store {

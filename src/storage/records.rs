@@ -16,6 +16,9 @@ pub enum KeyState {
     Retired,
     /// Rebuilt by repair; cannot sign until the refresh that follows activates.
     Repairing,
+    /// Joining the committee in a reshare: a share is staged but not active
+    /// until that reshare's epoch is activated. Holds the old record.
+    Joining,
 }
 
 impl KeyState {
@@ -25,6 +28,7 @@ impl KeyState {
             Self::Frozen(_) => "frozen",
             Self::Retired => "retired",
             Self::Repairing => "repairing",
+            Self::Joining => "joining",
         }
     }
 }

@@ -206,3 +206,93 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
     ));
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
 }
+
+#[test]
+fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = SecretBytes::new(b"pw".to_vec());
+    let a = Store::open(&dir.path().join("a"), &NodeName::parse("a").unwrap(), &pass).unwrap();
+    let d = Store::open(&dir.path().join("d"), &NodeName::parse("d").unwrap(), &pass).unwrap();
+    let out = shares();
+    let id = KeyId::parse("rs").unwrap();
+    let record = rec(&id, out[0].public_key);
+    a.insert_key(&record, &out[0].share).unwrap();
+    let proof = RotationProof {
+        eid: [7; 32],
+        confirmation: [8; 32],
+    };
+    let moved = Membership {
+        committee: vec!["a".into(), "d".into()],
+        threshold: 2,
+    };
+
+    // An old member stages beside its active share; activation switches the committee.
+    a.stage_reshare(&id, None, 1, &out[1].share, proof, b"pkg", moved.clone())
+        .unwrap();
+    assert_eq!(a.key(&id).unwrap().unwrap().committee, vec!["a", "b"]);
+    assert!(a.activate_epoch(&id, 1, proof).unwrap());
+    let after = a.key(&id).unwrap().unwrap();
+    assert_eq!(
+        (after.epoch, after.committee.clone(), after.threshold),
+        (1, moved.committee.clone(), 2)
+    );
+    assert!(!a.has_share(&id, 0).unwrap() && a.has_share(&id, 1).unwrap());
+    // A joining record never replaces a live one.
+    assert!(matches!(
+        a.stage_reshare(
+            &id,
+            Some(&record),
+            1,
+            &out[1].share,
+            proof,
+            b"pkg",
+            moved.clone()
+        ),
+        Err(StorageError::Conflict(_))
+    ));
+
+    // A newcomer: the record arrives with the staged share, in the Joining state.
+    d.stage_reshare(
+        &id,
+        Some(&record),
+        1,
+        &out[1].share,
+        proof,
+        b"pkg",
+        moved.clone(),
+    )
+    .unwrap();
+    assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Joining);
+    assert_eq!(d.pending(&id).unwrap().map(|p| p.0), Some(1));
+    // Abandoned: the share and the record go.
+    assert!(d.discard_staged(&id, &proof.eid).unwrap());
+    assert!(d.key(&id).unwrap().is_none() && !d.has_share(&id, 1).unwrap());
+    d.stage_reshare(
+        &id,
+        Some(&record),
+        1,
+        &out[1].share,
+        proof,
+        b"pkg",
+        moved.clone(),
+    )
+    .unwrap();
+    assert!(d.activate_epoch(&id, 1, proof).unwrap());
+    let joined = d.key(&id).unwrap().unwrap();
+    assert_eq!(
+        (joined.state, joined.epoch, joined.committee),
+        (KeyState::Active, 1, moved.committee.clone())
+    );
+
+    // Retiring deletes the share and keeps the record; a retired record may be rejoined.
+    assert!(d.retire(&id).unwrap());
+    assert!(!d.retire(&id).unwrap());
+    assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Retired);
+    assert!(!d.has_share(&id, 1).unwrap());
+    assert!(matches!(d.share(&id, 1), Err(StorageError::NotFound(_))));
+    let mut at1 = record.clone();
+    at1.epoch = 1;
+    d.stage_reshare(&id, Some(&at1), 2, &out[1].share, proof, b"pkg", moved)
+        .unwrap();
+    assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Joining);
+}

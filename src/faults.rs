@@ -16,7 +16,10 @@ pub mod points {
     pub const BEFORE_ACTIVATE: &str = "rotate.before_activate";
     /// Participant: activation written, answer not yet sent.
     pub const AFTER_ACTIVATE: &str = "rotate.after_activate";
-    /// Every point, for tests that walk them all.
+    /// Reshare dealer: send one new member a point that does not match the
+    /// commitments (a misbehaving dealer, not a crash).
+    pub const CORRUPT_DEALING: &str = "reshare.corrupt_dealing";
+    /// Every crash point, for tests that walk them all.
     pub const ALL: [&str; 4] = [BEFORE_STAGE, AFTER_STAGE, BEFORE_ACTIVATE, AFTER_ACTIVATE];
 }
 
@@ -89,6 +92,16 @@ pub fn check(
     }
     let _ = (node, point);
     Ok(())
+}
+
+/// True if misbehaviour `point` is armed on `node` (fault-injection builds only).
+#[cfg(feature = "fault-injection")]
+pub fn tampers(node: &crate::domain::NodeName, point: &'static str) -> bool {
+    let fires = imp::fires(node.as_str(), point);
+    if fires {
+        tracing::warn!(%node, point, "injected misbehaviour");
+    }
+    fires
 }
 
 /// Returns an error if `node` hit a crash point and has not been restarted

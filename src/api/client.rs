@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::proto::admin::{RepairKeyRequest, RotateKeyRequest};
-pub use crate::proto::admin::{RepairKeyResponse, RotateKeyResponse};
+use crate::proto::admin::{RepairKeyRequest, ReshareKeyRequest, RotateKeyRequest};
+pub use crate::proto::admin::{RepairKeyResponse, ReshareKeyResponse, RotateKeyResponse};
 
 use crate::domain::NodeName;
 use crate::pki::{Layout, Role};
@@ -233,6 +233,25 @@ impl Client {
         };
         Ok(AdminClient::new(self.channel.clone())
             .repair_key(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Admin: moves `key` to `committee` (node names in party order) with
+    /// `threshold`; same public key, next epoch.
+    pub async fn reshare_key(
+        &mut self,
+        key: &str,
+        committee: &[String],
+        threshold: u32,
+    ) -> Result<ReshareKeyResponse, ClientError> {
+        let req = ReshareKeyRequest {
+            key_id: key.into(),
+            committee: committee.to_vec(),
+            threshold,
+        };
+        Ok(AdminClient::new(self.channel.clone())
+            .reshare_key(req)
             .await?
             .into_inner())
     }

@@ -231,6 +231,44 @@ impl apb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn reshare_key(
+        &self,
+        req: Request<apb::ReshareKeyRequest>,
+    ) -> Result<Response<apb::ReshareKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
+        let committee = r
+            .committee
+            .iter()
+            .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let threshold = u8::try_from(r.threshold).map_err(|_| arg("threshold", "out of range"))?;
+        let s = counted(
+            &self.metrics,
+            "reshare",
+            self.node.reshare(&key, &committee, threshold).await,
+        )?;
+        tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,
+            committee = ?s.key.committee, threshold, retired = ?s.retired, ms = s.elapsed.as_millis() as u64, "key reshared");
+        Ok(Response::new(apb::ReshareKeyResponse {
+            key: Some(key_info(&s.key)),
+            old_epoch: s.old_epoch,
+            new_epoch: s.new_epoch,
+            old_committee: s.old_committee.iter().map(ToString::to_string).collect(),
+            old_threshold: s.old_threshold.into(),
+            dealers: s.dealers.iter().map(ToString::to_string).collect(),
+            retired: s.retired.iter().map(ToString::to_string).collect(),
+            not_retired: s
+                .not_retired
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect(),
+            public_key_unchanged: s.public_key_unchanged,
+            duration_ms: s.elapsed.as_millis() as u64,
+        }))
+    }
+
     async fn list_keys(
         &self,
         req: Request<apb::ListKeysRequest>,

@@ -32,6 +32,7 @@ pub enum Cmd {
     /// UNAVAILABLE (retry) while the rotation runs; the old epoch's shares are
     /// deleted once the new epoch is active on every node.
     Rotate {
+        /// The key's name.
         key: String,
         #[command(flatten)]
         conn: Conn,
@@ -44,10 +45,35 @@ pub enum Cmd {
     /// is refused. A complete refresh across the committee follows, so every
     /// share changes and the key keeps its public key.
     Repair {
+        /// The key's name.
         key: String,
         /// The node whose share is rebuilt.
         #[arg(long)]
         node: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Move a key to another committee and/or threshold; the public key and
+    /// addresses stay the same.
+    ///
+    /// t nodes of the current committee deal their shares to the new
+    /// committee with Feldman commitments; each new member checks its points
+    /// (a dealer that cheats is named and nothing changes), then the new
+    /// committee runs a complete refresh and activates the next epoch. Nodes
+    /// that leave delete their share once every new member is active. Every
+    /// current and new member must be up; send the request to a node of the
+    /// current committee. Signing answers UNAVAILABLE (retry) meanwhile.
+    ///
+    /// Example: thresig keys reshare validator-1 --committee b,c,d --threshold 2
+    Reshare {
+        /// The key's name.
+        key: String,
+        /// The new committee: node names, comma separated, in party order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        committee: Vec<String>,
+        /// Nodes needed to sign afterwards (2 <= t <= committee size).
+        #[arg(long)]
+        threshold: u32,
         #[command(flatten)]
         conn: Conn,
     },
@@ -58,6 +84,7 @@ pub enum Cmd {
     },
     /// Show one key.
     Show {
+        /// The key's name.
         key: String,
         #[command(flatten)]
         conn: Conn,
@@ -149,6 +176,53 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             anyhow::ensure!(
                 after.public_key == before.public_key,
                 "the public key changed during repair"
+            );
+        }
+        Cmd::Reshare {
+            key,
+            committee,
+            threshold,
+            conn,
+        } => {
+            let mut c = conn.client(Role::Admin)?;
+            let before = c.get_key(&key).await?;
+            eprintln!(
+                "resharing {key} (epoch {}) from {}-of-{{{}}} to {threshold}-of-{{{}}} via node {}: \
+                 dealing by {} current members, checks on every new member, complete refresh, activation, retirement...",
+                before.epoch,
+                before.threshold,
+                before.committee.join(", "),
+                committee.join(", "),
+                conn.server,
+                before.threshold,
+            );
+            let r = c.reshare_key(&key, &committee, threshold).await?;
+            let after = r.key.unwrap_or_default();
+            let unchanged = r.public_key_unchanged && after.public_key == before.public_key;
+            println!("key          {}", after.key_id);
+            println!("epoch        {} -> {}", r.old_epoch, r.new_epoch);
+            println!(
+                "committee    {}-of-{{{}}} -> {}-of-{{{}}}",
+                r.old_threshold,
+                r.old_committee.join(", "),
+                after.threshold,
+                after.committee.join(", ")
+            );
+            println!("dealers      {}", r.dealers.join(", "));
+            println!(
+                "public key   {} ({})",
+                hex::encode(&after.public_key),
+                if unchanged { "unchanged" } else { "CHANGED" }
+            );
+            if !r.retired.is_empty() {
+                println!("retired      {} (shares deleted)", r.retired.join(", "));
+            }
+            println!("duration     {:.2} s", r.duration_ms as f64 / 1e3);
+            anyhow::ensure!(unchanged, "the public key changed during the reshare");
+            anyhow::ensure!(
+                r.not_retired.is_empty(),
+                "these nodes left the committee but still hold their old share; delete the key's data on them by hand: {}",
+                r.not_retired.join(", ")
             );
         }
         Cmd::List { conn } => {

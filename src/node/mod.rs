@@ -6,6 +6,7 @@
 mod coordinator;
 pub mod participant;
 mod repair;
+mod reshare;
 mod rotation;
 mod router;
 mod session;
@@ -17,6 +18,7 @@ use futures::future::BoxFuture;
 
 pub use coordinator::SignOutcome;
 pub use repair::{repair_binding, RepairSummary};
+pub use reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use rotation::RotateSummary;
 pub use router::{Inbound, RouteError, Router};
 
@@ -59,6 +61,28 @@ pub enum Operation {
         helpers: Vec<NodeName>,
         record: Box<crate::storage::KeyRecord>,
     },
+    /// Move the key at `epoch` to `committee` with `threshold`: `dealers`
+    /// (t members of the current committee) deal their shares to the new
+    /// committee, which then refreshes. The key's current public record
+    /// travels with it because new members do not have it.
+    Reshare {
+        key_id: KeyId,
+        epoch: u64,
+        dealers: Vec<NodeName>,
+        committee: Vec<NodeName>,
+        threshold: u8,
+        record: Box<crate::storage::KeyRecord>,
+    },
+    /// Asked of a member the reshare (the proposal's eid and nonce) removed
+    /// from the key, once every new member has activated: delete its share.
+    /// The fields are those of the reshare, so the node can recompute its eid.
+    Retire {
+        key_id: KeyId,
+        epoch: u64,
+        dealers: Vec<NodeName>,
+        committee: Vec<NodeName>,
+        threshold: u8,
+    },
     /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
     Activate {
         key_id: KeyId,
@@ -91,11 +115,25 @@ pub enum Outcome {
     /// The staged epoch is now active here.
     Activated,
     /// The epoch of the share this node holds, if any, and whether it may
-    /// sign with it (false while a repaired share awaits its refresh).
+    /// sign with it (false while a repaired share awaits its refresh, or a
+    /// joining node's share awaits activation; such a node reports the epoch
+    /// it joins after). `rotation` is the execution id of the rotation or
+    /// reshare that activated that epoch.
     ShareStatus {
         epoch: Option<u64>,
         signing: bool,
+        rotation: Option<[u8; 32]>,
     },
+    /// A new member of a reshare staged its share; every new member computed
+    /// `confirmation`, and `public_key` is the key its new share belongs to.
+    Reshared {
+        confirmation: [u8; 32],
+        public_key: Vec<u8>,
+    },
+    /// A dealer leaving the committee sent its dealings.
+    Dealt,
+    /// This node's share of the key is deleted (it left the committee).
+    Retired,
     /// This node's part of a repair is done.
     Repaired,
 }

@@ -81,9 +81,29 @@ impl Node {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
             }
-            Operation::ShareStatus { key_id } => {
-                let (epoch, signing) = self.share_status(&key_id);
-                Ok(Outcome::ShareStatus { epoch, signing })
+            Operation::ShareStatus { key_id } => Ok(self.share_status_outcome(&key_id)),
+            Operation::Reshare {
+                key_id,
+                epoch,
+                dealers,
+                committee,
+                threshold,
+                record,
+            } => {
+                self.participate_reshare(
+                    &p, &key_id, epoch, &dealers, &committee, threshold, &record,
+                )
+                .await
+            }
+            Operation::Retire {
+                key_id,
+                epoch,
+                dealers,
+                committee,
+                threshold,
+            } => {
+                self.participate_retire(&p, &key_id, epoch, &dealers, &committee, threshold)
+                    .await
             }
             Operation::Repair {
                 key_id,

@@ -19,11 +19,20 @@ use crate::storage::{KeyRecord, KeyState};
 /// key's public record that the repair depends on.
 pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
     let mut h = Sha256::new();
+    h.update((target.as_str().len() as u64).to_be_bytes());
+    h.update(target.as_str());
+    h.update(record_digest(rec));
+    h.finalize().to_vec()
+}
+
+/// SHA-256 over every field of a key's public record that a repair or a
+/// reshare depends on (not its state, rotation proof or creation time).
+pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
+    let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
     };
-    field(target.as_str().as_bytes());
     field(rec.key_id.as_str().as_bytes());
     field(&rec.epoch.to_be_bytes());
     field(&[rec.threshold]);
@@ -34,7 +43,7 @@ pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
     field(&rec.chain_code);
     field(&rec.package_hash);
     field(rec.package.as_bytes());
-    h.finalize().to_vec()
+    h.finalize().into()
 }
 
 /// What a finished repair reports.
@@ -89,6 +98,7 @@ impl Node {
         if let Outcome::ShareStatus {
             epoch: Some(e),
             signing: true,
+            ..
         } = self.net.propose(target, status).await?
         {
             return Err(NodeError::FailedPrecondition(format!(
@@ -159,6 +169,32 @@ impl Node {
         match self.store.has_share(key_id, rec.epoch) {
             Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
             _ => (None, false),
+        }
+    }
+
+    /// This node's answer to a share status query (see `Outcome::ShareStatus`).
+    pub fn share_status_outcome(&self, key_id: &KeyId) -> Outcome {
+        let (epoch, signing) = self.share_status(key_id);
+        let rec = self.store.key(key_id).ok().flatten();
+        let joining = rec.as_ref().is_some_and(|r| {
+            r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
+        });
+        match rec {
+            Some(r) if joining => Outcome::ShareStatus {
+                epoch: Some(r.epoch),
+                signing: false,
+                rotation: None,
+            },
+            Some(r) if epoch.is_some() => Outcome::ShareStatus {
+                epoch,
+                signing,
+                rotation: r.rotation.map(|p| p.eid),
+            },
+            _ => Outcome::ShareStatus {
+                epoch: None,
+                signing: false,
+                rotation: None,
+            },
         }
     }
 
@@ -312,7 +348,7 @@ impl Node {
         };
         match self.net.propose(target, status).await? {
             Outcome::ShareStatus { signing: false, .. } => {}
-            Outcome::ShareStatus { epoch: Some(e), signing: true } => {
+            Outcome::ShareStatus { epoch: Some(e), signing: true, .. } => {
                 return Err(NodeError::PermissionDenied(format!(
                     "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
                 )))

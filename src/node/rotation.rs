@@ -67,16 +67,16 @@ impl Node {
             let timeout = self.timeouts.ping;
             let n = n.clone();
             async move {
-                let epoch = match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(Outcome::ShareStatus { signing: false, epoch: Some(_) })) if to_sign => {
-                        return Some((n, "its repaired share awaits a refresh".to_owned()))
-                    }
-                    Ok(Ok(Outcome::ShareStatus { epoch, .. })) => epoch,
+                let (epoch, signing) = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(Outcome::ShareStatus { epoch, signing, .. })) => (epoch, signing),
                     Ok(Ok(_)) => return Some((n, "answered the status query with another outcome".to_owned())),
                     Ok(Err(e)) => return Some((n, e.to_string())),
                     Err(_) => return Some((n, format!("no answer within {timeout:?}"))),
                 };
                 match (epoch, rec.rotation) {
+                    (Some(e), _) if e == rec.epoch && to_sign && !signing => {
+                        Some((n, "its share cannot sign yet (repaired or joining; awaits activation)".to_owned()))
+                    }
                     (Some(e), _) if e == rec.epoch => None,
                     (Some(e), Some(proof)) if e + 1 == rec.epoch => {
                         let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
@@ -104,6 +104,46 @@ impl Node {
             .await
             .into_iter()
             .flatten()
+            .collect()
+    }
+}
+
+impl Node {
+    /// Sends `p` to each of `nodes` (ourselves directly), retrying each up to
+    /// three times; returns the nodes that never accepted it, with the last
+    /// error. For steps that must reach every node once decided (activation,
+    /// retirement) and are idempotent.
+    pub(super) async fn call_with_retries(
+        &self,
+        nodes: &[NodeName],
+        p: &Proposal,
+    ) -> Vec<(NodeName, String)> {
+        let calls = nodes.iter().map(|n| {
+            let (n, p) = (n.clone(), p.clone());
+            async move {
+                let mut last = None;
+                for attempt in 0..3u32 {
+                    let r = if n == self.name {
+                        self.on_propose(&self.name, p.clone()).await
+                    } else {
+                        self.net.propose(&n, p.clone()).await
+                    };
+                    match r {
+                        Ok(_) => return (n, None),
+                        Err(e) => last = Some(e.to_string()),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        200 * u64::from(attempt + 1),
+                    ))
+                    .await;
+                }
+                (n, last)
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(n, e)| e.map(|e| (n, e)))
             .collect()
     }
 }
@@ -196,39 +236,9 @@ impl Node {
                 confirmation,
             },
         };
-        let calls = committee.iter().map(|n| {
-            let (n, p) = (n.clone(), activate.clone());
-            async move {
-                let mut last = None;
-                for attempt in 0..3u32 {
-                    let r = if n == self.name {
-                        self.on_propose(&self.name, p.clone()).await
-                    } else {
-                        self.net.propose(&n, p.clone()).await
-                    };
-                    match r {
-                        Ok(_) => return (n, None),
-                        Err(e) => last = Some(e.to_string()),
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        200 * u64::from(attempt + 1),
-                    ))
-                    .await;
-                }
-                (n, last)
-            }
-        });
-        let failed: Vec<(NodeName, String)> = futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .filter_map(|(n, e)| e.map(|e| (n, e)))
-            .collect();
+        let failed = self.call_with_retries(&committee, &activate).await;
         if !failed.is_empty() {
-            let list = failed
-                .iter()
-                .map(|(n, e)| format!("{n} ({e})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = reasons(&failed);
             return Err(NodeError::Unavailable(format!(
                 "epoch {new_epoch} of key {key_id} is confirmed but not yet active on: {list}; \
                  those nodes switch when they next take part in a session at epoch {new_epoch}"

@@ -83,32 +83,32 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
         },
         pb::propose_request::Op::Repair(r) => {
             let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
-            let record = crate::storage::KeyRecord {
-                schema: crate::storage::records_schema(),
-                key_id: key_id.clone(),
-                public_key: r.public_key,
-                chain_code: arr(&r.chain_code, "chain_code").map_err(|e| bad("chain_code", e))?,
-                committee: names(&r.committee, "committee")?
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                threshold: u8::try_from(r.threshold)
-                    .map_err(|_| bad("threshold", "out of range"))?,
-                epoch: r.epoch,
-                state: crate::storage::KeyState::Active,
-                package_hash: arr(&r.package_hash, "package_hash")
-                    .map_err(|e| bad("package_hash", e))?,
-                package: hex::encode(&r.package),
-                rotation: None,
-                created_unix: r.created_unix,
-            };
             Operation::Repair {
+                record: Box::new(record_from_pb(&key_id, r.record)?),
                 key_id,
                 target: NodeName::parse(&r.target).map_err(|e| bad("target", e))?,
                 helpers: names(&r.helpers, "helpers")?,
-                record: Box::new(record),
             }
         }
+        pb::propose_request::Op::Reshare(r) => {
+            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
+            Operation::Reshare {
+                record: Box::new(record_from_pb(&key_id, r.record)?),
+                key_id,
+                epoch: r.epoch,
+                dealers: names(&r.dealers, "dealers")?,
+                committee: names(&r.committee, "committee")?,
+                threshold: u8::try_from(r.threshold)
+                    .map_err(|_| bad("threshold", "out of range"))?,
+            }
+        }
+        pb::propose_request::Op::Retire(r) => Operation::Retire {
+            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: r.epoch,
+            dealers: names(&r.dealers, "dealers")?,
+            committee: names(&r.committee, "committee")?,
+            threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
+        },
         pb::propose_request::Op::Refresh(r) => Operation::Refresh {
             key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
             epoch: r.epoch,
@@ -157,14 +157,35 @@ fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             key_id: key_id.to_string(),
             target: target.to_string(),
             helpers: helpers.iter().map(ToString::to_string).collect(),
-            epoch: record.epoch,
-            threshold: record.threshold.into(),
-            committee: record.committee.clone(),
-            public_key: record.public_key.clone(),
-            chain_code: record.chain_code.to_vec(),
-            package_hash: record.package_hash.to_vec(),
-            package: hex::decode(&record.package).unwrap_or_default(),
-            created_unix: record.created_unix,
+            record: Some(record_to_pb(&record)),
+        }),
+        Operation::Reshare {
+            key_id,
+            epoch,
+            dealers,
+            committee,
+            threshold,
+            record,
+        } => pb::propose_request::Op::Reshare(pb::ReshareProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            dealers: dealers.iter().map(ToString::to_string).collect(),
+            committee: committee.iter().map(ToString::to_string).collect(),
+            threshold: threshold.into(),
+            record: Some(record_to_pb(&record)),
+        }),
+        Operation::Retire {
+            key_id,
+            epoch,
+            dealers,
+            committee,
+            threshold,
+        } => pb::propose_request::Op::Retire(pb::RetireProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            dealers: dealers.iter().map(ToString::to_string).collect(),
+            committee: committee.iter().map(ToString::to_string).collect(),
+            threshold: threshold.into(),
         }),
         Operation::Refresh {
             key_id,
@@ -225,13 +246,25 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             })
         }
         Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
-        Outcome::ShareStatus { epoch, signing } => {
-            pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
-                has_share: epoch.is_some(),
-                epoch: epoch.unwrap_or(0),
-                signing,
-            })
-        }
+        Outcome::ShareStatus {
+            epoch,
+            signing,
+            rotation,
+        } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            has_share: epoch.is_some(),
+            epoch: epoch.unwrap_or(0),
+            signing,
+            rotation: rotation.map(|r| r.to_vec()).unwrap_or_default(),
+        }),
+        Outcome::Reshared {
+            confirmation,
+            public_key,
+        } => pb::propose_response::Result::Reshare(pb::ReshareResult {
+            confirmation: confirmation.to_vec(),
+            public_key,
+        }),
+        Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
+        Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
         Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
         Outcome::Keygen {
             public_key,
@@ -254,6 +287,44 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
     }
 }
 
+/// A key's public record as it travels with a repair or reshare proposal.
+fn record_from_pb(
+    key_id: &KeyId,
+    r: Option<pb::KeyRecord>,
+) -> Result<crate::storage::KeyRecord, Status> {
+    let r = r.ok_or_else(|| bad("record", "missing"))?;
+    Ok(crate::storage::KeyRecord {
+        schema: crate::storage::records_schema(),
+        key_id: key_id.clone(),
+        public_key: r.public_key,
+        chain_code: arr(&r.chain_code, "chain_code").map_err(|e| bad("chain_code", e))?,
+        committee: names(&r.committee, "committee")?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
+        epoch: r.epoch,
+        state: crate::storage::KeyState::Active,
+        package_hash: arr(&r.package_hash, "package_hash").map_err(|e| bad("package_hash", e))?,
+        package: hex::encode(&r.package),
+        rotation: None,
+        created_unix: r.created_unix,
+    })
+}
+
+fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
+    pb::KeyRecord {
+        epoch: r.epoch,
+        threshold: r.threshold.into(),
+        committee: r.committee.clone(),
+        public_key: r.public_key.clone(),
+        chain_code: r.chain_code.to_vec(),
+        package_hash: r.package_hash.to_vec(),
+        package: hex::decode(&r.package).unwrap_or_default(),
+        created_unix: r.created_unix,
+    }
+}
+
 fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
     b.try_into()
         .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
@@ -268,7 +339,18 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
         pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
             epoch: s.has_share.then_some(s.epoch),
             signing: s.has_share && s.signing,
+            rotation: if s.rotation.is_empty() {
+                None
+            } else {
+                Some(arr(&s.rotation, "rotation")?)
+            },
         }),
+        pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
+            confirmation: arr(&r.confirmation, "confirmation")?,
+            public_key: r.public_key,
+        }),
+        pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
+        pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
         pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
             public_key: k.public_key,

@@ -248,10 +248,27 @@ impl Node {
         }
         self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
-        if let KeyState::Frozen(why) = &rec.state {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is frozen: {why}"
-            )));
+        match &rec.state {
+            KeyState::Active => {}
+            KeyState::Frozen(why) => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is frozen: {why}"
+                )))
+            }
+            KeyState::Retired => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is retired on node {}: this node left the key's committee; \
+                     send the request to a node of the current committee",
+                    self.name
+                )))
+            }
+            other => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is {} on node {}; it cannot sign here yet",
+                    other.label(),
+                    self.name
+                )))
+            }
         }
         let committee = committee_of(&rec)?;
         // Ourselves first, then the others in committee order, skipping nodes that do not answer.

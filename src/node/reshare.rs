@@ -381,7 +381,10 @@ impl Node {
             .router
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-        self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+        if !joining {
+            // Signing waits until the new epoch is active, or the reshare is given up.
+            self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+        }
         let result = async {
             let package = hex::decode(&record.package).map_err(|_| {
                 NodeError::Internal(format!("key {key_id}: public key package is not hex"))

@@ -40,8 +40,11 @@ impl Node {
             let p = p.clone();
             async move {
                 let r = if *n == self.name { self.on_propose(&self.name, p).await } else { self.net.propose(n, p).await };
-                if let Err(e) = r {
-                    tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation");
+                match r {
+                    Ok(_) => {}
+                    // A node new to the key (reshare) has nothing to release.
+                    Err(NodeError::NotFound(_)) => {}
+                    Err(e) => tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation"),
                 }
             }
         });
@@ -339,7 +342,13 @@ impl Node {
             eid: *eid.as_bytes(),
             confirmation,
         };
-        let rec = self.key(key_id)?;
+        let rec = match self.key(key_id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.resume(key_id, eid);
+                return Err(e);
+            }
+        };
         if rec.epoch == epoch && rec.rotation != Some(proof) {
             if self.store.discard_staged(key_id, eid.as_bytes())? {
                 tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");

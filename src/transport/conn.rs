@@ -183,7 +183,13 @@ pub fn dial(
         .keep_alive_timeout(Duration::from_secs(10));
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let (tls, server, td) = (tls.clone(), server.clone(), trust_domain.clone());
-        async move {
+        let server_name = server.clone();
+        // The handshake runs on its own task. A lazy channel polls its
+        // connection attempt only while a request waits on it: if that
+        // request is cancelled (a session abandoned mid-round), an inline
+        // handshake would stall half-done and fail the channel's next request
+        // with a stale connect timeout, seconds later.
+        let handshake = tokio::spawn(tokio::time::timeout(connect_timeout, async move {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(server.as_str().to_owned())?;
@@ -203,6 +209,17 @@ pub fn dial(
                 );
             }
             Ok(TokioIo::new(io))
+        }));
+        async move {
+            type BoxError = Box<dyn std::error::Error + Send + Sync>;
+            match handshake.await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(_)) => Err::<_, BoxError>(
+                    format!("connecting to node {server_name} timed out after {connect_timeout:?}")
+                        .into(),
+                ),
+                Err(e) => Err(e.into()),
+            }
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))

@@ -203,8 +203,8 @@ async fn reshare_moves_the_key_through_three_committees_and_retires_who_left() {
 
     step(&c, "a", &["a", "b", "c", "d"], 3, &pk, &cc, 1).await;
     step(&c, "b", &["b", "c", "d"], 2, &pk, &cc, 2).await;
-    // Coordinated by c, which is staying, while b leaves.
-    step(&c, "c", &["c", "d"], 2, &pk, &cc, 3).await;
+    // Coordinated by b, which is the node that leaves.
+    step(&c, "b", &["c", "d"], 2, &pk, &cc, 3).await;
 
     // A rotation on the final committee still works.
     let r = c

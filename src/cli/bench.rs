@@ -21,10 +21,16 @@ pub struct Args {
     /// of the last node after deleting its data directory).
     #[arg(long, default_value_t = 0)]
     rotations: u32,
+    /// Also time this many reshares (`keys reshare`), each replacing one
+    /// committee member with a spare node (same t-of-n); starts one extra node.
+    #[arg(long, default_value_t = 0)]
+    reshares: u32,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let names: Vec<String> = (0..a.nodes).map(|i| format!("n{i}")).collect();
+    let spare = usize::from(a.reshares > 0);
+    let names: Vec<String> = (0..a.nodes + spare).map(|i| format!("n{i}")).collect();
+    let committee: Vec<String> = names[..a.nodes].to_vec();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let tmp = tempfile::tempdir()?;
     let cluster = LocalCluster::start(
@@ -39,7 +45,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let t = Instant::now();
     cluster
         .client(0, ADMIN)?
-        .create_key("bench", a.threshold, &[])
+        .create_key("bench", a.threshold, &committee)
         .await?;
     println!(
         "keygen {}-of-{}: {:.1} ms",
@@ -70,6 +76,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             * 1e3
     };
     println!("sign {}-of-{} end to end over {} requests: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", a.threshold, a.nodes, samples.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0));
+    let mut cluster = cluster;
     if a.rotations > 0 {
         let mut admin = cluster.client(0, ADMIN)?;
         let mut times = Vec::new();
@@ -79,16 +86,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             times.push(t.elapsed());
             eprintln!("  rotation {} / {}", i + 1, a.rotations);
         }
-        times.sort();
-        let median = times.get(times.len() / 2).copied().unwrap_or_default();
         println!(
             "rotate {}-of-{} over {} rotations: median {:.1} ms",
             a.threshold,
             a.nodes,
             times.len(),
-            median.as_secs_f64() * 1e3
+            median_ms(&mut times)
         );
-        let mut cluster = cluster;
         let last = a.nodes - 1;
         cluster.stop_node(last).await;
         let data = cluster.configs[last].data_dir.clone();
@@ -103,9 +107,45 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             a.threshold,
             t.elapsed().as_secs_f64() * 1e3
         );
-        cluster.stop().await;
-        return Ok(());
+    }
+    if a.reshares > 0 {
+        let mut admin = cluster.client(0, ADMIN)?;
+        let mut times = Vec::new();
+        let mut members = committee.clone();
+        let mut out = names[a.nodes].clone();
+        for i in 0..a.reshares {
+            // Swap the last member and the spare.
+            if let Some(last) = members.last_mut() {
+                std::mem::swap(last, &mut out);
+            }
+            let t = Instant::now();
+            admin.reshare_key("bench", &members, a.threshold).await?;
+            times.push(t.elapsed());
+            eprintln!(
+                "  reshare {} / {}: committee {}",
+                i + 1,
+                a.reshares,
+                members.join(",")
+            );
+        }
+        println!(
+            "reshare {t}-of-{n} -> {t}-of-{n} (one member replaced) over {} reshares: median {:.1} ms",
+            times.len(),
+            median_ms(&mut times),
+            t = a.threshold,
+            n = a.nodes,
+        );
     }
     cluster.stop().await;
     Ok(())
+}
+
+fn median_ms(times: &mut [Duration]) -> f64 {
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1e3
 }

@@ -31,6 +31,14 @@ impl Session<'_> {
             .map(|i| (i + 1) as PartyIdx)
     }
 
+    fn two_messages(&self, from: PartyIdx, round: u32) -> NodeError {
+        self.protocol_error(ProtocolError::PeerMisbehaved {
+            from,
+            round,
+            reason: "sent two messages for one round".into(),
+        })
+    }
+
     pub fn protocol_error(&self, error: ProtocolError) -> NodeError {
         let blamed = error.blamed().and_then(|i| self.name_of(i)).cloned();
         NodeError::Protocol { blamed, error }
@@ -75,13 +83,27 @@ impl Session<'_> {
         proto = p;
         let mut out = started.map_err(|e| self.protocol_error(e))?;
         let mut round = 1u32;
+        // Messages one round early, kept until that round's senders are known;
+        // and who sent two of them.
         let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
+        let mut ahead_twice: std::collections::BTreeSet<PartyIdx> = Default::default();
         loop {
             self.send(round, out).await?;
             // Who sends this round can change between rounds (a reshare's
             // dealers, then its new members).
             let peers: Vec<PartyIdx> = proto.peers().to_vec();
-            let mut inbox: Inbox = std::mem::take(&mut ahead);
+            let mut inbox = Inbox::new();
+            for (idx, payload) in std::mem::take(&mut ahead) {
+                if !peers.contains(&idx) {
+                    tracing::warn!(eid = %self.eid, party = idx, round, "dropped message from a party that does not send in this round");
+                    continue;
+                }
+                if ahead_twice.contains(&idx) {
+                    return Err(self.two_messages(idx, round));
+                }
+                inbox.insert(idx, payload);
+            }
+            ahead_twice.clear();
             let deadline = tokio::time::Instant::now() + self.round_timeout;
             while inbox.len() < peers.len() {
                 let msg = match tokio::time::timeout_at(deadline, mailbox.rx.recv()).await {
@@ -104,21 +126,23 @@ impl Session<'_> {
                     tracing::warn!(eid = %self.eid, from = %msg.from, "dropped message from a node outside this session");
                     continue;
                 };
-                let slot = if msg.round == round && peers.contains(&idx) {
-                    &mut inbox
+                if msg.round == round {
+                    if !peers.contains(&idx) {
+                        tracing::warn!(eid = %self.eid, from = %msg.from, round, "dropped message from a party that does not send in this round");
+                        continue;
+                    }
+                    if inbox.insert(idx, msg.payload).is_some() {
+                        return Err(self.two_messages(idx, round));
+                    }
                 } else if msg.round == round + 1 {
-                    // Checked against that round's senders when it is fed.
-                    &mut ahead
+                    // Checked against that round's senders when it starts.
+                    if ahead.contains_key(&idx) {
+                        ahead_twice.insert(idx);
+                    } else {
+                        ahead.insert(idx, msg.payload);
+                    }
                 } else {
                     tracing::warn!(eid = %self.eid, from = %msg.from, round = msg.round, expected = round, "dropped out-of-round message");
-                    continue;
-                };
-                if slot.insert(idx, msg.payload).is_some() {
-                    return Err(self.protocol_error(ProtocolError::PeerMisbehaved {
-                        from: idx,
-                        round: msg.round,
-                        reason: "sent two messages for one round".into(),
-                    }));
                 }
             }
             let (p, advanced) = off_runtime(proto, move |p| p.advance(inbox)).await?;

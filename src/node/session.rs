@@ -136,10 +136,13 @@ impl Session<'_> {
                     }
                 } else if msg.round == round + 1 {
                     // Checked against that round's senders when it starts.
-                    if ahead.contains_key(&idx) {
-                        ahead_twice.insert(idx);
-                    } else {
-                        ahead.insert(idx, msg.payload);
+                    match ahead.entry(idx) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            ahead_twice.insert(idx);
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(msg.payload);
+                        }
                     }
                 } else {
                     tracing::warn!(eid = %self.eid, from = %msg.from, round = msg.round, expected = round, "dropped out-of-round message");

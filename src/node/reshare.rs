@@ -540,7 +540,7 @@ impl Node {
         }
         self.store.retire(key_id)?;
         self.resume(key_id, &p.eid);
-        tracing::warn!(key = %key_id, epoch, "left the key's committee; share deleted, record kept as retired");
+        tracing::info!(key = %key_id, epoch, "left the key's committee; share deleted, record kept as retired");
         Ok(Outcome::Retired)
     }
 }

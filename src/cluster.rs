@@ -17,6 +17,20 @@ pub const TRUST_DOMAIN: &str = "thresig.local";
 pub const CLIENT: &str = "validator";
 pub const ADMIN: &str = "ops";
 
+/// The local cluster's policy: its client may sign with every key at every
+/// path, its admin may run every admin operation.
+pub const DEV_POLICY: &str = r#"# Written by the local cluster (demo, bench, tests). Default deny: only the
+# identities below may do anything.
+[[client]]
+name = "validator"
+keys = ["*"]
+paths = ["m"]
+
+[[admin]]
+name = "ops"
+operations = ["*"]
+"#;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(transparent)]
@@ -79,6 +93,8 @@ impl LocalCluster {
             });
             listeners.push(l);
         }
+        let policy = root.join("policy.toml");
+        pki::write_new(&policy, DEV_POLICY.as_bytes(), 0o644)?;
         let mut configs = Vec::new();
         for p in &peers {
             let dir = root.join("nodes").join(p.name.as_str());
@@ -104,6 +120,7 @@ impl LocalCluster {
                 timeouts,
                 connect_timeout: timeouts.ping,
                 peers: peers.clone(),
+                policy: Some(policy.clone()),
             };
             let path = dir.join("node.toml");
             std::fs::write(&path, cfg.to_toml()).map_err(|e| io(&path, e))?;

@@ -35,6 +35,8 @@ pub enum ServerError {
     },
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// The two listening sockets of a node.
@@ -123,13 +125,20 @@ pub fn start(
         cfg.timeouts,
     )?;
     let roster = cfg.peers.iter().map(|p| p.name.clone()).collect();
-    let node = Arc::new(Node::new(
-        cfg.name.clone(),
-        roster,
-        store,
-        Arc::new(net),
-        cfg.timeouts,
-    ));
+    let verifier =
+        crate::transport::request_auth::CertRequestVerifier::new(&cfg.tls, &cfg.trust_domain)?;
+    let node = Arc::new(
+        Node::new(
+            cfg.name.clone(),
+            roster,
+            store,
+            Arc::new(net),
+            cfg.timeouts,
+            Arc::new(verifier),
+            cfg.policy.clone(),
+        )
+        .map_err(|e| ServerError::Policy(e.to_string()))?,
+    );
     let peer_addr = listeners
         .peer
         .local_addr()

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{check_signature, cluster, ADMIN, CLIENT};
+use common::{check_signature, client_request, cluster, sign_proposal, ADMIN, CLIENT};
 use thresig::cluster::LocalCluster;
-use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use thresig::node::participant::sign_binding;
-use thresig::node::{NodeError, Operation, Proposal};
+use thresig::domain::{DerivationPath, KeyId, NodeName};
+use thresig::node::NodeError;
 use thresig::storage::{KeyState, StorageError};
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -121,30 +120,16 @@ async fn step(
             .unwrap_err();
         assert!(err.to_string().contains("retired"), "{err}");
 
-        let mut participants: Vec<NodeName> = committee[..t as usize - 1]
-            .iter()
-            .map(|n| NodeName::parse(n).unwrap())
-            .collect();
-        participants.push(NodeName::parse(gone).unwrap());
-        let (digest, path, nonce) = (Digest32([2; 32]), DerivationPath::default(), vec![9u8; 32]);
-        let proposal = |rid: &str| Proposal {
-            eid: ExecutionId::derive(
-                "sign",
-                &id,
+        let mut participants: Vec<&str> = committee[..t as usize - 1].to_vec();
+        participants.push(gone.as_str());
+        let proposal = |rid: &str| {
+            sign_proposal(
+                c,
+                &client_request("moving", [2; 32], "", rid, None),
                 epoch,
                 &participants,
-                &sign_binding(&digest, &path, rid),
-                &nonce,
-            ),
-            nonce: nonce.clone(),
-            op: Operation::Sign {
-                key_id: id.clone(),
-                epoch,
-                digest,
-                path: path.clone(),
-                request_id: rid.into(),
-                participants: participants.clone(),
-            },
+                vec![9u8; 32],
+            )
         };
         let gone_name = NodeName::parse(gone).unwrap();
         let member = NodeName::parse(committee[0]).unwrap();

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{check_signature, cluster, ADMIN, CLIENT};
+use common::{check_signature, client_request, cluster, sign_proposal, ADMIN, CLIENT};
 use thresig::cluster::LocalCluster;
-use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use thresig::node::participant::sign_binding;
-use thresig::node::{NodeError, Operation, Proposal};
+use thresig::domain::{DerivationPath, KeyId, NodeName};
+use thresig::node::NodeError;
 use thresig::storage::StorageError;
 
 fn share_bytes(
@@ -68,31 +67,14 @@ async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
     }
 
     // A signing proposal at the old epoch is refused by every participant.
-    let (na, nb) = (NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap());
-    let participants = vec![na.clone(), nb.clone()];
-    let digest = Digest32([1; 32]);
-    let path = DerivationPath::default();
-    let nonce = vec![3u8; 32];
-    let eid = ExecutionId::derive(
-        "sign",
-        &id,
+    let nb = NodeName::parse("b").unwrap();
+    let stale = sign_proposal(
+        &c,
+        &client_request("rot", [1; 32], "", "old", None),
         0,
-        &participants,
-        &sign_binding(&digest, &path, "old"),
-        &nonce,
+        &["a", "b"],
+        vec![3u8; 32],
     );
-    let stale = Proposal {
-        eid,
-        nonce,
-        op: Operation::Sign {
-            key_id: id.clone(),
-            epoch: 0,
-            digest,
-            path,
-            request_id: "old".into(),
-            participants,
-        },
-    };
     let err = c.nodes[0]
         .as_ref()
         .unwrap()

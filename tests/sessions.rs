@@ -6,37 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster, ADMIN};
-use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use thresig::node::participant::sign_binding;
-use thresig::node::{NodeError, Operation, Outcome, Proposal};
+use common::{client_request, cluster, sign_proposal, ADMIN};
+use thresig::cluster::LocalCluster;
+use thresig::domain::NodeName;
+use thresig::node::{NodeError, Outcome, Proposal};
 
-fn proposal(request_id: &str) -> Proposal {
-    let key = KeyId::parse("k").unwrap();
-    let participants = vec![NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap()];
-    let digest = Digest32([0x33; 32]);
-    let path = DerivationPath::default();
-    let nonce = vec![7u8; 32];
-    let eid = ExecutionId::derive(
-        "sign",
-        &key,
-        0,
-        &participants,
-        &sign_binding(&digest, &path, request_id),
-        &nonce,
-    );
-    Proposal {
-        eid,
-        nonce,
-        op: Operation::Sign {
-            key_id: key,
-            epoch: 0,
-            digest,
-            path,
-            request_id: request_id.into(),
-            participants,
-        },
-    }
+fn proposal(c: &LocalCluster, request_id: &str) -> Proposal {
+    let req = client_request("k", [0x33; 32], "", request_id, None);
+    sign_proposal(c, &req, 0, &["a", "b"], vec![7u8; 32])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -50,7 +27,7 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     let (na, nb) = (NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap());
     let a = c.nodes[0].as_ref().unwrap().node.clone();
     let b = c.nodes[1].as_ref().unwrap().node.clone();
-    let p = proposal("req-1");
+    let p = proposal(&c, "req-1");
 
     // The test acts as coordinator: both participants accept and sign.
     let (ra, rb) = tokio::join!(a.on_propose(&nb, p.clone()), b.on_propose(&na, p.clone()));
@@ -72,7 +49,7 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     );
 
     // An eid that does not match the proposal's fields is refused too.
-    let mut forged = proposal("req-2");
+    let mut forged = proposal(&c, "req-2");
     forged.eid = p.eid;
     let err = b.on_propose(&na, forged).await.unwrap_err();
     assert!(
@@ -107,31 +84,9 @@ async fn sender_is_the_certificate_identity_not_anything_in_the_message() {
         .await
         .unwrap();
     let (na, nc) = (NodeName::parse("a").unwrap(), NodeName::parse("c").unwrap());
-    let key = KeyId::parse("k").unwrap();
-    let participants = vec![na.clone(), nc.clone()];
-    let digest = Digest32([0x44; 32]);
-    let path = DerivationPath::default();
-    let nonce = vec![9u8; 32];
-    let eid = ExecutionId::derive(
-        "sign",
-        &key,
-        0,
-        &participants,
-        &sign_binding(&digest, &path, "r"),
-        &nonce,
-    );
-    let p = Proposal {
-        eid,
-        nonce,
-        op: Operation::Sign {
-            key_id: key,
-            epoch: 0,
-            digest,
-            path,
-            request_id: "r".into(),
-            participants,
-        },
-    };
+    let req = client_request("k", [0x44; 32], "", "r", None);
+    let p = sign_proposal(&c, &req, 0, &["a", "c"], vec![9u8; 32]);
+    let eid = p.eid;
 
     // Node b (authenticated by its certificate) injects round-1 and round-2
     // messages into a's session between a and c before it starts. The

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -20,7 +21,8 @@ use tonic::transport::Channel;
 use crate::proto::admin::{RepairKeyRequest, ReshareKeyRequest, RotateKeyRequest};
 pub use crate::proto::admin::{RepairKeyResponse, ReshareKeyResponse, RotateKeyResponse};
 
-use crate::domain::NodeName;
+use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+pub use crate::node::request::{SignRequest as ClientRequest, Slot};
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
 use crate::proto::admin::{
@@ -28,6 +30,7 @@ use crate::proto::admin::{
 };
 use crate::proto::signer::{signer_client::SignerClient, GetPublicKeyRequest, SignRequest};
 pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
+use crate::transport::request_auth::RequestSigner;
 use crate::transport::tls::{client_config, TlsError, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +141,14 @@ impl ClientConfig {
     }
 }
 
-/// A connection to one node's client plane.
+/// How long a request made by `Client::sign` stays valid.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
+
+/// A connection to one node's client plane, and the key that signs requests.
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
+    signer: Arc<RequestSigner>,
 }
 
 impl Client {
@@ -157,10 +164,13 @@ impl Client {
             cfg.trust_domain.clone(),
             cfg.connect_timeout,
         )?;
-        Ok(Self { channel })
+        let signer = Arc::new(RequestSigner::from_files(&cfg.tls)?);
+        Ok(Self { channel, signer })
     }
 
-    /// Signs a 32-byte digest with `key` at `path` (`""` for the master key).
+    /// Signs a 32-byte digest with `key` at `path` (`""` or `"m"` for the
+    /// master key). An empty `request_id` gets a random one; the request
+    /// expires after `DEFAULT_EXPIRY`.
     pub async fn sign(
         &mut self,
         key: &str,
@@ -168,11 +178,78 @@ impl Client {
         path: &str,
         request_id: &str,
     ) -> Result<SignResponse, ClientError> {
+        let req = self.request(key, digest, path, request_id, None)?;
+        self.sign_request(&req).await
+    }
+
+    /// Like `sign`, with double-sign protection at `slot`: every node refuses
+    /// a slot below the highest it signed for this key and scope, or the same
+    /// slot with another digest.
+    pub async fn sign_at(
+        &mut self,
+        key: &str,
+        digest: [u8; 32],
+        path: &str,
+        request_id: &str,
+        slot: Slot,
+    ) -> Result<SignResponse, ClientError> {
+        let req = self.request(key, digest, path, request_id, Some(slot))?;
+        self.sign_request(&req).await
+    }
+
+    /// Builds a request the way `sign` does (random request id when empty,
+    /// expiry `DEFAULT_EXPIRY` from now).
+    pub fn request(
+        &self,
+        key: &str,
+        digest: [u8; 32],
+        path: &str,
+        request_id: &str,
+        slot: Option<Slot>,
+    ) -> Result<ClientRequest, ClientError> {
+        let request_id = if request_id.is_empty() {
+            let mut b = [0u8; 16];
+            getrandom::fill(&mut b).map_err(|e| ClientError::Invalid(format!("rng: {e}")))?;
+            hex::encode(b)
+        } else {
+            request_id.to_owned()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(ClientRequest {
+            key_id: KeyId::parse(key).map_err(|e| ClientError::Invalid(format!("key: {e}")))?,
+            digest: Digest32(digest),
+            path: DerivationPath::parse(path)
+                .map_err(|e| ClientError::Invalid(format!("path: {e}")))?,
+            slot,
+            request_id,
+            expiry_unix: now + DEFAULT_EXPIRY.as_secs(),
+        })
+    }
+
+    /// Signs `request` (every field as given) with this client's certificate
+    /// key and sends it.
+    pub async fn sign_request(
+        &mut self,
+        request: &ClientRequest,
+    ) -> Result<SignResponse, ClientError> {
+        let auth = self.signer.sign(request)?;
         let req = SignRequest {
-            key_id: key.into(),
-            digest: digest.to_vec(),
-            path: path.into(),
-            request_id: request_id.into(),
+            key_id: request.key_id.to_string(),
+            digest: request.digest.0.to_vec(),
+            path: request.path.to_string(),
+            request_id: request.request_id.clone(),
+            slot: request.slot.as_ref().map(|x| crate::proto::signer::Slot {
+                scope: x.scope.clone(),
+                height: x.height,
+                round: x.round,
+                step: x.step,
+            }),
+            expiry_unix: request.expiry_unix,
+            signature_scheme: auth.scheme.into(),
+            client_signature: auth.signature,
         };
         Ok(SignerClient::new(self.channel.clone())
             .sign(req)

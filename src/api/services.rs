@@ -9,16 +9,17 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::Node;
 use crate::pki::Role;
 use crate::proto::admin as apb;
 use crate::proto::signer as spb;
 use crate::storage::KeyRecord;
 use crate::telemetry::Metrics;
-use crate::transport::Identity;
+use crate::transport::{Authenticated, Identity};
 
 fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
-    match req.extensions().get::<Identity>() {
+    match req.extensions().get::<Authenticated>().map(|a| &a.identity) {
         Some(id) if id.role == role => Ok(id.clone()),
         Some(id) => Err(Status::permission_denied(format!(
             "{id} may not call this service; it needs a {} certificate",
@@ -87,20 +88,37 @@ impl spb::signer_server::Signer for SignerService {
         req: Request<spb::SignRequest>,
     ) -> Result<Response<spb::SignResponse>, Status> {
         let who = require(&req, Role::Client)?;
+        let chain = req
+            .extensions()
+            .get::<Authenticated>()
+            .map(|a| a.chain.as_ref().clone())
+            .unwrap_or_default();
         let r = req.into_inner();
-        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
-        let digest = Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?;
-        let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
-        if r.request_id.len() > 128 {
-            return Err(arg("request_id", "at most 128 bytes"));
-        }
+        let request = SignRequest {
+            key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
+            digest: Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?,
+            path: DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?,
+            slot: r.slot.map(|x| Slot {
+                scope: x.scope,
+                height: x.height,
+                round: x.round,
+                step: x.step,
+            }),
+            request_id: r.request_id,
+            expiry_unix: r.expiry_unix,
+        };
+        let auth = ClientAuth {
+            chain,
+            scheme: u16::try_from(r.signature_scheme)
+                .map_err(|_| arg("signature_scheme", "out of range"))?,
+            signature: r.client_signature,
+        };
+        let (key, path) = (request.key_id.clone(), request.path.clone());
         let started = Instant::now();
         let out = counted(
             &self.metrics,
             "sign",
-            self.node
-                .sign(&key, digest, path.clone(), Some(r.request_id))
-                .await,
+            self.node.sign(request, auth, &who.name).await,
         )?;
         tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
         let sig = &out.signature;
@@ -155,6 +173,17 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The caller's admin identity, if the policy lets it run `operation`.
+    fn admin<T>(&self, req: &Request<T>, operation: &str) -> Result<Identity, Status> {
+        let who = require(req, Role::Admin)?;
+        self.node
+            .authorize_admin(&who.name, operation)
+            .map_err(|e| status(&e))?;
+        Ok(who)
+    }
+}
+
 fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
     apb::RotateKeyResponse {
         key: Some(key_info(&s.key)),
@@ -187,7 +216,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::CreateKeyRequest>,
     ) -> Result<Response<apb::KeyInfo>, Status> {
-        let who = require(&req, Role::Admin)?;
+        let who = self.admin(&req, "create")?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
         let committee = r
@@ -209,7 +238,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::RotateKeyRequest>,
     ) -> Result<Response<apb::RotateKeyResponse>, Status> {
-        let who = require(&req, Role::Admin)?;
+        let who = self.admin(&req, "rotate")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let s = counted(&self.metrics, "rotate", self.node.rotate(&key).await)?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
@@ -220,7 +249,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::RepairKeyRequest>,
     ) -> Result<Response<apb::RepairKeyResponse>, Status> {
-        let who = require(&req, Role::Admin)?;
+        let who = self.admin(&req, "repair")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let node = NodeName::parse(&req.get_ref().node).map_err(|e| arg("node", e))?;
         let s = counted(&self.metrics, "repair", self.node.repair(&key, &node).await)?;
@@ -235,7 +264,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::ReshareKeyRequest>,
     ) -> Result<Response<apb::ReshareKeyResponse>, Status> {
-        let who = require(&req, Role::Admin)?;
+        let who = self.admin(&req, "reshare")?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
         let committee = r
@@ -273,7 +302,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::ListKeysRequest>,
     ) -> Result<Response<apb::ListKeysResponse>, Status> {
-        require(&req, Role::Admin)?;
+        self.admin(&req, "read")?;
         let keys = self.node.keys().map_err(|e| status(&e))?;
         Ok(Response::new(apb::ListKeysResponse {
             keys: keys.iter().map(key_info).collect(),
@@ -284,7 +313,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::GetKeyRequest>,
     ) -> Result<Response<apb::KeyInfo>, Status> {
-        require(&req, Role::Admin)?;
+        self.admin(&req, "read")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let rec = self.node.key(&key).map_err(|e| status(&e))?;
         Ok(Response::new(key_info(&rec)))

@@ -15,6 +15,7 @@ pub fn status(e: &NodeError) -> Status {
         NodeError::PermissionDenied(m) => Status::permission_denied(m.clone()),
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
         NodeError::Unavailable(m) => Status::unavailable(m.clone()),
+        NodeError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
         NodeError::Net(n) => match &n.kind {
             NetErrorKind::Unreachable(_) | NetErrorKind::Timeout(_) => {
                 Status::unavailable(e.to_string())

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::conn::Conn;
+use crate::client::Slot;
 use crate::domain::{DerivationPath, Digest32};
 use crate::pki::Role;
 
@@ -17,12 +18,18 @@ pub struct SignArgs {
     /// Non-hardened BIP32 path, e.g. m/0/1 (default: the key itself).
     #[arg(long, default_value = "")]
     path: String,
-    /// Request id recorded in every signer's ledger (default: chosen by the
-    /// node). Repeating it through the same node returns the signature already
-    /// made for it, without a new signing session; reusing it for a different
-    /// digest or path is refused.
+    /// Request id, the idempotency key recorded in every signer's ledger
+    /// (default: a random one). Repeating it through a node that signed it
+    /// returns the signature already made, without a new signing session;
+    /// reusing it for a different digest, path or slot is refused.
     #[arg(long, default_value = "")]
     request_id: String,
+    /// Double-sign protection: SCOPE@HEIGHT/ROUND/STEP, e.g.
+    /// eth2-val-9@1200/0/2. Every signer refuses a position below the highest
+    /// it signed for this key and scope, and the same position with another
+    /// digest; the same digest at the same position is signed again.
+    #[arg(long, value_parser = parse_slot)]
+    slot: Option<Slot>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -46,7 +53,13 @@ pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
     DerivationPath::parse(&a.path)?;
     let mut c = a.conn.client(Role::Client)?;
     let started = Instant::now();
-    let r = c.sign(&a.key, digest.0, &a.path, &a.request_id).await?;
+    let r = match a.slot {
+        Some(slot) => {
+            c.sign_at(&a.key, digest.0, &a.path, &a.request_id, slot)
+                .await?
+        }
+        None => c.sign(&a.key, digest.0, &a.path, &a.request_id).await?,
+    };
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if a.json {
         let v = serde_json::json!({
@@ -68,6 +81,27 @@ pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
         println!("latency      {ms:.1} ms");
     }
     Ok(())
+}
+
+/// SCOPE@HEIGHT/ROUND/STEP.
+fn parse_slot(raw: &str) -> Result<Slot, String> {
+    let bad = || format!("{raw:?}: expected SCOPE@HEIGHT/ROUND/STEP, e.g. eth2-val-9@1200/0/2");
+    let (scope, pos) = raw.rsplit_once('@').ok_or_else(bad)?;
+    let n: Vec<u64> = pos
+        .split('/')
+        .map(|x| x.parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [height, round, step] = n.as_slice() else {
+        return Err(bad());
+    };
+    let slot = Slot {
+        scope: scope.to_owned(),
+        height: *height,
+        round: *round,
+        step: *step,
+    };
+    slot.validate()?;
+    Ok(slot)
 }
 
 pub async fn pubkey(a: PubkeyArgs) -> anyhow::Result<()> {

@@ -57,6 +57,8 @@ struct RawNode {
     name: String,
     trust_domain: String,
     data_dir: PathBuf,
+    /// Authorization policy file; without it every client and admin request is denied.
+    policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +158,9 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Every node of the cluster, this one included.
     pub peers: Vec<Peer>,
+    /// Authorization policy file (TOML, see `node::policy`); none denies
+    /// every client and admin request.
+    pub policy: Option<PathBuf>,
 }
 
 fn addr(name: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
@@ -266,16 +271,21 @@ impl NodeConfig {
             },
             connect_timeout: ms("timeouts.connect_ms", raw.timeouts.connect_ms, 2_000)?,
             peers,
+            policy: raw.node.policy.map(|p| rel(base, p)),
         })
     }
 
     /// Renders a config file for this node (used by `demo` and tests).
     pub fn to_toml(&self) -> String {
         let mut s = format!(
-            "[node]\nname = {:?}\ntrust_domain = {:?}\ndata_dir = {:?}\n\n[listen]\npeer = \"{}\"\nclient = \"{}\"\n{}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            "[node]\nname = {:?}\ntrust_domain = {:?}\ndata_dir = {:?}\n{}\n[listen]\npeer = \"{}\"\nclient = \"{}\"\n{}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             self.name.as_str(),
             self.trust_domain,
             self.data_dir,
+            self.policy
+                .as_ref()
+                .map(|p| format!("policy = {p:?}\n"))
+                .unwrap_or_default(),
             self.listen_peer,
             self.listen_client,
             self.listen_ops.map(|o| format!("ops = \"{o}\"\n")).unwrap_or_default(),

@@ -8,8 +8,9 @@ use std::time::Instant;
 use super::committee_of;
 use super::participant::{keygen_binding, sign_binding};
 use super::reasons;
+use super::request::{ClientAuth, SignRequest};
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
+use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::sign::Signature;
 use crate::storage::{KeyRecord, KeyState};
 
@@ -197,53 +198,71 @@ impl Node {
         }
     }
 
-    /// Signs `digest` with `key_id` (at `path`) using t live committee nodes.
+    /// Signs a client's request with t live committee nodes. `client` is
+    /// the identity of the connection it arrived on; the request must be
+    /// signed by that same client. Every participant (this node included)
+    /// checks the client's signature and its own policy again.
     pub async fn sign(
         &self,
-        key_id: &KeyId,
-        digest: Digest32,
-        path: DerivationPath,
-        request_id: Option<String>,
+        request: SignRequest,
+        auth: ClientAuth,
+        client: &NodeName,
     ) -> Result<SignOutcome, NodeError> {
+        request
+            .check_fields(super::now_unix())
+            .map_err(NodeError::InvalidArgument)?;
+        let signer = self
+            .verifier
+            .verify(&auth, &request.canonical_bytes())
+            .map_err(|e| NodeError::PermissionDenied(format!("sign request refused: {e}")))?;
+        if signer != *client {
+            return Err(NodeError::PermissionDenied(format!(
+                "the request is signed by client {signer} but was sent by client {client}"
+            )));
+        }
+        self.authorize_sign(client, &request, true)?;
+        let key_id = &request.key_id;
+        let (digest, rid) = (request.digest, request.request_id.as_str());
         // A repeated request id gets the signature recorded for it, with no new
-        // session; a request id reused for another digest or path is refused.
-        if let Some(rid) = request_id.as_deref().filter(|r| !r.is_empty()) {
-            if let Some(entry) = self.store.ledger_get(key_id, rid)? {
-                if entry.digest != digest.0 || entry.path != path.to_string() {
-                    return Err(NodeError::AlreadyExists(format!(
-                        "request id {rid} was already used with key {key_id} for a different digest or path"
-                    )));
-                }
-                if let Some(done) = entry.result {
-                    let public_key: [u8; 33] = done
-                        .public_key
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
-                    let signature = Signature {
-                        r: done.r,
-                        s: done.s,
-                        recovery_id: done.recovery_id,
-                        public_key,
-                    };
-                    crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
-                        NodeError::Protocol {
-                            blamed: None,
-                            error: e,
-                        }
-                    })?;
-                    let participants = done
-                        .participants
-                        .iter()
-                        .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
-                        .collect::<Result<_, _>>()?;
-                    return Ok(SignOutcome {
-                        signature,
-                        participants,
-                        request_id: rid.to_owned(),
-                        epoch: done.epoch,
-                    });
-                }
+        // session; a request id reused for another digest, path or slot is refused.
+        if let Some(entry) = self.store.ledger_get(key_id, rid)? {
+            if entry.digest != digest.0
+                || entry.path != request.path.to_string()
+                || entry.slot != request.slot.as_ref().map(ToString::to_string)
+            {
+                return Err(NodeError::AlreadyExists(format!(
+                    "request id {rid} was already used with key {key_id} for a different digest, path or slot"
+                )));
+            }
+            if let Some(done) = entry.result {
+                let public_key: [u8; 33] = done
+                    .public_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
+                let signature = Signature {
+                    r: done.r,
+                    s: done.s,
+                    recovery_id: done.recovery_id,
+                    public_key,
+                };
+                crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
+                    NodeError::Protocol {
+                        blamed: None,
+                        error: e,
+                    }
+                })?;
+                let participants = done
+                    .participants
+                    .iter()
+                    .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
+                    .collect::<Result<_, _>>()?;
+                return Ok(SignOutcome {
+                    signature,
+                    participants,
+                    request_id: rid.to_owned(),
+                    epoch: done.epoch,
+                });
             }
         }
         self.check_not_paused(key_id)?;
@@ -293,28 +312,23 @@ impl Node {
             )));
         }
         let participants: Vec<NodeName> = live.into_iter().take(t).collect();
-        let request_id = match request_id {
-            Some(r) if !r.is_empty() => r,
-            _ => hex::encode(&nonce()?[..16]),
-        };
+        let request_id = request.request_id.clone();
         let nonce = nonce()?;
         let eid = ExecutionId::derive(
             "sign",
             key_id,
             rec.epoch,
             &participants,
-            &sign_binding(&digest, &path, &request_id),
+            &sign_binding(&request),
             &nonce,
         );
         let proposal = Proposal {
             eid,
             nonce,
             op: Operation::Sign {
-                key_id: key_id.clone(),
                 epoch: rec.epoch,
-                digest,
-                path,
-                request_id: request_id.clone(),
+                request: Box::new(request.clone()),
+                auth: Box::new(auth),
                 participants: participants.clone(),
             },
         };

@@ -5,7 +5,9 @@
 
 mod coordinator;
 pub mod participant;
+pub mod policy;
 mod repair;
+pub mod request;
 mod reshare;
 mod rotation;
 mod router;
@@ -22,7 +24,7 @@ pub use reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use rotation::RotateSummary;
 pub use router::{Inbound, RouteError, Router};
 
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::sign::Signature;
 use crate::protocol::ProtocolError;
 use crate::storage::{StorageError, Store};
@@ -38,12 +40,11 @@ pub enum Operation {
         threshold: u32,
         committee: Vec<NodeName>,
     },
+    /// Sign the client's `request`, which `auth` signs, with `participants`.
     Sign {
-        key_id: KeyId,
         epoch: u64,
-        digest: Digest32,
-        path: DerivationPath,
-        request_id: String,
+        request: Box<request::SignRequest>,
+        auth: Box<request::ClientAuth>,
         participants: Vec<NodeName>,
     },
     /// Proactive refresh of every share of a key at `epoch` (all of the committee).
@@ -191,6 +192,9 @@ pub enum NodeError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over a rate limit; the message says when to retry.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Net(#[from] NetError),
     #[error(
@@ -259,6 +263,12 @@ pub struct Node {
     timeouts: Timeouts,
     /// Keys whose signing is paused by a rotation (its eid), until the given instant.
     paused: std::sync::Mutex<std::collections::HashMap<KeyId, (std::time::Instant, ExecutionId)>>,
+    /// Checks clients' request signatures.
+    verifier: Arc<dyn request::RequestVerifier>,
+    /// The policy file (if configured) and the policy read from it.
+    policy_file: Option<std::path::PathBuf>,
+    policy: std::sync::RwLock<Arc<policy::Policy>>,
+    limiter: policy::Limiter,
 }
 
 impl std::fmt::Debug for Node {
@@ -271,14 +281,22 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// `policy_file` is read now (and again on `reload_policy`); without
+    /// one, every client and admin request is denied.
     pub fn new(
         name: NodeName,
         roster: Vec<NodeName>,
         store: Store,
         net: Arc<dyn PeerNet>,
         timeouts: Timeouts,
-    ) -> Self {
-        Self {
+        verifier: Arc<dyn request::RequestVerifier>,
+        policy_file: Option<std::path::PathBuf>,
+    ) -> Result<Self, NodeError> {
+        let policy = match &policy_file {
+            Some(path) => policy::Policy::load(path).map_err(NodeError::InvalidArgument)?,
+            None => policy::Policy::default(),
+        };
+        Ok(Self {
             name,
             roster,
             store,
@@ -286,6 +304,87 @@ impl Node {
             router: Router::default(),
             timeouts,
             paused: Default::default(),
+            verifier,
+            policy_file,
+            policy: std::sync::RwLock::new(Arc::new(policy)),
+            limiter: policy::Limiter::default(),
+        })
+    }
+
+    /// Reads the policy file again and switches to it; on error the current
+    /// policy stays. Returns a one-line summary.
+    pub fn reload_policy(&self) -> Result<String, NodeError> {
+        let path = self.policy_file.as_ref().ok_or_else(|| {
+            NodeError::FailedPrecondition(format!(
+                "node {} has no policy file configured (set `policy = \"...\"` in its config)",
+                self.name
+            ))
+        })?;
+        let p = policy::Policy::load(path).map_err(NodeError::InvalidArgument)?;
+        let summary = format!(
+            "policy {} loaded on node {}: {} client rules, {} key limits, {} admin rules",
+            path.display(),
+            self.name,
+            p.client.len(),
+            p.key.len(),
+            p.admin.len()
+        );
+        if let Ok(mut g) = self.policy.write() {
+            *g = Arc::new(p);
+        }
+        tracing::info!("{summary}");
+        Ok(summary)
+    }
+
+    /// The policy in force on this node.
+    pub fn policy(&self) -> Arc<policy::Policy> {
+        self.policy
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|_| Arc::new(policy::Policy::default()))
+    }
+
+    /// Policy check of a client's sign request (and, with `charge`, its rate
+    /// limits). Every participant runs it; the coordinator charges the rate
+    /// once, before it proposes.
+    pub(crate) fn authorize_sign(
+        &self,
+        client: &NodeName,
+        req: &request::SignRequest,
+        charge: bool,
+    ) -> Result<(), NodeError> {
+        let policy = self.policy();
+        let d = policy.check_sign(client.as_str(), &req.key_id, &req.path);
+        if !d.allowed {
+            tracing::warn!(%client, key = %req.key_id, path = %req.path, rule = %d.rule, "sign request denied by policy");
+            return Err(NodeError::PermissionDenied(format!(
+                "node {}: client {client}: {d}",
+                self.name
+            )));
+        }
+        if charge {
+            if let Err((which, wait)) = self.limiter.take(&policy, client.as_str(), &req.key_id) {
+                return Err(NodeError::ResourceExhausted(format!(
+                    "{which} is over its rate limit on node {}; retry in {:.2} s",
+                    self.name,
+                    wait.as_secs_f64()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Policy check of an admin operation (one of `policy::ADMIN_OPERATIONS`).
+    pub fn authorize_admin(&self, admin: &NodeName, operation: &str) -> Result<(), NodeError> {
+        let d = self.policy().check_admin(admin.as_str(), operation);
+        if d.allowed {
+            Ok(())
+        } else {
+            tracing::warn!(%admin, operation, rule = %d.rule, "admin request denied by policy");
+            Err(NodeError::PermissionDenied(format!(
+                "node {}: admin {admin}: {d}",
+                self.name
+            )))
         }
     }
 

@@ -5,9 +5,10 @@
 use sha2::{Digest, Sha256};
 
 use super::committee_of;
+use super::request::{ClientAuth, SignRequest};
 use super::session::Session;
 use super::{now_unix, Node, NodeError, Operation, Outcome, Proposal};
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName, Threshold};
+use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
@@ -24,16 +25,9 @@ pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// The request digest a signing eid binds: digest, path and request id.
-pub fn sign_binding(digest: &Digest32, path: &DerivationPath, request_id: &str) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(digest.0);
-    let p = path.to_string();
-    h.update((p.len() as u32).to_be_bytes());
-    h.update(p);
-    h.update((request_id.len() as u32).to_be_bytes());
-    h.update(request_id);
-    h.finalize().to_vec()
+/// The request digest a signing eid binds: the client's whole signed request.
+pub fn sign_binding(request: &SignRequest) -> Vec<u8> {
+    request.binding().to_vec()
 }
 
 impl Node {
@@ -55,23 +49,13 @@ impl Node {
                     .await
             }
             Operation::Sign {
-                key_id,
                 epoch,
-                digest,
-                path,
-                request_id,
+                request,
+                auth,
                 participants,
             } => {
-                self.participate_sign(
-                    &p,
-                    &key_id,
-                    epoch,
-                    digest,
-                    &path,
-                    &request_id,
-                    &participants,
-                )
-                .await
+                self.participate_sign(from, &p, epoch, &request, &auth, &participants)
+                    .await
             }
             Operation::Refresh {
                 key_id,
@@ -228,17 +212,34 @@ impl Node {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn participate_sign(
         &self,
+        from: &NodeName,
         p: &Proposal,
-        key_id: &KeyId,
         epoch: u64,
-        digest: Digest32,
-        path: &DerivationPath,
-        request_id: &str,
+        request: &SignRequest,
+        auth: &ClientAuth,
         participants: &[NodeName],
     ) -> Result<Outcome, NodeError> {
+        let key_id = &request.key_id;
+        let (digest, path, request_id) =
+            (request.digest, &request.path, request.request_id.as_str());
+        // The client's own signature over every field, checked here: the
+        // coordinator's word counts for nothing.
+        request.check_fields(now_unix()).map_err(|e| {
+            NodeError::InvalidArgument(format!("sign request refused on node {}: {e}", self.name))
+        })?;
+        let client = self
+            .verifier
+            .verify(auth, &request.canonical_bytes())
+            .map_err(|e| {
+                NodeError::PermissionDenied(format!(
+                    "sign request refused on node {}: {e}",
+                    self.name
+                ))
+            })?;
+        // The coordinator charged the client's rate limits already when it is us.
+        self.authorize_sign(&client, request, *from != self.name)?;
         self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {
@@ -286,7 +287,7 @@ impl Node {
             key_id,
             epoch,
             participants,
-            &sign_binding(&digest, path, request_id),
+            &sign_binding(request),
             &p.nonce,
         );
         // Claim first: a duplicate proposal is refused before it can touch
@@ -296,6 +297,18 @@ impl Node {
             .router
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        // Double-sign protection: the slot's watermark is durable before any
+        // message of this session leaves this node.
+        if let Some(slot) = &request.slot {
+            self.store
+                .watermark_commit(key_id, &slot.scope, slot.position(), digest.0, request_id)
+                .map_err(|e| match e {
+                    crate::storage::StorageError::Conflict(m) => {
+                        NodeError::FailedPrecondition(format!("node {}: {m}", self.name))
+                    }
+                    other => other.into(),
+                })?;
+        }
         let share = self.store.share(key_id, epoch)?;
         let share_pk = crate::protocol::compress(&share.expose().pk)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -323,6 +336,7 @@ impl Node {
             eid: *p.eid.as_bytes(),
             unix: now_unix(),
             result: None,
+            slot: request.slot.as_ref().map(ToString::to_string),
         };
         let result = session
             .run(proto, &mut mailbox, || {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof};
+pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof, Watermark};
 
 /// Schema version written into new records.
 pub fn records_schema() -> u16 {
@@ -28,6 +28,8 @@ const EIDS: TableDefinition<&[u8], u64> = TableDefinition::new("eids");
 const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
 /// key id -> the epoch staged by a rotation that has not been activated yet.
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+/// "key\0scope" -> the slot watermark (MACed JSON).
+const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("watermarks");
 
 /// Store failures. Each says what was being read or written.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,7 @@ impl Store {
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
         let tx = db.begin_write().map_err(dberr)?;
-        for t in [KEYS, SHARES, LEDGER, PENDING] {
+        for t in [KEYS, SHARES, LEDGER, PENDING, WATERMARKS] {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;
@@ -508,9 +510,13 @@ impl Store {
                 None => None,
             };
             match existing {
-                Some(old) if old.digest != entry.digest || old.path != entry.path => {
+                Some(old)
+                    if old.digest != entry.digest
+                        || old.path != entry.path
+                        || old.slot != entry.slot =>
+                {
                     return Err(StorageError::Conflict(format!(
-                        "request id {} was already used for a different digest",
+                        "request id {} was already used for a different digest, path or slot",
                         entry.request_id
                     )));
                 }
@@ -549,6 +555,71 @@ impl Store {
                 .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
+    }
+
+    /// Double-sign protection: durably raises the watermark of (`key`,
+    /// `scope`) to `position` for `digest`. Refuses a position below the
+    /// watermark, and the watermark's own position with another digest; the
+    /// same position with the same digest (a re-sign) is allowed.
+    pub fn watermark_commit(
+        &self,
+        key: &KeyId,
+        scope: &str,
+        position: (u64, u64, u64),
+        digest: [u8; 32],
+        request_id: &str,
+    ) -> Result<(), StorageError> {
+        let slot = format!("{key}\u{0}{scope}");
+        let tx = self.write()?;
+        {
+            let mut t = tx.open_table(WATERMARKS).map_err(dberr)?;
+            let current: Option<Watermark> = match t.get(slot.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_mac_json(key, "slot watermark", v.value())?),
+                None => None,
+            };
+            if let Some(w) = &current {
+                let at = (w.height, w.round, w.step);
+                let (h, r, st) = at;
+                if position < at {
+                    return Err(StorageError::Conflict(format!(
+                        "slot {scope} {}/{}/{} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)",
+                        position.0, position.1, position.2
+                    )));
+                }
+                if position == at && w.digest != digest {
+                    return Err(StorageError::Conflict(format!(
+                        "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {}); refused (double-sign protection)",
+                        w.request_id
+                    )));
+                }
+                if position == at {
+                    return Ok(());
+                }
+            }
+            let w = Watermark {
+                height: position.0,
+                round: position.1,
+                step: position.2,
+                digest,
+                request_id: request_id.to_owned(),
+            };
+            t.insert(slot.as_str(), self.seal_mac_json(key, &w)?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// The slot watermark of (`key`, `scope`), if any.
+    pub fn watermark(&self, key: &KeyId, scope: &str) -> Result<Option<Watermark>, StorageError> {
+        let slot = format!("{key}\u{0}{scope}");
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(WATERMARKS).map_err(dberr)?;
+        match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => self
+                .open_mac_json(key, "slot watermark", v.value())
+                .map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn ledger_get(
@@ -622,17 +693,27 @@ pub struct Membership {
 }
 
 impl Store {
-    /// A staged-epoch entry as stored: JSON followed by a MAC under the KEK.
-    fn seal_pending(&self, id: &KeyId, p: &Pending) -> Result<Vec<u8>, StorageError> {
-        let mut body = serde_json::to_vec(p).map_err(|e| StorageError::Db(e.to_string()))?;
+    /// A small record as stored: JSON followed by a MAC under the KEK, bound
+    /// to the key id.
+    fn seal_mac_json<T: serde::Serialize>(
+        &self,
+        id: &KeyId,
+        v: &T,
+    ) -> Result<Vec<u8>, StorageError> {
+        let mut body = serde_json::to_vec(v).map_err(|e| StorageError::Db(e.to_string()))?;
         let mac = self.kek.record_mac(id, &body)?;
         body.extend_from_slice(&mac);
         Ok(body)
     }
 
-    fn open_pending(&self, id: &KeyId, raw: &[u8]) -> Result<Pending, StorageError> {
+    fn open_mac_json<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &KeyId,
+        what: &str,
+        raw: &[u8],
+    ) -> Result<T, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
-            what: format!("staged epoch of key {id}"),
+            what: format!("{what} of key {id}"),
             reason,
         };
         let split = raw
@@ -644,6 +725,14 @@ impl Store {
             return Err(corrupt("authentication failed".into()));
         }
         serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
+    }
+
+    fn seal_pending(&self, id: &KeyId, p: &Pending) -> Result<Vec<u8>, StorageError> {
+        self.seal_mac_json(id, p)
+    }
+
+    fn open_pending(&self, id: &KeyId, raw: &[u8]) -> Result<Pending, StorageError> {
+        self.open_mac_json(id, "staged epoch", raw)
     }
 }
 

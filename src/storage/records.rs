@@ -76,6 +76,19 @@ pub struct LedgerEntry {
     /// The finished signature, once this node has assembled and verified it.
     #[serde(default)]
     pub result: Option<LedgerResult>,
+    /// The request's slot ("scope height/round/step"), if it had one.
+    #[serde(default)]
+    pub slot: Option<String>,
+}
+
+/// The highest slot position signed for one (key, scope), and for what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub height: u64,
+    pub round: u64,
+    pub step: u64,
+    pub digest: [u8; 32],
+    pub request_id: String,
 }
 
 /// A signature recorded for a request id, returned again for a repeat of it.

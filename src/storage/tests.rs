@@ -66,12 +66,11 @@ fn share_round_trips_and_is_bound_to_its_slot() {
 #[test]
 fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        &NodeName::parse("a").unwrap(),
-        &SecretBytes::new(b"p".to_vec()),
-    )
-    .unwrap();
+    let (node, pass) = (
+        NodeName::parse("a").unwrap(),
+        SecretBytes::new(b"p".to_vec()),
+    );
+    let store = Store::open(dir.path(), &node, &pass).unwrap();
     let eid = ExecutionId::from_slice(&[5; 32]).unwrap();
     assert!(store.claim_eid(&eid, 1).unwrap());
     assert!(!store.claim_eid(&eid, 2).unwrap());
@@ -84,6 +83,7 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
         eid: [0; 32],
         unix: 0,
         result: None,
+        slot: None,
     };
     store.ledger_commit(&id, &e).unwrap();
     store.ledger_commit(&id, &e).unwrap();
@@ -95,7 +95,48 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
         store.ledger_commit(&id, &other),
         Err(StorageError::Conflict(_))
     ));
+    let other_slot = LedgerEntry {
+        slot: Some("s 1/0/0".into()),
+        ..e.clone()
+    };
+    assert!(matches!(
+        store.ledger_commit(&id, &other_slot),
+        Err(StorageError::Conflict(_))
+    ));
     assert_eq!(store.ledger_get(&id, "r1").unwrap(), Some(e));
+
+    // Slot watermarks: up is fine, down is refused, the same position only
+    // with the same digest; scopes and keys are independent; reopening keeps them.
+    store
+        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a")
+        .unwrap();
+    store
+        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a2")
+        .unwrap();
+    let e = store
+        .watermark_commit(&id, "v", (5, 0, 1), [2; 32], "b")
+        .unwrap_err();
+    assert!(e.to_string().contains("another digest"), "{e}");
+    let e = store
+        .watermark_commit(&id, "v", (4, 9, 9), [1; 32], "c")
+        .unwrap_err();
+    assert!(e.to_string().contains("below its watermark"), "{e}");
+    store
+        .watermark_commit(&id, "v", (5, 1, 0), [3; 32], "d")
+        .unwrap();
+    store
+        .watermark_commit(&id, "other", (1, 0, 0), [4; 32], "e")
+        .unwrap();
+    store
+        .watermark_commit(&KeyId::parse("k2").unwrap(), "v", (1, 0, 0), [5; 32], "f")
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), &node, &pass).unwrap();
+    let w = store.watermark(&id, "v").unwrap().unwrap();
+    assert_eq!((w.height, w.round, w.step, w.digest), (5, 1, 0, [3; 32]));
+    assert!(store
+        .watermark_commit(&id, "v", (5, 0, 9), [3; 32], "g")
+        .is_err());
 }
 
 #[test]

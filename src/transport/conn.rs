@@ -28,13 +28,22 @@ const MAX_HANDSHAKES: usize = 256;
 /// A TLS stream whose peer identity has been checked for this plane.
 pub struct Authed {
     io: TlsStream<TcpStream>,
-    identity: Identity,
+    peer: Authenticated,
+}
+
+/// Who is on the other end of a connection, as every request on it sees it
+/// (in the request's extensions): the identity and the certificate chain it
+/// presented (DER, its own first).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub chain: Arc<Vec<Vec<u8>>>,
 }
 
 impl Connected for Authed {
-    type ConnectInfo = Identity;
-    fn connect_info(&self) -> Identity {
-        self.identity.clone()
+    type ConnectInfo = Authenticated;
+    fn connect_info(&self) -> Authenticated {
+        self.peer.clone()
     }
 }
 
@@ -127,7 +136,17 @@ pub fn incoming(
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(io)) => match check_client(&io, &td, plane) {
                         Ok(identity) => {
-                            let _ = tx.send(Ok(Authed { io, identity })).await;
+                            let chain = io
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .map(|c| c.iter().map(|c| c.to_vec()).collect())
+                                .unwrap_or_default();
+                            let peer = Authenticated {
+                                identity,
+                                chain: Arc::new(chain),
+                            };
+                            let _ = tx.send(Ok(Authed { io, peer })).await;
                         }
                         Err(e) => {
                             tracing::warn!(%remote, plane = plane.name(), error = %e, "refused connection")

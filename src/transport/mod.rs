@@ -5,7 +5,8 @@
 pub mod conn;
 pub mod identity;
 pub mod peer;
+pub mod request_auth;
 pub mod tls;
 
-pub use conn::{dial, incoming, Plane};
+pub use conn::{dial, incoming, Authenticated, Plane};
 pub use identity::{identity_of, Identity};

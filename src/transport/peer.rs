@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::identity::Identity;
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::{
     NetError, NetErrorKind, Node, NodeError, Operation, Outcome, PeerNet, Proposal, WIRE_VERSION,
 };
@@ -43,7 +44,11 @@ impl PeerService {
 }
 
 fn sender<T>(req: &Request<T>) -> Result<NodeName, Status> {
-    match req.extensions().get::<Identity>() {
+    match req
+        .extensions()
+        .get::<super::Authenticated>()
+        .map(|a| &a.identity)
+    {
         Some(Identity {
             role: Role::Node,
             name,
@@ -126,11 +131,26 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
             committee: names(&k.committee, "committee")?,
         },
         pb::propose_request::Op::Sign(s) => Operation::Sign {
-            key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
             epoch: s.epoch,
-            digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
-            path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
-            request_id: s.request_id,
+            request: Box::new(SignRequest {
+                key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+                digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
+                path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
+                slot: s.slot.map(|x| Slot {
+                    scope: x.scope,
+                    height: x.height,
+                    round: x.round,
+                    step: x.step,
+                }),
+                request_id: s.request_id,
+                expiry_unix: s.expiry_unix,
+            }),
+            auth: Box::new(ClientAuth {
+                chain: s.client_chain,
+                scheme: u16::try_from(s.signature_scheme)
+                    .map_err(|_| bad("signature_scheme", "out of range"))?,
+                signature: s.client_signature,
+            }),
             participants: names(&s.participants, "participants")?,
         },
     };
@@ -215,19 +235,27 @@ fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             committee: committee.iter().map(ToString::to_string).collect(),
         }),
         Operation::Sign {
-            key_id,
             epoch,
-            digest,
-            path,
-            request_id,
+            request,
+            auth,
             participants,
         } => pb::propose_request::Op::Sign(pb::SignProposal {
-            key_id: key_id.to_string(),
+            key_id: request.key_id.to_string(),
             epoch,
-            digest: digest.0.to_vec(),
-            path: path.to_string(),
-            request_id,
+            digest: request.digest.0.to_vec(),
+            path: request.path.to_string(),
+            request_id: request.request_id,
             participants: participants.iter().map(ToString::to_string).collect(),
+            slot: request.slot.map(|x| pb::Slot {
+                scope: x.scope,
+                height: x.height,
+                round: x.round,
+                step: x.step,
+            }),
+            expiry_unix: request.expiry_unix,
+            signature_scheme: auth.scheme.into(),
+            client_signature: auth.signature,
+            client_chain: auth.chain,
         }),
     };
     pb::ProposeRequest {
@@ -479,6 +507,7 @@ fn remote_error(node: &NodeName, s: Status) -> NodeError {
         tonic::Code::AlreadyExists => NodeError::AlreadyExists(m),
         tonic::Code::PermissionDenied => NodeError::PermissionDenied(m),
         tonic::Code::FailedPrecondition => NodeError::FailedPrecondition(m),
+        tonic::Code::ResourceExhausted => NodeError::ResourceExhausted(m),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             NodeError::Net(net_error(node, s))
         }

@@ -46,7 +46,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let raw = read(path)?;
     let out: Vec<_> = rustls_pemfile::certs(&mut raw.as_slice())
         .collect::<Result<_, _>>()
@@ -63,7 +63,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(out)
 }
 
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let raw = zeroize::Zeroizing::new(read(path)?);
     rustls_pemfile::private_key(&mut raw.as_slice())
         .map_err(|e| TlsError::Pem {
@@ -98,12 +98,21 @@ fn crls(path: Option<&Path>) -> Result<Vec<CertificateRevocationListDer<'static>
     Ok(out)
 }
 
-/// Server side of either plane: client certificates required, chained to the CA.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
+/// Checks client certificates: chained to the CA, valid now, not revoked
+/// (when a CRL is configured). The client plane's handshake and the check of
+/// a client's request signature use the same one.
+pub(crate) fn client_cert_verifier(
+    files: &TlsFiles,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
         .with_crls(crls(files.crl.as_deref())?)
         .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        .map_err(|e| TlsError::Verifier(e.to_string()))
+}
+
+/// Server side of either plane: client certificates required, chained to the CA.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier = client_cert_verifier(files)?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

@@ -56,3 +56,74 @@ pub fn check_signature(resp: &SignResponse, digest: &[u8; 32], pk: &[u8]) {
     assert_eq!(resp.rsv[64] as u32, resp.recovery_id);
     assert_eq!(resp.public_key, pk);
 }
+
+/// The local cluster client's request signer (its certificate key).
+pub fn client_signer(
+    c: &thresig::cluster::LocalCluster,
+) -> thresig::transport::request_auth::RequestSigner {
+    use thresig::pki::Role;
+    let files = thresig::transport::tls::TlsFiles {
+        ca: c.layout.ca_cert(),
+        cert: c.layout.cert(Role::Client, CLIENT),
+        key: c.layout.key(Role::Client, CLIENT),
+        crl: None,
+    };
+    thresig::transport::request_auth::RequestSigner::from_files(&files).unwrap()
+}
+
+/// A client request signed by the local cluster's client, expiring in a minute.
+pub fn client_request(
+    key: &str,
+    digest: [u8; 32],
+    path: &str,
+    request_id: &str,
+    slot: Option<thresig::client::Slot>,
+) -> thresig::client::ClientRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    thresig::client::ClientRequest {
+        key_id: thresig::domain::KeyId::parse(key).unwrap(),
+        digest: thresig::domain::Digest32(digest),
+        path: thresig::domain::DerivationPath::parse(path).unwrap(),
+        slot,
+        request_id: request_id.into(),
+        expiry_unix: now + 60,
+    }
+}
+
+/// What a coordinator sends participants for `request` (signed by the
+/// cluster's client), with the eid every participant expects.
+pub fn sign_proposal(
+    c: &thresig::cluster::LocalCluster,
+    request: &thresig::client::ClientRequest,
+    epoch: u64,
+    participants: &[&str],
+    nonce: Vec<u8>,
+) -> thresig::node::Proposal {
+    use thresig::domain::{ExecutionId, NodeName};
+    let participants: Vec<NodeName> = participants
+        .iter()
+        .map(|p| NodeName::parse(p).unwrap())
+        .collect();
+    let auth = client_signer(c).sign(request).unwrap();
+    let eid = ExecutionId::derive(
+        "sign",
+        &request.key_id,
+        epoch,
+        &participants,
+        &thresig::node::participant::sign_binding(request),
+        &nonce,
+    );
+    thresig::node::Proposal {
+        eid,
+        nonce,
+        op: thresig::node::Operation::Sign {
+            epoch,
+            request: Box::new(request.clone()),
+            auth: Box::new(auth),
+            participants,
+        },
+    }
+}

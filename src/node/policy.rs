@@ -1,0 +1,396 @@
+//! Per-node authorization policy (default deny): which client identities may
+//! sign with which keys and derivation paths, at what rate, and which admin
+//! identities may run which admin operations. Read from a TOML file; every
+//! decision names the rule that made it.
+//!
+//! ```toml
+//! [[client]]
+//! name = "validator-1"          # the client/<name> certificate identity
+//! keys = ["validator-key"]      # key ids, or "*" for every key
+//! paths = ["m/0", "m/1/7"]      # allowed path prefixes; "m" allows every path
+//! rate_per_s = 20               # optional token bucket for this client
+//! burst = 40
+//!
+//! [[key]]
+//! name = "validator-key"        # optional per-key rate limit, over all clients
+//! rate_per_s = 50
+//! burst = 100
+//!
+//! [[admin]]
+//! name = "ops"
+//! operations = ["*"]            # or some of: create, rotate, reshare, repair, read, reload-policy
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::domain::{DerivationPath, KeyId};
+
+/// Admin operations a policy can grant.
+pub const ADMIN_OPERATIONS: [&str; 6] = [
+    "create",
+    "rotate",
+    "reshare",
+    "repair",
+    "read",
+    "reload-policy",
+];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub client: Vec<ClientRule>,
+    #[serde(default)]
+    pub key: Vec<KeyRule>,
+    #[serde(default)]
+    pub admin: Vec<AdminRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    pub name: String,
+    pub keys: Vec<String>,
+    pub paths: Vec<String>,
+    pub rate_per_s: Option<f64>,
+    pub burst: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRule {
+    pub name: String,
+    pub rate_per_s: f64,
+    pub burst: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRule {
+    pub name: String,
+    pub operations: Vec<String>,
+}
+
+/// The outcome of a policy check and the rule behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The rule that decided, e.g. `client[0] (validator-1)`, or `default deny`.
+    pub rule: String,
+    pub reason: String,
+}
+
+impl Decision {
+    fn allow(rule: String, reason: String) -> Self {
+        Self {
+            allowed: true,
+            rule,
+            reason,
+        }
+    }
+    fn deny(rule: String, reason: String) -> Self {
+        Self {
+            allowed: false,
+            rule,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} by {}: {}",
+            if self.allowed { "allowed" } else { "denied" },
+            self.rule,
+            self.reason
+        )
+    }
+}
+
+fn positive(v: Option<f64>, what: &str) -> Result<(), String> {
+    match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => Err(format!("{what} must be a positive number")),
+        _ => Ok(()),
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let p: Policy = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (i, c) in p.client.iter().enumerate() {
+            let at = format!("client[{i}] ({})", c.name);
+            if c.keys.is_empty() || c.paths.is_empty() {
+                return Err(format!(
+                    "{at}: keys and paths must not be empty (list \"*\" or \"m\" to allow all)"
+                ));
+            }
+            for k in c.keys.iter().filter(|k| *k != "*") {
+                KeyId::parse(k).map_err(|e| format!("{at}: key {k:?}: {e}"))?;
+            }
+            for path in &c.paths {
+                DerivationPath::parse(path).map_err(|e| format!("{at}: path {path:?}: {e}"))?;
+            }
+            positive(c.rate_per_s, &format!("{at}: rate_per_s"))?;
+            positive(c.burst, &format!("{at}: burst"))?;
+        }
+        for (i, k) in p.key.iter().enumerate() {
+            positive(
+                Some(k.rate_per_s),
+                &format!("key[{i}] ({}): rate_per_s", k.name),
+            )?;
+            positive(k.burst, &format!("key[{i}] ({}): burst", k.name))?;
+        }
+        for (i, a) in p.admin.iter().enumerate() {
+            for op in a.operations.iter().filter(|o| *o != "*") {
+                if !ADMIN_OPERATIONS.contains(&op.as_str()) {
+                    return Err(format!(
+                        "admin[{i}] ({}): unknown operation {op:?}; known: * or {}",
+                        a.name,
+                        ADMIN_OPERATIONS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Reads and parses a policy file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read policy file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
+    }
+
+    /// May `client` sign with `key` at `path`?
+    pub fn check_sign(&self, client: &str, key: &KeyId, path: &DerivationPath) -> Decision {
+        let mut why_not = Vec::new();
+        for (i, c) in self.client.iter().enumerate() {
+            if c.name != client {
+                continue;
+            }
+            let rule = format!("client[{i}] ({})", c.name);
+            if !c.keys.iter().any(|k| k == "*" || k == key.as_str()) {
+                why_not.push((
+                    rule,
+                    format!("key {key} is not among its keys [{}]", c.keys.join(", ")),
+                ));
+                continue;
+            }
+            let prefix = c.paths.iter().find(|p| {
+                DerivationPath::parse(p).is_ok_and(|p| path.indices().starts_with(p.indices()))
+            });
+            match prefix {
+                Some(p) => {
+                    return Decision::allow(
+                        rule,
+                        format!("key {key} is listed and path {path} is under {p}"),
+                    )
+                }
+                None => why_not.push((
+                    rule,
+                    format!(
+                        "path {path} is under none of its prefixes [{}]",
+                        c.paths.join(", ")
+                    ),
+                )),
+            }
+        }
+        match why_not.into_iter().next() {
+            Some((rule, reason)) => Decision::deny(rule, reason),
+            None => Decision::deny(
+                "default deny".into(),
+                format!("no [[client]] rule names client {client}"),
+            ),
+        }
+    }
+
+    /// May admin `admin` run `operation` (one of `ADMIN_OPERATIONS`)?
+    pub fn check_admin(&self, admin: &str, operation: &str) -> Decision {
+        let mut why_not = None;
+        for (i, a) in self.admin.iter().enumerate() {
+            if a.name != admin {
+                continue;
+            }
+            let rule = format!("admin[{i}] ({})", a.name);
+            if a.operations.iter().any(|o| o == "*" || o == operation) {
+                return Decision::allow(rule, format!("operation {operation} is listed"));
+            }
+            why_not.get_or_insert((
+                rule,
+                format!(
+                    "operation {operation} is not among [{}]",
+                    a.operations.join(", ")
+                ),
+            ));
+        }
+        match why_not {
+            Some((rule, reason)) => Decision::deny(rule, reason),
+            None => Decision::deny(
+                "default deny".into(),
+                format!("no [[admin]] rule names admin {admin}"),
+            ),
+        }
+    }
+}
+
+/// Token buckets for the rate limits of a policy (per node, in memory).
+#[derive(Debug, Default)]
+pub struct Limiter {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    /// Takes one token from each applicable bucket (client, then key), or
+    /// says how long to wait. Nothing is taken when any bucket is empty.
+    pub fn take(
+        &self,
+        policy: &Policy,
+        client: &str,
+        key: &KeyId,
+    ) -> Result<(), (String, Duration)> {
+        let mut limits = Vec::new();
+        if let Some(c) = policy
+            .client
+            .iter()
+            .find(|c| c.name == client && c.rate_per_s.is_some())
+        {
+            let rate = c.rate_per_s.unwrap_or(1.0);
+            limits.push((
+                format!("client {client}"),
+                rate,
+                c.burst.unwrap_or(rate.max(1.0)),
+            ));
+        }
+        if let Some(k) = policy.key.iter().find(|k| k.name == key.as_str()) {
+            limits.push((
+                format!("key {key}"),
+                k.rate_per_s,
+                k.burst.unwrap_or(k.rate_per_s.max(1.0)),
+            ));
+        }
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Err(("rate limiter".into(), Duration::from_secs(1)));
+        };
+        let now = Instant::now();
+        let mut updated = Vec::with_capacity(limits.len());
+        for (name, rate, burst) in limits {
+            let (tokens, at) = buckets.get(&name).copied().unwrap_or((burst, now));
+            let tokens =
+                (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(burst);
+            if tokens < 1.0 {
+                let wait = Duration::from_secs_f64((1.0 - tokens) / rate);
+                return Err((name, wait));
+            }
+            updated.push((name, tokens - 1.0));
+        }
+        for (name, tokens) in updated {
+            buckets.insert(name, (tokens, now));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[[client]]
+name = "v1"
+keys = ["k1"]
+paths = ["m/0"]
+rate_per_s = 1
+burst = 2
+
+[[client]]
+name = "v2"
+keys = ["*"]
+paths = ["m"]
+
+[[key]]
+name = "k2"
+rate_per_s = 100
+
+[[admin]]
+name = "ops"
+operations = ["read", "rotate"]
+"#;
+
+    fn k(s: &str) -> KeyId {
+        KeyId::parse(s).unwrap()
+    }
+    fn p(s: &str) -> DerivationPath {
+        DerivationPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn decisions_name_their_rule() {
+        let pol = Policy::parse(TEXT).unwrap();
+        let d = pol.check_sign("v1", &k("k1"), &p("m/0/5"));
+        assert!(d.allowed && d.rule == "client[0] (v1)", "{d}");
+        let d = pol.check_sign("v1", &k("k1"), &p("m/1"));
+        assert!(!d.allowed && d.reason.contains("path m/1"), "{d}");
+        let d = pol.check_sign("v1", &k("k1"), &p("m"));
+        assert!(!d.allowed, "the master key is not under m/0: {d}");
+        let d = pol.check_sign("v1", &k("k2"), &p("m/0"));
+        assert!(!d.allowed && d.reason.contains("key k2"), "{d}");
+        assert!(pol.check_sign("v2", &k("anything"), &p("m/9/9")).allowed);
+        let d = pol.check_sign("stranger", &k("k1"), &p("m/0"));
+        assert_eq!(d.rule, "default deny");
+        assert!(pol.check_admin("ops", "rotate").allowed);
+        assert!(!pol.check_admin("ops", "reshare").allowed);
+        assert_eq!(pol.check_admin("eve", "read").rule, "default deny");
+        assert!(
+            !Policy::default()
+                .check_sign("v2", &k("k1"), &p("m"))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_place() {
+        for (text, needle) in [
+            (
+                "[[client]]\nname='a'\nkeys=[]\npaths=['m']",
+                "must not be empty",
+            ),
+            ("[[client]]\nname='a'\nkeys=['k']\npaths=['m/1h']", "path"),
+            (
+                "[[admin]]\nname='a'\noperations=['format-disk']",
+                "unknown operation",
+            ),
+            ("[[key]]\nname='k'\nrate_per_s=0", "positive"),
+            (
+                "[[client]]\nname='a'\nkeys=['k']\npaths=['m']\ncolour='red'",
+                "unknown field",
+            ),
+        ] {
+            let e = Policy::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_client_over_its_rate_waits_and_others_do_not() {
+        let pol = Policy::parse(TEXT).unwrap();
+        let lim = Limiter::default();
+        assert!(lim.take(&pol, "v1", &k("k1")).is_ok());
+        assert!(lim.take(&pol, "v1", &k("k1")).is_ok());
+        let (which, wait) = lim.take(&pol, "v1", &k("k1")).unwrap_err();
+        assert_eq!(which, "client v1");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        for _ in 0..10 {
+            assert!(lim.take(&pol, "v2", &k("k1")).is_ok());
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! A client's sign request exactly as the client signed it, its canonical
+//! bytes, and the check every participant makes of the client's signature
+//! over them (through `RequestVerifier`, implemented in `transport/` with the
+//! cluster CA). A coordinator can forward a request but cannot change any
+//! field of it: every participant recomputes the bytes from the proposal.
+//!
+//! Canonical bytes (what the client signs), every field length-prefixed with
+//! a u32 big-endian byte count:
+//!
+//! ```text
+//! field("thresig/sign-request/v1")
+//! field(key id, UTF-8)
+//! field(digest, 32 bytes)
+//! field(derivation path, UTF-8, as "m/0/1"; "m" for the master key)
+//! field(slot)          empty when there is no slot, else
+//!                      u32 len | scope UTF-8 | height u64 | round u64 | step u64 (big-endian)
+//! field(request id, UTF-8)
+//! field(expiry, u64 big-endian Unix seconds)
+//! ```
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+
+/// Domain tag of the canonical request bytes.
+pub const REQUEST_TAG: &str = "thresig/sign-request/v1";
+/// How far in the future a request's expiry may lie (bounds replay windows
+/// and clock skew).
+pub const MAX_EXPIRY_AHEAD_SECS: u64 = 600;
+
+/// A position for double-sign protection: per key and scope, positions are
+/// ordered by (height, round, step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub scope: String,
+    pub height: u64,
+    pub round: u64,
+    pub step: u64,
+}
+
+impl Slot {
+    /// Checks the scope: 1-64 bytes of `A-Z a-z 0-9 . _ : / -`.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = !self.scope.is_empty()
+            && self.scope.len() <= 64
+            && self
+                .scope
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "slot scope {:?} must be 1-64 characters of A-Z a-z 0-9 . _ : / -",
+                self.scope
+            ))
+        }
+    }
+
+    pub fn position(&self) -> (u64, u64, u64) {
+        (self.height, self.round, self.step)
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}/{}/{}",
+            self.scope, self.height, self.round, self.step
+        )
+    }
+}
+
+/// Every field of a sign request the client signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignRequest {
+    pub key_id: KeyId,
+    pub digest: Digest32,
+    pub path: DerivationPath,
+    pub slot: Option<Slot>,
+    pub request_id: String,
+    pub expiry_unix: u64,
+}
+
+fn field(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+impl SignRequest {
+    /// The bytes the client signs (see the module documentation).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        field(&mut out, REQUEST_TAG.as_bytes());
+        field(&mut out, self.key_id.as_str().as_bytes());
+        field(&mut out, &self.digest.0);
+        field(&mut out, self.path.to_string().as_bytes());
+        let mut slot = Vec::new();
+        if let Some(s) = &self.slot {
+            field(&mut slot, s.scope.as_bytes());
+            slot.extend_from_slice(&s.height.to_be_bytes());
+            slot.extend_from_slice(&s.round.to_be_bytes());
+            slot.extend_from_slice(&s.step.to_be_bytes());
+        }
+        field(&mut out, &slot);
+        field(&mut out, self.request_id.as_bytes());
+        field(&mut out, &self.expiry_unix.to_be_bytes());
+        out
+    }
+
+    /// SHA-256 of the canonical bytes: what a signing eid binds.
+    pub fn binding(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical_bytes()).into()
+    }
+
+    /// Checks the fields a participant can check alone: request id, slot,
+    /// and that the request has not expired and does not expire too far out.
+    pub fn check_fields(&self, now_unix: u64) -> Result<(), String> {
+        if self.request_id.is_empty() || self.request_id.len() > 128 {
+            return Err("request id must be 1-128 bytes".into());
+        }
+        if let Some(s) = &self.slot {
+            s.validate()?;
+        }
+        if self.expiry_unix < now_unix {
+            return Err(format!(
+                "request expired {} s ago",
+                now_unix - self.expiry_unix
+            ));
+        }
+        if self.expiry_unix > now_unix + MAX_EXPIRY_AHEAD_SECS {
+            return Err(format!(
+                "request expiry is more than {MAX_EXPIRY_AHEAD_SECS} s ahead of this node's clock"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The client's signature over a request's canonical bytes and its
+/// certificate chain (DER, leaf first). `scheme` is the TLS 1.3
+/// SignatureScheme code (0x0403 is ECDSA P-256 with SHA-256).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub chain: Vec<Vec<u8>>,
+    pub scheme: u16,
+    pub signature: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("chain_len", &self.chain.len())
+            .field("scheme", &format_args!("{:#06x}", self.scheme))
+            .field("signature_len", &self.signature.len())
+            .finish()
+    }
+}
+
+/// Checks a client's certificate chain against the cluster CA (validity,
+/// CRL when configured) and its signature over `message`. Returns the
+/// client's name from its `client/<name>` identity.
+pub trait RequestVerifier: Send + Sync + 'static {
+    fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> SignRequest {
+        SignRequest {
+            key_id: KeyId::parse("k").unwrap(),
+            digest: Digest32([7; 32]),
+            path: DerivationPath::parse("m/0/1").unwrap(),
+            slot: Some(Slot {
+                scope: "eth2:val-9".into(),
+                height: 10,
+                round: 0,
+                step: 2,
+            }),
+            request_id: "r1".into(),
+            expiry_unix: 1_000,
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_canonical_bytes() {
+        let base = req().canonical_bytes();
+        assert!(base.starts_with(&[0, 0, 0, 23]));
+        let mut variants = Vec::new();
+        let mut r = req();
+        r.key_id = KeyId::parse("k2").unwrap();
+        variants.push(r);
+        let mut r = req();
+        r.digest = Digest32([8; 32]);
+        variants.push(r);
+        let mut r = req();
+        r.path = DerivationPath::parse("m/0").unwrap();
+        variants.push(r);
+        let mut r = req();
+        r.slot = None;
+        variants.push(r);
+        for change in 0..4 {
+            let mut r = req();
+            let s = r.slot.as_mut().unwrap();
+            match change {
+                0 => s.scope.push('x'),
+                1 => s.height += 1,
+                2 => s.round += 1,
+                _ => s.step += 1,
+            }
+            variants.push(r);
+        }
+        let mut r = req();
+        r.request_id = "r2".into();
+        variants.push(r);
+        let mut r = req();
+        r.expiry_unix += 1;
+        variants.push(r);
+        for v in variants {
+            assert_ne!(v.canonical_bytes(), base, "{v:?}");
+        }
+        // Length prefixes keep field boundaries: moving a byte between the
+        // scope and the request id changes the bytes.
+        let mut a = req();
+        a.request_id = "xr1".into();
+        let mut b = req();
+        b.slot.as_mut().unwrap().scope.push('x');
+        assert_ne!(a.canonical_bytes(), b.canonical_bytes());
+    }
+
+    #[test]
+    fn expiry_and_fields_are_checked() {
+        let r = req();
+        assert!(r.check_fields(999).is_ok());
+        assert!(r.check_fields(1_001).unwrap_err().contains("expired"));
+        assert!(r.check_fields(1).unwrap_err().contains("ahead"));
+        let mut r = req();
+        r.request_id.clear();
+        assert!(r.check_fields(999).is_err());
+        let mut r = req();
+        r.slot.as_mut().unwrap().scope = "bad scope".into();
+        assert!(r.check_fields(999).unwrap_err().contains("scope"));
+    }
+}

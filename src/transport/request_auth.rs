@@ -1,0 +1,130 @@
+//! Client request signatures with the client's certificate key: the signer a
+//! client uses (`RequestSigner`) and the check every participant runs
+//! (`CertRequestVerifier`: chain to the pinned CA, validity, CRL when
+//! configured, `client/<name>` identity, signature over the canonical bytes).
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::SignatureScheme;
+
+use super::identity::identity_of;
+use super::tls::{self, TlsError, TlsFiles};
+use crate::domain::NodeName;
+use crate::node::request::{ClientAuth, RequestVerifier, SignRequest};
+use crate::pki::Role;
+
+/// Signs requests with the private key of a client certificate.
+pub struct RequestSigner {
+    key: Arc<dyn rustls::sign::SigningKey>,
+    chain: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RequestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSigner")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Schemes a client may sign with, in order of preference.
+const SCHEMES: [SignatureScheme; 4] = [
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ED25519,
+    SignatureScheme::RSA_PSS_SHA256,
+];
+
+impl RequestSigner {
+    /// Loads the certificate chain and private key of `files`.
+    pub fn from_files(files: &TlsFiles) -> Result<Self, TlsError> {
+        let key = tls::key(&files.key)?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&key)?;
+        let chain = tls::certs(&files.cert)?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect();
+        Ok(Self { key, chain })
+    }
+
+    /// Signs `req`'s canonical bytes.
+    pub fn sign(&self, req: &SignRequest) -> Result<ClientAuth, TlsError> {
+        let signer = self.key.choose_scheme(&SCHEMES).ok_or_else(|| {
+            TlsError::Verifier(
+                "the client key supports none of ECDSA P-256/P-384, Ed25519, RSA-PSS".into(),
+            )
+        })?;
+        let signature = signer.sign(&req.canonical_bytes())?;
+        Ok(ClientAuth {
+            chain: self.chain.clone(),
+            scheme: u16::from(signer.scheme()),
+            signature,
+        })
+    }
+}
+
+/// The participant-side check of a client's request signature.
+pub struct CertRequestVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    trust_domain: String,
+}
+
+impl std::fmt::Debug for CertRequestVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRequestVerifier")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertRequestVerifier {
+    /// Trusts `files.ca` (and applies `files.crl`), as the client plane does.
+    pub fn new(files: &TlsFiles, trust_domain: &str) -> Result<Self, TlsError> {
+        Ok(Self {
+            chain: tls::client_cert_verifier(files)?,
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
+}
+
+fn algorithm(
+    scheme: u16,
+) -> Option<&'static dyn rustls::pki_types::SignatureVerificationAlgorithm> {
+    match SignatureScheme::from(scheme) {
+        SignatureScheme::ECDSA_NISTP256_SHA256 => Some(webpki::ring::ECDSA_P256_SHA256),
+        SignatureScheme::ECDSA_NISTP384_SHA384 => Some(webpki::ring::ECDSA_P384_SHA384),
+        SignatureScheme::ED25519 => Some(webpki::ring::ED25519),
+        SignatureScheme::RSA_PSS_SHA256 => Some(webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY),
+        _ => None,
+    }
+}
+
+impl RequestVerifier for CertRequestVerifier {
+    fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        let (leaf, rest) = auth
+            .chain
+            .split_first()
+            .ok_or("the request carries no client certificate")?;
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.chain
+            .verify_client_cert(&leaf, &intermediates, UnixTime::now())
+            .map_err(|e| format!("client certificate refused: {e}"))?;
+        let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
+        if id.role != Role::Client {
+            return Err(format!("{id} is not a client identity"));
+        }
+        let alg = algorithm(auth.scheme)
+            .ok_or_else(|| format!("signature scheme {:#06x} is not accepted", auth.scheme))?;
+        webpki::EndEntityCert::try_from(&leaf)
+            .map_err(|e| format!("client certificate: {e}"))?
+            .verify_signature(alg, message, &auth.signature)
+            .map_err(|_| format!("{id}'s signature does not cover this request"))?;
+        Ok(id.name)
+    }
+}

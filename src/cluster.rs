@@ -15,6 +15,8 @@ use crate::transport::tls::TlsFiles;
 
 pub const TRUST_DOMAIN: &str = "thresig.local";
 pub const CLIENT: &str = "validator";
+/// A second client identity, so tests can show one client's limits do not touch another.
+pub const CLIENT2: &str = "settlement";
 pub const ADMIN: &str = "ops";
 
 /// The local cluster's policy: its client may sign with every key at every
@@ -23,6 +25,11 @@ pub const DEV_POLICY: &str = r#"# Written by the local cluster (demo, bench, tes
 # identities below may do anything.
 [[client]]
 name = "validator"
+keys = ["*"]
+paths = ["m"]
+
+[[client]]
+name = "settlement"
 keys = ["*"]
 paths = ["m"]
 
@@ -69,7 +76,7 @@ impl LocalCluster {
             &root.join("certs"),
             TRUST_DOMAIN,
             &nodes,
-            &[CLIENT.into()],
+            &[CLIENT.into(), CLIENT2.into()],
             &[ADMIN.into()],
             |_, _| {},
         )?;

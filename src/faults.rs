@@ -19,7 +19,9 @@ pub mod points {
     /// Reshare dealer: send one new member a point that does not match the
     /// commitments (a misbehaving dealer, not a crash).
     pub const CORRUPT_DEALING: &str = "reshare.corrupt_dealing";
-    /// Every crash point, for tests that walk them all.
+    /// Signing participant: slot watermark committed, no message sent yet.
+    pub const AFTER_WATERMARK: &str = "sign.after_watermark";
+    /// Every rotation crash point, for tests that walk them all.
     pub const ALL: [&str; 4] = [BEFORE_STAGE, AFTER_STAGE, BEFORE_ACTIVATE, AFTER_ACTIVATE];
 }
 

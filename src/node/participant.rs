@@ -293,12 +293,10 @@ impl Node {
         // Claim first: a duplicate proposal is refused before it can touch
         // the mailbox of the session already running under this id.
         self.claim(&p.eid, expected)?;
-        let mut mailbox = self
-            .router
-            .open(p.eid)
-            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         // Double-sign protection: the slot's watermark is durable before any
-        // message of this session leaves this node.
+        // message of this session leaves this node, and a refusal comes
+        // before the session opens (so it, not a closed mailbox, is what the
+        // coordinator hears).
         if let Some(slot) = &request.slot {
             self.store
                 .watermark_commit(key_id, &slot.scope, slot.position(), digest.0, request_id)
@@ -308,7 +306,12 @@ impl Node {
                     }
                     other => other.into(),
                 })?;
+            crate::faults::check(&self.name, crate::faults::points::AFTER_WATERMARK)?;
         }
+        let mut mailbox = self
+            .router
+            .open(p.eid)
+            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         let share = self.store.share(key_id, epoch)?;
         let share_pk = crate::protocol::compress(&share.expose().pk)
             .map_err(|e| NodeError::Internal(e.to_string()))?;

@@ -333,6 +333,15 @@ impl Client {
             .into_inner())
     }
 
+    /// Admin: makes the node reread its policy file; returns its summary.
+    pub async fn reload_policy(&mut self) -> Result<String, ClientError> {
+        Ok(AdminClient::new(self.channel.clone())
+            .reload_policy(crate::proto::admin::ReloadPolicyRequest {})
+            .await?
+            .into_inner()
+            .summary)
+    }
+
     pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
         Ok(AdminClient::new(self.channel.clone())
             .list_keys(ListKeysRequest {})

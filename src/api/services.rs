@@ -298,6 +298,16 @@ impl apb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn reload_policy(
+        &self,
+        req: Request<apb::ReloadPolicyRequest>,
+    ) -> Result<Response<apb::ReloadPolicyResponse>, Status> {
+        let who = self.admin(&req, "reload-policy")?;
+        let summary = self.node.reload_policy().map_err(|e| status(&e))?;
+        tracing::info!(admin = %who, "{summary}");
+        Ok(Response::new(apb::ReloadPolicyResponse { summary }))
+    }
+
     async fn list_keys(
         &self,
         req: Request<apb::ListKeysRequest>,

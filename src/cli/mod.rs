@@ -7,6 +7,7 @@ mod conn;
 mod demo;
 mod keys;
 mod node;
+mod policy;
 mod sign;
 
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ enum Command {
     /// Create, list and inspect threshold keys (admin certificate).
     #[command(subcommand)]
     Keys(keys::Cmd),
+    /// Explain policy decisions, or reload a node's policy file.
+    #[command(subcommand)]
+    Policy(policy::Cmd),
     /// Sign a 32-byte digest (client certificate).
     Sign(sign::SignArgs),
     /// Print the public key and Ethereum address of a key or a derived child.
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Certs(c) => certs::run(c),
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,
+            Command::Policy(c) => policy::run(c).await,
             Command::Sign(a) => sign::sign(a).await,
             Command::Pubkey(a) => sign::pubkey(a).await,
             Command::Bench(a) => bench::run(a).await,

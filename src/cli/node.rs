@@ -11,7 +11,8 @@ use crate::server::{self, Listeners};
 pub enum Cmd {
     /// Serve the peer plane and the client/admin plane of one node.
     ///
-    /// The store passphrase is read from the environment variable named by
+    /// SIGHUP rereads the policy file (node.policy); a bad file is reported
+    /// and the previous policy stays in force. The store passphrase is read from the environment variable named by
     /// store.passphrase_env (default THRESIG_PASSPHRASE) or from
     /// store.passphrase_file, never from the command line. A wrong passphrase
     /// stops the node before anything in its data directory is written.
@@ -36,6 +37,16 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("  peer plane  {}", cfg.listen_peer);
             println!("  client plane {}", cfg.listen_client);
             println!(
+                "  policy      {}",
+                cfg.policy
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none: every client and admin request is denied".into())
+            );
+            if let Some(p) = &cfg.policy {
+                crate::node::policy::Policy::load(p).map_err(super::UsageError)?;
+            }
+            println!(
                 "  roster      {}",
                 cfg.peers
                     .iter()
@@ -59,10 +70,17 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             );
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = running.wait() => anyhow::bail!("node {} stopped serving unexpectedly", cfg.name),
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    _ = hup.recv() => match running.node.reload_policy() {
+                        Ok(summary) => eprintln!("{summary}"),
+                        Err(e) => eprintln!("policy not reloaded, the previous one stays in force: {e}"),
+                    },
+                    _ = running.wait() => anyhow::bail!("node {} stopped serving unexpectedly", cfg.name),
+                }
             }
             eprintln!("node {}: shutting down", cfg.name);
             running.stop().await;

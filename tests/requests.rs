@@ -363,3 +363,87 @@ async fn a_client_over_its_rate_limit_is_told_to_retry_and_others_are_not() {
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_request_gets_the_same_signature_from_any_coordinator() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let d = [0x5a; 32];
+    let first = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign("k", d, "m/1", "idem-1")
+        .await
+        .unwrap();
+    assert_eq!(first.participants, vec!["a", "b"]);
+    assert!(node(&c, 2)
+        .store()
+        .ledger_get(&id, "idem-1")
+        .unwrap()
+        .is_none());
+
+    // c took no part: it learns the result from a and b in its status probe.
+    // A new session would give a different (r, s): ECDSA nonces are random.
+    for coord in [2, 1, 0] {
+        let again = c
+            .client(coord, CLIENT)
+            .unwrap()
+            .sign("k", d, "m/1", "idem-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            (&again.r, &again.s, again.recovery_id),
+            (&first.r, &first.s, first.recovery_id),
+            "via {coord}"
+        );
+        assert_eq!(again.public_key, first.public_key);
+    }
+    assert!(
+        node(&c, 2)
+            .store()
+            .ledger_get(&id, "idem-1")
+            .unwrap()
+            .is_none(),
+        "c ran a session for a request that was already signed"
+    );
+    let cc: [u8; 32] = info.chain_code.as_slice().try_into().unwrap();
+    let (child, _) = thresig::bip32::derive_public(
+        &info.public_key,
+        &cc,
+        &DerivationPath::parse("m/1").unwrap(),
+    )
+    .unwrap();
+    check_signature(&first, &d, &child);
+
+    // The same id for another digest, path or slot is refused, through c too.
+    for (digest, path, slot) in [
+        ([0x5b; 32], "m/1", None),
+        (d, "m/2", None),
+        (
+            d,
+            "m/1",
+            Some(Slot {
+                scope: "s".into(),
+                height: 1,
+                round: 0,
+                step: 0,
+            }),
+        ),
+    ] {
+        let mut client = c.client(2, CLIENT).unwrap();
+        let err = match slot {
+            Some(s) => client.sign_at("k", digest, path, "idem-1", s).await,
+            None => client.sign("k", digest, path, "idem-1").await,
+        }
+        .unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::AlreadyExists), "{err}");
+        assert!(err.to_string().contains("idem-1"), "{err}");
+    }
+    c.stop().await;
+}

@@ -12,7 +12,7 @@ use super::request::{ClientAuth, SignRequest};
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::sign::Signature;
-use crate::storage::{KeyRecord, KeyState};
+use crate::storage::{KeyRecord, KeyState, LedgerEntry};
 
 /// A finished signing request.
 #[derive(Debug, Clone)]
@@ -30,6 +30,75 @@ pub(super) fn nonce() -> Result<Vec<u8>, NodeError> {
 }
 
 impl Node {
+    /// What a ledger entry (this node's, or `remote` node's for key record
+    /// `rec`) says about `request`: refused if the id was used for another
+    /// digest, path or slot; the recorded signature if it was finished.
+    /// A remote node's signature counts only if it verifies under the key's
+    /// own (derived) public key.
+    fn recorded(
+        &self,
+        request: &SignRequest,
+        entry: &LedgerEntry,
+        remote: Option<(&NodeName, &KeyRecord)>,
+    ) -> Result<Option<SignOutcome>, NodeError> {
+        let (key_id, rid) = (&request.key_id, &request.request_id);
+        if entry.digest != request.digest.0
+            || entry.path != request.path.to_string()
+            || entry.slot != request.slot.as_ref().map(ToString::to_string)
+        {
+            let place = remote
+                .map(|(n, _)| format!(" (on node {n})"))
+                .unwrap_or_default();
+            return Err(NodeError::AlreadyExists(format!(
+                "request id {rid} was already used with key {key_id} for a different digest, path or slot{place}"
+            )));
+        }
+        let Some(done) = &entry.result else {
+            return Ok(None);
+        };
+        let public_key: [u8; 33] = done
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
+        if let Some((n, rec)) = remote {
+            let (derived, _) =
+                crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &request.path)
+                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+            if derived != public_key {
+                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature under another public key; ignored");
+                return Ok(None);
+            }
+        }
+        let signature = Signature {
+            r: done.r,
+            s: done.s,
+            recovery_id: done.recovery_id,
+            public_key,
+        };
+        if let Err(e) = crate::protocol::sign::verify(&signature, &request.digest) {
+            if let Some((n, _)) = remote {
+                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature that does not verify; ignored");
+                return Ok(None);
+            }
+            return Err(NodeError::Protocol {
+                blamed: None,
+                error: e,
+            });
+        }
+        let participants = done
+            .participants
+            .iter()
+            .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(SignOutcome {
+            signature,
+            participants,
+            request_id: rid.clone(),
+            epoch: done.epoch,
+        }))
+    }
+
     /// Probes `nodes` concurrently; returns those that did not answer, with why.
     pub(super) async fn unreachable(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
         let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
@@ -223,46 +292,13 @@ impl Node {
         self.authorize_sign(client, &request, true)?;
         let key_id = &request.key_id;
         let (digest, rid) = (request.digest, request.request_id.as_str());
-        // A repeated request id gets the signature recorded for it, with no new
-        // session; a request id reused for another digest, path or slot is refused.
+        // The request id is the idempotency key: a repeat gets the signature
+        // recorded for it, with no new session; the same id for another
+        // digest, path or slot is refused. This node's ledger first; the
+        // other committee nodes' answers come with the status probe below.
         if let Some(entry) = self.store.ledger_get(key_id, rid)? {
-            if entry.digest != digest.0
-                || entry.path != request.path.to_string()
-                || entry.slot != request.slot.as_ref().map(ToString::to_string)
-            {
-                return Err(NodeError::AlreadyExists(format!(
-                    "request id {rid} was already used with key {key_id} for a different digest, path or slot"
-                )));
-            }
-            if let Some(done) = entry.result {
-                let public_key: [u8; 33] = done
-                    .public_key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
-                let signature = Signature {
-                    r: done.r,
-                    s: done.s,
-                    recovery_id: done.recovery_id,
-                    public_key,
-                };
-                crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
-                    NodeError::Protocol {
-                        blamed: None,
-                        error: e,
-                    }
-                })?;
-                let participants = done
-                    .participants
-                    .iter()
-                    .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
-                    .collect::<Result<_, _>>()?;
-                return Ok(SignOutcome {
-                    signature,
-                    participants,
-                    request_id: rid.to_owned(),
-                    epoch: done.epoch,
-                });
+            if let Some(done) = self.recorded(&request, &entry, None)? {
+                return Ok(done);
             }
         }
         self.check_not_paused(key_id)?;
@@ -297,7 +333,19 @@ impl Node {
             .cloned()
             .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
-        let down = self.not_ready(&rec, &candidates, true).await;
+        let (down, ledgers) = self
+            .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
+            .await;
+        let mut recorded = None;
+        for (n, entry) in &ledgers {
+            if let Some(done) = self.recorded(&request, entry, Some((n, &rec)))? {
+                recorded = Some(done);
+            }
+        }
+        if let Some(done) = recorded {
+            tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
+            return Ok(done);
+        }
         let live: Vec<NodeName> = candidates
             .into_iter()
             .filter(|c| !down.iter().any(|(d, _)| d == c))

@@ -53,8 +53,12 @@ pub enum Operation {
         epoch: u64,
         committee: Vec<NodeName>,
     },
-    /// Does this node hold a live share of the key? (Asked of a repair target.)
-    ShareStatus { key_id: KeyId },
+    /// Does this node hold a live share of the key, and (with `request_id`)
+    /// what did it record for that signing request?
+    ShareStatus {
+        key_id: KeyId,
+        request_id: Option<String>,
+    },
     /// Rebuild the share of `target` from `helpers` (all committee members).
     Repair {
         key_id: KeyId,
@@ -124,6 +128,8 @@ pub enum Outcome {
         epoch: Option<u64>,
         signing: bool,
         rotation: Option<[u8; 32]>,
+        /// This node's ledger entry for the request id asked about, if any.
+        ledger: Option<Box<crate::storage::LedgerEntry>>,
     },
     /// A new member of a reshare staged its share; every new member computed
     /// `confirmation`, and `public_key` is the key its new share belongs to.

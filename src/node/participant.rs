@@ -65,7 +65,13 @@ impl Node {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
             }
-            Operation::ShareStatus { key_id } => Ok(self.share_status_outcome(&key_id)),
+            Operation::ShareStatus { key_id, request_id } => {
+                let mut o = self.share_status_outcome(&key_id);
+                if let (Some(rid), Outcome::ShareStatus { ledger, .. }) = (request_id, &mut o) {
+                    *ledger = self.store.ledger_get(&key_id, &rid)?.map(Box::new);
+                }
+                Ok(o)
+            }
             Operation::Reshare {
                 key_id,
                 epoch,

@@ -93,6 +93,7 @@ impl Node {
             nonce: Vec::new(),
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
+                request_id: None,
             },
         };
         if let Outcome::ShareStatus {
@@ -184,16 +185,19 @@ impl Node {
                 epoch: Some(r.epoch),
                 signing: false,
                 rotation: None,
+                ledger: None,
             },
             Some(r) if epoch.is_some() => Outcome::ShareStatus {
                 epoch,
                 signing,
                 rotation: r.rotation.map(|p| p.eid),
+                ledger: None,
             },
             _ => Outcome::ShareStatus {
                 epoch: None,
                 signing: false,
                 rotation: None,
+                ledger: None,
             },
         }
     }
@@ -344,6 +348,7 @@ impl Node {
             nonce: Vec::new(),
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
+                request_id: None,
             },
         };
         match self.net.propose(target, status).await? {

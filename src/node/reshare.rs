@@ -503,6 +503,7 @@ impl Node {
                 nonce: Vec::new(),
                 op: Operation::ShareStatus {
                     key_id: key_id.clone(),
+                    request_id: None,
                 },
             };
             let call = self.net.propose(n, status);
@@ -513,6 +514,7 @@ impl Node {
                         epoch: Some(e),
                         signing: true,
                         rotation: Some(r),
+                        ..
                     })) if e == epoch + 1 && r == *p.eid.as_bytes() => return None,
                     Ok(Ok(Outcome::ShareStatus { epoch: got, .. })) => format!(
                         "reports epoch {got:?}, not epoch {} active from this reshare",

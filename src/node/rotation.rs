@@ -14,7 +14,7 @@ use super::session::Session;
 use super::{names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::refresh::Refresh;
-use crate::storage::{KeyRecord, KeyState, RotationProof};
+use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
 
 impl Node {
     /// After a failed refresh: "activating" the epoch that is already active
@@ -63,27 +63,47 @@ impl Node {
         nodes: &[NodeName],
         to_sign: bool,
     ) -> Vec<(NodeName, String)> {
+        self.probe(rec, nodes, to_sign, None).await.0
+    }
+
+    /// `not_ready`, and with `request_id` also what each node that answered
+    /// recorded in its ledger for that request (in the same round trip).
+    pub(super) async fn probe(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+        request_id: Option<&str>,
+    ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
         let key_id = &rec.key_id;
         let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
-            let status = Proposal { eid: ExecutionId::derive("status", key_id, rec.epoch, &[], &[], &[]), nonce: Vec::new(), op: Operation::ShareStatus { key_id: key_id.clone() } };
+            let status = Proposal {
+                eid: ExecutionId::derive("status", key_id, rec.epoch, &[], &[], &[]),
+                nonce: Vec::new(),
+                op: Operation::ShareStatus {
+                    key_id: key_id.clone(),
+                    request_id: request_id.map(str::to_owned),
+                },
+            };
             let call = self.net.propose(n, status);
             let timeout = self.timeouts.ping;
             let n = n.clone();
             async move {
-                let (epoch, signing) = match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(Outcome::ShareStatus { epoch, signing, .. })) => (epoch, signing),
-                    Ok(Ok(_)) => return Some((n, "answered the status query with another outcome".to_owned())),
-                    Ok(Err(e)) => return Some((n, e.to_string())),
-                    Err(_) => return Some((n, format!("no answer within {timeout:?}"))),
+                let (epoch, signing, ledger) = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(Outcome::ShareStatus { epoch, signing, ledger, .. })) => (epoch, signing, ledger),
+                    Ok(Ok(_)) => return (Some((n, "answered the status query with another outcome".to_owned())), None),
+                    Ok(Err(e)) => return (Some((n, e.to_string())), None),
+                    Err(_) => return (Some((n, format!("no answer within {timeout:?}"))), None),
                 };
-                match (epoch, rec.rotation) {
+                let ledger = ledger.map(|l| (n.clone(), *l));
+                let down = match (epoch, rec.rotation) {
                     (Some(e), _) if e == rec.epoch && to_sign && !signing => {
                         Some((n, "its share cannot sign yet (repaired or joining; awaits activation)".to_owned()))
                     }
                     (Some(e), _) if e == rec.epoch => None,
                     (Some(e), Some(proof)) if e + 1 == rec.epoch => {
                         let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
-                            return Some((n, "bad rotation proof".to_owned()));
+                            return (Some((n, "bad rotation proof".to_owned())), ledger);
                         };
                         let activate = Proposal {
                             eid,
@@ -100,14 +120,17 @@ impl Node {
                     }
                     (Some(e), _) => Some((n, format!("holds epoch {e}, not {}", rec.epoch))),
                     (None, _) => Some((n, "holds no share of this key".to_owned())),
-                }
+                };
+                (down, ledger)
             }
         });
-        futures::future::join_all(probes)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut down = Vec::new();
+        let mut ledgers = Vec::new();
+        for (d, l) in futures::future::join_all(probes).await {
+            down.extend(d);
+            ledgers.extend(l);
+        }
+        (down, ledgers)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::proto::peer as pb;
 use crate::proto::peer::peer_client::PeerClient;
 use crate::protocol::sign::Signature;
 use crate::protocol::MAX_MESSAGE_BYTES;
+use crate::storage::{LedgerEntry, LedgerResult};
 
 /// Largest gRPC message on the peer plane.
 pub const MAX_GRPC_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
@@ -85,6 +86,7 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
     let op = match req.op.ok_or_else(|| bad("op", "missing"))? {
         pb::propose_request::Op::ShareStatus(s) => Operation::ShareStatus {
             key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+            request_id: (!s.request_id.is_empty()).then_some(s.request_id),
         },
         pb::propose_request::Op::Repair(r) => {
             let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
@@ -163,9 +165,10 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
 
 fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
     let op = match p.op {
-        Operation::ShareStatus { key_id } => {
+        Operation::ShareStatus { key_id, request_id } => {
             pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
                 key_id: key_id.to_string(),
+                request_id: request_id.unwrap_or_default(),
             })
         }
         Operation::Repair {
@@ -278,7 +281,9 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             epoch,
             signing,
             rotation,
+            ledger,
         } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            ledger: ledger.map(|l| ledger_to_pb(&l)),
             has_share: epoch.is_some(),
             epoch: epoch.unwrap_or(0),
             signing,
@@ -353,6 +358,50 @@ fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
     }
 }
 
+fn ledger_to_pb(l: &LedgerEntry) -> pb::LedgerRecord {
+    let done = l.result.as_ref();
+    pb::LedgerRecord {
+        request_id: l.request_id.clone(),
+        digest: l.digest.to_vec(),
+        path: l.path.clone(),
+        slot: l.slot.clone().unwrap_or_default(),
+        eid: l.eid.to_vec(),
+        unix: l.unix,
+        finished: done.is_some(),
+        r: done.map(|d| d.r.to_vec()).unwrap_or_default(),
+        s: done.map(|d| d.s.to_vec()).unwrap_or_default(),
+        recovery_id: done.map(|d| d.recovery_id.into()).unwrap_or_default(),
+        public_key: done.map(|d| d.public_key.clone()).unwrap_or_default(),
+        participants: done.map(|d| d.participants.clone()).unwrap_or_default(),
+        epoch: done.map(|d| d.epoch).unwrap_or_default(),
+    }
+}
+
+fn ledger_from_pb(l: pb::LedgerRecord) -> Result<LedgerEntry, String> {
+    let result = if l.finished {
+        Some(LedgerResult {
+            r: arr(&l.r, "r")?,
+            s: arr(&l.s, "s")?,
+            recovery_id: u8::try_from(l.recovery_id).map_err(|_| "recovery_id out of range")?,
+            public_key: l.public_key,
+            participants: l.participants,
+            epoch: l.epoch,
+        })
+    } else {
+        None
+    };
+    Ok(LedgerEntry {
+        schema: crate::storage::records_schema(),
+        request_id: l.request_id,
+        digest: arr(&l.digest, "digest")?,
+        path: l.path,
+        eid: arr(&l.eid, "eid")?,
+        unix: l.unix,
+        result,
+        slot: (!l.slot.is_empty()).then_some(l.slot),
+    })
+}
+
 fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
     b.try_into()
         .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
@@ -372,6 +421,7 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
             } else {
                 Some(arr(&s.rotation, "rotation")?)
             },
+            ledger: s.ledger.map(ledger_from_pb).transpose()?.map(Box::new),
         }),
         pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
             confirmation: arr(&r.confirmation, "confirmation")?,

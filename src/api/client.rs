@@ -342,6 +342,28 @@ impl Client {
             .summary)
     }
 
+    /// Admin: the newest `count` entries of the node's audit log.
+    pub async fn audit_tail(
+        &mut self,
+        count: u32,
+    ) -> Result<Vec<crate::proto::admin::AuditEntry>, ClientError> {
+        Ok(AdminClient::new(self.channel.clone())
+            .audit_tail(crate::proto::admin::AuditTailRequest { count })
+            .await?
+            .into_inner()
+            .entries)
+    }
+
+    /// Admin: checks the node's whole audit chain.
+    pub async fn audit_verify(
+        &mut self,
+    ) -> Result<crate::proto::admin::AuditVerifyResponse, ClientError> {
+        Ok(AdminClient::new(self.channel.clone())
+            .audit_verify(crate::proto::admin::AuditVerifyRequest {})
+            .await?
+            .into_inner())
+    }
+
     pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
         Ok(AdminClient::new(self.channel.clone())
             .list_keys(ListKeysRequest {})

@@ -194,6 +194,21 @@ fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
     }
 }
 
+fn audit_entry(e: crate::storage::AuditEntry) -> apb::AuditEntry {
+    apb::AuditEntry {
+        seq: e.seq,
+        unix: e.unix,
+        kind: e.event.kind,
+        actor: e.event.actor,
+        key_id: e.event.key,
+        request_id: e.event.request_id,
+        decision: e.event.decision,
+        rule: e.event.rule,
+        eid: e.event.eid,
+        detail: e.event.detail,
+    }
+}
+
 pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
     apb::KeyInfo {
         key_id: rec.key_id.to_string(),
@@ -228,7 +243,12 @@ impl apb::admin_server::Admin for AdminService {
         let rec = counted(
             &self.metrics,
             "keygen",
-            self.node.create_key(&key, r.threshold, committee).await,
+            self.node.audit_admin(
+                &who.name,
+                "create",
+                key.as_str(),
+                self.node.create_key(&key, r.threshold, committee).await,
+            ),
         )?;
         tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");
         Ok(Response::new(key_info(&rec)))
@@ -240,7 +260,12 @@ impl apb::admin_server::Admin for AdminService {
     ) -> Result<Response<apb::RotateKeyResponse>, Status> {
         let who = self.admin(&req, "rotate")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let s = counted(&self.metrics, "rotate", self.node.rotate(&key).await)?;
+        let r = self.node.rotate(&key).await;
+        let s = counted(
+            &self.metrics,
+            "rotate",
+            self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
+        )?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
         Ok(Response::new(rotate_response(&s)))
     }
@@ -252,7 +277,12 @@ impl apb::admin_server::Admin for AdminService {
         let who = self.admin(&req, "repair")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let node = NodeName::parse(&req.get_ref().node).map_err(|e| arg("node", e))?;
-        let s = counted(&self.metrics, "repair", self.node.repair(&key, &node).await)?;
+        let r = self.node.repair(&key, &node).await;
+        let s = counted(
+            &self.metrics,
+            "repair",
+            self.node.audit_admin(&who.name, "repair", key.as_str(), r),
+        )?;
         tracing::info!(admin = %who, key = %key, target = %node, helpers = ?s.helpers, "share repaired");
         Ok(Response::new(apb::RepairKeyResponse {
             rotation: Some(rotate_response(&s.rotation)),
@@ -276,7 +306,12 @@ impl apb::admin_server::Admin for AdminService {
         let s = counted(
             &self.metrics,
             "reshare",
-            self.node.reshare(&key, &committee, threshold).await,
+            self.node.audit_admin(
+                &who.name,
+                "reshare",
+                key.as_str(),
+                self.node.reshare(&key, &committee, threshold).await,
+            ),
         )?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,
             committee = ?s.key.committee, threshold, retired = ?s.retired, ms = s.elapsed.as_millis() as u64, "key reshared");
@@ -303,9 +338,47 @@ impl apb::admin_server::Admin for AdminService {
         req: Request<apb::ReloadPolicyRequest>,
     ) -> Result<Response<apb::ReloadPolicyResponse>, Status> {
         let who = self.admin(&req, "reload-policy")?;
-        let summary = self.node.reload_policy().map_err(|e| status(&e))?;
+        let summary = self
+            .node
+            .audit_admin(&who.name, "reload-policy", "", self.node.reload_policy())
+            .map_err(|e| status(&e))?;
         tracing::info!(admin = %who, "{summary}");
         Ok(Response::new(apb::ReloadPolicyResponse { summary }))
+    }
+
+    async fn audit_tail(
+        &self,
+        req: Request<apb::AuditTailRequest>,
+    ) -> Result<Response<apb::AuditTailResponse>, Status> {
+        self.admin(&req, "read")?;
+        let n = req.get_ref().count.clamp(1, 10_000) as usize;
+        let entries = self
+            .node
+            .store()
+            .audit_tail(n)
+            .map_err(|e| status(&e.into()))?;
+        Ok(Response::new(apb::AuditTailResponse {
+            entries: entries.into_iter().map(audit_entry).collect(),
+        }))
+    }
+
+    async fn audit_verify(
+        &self,
+        req: Request<apb::AuditVerifyRequest>,
+    ) -> Result<Response<apb::AuditVerifyResponse>, Status> {
+        self.admin(&req, "read")?;
+        let r = self
+            .node
+            .store()
+            .audit_verify()
+            .map_err(|e| status(&e.into()))?;
+        Ok(Response::new(apb::AuditVerifyResponse {
+            node: self.node.name().to_string(),
+            good: r.good,
+            ok: r.first_bad.is_none(),
+            first_bad: r.first_bad.as_ref().map(|b| b.0).unwrap_or_default(),
+            reason: r.first_bad.map(|b| b.1).unwrap_or_default(),
+        }))
     }
 
     async fn list_keys(

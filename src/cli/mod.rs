@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. Parses arguments, calls the library,
 //! prints results. Exit codes: 0 ok, 1 operation failed, 64 usage or config error.
 
+mod audit;
 mod bench;
 mod certs;
 mod conn;
@@ -50,6 +51,9 @@ enum Command {
     /// Create, list and inspect threshold keys (admin certificate).
     #[command(subcommand)]
     Keys(keys::Cmd),
+    /// Read and verify a node's hash-chained audit log (admin certificate).
+    #[command(subcommand)]
+    Audit(audit::Cmd),
     /// Explain policy decisions, or reload a node's policy file.
     #[command(subcommand)]
     Policy(policy::Cmd),
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,
             Command::Policy(c) => policy::run(c).await,
+            Command::Audit(c) => audit::run(c).await,
             Command::Sign(a) => sign::sign(a).await,
             Command::Pubkey(a) => sign::pubkey(a).await,
             Command::Bench(a) => bench::run(a).await,

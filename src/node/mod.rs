@@ -380,12 +380,53 @@ impl Node {
         Ok(())
     }
 
+    /// Appends an event to this node's audit log (durably).
+    pub fn audit(&self, event: crate::storage::AuditEvent) -> Result<u64, NodeError> {
+        self.store.audit_append(event, now_unix()).map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log");
+            NodeError::from(e)
+        })
+    }
+
+    /// Audits an admin request's outcome (best effort: the operation has
+    /// already happened or failed) and passes it through.
+    pub fn audit_admin<T>(
+        &self,
+        admin: &NodeName,
+        operation: &str,
+        key: &str,
+        r: Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        let (decision, detail) = match &r {
+            Ok(_) => ("ok", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        let _ = self.audit(crate::storage::AuditEvent {
+            kind: format!("admin.{operation}"),
+            actor: format!("admin/{admin}"),
+            key: key.to_owned(),
+            decision: decision.into(),
+            rule: "policy".into(),
+            detail,
+            ..Default::default()
+        });
+        r
+    }
+
     /// Policy check of an admin operation (one of `policy::ADMIN_OPERATIONS`).
     pub fn authorize_admin(&self, admin: &NodeName, operation: &str) -> Result<(), NodeError> {
         let d = self.policy().check_admin(admin.as_str(), operation);
         if d.allowed {
             Ok(())
         } else {
+            let _ = self.audit(crate::storage::AuditEvent {
+                kind: format!("admin.{operation}"),
+                actor: format!("admin/{admin}"),
+                decision: "denied".into(),
+                rule: d.rule.clone(),
+                detail: d.reason.clone(),
+                ..Default::default()
+            });
             tracing::warn!(%admin, operation, rule = %d.rule, "admin request denied by policy");
             Err(NodeError::PermissionDenied(format!(
                 "node {}: admin {admin}: {d}",

@@ -12,7 +12,7 @@ use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
-use crate::storage::{KeyRecord, KeyState, LedgerEntry};
+use crate::storage::{AuditEvent, KeyRecord, KeyState, LedgerEntry};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -39,6 +39,39 @@ impl Node {
                 "node {from} is not in this cluster's roster"
             )));
         }
+        // Sessions that change keys are audited here with their outcome;
+        // signing audits its own decision, status queries are not recorded.
+        let session = match &p.op {
+            Operation::Keygen { key_id, .. } => Some(("keygen", key_id.clone())),
+            Operation::Refresh { key_id, .. } => Some(("refresh", key_id.clone())),
+            Operation::Reshare { key_id, .. } => Some(("reshare", key_id.clone())),
+            Operation::Repair { key_id, .. } => Some(("repair", key_id.clone())),
+            Operation::Activate { key_id, .. } => Some(("activate", key_id.clone())),
+            Operation::Retire { key_id, .. } => Some(("retire", key_id.clone())),
+            Operation::Sign { .. } | Operation::ShareStatus { .. } => None,
+        };
+        let eid = p.eid;
+        let result = self.dispatch(from, p).await;
+        if let Some((kind, key)) = session {
+            let _ = self.audit(AuditEvent {
+                kind: format!("session.{kind}"),
+                actor: format!("node/{from}"),
+                key: key.to_string(),
+                decision: if result.is_ok() { "ok" } else { "failed" }.into(),
+                rule: "proposal checks".into(),
+                eid: eid.to_string(),
+                detail: result
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
+        }
+        result
+    }
+
+    async fn dispatch(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
         match p.op.clone() {
             Operation::Keygen {
                 key_id,
@@ -231,21 +264,59 @@ impl Node {
         let (digest, path, request_id) =
             (request.digest, &request.path, request.request_id.as_str());
         // The client's own signature over every field, checked here: the
-        // coordinator's word counts for nothing.
-        request.check_fields(now_unix()).map_err(|e| {
-            NodeError::InvalidArgument(format!("sign request refused on node {}: {e}", self.name))
-        })?;
-        let client = self
-            .verifier
-            .verify(auth, &request.canonical_bytes())
-            .map_err(|e| {
-                NodeError::PermissionDenied(format!(
+        // coordinator's word counts for nothing. Every decision is audited.
+        let checked: Result<NodeName, NodeError> = (|| {
+            request.check_fields(now_unix()).map_err(|e| {
+                NodeError::InvalidArgument(format!(
                     "sign request refused on node {}: {e}",
                     self.name
                 ))
             })?;
-        // The coordinator charged the client's rate limits already when it is us.
-        self.authorize_sign(&client, request, *from != self.name)?;
+            let client = self
+                .verifier
+                .verify(auth, &request.canonical_bytes())
+                .map_err(|e| {
+                    NodeError::PermissionDenied(format!(
+                        "sign request refused on node {}: {e}",
+                        self.name
+                    ))
+                })?;
+            // The coordinator charged the client's rate limits already when it is us.
+            self.authorize_sign(&client, request, *from != self.name)?;
+            Ok(client)
+        })();
+        let event = |decision: &str, actor: String, rule: String| AuditEvent {
+            kind: "sign".into(),
+            actor,
+            key: key_id.to_string(),
+            request_id: request_id.to_owned(),
+            decision: decision.into(),
+            rule,
+            eid: p.eid.to_string(),
+            detail: format!(
+                "digest {} path {path}{} coordinator {from}",
+                hex::encode(digest.0),
+                request
+                    .slot
+                    .as_ref()
+                    .map(|s| format!(" slot {s}"))
+                    .unwrap_or_default()
+            ),
+        };
+        match checked {
+            // Fail closed: no audit entry, no signature.
+            Ok(client) => {
+                self.audit(event(
+                    "allowed",
+                    format!("client/{client}"),
+                    "client signature and policy".into(),
+                ))?;
+            }
+            Err(e) => {
+                let _ = self.audit(event("denied", "unverified client".into(), e.to_string()));
+                return Err(e);
+            }
+        }
         self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
         if let KeyState::Frozen(why) = &rec.state {

@@ -4,6 +4,7 @@
 //! so a wrong passphrase never touches the store. No network, no protocol
 //! logic here; shares arrive and leave as `KeyShare`.
 
+mod audit;
 mod records;
 mod seal;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use audit::{AuditEntry, AuditEvent, AuditReport};
 pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof, Watermark};
 
 /// Schema version written into new records.
@@ -97,6 +99,8 @@ impl Store {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;
+        tx.open_table(audit::AUDIT).map_err(dberr)?;
+        tx.open_table(audit::AUDIT_HEAD).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
         Ok(Self {
             db,

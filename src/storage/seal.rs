@@ -154,6 +154,20 @@ impl Kek {
         Ok(mac.finalize().into_bytes().into())
     }
 
+    /// Link of the audit chain: MAC over the previous link and an entry's
+    /// body, so an edited, removed or reordered entry breaks every link
+    /// after it, and nobody without the passphrase can forge a new chain.
+    pub(super) fn audit_mac(&self, prev: &[u8; 32], body: &[u8]) -> Result<[u8; 32], StorageError> {
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha2::Sha256;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .map_err(|_| StorageError::Db("HMAC key".into()))?;
+        mac.update(b"thresig/audit/v1");
+        mac.update(prev);
+        mac.update(body);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     pub(super) fn seal_share(
         &self,
         share: &KeyShare,

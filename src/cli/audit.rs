@@ -36,7 +36,7 @@ pub enum Cmd {
     },
 }
 
-fn open(config: &PathBuf) -> anyhow::Result<Store> {
+fn open(config: &std::path::Path) -> anyhow::Result<Store> {
     let cfg = NodeConfig::load(config)?;
     let pass = cfg.passphrase.read()?;
     Ok(Store::open(&cfg.data_dir, &cfg.name, &pass)?)

@@ -12,12 +12,15 @@ use thresig::storage::Store;
 
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
+type AuditTable<'a> = redb::Table<'a, u64, &'static [u8]>;
+type Tamper<'a> = &'a dyn Fn(&mut AuditTable<'_>, &[(u64, Vec<u8>)]);
+
 /// Applies `tamper` to node 0's audit table, checks the store's verdict,
 /// then puts the table back as it was.
 fn tampered(
     db_path: &std::path::Path,
     open: &dyn Fn() -> Store,
-    tamper: &dyn Fn(&mut redb::Table<u64, &[u8]>, &[(u64, Vec<u8>)]),
+    tamper: Tamper<'_>,
 ) -> Option<(u64, String)> {
     let original: Vec<(u64, Vec<u8>)> = {
         let db = redb::Database::open(db_path).unwrap();
@@ -31,7 +34,7 @@ fn tampered(
             })
             .collect()
     };
-    let write = |f: &dyn Fn(&mut redb::Table<u64, &[u8]>)| {
+    let write = |f: &dyn Fn(&mut AuditTable<'_>)| {
         let db = redb::Database::open(db_path).unwrap();
         let tx = db.begin_write().unwrap();
         {

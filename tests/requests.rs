@@ -303,6 +303,21 @@ async fn validator_slots_are_protected_against_double_signing() {
     for (coord, d, at) in ok.clone() {
         check_signature(&sign(coord, d, at).await.unwrap(), &d, &info.public_key);
     }
+    // The last one was signed by a and b; c learned the slot by gossip
+    // before any signature existed (without it, c would still be at 10/1/0).
+    let key = KeyId::parse("val").unwrap();
+    for i in 0..3 {
+        let w = node(&c, i)
+            .store()
+            .watermark(&key, "chain-1:val-7")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (w.height, w.round, w.step, w.digest),
+            (11, 0, 0, [4; 32]),
+            "node {i}"
+        );
+    }
     // An identical re-sign (same slot, same digest, new request id) is allowed.
     let (_, d, at) = ok[3].clone();
     check_signature(&sign(1, d, at).await.unwrap(), &d, &info.public_key);

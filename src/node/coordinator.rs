@@ -99,6 +99,49 @@ impl Node {
         }))
     }
 
+    /// Sends the slot of `request` to `nodes`; returns the first conflict
+    /// one of them reports. Nodes that do not answer within the ping timeout
+    /// are passed over (their watermark catches up when they next sign).
+    async fn gossip_watermark(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        nodes: &[NodeName],
+    ) -> Result<(), NodeError> {
+        let p = Proposal {
+            eid: ExecutionId::derive(
+                "watermark",
+                &request.key_id,
+                0,
+                &[],
+                &request.binding(),
+                &[],
+            ),
+            nonce: Vec::new(),
+            op: Operation::Watermark {
+                request: Box::new(request.clone()),
+                auth: Box::new(auth.clone()),
+            },
+        };
+        let timeout = self.timeouts.ping;
+        let calls = nodes.iter().map(|n| {
+            let call = self.net.propose(n, p.clone());
+            let n = n.clone();
+            async move { (n, tokio::time::timeout(timeout, call).await) }
+        });
+        for (n, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e @ NodeError::FailedPrecondition(_))) => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %n, error = %e, "watermark gossip not accepted");
+                }
+                Err(_) => tracing::warn!(node = %n, "watermark gossip: no answer in time"),
+            }
+        }
+        Ok(())
+    }
+
     /// Probes `nodes` concurrently; returns those that did not answer, with why.
     pub(super) async fn unreachable(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
         let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
@@ -360,6 +403,17 @@ impl Node {
             )));
         }
         let participants: Vec<NodeName> = live.into_iter().take(t).collect();
+        if request.slot.is_some() {
+            // Gossip the slot to the committee nodes that will not sign, and
+            // wait for them (briefly): any of them that signed a conflict at
+            // this slot, or a higher one, refuses and so does this request.
+            let others: Vec<NodeName> = committee
+                .iter()
+                .filter(|n| !participants.contains(n))
+                .cloned()
+                .collect();
+            self.gossip_watermark(&request, &auth, &others).await?;
+        }
         let request_id = request.request_id.clone();
         let nonce = nonce()?;
         let eid = ExecutionId::derive(

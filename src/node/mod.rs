@@ -78,6 +78,13 @@ pub enum Operation {
         threshold: u8,
         record: Box<crate::storage::KeyRecord>,
     },
+    /// Gossip before a slot-carrying signature: raise this node's watermark
+    /// for the client's signed request (checked like a sign proposal), or
+    /// refuse if it conflicts.
+    Watermark {
+        request: Box<request::SignRequest>,
+        auth: Box<request::ClientAuth>,
+    },
     /// Asked of a member the reshare (the proposal's eid and nonce) removed
     /// from the key, once every new member has activated: delete its share.
     /// The fields are those of the reshare, so the node can recompute its eid.
@@ -141,6 +148,8 @@ pub enum Outcome {
     Dealt,
     /// This node's share of the key is deleted (it left the committee).
     Retired,
+    /// The slot watermark is raised (or already there for this digest).
+    Watermarked,
     /// This node's part of a repair is done.
     Repaired,
 }

@@ -48,7 +48,9 @@ impl Node {
             Operation::Repair { key_id, .. } => Some(("repair", key_id.clone())),
             Operation::Activate { key_id, .. } => Some(("activate", key_id.clone())),
             Operation::Retire { key_id, .. } => Some(("retire", key_id.clone())),
-            Operation::Sign { .. } | Operation::ShareStatus { .. } => None,
+            Operation::Sign { .. }
+            | Operation::ShareStatus { .. }
+            | Operation::Watermark { .. } => None,
         };
         let eid = p.eid;
         let result = self.dispatch(from, p).await;
@@ -97,6 +99,9 @@ impl Node {
             } => {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
+            }
+            Operation::Watermark { request, auth } => {
+                self.participate_watermark(from, &request, &auth)
             }
             Operation::ShareStatus { key_id, request_id } => {
                 let mut o = self.share_status_outcome(&key_id);
@@ -249,6 +254,61 @@ impl Node {
             chain_code: out.chain_code,
             package_hash: out.package_hash,
         })
+    }
+
+    /// A committee node outside the signing set learns of a slot before any
+    /// signature for it can exist: it checks the client's request like a
+    /// signer would and raises its watermark, or refuses a conflict.
+    fn participate_watermark(
+        &self,
+        from: &NodeName,
+        request: &SignRequest,
+        auth: &ClientAuth,
+    ) -> Result<Outcome, NodeError> {
+        let slot = request
+            .slot
+            .as_ref()
+            .ok_or_else(|| NodeError::InvalidArgument("watermark gossip without a slot".into()))?;
+        request.check_fields(now_unix()).map_err(|e| {
+            NodeError::InvalidArgument(format!("watermark refused on node {}: {e}", self.name))
+        })?;
+        let client = self
+            .verifier
+            .verify(auth, &request.canonical_bytes())
+            .map_err(|e| {
+                NodeError::PermissionDenied(format!("watermark refused on node {}: {e}", self.name))
+            })?;
+        self.authorize_sign(&client, request, false)?;
+        self.key(&request.key_id)?;
+        let r = self
+            .store
+            .watermark_commit(
+                &request.key_id,
+                &slot.scope,
+                slot.position(),
+                request.digest.0,
+                &request.request_id,
+            )
+            .map_err(|e| match e {
+                crate::storage::StorageError::Conflict(m) => {
+                    NodeError::FailedPrecondition(format!("node {}: {m}", self.name))
+                }
+                other => other.into(),
+            });
+        let _ = self.audit(AuditEvent {
+            kind: "watermark".into(),
+            actor: format!("client/{client}"),
+            key: request.key_id.to_string(),
+            request_id: request.request_id.clone(),
+            decision: if r.is_ok() { "allowed" } else { "denied" }.into(),
+            rule: "slot watermark".into(),
+            detail: format!(
+                "slot {slot} digest {} via node {from}",
+                hex::encode(request.digest.0)
+            ),
+            ..Default::default()
+        });
+        r.map(|()| Outcome::Watermarked)
     }
 
     async fn participate_sign(

@@ -132,29 +132,25 @@ fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
             threshold: k.threshold,
             committee: names(&k.committee, "committee")?,
         },
-        pb::propose_request::Op::Sign(s) => Operation::Sign {
-            epoch: s.epoch,
-            request: Box::new(SignRequest {
-                key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
-                digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
-                path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
-                slot: s.slot.map(|x| Slot {
-                    scope: x.scope,
-                    height: x.height,
-                    round: x.round,
-                    step: x.step,
-                }),
-                request_id: s.request_id,
-                expiry_unix: s.expiry_unix,
-            }),
-            auth: Box::new(ClientAuth {
-                chain: s.client_chain,
-                scheme: u16::try_from(s.signature_scheme)
-                    .map_err(|_| bad("signature_scheme", "out of range"))?,
-                signature: s.client_signature,
-            }),
-            participants: names(&s.participants, "participants")?,
-        },
+        pb::propose_request::Op::Sign(s) => {
+            let participants = names(&s.participants, "participants")?;
+            let epoch = s.epoch;
+            let (request, auth) = sign_request_from_pb(s)?;
+            Operation::Sign {
+                epoch,
+                request: Box::new(request),
+                auth: Box::new(auth),
+                participants,
+            }
+        }
+        pb::propose_request::Op::Watermark(w) => {
+            let (request, auth) =
+                sign_request_from_pb(w.request.ok_or_else(|| bad("request", "missing"))?)?;
+            Operation::Watermark {
+                request: Box::new(request),
+                auth: Box::new(auth),
+            }
+        }
     };
     Ok(Proposal {
         eid,
@@ -243,23 +239,15 @@ fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             auth,
             participants,
         } => pb::propose_request::Op::Sign(pb::SignProposal {
-            key_id: request.key_id.to_string(),
             epoch,
-            digest: request.digest.0.to_vec(),
-            path: request.path.to_string(),
-            request_id: request.request_id,
             participants: participants.iter().map(ToString::to_string).collect(),
-            slot: request.slot.map(|x| pb::Slot {
-                scope: x.scope,
-                height: x.height,
-                round: x.round,
-                step: x.step,
-            }),
-            expiry_unix: request.expiry_unix,
-            signature_scheme: auth.scheme.into(),
-            client_signature: auth.signature,
-            client_chain: auth.chain,
+            ..sign_request_to_pb(*request, *auth)
         }),
+        Operation::Watermark { request, auth } => {
+            pb::propose_request::Op::Watermark(pb::WatermarkProposal {
+                request: Some(sign_request_to_pb(*request, *auth)),
+            })
+        }
     };
     pb::ProposeRequest {
         wire_version: WIRE_VERSION,
@@ -298,6 +286,7 @@ fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         }),
         Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
         Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
+        Outcome::Watermarked => pb::propose_response::Result::Watermark(pb::WatermarkResult {}),
         Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
         Outcome::Keygen {
             public_key,
@@ -355,6 +344,51 @@ fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
         package_hash: r.package_hash.to_vec(),
         package: hex::decode(&r.package).unwrap_or_default(),
         created_unix: r.created_unix,
+    }
+}
+
+/// The client's request and signature as they travel in a proposal.
+fn sign_request_from_pb(s: pb::SignProposal) -> Result<(SignRequest, ClientAuth), Status> {
+    let request = SignRequest {
+        key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+        digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
+        path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
+        slot: s.slot.map(|x| Slot {
+            scope: x.scope,
+            height: x.height,
+            round: x.round,
+            step: x.step,
+        }),
+        request_id: s.request_id,
+        expiry_unix: s.expiry_unix,
+    };
+    let auth = ClientAuth {
+        chain: s.client_chain,
+        scheme: u16::try_from(s.signature_scheme)
+            .map_err(|_| bad("signature_scheme", "out of range"))?,
+        signature: s.client_signature,
+    };
+    Ok((request, auth))
+}
+
+fn sign_request_to_pb(request: SignRequest, auth: ClientAuth) -> pb::SignProposal {
+    pb::SignProposal {
+        key_id: request.key_id.to_string(),
+        epoch: 0,
+        digest: request.digest.0.to_vec(),
+        path: request.path.to_string(),
+        request_id: request.request_id,
+        participants: Vec::new(),
+        slot: request.slot.map(|x| pb::Slot {
+            scope: x.scope,
+            height: x.height,
+            round: x.round,
+            step: x.step,
+        }),
+        expiry_unix: request.expiry_unix,
+        signature_scheme: auth.scheme.into(),
+        client_signature: auth.signature,
+        client_chain: auth.chain,
     }
 }
 
@@ -429,6 +463,7 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
         }),
         pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
         pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
+        pb::propose_response::Result::Watermark(_) => Ok(Outcome::Watermarked),
         pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
             public_key: k.public_key,

@@ -12,6 +12,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 "$BIN" certs init --nodes a,b,c --clients validator --admins ops --out "$dir/certs" >/dev/null
+cat > "$dir/policy.toml" <<'TOML'
+[[client]]
+name = "validator"
+keys = ["*"]
+paths = ["m"]
+[[admin]]
+name = "ops"
+operations = ["*"]
+TOML
 ports=($(python3 -c 'import socket
 s=[socket.socket() for _ in range(6)]
 [x.bind(("127.0.0.1",0)) for x in s]
@@ -31,6 +40,7 @@ for n in a b c; do
 name = "$n"
 trust_domain = "thresig.local"
 data_dir = "$dir/$n/data"
+policy = "$dir/policy.toml"
 [listen]
 peer = "127.0.0.1:${ports[$i]}"
 client = "127.0.0.1:${ports[$((i+1))]}"

@@ -12,7 +12,7 @@ use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
-use crate::storage::{AuditEvent, KeyRecord, KeyState, LedgerEntry};
+use crate::storage::{AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -323,9 +323,12 @@ impl Node {
         let key_id = &request.key_id;
         let (digest, path, request_id) =
             (request.digest, &request.path, request.request_id.as_str());
-        // The client's own signature over every field, checked here: the
-        // coordinator's word counts for nothing. Every decision is audited.
-        let checked: Result<NodeName, NodeError> = (|| {
+        // Every check runs before anything is written: the client's own
+        // signature over every field (the coordinator's word counts for
+        // nothing), this node's policy, the key's state and the eid binding.
+        // Every decision is audited.
+        type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
+        let checked = (|| -> Result<Admitted, NodeError> {
             request.check_fields(now_unix()).map_err(|e| {
                 NodeError::InvalidArgument(format!(
                     "sign request refused on node {}: {e}",
@@ -343,7 +346,62 @@ impl Node {
                 })?;
             // The coordinator charged the client's rate limits already when it is us.
             self.authorize_sign(&client, request, *from != self.name)?;
-            Ok(client)
+            self.check_not_paused(key_id)?;
+            let rec = self.key(key_id)?;
+            if let KeyState::Frozen(why) = &rec.state {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is frozen: {why}"
+                )));
+            }
+            if rec.state != KeyState::Active {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is {}",
+                    rec.state.label()
+                )));
+            }
+            if rec.epoch != epoch {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is at epoch {}, proposal says {epoch}",
+                    rec.epoch
+                )));
+            }
+            self.check_members(participants)?;
+            if participants.len() != rec.threshold as usize {
+                return Err(NodeError::InvalidArgument(format!(
+                    "signing needs exactly {} parties, got {}",
+                    rec.threshold,
+                    participants.len()
+                )));
+            }
+            // Party indices come from the stored committee order, never from the proposal.
+            let mut signers = Vec::with_capacity(participants.len());
+            for n in participants {
+                let idx = rec
+                    .committee
+                    .iter()
+                    .position(|c| c == n.as_str())
+                    .ok_or_else(|| {
+                        NodeError::InvalidArgument(format!(
+                            "node {n} is not in the committee of key {key_id}"
+                        ))
+                    })?;
+                signers.push((idx + 1) as PartyIdx);
+            }
+            let committee = committee_of(&rec)?;
+            let expected = ExecutionId::derive(
+                "sign",
+                key_id,
+                epoch,
+                participants,
+                &sign_binding(request),
+                &p.nonce,
+            );
+            if p.eid != expected {
+                return Err(NodeError::PermissionDenied(
+                    "execution id does not match the proposal".into(),
+                ));
+            }
+            Ok((client, rec, signers, committee))
         })();
         let event = |decision: &str, actor: String, rule: String| AuditEvent {
             kind: "sign".into(),
@@ -363,86 +421,47 @@ impl Node {
                     .unwrap_or_default()
             ),
         };
-        match checked {
-            // Fail closed: no audit entry, no signature.
-            Ok(client) => {
-                self.audit(event(
-                    "allowed",
-                    format!("client/{client}"),
-                    "client signature and policy".into(),
-                ))?;
-            }
+        let (client, rec, signers, committee) = match checked {
+            Ok(ok) => ok,
             Err(e) => {
                 let _ = self.audit(event("denied", "unverified client".into(), e.to_string()));
                 return Err(e);
             }
-        }
-        self.check_not_paused(key_id)?;
-        let rec = self.key(key_id)?;
-        if let KeyState::Frozen(why) = &rec.state {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is frozen: {why}"
-            )));
-        }
-        if rec.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is {}",
-                rec.state.label()
-            )));
-        }
-        if rec.epoch != epoch {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is at epoch {}, proposal says {epoch}",
-                rec.epoch
-            )));
-        }
-        self.check_members(participants)?;
-        if participants.len() != rec.threshold as usize {
-            return Err(NodeError::InvalidArgument(format!(
-                "signing needs exactly {} parties, got {}",
-                rec.threshold,
-                participants.len()
-            )));
-        }
-        // Party indices come from the stored committee order, never from the proposal.
-        let mut signers = Vec::with_capacity(participants.len());
-        for n in participants {
-            let idx = rec
-                .committee
-                .iter()
-                .position(|c| c == n.as_str())
-                .ok_or_else(|| {
-                    NodeError::InvalidArgument(format!(
-                        "node {n} is not in the committee of key {key_id}"
-                    ))
-                })?;
-            signers.push((idx + 1) as PartyIdx);
-        }
-        let committee = committee_of(&rec)?;
-        let expected = ExecutionId::derive(
-            "sign",
-            key_id,
-            epoch,
-            participants,
-            &sign_binding(request),
-            &p.nonce,
+        };
+        // Admission, in one durable transaction: the eid is claimed (a
+        // duplicate proposal is refused before it can touch the mailbox of
+        // the session already running under it), the slot's watermark is
+        // raised (double-sign protection: durable before any message of this
+        // session leaves, and refused before the session opens, so that
+        // refusal is what the coordinator hears), and the decision is audited.
+        let slot = request.slot.as_ref().map(|s| SlotClaim {
+            key: key_id,
+            scope: &s.scope,
+            position: s.position(),
+            digest: digest.0,
+            request_id,
+        });
+        let allowed = event(
+            "allowed",
+            format!("client/{client}"),
+            "client signature and policy".into(),
         );
-        // Claim first: a duplicate proposal is refused before it can touch
-        // the mailbox of the session already running under this id.
-        self.claim(&p.eid, expected)?;
-        // Double-sign protection: the slot's watermark is durable before any
-        // message of this session leaves this node, and a refusal comes
-        // before the session opens (so it, not a closed mailbox, is what the
-        // coordinator hears).
-        if let Some(slot) = &request.slot {
-            self.store
-                .watermark_commit(key_id, &slot.scope, slot.position(), digest.0, request_id)
-                .map_err(|e| match e {
-                    crate::storage::StorageError::Conflict(m) => {
-                        NodeError::FailedPrecondition(format!("node {}: {m}", self.name))
-                    }
-                    other => other.into(),
-                })?;
+        let refused = match self.store.admit_sign(&p.eid, now_unix(), slot, allowed) {
+            Ok(true) => None,
+            Ok(false) => Some(NodeError::PermissionDenied(format!(
+                "execution id {} was used before; refusing to reuse it",
+                p.eid
+            ))),
+            Err(crate::storage::StorageError::Conflict(m)) => Some(NodeError::FailedPrecondition(
+                format!("node {}: {m}", self.name),
+            )),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(e) = refused {
+            let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+            return Err(e);
+        }
+        if request.slot.is_some() {
             crate::faults::check(&self.name, crate::faults::points::AFTER_WATERMARK)?;
         }
         let mut mailbox = self

@@ -69,6 +69,18 @@ impl Store {
     /// Appends `event` durably, chained to the last entry. Returns its seq.
     pub fn audit_append(&self, event: AuditEvent, unix: u64) -> Result<u64, StorageError> {
         let tx = self.write()?;
+        let seq = self.append_audit(&tx, event, unix)?;
+        tx.commit().map_err(dberr)?;
+        Ok(seq)
+    }
+
+    /// Appends `event` inside `tx` (with the caller's other writes).
+    pub(super) fn append_audit(
+        &self,
+        tx: &redb::WriteTransaction,
+        event: AuditEvent,
+        unix: u64,
+    ) -> Result<u64, StorageError> {
         let seq = {
             let mut t = tx.open_table(AUDIT).map_err(dberr)?;
             let (seq, prev) = match t.last().map_err(dberr)? {
@@ -110,7 +122,6 @@ impl Store {
                 .map_err(dberr)?;
             seq
         };
-        tx.commit().map_err(dberr)?;
         Ok(seq)
     }
 

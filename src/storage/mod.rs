@@ -573,44 +573,92 @@ impl Store {
         digest: [u8; 32],
         request_id: &str,
     ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        self.raise_watermark(
+            &tx,
+            &SlotClaim {
+                key,
+                scope,
+                position,
+                digest,
+                request_id,
+            },
+        )?;
+        tx.commit().map_err(dberr)
+    }
+
+    /// The watermark rule of `watermark_commit`, inside a write transaction.
+    fn raise_watermark(
+        &self,
+        tx: &redb::WriteTransaction,
+        c: &SlotClaim<'_>,
+    ) -> Result<(), StorageError> {
+        let (key, scope, position) = (c.key, c.scope, c.position);
         let slot = format!("{key}\u{0}{scope}");
+        let mut t = tx.open_table(WATERMARKS).map_err(dberr)?;
+        let current: Option<Watermark> = match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => Some(self.open_mac_json(key, "slot watermark", v.value())?),
+            None => None,
+        };
+        if let Some(w) = &current {
+            let at = (w.height, w.round, w.step);
+            let (h, r, st) = at;
+            if position < at {
+                return Err(StorageError::Conflict(format!(
+                    "slot {scope} {}/{}/{} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)",
+                    position.0, position.1, position.2
+                )));
+            }
+            if position == at && w.digest != c.digest {
+                return Err(StorageError::Conflict(format!(
+                    "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {}); refused (double-sign protection)",
+                    w.request_id
+                )));
+            }
+            if position == at {
+                return Ok(());
+            }
+        }
+        let w = Watermark {
+            height: position.0,
+            round: position.1,
+            step: position.2,
+            digest: c.digest,
+            request_id: c.request_id.to_owned(),
+        };
+        t.insert(slot.as_str(), self.seal_mac_json(key, &w)?.as_slice())
+            .map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Admits a signing session in one durable transaction: claims `eid`
+    /// (false, and nothing written, if it was used before), raises the slot
+    /// watermark if there is one (a conflict refuses and writes nothing), and
+    /// appends the audit entry saying so. One disk sync instead of three.
+    pub fn admit_sign(
+        &self,
+        eid: &ExecutionId,
+        now_unix: u64,
+        slot: Option<SlotClaim<'_>>,
+        event: AuditEvent,
+    ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
-            let mut t = tx.open_table(WATERMARKS).map_err(dberr)?;
-            let current: Option<Watermark> = match t.get(slot.as_str()).map_err(dberr)? {
-                Some(v) => Some(self.open_mac_json(key, "slot watermark", v.value())?),
-                None => None,
-            };
-            if let Some(w) = &current {
-                let at = (w.height, w.round, w.step);
-                let (h, r, st) = at;
-                if position < at {
-                    return Err(StorageError::Conflict(format!(
-                        "slot {scope} {}/{}/{} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)",
-                        position.0, position.1, position.2
-                    )));
-                }
-                if position == at && w.digest != digest {
-                    return Err(StorageError::Conflict(format!(
-                        "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {}); refused (double-sign protection)",
-                        w.request_id
-                    )));
-                }
-                if position == at {
-                    return Ok(());
-                }
+            let mut t = tx.open_table(EIDS).map_err(dberr)?;
+            if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
+                drop(t);
+                tx.abort().map_err(dberr)?;
+                return Ok(false);
             }
-            let w = Watermark {
-                height: position.0,
-                round: position.1,
-                step: position.2,
-                digest,
-                request_id: request_id.to_owned(),
-            };
-            t.insert(slot.as_str(), self.seal_mac_json(key, &w)?.as_slice())
+            t.insert(eid.as_bytes().as_slice(), now_unix)
                 .map_err(dberr)?;
         }
-        tx.commit().map_err(dberr)
+        if let Some(c) = &slot {
+            self.raise_watermark(&tx, c)?;
+        }
+        self.append_audit(&tx, event, now_unix)?;
+        tx.commit().map_err(dberr)?;
+        Ok(true)
     }
 
     /// The slot watermark of (`key`, `scope`), if any.
@@ -677,6 +725,17 @@ impl Store {
 /// Constant-time comparison of a computed MAC with a stored one.
 fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
     b.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A slot a signing session claims: raise (`key`, `scope`) to `position`
+/// for `digest`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotClaim<'a> {
+    pub key: &'a KeyId,
+    pub scope: &'a str,
+    pub position: (u64, u64, u64),
+    pub digest: [u8; 32],
+    pub request_id: &'a str,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

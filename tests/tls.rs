@@ -110,6 +110,30 @@ async fn foreign_expired_and_revoked_client_certificates_are_refused() {
         works(&mut c.client(0, CLIENT).unwrap()).await,
         "unrevoked client refused after CRL load"
     );
+    // The CRL also applies to requests a coordinator forwards: node a, as a
+    // participant, refuses a request signed with the revoked certificate.
+    let signer = thresig::transport::request_auth::RequestSigner::from_files(&files(
+        &c.layout.dir,
+        Role::Client,
+        "revoked",
+    ))
+    .unwrap();
+    let req = common::client_request("k", [7; 32], "", "from-revoked", None);
+    let mut p = common::sign_proposal(&c, &req, 0, &["a", "b"], vec![2; 32]);
+    if let thresig::node::Operation::Sign { auth, .. } = &mut p.op {
+        **auth = signer.sign(&req).unwrap();
+    }
+    let err = c.nodes[0]
+        .as_ref()
+        .unwrap()
+        .node
+        .on_propose(&thresig::domain::NodeName::parse("b").unwrap(), p)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, thresig::node::NodeError::PermissionDenied(m) if m.contains("certificate refused")),
+        "{err}"
+    );
     c.stop().await;
 }
 

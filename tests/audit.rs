@@ -211,5 +211,46 @@ async fn the_audit_chain_records_decisions_and_names_the_first_tampered_entry() 
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("entry 2 is bad"), "{stdout}");
+
+    // Cut off, then written to: the next entry notices the head mismatch and
+    // records it in the chain, so verify keeps failing after later writes.
+    let swap_back = |t: &mut AuditTable<'_>| {
+        let (e2, e3) = (
+            t.get(2).unwrap().unwrap().value().to_vec(),
+            t.get(3).unwrap().unwrap().value().to_vec(),
+        );
+        t.insert(2, e3.as_slice()).unwrap();
+        t.insert(3, e2.as_slice()).unwrap();
+        t.remove(total).unwrap();
+    };
+    {
+        let db = redb::Database::open(&db_path).unwrap();
+        let tx = db.begin_write().unwrap();
+        swap_back(&mut tx.open_table(AUDIT).unwrap());
+        tx.commit().unwrap();
+    }
+    let store = open();
+    store
+        .audit_append(
+            thresig::storage::AuditEvent {
+                kind: "test".into(),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
+    store
+        .audit_append(
+            thresig::storage::AuditEvent {
+                kind: "test".into(),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
+    let r = store.audit_verify().unwrap();
+    let (at, why) = r.first_bad.expect("a cut-off log passed after new writes");
+    assert_eq!(at, total, "{why}");
+    assert!(why.contains("cut"), "{why}");
     c.stop().await;
 }

@@ -54,6 +54,11 @@ pub struct AuditEntry {
     pub prev: String,
     #[serde(flatten)]
     pub event: AuditEvent,
+    /// Set when, at append time, the log did not end where its head record
+    /// said (entries removed or replaced since): recorded in the chain, so
+    /// `verify` reports it for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<String>,
 }
 
 /// The result of walking the chain.
@@ -98,31 +103,95 @@ impl Store {
                 }
                 None => (1, [0u8; 32]),
             };
+            let gap = self.head_mismatch(tx, seq - 1, &prev)?;
+            if let Some(g) = &gap {
+                tracing::error!("audit log: {g}; the new entry records it");
+            }
             let entry = AuditEntry {
                 seq,
                 unix,
                 prev: hex::encode(prev),
                 event,
+                gap,
             };
             let mut body =
                 serde_json::to_vec(&entry).map_err(|e| StorageError::Db(e.to_string()))?;
             let link = self.kek.audit_mac(&prev, &body)?;
             body.extend_from_slice(&link);
             t.insert(seq, body.as_slice()).map_err(dberr)?;
-            let mut head = serde_json::to_vec(&Head {
-                seq,
-                link: hex::encode(link),
-            })
-            .map_err(|e| StorageError::Db(e.to_string()))?;
-            let mac = self.kek.audit_mac(&HEAD_DOMAIN, &head)?;
-            head.extend_from_slice(&mac);
-            tx.open_table(AUDIT_HEAD)
-                .map_err(dberr)?
-                .insert("head", head.as_slice())
-                .map_err(dberr)?;
+            self.write_head(tx, seq, &link)?;
             seq
         };
         Ok(seq)
+    }
+
+    /// Writes the head of an empty log (a new store), so that removing every
+    /// entry and the head later is noticed too.
+    pub(super) fn audit_genesis(&self, tx: &redb::WriteTransaction) -> Result<(), StorageError> {
+        let has_head = tx
+            .open_table(AUDIT_HEAD)
+            .map_err(dberr)?
+            .get("head")
+            .map_err(dberr)?
+            .is_some();
+        let empty = tx
+            .open_table(AUDIT)
+            .map_err(dberr)?
+            .last()
+            .map_err(dberr)?
+            .is_none();
+        if !has_head && empty {
+            self.write_head(tx, 0, &[0u8; 32])?;
+        }
+        Ok(())
+    }
+
+    fn write_head(
+        &self,
+        tx: &redb::WriteTransaction,
+        seq: u64,
+        link: &[u8; 32],
+    ) -> Result<(), StorageError> {
+        let mut head = serde_json::to_vec(&Head {
+            seq,
+            link: hex::encode(link),
+        })
+        .map_err(|e| StorageError::Db(e.to_string()))?;
+        let mac = self.kek.audit_mac(&HEAD_DOMAIN, &head)?;
+        head.extend_from_slice(&mac);
+        tx.open_table(AUDIT_HEAD)
+            .map_err(dberr)?
+            .insert("head", head.as_slice())
+            .map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Why the log does not end at (`last`, `link`) as its head says, if so.
+    fn head_mismatch(
+        &self,
+        tx: &redb::WriteTransaction,
+        last: u64,
+        link: &[u8; 32],
+    ) -> Result<Option<String>, StorageError> {
+        let t = tx.open_table(AUDIT_HEAD).map_err(dberr)?;
+        let Some(v) = t.get("head").map_err(dberr)? else {
+            return Ok(Some(format!(
+                "the head record is missing (log ends at entry {last})"
+            )));
+        };
+        let raw = v.value();
+        let (body, mac) = raw.split_at(raw.len().saturating_sub(32));
+        if self.kek.audit_mac(&HEAD_DOMAIN, body)?.as_slice() != mac {
+            return Ok(Some("the head record does not authenticate".into()));
+        }
+        match serde_json::from_slice::<Head>(body) {
+            Ok(h) if h.seq == last && h.link == hex::encode(link) => Ok(None),
+            Ok(h) => Ok(Some(format!(
+                "the log ended at entry {last} but its head said {}",
+                h.seq
+            ))),
+            Err(e) => Ok(Some(format!("the head record does not parse: {e}"))),
+        }
     }
 
     /// The last `n` entries, oldest first (bodies as stored, not verified).
@@ -181,6 +250,9 @@ impl Store {
             };
             if entry.seq != at || entry.prev != hex::encode(prev) {
                 return bad("its recorded position or predecessor is wrong (moved)".into());
+            }
+            if let Some(g) = entry.gap {
+                return bad(format!("written after the log was cut: {g}"));
             }
             prev = link
                 .try_into()

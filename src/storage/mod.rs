@@ -102,12 +102,16 @@ impl Store {
         tx.open_table(audit::AUDIT).map_err(dberr)?;
         tx.open_table(audit::AUDIT_HEAD).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
-        Ok(Self {
+        let store = Self {
             db,
             kek,
             node: node.clone(),
             path,
-        })
+        };
+        let tx = store.write()?;
+        store.audit_genesis(&tx)?;
+        tx.commit().map_err(dberr)?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {

@@ -191,6 +191,10 @@ operations = ["read"]
         .await
         .unwrap_err();
     assert!(err.to_string().contains("default deny"), "{err}");
+    // Reading a public key follows the same rule as signing there.
+    v.public_key("k1", "m/0/9").await.unwrap();
+    let err = v.public_key("k2", "m/0").await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = admin.rotate_key("k1").await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(admin.get_key("k1").await.unwrap().epoch, 0);

@@ -145,10 +145,13 @@ impl spb::signer_server::Signer for SignerService {
         &self,
         req: Request<spb::GetPublicKeyRequest>,
     ) -> Result<Response<spb::GetPublicKeyResponse>, Status> {
-        require(&req, Role::Client)?;
+        let who = require(&req, Role::Client)?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
         let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
+        self.node
+            .authorize_key_read(&who.name, &key, &path)
+            .map_err(|e| status(&e))?;
         let rec = self.node.key(&key).map_err(|e| status(&e))?;
         let (pk, cc) = crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &path)
             .map_err(|e| Status::internal(e.to_string()))?;

@@ -56,11 +56,13 @@ impl Node {
         let Some(done) = &entry.result else {
             return Ok(None);
         };
-        let public_key: [u8; 33] = done
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| NodeError::Internal("ledger: public key length".into()))?;
+        let Ok(public_key) = <[u8; 33]>::try_from(done.public_key.as_slice()) else {
+            if remote.is_some() {
+                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with a malformed public key; ignored");
+                return Ok(None);
+            }
+            return Err(NodeError::Internal("ledger: public key length".into()));
+        };
         if let Some((n, rec)) = remote {
             let (derived, _) =
                 crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &request.path)
@@ -86,11 +88,19 @@ impl Node {
                 error: e,
             });
         }
-        let participants = done
+        let participants = match done
             .participants
             .iter()
             .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+        {
+            Ok(p) => p,
+            Err(_) if remote.is_some() => {
+                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with malformed signer names; ignored");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Some(SignOutcome {
             signature,
             participants,
@@ -320,19 +330,38 @@ impl Node {
         auth: ClientAuth,
         client: &NodeName,
     ) -> Result<SignOutcome, NodeError> {
-        request
-            .check_fields(super::now_unix())
-            .map_err(NodeError::InvalidArgument)?;
-        let signer = self
-            .verifier
-            .verify(&auth, &request.canonical_bytes())
-            .map_err(|e| NodeError::PermissionDenied(format!("sign request refused: {e}")))?;
-        if signer != *client {
-            return Err(NodeError::PermissionDenied(format!(
-                "the request is signed by client {signer} but was sent by client {client}"
-            )));
+        let checked = (|| {
+            request
+                .check_fields(super::now_unix())
+                .map_err(NodeError::InvalidArgument)?;
+            let signer = self
+                .verifier
+                .verify(&auth, &request.canonical_bytes())
+                .map_err(|e| NodeError::PermissionDenied(format!("sign request refused: {e}")))?;
+            if signer != *client {
+                return Err(NodeError::PermissionDenied(format!(
+                    "the request is signed by client {signer} but was sent by client {client}"
+                )));
+            }
+            self.authorize_sign(client, &request, false)
+        })();
+        if let Err(e) = checked {
+            let _ = self.audit(crate::storage::AuditEvent {
+                kind: "sign.request".into(),
+                actor: format!("client/{client}"),
+                key: request.key_id.to_string(),
+                request_id: request.request_id.clone(),
+                decision: "denied".into(),
+                rule: e.to_string(),
+                detail: format!(
+                    "digest {} path {}",
+                    hex::encode(request.digest.0),
+                    request.path
+                ),
+                ..Default::default()
+            });
+            return Err(e);
         }
-        self.authorize_sign(client, &request, true)?;
         let key_id = &request.key_id;
         let (digest, rid) = (request.digest, request.request_id.as_str());
         // The request id is the idempotency key: a repeat gets the signature
@@ -388,6 +417,20 @@ impl Node {
         if let Some(done) = recorded {
             tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
             return Ok(done);
+        }
+        // Only a request that will run a session counts against the limits.
+        if let Err(e) = self.charge_rate(client, &request) {
+            let _ = self.audit(crate::storage::AuditEvent {
+                kind: "sign.request".into(),
+                actor: format!("client/{client}"),
+                key: key_id.to_string(),
+                request_id: request.request_id.clone(),
+                decision: "denied".into(),
+                rule: "rate limit".into(),
+                detail: e.to_string(),
+                ..Default::default()
+            });
+            return Err(e);
         }
         let live: Vec<NodeName> = candidates
             .into_iter()

@@ -24,7 +24,7 @@ pub use reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use rotation::RotateSummary;
 pub use router::{Inbound, RouteError, Router};
 
-use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::domain::{DerivationPath, ExecutionId, KeyId, NodeName};
 use crate::protocol::sign::Signature;
 use crate::protocol::ProtocolError;
 use crate::storage::{StorageError, Store};
@@ -336,6 +336,10 @@ impl Node {
             ))
         })?;
         let p = policy::Policy::load(path).map_err(NodeError::InvalidArgument)?;
+        let mut g = self
+            .policy
+            .write()
+            .map_err(|_| NodeError::Internal("policy lock poisoned; policy not reloaded".into()))?;
         let summary = format!(
             "policy {} loaded on node {}: {} client rules, {} key limits, {} admin rules",
             path.display(),
@@ -344,9 +348,8 @@ impl Node {
             p.key.len(),
             p.admin.len()
         );
-        if let Ok(mut g) = self.policy.write() {
-            *g = Arc::new(p);
-        }
+        *g = Arc::new(p);
+        drop(g);
         tracing::info!("{summary}");
         Ok(summary)
     }
@@ -378,13 +381,45 @@ impl Node {
             )));
         }
         if charge {
-            if let Err((which, wait)) = self.limiter.take(&policy, client.as_str(), &req.key_id) {
-                return Err(NodeError::ResourceExhausted(format!(
-                    "{which} is over its rate limit on node {}; retry in {:.2} s",
-                    self.name,
-                    wait.as_secs_f64()
-                )));
-            }
+            self.charge_rate(client, req)?;
+        }
+        Ok(())
+    }
+
+    /// May `client` read the public key of `key` at `path`? The same rule as
+    /// signing there (no rate limit).
+    pub fn authorize_key_read(
+        &self,
+        client: &NodeName,
+        key: &KeyId,
+        path: &DerivationPath,
+    ) -> Result<(), NodeError> {
+        let d = self.policy().check_sign(client.as_str(), key, path);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(NodeError::PermissionDenied(format!(
+                "node {}: client {client}: {d}",
+                self.name
+            )))
+        }
+    }
+
+    /// Takes one token from the client's and the key's rate limits.
+    pub(crate) fn charge_rate(
+        &self,
+        client: &NodeName,
+        req: &request::SignRequest,
+    ) -> Result<(), NodeError> {
+        if let Err((which, wait)) = self
+            .limiter
+            .take(&self.policy(), client.as_str(), &req.key_id)
+        {
+            return Err(NodeError::ResourceExhausted(format!(
+                "{which} is over its rate limit on node {}; retry in {:.2} s",
+                self.name,
+                wait.as_secs_f64()
+            )));
         }
         Ok(())
     }

@@ -328,6 +328,7 @@ impl Node {
         // nothing), this node's policy, the key's state and the eid binding.
         // Every decision is audited.
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
+        let mut verified: Option<NodeName> = None;
         let checked = (|| -> Result<Admitted, NodeError> {
             request.check_fields(now_unix()).map_err(|e| {
                 NodeError::InvalidArgument(format!(
@@ -344,8 +345,8 @@ impl Node {
                         self.name
                     ))
                 })?;
-            // The coordinator charged the client's rate limits already when it is us.
-            self.authorize_sign(&client, request, *from != self.name)?;
+            verified = Some(client.clone());
+            self.authorize_sign(&client, request, false)?;
             self.check_not_paused(key_id)?;
             let rec = self.key(key_id)?;
             if let KeyState::Frozen(why) = &rec.state {
@@ -401,6 +402,17 @@ impl Node {
                     "execution id does not match the proposal".into(),
                 ));
             }
+            // Rate limits last: a replayed or refused proposal uses up nothing,
+            // and the coordinator charged them already when it is us.
+            if self.store.eid_used(&p.eid)? {
+                return Err(NodeError::PermissionDenied(format!(
+                    "execution id {} was used before; refusing to reuse it",
+                    p.eid
+                )));
+            }
+            if *from != self.name {
+                self.charge_rate(&client, request)?;
+            }
             Ok((client, rec, signers, committee))
         })();
         let event = |decision: &str, actor: String, rule: String| AuditEvent {
@@ -424,7 +436,10 @@ impl Node {
         let (client, rec, signers, committee) = match checked {
             Ok(ok) => ok,
             Err(e) => {
-                let _ = self.audit(event("denied", "unverified client".into(), e.to_string()));
+                let actor = verified
+                    .map(|c| format!("client/{c}"))
+                    .unwrap_or_else(|| "unverified client".into());
+                let _ = self.audit(event("denied", actor, e.to_string()));
                 return Err(e);
             }
         };

@@ -113,9 +113,12 @@ impl std::fmt::Display for Decision {
     }
 }
 
-fn positive(v: Option<f64>, what: &str) -> Result<(), String> {
+/// A rate (per second) must lie in [0.001, 1e6]; a burst in [1, 1e6].
+fn in_range(v: Option<f64>, what: &str, min: f64) -> Result<(), String> {
     match v {
-        Some(x) if !(x.is_finite() && x > 0.0) => Err(format!("{what} must be a positive number")),
+        Some(x) if !(x.is_finite() && (min..=1e6).contains(&x)) => {
+            Err(format!("{what} must be a number from {min} to 1000000"))
+        }
         _ => Ok(()),
     }
 }
@@ -137,15 +140,16 @@ impl Policy {
             for path in &c.paths {
                 DerivationPath::parse(path).map_err(|e| format!("{at}: path {path:?}: {e}"))?;
             }
-            positive(c.rate_per_s, &format!("{at}: rate_per_s"))?;
-            positive(c.burst, &format!("{at}: burst"))?;
+            in_range(c.rate_per_s, &format!("{at}: rate_per_s"), 0.001)?;
+            in_range(c.burst, &format!("{at}: burst"), 1.0)?;
         }
         for (i, k) in p.key.iter().enumerate() {
-            positive(
+            in_range(
                 Some(k.rate_per_s),
                 &format!("key[{i}] ({}): rate_per_s", k.name),
+                0.001,
             )?;
-            positive(k.burst, &format!("key[{i}] ({}): burst", k.name))?;
+            in_range(k.burst, &format!("key[{i}] ({}): burst", k.name), 1.0)?;
         }
         for (i, a) in p.admin.iter().enumerate() {
             for op in a.operations.iter().filter(|o| *o != "*") {
@@ -285,7 +289,8 @@ impl Limiter {
             let tokens =
                 (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(burst);
             if tokens < 1.0 {
-                let wait = Duration::from_secs_f64((1.0 - tokens) / rate);
+                let wait = Duration::try_from_secs_f64((1.0 - tokens) / rate)
+                    .unwrap_or(Duration::from_secs(1000));
                 return Err((name, wait));
             }
             updated.push((name, tokens - 1.0));
@@ -366,7 +371,12 @@ operations = ["read", "rotate"]
                 "[[admin]]\nname='a'\noperations=['format-disk']",
                 "unknown operation",
             ),
-            ("[[key]]\nname='k'\nrate_per_s=0", "positive"),
+            ("[[key]]\nname='k'\nrate_per_s=0", "from 0.001"),
+            ("[[key]]\nname='k'\nrate_per_s=1\nburst=0.5", "from 1"),
+            (
+                "[[client]]\nname='a'\nkeys=['k']\npaths=['m']\nrate_per_s=1e-20",
+                "from 0.001",
+            ),
             (
                 "[[client]]\nname='a'\nkeys=['k']\npaths=['m']\ncolour='red'",
                 "unknown field",

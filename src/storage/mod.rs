@@ -484,6 +484,13 @@ impl Store {
         tx.commit().map_err(dberr)
     }
 
+    /// Whether an execution id was recorded before (read only).
+    pub fn eid_used(&self, eid: &ExecutionId) -> Result<bool, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(EIDS).map_err(dberr)?;
+        Ok(t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some())
+    }
+
     /// Durably records an execution id. Returns false if it was seen before.
     pub fn claim_eid(&self, eid: &ExecutionId, now_unix: u64) -> Result<bool, StorageError> {
         let tx = self.write()?;

@@ -269,17 +269,39 @@ impl Node {
             .slot
             .as_ref()
             .ok_or_else(|| NodeError::InvalidArgument("watermark gossip without a slot".into()))?;
-        request.check_fields(now_unix()).map_err(|e| {
-            NodeError::InvalidArgument(format!("watermark refused on node {}: {e}", self.name))
-        })?;
-        let client = self
-            .verifier
-            .verify(auth, &request.canonical_bytes())
-            .map_err(|e| {
-                NodeError::PermissionDenied(format!("watermark refused on node {}: {e}", self.name))
+        let checked: Result<NodeName, NodeError> = (|| {
+            request.check_fields(now_unix()).map_err(|e| {
+                NodeError::InvalidArgument(format!("watermark refused on node {}: {e}", self.name))
             })?;
-        self.authorize_sign(&client, request, false)?;
-        self.key(&request.key_id)?;
+            let client = self
+                .verifier
+                .verify(auth, &request.canonical_bytes())
+                .map_err(|e| {
+                    NodeError::PermissionDenied(format!(
+                        "watermark refused on node {}: {e}",
+                        self.name
+                    ))
+                })?;
+            self.authorize_sign(&client, request, false)?;
+            self.key(&request.key_id)?;
+            Ok(client)
+        })();
+        let client = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.audit(AuditEvent {
+                    kind: "watermark".into(),
+                    actor: "unverified client".into(),
+                    key: request.key_id.to_string(),
+                    request_id: request.request_id.clone(),
+                    decision: "denied".into(),
+                    rule: e.to_string(),
+                    detail: format!("slot {slot} via node {from}"),
+                    ..Default::default()
+                });
+                return Err(e);
+            }
+        };
         let r = self
             .store
             .watermark_commit(

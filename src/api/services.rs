@@ -69,6 +69,13 @@ fn arg(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
 }
 
+/// A request's committee field as node names.
+fn committee_names(raw: &[String]) -> Result<Vec<NodeName>, Status> {
+    raw.iter()
+        .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
+        .collect()
+}
+
 pub struct SignerService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
@@ -237,11 +244,7 @@ impl apb::admin_server::Admin for AdminService {
         let who = self.admin(&req, "create")?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
-        let committee = r
-            .committee
-            .iter()
-            .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let committee = committee_names(&r.committee)?;
         let started = Instant::now();
         let rec = counted(
             &self.metrics,
@@ -300,11 +303,7 @@ impl apb::admin_server::Admin for AdminService {
         let who = self.admin(&req, "reshare")?;
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
-        let committee = r
-            .committee
-            .iter()
-            .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let committee = committee_names(&r.committee)?;
         let threshold = u8::try_from(r.threshold).map_err(|_| arg("threshold", "out of range"))?;
         let s = counted(
             &self.metrics,

@@ -23,6 +23,10 @@ pub struct SignOutcome {
     pub epoch: u64,
 }
 
+/// How long a coordinator waits, after a participant failed only because a
+/// message could not be delivered, for another participant's own refusal.
+const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) fn nonce() -> Result<Vec<u8>, NodeError> {
     let mut n = vec![0u8; 32];
     getrandom::fill(&mut n).map_err(|e| NodeError::Internal(format!("rng: {e}")))?;
@@ -211,7 +215,28 @@ impl Node {
                 Ok(o) => ok.push((n, o)),
                 Err(e) => {
                     tracing::warn!(node = %n, error = %e, eid = %proposal.eid, "participant failed; abandoning the session");
-                    return Err(e);
+                    if !matches!(e, NodeError::Net(_) | NodeError::Timeout { .. }) {
+                        return Err(e);
+                    }
+                    // A delivery failure or a round timeout is usually the
+                    // echo of another participant's refusal (its session
+                    // closed). Give the others a moment to report the cause.
+                    let grace = tokio::time::sleep(REFUSAL_GRACE);
+                    tokio::pin!(grace);
+                    loop {
+                        tokio::select! {
+                            _ = &mut grace => return Err(e),
+                            next = calls.next() => match next {
+                                Some((_, Err(cause)))
+                                    if !matches!(cause, NodeError::Net(_) | NodeError::Timeout { .. }) =>
+                                {
+                                    return Err(cause)
+                                }
+                                Some(_) => {}
+                                None => return Err(e),
+                            },
+                        }
+                    }
                 }
             }
         }

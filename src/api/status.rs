@@ -4,7 +4,7 @@
 
 use tonic::Status;
 
-use crate::node::{NetErrorKind, NodeError};
+use crate::node::NodeError;
 use crate::storage::StorageError;
 
 pub fn status(e: &NodeError) -> Status {
@@ -16,12 +16,10 @@ pub fn status(e: &NodeError) -> Status {
         NodeError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
         NodeError::Unavailable(m) => Status::unavailable(m.clone()),
         NodeError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
-        NodeError::Net(n) => match &n.kind {
-            NetErrorKind::Unreachable(_) | NetErrorKind::Timeout(_) => {
-                Status::unavailable(e.to_string())
-            }
-            NetErrorKind::Refused(_) => Status::aborted(e.to_string()),
-        },
+        // A message another node would not take (its session had ended,
+        // usually because it refused the request) is a transient failure of
+        // this run; the refusing node reports its own reason.
+        NodeError::Net(_) => Status::unavailable(e.to_string()),
         NodeError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
         NodeError::Protocol { .. } | NodeError::Aborted(_) => Status::aborted(e.to_string()),
         NodeError::Storage(StorageError::Conflict(m)) => Status::already_exists(m.clone()),

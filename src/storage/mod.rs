@@ -408,21 +408,33 @@ impl Store {
                 Some(v) => self.open_record(id, v.value())?,
                 None => return Ok(()),
             };
-            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
-            let staged = match pending.get(id.as_str()).map_err(dberr)? {
-                Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
-                None => None,
-            };
-            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-            for epoch in std::iter::once(rec.epoch).chain(staged) {
-                shares
-                    .remove(share_slot(id, epoch).as_str())
-                    .map_err(dberr)?;
-            }
-            pending.remove(id.as_str()).map_err(dberr)?;
+            self.drop_shares(&tx, id, rec.epoch)?;
             keys.remove(id.as_str()).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
+    }
+
+    /// Inside `tx`: deletes the share of `active` and any staged epoch of
+    /// `id`, and the staged-epoch entry.
+    fn drop_shares(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: &KeyId,
+        active: u64,
+    ) -> Result<(), StorageError> {
+        let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+        let staged = match pending.get(id.as_str()).map_err(dberr)? {
+            Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
+            None => None,
+        };
+        let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+        for epoch in std::iter::once(active).chain(staged) {
+            shares
+                .remove(share_slot(id, epoch).as_str())
+                .map_err(dberr)?;
+        }
+        pending.remove(id.as_str()).map_err(dberr)?;
+        Ok(())
     }
 
     /// Retires this node's share of a key that a reshare moved to another
@@ -439,18 +451,7 @@ impl Store {
             if rec.state == KeyState::Retired {
                 return Ok(false);
             }
-            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
-            let staged = match pending.get(id.as_str()).map_err(dberr)? {
-                Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
-                None => None,
-            };
-            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-            for epoch in std::iter::once(rec.epoch).chain(staged) {
-                shares
-                    .remove(share_slot(id, epoch).as_str())
-                    .map_err(dberr)?;
-            }
-            pending.remove(id.as_str()).map_err(dberr)?;
+            self.drop_shares(&tx, id, rec.epoch)?;
             rec.state = KeyState::Retired;
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;

@@ -1,13 +1,16 @@
-//! The in-process engine (no network, no store): keygen and signing for
-//! 2-of-3 and 3-of-5, all parties in one thread. Compare with
-//! `thresig bench`, which measures signing end to end over mTLS gRPC.
+//! The in-process engine (no network, no store): keygen, signing and share
+//! refresh for 2-of-3 and 3-of-5, all parties in one thread. This is what
+//! the cryptography alone costs; `thresig bench` measures the same
+//! operations end to end over mTLS gRPC and reports the ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use thresig::domain::{DerivationPath, Digest32};
 use thresig::protocol::inproc::run;
 use thresig::protocol::keygen::{Keygen, KeygenOutput};
+use thresig::protocol::refresh::Refresh;
 use thresig::protocol::sign::Sign;
+use thresig::secret::KeyShare;
 
 fn keygen(t: u8, n: u8) -> Vec<KeygenOutput> {
     let parties = (1..=n)
@@ -35,6 +38,24 @@ fn bench(c: &mut Criterion) {
                             &DerivationPath::default(),
                             &signers,
                             Digest32([5; 32]),
+                            b"bench",
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                for r in run(parties, None) {
+                    r.unwrap();
+                }
+            })
+        });
+        g.bench_function(format!("refresh {t}-of-{n} (all parties)"), |b| {
+            b.iter(|| {
+                let parties = outs
+                    .iter()
+                    .map(|o| {
+                        Refresh::new(
+                            KeyShare::new(o.share.expose().clone()),
+                            &o.package,
                             b"bench",
                         )
                         .unwrap()

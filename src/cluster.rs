@@ -71,6 +71,41 @@ impl LocalCluster {
         names: &[&str],
         timeouts: Timeouts,
     ) -> Result<Self, ClusterError> {
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in names {
+            let l = Listeners::bind(loopback()?, loopback()?).await?;
+            addrs.push(NodeAddrs {
+                peer: local(&l.peer)?,
+                client: local(&l.client)?,
+                dial: local(&l.peer)?,
+            });
+            listeners.push(l);
+        }
+        let (layout, configs) = Self::write_files(root, names, &addrs, timeouts)?;
+        let mut running = Vec::new();
+        for (cfg, l) in configs.iter().zip(listeners) {
+            running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            layout,
+            configs,
+            nodes: running,
+        })
+    }
+
+    /// Writes the cluster's certificates (one CA; nodes `names`, clients
+    /// `CLIENT` and `CLIENT2`, admin `ADMIN`), `DEV_POLICY`, and per node a
+    /// passphrase file and `nodes/<name>/node.toml`, without starting
+    /// anything. Node i listens on `addrs[i]`; the others reach its peer
+    /// plane at `addrs[i].dial` (a delaying proxy, for instance).
+    pub fn write_files(
+        root: &Path,
+        names: &[&str],
+        addrs: &[NodeAddrs],
+        timeouts: Timeouts,
+    ) -> Result<(Layout, Vec<NodeConfig>), ClusterError> {
         let nodes: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         let layout = pki::init(
             &root.join("certs"),
@@ -80,30 +115,19 @@ impl LocalCluster {
             &[ADMIN.into()],
             |_, _| {},
         )?;
-        let mut listeners = Vec::new();
         let mut peers = Vec::new();
-        for n in names {
-            let l = Listeners::bind(
-                "127.0.0.1:0"
-                    .parse()
-                    .map_err(|_| ClusterError::Other("addr".into()))?,
-                "127.0.0.1:0"
-                    .parse()
-                    .map_err(|_| ClusterError::Other("addr".into()))?,
-            )
-            .await?;
+        for (n, a) in names.iter().zip(addrs) {
             let name = NodeName::parse(n).map_err(|e| ClusterError::Other(e.to_string()))?;
             peers.push(Peer {
                 name,
-                peer_addr: local(&l.peer)?,
-                client_addr: local(&l.client)?,
+                peer_addr: a.dial,
+                client_addr: a.client,
             });
-            listeners.push(l);
         }
         let policy = root.join("policy.toml");
         pki::write_new(&policy, DEV_POLICY.as_bytes(), 0o644)?;
         let mut configs = Vec::new();
-        for p in &peers {
+        for (p, a) in peers.iter().zip(addrs) {
             let dir = root.join("nodes").join(p.name.as_str());
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
             let pass_file = dir.join("passphrase");
@@ -114,8 +138,8 @@ impl LocalCluster {
                 name: p.name.clone(),
                 trust_domain: TRUST_DOMAIN.into(),
                 data_dir: dir.join("data"),
-                listen_peer: p.peer_addr,
-                listen_client: p.client_addr,
+                listen_peer: a.peer,
+                listen_client: a.client,
                 listen_ops: None,
                 tls: TlsFiles {
                     ca: layout.ca_cert(),
@@ -133,16 +157,7 @@ impl LocalCluster {
             std::fs::write(&path, cfg.to_toml()).map_err(|e| io(&path, e))?;
             configs.push(cfg);
         }
-        let mut running = Vec::new();
-        for (cfg, l) in configs.iter().zip(listeners) {
-            running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
-        }
-        Ok(Self {
-            root: root.to_owned(),
-            layout,
-            configs,
-            nodes: running,
-        })
+        Ok((layout, configs))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -191,6 +206,20 @@ impl LocalCluster {
             self.stop_node(i).await;
         }
     }
+}
+
+/// Where one node of a local cluster listens, and where the others dial its peer plane.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeAddrs {
+    pub peer: SocketAddr,
+    pub client: SocketAddr,
+    pub dial: SocketAddr,
+}
+
+fn loopback() -> Result<SocketAddr, ClusterError> {
+    "127.0.0.1:0"
+        .parse()
+        .map_err(|_| ClusterError::Other("addr".into()))
 }
 
 fn local(l: &tokio::net::TcpListener) -> Result<SocketAddr, ClusterError> {

@@ -78,7 +78,7 @@ fn causes(s: &tonic::Status) -> String {
     out
 }
 
-fn code_name(c: tonic::Code) -> &'static str {
+pub(crate) fn code_name(c: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match c {
         InvalidArgument => "invalid argument",

@@ -27,6 +27,29 @@ pub struct SignOutcome {
 /// message could not be delivered, for another participant's own refusal.
 const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The remote participants' answers to one proposal, and their tasks,
+/// which are aborted (cancelling the calls) when this is dropped unless
+/// `detach` was called.
+struct RemoteCalls {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(NodeName, Result<Outcome, NodeError>)>,
+    pending: usize,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl RemoteCalls {
+    fn detach(&mut self) {
+        self.tasks.clear();
+    }
+}
+
+impl Drop for RemoteCalls {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 pub(super) fn nonce() -> Result<Vec<u8>, NodeError> {
     let mut n = vec![0u8; 32];
     getrandom::fill(&mut n).map_err(|e| NodeError::Internal(format!("rng: {e}")))?;
@@ -178,40 +201,70 @@ impl Node {
     }
 
     /// Sends `proposal` to every party (ourselves directly) and collects the
-    /// outcomes. The first failure ends the wait: the other calls are dropped
-    /// (cancelled) and that failure is returned, so a refusal reaches the
+    /// outcomes. The first failure ends the wait: the other calls are
+    /// cancelled and that failure is returned, so a refusal reaches the
     /// client at once instead of after a round timeout.
     pub(super) async fn propose_all(
         &self,
         parties: &[NodeName],
         proposal: Proposal,
     ) -> Result<Vec<(NodeName, Outcome)>, NodeError> {
-        use futures::stream::{FuturesUnordered, StreamExt};
+        self.propose_parties(parties, proposal, false).await
+    }
+
+    /// `propose_all`; with `own_suffices`, this node's own successful
+    /// outcome ends the wait (it is returned alone) and the other
+    /// participants' calls are left to finish undisturbed. For signing,
+    /// where our own session's signature is complete and verified.
+    async fn propose_parties(
+        &self,
+        parties: &[NodeName],
+        proposal: Proposal,
+        own_suffices: bool,
+    ) -> Result<Vec<(NodeName, Outcome)>, NodeError> {
         let session_limit = self.timeouts.session();
-        let mut calls: FuturesUnordered<_> = parties
-            .iter()
-            .map(|n| {
-                let (n, p) = (n.clone(), proposal.clone());
-                async move {
-                    let r = if n == self.name {
-                        match tokio::time::timeout(session_limit, self.on_propose(&self.name, p))
-                            .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => Err(NodeError::Internal(format!(
-                                "own session exceeded {session_limit:?}"
-                            ))),
-                        }
-                    } else {
-                        self.net.propose(&n, p).await
-                    };
-                    (n, r)
-                }
-            })
-            .collect();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut remote = RemoteCalls {
+            rx,
+            pending: 0,
+            tasks: Vec::new(),
+        };
+        let mut own: Option<futures::future::BoxFuture<'_, Result<Outcome, NodeError>>> = None;
+        for n in parties {
+            if *n == self.name {
+                let p = proposal.clone();
+                own = Some(Box::pin(async move {
+                    match tokio::time::timeout(session_limit, self.on_propose(&self.name, p)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(NodeError::Internal(format!(
+                            "own session exceeded {session_limit:?}"
+                        ))),
+                    }
+                }));
+            } else {
+                // Each call runs on its own task, so that leaving early does
+                // not cancel it; dropping `remote` aborts the unfinished ones.
+                let call = self.net.propose(n, proposal.clone());
+                let (n, tx) = (n.clone(), tx.clone());
+                let task = tokio::spawn(async move {
+                    let r = call.await;
+                    if let Err(tokio::sync::mpsc::error::SendError((n, Err(e)))) = tx.send((n, r)) {
+                        tracing::warn!(node = %n, error = %e, "participant failed after the coordinator had its result");
+                    }
+                });
+                remote.tasks.push(task.abort_handle());
+                remote.pending += 1;
+            }
+        }
+        drop(tx);
         let mut ok = Vec::with_capacity(parties.len());
-        while let Some((n, r)) = calls.next().await {
+        while let Some((n, r)) = self.next_answer(&mut own, &mut remote).await {
             match r {
+                Ok(o) if own_suffices && n == self.name => {
+                    remote.detach();
+                    return Ok(vec![(n, o)]);
+                }
                 Ok(o) => ok.push((n, o)),
                 Err(e) => {
                     tracing::warn!(node = %n, error = %e, eid = %proposal.eid, "participant failed; abandoning the session");
@@ -226,7 +279,7 @@ impl Node {
                     loop {
                         tokio::select! {
                             _ = &mut grace => return Err(e),
-                            next = calls.next() => match next {
+                            next = self.next_answer(&mut own, &mut remote) => match next {
                                 Some((_, Err(cause)))
                                     if !matches!(cause, NodeError::Net(_) | NodeError::Timeout { .. }) =>
                                 {
@@ -241,6 +294,52 @@ impl Node {
             }
         }
         Ok(ok)
+    }
+
+    /// The next participant answer: our own session's or a remote one's;
+    /// `None` once every party has answered.
+    async fn next_answer(
+        &self,
+        own: &mut Option<futures::future::BoxFuture<'_, Result<Outcome, NodeError>>>,
+        remote: &mut RemoteCalls,
+    ) -> Option<(NodeName, Result<Outcome, NodeError>)> {
+        enum Next {
+            Own(Result<Outcome, NodeError>),
+            Remote(Option<(NodeName, Result<Outcome, NodeError>)>),
+        }
+        if own.is_none() && remote.pending == 0 {
+            return None;
+        }
+        let has_own = own.is_some();
+        let has_remote = remote.pending > 0;
+        let next = tokio::select! {
+            r = async {
+                match own.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if has_own => Next::Own(r),
+            r = remote.rx.recv(), if has_remote => Next::Remote(r),
+        };
+        match next {
+            Next::Own(r) => {
+                *own = None;
+                Some((self.name.clone(), r))
+            }
+            Next::Remote(Some(answer)) => {
+                remote.pending -= 1;
+                Some(answer)
+            }
+            Next::Remote(None) => {
+                remote.pending = 0;
+                Some((
+                    self.name.clone(),
+                    Err(NodeError::Internal(
+                        "a proposal task ended without an answer".into(),
+                    )),
+                ))
+            }
+        }
     }
 
     /// Runs a distributed key generation across `committee` (default: every node).
@@ -502,7 +601,10 @@ impl Node {
                 participants: participants.clone(),
             },
         };
-        let results = self.propose_all(&participants, proposal).await?;
+        let results = self.propose_parties(&participants, proposal, true).await?;
+        // Our own session verified the signature it assembled against the
+        // key; one that came only from other nodes is checked here.
+        let own = results.iter().any(|(n, _)| *n == self.name);
         let mut signature: Option<Signature> = None;
         for (n, o) in results {
             let Outcome::Sign(sig) = o else {
@@ -521,10 +623,14 @@ impl Node {
             }
         }
         let signature = signature.ok_or_else(|| NodeError::Internal("no signature".into()))?;
-        crate::protocol::sign::verify(&signature, &digest).map_err(|e| NodeError::Protocol {
-            blamed: None,
-            error: e,
-        })?;
+        if !own {
+            crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
+                NodeError::Protocol {
+                    blamed: None,
+                    error: e,
+                }
+            })?;
+        }
         Ok(SignOutcome {
             signature,
             participants,

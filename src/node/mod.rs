@@ -319,7 +319,7 @@ impl Node {
             router: Router::default(),
             timeouts,
             paused: Default::default(),
-            verifier,
+            verifier: Arc::new(request::CachedVerifier::new(verifier)),
             policy_file,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             limiter: policy::Limiter::default(),

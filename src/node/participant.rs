@@ -12,7 +12,7 @@ use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::protocol::keygen::Keygen;
 use crate::protocol::sign::Sign;
 use crate::protocol::{PartyIdx, ProtocolError};
-use crate::storage::{AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
+use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -483,12 +483,30 @@ impl Node {
             format!("client/{client}"),
             "client signature and policy".into(),
         );
-        let refused = match self.store.admit_sign(&p.eid, now_unix(), slot, allowed) {
-            Ok(true) => None,
-            Ok(false) => Some(NodeError::PermissionDenied(format!(
+        // The ledger entry is part of the admission, so it is durable before
+        // the session opens, let alone before the partial signature leaves.
+        let entry = LedgerEntry {
+            schema: 1,
+            request_id: request_id.to_owned(),
+            digest: digest.0,
+            path: path.to_string(),
+            eid: *p.eid.as_bytes(),
+            unix: now_unix(),
+            result: None,
+            slot: request.slot.as_ref().map(ToString::to_string),
+        };
+        let admitted = self
+            .store
+            .admit_sign(&p.eid, now_unix(), (key_id, &entry), slot, allowed);
+        let refused = match admitted {
+            Ok(Admission::Admitted) => None,
+            Ok(Admission::EidUsed) => Some(NodeError::PermissionDenied(format!(
                 "execution id {} was used before; refusing to reuse it",
                 p.eid
             ))),
+            Ok(Admission::RequestIdUsed(m)) => {
+                Some(NodeError::AlreadyExists(format!("node {}: {m}", self.name)))
+            }
             Err(crate::storage::StorageError::Conflict(m)) => Some(NodeError::FailedPrecondition(
                 format!("node {}: {m}", self.name),
             )),
@@ -505,7 +523,7 @@ impl Node {
             .router
             .open(p.eid)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-        let share = self.store.share(key_id, epoch)?;
+        let share = self.store.signing_share(key_id, epoch)?;
         let share_pk = crate::protocol::compress(&share.expose().pk)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         if share_pk.as_slice() != rec.public_key.as_slice() {
@@ -524,21 +542,8 @@ impl Node {
         let proto = Sign::new(&share, path, &signers, digest, p.eid.as_bytes())
             .map_err(|e| session.protocol_error(e))?;
         drop(share);
-        let entry = LedgerEntry {
-            schema: 1,
-            request_id: request_id.to_owned(),
-            digest: digest.0,
-            path: path.to_string(),
-            eid: *p.eid.as_bytes(),
-            unix: now_unix(),
-            result: None,
-            slot: request.slot.as_ref().map(ToString::to_string),
-        };
-        let result = session
-            .run(proto, &mut mailbox, || {
-                Ok(self.store.ledger_commit(key_id, &entry)?)
-            })
-            .await;
+        // The ledger entry was made durable at admission.
+        let result = session.run(proto, &mut mailbox, || Ok(())).await;
         match result {
             Ok(sig) => {
                 let result = crate::storage::LedgerResult {
@@ -549,7 +554,8 @@ impl Node {
                     participants: participants.iter().map(ToString::to_string).collect(),
                     epoch,
                 };
-                self.store.ledger_complete(key_id, request_id, result)?;
+                self.store
+                    .ledger_complete_lazy(key_id, request_id, result)?;
                 Ok(Outcome::Sign(sig))
             }
             Err(NodeError::Protocol {

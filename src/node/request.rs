@@ -18,6 +18,10 @@
 //! field(expiry, u64 big-endian Unix seconds)
 //! ```
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 
 use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
@@ -163,6 +167,70 @@ impl std::fmt::Debug for ClientAuth {
 /// client's name from its `client/<name>` identity.
 pub trait RequestVerifier: Send + Sync + 'static {
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+}
+
+/// Remembers, for a short while, which (message, chain, signature) triples
+/// verified and for which client, so that one request is verified once per
+/// node: a coordinator checks it on arrival and again as a participant, and
+/// a slot request is checked by the watermark gossip too. Failures are not
+/// remembered; a hit needs every byte to be the same.
+pub struct CachedVerifier {
+    inner: Arc<dyn RequestVerifier>,
+    seen: Mutex<HashMap<[u8; 32], (Instant, NodeName)>>,
+}
+
+impl CachedVerifier {
+    /// How long a verification counts. Requests expire within 600 s anyway,
+    /// and certificates and CRLs change on a scale of days.
+    const TTL: Duration = Duration::from_secs(60);
+    const MAX: usize = 4096;
+
+    pub fn new(inner: Arc<dyn RequestVerifier>) -> Self {
+        Self {
+            inner,
+            seen: Mutex::default(),
+        }
+    }
+
+    fn fingerprint(auth: &ClientAuth, message: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut part = |b: &[u8]| {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        };
+        part(message);
+        part(&auth.scheme.to_be_bytes());
+        part(&auth.signature);
+        for c in &auth.chain {
+            part(c);
+        }
+        h.finalize().into()
+    }
+}
+
+impl RequestVerifier for CachedVerifier {
+    fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        let fp = Self::fingerprint(auth, message);
+        let now = Instant::now();
+        {
+            let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, client)) = seen.get(&fp) {
+                if now.duration_since(*at) < Self::TTL {
+                    return Ok(client.clone());
+                }
+            }
+        }
+        let client = self.inner.verify(auth, message)?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= Self::MAX {
+            seen.retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+            if seen.len() >= Self::MAX {
+                seen.clear();
+            }
+        }
+        seen.insert(fp, (now, client.clone()));
+        Ok(client)
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use super::router::Mailbox;
 use super::{NodeError, PeerNet};
 use crate::domain::{ExecutionId, NodeName};
 use crate::protocol::{Inbox, Outgoing, PartyIdx, Protocol, ProtocolError, Step};
+
+/// A session's deliveries in flight.
+type Sending = FuturesUnordered<tokio::task::JoinHandle<Result<(), NodeError>>>;
 
 pub(crate) struct Session<'a> {
     pub eid: ExecutionId,
@@ -44,25 +49,32 @@ impl Session<'_> {
         NodeError::Protocol { blamed, error }
     }
 
-    async fn send(&self, round: u32, out: Vec<Outgoing>) -> Result<(), NodeError> {
-        let mut calls = Vec::with_capacity(out.len());
+    /// Starts delivering one round's messages, each on its own task, and
+    /// adds them to `sending`. The session does not wait for the
+    /// acknowledgements before it reads the round's messages (a round costs
+    /// one network trip, not two); a failed delivery ends the session when
+    /// it is seen. Deliveries still running when the session ends finish by
+    /// themselves: the peers need them.
+    fn start_send(
+        &self,
+        round: u32,
+        out: Vec<Outgoing>,
+        sending: &mut Sending,
+    ) -> Result<(), NodeError> {
         for m in out {
             let to = self.name_of(m.to).ok_or_else(|| {
                 NodeError::Internal(format!("engine addressed unknown party {}", m.to))
             })?;
-            calls.push(self.net.deliver(to, self.eid, round, m.payload));
-        }
-        // Each delivery is bounded by the transport; this bounds the round's sends as a whole.
-        let results = tokio::time::timeout(self.round_timeout, futures::future::join_all(calls))
-            .await
-            .map_err(|_| {
-                NodeError::Internal(format!(
-                    "sending round {round} took longer than {:?}",
-                    self.round_timeout
-                ))
-            })?;
-        for r in results {
-            r?;
+            let call = self.net.deliver(to, self.eid, round, m.payload);
+            let limit = self.round_timeout;
+            sending.push(tokio::spawn(async move {
+                match tokio::time::timeout(limit, call).await {
+                    Ok(r) => r.map_err(NodeError::from),
+                    Err(_) => Err(NodeError::Internal(format!(
+                        "sending round {round} took longer than {limit:?}"
+                    ))),
+                }
+            }));
         }
         Ok(())
     }
@@ -87,8 +99,9 @@ impl Session<'_> {
         // and who sent two of them.
         let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
         let mut ahead_twice: std::collections::BTreeSet<PartyIdx> = Default::default();
+        let mut sending = Sending::new();
         loop {
-            self.send(round, out).await?;
+            self.start_send(round, out, &mut sending)?;
             // Who sends this round can change between rounds (a reshare's
             // dealers, then its new members).
             let peers: Vec<PartyIdx> = proto.peers().to_vec();
@@ -106,7 +119,14 @@ impl Session<'_> {
             ahead_twice.clear();
             let deadline = tokio::time::Instant::now() + self.round_timeout;
             while inbox.len() < peers.len() {
-                let msg = match tokio::time::timeout_at(deadline, mailbox.rx.recv()).await {
+                let received = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, mailbox.rx.recv()) => r,
+                    Some(sent) = sending.next(), if !sending.is_empty() => {
+                        sent.map_err(|e| NodeError::Internal(format!("delivery task failed: {e}")))??;
+                        continue;
+                    }
+                };
+                let msg = match received {
                     Ok(Some(m)) => m,
                     Ok(None) => return Err(NodeError::Internal("session mailbox closed".into())),
                     Err(_) => {

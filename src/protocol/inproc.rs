@@ -11,15 +11,40 @@ pub type Tamper<'a> = &'a mut dyn FnMut(u32, PartyIdx, PartyIdx, &mut Vec<u8>);
 
 /// Runs all `parties` to completion. Returns each party's result in order.
 pub fn run<P: Protocol>(
-    mut parties: Vec<P>,
+    parties: Vec<P>,
     tamper: Option<Tamper<'_>>,
 ) -> Vec<Result<P::Output, ProtocolError>> {
+    run_inner(parties, tamper).0
+}
+
+/// What one in-process run cost: per party, the time spent in its own
+/// `start`/`advance` calls (its compute; parties run one after another on
+/// this thread), and the number of message rounds until every party finished.
+#[derive(Debug, Clone)]
+pub struct RunCost {
+    pub per_party: Vec<std::time::Duration>,
+    pub rounds: u32,
+}
+
+/// Like `run`, and also reports what the run cost.
+pub fn run_timed<P: Protocol>(parties: Vec<P>) -> (Vec<Result<P::Output, ProtocolError>>, RunCost) {
+    run_inner(parties, None)
+}
+
+fn run_inner<P: Protocol>(
+    mut parties: Vec<P>,
+    tamper: Option<Tamper<'_>>,
+) -> (Vec<Result<P::Output, ProtocolError>>, RunCost) {
     let mut tamper = tamper;
     let n = parties.len();
+    let mut busy = vec![std::time::Duration::ZERO; n];
     let mut results: Vec<Option<Result<P::Output, ProtocolError>>> = (0..n).map(|_| None).collect();
     let mut outboxes: Vec<(PartyIdx, Vec<Outgoing>)> = Vec::new();
     for (i, p) in parties.iter_mut().enumerate() {
-        match p.start() {
+        let t0 = std::time::Instant::now();
+        let started = p.start();
+        busy[i] += t0.elapsed();
+        match started {
             Ok(out) => outboxes.push((p.me(), out)),
             Err(e) => results[i] = Some(Err(e)),
         }
@@ -40,7 +65,10 @@ pub fn run<P: Protocol>(
                 continue;
             }
             let inbox = inboxes.remove(&p.me()).unwrap_or_default();
-            match p.advance(inbox) {
+            let t0 = std::time::Instant::now();
+            let advanced = p.advance(inbox);
+            busy[i] += t0.elapsed();
+            match advanced {
                 Ok(Step::Send { messages, .. }) => outboxes.push((p.me(), messages)),
                 Ok(Step::Done(o)) => results[i] = Some(Ok(o)),
                 Err(e) => results[i] = Some(Err(e)),
@@ -51,10 +79,17 @@ pub fn run<P: Protocol>(
             break;
         }
     }
-    results
+    let results = results
         .into_iter()
         .map(|r| r.unwrap_or(Err(ProtocolError::InvalidArgs("did not finish".into()))))
-        .collect()
+        .collect();
+    (
+        results,
+        RunCost {
+            per_party: busy,
+            rounds: round - 1,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ mod audit;
 mod records;
 mod seal;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -59,12 +61,65 @@ fn dberr<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Db(e.to_string())
 }
 
+/// Writes `entry` into the ledger in `tx`, unless the request id is there
+/// already: with the same digest, path and slot the first entry (and any
+/// result it holds) stays; with others it is a `Conflict`.
+fn put_ledger(
+    tx: &redb::WriteTransaction,
+    key: &KeyId,
+    entry: &LedgerEntry,
+) -> Result<(), StorageError> {
+    let slot = format!("{key}\u{0}{}", entry.request_id);
+    let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+    let existing = match t.get(slot.as_str()).map_err(dberr)? {
+        Some(v) => Some(LedgerEntry::decode(v.value())?),
+        None => None,
+    };
+    match existing {
+        Some(old)
+            if old.digest != entry.digest || old.path != entry.path || old.slot != entry.slot =>
+        {
+            Err(StorageError::Conflict(format!(
+                "request id {} was already used for a different digest, path or slot",
+                entry.request_id
+            )))
+        }
+        Some(_) => Ok(()),
+        None => {
+            t.insert(slot.as_str(), entry.encode()?.as_slice())
+                .map_err(dberr)?;
+            Ok(())
+        }
+    }
+}
+
 /// An open node store.
 pub struct Store {
     db: Database,
     kek: Kek,
     node: NodeName,
     path: PathBuf,
+    /// Opened shares for signing, by slot, with the sealed bytes each was
+    /// opened from: a hit needs the stored bytes to be unchanged, so no
+    /// write path has to remember to invalidate it.
+    signing_shares: std::sync::Mutex<HashMap<String, OpenedShare>>,
+}
+
+/// A share opened for signing, and the sealed bytes it was opened from.
+type OpenedShare = (Vec<u8>, Arc<KeyShare>);
+
+/// Opened shares kept for signing; the cache is emptied when it would grow past this.
+const SIGNING_SHARES_MAX: usize = 256;
+
+/// What the admission of a signing session found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The execution id was claimed before: nothing was written.
+    EidUsed,
+    /// The request id is in the ledger with another digest, path or slot:
+    /// nothing was written.
+    RequestIdUsed(String),
 }
 
 impl std::fmt::Debug for Store {
@@ -107,6 +162,7 @@ impl Store {
             kek,
             node: node.clone(),
             path,
+            signing_shares: Default::default(),
         };
         let tx = store.write()?;
         store.audit_genesis(&tx)?;
@@ -177,13 +233,43 @@ impl Store {
 
     /// Unseals this node's share of `id` at `epoch`.
     pub fn share(&self, id: &KeyId, epoch: u64) -> Result<KeyShare, StorageError> {
+        let sealed = self.sealed_share(id, epoch)?;
+        self.kek.open_share(&sealed, id, epoch, &self.node)
+    }
+
+    fn sealed_share(&self, id: &KeyId, epoch: u64) -> Result<Vec<u8>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(SHARES).map_err(dberr)?;
         let v = t
             .get(share_slot(id, epoch).as_str())
             .map_err(dberr)?
             .ok_or_else(|| StorageError::NotFound(format!("share of key {id} epoch {epoch}")))?;
-        self.kek.open_share(v.value(), id, epoch, &self.node)
+        Ok(v.value().to_vec())
+    }
+
+    /// The share of `id` at `epoch`, for signing. Opening a share (AEAD and
+    /// decoding) costs as much as a tenth of a signature, so the opened
+    /// share is kept in memory (zeroized when dropped) and reused while the
+    /// sealed bytes in the store are the same; any change to them (rotation,
+    /// repair, retirement, tampering) is seen on the next read.
+    pub fn signing_share(&self, id: &KeyId, epoch: u64) -> Result<Arc<KeyShare>, StorageError> {
+        let slot = share_slot(id, epoch);
+        let sealed = self.sealed_share(id, epoch)?;
+        let mut cache = self
+            .signing_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((bytes, share)) = cache.get(&slot) {
+            if *bytes == sealed {
+                return Ok(share.clone());
+            }
+        }
+        let share = Arc::new(self.kek.open_share(&sealed, id, epoch, &self.node)?);
+        if cache.len() >= SIGNING_SHARES_MAX {
+            cache.clear();
+        }
+        cache.insert(slot, (sealed, share.clone()));
+        Ok(share)
     }
 
     /// Writes a rotated share as epoch `epoch` beside the active one, without
@@ -517,32 +603,10 @@ impl Store {
     /// signature for `entry`. A different digest under the same request id
     /// is refused.
     pub fn ledger_commit(&self, key: &KeyId, entry: &LedgerEntry) -> Result<(), StorageError> {
-        let slot = format!("{key}\u{0}{}", entry.request_id);
         let tx = self.write()?;
-        {
-            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
-            let existing = match t.get(slot.as_str()).map_err(dberr)? {
-                Some(v) => Some(LedgerEntry::decode(v.value())?),
-                None => None,
-            };
-            match existing {
-                Some(old)
-                    if old.digest != entry.digest
-                        || old.path != entry.path
-                        || old.slot != entry.slot =>
-                {
-                    return Err(StorageError::Conflict(format!(
-                        "request id {} was already used for a different digest, path or slot",
-                        entry.request_id
-                    )));
-                }
-                // Same request again: keep the first entry (and any result it holds).
-                Some(_) => {}
-                None => {
-                    t.insert(slot.as_str(), entry.encode()?.as_slice())
-                        .map_err(dberr)?;
-                }
-            }
+        if let Err(e) = put_ledger(&tx, key, entry) {
+            tx.abort().map_err(dberr)?;
+            return Err(e);
         }
         tx.commit().map_err(dberr)
     }
@@ -556,6 +620,37 @@ impl Store {
     ) -> Result<(), StorageError> {
         let slot = format!("{key}\u{0}{request_id}");
         let tx = self.write()?;
+        {
+            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+            let mut entry = match t.get(slot.as_str()).map_err(dberr)? {
+                Some(v) => LedgerEntry::decode(v.value())?,
+                None => {
+                    return Err(StorageError::NotFound(format!(
+                        "ledger entry {request_id} of key {key}"
+                    )))
+                }
+            };
+            entry.result = Some(result);
+            t.insert(slot.as_str(), entry.encode()?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// `ledger_complete` without waiting for the disk: the result becomes
+    /// durable with the next durable commit (the next admission). What a
+    /// crash in between loses is only the recorded result, a cache of a
+    /// public value: the entry itself, which binds the request id to its
+    /// digest, was durable before any partial signature left.
+    pub fn ledger_complete_lazy(
+        &self,
+        key: &KeyId,
+        request_id: &str,
+        result: LedgerResult,
+    ) -> Result<(), StorageError> {
+        let slot = format!("{key}\u{0}{request_id}");
+        let mut tx = self.db.begin_write().map_err(dberr)?;
+        tx.set_durability(Durability::None).map_err(dberr)?;
         {
             let mut t = tx.open_table(LEDGER).map_err(dberr)?;
             let mut entry = match t.get(slot.as_str()).map_err(dberr)? {
@@ -651,26 +746,35 @@ impl Store {
         &self,
         eid: &ExecutionId,
         now_unix: u64,
+        ledger: (&KeyId, &LedgerEntry),
         slot: Option<SlotClaim<'_>>,
         event: AuditEvent,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Admission, StorageError> {
         let tx = self.write()?;
         {
             let mut t = tx.open_table(EIDS).map_err(dberr)?;
             if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
                 drop(t);
                 tx.abort().map_err(dberr)?;
-                return Ok(false);
+                return Ok(Admission::EidUsed);
             }
             t.insert(eid.as_bytes().as_slice(), now_unix)
                 .map_err(dberr)?;
+        }
+        match put_ledger(&tx, ledger.0, ledger.1) {
+            Ok(()) => {}
+            Err(StorageError::Conflict(m)) => {
+                tx.abort().map_err(dberr)?;
+                return Ok(Admission::RequestIdUsed(m));
+            }
+            Err(e) => return Err(e),
         }
         if let Some(c) = &slot {
             self.raise_watermark(&tx, c)?;
         }
         self.append_audit(&tx, event, now_unix)?;
         tx.commit().map_err(dberr)?;
-        Ok(true)
+        Ok(Admission::Admitted)
     }
 
     /// The slot watermark of (`key`, `scope`), if any.

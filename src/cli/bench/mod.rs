@@ -1,0 +1,481 @@
+//! `thresig bench`: signing load against a live cluster (a local one of
+//! node processes, or running nodes), with latency percentiles, throughput,
+//! errors by kind and CPU per signature, next to the in-process engine
+//! baseline measured in the same run and the bounds derived from it.
+
+mod procs;
+mod proxy;
+mod report;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::conn::Conn;
+use crate::client::{Client, ClientError};
+use crate::cluster::{ADMIN, CLIENT};
+use crate::domain::{DerivationPath, Digest32};
+use crate::node::Timeouts;
+use crate::pki::Role;
+use crate::protocol::inproc;
+use crate::protocol::keygen::Keygen;
+use crate::protocol::sign::Sign;
+use procs::ProcessCluster;
+use report::{Baseline, Report};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  thresig bench --local                                  2-of-3, 200 requests, one at a time
+  thresig bench --local --concurrency 16 --requests 800  throughput under load
+  thresig bench --local --threshold 3 --nodes 5          3-of-5 on 5 node processes
+  thresig bench --local --rtt-ms 30                      nodes 30 ms apart (delaying proxies)
+  thresig bench --local --json > bench.json              the figures as JSON on stdout
+  thresig bench --key validator-1 --certs certs --identity validator --endpoint 10.0.0.5:7401 --server a
+
+Every ratio compares figures taken in this run on this machine: the in-process
+baseline runs all t parties of the engine on one thread with no network, store or
+TLS. The compute bound is cores / baseline signing time (the CPU one signature
+needs, summed over its t parties); the latency bound is the busiest party's
+compute plus the protocol's rounds x the peer round-trip time.")]
+pub struct Args {
+    /// Start a local cluster of node processes (this binary, `thresig node
+    /// run`) on 127.0.0.1 with fresh certificates, create the key, and sign
+    /// there. Without it, the bench signs through the node given by the
+    /// connection flags, with an existing --key.
+    #[arg(long)]
+    local: bool,
+    #[command(flatten)]
+    conn: Conn,
+    /// Key to sign with (at path m). With --local it is created, default
+    /// "bench"; otherwise it must exist and --identity must be allowed to
+    /// sign with it (and will be charged against its rate limits).
+    #[arg(long)]
+    key: Option<String>,
+    /// Number of signing requests.
+    #[arg(long, default_value_t = 200)]
+    requests: u32,
+    /// Requests in flight at once (each worker sends its next request when
+    /// the previous one is answered).
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// --local: threshold t of the key.
+    #[arg(long, default_value_t = 2)]
+    threshold: u32,
+    /// --local: number of nodes n (the key's committee). Against running
+    /// nodes, the n of the in-process keygen baseline (t is learned from the
+    /// key's signatures).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// --local: round-trip time to add between nodes, in ms. Each node's peer
+    /// plane is reached through a proxy that holds bytes rtt/2 each way; the
+    /// client plane is not delayed.
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
+    /// In-process signatures timed for the baseline (median taken).
+    #[arg(long, default_value_t = 20)]
+    baseline_signs: u32,
+    /// Print the figures as one JSON document on stdout (progress stays on
+    /// stderr).
+    #[arg(long)]
+    json: bool,
+    /// --local: also time this many rotations (`keys rotate`) and then one
+    /// repair (`keys repair` of the last node after deleting its data).
+    #[arg(long, default_value_t = 0)]
+    rotations: u32,
+    /// --local: also time this many reshares (`keys reshare`), each replacing
+    /// one committee member with a spare node (same t-of-n); starts one extra
+    /// node.
+    #[arg(long, default_value_t = 0)]
+    reshares: u32,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    if a.requests == 0 || a.concurrency == 0 {
+        return Err(
+            super::UsageError("--requests and --concurrency must be at least 1".into()).into(),
+        );
+    }
+    if !a.local && a.key.is_none() {
+        return Err(super::UsageError(
+            "pass --local to bench a local cluster, or --key <existing key> (with the connection flags) to bench running nodes".into(),
+        )
+        .into());
+    }
+    if !a.local && (a.rtt_ms > 0.0 || a.rotations > 0 || a.reshares > 0) {
+        return Err(
+            super::UsageError("--rtt-ms, --rotations and --reshares need --local".into()).into(),
+        );
+    }
+    if !(0.0..=10_000.0).contains(&a.rtt_ms) {
+        return Err(super::UsageError("--rtt-ms must be between 0 and 10000".into()).into());
+    }
+    if a.local {
+        local(a).await
+    } else {
+        remote(a).await
+    }
+}
+
+async fn local(a: Args) -> anyhow::Result<()> {
+    let key = a.key.clone().unwrap_or_else(|| "bench".into());
+    let (t, n) = (a.threshold, a.nodes);
+    crate::domain::Threshold::new(t, n).map_err(|e| super::UsageError(e.to_string()))?;
+    let baseline = baseline(t, n, a.baseline_signs).await?;
+
+    let spare = usize::from(a.reshares > 0);
+    let names: Vec<String> = (0..n + spare).map(|i| format!("n{i}")).collect();
+    let committee: Vec<String> = names[..n].to_vec();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let tmp = tempfile::tempdir()?;
+    let one_way = (a.rtt_ms > 0.0).then(|| Duration::from_secs_f64(a.rtt_ms / 2e3));
+    eprintln!(
+        "starting {} node processes on 127.0.0.1{}",
+        names.len(),
+        one_way
+            .map(|d| format!(", peer planes behind proxies adding {d:?} each way"))
+            .unwrap_or_default()
+    );
+    let timeouts = Timeouts {
+        round: Duration::from_secs(10),
+        ping: Duration::from_secs(2),
+    };
+    let mut cluster = ProcessCluster::start(tmp.path(), &refs, timeouts, one_way).await?;
+    eprintln!("distributed key generation {t}-of-{n} ...");
+    let started = Instant::now();
+    let info = cluster
+        .client(0, ADMIN)?
+        .create_key(&key, t, &committee)
+        .await
+        .context("creating the bench key")?;
+    let keygen_ms = ms(started.elapsed());
+
+    let client = cluster.client(0, CLIENT)?;
+    let before = cluster.cpu_seconds()?;
+    let load = load(&client, &key, &info.public_key, a.requests, a.concurrency).await?;
+    let after = cluster.cpu_seconds()?;
+    let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let cpu_per_sig = (!load.latencies.is_empty()).then(|| cpu / load.latencies.len() as f64);
+
+    let mut extra = Vec::new();
+    if a.rotations > 0 {
+        extra.extend(rotations(&mut cluster, &key, &names, t, n, a.rotations).await?);
+    }
+    if a.reshares > 0 {
+        extra.push(reshares(&cluster, &key, &names, t, n, a.reshares).await?);
+    }
+    let report = Report {
+        mode: "local",
+        threshold: t,
+        nodes: n,
+        concurrency: a.concurrency,
+        rtt_ms: a.rtt_ms,
+        cores: cores(),
+        baseline,
+        keygen_ms: Some(keygen_ms),
+        cpu_s_per_signature: cpu_per_sig,
+        load,
+        extra,
+    };
+    report.print(a.json)
+}
+
+async fn remote(a: Args) -> anyhow::Result<()> {
+    let key = a.key.clone().unwrap_or_default();
+    let mut client = a.conn.client(Role::Client)?;
+    let pk = client
+        .public_key(&key, "")
+        .await
+        .with_context(|| format!("reading the public key of {key}"))?;
+    // The signers of one signature give t; n only sizes the keygen baseline.
+    let first = client
+        .sign(&key, [0x55; 32], "", "")
+        .await
+        .context("first signature")?;
+    let (t, n) = (
+        first.participants.len() as u32,
+        a.nodes.max(first.participants.len()),
+    );
+    eprintln!(
+        "key {key}: {t} signers ({}); signing through node {} at {}",
+        first.participants.join(", "),
+        a.conn.server,
+        a.conn.endpoint
+    );
+    let baseline = baseline(t, n, a.baseline_signs).await?;
+    let load = load(&client, &key, &pk.public_key, a.requests, a.concurrency).await?;
+    let report = Report {
+        mode: "remote",
+        threshold: t,
+        nodes: n,
+        concurrency: a.concurrency,
+        rtt_ms: a.rtt_ms,
+        cores: cores(),
+        baseline,
+        keygen_ms: None,
+        cpu_s_per_signature: None,
+        load,
+        extra: Vec::new(),
+    };
+    report.print(a.json)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The engine alone, in this process: one keygen and `signs` signatures,
+/// every party on one thread, no network, store or TLS.
+async fn baseline(t: u32, n: usize, signs: u32) -> anyhow::Result<Baseline> {
+    eprintln!("in-process baseline: keygen {t}-of-{n} and {signs} signatures ...");
+    let (t, n) = (
+        u8::try_from(t).context("threshold")?,
+        u8::try_from(n).context("nodes")?,
+    );
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Baseline> {
+        let started = Instant::now();
+        let parties = (1..=n)
+            .map(|i| Keygen::new(t, n, i, b"thresig bench baseline"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs = inproc::run(parties, None)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let keygen_ms = ms(started.elapsed());
+        let signers: Vec<u8> = (1..=t).collect();
+        let (mut walls, mut busiest, mut rounds) = (Vec::new(), Vec::new(), 0);
+        for i in 0..signs.max(1) {
+            let mut d = [7u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            let parties = signers
+                .iter()
+                .map(|&p| {
+                    Sign::new(
+                        &outs[usize::from(p - 1)].share,
+                        &DerivationPath::default(),
+                        &signers,
+                        Digest32(d),
+                        b"thresig bench baseline",
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let started = Instant::now();
+            let (results, cost) = inproc::run_timed(parties);
+            walls.push(ms(started.elapsed()));
+            for r in results {
+                r?;
+            }
+            busiest.push(cost.per_party.iter().copied().map(ms).fold(0.0, f64::max));
+            rounds = cost.rounds;
+        }
+        Ok(Baseline {
+            keygen_ms,
+            sign_ms: median(&mut walls),
+            busiest_party_ms: median(&mut busiest),
+            rounds,
+        })
+    })
+    .await
+    .context("baseline task")?
+}
+
+/// What the load phase measured.
+#[derive(Debug)]
+pub struct Load {
+    pub requests: u32,
+    pub latencies: Vec<Duration>,
+    pub errors: BTreeMap<String, u32>,
+    pub elapsed: Duration,
+}
+
+fn error_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Rpc(s) => crate::api::client::code_name(s.code()).to_owned(),
+        ClientError::Transport(_) => "transport".into(),
+        ClientError::Tls(_) => "tls".into(),
+        ClientError::Invalid(_) => "invalid request".into(),
+    }
+}
+
+/// Sends `requests` signing requests, `concurrency` at a time, each for a
+/// distinct digest, and checks every signature against `public_key`.
+async fn load(
+    client: &Client,
+    key: &str,
+    public_key: &[u8],
+    requests: u32,
+    concurrency: u32,
+) -> anyhow::Result<Load> {
+    // Warm every connection first; its latency is not counted.
+    client
+        .clone()
+        .sign(key, [0xAA; 32], "", "")
+        .await
+        .context("warm-up signature")?;
+    eprintln!("signing: {requests} requests, concurrency {concurrency}");
+    let next = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicU32::new(0));
+    let failed = Arc::new(AtomicU32::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests as usize)));
+    let errors: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let mut salt = [0u8; 4];
+    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.min(requests))
+        .map(|_| {
+            let mut client = client.clone();
+            let (key, pk) = (key.to_owned(), public_key.to_vec());
+            let (next, done, failed) = (next.clone(), done.clone(), failed.clone());
+            let (latencies, errors) = (latencies.clone(), errors.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    let mut d = [0u8; 32];
+                    d[..4].copy_from_slice(&salt);
+                    d[4..8].copy_from_slice(&i.to_be_bytes());
+                    let t = Instant::now();
+                    let r = client.sign(&key, d, "", "").await;
+                    let took = t.elapsed();
+                    let outcome = match r {
+                        Ok(sig) if sig.public_key == pk => {
+                            super::demo::verify(&pk, &d, &sig.r, &sig.s, sig.recovery_id)
+                                .map_err(|e| format!("bad signature: {e}"))
+                        }
+                        Ok(_) => Err("signed under another public key".to_owned()),
+                        Err(e) => Err(error_kind(&e)),
+                    };
+                    match outcome {
+                        Ok(()) => lock(&latencies).push(took),
+                        Err(kind) => {
+                            *lock(&errors).entry(kind).or_default() += 1;
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let progress = {
+        let (done, failed) = (done.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let d = done.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {d} / {requests} answered, {} failed, {:.1}/s",
+                    failed.load(Ordering::Relaxed),
+                    f64::from(d) / started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    for w in workers {
+        w.await.context("load worker")?;
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    let latencies = std::mem::take(&mut *lock(&latencies));
+    let errors = std::mem::take(&mut *lock(&errors));
+    Ok(Load {
+        requests,
+        latencies,
+        errors,
+        elapsed,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn rotations(
+    cluster: &mut ProcessCluster,
+    key: &str,
+    names: &[String],
+    t: u32,
+    n: usize,
+    count: u32,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let mut admin = cluster.client(0, ADMIN)?;
+    let mut times = Vec::new();
+    for i in 0..count {
+        let started = Instant::now();
+        admin.rotate_key(key).await.context("rotation")?;
+        times.push(ms(started.elapsed()));
+        eprintln!("  rotation {} / {count}", i + 1);
+    }
+    let last = n - 1;
+    cluster.stop_node(last).await?;
+    let data = cluster.configs[last].data_dir.clone();
+    std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    cluster.start_node(last).await?;
+    let started = Instant::now();
+    admin
+        .repair_key(key, &names[last])
+        .await
+        .context("repair")?;
+    let repair = ms(started.elapsed());
+    eprintln!("  repair of {} done", names[last]);
+    Ok(vec![
+        (
+            format!("rotate {t}-of-{n} (median of {count})"),
+            median(&mut times),
+        ),
+        (
+            format!("repair {t}-of-{n} (terms from {t} helpers + complete refresh)"),
+            repair,
+        ),
+    ])
+}
+
+async fn reshares(
+    cluster: &ProcessCluster,
+    key: &str,
+    names: &[String],
+    t: u32,
+    n: usize,
+    count: u32,
+) -> anyhow::Result<(String, f64)> {
+    let mut admin = cluster.client(0, ADMIN)?;
+    let mut times = Vec::new();
+    let mut members: Vec<String> = names[..n].to_vec();
+    let mut out = names[n].clone();
+    for i in 0..count {
+        // Swap the last member and the spare.
+        if let Some(last) = members.last_mut() {
+            std::mem::swap(last, &mut out);
+        }
+        let started = Instant::now();
+        admin
+            .reshare_key(key, &members, t)
+            .await
+            .context("reshare")?;
+        times.push(ms(started.elapsed()));
+        eprintln!(
+            "  reshare {} / {count}: committee {}",
+            i + 1,
+            members.join(",")
+        );
+    }
+    Ok((
+        format!("reshare {t}-of-{n} -> {t}-of-{n}, one member replaced (median of {count})"),
+        median(&mut times),
+    ))
+}

@@ -1,0 +1,212 @@
+//! A local cluster of `thresig node run` processes (this same binary) on
+//! 127.0.0.1, for `thresig bench --local`. Each node is its own process, as
+//! in a deployment, so /proc tells how much CPU each one spent. The
+//! processes are killed when the cluster is dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+use super::proxy::DelayProxy;
+use crate::client::{Client, ClientConfig};
+use crate::cluster::{LocalCluster, NodeAddrs, ADMIN, TRUST_DOMAIN};
+use crate::config::NodeConfig;
+use crate::node::Timeouts;
+use crate::pki::Layout;
+
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+pub struct ProcessCluster {
+    pub layout: Layout,
+    pub configs: Vec<NodeConfig>,
+    children: Vec<Option<Child>>,
+    exe: PathBuf,
+    root: PathBuf,
+    _proxies: Vec<DelayProxy>,
+}
+
+/// Free loopback ports, all distinct (held together while choosing).
+fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .context("choosing free ports on 127.0.0.1")?;
+    Ok(held
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<_, _>>()?)
+}
+
+impl ProcessCluster {
+    /// Writes certificates and configs under `root` and starts one node
+    /// process per name. With `one_way`, every peer-plane connection goes
+    /// through a proxy that delays each direction by that much.
+    pub async fn start(
+        root: &std::path::Path,
+        names: &[&str],
+        timeouts: Timeouts,
+        one_way: Option<Duration>,
+    ) -> anyhow::Result<Self> {
+        let ports = free_ports(names.len() * 2)?;
+        let mut addrs = Vec::new();
+        let mut proxies = Vec::new();
+        for pair in ports.chunks(2) {
+            let (peer, client) = (pair[0], pair[1]);
+            let dial = match one_way {
+                Some(d) => {
+                    let p = DelayProxy::start(peer, d)
+                        .await
+                        .context("starting a delay proxy")?;
+                    let a = p.addr;
+                    proxies.push(p);
+                    a
+                }
+                None => peer,
+            };
+            addrs.push(NodeAddrs { peer, client, dial });
+        }
+        let (layout, configs) = LocalCluster::write_files(root, names, &addrs, timeouts)?;
+        let mut c = Self {
+            layout,
+            children: configs.iter().map(|_| None).collect(),
+            configs,
+            exe: std::env::current_exe().context("locating the thresig binary")?,
+            root: root.to_owned(),
+            _proxies: proxies,
+        };
+        for i in 0..names.len() {
+            c.spawn(i)?;
+        }
+        for i in 0..names.len() {
+            c.wait_ready(i).await?;
+        }
+        Ok(c)
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.root.join("nodes").join(self.configs[i].name.as_str())
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("node.log")
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .with_context(|| format!("opening {}", self.log_path(i).display()))?;
+        let child = Command::new(&self.exe)
+            .arg("node")
+            .arg("run")
+            .arg("--config")
+            .arg(self.node_dir(i).join("node.toml"))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} node run", self.exe.display()))?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `i` answers an admin request on its client plane.
+    async fn wait_ready(&mut self, i: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut admin = self.client(i, ADMIN)?;
+        loop {
+            if admin.list_keys().await.is_ok() {
+                return Ok(());
+            }
+            let exited = match self.children[i].as_mut() {
+                Some(c) => c.try_wait()?,
+                None => None,
+            };
+            if exited.is_some() || started.elapsed() > READY_WITHIN {
+                let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                anyhow::bail!(
+                    "node {} did not come up ({}); its log:\n{}",
+                    self.configs[i].name,
+                    exited
+                        .map(|s| format!("exited with {s}"))
+                        .unwrap_or_else(|| format!("no answer within {READY_WITHIN:?}")),
+                    log.trim_end()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client of node `i` with the given identity.
+    pub fn client(&self, i: usize, identity: &str) -> anyhow::Result<Client> {
+        let cfg = &self.configs[i];
+        let cc = ClientConfig::from_dir(
+            &self.layout.dir,
+            TRUST_DOMAIN,
+            identity,
+            cfg.name.as_str(),
+            cfg.listen_client,
+        );
+        Ok(Client::connect(&cc)?)
+    }
+
+    /// Stops node `i` (SIGKILL: the bench does not need a clean shutdown).
+    pub async fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `i` again from its config and data directory.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)?;
+        self.wait_ready(i).await
+    }
+
+    /// CPU seconds (user + system) each running node process has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<Vec<f64>> {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        self.children
+            .iter()
+            .flatten()
+            .map(|c| {
+                let pid = c.id().context("a node process has exited")?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .with_context(|| format!("reading /proc/{pid}/stat"))?;
+                cpu_ticks(&stat)
+                    .map(|t| t as f64 / ticks)
+                    .with_context(|| format!("parsing /proc/{pid}/stat"))
+            })
+            .collect()
+    }
+}
+
+/// utime + stime from a /proc/<pid>/stat line (fields 14 and 15; the
+/// command name in field 2 may contain spaces, so count after its ')').
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_command_name() {
+        let line =
+            "4242 (thresig node) S 1 4242 4242 0 -1 4194304 900 0 0 0 157 23 0 0 20 0 9 0 100 0 0";
+        assert_eq!(cpu_ticks(line), Some(180));
+        assert_eq!(cpu_ticks("garbage"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_ticks(&own).is_some());
+    }
+}

@@ -487,7 +487,7 @@ impl Node {
             return Err(e);
         }
         let key_id = &request.key_id;
-        let (digest, rid) = (request.digest, request.request_id.as_str());
+        let rid = request.request_id.as_str();
         // The request id is the idempotency key: a repeat gets the signature
         // recorded for it, with no new session; the same id for another
         // digest, path or slot is refused. This node's ledger first; the
@@ -522,27 +522,15 @@ impl Node {
             }
         }
         let committee = committee_of(&rec)?;
-        // Ourselves first, then the others in committee order, skipping nodes that do not answer.
+        // Ourselves first, then the others in committee order.
         let mut candidates: Vec<NodeName> = committee
             .iter()
             .filter(|c| **c == self.name)
             .cloned()
             .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
-        let (down, ledgers) = self
-            .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
-            .await;
-        let mut recorded = None;
-        for (n, entry) in &ledgers {
-            if let Some(done) = self.recorded(&request, entry, Some((n, &rec)))? {
-                recorded = Some(done);
-            }
-        }
-        if let Some(done) = recorded {
-            tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
-            return Ok(done);
-        }
-        // Only a request that will run a session counts against the limits.
+        // A request that runs a session counts against the limits (once,
+        // whichever path below signs it).
         if let Err(e) = self.charge_rate(client, &request) {
             let _ = self.audit(crate::storage::AuditEvent {
                 kind: "sign.request".into(),
@@ -556,11 +544,48 @@ impl Node {
             });
             return Err(e);
         }
+        let t = rec.threshold as usize;
+        // Overlapped path: when no candidate is under suspicion, propose the
+        // session to the first t at once and run the committee checks
+        // alongside; this node joins the session once they passed.
+        let suspects = self.suspects();
+        let preferred: Vec<NodeName> = candidates
+            .iter()
+            .filter(|c| !suspects.contains(c))
+            .take(t)
+            .cloned()
+            .collect();
+        if preferred.len() == t {
+            match self
+                .sign_overlapped(&request, &auth, &rec, &committee, &candidates, &preferred)
+                .await
+            {
+                Attempt::Done(outcome) => return Ok(*outcome),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::GaveWay(why) => {
+                    tracing::info!(key = %key_id, request_id = %request.request_id, reason = %why, "checking the committee first and signing again");
+                }
+            }
+        }
+        // Checked path: probe the committee, then sign with t that answered.
+        let (down, ledgers) = self
+            .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
+            .await;
+        self.note_reachability(&candidates, &down);
+        let mut recorded = None;
+        for (n, entry) in &ledgers {
+            if let Some(done) = self.recorded(&request, entry, Some((n, &rec)))? {
+                recorded = Some(done);
+            }
+        }
+        if let Some(done) = recorded {
+            tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
+            return Ok(done);
+        }
         let live: Vec<NodeName> = candidates
             .into_iter()
             .filter(|c| !down.iter().any(|(d, _)| d == c))
             .collect();
-        let t = rec.threshold as usize;
         if live.len() < t {
             let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
@@ -581,14 +606,106 @@ impl Node {
                 .collect();
             self.gossip_watermark(&request, &auth, &others).await?;
         }
+        self.run_sign(&request, &auth, &rec, &participants, None)
+            .await
+    }
+
+    /// Signs with `participants` while the checks the checked path makes
+    /// first run alongside: the status probe of every committee node (each
+    /// participant must answer at the key's epoch; any node's ledger may
+    /// already hold this request) and, for a slot, the watermark gossip.
+    /// This node admits the session (claims the eid, writes its ledger
+    /// entry and watermark) and sends its first message only once they
+    /// passed, and no signature can be assembled without it. The other
+    /// participants start meanwhile, so the probe's round trip overlaps
+    /// theirs instead of preceding the session.
+    async fn sign_overlapped(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        rec: &KeyRecord,
+        committee: &[NodeName],
+        candidates: &[NodeName],
+        participants: &[NodeName],
+    ) -> Attempt {
+        let (gate, gate_rx) = tokio::sync::oneshot::channel();
+        let others: Vec<NodeName> = committee
+            .iter()
+            .filter(|n| !participants.contains(n))
+            .cloned()
+            .collect();
+        let checks = async {
+            let probe = self.probe(rec, candidates, true, Some(request.request_id.as_str()));
+            let gossip = async {
+                if request.slot.is_some() {
+                    self.gossip_watermark(request, auth, &others).await
+                } else {
+                    Ok(())
+                }
+            };
+            let ((down, ledgers), gossiped) = tokio::join!(probe, gossip);
+            self.note_reachability(candidates, &down);
+            let verdict = (|| {
+                for (n, entry) in &ledgers {
+                    match self.recorded(request, entry, Some((n, rec))) {
+                        Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
+                        Ok(None) => {}
+                        Err(e) => return Err(Attempt::Failed(e)),
+                    }
+                }
+                gossiped.map_err(Attempt::Failed)?;
+                match down.iter().find(|(d, _)| participants.contains(d)) {
+                    Some((n, why)) => Err(Attempt::GaveWay(format!("node {n}: {why}"))),
+                    None => Ok(()),
+                }
+            })();
+            let _ = gate.send(verdict.is_ok());
+            verdict
+        };
+        let (signed, verdict) = tokio::join!(
+            self.run_sign(request, auth, rec, participants, Some(gate_rx)),
+            checks
+        );
+        match (verdict, signed) {
+            // The checks stopped our session before this node joined it.
+            (Err(attempt), _) => attempt,
+            (Ok(()), Ok(outcome)) => Attempt::Done(Box::new(outcome)),
+            (Ok(()), Err(e)) => match e {
+                NodeError::Net(_) | NodeError::Timeout { .. } | NodeError::Unavailable(_) => {
+                    Attempt::GaveWay(e.to_string())
+                }
+                // A participant behind on the key's epoch (the checked path
+                // brings it up to date), one that holds this request signed
+                // (the checked path returns that signature), or a refusal
+                // that the checked path meets again.
+                NodeError::FailedPrecondition(_) | NodeError::AlreadyExists(_) => {
+                    Attempt::GaveWay(e.to_string())
+                }
+                e => Attempt::Failed(e),
+            },
+        }
+    }
+
+    /// Proposes the signing session to `participants` (ourselves first) and
+    /// returns the signature. With `gate`, this node admits the session
+    /// only once the gate says yes.
+    async fn run_sign(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        rec: &KeyRecord,
+        participants: &[NodeName],
+        gate: Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) -> Result<SignOutcome, NodeError> {
+        let key_id = &request.key_id;
         let request_id = request.request_id.clone();
         let nonce = nonce()?;
         let eid = ExecutionId::derive(
             "sign",
             key_id,
             rec.epoch,
-            &participants,
-            &sign_binding(&request),
+            participants,
+            &sign_binding(request),
             &nonce,
         );
         let proposal = Proposal {
@@ -597,11 +714,12 @@ impl Node {
             op: Operation::Sign {
                 epoch: rec.epoch,
                 request: Box::new(request.clone()),
-                auth: Box::new(auth),
-                participants: participants.clone(),
+                auth: Box::new(auth.clone()),
+                participants: participants.to_vec(),
             },
         };
-        let results = self.propose_parties(&participants, proposal, true).await?;
+        let _gate = gate.map(|g| self.gates.hold(eid, g));
+        let results = self.propose_parties(participants, proposal, true).await?;
         // Our own session verified the signature it assembled against the
         // key; one that came only from other nodes is checked here.
         let own = results.iter().any(|(n, _)| *n == self.name);
@@ -624,7 +742,7 @@ impl Node {
         }
         let signature = signature.ok_or_else(|| NodeError::Internal("no signature".into()))?;
         if !own {
-            crate::protocol::sign::verify(&signature, &digest).map_err(|e| {
+            crate::protocol::sign::verify(&signature, &request.digest).map_err(|e| {
                 NodeError::Protocol {
                     blamed: None,
                     error: e,
@@ -633,9 +751,101 @@ impl Node {
         }
         Ok(SignOutcome {
             signature,
-            participants,
+            participants: participants.to_vec(),
             request_id,
             epoch: rec.epoch,
         })
+    }
+
+    /// Nodes that failed a probe or a session recently: the overlapped
+    /// path avoids them, so a node that is down costs one probe timeout
+    /// per request, as in the checked path, and not a round timeout.
+    fn suspects(&self) -> Vec<NodeName> {
+        let now = Instant::now();
+        let mut s = self
+            .suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
+        s.keys().cloned().collect()
+    }
+
+    fn note_reachability(&self, probed: &[NodeName], down: &[(NodeName, String)]) {
+        let mut s = self
+            .suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for n in probed {
+            match down.iter().any(|(d, _)| d == n) {
+                true => s.insert(n.clone(), Instant::now()),
+                false => s.remove(n),
+            };
+        }
+    }
+}
+
+/// How a signing attempt on the overlapped path ended.
+enum Attempt {
+    Done(Box<SignOutcome>),
+    Failed(NodeError),
+    /// Nothing was signed; the checked path should run.
+    GaveWay(String),
+}
+
+/// How long a node that failed a probe is avoided by the overlapped path.
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Gates of signing sessions this node coordinates on the overlapped path:
+/// our own participant side takes the gate of its eid and waits on it
+/// before it admits the session.
+#[derive(Default)]
+pub(super) struct Gates(
+    std::sync::Mutex<std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>>,
+);
+
+/// Removes a gate nobody took when the session ends.
+pub(super) struct HeldGate<'a> {
+    gates: &'a Gates,
+    eid: ExecutionId,
+}
+
+impl Drop for HeldGate<'_> {
+    fn drop(&mut self) {
+        self.gates.lock().remove(&self.eid);
+    }
+}
+
+impl Gates {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>,
+    > {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, eid: ExecutionId, gate: tokio::sync::oneshot::Receiver<bool>) -> HeldGate<'_> {
+        self.lock().insert(eid, gate);
+        HeldGate { gates: self, eid }
+    }
+
+    /// The gate of `eid`, as a future that fails unless the checks passed.
+    pub(super) fn take(
+        &self,
+        eid: &ExecutionId,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), NodeError>>> {
+        let gate = self.lock().remove(eid)?;
+        Some(Box::pin(async move {
+            match gate.await {
+                Ok(true) => Ok(()),
+                _ => Err(NodeError::FailedPrecondition(
+                    "the coordinator's committee checks stopped this signature before it was admitted"
+                        .into(),
+                )),
+            }
+        }))
     }
 }

@@ -284,6 +284,10 @@ pub struct Node {
     policy_file: Option<std::path::PathBuf>,
     policy: std::sync::RwLock<Arc<policy::Policy>>,
     limiter: policy::Limiter,
+    /// Nodes that recently failed a probe (see `coordinator`).
+    suspects: std::sync::Mutex<std::collections::HashMap<NodeName, std::time::Instant>>,
+    /// Gates of the signing sessions this node coordinates.
+    gates: coordinator::Gates,
 }
 
 impl std::fmt::Debug for Node {
@@ -323,6 +327,8 @@ impl Node {
             policy_file,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             limiter: policy::Limiter::default(),
+            suspects: Default::default(),
+            gates: Default::default(),
         })
     }
 

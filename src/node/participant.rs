@@ -232,7 +232,7 @@ impl Node {
         };
         let proto = Keygen::new(t.t(), t.n(), me, p.eid.as_bytes())
             .map_err(|e| session.protocol_error(e))?;
-        let out = session.run(proto, &mut mailbox, || Ok(())).await?;
+        let out = session.run(proto, &mut mailbox).await?;
         let rec = KeyRecord {
             schema: crate::storage::records_schema(),
             key_id: key_id.clone(),
@@ -495,6 +495,14 @@ impl Node {
             result: None,
             slot: request.slot.as_ref().map(ToString::to_string),
         };
+        // As the coordinator on the overlapped path, admit only once the
+        // committee checks running alongside have passed: until then this
+        // node has written nothing for the request.
+        if *from == self.name {
+            if let Some(gate) = self.gates.take(&p.eid) {
+                gate.await?;
+            }
+        }
         let admitted = self
             .store
             .admit_sign(&p.eid, now_unix(), (key_id, &entry), slot, allowed);
@@ -507,6 +515,11 @@ impl Node {
             Ok(Admission::RequestIdUsed(m)) => {
                 Some(NodeError::AlreadyExists(format!("node {}: {m}", self.name)))
             }
+            Ok(Admission::AlreadySigned) => Some(NodeError::AlreadyExists(format!(
+                "node {}: request id {request_id} is already signed; a repeat of the request \
+                 gets the recorded signature",
+                self.name
+            ))),
             Err(crate::storage::StorageError::Conflict(m)) => Some(NodeError::FailedPrecondition(
                 format!("node {}: {m}", self.name),
             )),
@@ -543,7 +556,7 @@ impl Node {
             .map_err(|e| session.protocol_error(e))?;
         drop(share);
         // The ledger entry was made durable at admission.
-        let result = session.run(proto, &mut mailbox, || Ok(())).await;
+        let result = session.run(proto, &mut mailbox).await;
         match result {
             Ok(sig) => {
                 let result = crate::storage::LedgerResult {

@@ -306,7 +306,7 @@ impl Node {
             };
             let proto = RepairTarget::new(&package, target_idx, &helper_idx)
                 .map_err(|e| session.protocol_error(e))?;
-            let hollow = session.run(proto, &mut mailbox, || Ok(())).await?;
+            let hollow = session.run(proto, &mut mailbox).await?;
             // The terms were checked against the package; check the package and
             // the assembled share against the record that will be stored.
             let party = hollow.expose();
@@ -377,7 +377,7 @@ impl Node {
             round_timeout: self.timeouts.round,
         };
         let proto = RepairHelper::new(share, &helper_idx, target_idx, p.eid.as_bytes());
-        session.run(proto, &mut mailbox, || Ok(())).await?;
+        session.run(proto, &mut mailbox).await?;
         tracing::info!(key = %key_id, %target, "sent repair term");
         Ok(Outcome::Repaired)
     }

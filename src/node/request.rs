@@ -312,4 +312,56 @@ mod tests {
         r.slot.as_mut().unwrap().scope = "bad scope".into();
         assert!(r.check_fields(999).unwrap_err().contains("scope"));
     }
+
+    /// Counts calls and accepts only signatures that start with 1.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl RequestVerifier for Counting {
+        fn verify(&self, auth: &ClientAuth, _message: &[u8]) -> Result<NodeName, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match auth.signature.first() {
+                Some(1) => Ok(NodeName::parse("validator").unwrap()),
+                _ => Err("bad signature".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_verification_cache_remembers_only_exact_successes() {
+        let inner = Arc::new(Counting(Default::default()));
+        let cached = CachedVerifier::new(inner.clone());
+        let calls = || inner.0.load(std::sync::atomic::Ordering::SeqCst);
+        let good = ClientAuth {
+            chain: vec![vec![9; 40]],
+            scheme: 0x0403,
+            signature: vec![1, 2, 3],
+        };
+        let msg = req().canonical_bytes();
+        assert_eq!(cached.verify(&good, &msg).unwrap().as_str(), "validator");
+        assert_eq!(cached.verify(&good, &msg).unwrap().as_str(), "validator");
+        assert_eq!(
+            calls(),
+            1,
+            "a repeat of the same bytes is not verified again"
+        );
+        // Any other byte anywhere is verified afresh.
+        let mut other = req();
+        other.digest = Digest32([9; 32]);
+        cached.verify(&good, &other.canonical_bytes()).unwrap();
+        let mut chain = good.clone();
+        chain.chain[0][0] = 8;
+        cached.verify(&chain, &msg).unwrap();
+        let mut sig = good.clone();
+        sig.signature.push(4);
+        cached.verify(&sig, &msg).unwrap();
+        assert_eq!(calls(), 4);
+        // Failures are never remembered.
+        let bad = ClientAuth {
+            signature: vec![2],
+            ..good.clone()
+        };
+        assert!(cached.verify(&bad, &msg).is_err());
+        assert!(cached.verify(&bad, &msg).is_err());
+        assert_eq!(calls(), 6);
+    }
 }

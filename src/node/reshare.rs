@@ -419,7 +419,7 @@ impl Node {
             if crate::faults::tampers(&self.name, crate::faults::points::CORRUPT_DEALING) {
                 proto.corrupt_dealing();
             }
-            let Some(out) = session.run(proto, &mut mailbox, || Ok(())).await? else {
+            let Some(out) = session.run(proto, &mut mailbox).await? else {
                 tracing::info!(key = %key_id, eid = %p.eid, "reshare: dealt; this node leaves the committee");
                 return Ok(Outcome::Dealt);
             };

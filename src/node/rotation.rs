@@ -335,7 +335,7 @@ impl Node {
             let package = hex::decode(&rec.package)
                 .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
             let proto = Refresh::new(share, &package, p.eid.as_bytes()).map_err(|e| session.protocol_error(e))?;
-            let out = session.run(proto, &mut mailbox, || Ok(())).await?;
+            let out = session.run(proto, &mut mailbox).await?;
             crate::faults::check(&self.name, crate::faults::points::BEFORE_STAGE)?;
             let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
             self.store.stage_epoch(key_id, epoch + 1, &out.share, proof, &out.package)?;

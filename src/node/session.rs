@@ -1,6 +1,6 @@
 //! Drives one protocol run over the network: sends each round, collects one
 //! message per peer (peers may be one round ahead), enforces the round
-//! deadline, and calls the ledger hook before a partial signature leaves.
+//! deadline, and sends each round without waiting for the previous round's acknowledgements.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,14 +79,8 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Runs `proto` to the end. `before_partial` runs (and must succeed)
-    /// before any message flagged as a partial signature is sent.
-    pub async fn run<P>(
-        &self,
-        mut proto: P,
-        mailbox: &mut Mailbox,
-        mut before_partial: impl FnMut() -> Result<(), NodeError>,
-    ) -> Result<P::Output, NodeError>
+    /// Runs `proto` to the end.
+    pub async fn run<P>(&self, mut proto: P, mailbox: &mut Mailbox) -> Result<P::Output, NodeError>
     where
         P: Protocol + Send + 'static,
         P::Output: Send + 'static,
@@ -171,13 +165,9 @@ impl Session<'_> {
             let (p, advanced) = off_runtime(proto, move |p| p.advance(inbox)).await?;
             proto = p;
             match advanced.map_err(|e| self.protocol_error(e))? {
-                Step::Send {
-                    messages,
-                    partial_signature,
-                } => {
-                    if partial_signature {
-                        before_partial()?;
-                    }
+                // A partial signature may leave: its ledger entry was made
+                // durable when the session was admitted, before it opened.
+                Step::Send { messages, .. } => {
                     out = messages;
                     round += 1;
                 }

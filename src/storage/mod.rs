@@ -61,6 +61,16 @@ fn dberr<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Db(e.to_string())
 }
 
+/// What `put_ledger` did.
+enum LedgerPut {
+    Written,
+    /// The request was there with the same digest, path and slot; `signed`
+    /// if that entry holds its signature.
+    Kept {
+        signed: bool,
+    },
+}
+
 /// Writes `entry` into the ledger in `tx`, unless the request id is there
 /// already: with the same digest, path and slot the first entry (and any
 /// result it holds) stays; with others it is a `Conflict`.
@@ -68,7 +78,7 @@ fn put_ledger(
     tx: &redb::WriteTransaction,
     key: &KeyId,
     entry: &LedgerEntry,
-) -> Result<(), StorageError> {
+) -> Result<LedgerPut, StorageError> {
     let slot = format!("{key}\u{0}{}", entry.request_id);
     let mut t = tx.open_table(LEDGER).map_err(dberr)?;
     let existing = match t.get(slot.as_str()).map_err(dberr)? {
@@ -84,11 +94,13 @@ fn put_ledger(
                 entry.request_id
             )))
         }
-        Some(_) => Ok(()),
+        Some(old) => Ok(LedgerPut::Kept {
+            signed: old.result.is_some(),
+        }),
         None => {
             t.insert(slot.as_str(), entry.encode()?.as_slice())
                 .map_err(dberr)?;
-            Ok(())
+            Ok(LedgerPut::Written)
         }
     }
 }
@@ -120,6 +132,9 @@ pub enum Admission {
     /// The request id is in the ledger with another digest, path or slot:
     /// nothing was written.
     RequestIdUsed(String),
+    /// The request is in the ledger with its signature: a new session would
+    /// only make a second one. Nothing was written.
+    AlreadySigned,
 }
 
 impl std::fmt::Debug for Store {
@@ -762,7 +777,11 @@ impl Store {
                 .map_err(dberr)?;
         }
         match put_ledger(&tx, ledger.0, ledger.1) {
-            Ok(()) => {}
+            Ok(LedgerPut::Written | LedgerPut::Kept { signed: false }) => {}
+            Ok(LedgerPut::Kept { signed: true }) => {
+                tx.abort().map_err(dberr)?;
+                return Ok(Admission::AlreadySigned);
+            }
             Err(StorageError::Conflict(m)) => {
                 tx.abort().map_err(dberr)?;
                 return Ok(Admission::RequestIdUsed(m));

@@ -337,3 +337,96 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
         .unwrap();
     assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Joining);
 }
+
+#[test]
+fn a_signing_share_is_reused_only_while_its_sealed_bytes_are_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeName::parse("a").unwrap();
+    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
+    let out = shares();
+    let id = KeyId::parse("k1").unwrap();
+    store
+        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
+        .unwrap();
+    let first = store.signing_share(&id, 0).unwrap();
+    assert_eq!(first.expose().poly_point, out[0].share.expose().poly_point);
+    assert!(Arc::ptr_eq(&first, &store.signing_share(&id, 0).unwrap()));
+
+    // Another share under the same slot (here: the key removed and created
+    // again with party 2's share) is opened afresh, not served from memory.
+    store.remove_key(&id).unwrap();
+    assert!(matches!(
+        store.signing_share(&id, 0),
+        Err(StorageError::NotFound(_))
+    ));
+    store
+        .insert_key(&rec(&id, out[1].public_key), &out[1].share)
+        .unwrap();
+    let second = store.signing_share(&id, 0).unwrap();
+    assert_eq!(second.expose().poly_point, out[1].share.expose().poly_point);
+    assert!(!Arc::ptr_eq(&first, &second));
+
+    // Retiring deletes the share: nothing is served from memory after it.
+    store.retire(&id).unwrap();
+    assert!(matches!(
+        store.signing_share(&id, 0),
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+#[test]
+fn admission_writes_the_ledger_entry_and_refuses_a_signed_or_conflicting_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeName::parse("a").unwrap();
+    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let entry = LedgerEntry {
+        schema: 1,
+        request_id: "r1".into(),
+        digest: [1; 32],
+        path: "m".into(),
+        eid: [0; 32],
+        unix: 0,
+        result: None,
+        slot: None,
+    };
+    let eid = |b: u8| ExecutionId::from_slice(&[b; 32]).unwrap();
+    let admit = |e: u8, entry: &LedgerEntry| {
+        store.admit_sign(&eid(e), 1, (&id, entry), None, AuditEvent::default())
+    };
+    assert_eq!(admit(1, &entry).unwrap(), Admission::Admitted);
+    // Durable with the admission: no separate ledger write is needed.
+    assert_eq!(store.ledger_get(&id, "r1").unwrap(), Some(entry.clone()));
+    assert_eq!(admit(1, &entry).unwrap(), Admission::EidUsed);
+    // The same request again, unfinished: a new session may run.
+    assert_eq!(admit(2, &entry).unwrap(), Admission::Admitted);
+    // Another digest under the id: refused, and its eid stays unclaimed.
+    let other = LedgerEntry {
+        digest: [2; 32],
+        ..entry.clone()
+    };
+    assert!(matches!(
+        admit(3, &other).unwrap(),
+        Admission::RequestIdUsed(_)
+    ));
+    assert!(!store.eid_used(&eid(3)).unwrap());
+    // Once signed, the request is not admitted again (its signature is
+    // returned instead), and nothing is written.
+    let result = LedgerResult {
+        r: [3; 32],
+        s: [4; 32],
+        recovery_id: 0,
+        public_key: vec![2; 33],
+        participants: vec!["a".into(), "b".into()],
+        epoch: 0,
+    };
+    store
+        .ledger_complete_lazy(&id, "r1", result.clone())
+        .unwrap();
+    assert_eq!(admit(4, &entry).unwrap(), Admission::AlreadySigned);
+    assert!(!store.eid_used(&eid(4)).unwrap());
+    assert_eq!(
+        store.ledger_get(&id, "r1").unwrap().and_then(|e| e.result),
+        Some(result)
+    );
+}

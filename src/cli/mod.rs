@@ -61,7 +61,7 @@ enum Command {
     Sign(sign::SignArgs),
     /// Print the public key and Ethereum address of a key or a derived child.
     Pubkey(sign::PubkeyArgs),
-    /// Measure signing latency end to end on a local cluster.
+    /// Load-test signing against a cluster: latency percentiles, throughput, CPU, and the ratios to the engine alone.
     Bench(bench::Args),
 }
 

@@ -40,7 +40,8 @@ Every ratio compares figures taken in this run on this machine: the in-process
 baseline runs all t parties of the engine on one thread with no network, store or
 TLS. The compute bound is cores / baseline signing time (the CPU one signature
 needs, summed over its t parties); the latency bound is the busiest party's
-compute plus the protocol's rounds x the peer round-trip time.")]
+compute plus (rounds + 1) one-way trips between nodes: the proposal, then one
+per protocol round.")]
 pub struct Args {
     /// Start a local cluster of node processes (this binary, `thresig node
     /// run`) on 127.0.0.1 with fresh certificates, create the key, and sign

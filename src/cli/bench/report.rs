@@ -73,12 +73,17 @@ impl Report {
         let throughput = f64::from(ok) / self.load.elapsed.as_secs_f64();
         let b = &self.baseline;
         let bound_throughput = self.cores as f64 * 1e3 / b.sign_ms;
-        let bound_latency = b.busiest_party_ms + f64::from(b.rounds) * self.rtt_ms;
+        // The proposal reaches the other signers (one trip), then each
+        // protocol round is one message one way: (rounds + 1) x RTT/2.
+        let trips = f64::from(b.rounds + 1);
+        let bound_latency = b.busiest_party_ms + trips * self.rtt_ms / 2.0;
+        let rounds_x_rtt = f64::from(b.rounds) * self.rtt_ms;
         let cpu_ms = self.cpu_s_per_signature.map(|c| c * 1e3);
         let ratios = json!({
             "p50_vs_inprocess": ratio(p50, b.sign_ms),
             "throughput_vs_bound": throughput / bound_throughput,
             "p50_vs_latency_bound": ratio(p50, bound_latency),
+            "p50_vs_rounds_x_rtt": ratio(p50, rounds_x_rtt),
             "p99_vs_p50": p99.zip(p50).map(|(a, b)| a / b),
             "keygen_vs_inprocess": ratio(self.keygen_ms, b.keygen_ms),
             "cpu_vs_inprocess": ratio(cpu_ms, b.sign_ms),
@@ -151,8 +156,11 @@ impl Report {
             fmt(r("cpu_vs_inprocess"), "")
         );
         println!(
-            "bounds:                throughput {bound_throughput:.1}/s ({} cores / {:.2} ms); latency {bound_latency:.2} ms (busiest party + {} rounds x {} ms RTT)",
-            self.cores, b.sign_ms, b.rounds, self.rtt_ms
+            "bounds:                throughput {bound_throughput:.1}/s ({} cores / {:.2} ms); latency {bound_latency:.2} ms (busiest party + {} one-way trips of {} ms)",
+            self.cores,
+            b.sign_ms,
+            b.rounds + 1,
+            self.rtt_ms / 2.0
         );
         println!(
             "ratios:                p50 / in-process sign {}; p50 / latency bound {}; throughput / compute bound {}; p99 / p50 {}",
@@ -161,6 +169,14 @@ impl Report {
             fmt(r("throughput_vs_bound"), ""),
             fmt(r("p99_vs_p50"), "")
         );
+        if self.rtt_ms > 0.0 {
+            println!(
+                "                       p50 / ({} rounds x {} ms RTT) {}",
+                b.rounds,
+                self.rtt_ms,
+                fmt(r("p50_vs_rounds_x_rtt"), "")
+            );
+        }
         if self.load.errors.is_empty() {
             println!("errors by kind:        none");
         } else {

@@ -1,7 +1,8 @@
 //! The coordinator role: the node that receives a client or admin request
-//! picks the participants, proposes, and checks that every participant
-//! reached the same result. It is one participant among others and gets no
-//! trust for it.
+//! picks the participants, proposes, and checks the participants' results
+//! (for keys: that every participant reached the same one; for signatures:
+//! its own, which its engine verified, or a verified one from another node).
+//! It is one participant among others and gets no trust for it.
 
 use std::time::Instant;
 
@@ -285,6 +286,12 @@ impl Node {
                                 {
                                     return Err(cause)
                                 }
+                                // Our own session finished after all: its
+                                // verified signature stands.
+                                Some((n, Ok(o))) if own_suffices && n == self.name => {
+                                    remote.detach();
+                                    return Ok(vec![(n, o)]);
+                                }
                                 Some(_) => {}
                                 None => return Err(e),
                             },
@@ -529,22 +536,28 @@ impl Node {
             .cloned()
             .collect();
         candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
-        // A request that runs a session counts against the limits (once,
-        // whichever path below signs it).
-        if let Err(e) = self.charge_rate(client, &request) {
-            let _ = self.audit(crate::storage::AuditEvent {
-                kind: "sign.request".into(),
-                actor: format!("client/{client}"),
-                key: key_id.to_string(),
-                request_id: request.request_id.clone(),
-                decision: "denied".into(),
-                rule: "rate limit".into(),
-                detail: e.to_string(),
-                ..Default::default()
-            });
-            return Err(e);
-        }
         let t = rec.threshold as usize;
+        // A request that runs a session counts against this node's limits,
+        // once, whichever path below signs it; one answered from a ledger
+        // does not.
+        let charged = std::sync::atomic::AtomicBool::new(false);
+        let charge = || -> Result<(), NodeError> {
+            if charged.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.charge_rate(client, &request).inspect_err(|e| {
+                let _ = self.audit(crate::storage::AuditEvent {
+                    kind: "sign.request".into(),
+                    actor: format!("client/{client}"),
+                    key: key_id.to_string(),
+                    request_id: request.request_id.clone(),
+                    decision: "denied".into(),
+                    rule: "rate limit".into(),
+                    detail: e.to_string(),
+                    ..Default::default()
+                });
+            })
+        };
         // Overlapped path: when no candidate is under suspicion, propose the
         // session to the first t at once and run the committee checks
         // alongside; this node joins the session once they passed.
@@ -555,9 +568,17 @@ impl Node {
             .take(t)
             .cloned()
             .collect();
-        if preferred.len() == t {
+        if preferred.len() == t && preferred.first() == Some(&self.name) {
             match self
-                .sign_overlapped(&request, &auth, &rec, &committee, &candidates, &preferred)
+                .sign_overlapped(
+                    &request,
+                    &auth,
+                    &rec,
+                    &committee,
+                    &candidates,
+                    &preferred,
+                    &charge,
+                )
                 .await
             {
                 Attempt::Done(outcome) => return Ok(*outcome),
@@ -568,6 +589,12 @@ impl Node {
             }
         }
         // Checked path: probe the committee, then sign with t that answered.
+        // Our own ledger first: an attempt above may have finished here.
+        if let Some(entry) = self.store.ledger_get(key_id, rid)? {
+            if let Some(done) = self.recorded(&request, &entry, None)? {
+                return Ok(done);
+            }
+        }
         let (down, ledgers) = self
             .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
             .await;
@@ -582,6 +609,7 @@ impl Node {
             tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
             return Ok(done);
         }
+        charge()?;
         let live: Vec<NodeName> = candidates
             .into_iter()
             .filter(|c| !down.iter().any(|(d, _)| d == c))
@@ -619,6 +647,7 @@ impl Node {
     /// passed, and no signature can be assembled without it. The other
     /// participants start meanwhile, so the probe's round trip overlaps
     /// theirs instead of preceding the session.
+    #[allow(clippy::too_many_arguments)]
     async fn sign_overlapped(
         &self,
         request: &SignRequest,
@@ -627,6 +656,7 @@ impl Node {
         committee: &[NodeName],
         candidates: &[NodeName],
         participants: &[NodeName],
+        charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
     ) -> Attempt {
         let (gate, gate_rx) = tokio::sync::oneshot::channel();
         let others: Vec<NodeName> = committee
@@ -654,10 +684,10 @@ impl Node {
                     }
                 }
                 gossiped.map_err(Attempt::Failed)?;
-                match down.iter().find(|(d, _)| participants.contains(d)) {
-                    Some((n, why)) => Err(Attempt::GaveWay(format!("node {n}: {why}"))),
-                    None => Ok(()),
+                if let Some((n, why)) = down.iter().find(|(d, _)| participants.contains(d)) {
+                    return Err(Attempt::GaveWay(format!("node {n}: {why}")));
                 }
+                charge().map_err(Attempt::Failed)
             })();
             let _ = gate.send(verdict.is_ok());
             verdict
@@ -757,9 +787,10 @@ impl Node {
         })
     }
 
-    /// Nodes that failed a probe or a session recently: the overlapped
-    /// path avoids them, so a node that is down costs one probe timeout
-    /// per request, as in the checked path, and not a round timeout.
+    /// Nodes that failed a status probe in the last `SUSPECT_FOR`: the
+    /// overlapped path does not propose to them, so a node that is down
+    /// costs one probe timeout per request, as in the checked path, and not
+    /// a round timeout.
     fn suspects(&self) -> Vec<NodeName> {
         let now = Instant::now();
         let mut s = self

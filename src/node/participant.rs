@@ -500,7 +500,12 @@ impl Node {
         // node has written nothing for the request.
         if *from == self.name {
             if let Some(gate) = self.gates.take(&p.eid) {
-                gate.await?;
+                if let Err(e) = gate.await {
+                    // Drop what the other participants sent for it already.
+                    drop(self.router.open(p.eid));
+                    let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+                    return Err(e);
+                }
             }
         }
         let admitted = self

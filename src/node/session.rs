@@ -13,6 +13,9 @@ use super::{NodeError, PeerNet};
 use crate::domain::{ExecutionId, NodeName};
 use crate::protocol::{Inbox, Outgoing, PartyIdx, Protocol, ProtocolError, Step};
 
+/// How many rounds early a message may arrive and still be kept.
+const MAX_AHEAD: u32 = 3;
+
 /// A session's deliveries in flight.
 type Sending = FuturesUnordered<tokio::task::JoinHandle<Result<(), NodeError>>>;
 
@@ -53,8 +56,8 @@ impl Session<'_> {
     /// adds them to `sending`. The session does not wait for the
     /// acknowledgements before it reads the round's messages (a round costs
     /// one network trip, not two); a failed delivery ends the session when
-    /// it is seen. Deliveries still running when the session ends finish by
-    /// themselves: the peers need them.
+    /// it is seen. Deliveries still in flight when a session ends finish by
+    /// themselves (the peers need them), except as described at `Done`.
     fn start_send(
         &self,
         round: u32,
@@ -89,10 +92,11 @@ impl Session<'_> {
         proto = p;
         let mut out = started.map_err(|e| self.protocol_error(e))?;
         let mut round = 1u32;
-        // Messages one round early, kept until that round's senders are known;
-        // and who sent two of them.
-        let mut ahead: BTreeMap<PartyIdx, Vec<u8>> = BTreeMap::new();
-        let mut ahead_twice: std::collections::BTreeSet<PartyIdx> = Default::default();
+        // Messages up to MAX_AHEAD rounds early (deliveries of consecutive
+        // rounds travel separately and may overtake each other), kept until
+        // their round's senders are known; and who sent two for one round.
+        let mut ahead: BTreeMap<(u32, PartyIdx), Vec<u8>> = BTreeMap::new();
+        let mut ahead_twice: std::collections::BTreeSet<(u32, PartyIdx)> = Default::default();
         let mut sending = Sending::new();
         loop {
             self.start_send(round, out, &mut sending)?;
@@ -100,17 +104,17 @@ impl Session<'_> {
             // dealers, then its new members).
             let peers: Vec<PartyIdx> = proto.peers().to_vec();
             let mut inbox = Inbox::new();
-            for (idx, payload) in std::mem::take(&mut ahead) {
+            let later = ahead.split_off(&(round + 1, 0));
+            for ((_, idx), payload) in std::mem::replace(&mut ahead, later) {
                 if !peers.contains(&idx) {
                     tracing::warn!(eid = %self.eid, party = idx, round, "dropped message from a party that does not send in this round");
                     continue;
                 }
-                if ahead_twice.contains(&idx) {
+                if ahead_twice.contains(&(round, idx)) {
                     return Err(self.two_messages(idx, round));
                 }
                 inbox.insert(idx, payload);
             }
-            ahead_twice.clear();
             let deadline = tokio::time::Instant::now() + self.round_timeout;
             while inbox.len() < peers.len() {
                 let received = tokio::select! {
@@ -148,11 +152,11 @@ impl Session<'_> {
                     if inbox.insert(idx, msg.payload).is_some() {
                         return Err(self.two_messages(idx, round));
                     }
-                } else if msg.round == round + 1 {
+                } else if msg.round > round && msg.round <= round + MAX_AHEAD {
                     // Checked against that round's senders when it starts.
-                    match ahead.entry(idx) {
+                    match ahead.entry((msg.round, idx)) {
                         std::collections::btree_map::Entry::Occupied(_) => {
-                            ahead_twice.insert(idx);
+                            ahead_twice.insert((msg.round, idx));
                         }
                         std::collections::btree_map::Entry::Vacant(v) => {
                             v.insert(msg.payload);
@@ -171,7 +175,21 @@ impl Session<'_> {
                     out = messages;
                     round += 1;
                 }
-                Step::Done(output) => return Ok(output),
+                Step::Done(output) => {
+                    // A party that received nothing in its last round (a
+                    // repair helper, a leaving dealer) has only its
+                    // deliveries to show: it is done once they arrived, and
+                    // fails if one did not. A party that heard from its
+                    // peers does not wait (a signer's output stands alone).
+                    if peers.is_empty() {
+                        while let Some(sent) = sending.next().await {
+                            sent.map_err(|e| {
+                                NodeError::Internal(format!("delivery task failed: {e}"))
+                            })??;
+                        }
+                    }
+                    return Ok(output);
+                }
             }
         }
     }

@@ -280,6 +280,9 @@ impl Store {
             }
         }
         let share = Arc::new(self.kek.open_share(&sealed, id, epoch, &self.node)?);
+        // Other epochs of this key are not signed with again.
+        let key_prefix = format!("{id}\u{0}");
+        cache.retain(|slot, _| !slot.starts_with(&key_prefix));
         if cache.len() >= SIGNING_SHARES_MAX {
             cache.clear();
         }
@@ -529,10 +532,14 @@ impl Store {
             None => None,
         };
         let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+        let mut opened = self
+            .signing_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for epoch in std::iter::once(active).chain(staged) {
-            shares
-                .remove(share_slot(id, epoch).as_str())
-                .map_err(dberr)?;
+            let slot = share_slot(id, epoch);
+            shares.remove(slot.as_str()).map_err(dberr)?;
+            opened.remove(&slot);
         }
         pending.remove(id.as_str()).map_err(dberr)?;
         Ok(())
@@ -754,9 +761,12 @@ impl Store {
     }
 
     /// Admits a signing session in one durable transaction: claims `eid`
-    /// (false, and nothing written, if it was used before), raises the slot
-    /// watermark if there is one (a conflict refuses and writes nothing), and
-    /// appends the audit entry saying so. One disk sync instead of three.
+    /// (`EidUsed` if it was used before), writes the request's ledger entry
+    /// (`RequestIdUsed` if the id is there with another digest, path or
+    /// slot; `AlreadySigned` if it is there with its signature), raises the
+    /// slot watermark if there is one (a conflict is a `Conflict` error), and
+    /// appends the audit entry saying so. Any refusal writes nothing. One
+    /// disk sync for all of it.
     pub fn admit_sign(
         &self,
         eid: &ExecutionId,

@@ -155,6 +155,7 @@ async fn local(a: Args) -> anyhow::Result<()> {
     let keygen_ms = ms(started.elapsed());
 
     let client = cluster.client(0, CLIENT)?;
+    warm_up(&client, &key).await?;
     let before = cluster.cpu_seconds()?;
     let load = load(&client, &key, &info.public_key, a.requests, a.concurrency).await?;
     let after = cluster.cpu_seconds()?;
@@ -207,6 +208,7 @@ async fn remote(a: Args) -> anyhow::Result<()> {
         a.conn.endpoint
     );
     let baseline = baseline(t, n, a.baseline_signs).await?;
+    warm_up(&client, &key).await?;
     let load = load(&client, &key, &pk.public_key, a.requests, a.concurrency).await?;
     let report = Report {
         mode: "remote",
@@ -309,6 +311,17 @@ fn error_kind(e: &ClientError) -> String {
     }
 }
 
+/// One signature that is not counted: it opens the connections (client to
+/// node, node to node) and the share.
+async fn warm_up(client: &Client, key: &str) -> anyhow::Result<()> {
+    client
+        .clone()
+        .sign(key, [0xAA; 32], "", "")
+        .await
+        .context("warm-up signature")?;
+    Ok(())
+}
+
 /// Sends `requests` signing requests, `concurrency` at a time, each for a
 /// distinct digest, and checks every signature against `public_key`.
 async fn load(
@@ -318,12 +331,6 @@ async fn load(
     requests: u32,
     concurrency: u32,
 ) -> anyhow::Result<Load> {
-    // Warm every connection first; its latency is not counted.
-    client
-        .clone()
-        .sign(key, [0xAA; 32], "", "")
-        .await
-        .context("warm-up signature")?;
     eprintln!("signing: {requests} requests, concurrency {concurrency}");
     let next = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicU32::new(0));

@@ -3,7 +3,6 @@
 //! in a deployment, so /proc tells how much CPU each one spent. The
 //! processes are killed when the cluster is dropped.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,16 +27,13 @@ pub struct ProcessCluster {
     _proxies: Vec<DelayProxy>,
 }
 
-/// Free loopback ports, all distinct (held together while choosing).
-fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let held = (0..n)
+/// `n` free loopback ports, held (bound) until the caller drops the
+/// listeners, so that nothing else started meanwhile takes them.
+fn free_ports(n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    (0..n)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
         .collect::<Result<Vec<_>, _>>()
-        .context("choosing free ports on 127.0.0.1")?;
-    Ok(held
-        .iter()
-        .map(std::net::TcpListener::local_addr)
-        .collect::<Result<_, _>>()?)
+        .context("choosing free ports on 127.0.0.1")
 }
 
 impl ProcessCluster {
@@ -50,7 +46,11 @@ impl ProcessCluster {
         timeouts: Timeouts,
         one_way: Option<Duration>,
     ) -> anyhow::Result<Self> {
-        let ports = free_ports(names.len() * 2)?;
+        let held = free_ports(names.len() * 2)?;
+        let ports = held
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut addrs = Vec::new();
         let mut proxies = Vec::new();
         for pair in ports.chunks(2) {
@@ -68,6 +68,8 @@ impl ProcessCluster {
             };
             addrs.push(NodeAddrs { peer, client, dial });
         }
+        // The proxies have their ports; the nodes take theirs from here.
+        drop(held);
         let (layout, configs) = LocalCluster::write_files(root, names, &addrs, timeouts)?;
         let mut c = Self {
             layout,

@@ -36,6 +36,8 @@ impl DelayProxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 tokio::spawn(async move {

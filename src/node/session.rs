@@ -212,3 +212,146 @@ where
     .await
     .map_err(|e| NodeError::Internal(format!("engine task failed: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::node::{Inbound, NetError, Outcome, Proposal, Router};
+
+    /// The network to the peer: accepts every delivery and records its
+    /// round. The peer's own messages are put into the router directly.
+    #[derive(Default)]
+    struct Accepting(Mutex<Vec<u32>>);
+
+    impl PeerNet for Accepting {
+        fn ping(&self, _to: &NodeName) -> BoxFuture<'static, Result<(), NetError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn propose(
+            &self,
+            _to: &NodeName,
+            _proposal: Proposal,
+        ) -> BoxFuture<'static, Result<Outcome, NodeError>> {
+            Box::pin(async { Err(NodeError::Internal("not used here".into())) })
+        }
+        fn deliver(
+            &self,
+            _to: &NodeName,
+            _eid: ExecutionId,
+            round: u32,
+            _payload: Vec<u8>,
+        ) -> BoxFuture<'static, Result<(), NetError>> {
+            self.0.lock().unwrap().push(round);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Party 1 of two: three rounds, one byte each way per round; the
+    /// output is what party 2 sent, round by round.
+    struct Toy {
+        round: u8,
+        got: Vec<Vec<u8>>,
+        peers: Vec<PartyIdx>,
+    }
+
+    impl Protocol for Toy {
+        type Output = Vec<Vec<u8>>;
+        fn me(&self) -> PartyIdx {
+            1
+        }
+        fn peers(&self) -> &[PartyIdx] {
+            &self.peers
+        }
+        fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
+            Ok(vec![Outgoing {
+                to: 2,
+                payload: vec![1],
+            }])
+        }
+        fn advance(&mut self, mut inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError> {
+            self.got.push(inbox.remove(&2).unwrap_or_default());
+            self.round += 1;
+            if self.round == 3 {
+                return Ok(Step::Done(self.got.clone()));
+            }
+            Ok(Step::Send {
+                messages: vec![Outgoing {
+                    to: 2,
+                    payload: vec![self.round + 1],
+                }],
+                partial_signature: false,
+            })
+        }
+    }
+
+    fn toy() -> Toy {
+        Toy {
+            round: 0,
+            got: Vec::new(),
+            peers: vec![2],
+        }
+    }
+
+    async fn run_with(arrivals: &[(u32, u8)]) -> (Result<Vec<Vec<u8>>, NodeError>, Vec<u32>) {
+        let router = Router::default();
+        let eid = ExecutionId::from_slice(&[1; 32]).unwrap();
+        let b = NodeName::parse("b").unwrap();
+        for &(round, byte) in arrivals {
+            router
+                .deliver(
+                    eid,
+                    Inbound {
+                        from: b.clone(),
+                        round,
+                        payload: vec![byte],
+                    },
+                )
+                .unwrap();
+        }
+        let mut mailbox = router.open(eid).unwrap();
+        let parties = vec![NodeName::parse("a").unwrap(), b];
+        let net = Arc::new(Accepting::default());
+        let session = Session {
+            eid,
+            parties: &parties,
+            net: net.clone(),
+            round_timeout: Duration::from_millis(500),
+        };
+        let out = session.run(toy(), &mut mailbox).await;
+        let sent = net.0.lock().unwrap().clone();
+        (out, sent)
+    }
+
+    #[tokio::test]
+    async fn messages_that_overtake_earlier_rounds_are_kept_for_their_round() {
+        // The peer's rounds arrive last first: 3, 2, 1.
+        let (out, sent) = run_with(&[(3, 13), (2, 12), (1, 11)]).await;
+        assert_eq!(out.unwrap(), vec![vec![11], vec![12], vec![13]]);
+        assert_eq!(sent, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn two_messages_for_a_later_round_are_refused_when_it_starts() {
+        let (out, _) = run_with(&[(1, 11), (3, 13), (3, 14), (2, 12)]).await;
+        let err = out.unwrap_err();
+        assert!(
+            err.to_string().contains("sent two messages for one round"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_too_far_ahead_is_dropped_and_the_round_times_out() {
+        // Round 5 while at round 1 is beyond MAX_AHEAD: dropped, so round 1
+        // never completes.
+        let (out, _) = run_with(&[(1 + MAX_AHEAD + 1, 15)]).await;
+        assert!(
+            matches!(out, Err(NodeError::Timeout { round: 1, .. })),
+            "{out:?}"
+        );
+    }
+}

@@ -150,11 +150,13 @@ impl Report {
             fmt(max, " ms")
         );
         println!("throughput:            {throughput:.1} signatures/s");
-        println!(
-            "CPU per signature:     {} summed over the nodes = {} x in-process",
-            fmt(cpu_ms, " ms"),
-            fmt(r("cpu_vs_inprocess"), "")
-        );
+        match cpu_ms {
+            Some(c) => println!(
+                "CPU per signature:     {c:.2} ms summed over the nodes = {} x in-process",
+                fmt(r("cpu_vs_inprocess"), "")
+            ),
+            None => println!("CPU per signature:     n/a (measured for --local clusters only)"),
+        }
         println!(
             "bounds:                throughput {bound_throughput:.1}/s ({} cores / {:.2} ms); latency {bound_latency:.2} ms (busiest party + {} one-way trips of {} ms)",
             self.cores,

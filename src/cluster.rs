@@ -170,14 +170,7 @@ impl LocalCluster {
             .configs
             .get(i)
             .ok_or_else(|| ClusterError::Other(format!("no node {i}")))?;
-        let cc = ClientConfig::from_dir(
-            &self.layout.dir,
-            TRUST_DOMAIN,
-            identity,
-            cfg.name.as_str(),
-            cfg.listen_client,
-        );
-        Client::connect(&cc).map_err(|e| ClusterError::Other(e.to_string()))
+        client_of(&self.layout, cfg, identity)
     }
 
     /// Stops node `i` (its ports then refuse connections).
@@ -206,6 +199,23 @@ impl LocalCluster {
             self.stop_node(i).await;
         }
     }
+}
+
+/// A client of the node configured by `cfg`, with `identity`'s certificate
+/// from the cluster's `layout`.
+pub fn client_of(
+    layout: &Layout,
+    cfg: &NodeConfig,
+    identity: &str,
+) -> Result<Client, ClusterError> {
+    let cc = ClientConfig::from_dir(
+        &layout.dir,
+        TRUST_DOMAIN,
+        identity,
+        cfg.name.as_str(),
+        cfg.listen_client,
+    );
+    Client::connect(&cc).map_err(|e| ClusterError::Other(e.to_string()))
 }
 
 /// Where one node of a local cluster listens, and where the others dial its peer plane.

@@ -624,7 +624,13 @@ impl Store {
     /// Durably records that this node is about to release its partial
     /// signature for `entry`. A different digest under the same request id
     /// is refused.
-    pub fn ledger_commit(&self, key: &KeyId, entry: &LedgerEntry) -> Result<(), StorageError> {
+    /// (Signing writes the entry in `admit_sign`; this stands alone for tests.)
+    #[cfg(test)]
+    pub(crate) fn ledger_commit(
+        &self,
+        key: &KeyId,
+        entry: &LedgerEntry,
+    ) -> Result<(), StorageError> {
         let tx = self.write()?;
         if let Err(e) = put_ledger(&tx, key, entry) {
             tx.abort().map_err(dberr)?;
@@ -633,34 +639,9 @@ impl Store {
         tx.commit().map_err(dberr)
     }
 
-    /// Records the finished signature of a request already in the ledger.
-    pub fn ledger_complete(
-        &self,
-        key: &KeyId,
-        request_id: &str,
-        result: LedgerResult,
-    ) -> Result<(), StorageError> {
-        let slot = format!("{key}\u{0}{request_id}");
-        let tx = self.write()?;
-        {
-            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
-            let mut entry = match t.get(slot.as_str()).map_err(dberr)? {
-                Some(v) => LedgerEntry::decode(v.value())?,
-                None => {
-                    return Err(StorageError::NotFound(format!(
-                        "ledger entry {request_id} of key {key}"
-                    )))
-                }
-            };
-            entry.result = Some(result);
-            t.insert(slot.as_str(), entry.encode()?.as_slice())
-                .map_err(dberr)?;
-        }
-        tx.commit().map_err(dberr)
-    }
-
-    /// `ledger_complete` without waiting for the disk: the result becomes
-    /// durable with the next durable commit (the next admission). What a
+    /// Records the finished signature of a request already in the ledger,
+    /// without waiting for the disk: the result becomes durable with the
+    /// next durable commit (the next admission). What a
     /// crash in between loses is only the recorded result, a cache of a
     /// public value: the entry itself, which binds the request id to its
     /// digest, was durable before any partial signature left.

@@ -10,8 +10,8 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 use super::proxy::DelayProxy;
-use crate::client::{Client, ClientConfig};
-use crate::cluster::{LocalCluster, NodeAddrs, ADMIN, TRUST_DOMAIN};
+use crate::client::Client;
+use crate::cluster::{client_of, LocalCluster, NodeAddrs, ADMIN};
 use crate::config::NodeConfig;
 use crate::node::Timeouts;
 use crate::pki::Layout;
@@ -147,15 +147,7 @@ impl ProcessCluster {
 
     /// A client of node `i` with the given identity.
     pub fn client(&self, i: usize, identity: &str) -> anyhow::Result<Client> {
-        let cfg = &self.configs[i];
-        let cc = ClientConfig::from_dir(
-            &self.layout.dir,
-            TRUST_DOMAIN,
-            identity,
-            cfg.name.as_str(),
-            cfg.listen_client,
-        );
-        Ok(Client::connect(&cc)?)
+        Ok(client_of(&self.layout, &self.configs[i], identity)?)
     }
 
     /// Stops node `i` (SIGKILL: the bench does not need a clean shutdown).

@@ -30,6 +30,25 @@ fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
         .collect()
 }
 
+/// A store of node `a` in a fresh directory (kept while the `TempDir`
+/// lives), holding key `k1` with party 1's share of a 2-of-2 keygen (`out`).
+fn store_with_key() -> (
+    tempfile::TempDir,
+    Store,
+    Vec<crate::protocol::keygen::KeygenOutput>,
+    KeyId,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeName::parse("a").unwrap();
+    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
+    let out = shares();
+    let id = KeyId::parse("k1").unwrap();
+    store
+        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
+        .unwrap();
+    (dir, store, out, id)
+}
+
 #[test]
 fn share_round_trips_and_is_bound_to_its_slot() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,14 +160,7 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
 
 #[test]
 fn edited_key_record_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = NodeName::parse("a").unwrap();
-    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
-    let out = shares();
-    let id = KeyId::parse("k1").unwrap();
-    store
-        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
-        .unwrap();
+    let (_dir, store, out, id) = store_with_key();
     assert_eq!(
         store.key(&id).unwrap().unwrap().public_key,
         out[0].public_key.to_vec()
@@ -172,14 +184,7 @@ fn edited_key_record_is_detected() {
 
 #[test]
 fn staged_epoch_activates_atomically_and_retires_the_old_share() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = NodeName::parse("a").unwrap();
-    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
-    let out = shares();
-    let id = KeyId::parse("k1").unwrap();
-    store
-        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
-        .unwrap();
+    let (_dir, store, out, id) = store_with_key();
     let proof = RotationProof {
         eid: [7; 32],
         confirmation: [1; 32],
@@ -340,14 +345,7 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
 
 #[test]
 fn a_signing_share_is_reused_only_while_its_sealed_bytes_are_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = NodeName::parse("a").unwrap();
-    let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
-    let out = shares();
-    let id = KeyId::parse("k1").unwrap();
-    store
-        .insert_key(&rec(&id, out[0].public_key), &out[0].share)
-        .unwrap();
+    let (_dir, store, out, id) = store_with_key();
     let first = store.signing_share(&id, 0).unwrap();
     assert_eq!(first.expose().poly_point, out[0].share.expose().poly_point);
     assert!(Arc::ptr_eq(&first, &store.signing_share(&id, 0).unwrap()));

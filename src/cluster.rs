@@ -71,6 +71,19 @@ impl LocalCluster {
         names: &[&str],
         timeouts: Timeouts,
     ) -> Result<Self, ClusterError> {
+        Self::start_seeded(root, names, timeouts, None).await
+    }
+
+    /// Like `start`, but each node's store is first copied from
+    /// `seed/<name>/` (its `store.meta` and database), unlocked with the
+    /// passphrase in `seed/<name>.passphrase`: how the stored-format fixtures
+    /// are brought up with fresh certificates and ports.
+    pub async fn start_seeded(
+        root: &Path,
+        names: &[&str],
+        timeouts: Timeouts,
+        seed: Option<&Path>,
+    ) -> Result<Self, ClusterError> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for _ in names {
@@ -82,7 +95,12 @@ impl LocalCluster {
             });
             listeners.push(l);
         }
-        let (layout, configs) = Self::write_files(root, names, &addrs, timeouts)?;
+        let (layout, mut configs) = Self::write_files(root, names, &addrs, timeouts)?;
+        if let Some(seed) = seed {
+            for cfg in &mut configs {
+                seed_store(seed, cfg)?;
+            }
+        }
         let mut running = Vec::new();
         for (cfg, l) in configs.iter().zip(listeners) {
             running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
@@ -216,6 +234,28 @@ pub fn client_of(
         cfg.listen_client,
     );
     Client::connect(&cc).map_err(|e| ClusterError::Other(e.to_string()))
+}
+
+/// Copies `seed/<name>/`'s files into the node's data directory and points
+/// its passphrase at `seed/<name>.passphrase`.
+fn seed_store(seed: &Path, cfg: &mut NodeConfig) -> Result<(), ClusterError> {
+    let from = seed.join(cfg.name.as_str());
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| io(&cfg.data_dir, e))?;
+    let entries = std::fs::read_dir(&from).map_err(|e| io(&from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io(&from, e))?;
+        let to = cfg.data_dir.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).map_err(|e| io(&to, e))?;
+    }
+    let pass = seed.join(format!("{}.passphrase", cfg.name));
+    if !pass.is_file() {
+        return Err(ClusterError::Other(format!(
+            "{} is missing",
+            pass.display()
+        )));
+    }
+    cfg.passphrase = PassphraseSource::File(pass);
+    Ok(())
 }
 
 /// Where one node of a local cluster listens, and where the others dial its peer plane.

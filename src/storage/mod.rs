@@ -931,3 +931,6 @@ fn share_slot(id: &KeyId, epoch: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod format_tests;

@@ -204,7 +204,7 @@ impl Kek {
     }
 }
 
-fn share_aad(key: &KeyId, epoch: u64, node: &NodeName) -> Vec<u8> {
+pub(super) fn share_aad(key: &KeyId, epoch: u64, node: &NodeName) -> Vec<u8> {
     let mut aad = Vec::new();
     for field in [
         b"thresig/share".as_slice(),

@@ -12,7 +12,6 @@ pub mod codec;
 pub mod config;
 pub use api::client;
 pub mod domain;
-pub mod faults;
 pub mod hardening;
 pub mod node;
 pub mod pki;

@@ -6,8 +6,7 @@
 mod common;
 
 use common::{check_signature, cluster, ADMIN, CLIENT};
-use thresig::domain::{ExecutionId, KeyId, NodeName};
-use thresig::node::repair_binding;
+use thresig::domain::{KeyId, NodeName};
 use thresig::node::{NodeError, Operation, Proposal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,14 +41,7 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
     let helpers = vec![na.clone(), nb.clone()];
     let members = vec![na.clone(), nb.clone(), nc.clone()];
     let nonce = vec![1u8; 32];
-    let eid = ExecutionId::derive(
-        "repair",
-        &id,
-        rec.epoch,
-        &members,
-        &repair_binding(&nc, &rec),
-        &nonce,
-    );
+    let eid = thresig::node::ops::repair::eid(&rec, &nc, &members, &nonce);
     let p = Proposal {
         eid,
         nonce,
@@ -78,14 +70,7 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
     forged.committee = vec!["c".into(), "b".into(), "a".into()];
     let nonce = vec![2u8; 32];
     let members = vec![na.clone(), nb.clone(), nc.clone()];
-    let eid = ExecutionId::derive(
-        "repair",
-        &id,
-        forged.epoch,
-        &members,
-        &repair_binding(&nc, &forged),
-        &nonce,
-    );
+    let eid = thresig::node::ops::repair::eid(&forged, &nc, &members, &nonce);
     let p = Proposal {
         eid,
         nonce,

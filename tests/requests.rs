@@ -10,8 +10,7 @@ use common::{
 };
 use thresig::client::Slot;
 use thresig::cluster::{LocalCluster, CLIENT2};
-use thresig::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use thresig::node::participant::sign_binding;
+use thresig::domain::{DerivationPath, Digest32, KeyId, NodeName};
 use thresig::node::{NodeError, Operation, Proposal};
 
 fn node(c: &LocalCluster, i: usize) -> &thresig::node::Node {
@@ -30,14 +29,7 @@ fn tampered(
     let participants = vec![NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap()];
     let nonce = vec![4u8; 32];
     Proposal {
-        eid: ExecutionId::derive(
-            "sign",
-            &altered.key_id,
-            0,
-            &participants,
-            &sign_binding(&altered),
-            &nonce,
-        ),
+        eid: thresig::node::ops::sign::eid(&altered, 0, &participants, &nonce),
         nonce,
         op: Operation::Sign {
             epoch: 0,

@@ -8,7 +8,7 @@ mod common;
 
 use common::{check_signature, cluster, ADMIN, CLIENT};
 use thresig::domain::KeyId;
-use thresig::faults;
+use thresig::node::faults;
 use thresig::storage::KeyState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

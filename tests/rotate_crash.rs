@@ -9,7 +9,7 @@ mod common;
 
 use common::{check_signature, cluster, ADMIN, CLIENT};
 use thresig::domain::KeyId;
-use thresig::faults::{self, points};
+use thresig::node::faults::{self, points};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_at_any_rotation_step_comes_back_on_one_whole_epoch() {

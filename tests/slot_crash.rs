@@ -11,7 +11,7 @@ mod common;
 use common::{check_signature, client_request, cluster, sign_proposal, ADMIN, CLIENT};
 use thresig::client::Slot;
 use thresig::domain::{KeyId, NodeName};
-use thresig::faults::{self, points};
+use thresig::node::faults::{self, points};
 use thresig::node::NodeError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

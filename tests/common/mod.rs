@@ -102,20 +102,13 @@ pub fn sign_proposal(
     participants: &[&str],
     nonce: Vec<u8>,
 ) -> thresig::node::Proposal {
-    use thresig::domain::{ExecutionId, NodeName};
+    use thresig::domain::NodeName;
     let participants: Vec<NodeName> = participants
         .iter()
         .map(|p| NodeName::parse(p).unwrap())
         .collect();
     let auth = client_signer(c).sign(request).unwrap();
-    let eid = ExecutionId::derive(
-        "sign",
-        &request.key_id,
-        epoch,
-        &participants,
-        &thresig::node::participant::sign_binding(request),
-        &nonce,
-    );
+    let eid = thresig::node::ops::sign::eid(request, epoch, &participants, &nonce);
     thresig::node::Proposal {
         eid,
         nonce,

@@ -6,11 +6,12 @@
 
 use sha2::{Digest, Sha256};
 
-use super::committee_of;
-use super::coordinator::nonce;
-use super::session::Session;
-use super::{names, Node, NodeError, Operation, Outcome, Proposal, RotateSummary};
+use super::rotate::RotateSummary;
+use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::committee::status_eid;
+use crate::node::propose::nonce;
+use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::repair::{RepairHelper, RepairTarget};
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState};
@@ -44,6 +45,17 @@ pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
     field(&rec.package_hash);
     field(rec.package.as_bytes());
     h.finalize().into()
+}
+
+/// The execution id of repairing `target`'s share of `rec`'s key with `members` (the helpers, then the target).
+pub fn eid(rec: &KeyRecord, target: &NodeName, members: &[NodeName], nonce: &[u8]) -> ExecutionId {
+    OpKind::Repair.eid(
+        &rec.key_id,
+        rec.epoch,
+        members,
+        &repair_binding(target, rec),
+        nonce,
+    )
 }
 
 /// What a finished repair reports.
@@ -82,14 +94,7 @@ impl Node {
             )));
         }
         let status = Proposal {
-            eid: ExecutionId::derive(
-                "share-status",
-                key_id,
-                rec.epoch,
-                std::slice::from_ref(target),
-                &[],
-                &nonce()?,
-            ),
+            eid: status_eid(key_id, rec.epoch),
             nonce: Vec::new(),
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
@@ -130,14 +135,7 @@ impl Node {
         let mut members = helpers.clone();
         members.push(target.clone());
         let nonce = nonce()?;
-        let eid = ExecutionId::derive(
-            "repair",
-            key_id,
-            rec.epoch,
-            &members,
-            &repair_binding(target, &rec),
-            &nonce,
-        );
+        let eid = eid(&rec, target, &members, &nonce);
         tracing::info!(key = %key_id, %target, helpers = %names(&helpers), eid = %eid, "repair: rebuilding share");
         let proposal = Proposal {
             eid,
@@ -158,63 +156,12 @@ impl Node {
             rotation,
         })
     }
-}
-
-impl Node {
-    /// The epoch whose share this node stores for `key_id`, and whether that
-    /// share may sign (the key is active, not awaiting a post-repair refresh).
-    pub fn share_status(&self, key_id: &KeyId) -> (Option<u64>, bool) {
-        let Ok(Some(rec)) = self.store.key(key_id) else {
-            return (None, false);
-        };
-        match self.store.has_share(key_id, rec.epoch) {
-            Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
-            _ => (None, false),
-        }
-    }
-
-    /// This node's answer to a share status query (see `Outcome::ShareStatus`).
-    pub fn share_status_outcome(&self, key_id: &KeyId) -> Outcome {
-        let (epoch, signing) = self.share_status(key_id);
-        let rec = self.store.key(key_id).ok().flatten();
-        let joining = rec.as_ref().is_some_and(|r| {
-            r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
-        });
-        match rec {
-            Some(r) if joining => Outcome::ShareStatus {
-                epoch: Some(r.epoch),
-                signing: false,
-                rotation: None,
-                ledger: None,
-            },
-            Some(r) if epoch.is_some() => Outcome::ShareStatus {
-                epoch,
-                signing,
-                rotation: r.rotation.map(|p| p.eid),
-                ledger: None,
-            },
-            _ => Outcome::ShareStatus {
-                epoch: None,
-                signing: false,
-                rotation: None,
-                ledger: None,
-            },
-        }
-    }
-
-    /// The epoch of a share this node can sign with, if any.
-    pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
-        match self.share_status(key_id) {
-            (Some(e), true) => Some(e),
-            _ => None,
-        }
-    }
 
     /// Repair, as a helper (send one term to the target) or as the target
     /// (collect the terms, store the hollow share). A helper first asks the
     /// target itself, over its authenticated connection, whether it still
     /// holds a live share, and refuses if it does.
-    pub(super) async fn participate_repair(
+    pub(crate) async fn participate_repair(
         &self,
         from: &NodeName,
         p: &Proposal,
@@ -264,14 +211,7 @@ impl Node {
         let mut members = helpers.to_vec();
         members.push(target.clone());
         self.check_members(&members)?;
-        let expected = ExecutionId::derive(
-            "repair",
-            key_id,
-            record.epoch,
-            &members,
-            &repair_binding(target, &record),
-            &p.nonce,
-        );
+        let expected = eid(&record, target, &members, &p.nonce);
         let package = hex::decode(&record.package)
             .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
 
@@ -293,20 +233,10 @@ impl Node {
                 }
                 None => {}
             }
-            self.claim(&p.eid, expected)?;
-            let mut mailbox = self
-                .router
-                .open(p.eid)
-                .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
-            let session = Session {
-                eid: p.eid,
-                parties: &committee,
-                net: self.net.clone(),
-                round_timeout: self.timeouts.round,
-            };
-            let proto = RepairTarget::new(&package, target_idx, &helper_idx)
-                .map_err(|e| session.protocol_error(e))?;
-            let hollow = session.run(proto, &mut mailbox).await?;
+            let hollow = self
+                .claim_session(&p.eid, expected, &committee)?
+                .run_session(RepairTarget::new(&package, target_idx, &helper_idx))
+                .await?;
             // The terms were checked against the package; check the package and
             // the assembled share against the record that will be stored.
             let party = hollow.expose();
@@ -364,20 +294,16 @@ impl Node {
                 )))
             }
         }
-        self.claim(&p.eid, expected)?;
-        let mut mailbox = self
-            .router
-            .open(p.eid)
-            .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        let session = self.claim_session(&p.eid, expected, &committee)?;
         let share = self.store.share(key_id, record.epoch)?;
-        let session = Session {
-            eid: p.eid,
-            parties: &committee,
-            net: self.net.clone(),
-            round_timeout: self.timeouts.round,
-        };
-        let proto = RepairHelper::new(share, &helper_idx, target_idx, p.eid.as_bytes());
-        session.run(proto, &mut mailbox).await?;
+        session
+            .run_session(Ok(RepairHelper::new(
+                share,
+                &helper_idx,
+                target_idx,
+                p.eid.as_bytes(),
+            )))
+            .await?;
         tracing::info!(key = %key_id, %target, "sent repair term");
         Ok(Outcome::Repaired)
     }

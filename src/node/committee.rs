@@ -1,0 +1,326 @@
+//! What this node knows and asks about a key's committee: liveness probes
+//! and the nodes recently found down (suspects), each member's epoch and the
+//! catch-up of a member that missed an activation, this node's own share
+//! status, membership checks, and the signing pause of key maintenance.
+//! No operation logic here; the operations in `ops/` call these.
+
+use std::time::{Duration, Instant};
+
+use super::ops::OpKind;
+use super::{Node, NodeError, Operation, Outcome, Proposal};
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::protocol::PartyIdx;
+use crate::storage::{KeyRecord, KeyState, LedgerEntry};
+
+/// How long a node that failed a probe is avoided by the overlapped signing path.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+/// The execution id a status query travels under (no session runs under it).
+pub fn status_eid(key_id: &KeyId, epoch: u64) -> ExecutionId {
+    OpKind::Status.eid(key_id, epoch, &[], &[], &[])
+}
+
+/// "a (why), b (why)" for nodes that could not take part.
+pub(crate) fn reasons(down: &[(NodeName, String)]) -> String {
+    down.iter()
+        .map(|(n, why)| format!("{n} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Node {
+    /// Probes `nodes` concurrently; returns those that did not answer, with why.
+    pub(crate) async fn unreachable(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
+        let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
+            let call = self.net.ping(n);
+            let timeout = self.timeouts.ping;
+            let n = n.clone();
+            async move {
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some((n, e.kind.to_string())),
+                    Err(_) => Some((n, format!("no answer within {timeout:?}"))),
+                }
+            }
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Nodes that failed a status probe in the last `SUSPECT_FOR`: the
+    /// overlapped path does not propose to them, so a node that is down
+    /// costs one probe timeout per request, as in the checked path, and not
+    /// a round timeout.
+    pub(crate) fn suspects(&self) -> Vec<NodeName> {
+        let now = Instant::now();
+        let mut s = self
+            .suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
+        s.keys().cloned().collect()
+    }
+
+    pub(crate) fn note_reachability(&self, probed: &[NodeName], down: &[(NodeName, String)]) {
+        let mut s = self
+            .suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for n in probed {
+            match down.iter().any(|(d, _)| d == n) {
+                true => s.insert(n.clone(), Instant::now()),
+                false => s.remove(n),
+            };
+        }
+    }
+
+    /// Asks `nodes` (other than this one) which epoch of `rec`'s key they
+    /// hold. A node one epoch behind is sent the activation of the last
+    /// rotation, with its proof (it missed it, e.g. it was down). Returns the
+    /// nodes that are not at `rec.epoch` afterwards, with the reason.
+    /// With `to_sign`, a node must also be allowed to sign (not awaiting a
+    /// post-repair refresh).
+    pub(crate) async fn not_ready(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+    ) -> Vec<(NodeName, String)> {
+        self.probe(rec, nodes, to_sign, None).await.0
+    }
+
+    /// `not_ready`, and with `request_id` also what each node that answered
+    /// recorded in its ledger for that request (in the same round trip).
+    pub(crate) async fn probe(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+        request_id: Option<&str>,
+    ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
+        let key_id = &rec.key_id;
+        let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
+            let status = Proposal {
+                eid: status_eid(key_id, rec.epoch),
+                nonce: Vec::new(),
+                op: Operation::ShareStatus {
+                    key_id: key_id.clone(),
+                    request_id: request_id.map(str::to_owned),
+                },
+            };
+            let call = self.net.propose(n, status);
+            let timeout = self.timeouts.ping;
+            let n = n.clone();
+            async move {
+                let (epoch, signing, ledger) = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(Outcome::ShareStatus { epoch, signing, ledger, .. })) => (epoch, signing, ledger),
+                    Ok(Ok(_)) => return (Some((n, "answered the status query with another outcome".to_owned())), None),
+                    Ok(Err(e)) => return (Some((n, e.to_string())), None),
+                    Err(_) => return (Some((n, format!("no answer within {timeout:?}"))), None),
+                };
+                let ledger = ledger.map(|l| (n.clone(), *l));
+                let down = match (epoch, rec.rotation) {
+                    (Some(e), _) if e == rec.epoch && to_sign && !signing => {
+                        Some((n, "its share cannot sign yet (repaired or joining; awaits activation)".to_owned()))
+                    }
+                    (Some(e), _) if e == rec.epoch => None,
+                    (Some(e), Some(proof)) if e + 1 == rec.epoch => {
+                        let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                            return (Some((n, "bad rotation proof".to_owned())), ledger);
+                        };
+                        let activate = Proposal {
+                            eid,
+                            nonce: Vec::new(),
+                            op: Operation::Activate { key_id: key_id.clone(), epoch: rec.epoch, confirmation: proof.confirmation },
+                        };
+                        match self.net.propose(&n, activate).await {
+                            Ok(_) => {
+                                tracing::warn!(node = %n, key = %key_id, epoch = rec.epoch, "node had missed an activation; activated it");
+                                None
+                            }
+                            Err(err) => Some((n, format!("at epoch {e} and could not catch up: {err}"))),
+                        }
+                    }
+                    (Some(e), _) => Some((n, format!("holds epoch {e}, not {}", rec.epoch))),
+                    (None, _) => Some((n, "holds no share of this key".to_owned())),
+                };
+                (down, ledger)
+            }
+        });
+        let mut down = Vec::new();
+        let mut ledgers = Vec::new();
+        for (d, l) in futures::future::join_all(probes).await {
+            down.extend(d);
+            ledgers.extend(l);
+        }
+        (down, ledgers)
+    }
+
+    /// Sends `p` to each of `nodes` (ourselves directly), retrying each up to
+    /// three times; returns the nodes that never accepted it, with the last
+    /// error. For steps that must reach every node once decided (activation,
+    /// retirement) and are idempotent.
+    pub(crate) async fn call_with_retries(
+        &self,
+        nodes: &[NodeName],
+        p: &Proposal,
+    ) -> Vec<(NodeName, String)> {
+        let calls = nodes.iter().map(|n| {
+            let (n, p) = (n.clone(), p.clone());
+            async move {
+                let mut last = None;
+                for attempt in 0..3u32 {
+                    let r = if n == self.name {
+                        self.on_propose(&self.name, p.clone()).await
+                    } else {
+                        self.net.propose(&n, p.clone()).await
+                    };
+                    match r {
+                        Ok(_) => return (n, None),
+                        Err(e) => last = Some(e.to_string()),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        200 * u64::from(attempt + 1),
+                    ))
+                    .await;
+                }
+                (n, last)
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(n, e)| e.map(|e| (n, e)))
+            .collect()
+    }
+
+    /// The epoch whose share this node stores for `key_id`, and whether that
+    /// share may sign (the key is active, not awaiting a post-repair refresh).
+    pub fn share_status(&self, key_id: &KeyId) -> (Option<u64>, bool) {
+        let Ok(Some(rec)) = self.store.key(key_id) else {
+            return (None, false);
+        };
+        match self.store.has_share(key_id, rec.epoch) {
+            Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
+            _ => (None, false),
+        }
+    }
+
+    /// This node's answer to a share status query (see `Outcome::ShareStatus`).
+    pub fn share_status_outcome(&self, key_id: &KeyId) -> Outcome {
+        let (epoch, signing) = self.share_status(key_id);
+        let rec = self.store.key(key_id).ok().flatten();
+        let joining = rec.as_ref().is_some_and(|r| {
+            r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
+        });
+        match rec {
+            Some(r) if joining => Outcome::ShareStatus {
+                epoch: Some(r.epoch),
+                signing: false,
+                rotation: None,
+                ledger: None,
+            },
+            Some(r) if epoch.is_some() => Outcome::ShareStatus {
+                epoch,
+                signing,
+                rotation: r.rotation.map(|p| p.eid),
+                ledger: None,
+            },
+            _ => Outcome::ShareStatus {
+                epoch: None,
+                signing: false,
+                rotation: None,
+                ledger: None,
+            },
+        }
+    }
+
+    /// The epoch of a share this node can sign with, if any.
+    pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
+        match self.share_status(key_id) {
+            (Some(e), true) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn check_members(&self, members: &[NodeName]) -> Result<PartyIdx, NodeError> {
+        for (i, m) in members.iter().enumerate() {
+            if !self.roster.contains(m) {
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is not in the cluster roster"
+                )));
+            }
+            if members[..i].contains(m) {
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is listed twice"
+                )));
+            }
+        }
+        members
+            .iter()
+            .position(|m| *m == self.name)
+            .map(|i| (i + 1) as PartyIdx)
+            .ok_or_else(|| {
+                NodeError::InvalidArgument(format!(
+                    "node {} is not among the proposed parties",
+                    self.name
+                ))
+            })
+    }
+
+    /// Pauses signing with `key` on this node for rotation `eid`, for at most
+    /// `for_at_most`. Refuses while another rotation holds the key.
+    pub(crate) fn pause(
+        &self,
+        key: &KeyId,
+        eid: ExecutionId,
+        for_at_most: Duration,
+    ) -> Result<(), NodeError> {
+        let mut g = self
+            .paused
+            .lock()
+            .map_err(|_| NodeError::Internal("pause table poisoned".into()))?;
+        let now = std::time::Instant::now();
+        if let Some((until, other)) = g.get(key) {
+            if *until > now && *other != eid {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "another rotation of key {key} ({other}) is in progress on node {}",
+                    self.name
+                )));
+            }
+        }
+        g.insert(key.clone(), (now + for_at_most, eid));
+        Ok(())
+    }
+
+    /// Lifts the pause of rotation `eid` (not another rotation's).
+    pub(crate) fn resume(&self, key: &KeyId, eid: &ExecutionId) {
+        if let Ok(mut g) = self.paused.lock() {
+            if g.get(key).is_some_and(|(_, e)| e == eid) {
+                g.remove(key);
+            }
+        }
+    }
+
+    /// Refuses (UNAVAILABLE, with a retry hint) while a rotation holds the key.
+    pub(crate) fn check_not_paused(&self, key: &KeyId) -> Result<(), NodeError> {
+        let until = self
+            .paused
+            .lock()
+            .ok()
+            .and_then(|g| g.get(key).map(|(t, _)| *t));
+        match until {
+            Some(t) if t > std::time::Instant::now() => Err(NodeError::Unavailable(format!(
+                "key {key} is being rotated on node {}; signing is paused for at most {}s more",
+                self.name,
+                t.saturating_duration_since(std::time::Instant::now())
+                    .as_secs()
+                    + 1
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

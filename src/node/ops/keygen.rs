@@ -1,0 +1,178 @@
+//! Key generation: the coordinator picks the committee and proposes; every
+//! committee node checks the proposal itself, runs the dealerless keygen and
+//! stores its share. Both roles and the keygen execution id live here.
+
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::OpKind;
+use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
+use crate::node::committee::reasons;
+use crate::node::propose::nonce;
+use crate::node::{names, now_unix, Node, NodeError, Operation, Outcome, Proposal};
+use crate::protocol::keygen::Keygen;
+use crate::storage::{KeyRecord, KeyState};
+
+/// The request digest a keygen eid binds: threshold and committee order.
+pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(threshold.to_be_bytes());
+    for c in committee {
+        h.update((c.as_str().len() as u32).to_be_bytes());
+        h.update(c.as_str());
+    }
+    h.finalize().to_vec()
+}
+
+/// The execution id of a keygen of `key_id` by `committee` with `threshold`.
+pub fn eid(key_id: &KeyId, threshold: u32, committee: &[NodeName], nonce: &[u8]) -> ExecutionId {
+    OpKind::Keygen.eid(
+        key_id,
+        0,
+        committee,
+        &keygen_binding(threshold, committee),
+        nonce,
+    )
+}
+
+impl Node {
+    /// Runs a distributed key generation across `committee` (default: every node).
+    pub async fn create_key(
+        &self,
+        key_id: &KeyId,
+        threshold: u32,
+        committee: Vec<NodeName>,
+    ) -> Result<KeyRecord, NodeError> {
+        let committee = if committee.is_empty() {
+            self.roster.clone()
+        } else {
+            committee
+        };
+        Threshold::new(threshold, committee.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        for (i, m) in committee.iter().enumerate() {
+            if !self.roster.contains(m) {
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is not in the cluster roster"
+                )));
+            }
+            if committee[..i].contains(m) {
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {m} is listed twice in the committee"
+                )));
+            }
+        }
+        if self.store.key(key_id)?.is_some() {
+            return Err(NodeError::AlreadyExists(format!(
+                "key {key_id} already exists"
+            )));
+        }
+        let down = self.unreachable(&committee).await;
+        if !down.is_empty() {
+            let list = reasons(&down);
+            return Err(NodeError::Unavailable(format!(
+                "keygen needs every committee node; unreachable: {list}; retry when they are back"
+            )));
+        }
+        let nonce = nonce()?;
+        let eid = eid(key_id, threshold, &committee, &nonce);
+        let started = Instant::now();
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Keygen {
+                key_id: key_id.clone(),
+                threshold,
+                committee: committee.clone(),
+            },
+        };
+        let results = self.propose_all(&committee, proposal).await?;
+        let mut first: Option<(Vec<u8>, [u8; 32], [u8; 32])> = None;
+        for (n, o) in results {
+            let Outcome::Keygen {
+                public_key,
+                chain_code,
+                package_hash,
+            } = o
+            else {
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered keygen with another outcome"
+                )));
+            };
+            match &first {
+                None => first = Some((public_key, chain_code, package_hash)),
+                Some(f) if f.2 != package_hash || f.0 != public_key => {
+                    return Err(NodeError::Internal(format!(
+                        "node {n} reports a different public key package"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let (public_key, chain_code, package_hash) =
+            first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+        tracing::info!(key = %key_id, eid = %eid, ms = started.elapsed().as_millis() as u64, committee = %names(&committee), "keygen complete");
+        match self.store.key(key_id)? {
+            Some(rec) => Ok(rec),
+            None => Ok(KeyRecord {
+                schema: crate::storage::records_schema(),
+                key_id: key_id.clone(),
+                public_key,
+                chain_code,
+                committee: committee.iter().map(|c| c.as_str().to_owned()).collect(),
+                threshold: threshold as u8,
+                epoch: 0,
+                state: KeyState::Active,
+                package_hash,
+                package: String::new(),
+                rotation: None,
+                created_unix: crate::node::now_unix(),
+            }),
+        }
+    }
+
+    pub(crate) async fn participate_keygen(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        threshold: u32,
+        committee: &[NodeName],
+    ) -> Result<Outcome, NodeError> {
+        let me = self.check_members(committee)?;
+        let t = Threshold::new(threshold, committee.len())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        if self.store.key(key_id)?.is_some() {
+            return Err(NodeError::AlreadyExists(format!(
+                "key {key_id} already exists on node {}",
+                self.name
+            )));
+        }
+        let expected = eid(key_id, threshold, committee, &p.nonce);
+        let out = self
+            .claim_session(&p.eid, expected, committee)?
+            .run_session(Keygen::new(t.t(), t.n(), me, p.eid.as_bytes()))
+            .await?;
+        let rec = KeyRecord {
+            schema: crate::storage::records_schema(),
+            key_id: key_id.clone(),
+            public_key: out.public_key.to_vec(),
+            chain_code: out.chain_code,
+            committee: committee.iter().map(|c| c.as_str().to_owned()).collect(),
+            threshold: t.t(),
+            epoch: 0,
+            state: KeyState::Active,
+            package_hash: out.package_hash,
+            package: hex::encode(&out.package),
+            rotation: None,
+            created_unix: now_unix(),
+        };
+        self.store.insert_key(&rec, &out.share)?;
+        tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored");
+        Ok(Outcome::Keygen {
+            public_key: rec.public_key,
+            chain_code: out.chain_code,
+            package_hash: out.package_hash,
+        })
+    }
+}

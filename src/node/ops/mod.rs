@@ -1,0 +1,187 @@
+//! The operations, one room each: every file holds the coordinator and the
+//! participant side of one operation, and the execution id that binds it.
+//!
+//! | operation | file | eid label |
+//! |---|---|---|
+//! | keygen (`keys create`) | `keygen.rs` | `keygen` |
+//! | sign | `sign/` (coordinator `mod.rs`, participant, committee checks) | `sign`, `watermark` |
+//! | rotate (refresh, activate, release) | `rotate.rs` | `refresh` |
+//! | repair | `repair.rs` | `repair` |
+//! | reshare (deal, stage, retire) | `reshare/` | `reshare` |
+//!
+//! Adding an admin operation that runs a session touches its ops file (with
+//! its `OpKind`), the proto, the admin service, the CLI and its policy name.
+//! `on_propose` below is the participant's single entry point: it routes a
+//! proposal to its operation and audits key-changing sessions.
+
+pub mod keygen;
+pub mod repair;
+pub mod reshare;
+pub mod rotate;
+pub mod sign;
+
+use super::{Node, NodeError, Operation, Outcome, Proposal};
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::storage::AuditEvent;
+
+/// What a session (or a message that travels under an execution id) does.
+/// Its label is part of every execution id, so two operations never share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Keygen,
+    Sign,
+    Refresh,
+    Repair,
+    Reshare,
+    /// Slot gossip before a signature (no session).
+    Watermark,
+    /// A share status query (no session).
+    Status,
+}
+
+impl OpKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Keygen => "keygen",
+            Self::Sign => "sign",
+            Self::Refresh => "refresh",
+            Self::Repair => "repair",
+            Self::Reshare => "reshare",
+            Self::Watermark => "watermark",
+            Self::Status => "status",
+        }
+    }
+
+    /// The one place an execution id is derived: see `ExecutionId::derive`.
+    pub fn eid(
+        self,
+        key: &KeyId,
+        epoch: u64,
+        participants: &[NodeName],
+        binding: &[u8],
+        nonce: &[u8],
+    ) -> ExecutionId {
+        ExecutionId::derive(self.label(), key, epoch, participants, binding, nonce)
+    }
+}
+
+impl Node {
+    /// Handles a proposal from authenticated node `from` (possibly ourselves).
+    pub async fn on_propose(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
+        crate::node::faults::check_alive(&self.name)?;
+        if !self.roster.contains(from) {
+            return Err(NodeError::PermissionDenied(format!(
+                "node {from} is not in this cluster's roster"
+            )));
+        }
+        // Sessions that change keys are audited here with their outcome;
+        // signing audits its own decision, status queries are not recorded.
+        let session = match &p.op {
+            Operation::Keygen { key_id, .. } => Some(("keygen", key_id.clone())),
+            Operation::Refresh { key_id, .. } => Some(("refresh", key_id.clone())),
+            Operation::Reshare { key_id, .. } => Some(("reshare", key_id.clone())),
+            Operation::Repair { key_id, .. } => Some(("repair", key_id.clone())),
+            Operation::Activate { key_id, .. } => Some(("activate", key_id.clone())),
+            Operation::Retire { key_id, .. } => Some(("retire", key_id.clone())),
+            Operation::Sign { .. }
+            | Operation::ShareStatus { .. }
+            | Operation::Watermark { .. } => None,
+        };
+        let eid = p.eid;
+        let result = self.dispatch(from, p).await;
+        if let Some((kind, key)) = session {
+            let _ = self.audit(AuditEvent {
+                kind: format!("session.{kind}"),
+                actor: format!("node/{from}"),
+                key: key.to_string(),
+                decision: if result.is_ok() { "ok" } else { "failed" }.into(),
+                rule: "proposal checks".into(),
+                eid: eid.to_string(),
+                detail: result
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
+        }
+        result
+    }
+
+    async fn dispatch(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
+        match p.op.clone() {
+            Operation::Keygen {
+                key_id,
+                threshold,
+                committee,
+            } => {
+                self.participate_keygen(&p, &key_id, threshold, &committee)
+                    .await
+            }
+            Operation::Sign {
+                epoch,
+                request,
+                auth,
+                participants,
+            } => {
+                self.participate_sign(from, &p, epoch, &request, &auth, &participants)
+                    .await
+            }
+            Operation::Refresh {
+                key_id,
+                epoch,
+                committee,
+            } => {
+                self.participate_refresh(&p, &key_id, epoch, &committee)
+                    .await
+            }
+            Operation::Watermark { request, auth } => {
+                self.participate_watermark(from, &request, &auth)
+            }
+            Operation::ShareStatus { key_id, request_id } => {
+                let mut o = self.share_status_outcome(&key_id);
+                if let (Some(rid), Outcome::ShareStatus { ledger, .. }) = (request_id, &mut o) {
+                    *ledger = self.store.ledger_get(&key_id, &rid)?.map(Box::new);
+                }
+                Ok(o)
+            }
+            Operation::Reshare {
+                key_id,
+                epoch,
+                dealers,
+                committee,
+                threshold,
+                record,
+            } => {
+                self.participate_reshare(
+                    &p, &key_id, epoch, &dealers, &committee, threshold, &record,
+                )
+                .await
+            }
+            Operation::Retire {
+                key_id,
+                epoch,
+                dealers,
+                committee,
+                threshold,
+            } => {
+                self.participate_retire(&p, &key_id, epoch, &dealers, &committee, threshold)
+                    .await
+            }
+            Operation::Repair {
+                key_id,
+                target,
+                helpers,
+                record,
+            } => {
+                self.participate_repair(from, &p, &key_id, &target, &helpers, &record)
+                    .await
+            }
+            Operation::Activate {
+                key_id,
+                epoch,
+                confirmation,
+            } => self.participate_activate(&p.eid, &key_id, epoch, confirmation),
+        }
+    }
+}

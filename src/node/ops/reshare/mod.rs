@@ -1,0 +1,303 @@
+//! Resharing a key to another committee and/or threshold, same public key.
+//! The coordinator side is here: check every current member is ready, pick
+//! the dealers, run the session, activate on the new committee, retire the
+//! members that left. The participant side (deal, or assemble and refresh,
+//! then stage; retire only once every new member reports the new epoch
+//! active under this reshare's execution id) is in `participant.rs`.
+
+mod participant;
+
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::OpKind;
+use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
+use crate::node::committee::reasons;
+use crate::node::propose::nonce;
+use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
+use crate::storage::{KeyRecord, KeyState};
+
+/// The parties of a reshare session in session order: the new committee,
+/// then the dealers that are not in it.
+pub fn reshare_parties(committee: &[NodeName], dealers: &[NodeName]) -> Vec<NodeName> {
+    let mut parties = committee.to_vec();
+    parties.extend(dealers.iter().filter(|d| !committee.contains(d)).cloned());
+    parties
+}
+
+/// The request digest a reshare eid binds: the key's current public record
+/// (as for a repair), the dealers, the new committee in order and the new
+/// threshold.
+pub fn reshare_binding(
+    rec: &KeyRecord,
+    dealers: &[NodeName],
+    committee: &[NodeName],
+    threshold: u8,
+) -> Vec<u8> {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(&crate::node::ops::repair::record_digest(rec));
+    field(&(dealers.len() as u64).to_be_bytes());
+    for d in dealers {
+        field(d.as_str().as_bytes());
+    }
+    field(&(committee.len() as u64).to_be_bytes());
+    for c in committee {
+        field(c.as_str().as_bytes());
+    }
+    field(&[threshold]);
+    h.finalize().to_vec()
+}
+
+/// The execution id of resharing `rec`'s key from `dealers` to `committee` with `threshold`.
+pub fn eid(
+    rec: &KeyRecord,
+    dealers: &[NodeName],
+    committee: &[NodeName],
+    threshold: u8,
+    nonce: &[u8],
+) -> ExecutionId {
+    OpKind::Reshare.eid(
+        &rec.key_id,
+        rec.epoch,
+        &reshare_parties(committee, dealers),
+        &reshare_binding(rec, dealers, committee, threshold),
+        nonce,
+    )
+}
+
+/// What a finished reshare reports.
+#[derive(Debug, Clone)]
+pub struct ReshareSummary {
+    /// The key as the new committee holds it.
+    pub key: KeyRecord,
+    pub old_epoch: u64,
+    pub new_epoch: u64,
+    pub old_committee: Vec<NodeName>,
+    pub old_threshold: u8,
+    pub dealers: Vec<NodeName>,
+    /// Members that left and deleted their share.
+    pub retired: Vec<NodeName>,
+    /// Members that left but could not be reached to delete their share.
+    pub not_retired: Vec<(NodeName, String)>,
+    pub public_key_unchanged: bool,
+    pub elapsed: std::time::Duration,
+}
+
+/// Checks a proposed new committee and threshold.
+fn check_new_membership(committee: &[NodeName], threshold: u8) -> Result<(), NodeError> {
+    Threshold::new(threshold.into(), committee.len())
+        .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    if let Some(dup) = committee
+        .iter()
+        .enumerate()
+        .find(|(i, n)| committee[..*i].contains(n))
+    {
+        return Err(NodeError::InvalidArgument(format!(
+            "node {} is listed twice in the new committee",
+            dup.1
+        )));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Moves `key_id` to `committee` with `threshold`, keeping its public key.
+    /// Every current member must be up and on the key's epoch; the new
+    /// members must be up. Signing with the key is paused for the duration.
+    pub async fn reshare(
+        &self,
+        key_id: &KeyId,
+        committee: &[NodeName],
+        threshold: u8,
+    ) -> Result<ReshareSummary, NodeError> {
+        let started = Instant::now();
+        let rec = self.key(key_id)?;
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {} on node {}; send the request to a node of its current committee",
+                rec.state.label(),
+                self.name
+            )));
+        }
+        check_new_membership(committee, threshold)?;
+        if let Some(stranger) = committee.iter().find(|n| !self.roster.contains(n)) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {stranger} is not in the cluster roster"
+            )));
+        }
+        let old_committee = committee_of(&rec)?;
+        if old_committee == committee && rec.threshold == threshold {
+            return Err(NodeError::InvalidArgument(format!(
+                "key {key_id} already has this committee and threshold; use rotate to refresh its shares"
+            )));
+        }
+        let down = self.not_ready(&rec, &old_committee, false).await;
+        if !down.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "reshare needs every current committee node at epoch {}: not available: {}; \
+                 repair or bring them back first",
+                rec.epoch,
+                reasons(&down)
+            )));
+        }
+        let newcomers: Vec<NodeName> = committee
+            .iter()
+            .filter(|n| !old_committee.contains(n))
+            .cloned()
+            .collect();
+        let down = self.unreachable(&newcomers).await;
+        if !down.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "new committee nodes not reachable: {}",
+                reasons(&down)
+            )));
+        }
+        // Dealers: t current members, preferring this node and then those
+        // staying in the committee (fewer parties), kept in committee order.
+        let mut ranked = old_committee.clone();
+        ranked.sort_by_key(|n| (*n != self.name, !committee.contains(n)));
+        ranked.truncate(rec.threshold.into());
+        let dealers: Vec<NodeName> = old_committee
+            .iter()
+            .filter(|n| ranked.contains(n))
+            .cloned()
+            .collect();
+        let parties = reshare_parties(committee, &dealers);
+        let old_epoch = rec.epoch;
+        let new_epoch = old_epoch + 1;
+        let nonce = nonce()?;
+        let eid = eid(&rec, &dealers, committee, threshold, &nonce);
+        tracing::info!(
+            key = %key_id, old_epoch, new_epoch,
+            from = %format!("{}-of-{{{}}}", rec.threshold, names(&old_committee)),
+            to = %format!("{threshold}-of-{{{}}}", names(committee)),
+            dealers = %names(&dealers), eid = %eid,
+            "reshare: dealing to the new committee, then refreshing there"
+        );
+        let proposal = Proposal {
+            eid,
+            nonce: nonce.clone(),
+            op: Operation::Reshare {
+                key_id: key_id.clone(),
+                epoch: old_epoch,
+                dealers: dealers.clone(),
+                committee: committee.to_vec(),
+                threshold,
+                record: Box::new(rec.clone()),
+            },
+        };
+        let mut everyone = old_committee.clone();
+        everyone.extend(newcomers.iter().cloned());
+        let outcomes = match self.propose_all(&parties, proposal).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.release(key_id, eid, old_epoch, &everyone).await;
+                return Err(e);
+            }
+        };
+        let mut confirmation: Option<[u8; 32]> = None;
+        let mut public_key_unchanged = true;
+        for (n, o) in &outcomes {
+            let fail = match o {
+                Outcome::Reshared {
+                    confirmation: c,
+                    public_key,
+                } if committee.contains(n) => {
+                    public_key_unchanged &= *public_key == rec.public_key;
+                    if confirmation.is_some_and(|x| x != *c) {
+                        Some(format!("node {n} confirmed a different reshare"))
+                    } else {
+                        confirmation = Some(*c);
+                        None
+                    }
+                }
+                Outcome::Dealt if !committee.contains(n) => None,
+                _ => Some(format!(
+                    "node {n} answered the reshare with an unexpected outcome"
+                )),
+            };
+            if let Some(why) = fail {
+                self.release(key_id, eid, old_epoch, &everyone).await;
+                return Err(NodeError::Aborted(format!(
+                    "{why}; epoch {new_epoch} is not activated anywhere"
+                )));
+            }
+        }
+        let (Some(confirmation), true) = (confirmation, public_key_unchanged) else {
+            self.release(key_id, eid, old_epoch, &everyone).await;
+            return Err(NodeError::Aborted(format!(
+                "the new committee did not confirm the same public key; epoch {new_epoch} is not activated anywhere"
+            )));
+        };
+
+        tracing::info!(key = %key_id, new_epoch, "reshare: every new member confirmed; activating");
+        let activate = Proposal {
+            eid,
+            nonce: Vec::new(),
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: new_epoch,
+                confirmation,
+            },
+        };
+        let failed = self.call_with_retries(committee, &activate).await;
+        if !failed.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "epoch {new_epoch} of key {key_id} is confirmed but not yet active on: {}; \
+                 the members that left keep their shares until every new member is active",
+                reasons(&failed)
+            )));
+        }
+
+        let leaving: Vec<NodeName> = old_committee
+            .iter()
+            .filter(|n| !committee.contains(n))
+            .cloned()
+            .collect();
+        let retire = Proposal {
+            eid,
+            nonce,
+            op: Operation::Retire {
+                key_id: key_id.clone(),
+                epoch: old_epoch,
+                dealers: dealers.clone(),
+                committee: committee.to_vec(),
+                threshold,
+            },
+        };
+        tracing::info!(key = %key_id, leaving = %names(&leaving), "reshare: active on the new committee; retiring the members that left");
+        let not_retired = self.call_with_retries(&leaving, &retire).await;
+        let retired = leaving
+            .into_iter()
+            .filter(|n| !not_retired.iter().any(|(f, _)| f == n))
+            .collect();
+        let key = match self.key(key_id) {
+            Ok(k) if k.state == KeyState::Active => k,
+            // This node left the committee: report what the new one holds.
+            _ => KeyRecord {
+                committee: committee.iter().map(ToString::to_string).collect(),
+                threshold,
+                epoch: new_epoch,
+                state: KeyState::Active,
+                ..rec.clone()
+            },
+        };
+        Ok(ReshareSummary {
+            key,
+            old_epoch,
+            new_epoch,
+            old_committee,
+            old_threshold: rec.threshold,
+            dealers,
+            retired,
+            not_retired,
+            public_key_unchanged,
+            elapsed: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! The reshare participant: a dealer sends each new member its point; a new
+//! member assembles, refreshes with the other new members and stages; a
+//! member that left deletes its share only once every new member itself
+//! reports the new epoch active under this reshare's execution id.
+
+use super::{check_new_membership, reshare_parties};
+use crate::domain::{KeyId, NodeName};
+use crate::node::committee::reasons;
+use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal};
+use crate::protocol::reshare::{ReshareSession, Roles};
+use crate::protocol::PartyIdx;
+use crate::storage::{KeyRecord, KeyState, Membership, RotationProof};
+
+impl Node {
+    /// A reshare, as a dealer (send each new member its point) and/or as a
+    /// new member (assemble, refresh with the other new members, stage).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn participate_reshare(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        epoch: u64,
+        dealers: &[NodeName],
+        committee: &[NodeName],
+        threshold: u8,
+        proposed: &KeyRecord,
+    ) -> Result<Outcome, NodeError> {
+        check_new_membership(committee, threshold)?;
+        let parties = reshare_parties(committee, dealers);
+        let me = self.check_members(&parties)?;
+        let is_dealer = dealers.contains(&self.name);
+        // A current member works only from its own record; a node new to
+        // the key takes the proposed one, which the eid binds, so it can only
+        // run with dealers that hold that same record.
+        let own = self.store.key(key_id)?;
+        let joining = match &own {
+            Some(r) if r.state == KeyState::Active => false,
+            Some(r) if matches!(r.state, KeyState::Retired | KeyState::Joining) && !is_dealer => {
+                true
+            }
+            Some(r) => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is {} on node {}",
+                    r.state.label(),
+                    self.name
+                )))
+            }
+            None if is_dealer => {
+                return Err(NodeError::NotFound(format!(
+                    "key {key_id} not found on node {}",
+                    self.name
+                )))
+            }
+            None => true,
+        };
+        let record = match own {
+            Some(r) if !joining => r,
+            _ => proposed.clone(),
+        };
+        if record.key_id != *key_id || record.epoch != epoch {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
+                record.epoch, self.name
+            )));
+        }
+        let old_committee = committee_of(&record)?;
+        if joining && old_committee.contains(&self.name) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {} is in the current committee of key {key_id} but holds no live share; repair it first",
+                self.name
+            )));
+        }
+        let mut old_index = std::collections::BTreeMap::new();
+        for (s, d) in parties.iter().enumerate() {
+            if !dealers.contains(d) {
+                continue;
+            }
+            let i = old_committee.iter().position(|c| c == d).ok_or_else(|| {
+                NodeError::InvalidArgument(format!(
+                    "dealer {d} is not in the current committee of key {key_id}"
+                ))
+            })?;
+            old_index.insert((s + 1) as PartyIdx, (i + 1) as PartyIdx);
+        }
+        if old_index.len() != dealers.len() || dealers.len() != usize::from(record.threshold) {
+            return Err(NodeError::InvalidArgument(format!(
+                "a reshare of key {key_id} needs exactly {} distinct dealers",
+                record.threshold
+            )));
+        }
+        let expected = super::eid(&record, dealers, committee, threshold, &p.nonce);
+        let session = self.claim_session(&p.eid, expected, &parties)?;
+        if !joining {
+            // Signing waits until the new epoch is active, or the reshare is given up.
+            self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+        }
+        let result = async {
+            let package = hex::decode(&record.package).map_err(|_| {
+                NodeError::Internal(format!("key {key_id}: public key package is not hex"))
+            })?;
+            let share = if is_dealer {
+                Some(self.store.share(key_id, epoch)?)
+            } else {
+                None
+            };
+            let roles = Roles {
+                dealers: old_index,
+                members: (1..=committee.len() as PartyIdx).map(|j| (j, j)).collect(),
+            };
+            #[allow(unused_mut)]
+            let mut proto = ReshareSession::new(
+                me,
+                roles,
+                share,
+                &package,
+                threshold,
+                record.chain_code,
+                p.eid.as_bytes(),
+            )
+            .map_err(|e| session.protocol_error(e))?;
+            #[cfg(feature = "fault-injection")]
+            if crate::node::faults::tampers(&self.name, crate::node::faults::points::CORRUPT_DEALING) {
+                proto.corrupt_dealing();
+            }
+            let Some(out) = session.run_session(Ok(proto)).await? else {
+                tracing::info!(key = %key_id, eid = %p.eid, "reshare: dealt; this node leaves the committee");
+                return Ok(Outcome::Dealt);
+            };
+            let public_key = crate::protocol::compress(&out.share.expose().pk)
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .to_vec();
+            if public_key != record.public_key {
+                return Err(NodeError::Aborted(format!(
+                    "the reshared key {key_id} has another public key; not staged"
+                )));
+            }
+            let proof = RotationProof {
+                eid: *p.eid.as_bytes(),
+                confirmation: out.confirmation,
+            };
+            let membership = Membership {
+                committee: committee.iter().map(ToString::to_string).collect(),
+                threshold,
+            };
+            self.store.stage_reshare(
+                key_id,
+                joining.then_some(&record),
+                epoch + 1,
+                &out.share,
+                proof,
+                &out.package,
+                membership,
+            )?;
+            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, joining, "reshared share staged");
+            Ok(Outcome::Reshared {
+                confirmation: out.confirmation,
+                public_key,
+            })
+        }
+        .await;
+        if result.is_err() {
+            self.resume(key_id, &p.eid);
+        }
+        result
+    }
+
+    /// Deletes this node's share of a key that a reshare moved away from it,
+    /// but only once every member of the new committee itself answers that
+    /// it holds the new epoch, active, from this very reshare.
+    pub(crate) async fn participate_retire(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        epoch: u64,
+        dealers: &[NodeName],
+        committee: &[NodeName],
+        threshold: u8,
+    ) -> Result<Outcome, NodeError> {
+        let rec = self.key(key_id)?;
+        if rec.state == KeyState::Retired {
+            return Ok(Outcome::Retired);
+        }
+        if committee.contains(&self.name) {
+            return Err(NodeError::InvalidArgument(format!(
+                "node {} is in the new committee of key {key_id}; it does not retire",
+                self.name
+            )));
+        }
+        let expected = super::eid(&rec, dealers, committee, threshold, &p.nonce);
+        if p.eid != expected || rec.epoch != epoch {
+            return Err(NodeError::PermissionDenied(format!(
+                "the retirement does not match a reshare of node {}'s record of key {key_id} (epoch {})",
+                self.name, rec.epoch
+            )));
+        }
+        let probes = committee.iter().map(|n| {
+            let status = Proposal {
+                eid: p.eid,
+                nonce: Vec::new(),
+                op: Operation::ShareStatus {
+                    key_id: key_id.clone(),
+                    request_id: None,
+                },
+            };
+            let call = self.net.propose(n, status);
+            let timeout = self.timeouts.round;
+            async move {
+                let why = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(Outcome::ShareStatus {
+                        epoch: Some(e),
+                        signing: true,
+                        rotation: Some(r),
+                        ..
+                    })) if e == epoch + 1 && r == *p.eid.as_bytes() => return None,
+                    Ok(Ok(Outcome::ShareStatus { epoch: got, .. })) => format!(
+                        "reports epoch {got:?}, not epoch {} active from this reshare",
+                        epoch + 1
+                    ),
+                    Ok(Ok(_)) => "answered with another outcome".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {timeout:?}"),
+                };
+                Some((n.clone(), why))
+            }
+        });
+        let missing: Vec<(NodeName, String)> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if !missing.is_empty() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {} keeps its share of key {key_id}: the new committee has not all activated epoch {}: {}",
+                self.name,
+                epoch + 1,
+                reasons(&missing)
+            )));
+        }
+        self.store.retire(key_id)?;
+        self.resume(key_id, &p.eid);
+        tracing::info!(key = %key_id, epoch, "left the key's committee; share deleted, record kept as retired");
+        Ok(Outcome::Retired)
+    }
+}

@@ -1,0 +1,264 @@
+//! Share rotation (proactive refresh with epochs): the coordinator side
+//! (check every node is on the key's epoch, refresh, activate with proof,
+//! release an abandoned rotation) and the participant side (stage the
+//! refreshed share, activate only with the rotation's proof). Signing pauses
+//! while a rotation holds the key.
+
+use std::time::Instant;
+
+use super::keygen::keygen_binding;
+use super::OpKind;
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::committee::reasons;
+use crate::node::propose::nonce;
+use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
+use crate::protocol::refresh::Refresh;
+use crate::storage::{KeyRecord, KeyState, RotationProof};
+
+/// The execution id of a refresh of `rec`'s key at its epoch by its whole committee.
+pub fn eid(rec: &KeyRecord, committee: &[NodeName], nonce: &[u8]) -> ExecutionId {
+    OpKind::Refresh.eid(
+        &rec.key_id,
+        rec.epoch,
+        committee,
+        &keygen_binding(rec.threshold.into(), committee),
+        nonce,
+    )
+}
+
+/// What a finished rotation reports.
+#[derive(Debug, Clone)]
+pub struct RotateSummary {
+    pub key: KeyRecord,
+    pub old_epoch: u64,
+    pub new_epoch: u64,
+    pub public_key_unchanged: bool,
+    pub committee: Vec<NodeName>,
+    pub elapsed: std::time::Duration,
+}
+
+impl Node {
+    /// Proactive refresh of every share of `key_id` across its whole committee,
+    /// then activation of the new epoch on every node. Signing with the key is
+    /// paused (UNAVAILABLE) on the committee for the duration.
+    pub async fn rotate(&self, key_id: &KeyId) -> Result<RotateSummary, NodeError> {
+        let started = Instant::now();
+        let rec = self.key(key_id)?;
+        if rec.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        let committee = committee_of(&rec)?;
+        let down = self.not_ready(&rec, &committee, false).await;
+        if !down.is_empty() {
+            let list = reasons(&down);
+            return Err(NodeError::Unavailable(format!(
+                "rotation needs every committee node at epoch {}; not available: {list}; retry when they are back",
+                rec.epoch
+            )));
+        }
+        let old_epoch = rec.epoch;
+        let new_epoch = old_epoch + 1;
+        let nonce = nonce()?;
+        let eid = eid(&rec, &committee, &nonce);
+        tracing::info!(key = %key_id, old_epoch, new_epoch, committee = %names(&committee), eid = %eid, "rotation: refreshing shares");
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Refresh {
+                key_id: key_id.clone(),
+                epoch: old_epoch,
+                committee: committee.clone(),
+            },
+        };
+        let refreshed = match self.propose_all(&committee, proposal).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(key_id, eid, old_epoch, &committee).await;
+                return Err(e);
+            }
+        };
+        let mut confirmation: Option<[u8; 32]> = None;
+        for (n, o) in refreshed {
+            let Outcome::Refresh { confirmation: c } = o else {
+                self.release(key_id, eid, old_epoch, &committee).await;
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered a refresh with another outcome"
+                )));
+            };
+            if confirmation.is_some_and(|x| x != c) {
+                self.release(key_id, eid, old_epoch, &committee).await;
+                return Err(NodeError::Aborted(format!("node {n} confirmed a different refresh; epoch {new_epoch} is not activated anywhere")));
+            }
+            confirmation = Some(c);
+        }
+        let confirmation =
+            confirmation.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+
+        tracing::info!(key = %key_id, new_epoch, "rotation: every node confirmed; activating");
+        let activate = Proposal {
+            eid,
+            nonce: Vec::new(),
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: new_epoch,
+                confirmation,
+            },
+        };
+        let failed = self.call_with_retries(&committee, &activate).await;
+        if !failed.is_empty() {
+            let list = reasons(&failed);
+            return Err(NodeError::Unavailable(format!(
+                "epoch {new_epoch} of key {key_id} is confirmed but not yet active on: {list}; \
+                 those nodes switch when they next take part in a session at epoch {new_epoch}"
+            )));
+        }
+        let after = self.key(key_id).unwrap_or_else(|_| rec.clone());
+        Ok(RotateSummary {
+            public_key_unchanged: package_key(&after).is_some_and(|pk| pk == rec.public_key)
+                && after.public_key == rec.public_key,
+            key: after,
+            old_epoch,
+            new_epoch,
+            committee,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// After a failed refresh: "activating" the epoch that is already active
+    /// changes nothing and lifts the signing pause on every node that can be
+    /// reached (best effort; a pause also expires by itself).
+    pub(crate) async fn release(
+        &self,
+        key_id: &KeyId,
+        eid: ExecutionId,
+        active_epoch: u64,
+        committee: &[NodeName],
+    ) {
+        let p = Proposal {
+            eid,
+            nonce: Vec::new(),
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: active_epoch,
+                confirmation: [0; 32],
+            },
+        };
+        let calls = committee.iter().map(|n| {
+            let p = p.clone();
+            async move {
+                let r = if *n == self.name { self.on_propose(&self.name, p).await } else { self.net.propose(n, p).await };
+                match r {
+                    Ok(_) => {}
+                    // A node new to the key (reshare) has nothing to release.
+                    Err(NodeError::NotFound(_)) => {}
+                    Err(e) => tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation"),
+                }
+            }
+        });
+        let _ = tokio::time::timeout(self.timeouts.round, futures::future::join_all(calls)).await;
+    }
+
+    pub(crate) async fn participate_refresh(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        epoch: u64,
+        committee: &[NodeName],
+    ) -> Result<Outcome, NodeError> {
+        let rec = self.key(key_id)?;
+        if !matches!(rec.state, KeyState::Active | KeyState::Repairing) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is {}",
+                rec.state.label()
+            )));
+        }
+        if rec.epoch != epoch {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
+                rec.epoch, self.name
+            )));
+        }
+        if committee
+            .iter()
+            .map(NodeName::as_str)
+            .ne(rec.committee.iter().map(String::as_str))
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "a refresh must include the whole committee of key {key_id} in order"
+            )));
+        }
+        self.check_members(committee)?;
+        let expected = eid(&rec, committee, &p.nonce);
+        let session = self.claim_session(&p.eid, expected, committee)?;
+        // Signing waits until the new epoch is active here, or the rotation is given up.
+        self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+        let result = async {
+            let share = self.store.share(key_id, epoch)?;
+            let package = hex::decode(&rec.package)
+                .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
+            let out = session.run_session(Refresh::new(share, &package, p.eid.as_bytes())).await?;
+            crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_STAGE)?;
+            let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
+            self.store.stage_epoch(key_id, epoch + 1, &out.share, proof, &out.package)?;
+            crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_STAGE)?;
+            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
+            Ok(Outcome::Refresh { confirmation: out.confirmation })
+        }
+        .await;
+        if result.is_err() {
+            self.resume(key_id, &p.eid);
+        }
+        result
+    }
+
+    /// Activates the epoch staged by rotation `eid` (idempotent). Naming the
+    /// epoch that is already active, under another rotation's proof, means the
+    /// coordinator abandoned rotation `eid`: its staged share is discarded and
+    /// its pause lifted.
+    pub(crate) fn participate_activate(
+        &self,
+        eid: &ExecutionId,
+        key_id: &KeyId,
+        epoch: u64,
+        confirmation: [u8; 32],
+    ) -> Result<Outcome, NodeError> {
+        let proof = RotationProof {
+            eid: *eid.as_bytes(),
+            confirmation,
+        };
+        let rec = match self.key(key_id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.resume(key_id, eid);
+                return Err(e);
+            }
+        };
+        if rec.epoch == epoch && rec.rotation != Some(proof) {
+            if self.store.discard_staged(key_id, eid.as_bytes())? {
+                tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
+            }
+            self.resume(key_id, eid);
+            return Ok(Outcome::Activated);
+        }
+        crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_ACTIVATE)?;
+        let changed = self.store.activate_epoch(key_id, epoch, proof)?;
+        self.resume(key_id, eid);
+        if changed {
+            tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
+        }
+        crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_ACTIVATE)?;
+        Ok(Outcome::Activated)
+    }
+}
+
+/// The group key recorded in a record's public key package (compressed).
+fn package_key(rec: &KeyRecord) -> Option<Vec<u8>> {
+    let bytes = hex::decode(&rec.package).ok()?;
+    let pkg: dkls23::secp256k1::PublicKeyPackage = crate::codec::decode(&bytes).ok()?;
+    crate::protocol::compress(pkg.verifying_key())
+        .ok()
+        .map(|k| k.to_vec())
+}

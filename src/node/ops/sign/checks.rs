@@ -1,0 +1,194 @@
+//! The committee checks around a signature: what a ledger entry (this
+//! node's or another's) says about a request (idempotency), the slot gossip
+//! to committee nodes that will not sign, and the gate through which the
+//! overlapped path admits its own participant only once those checks passed.
+
+use crate::domain::{ExecutionId, NodeName};
+use crate::node::ops::OpKind;
+use crate::node::request::{ClientAuth, SignRequest};
+use crate::node::{Node, NodeError, Operation, Proposal};
+use crate::protocol::sign::Signature;
+use crate::storage::{KeyRecord, LedgerEntry};
+
+use super::SignOutcome;
+
+/// The execution id under which a slot is gossiped (no session runs under it).
+pub fn watermark_eid(request: &SignRequest) -> ExecutionId {
+    OpKind::Watermark.eid(&request.key_id, 0, &[], &request.binding(), &[])
+}
+
+impl Node {
+    /// What a ledger entry (this node's, or `remote` node's for key record
+    /// `rec`) says about `request`: refused if the id was used for another
+    /// digest, path or slot; the recorded signature if it was finished.
+    /// A remote node's signature counts only if it verifies under the key's
+    /// own (derived) public key.
+    pub(crate) fn recorded(
+        &self,
+        request: &SignRequest,
+        entry: &LedgerEntry,
+        remote: Option<(&NodeName, &KeyRecord)>,
+    ) -> Result<Option<SignOutcome>, NodeError> {
+        let (key_id, rid) = (&request.key_id, &request.request_id);
+        if entry.digest != request.digest.0
+            || entry.path != request.path.to_string()
+            || entry.slot != request.slot.as_ref().map(ToString::to_string)
+        {
+            let place = remote
+                .map(|(n, _)| format!(" (on node {n})"))
+                .unwrap_or_default();
+            return Err(NodeError::AlreadyExists(format!(
+                "request id {rid} was already used with key {key_id} for a different digest, path or slot{place}"
+            )));
+        }
+        let Some(done) = &entry.result else {
+            return Ok(None);
+        };
+        let Ok(public_key) = <[u8; 33]>::try_from(done.public_key.as_slice()) else {
+            if remote.is_some() {
+                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with a malformed public key; ignored");
+                return Ok(None);
+            }
+            return Err(NodeError::Internal("ledger: public key length".into()));
+        };
+        if let Some((n, rec)) = remote {
+            let (derived, _) =
+                crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &request.path)
+                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+            if derived != public_key {
+                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature under another public key; ignored");
+                return Ok(None);
+            }
+        }
+        let signature = Signature {
+            r: done.r,
+            s: done.s,
+            recovery_id: done.recovery_id,
+            public_key,
+        };
+        if let Err(e) = crate::protocol::sign::verify(&signature, &request.digest) {
+            if let Some((n, _)) = remote {
+                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature that does not verify; ignored");
+                return Ok(None);
+            }
+            return Err(NodeError::Protocol {
+                blamed: None,
+                error: e,
+            });
+        }
+        let participants = match done
+            .participants
+            .iter()
+            .map(|p| NodeName::parse(p).map_err(|e| NodeError::Internal(e.to_string())))
+            .collect::<Result<_, _>>()
+        {
+            Ok(p) => p,
+            Err(_) if remote.is_some() => {
+                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with malformed signer names; ignored");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Some(SignOutcome {
+            signature,
+            participants,
+            request_id: rid.clone(),
+            epoch: done.epoch,
+        }))
+    }
+
+    /// Sends the slot of `request` to `nodes`; returns the first conflict
+    /// one of them reports. Nodes that do not answer within the ping timeout
+    /// are passed over (their watermark catches up when they next sign).
+    pub(crate) async fn gossip_watermark(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        nodes: &[NodeName],
+    ) -> Result<(), NodeError> {
+        let p = Proposal {
+            eid: watermark_eid(request),
+            nonce: Vec::new(),
+            op: Operation::Watermark {
+                request: Box::new(request.clone()),
+                auth: Box::new(auth.clone()),
+            },
+        };
+        let timeout = self.timeouts.ping;
+        let calls = nodes.iter().map(|n| {
+            let call = self.net.propose(n, p.clone());
+            let n = n.clone();
+            async move { (n, tokio::time::timeout(timeout, call).await) }
+        });
+        for (n, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e @ NodeError::FailedPrecondition(_))) => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %n, error = %e, "watermark gossip not accepted");
+                }
+                Err(_) => tracing::warn!(node = %n, "watermark gossip: no answer in time"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gates of signing sessions this node coordinates on the overlapped path:
+/// our own participant side takes the gate of its eid and waits on it
+/// before it admits the session.
+#[derive(Default)]
+pub(crate) struct Gates(
+    std::sync::Mutex<std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>>,
+);
+
+/// Removes a gate nobody took when the session ends.
+pub(crate) struct HeldGate<'a> {
+    gates: &'a Gates,
+    eid: ExecutionId,
+}
+
+impl Drop for HeldGate<'_> {
+    fn drop(&mut self) {
+        self.gates.lock().remove(&self.eid);
+    }
+}
+
+impl Gates {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>,
+    > {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn hold(
+        &self,
+        eid: ExecutionId,
+        gate: tokio::sync::oneshot::Receiver<bool>,
+    ) -> HeldGate<'_> {
+        self.lock().insert(eid, gate);
+        HeldGate { gates: self, eid }
+    }
+
+    /// The gate of `eid`, as a future that fails unless the checks passed.
+    pub(crate) fn take(
+        &self,
+        eid: &ExecutionId,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), NodeError>>> {
+        let gate = self.lock().remove(eid)?;
+        Some(Box::pin(async move {
+            match gate.await {
+                Ok(true) => Ok(()),
+                _ => Err(NodeError::FailedPrecondition(
+                    "the coordinator's committee checks stopped this signature before it was admitted"
+                        .into(),
+                )),
+            }
+        }))
+    }
+}

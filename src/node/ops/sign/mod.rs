@@ -1,0 +1,383 @@
+//! Signing a client's request. The coordinator side is here: idempotency
+//! from the ledgers, picking t live signers (the overlapped path, which runs
+//! the committee checks beside the session, and the checked path, which runs
+//! them first), and returning a verified signature. The participant side is
+//! in `participant.rs`; the checks that run beside a signature in `checks.rs`.
+
+mod checks;
+mod participant;
+
+pub(crate) use checks::Gates;
+
+use super::OpKind;
+use crate::domain::{ExecutionId, NodeName};
+use crate::node::committee::reasons;
+use crate::node::propose::nonce;
+use crate::node::request::{ClientAuth, SignRequest};
+use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal};
+use crate::protocol::sign::Signature;
+use crate::storage::{KeyRecord, KeyState};
+
+/// A finished signing request.
+#[derive(Debug, Clone)]
+pub struct SignOutcome {
+    pub signature: Signature,
+    pub participants: Vec<NodeName>,
+    pub request_id: String,
+    pub epoch: u64,
+}
+
+/// The request digest a signing eid binds: the client's whole signed request.
+pub fn sign_binding(request: &SignRequest) -> Vec<u8> {
+    request.binding().to_vec()
+}
+
+/// The execution id of signing `request` at `epoch` with `participants`.
+pub fn eid(
+    request: &SignRequest,
+    epoch: u64,
+    participants: &[NodeName],
+    nonce: &[u8],
+) -> ExecutionId {
+    OpKind::Sign.eid(
+        &request.key_id,
+        epoch,
+        participants,
+        &sign_binding(request),
+        nonce,
+    )
+}
+
+impl Node {
+    /// Signs a client's request with t live committee nodes. `client` is
+    /// the identity of the connection it arrived on; the request must be
+    /// signed by that same client. Every participant (this node included)
+    /// checks the client's signature and its own policy again.
+    pub async fn sign(
+        &self,
+        request: SignRequest,
+        auth: ClientAuth,
+        client: &NodeName,
+    ) -> Result<SignOutcome, NodeError> {
+        let checked = (|| {
+            let signer = self
+                .verify_client_request(&request, &auth, "sign request")?
+                .client;
+            if signer != *client {
+                return Err(NodeError::PermissionDenied(format!(
+                    "the request is signed by client {signer} but was sent by client {client}"
+                )));
+            }
+            self.authorize_sign(client, &request, false)
+        })();
+        if let Err(e) = checked {
+            let _ = self.audit(crate::storage::AuditEvent {
+                kind: "sign.request".into(),
+                actor: format!("client/{client}"),
+                key: request.key_id.to_string(),
+                request_id: request.request_id.clone(),
+                decision: "denied".into(),
+                rule: e.to_string(),
+                detail: format!(
+                    "digest {} path {}",
+                    hex::encode(request.digest.0),
+                    request.path
+                ),
+                ..Default::default()
+            });
+            return Err(e);
+        }
+        let key_id = &request.key_id;
+        let rid = request.request_id.as_str();
+        // The request id is the idempotency key: a repeat gets the signature
+        // recorded for it, with no new session; the same id for another
+        // digest, path or slot is refused. This node's ledger first; the
+        // other committee nodes' answers come with the status probe below.
+        if let Some(entry) = self.store.ledger_get(key_id, rid)? {
+            if let Some(done) = self.recorded(&request, &entry, None)? {
+                return Ok(done);
+            }
+        }
+        self.check_not_paused(key_id)?;
+        let rec = self.key(key_id)?;
+        match &rec.state {
+            KeyState::Active => {}
+            KeyState::Frozen(why) => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is frozen: {why}"
+                )))
+            }
+            KeyState::Retired => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is retired on node {}: this node left the key's committee; \
+                     send the request to a node of the current committee",
+                    self.name
+                )))
+            }
+            other => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is {} on node {}; it cannot sign here yet",
+                    other.label(),
+                    self.name
+                )))
+            }
+        }
+        let committee = committee_of(&rec)?;
+        // Ourselves first, then the others in committee order.
+        let mut candidates: Vec<NodeName> = committee
+            .iter()
+            .filter(|c| **c == self.name)
+            .cloned()
+            .collect();
+        candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
+        let t = rec.threshold as usize;
+        // A request that runs a session counts against this node's limits,
+        // once, whichever path below signs it; one answered from a ledger
+        // does not.
+        let charged = std::sync::atomic::AtomicBool::new(false);
+        let charge = || -> Result<(), NodeError> {
+            if charged.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.charge_rate(client, &request).inspect_err(|e| {
+                let _ = self.audit(crate::storage::AuditEvent {
+                    kind: "sign.request".into(),
+                    actor: format!("client/{client}"),
+                    key: key_id.to_string(),
+                    request_id: request.request_id.clone(),
+                    decision: "denied".into(),
+                    rule: "rate limit".into(),
+                    detail: e.to_string(),
+                    ..Default::default()
+                });
+            })
+        };
+        // Overlapped path: when no candidate is under suspicion, propose the
+        // session to the first t at once and run the committee checks
+        // alongside; this node joins the session once they passed.
+        let suspects = self.suspects();
+        let preferred: Vec<NodeName> = candidates
+            .iter()
+            .filter(|c| !suspects.contains(c))
+            .take(t)
+            .cloned()
+            .collect();
+        if preferred.len() == t && preferred.first() == Some(&self.name) {
+            match self
+                .sign_overlapped(
+                    &request,
+                    &auth,
+                    &rec,
+                    &committee,
+                    &candidates,
+                    &preferred,
+                    &charge,
+                )
+                .await
+            {
+                Attempt::Done(outcome) => return Ok(*outcome),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::GaveWay(why) => {
+                    tracing::info!(key = %key_id, request_id = %request.request_id, reason = %why, "checking the committee first and signing again");
+                }
+            }
+        }
+        // Checked path: probe the committee, then sign with t that answered.
+        // Our own ledger first: an attempt above may have finished here.
+        if let Some(entry) = self.store.ledger_get(key_id, rid)? {
+            if let Some(done) = self.recorded(&request, &entry, None)? {
+                return Ok(done);
+            }
+        }
+        let (down, ledgers) = self
+            .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
+            .await;
+        self.note_reachability(&candidates, &down);
+        let mut recorded = None;
+        for (n, entry) in &ledgers {
+            if let Some(done) = self.recorded(&request, entry, Some((n, &rec)))? {
+                recorded = Some(done);
+            }
+        }
+        if let Some(done) = recorded {
+            tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
+            return Ok(done);
+        }
+        charge()?;
+        let live: Vec<NodeName> = candidates
+            .into_iter()
+            .filter(|c| !down.iter().any(|(d, _)| d == c))
+            .collect();
+        if live.len() < t {
+            let list = reasons(&down);
+            return Err(NodeError::Unavailable(format!(
+                "key {key_id} needs {t} live committee nodes at epoch {}, {} answered; not available: {list}; retry when they are back",
+                rec.epoch,
+                live.len()
+            )));
+        }
+        let participants: Vec<NodeName> = live.into_iter().take(t).collect();
+        if request.slot.is_some() {
+            // Gossip the slot to the committee nodes that will not sign, and
+            // wait for them (briefly): any of them that signed a conflict at
+            // this slot, or a higher one, refuses and so does this request.
+            let others: Vec<NodeName> = committee
+                .iter()
+                .filter(|n| !participants.contains(n))
+                .cloned()
+                .collect();
+            self.gossip_watermark(&request, &auth, &others).await?;
+        }
+        self.run_sign(&request, &auth, &rec, &participants, None)
+            .await
+    }
+
+    /// Signs with `participants` while the checks the checked path makes
+    /// first run alongside: the status probe of every committee node (each
+    /// participant must answer at the key's epoch; any node's ledger may
+    /// already hold this request) and, for a slot, the watermark gossip.
+    /// This node admits the session (claims the eid, writes its ledger
+    /// entry and watermark) and sends its first message only once they
+    /// passed, and no signature can be assembled without it. The other
+    /// participants start meanwhile, so the probe's round trip overlaps
+    /// theirs instead of preceding the session.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_overlapped(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        rec: &KeyRecord,
+        committee: &[NodeName],
+        candidates: &[NodeName],
+        participants: &[NodeName],
+        charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
+    ) -> Attempt {
+        let (gate, gate_rx) = tokio::sync::oneshot::channel();
+        let others: Vec<NodeName> = committee
+            .iter()
+            .filter(|n| !participants.contains(n))
+            .cloned()
+            .collect();
+        let checks = async {
+            let probe = self.probe(rec, candidates, true, Some(request.request_id.as_str()));
+            let gossip = async {
+                if request.slot.is_some() {
+                    self.gossip_watermark(request, auth, &others).await
+                } else {
+                    Ok(())
+                }
+            };
+            let ((down, ledgers), gossiped) = tokio::join!(probe, gossip);
+            self.note_reachability(candidates, &down);
+            let verdict = (|| {
+                for (n, entry) in &ledgers {
+                    match self.recorded(request, entry, Some((n, rec))) {
+                        Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
+                        Ok(None) => {}
+                        Err(e) => return Err(Attempt::Failed(e)),
+                    }
+                }
+                gossiped.map_err(Attempt::Failed)?;
+                if let Some((n, why)) = down.iter().find(|(d, _)| participants.contains(d)) {
+                    return Err(Attempt::GaveWay(format!("node {n}: {why}")));
+                }
+                charge().map_err(Attempt::Failed)
+            })();
+            let _ = gate.send(verdict.is_ok());
+            verdict
+        };
+        let (signed, verdict) = tokio::join!(
+            self.run_sign(request, auth, rec, participants, Some(gate_rx)),
+            checks
+        );
+        match (verdict, signed) {
+            // The checks stopped our session before this node joined it.
+            (Err(attempt), _) => attempt,
+            (Ok(()), Ok(outcome)) => Attempt::Done(Box::new(outcome)),
+            (Ok(()), Err(e)) => match e {
+                NodeError::Net(_) | NodeError::Timeout { .. } | NodeError::Unavailable(_) => {
+                    Attempt::GaveWay(e.to_string())
+                }
+                // A participant behind on the key's epoch (the checked path
+                // brings it up to date), one that holds this request signed
+                // (the checked path returns that signature), or a refusal
+                // that the checked path meets again.
+                NodeError::FailedPrecondition(_) | NodeError::AlreadyExists(_) => {
+                    Attempt::GaveWay(e.to_string())
+                }
+                e => Attempt::Failed(e),
+            },
+        }
+    }
+
+    /// Proposes the signing session to `participants` (ourselves first) and
+    /// returns the signature. With `gate`, this node admits the session
+    /// only once the gate says yes.
+    async fn run_sign(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        rec: &KeyRecord,
+        participants: &[NodeName],
+        gate: Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) -> Result<SignOutcome, NodeError> {
+        let request_id = request.request_id.clone();
+        let nonce = nonce()?;
+        let eid = eid(request, rec.epoch, participants, &nonce);
+        let proposal = Proposal {
+            eid,
+            nonce,
+            op: Operation::Sign {
+                epoch: rec.epoch,
+                request: Box::new(request.clone()),
+                auth: Box::new(auth.clone()),
+                participants: participants.to_vec(),
+            },
+        };
+        let _gate = gate.map(|g| self.gates.hold(eid, g));
+        let results = self.propose_parties(participants, proposal, true).await?;
+        // Our own session verified the signature it assembled against the
+        // key; one that came only from other nodes is checked here.
+        let own = results.iter().any(|(n, _)| *n == self.name);
+        let mut signature: Option<Signature> = None;
+        for (n, o) in results {
+            let Outcome::Sign(sig) = o else {
+                return Err(NodeError::Internal(format!(
+                    "node {n} answered signing with another outcome"
+                )));
+            };
+            match &signature {
+                None => signature = Some(sig),
+                Some(s) if *s != sig => {
+                    return Err(NodeError::Internal(format!(
+                        "node {n} assembled a different signature"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let signature = signature.ok_or_else(|| NodeError::Internal("no signature".into()))?;
+        if !own {
+            crate::protocol::sign::verify(&signature, &request.digest).map_err(|e| {
+                NodeError::Protocol {
+                    blamed: None,
+                    error: e,
+                }
+            })?;
+        }
+        Ok(SignOutcome {
+            signature,
+            participants: participants.to_vec(),
+            request_id,
+            epoch: rec.epoch,
+        })
+    }
+}
+
+/// How a signing attempt on the overlapped path ended.
+enum Attempt {
+    Done(Box<SignOutcome>),
+    Failed(NodeError),
+    /// Nothing was signed; the checked path should run.
+    GaveWay(String),
+}

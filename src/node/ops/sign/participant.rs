@@ -1,0 +1,314 @@
+//! The signing participant: checks the client's signed request and its own
+//! policy, the key's state and the execution id binding, admits the session
+//! in one durable transaction (eid, ledger entry, slot watermark, audit),
+//! and only then runs it. A committee node outside the signing set takes the
+//! slot gossip here too. Nothing the coordinator says is taken on trust.
+
+use crate::domain::NodeName;
+use crate::node::faults;
+use crate::node::request::{ClientAuth, SignRequest};
+use crate::node::{committee_of, now_unix, Node, NodeError, Outcome, Proposal};
+use crate::protocol::sign::Sign;
+use crate::protocol::{PartyIdx, ProtocolError};
+use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
+
+impl Node {
+    pub(crate) async fn participate_sign(
+        &self,
+        from: &NodeName,
+        p: &Proposal,
+        epoch: u64,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        participants: &[NodeName],
+    ) -> Result<Outcome, NodeError> {
+        let key_id = &request.key_id;
+        let (digest, path, request_id) =
+            (request.digest, &request.path, request.request_id.as_str());
+        // Every check runs before anything is written: the client's own
+        // signature over every field (the coordinator's word counts for
+        // nothing), this node's policy, the key's state and the eid binding.
+        // Every decision is audited.
+        type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
+        let mut verified: Option<NodeName> = None;
+        let checked = (|| -> Result<Admitted, NodeError> {
+            let client = self
+                .verify_client_request(request, auth, "sign request")?
+                .client;
+            verified = Some(client.clone());
+            self.authorize_sign(&client, request, false)?;
+            self.check_not_paused(key_id)?;
+            let rec = self.key(key_id)?;
+            if let KeyState::Frozen(why) = &rec.state {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is frozen: {why}"
+                )));
+            }
+            if rec.state != KeyState::Active {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is {}",
+                    rec.state.label()
+                )));
+            }
+            if rec.epoch != epoch {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "key {key_id} is at epoch {}, proposal says {epoch}",
+                    rec.epoch
+                )));
+            }
+            self.check_members(participants)?;
+            if participants.len() != rec.threshold as usize {
+                return Err(NodeError::InvalidArgument(format!(
+                    "signing needs exactly {} parties, got {}",
+                    rec.threshold,
+                    participants.len()
+                )));
+            }
+            // Party indices come from the stored committee order, never from the proposal.
+            let mut signers = Vec::with_capacity(participants.len());
+            for n in participants {
+                let idx = rec
+                    .committee
+                    .iter()
+                    .position(|c| c == n.as_str())
+                    .ok_or_else(|| {
+                        NodeError::InvalidArgument(format!(
+                            "node {n} is not in the committee of key {key_id}"
+                        ))
+                    })?;
+                signers.push((idx + 1) as PartyIdx);
+            }
+            let committee = committee_of(&rec)?;
+            let expected = super::eid(request, epoch, participants, &p.nonce);
+            if p.eid != expected {
+                return Err(NodeError::PermissionDenied(
+                    "execution id does not match the proposal".into(),
+                ));
+            }
+            // Rate limits last: a replayed or refused proposal uses up nothing,
+            // and the coordinator charged them already when it is us.
+            if self.store.eid_used(&p.eid)? {
+                return Err(NodeError::PermissionDenied(format!(
+                    "execution id {} was used before; refusing to reuse it",
+                    p.eid
+                )));
+            }
+            if *from != self.name {
+                self.charge_rate(&client, request)?;
+            }
+            Ok((client, rec, signers, committee))
+        })();
+        let event = |decision: &str, actor: String, rule: String| AuditEvent {
+            kind: "sign".into(),
+            actor,
+            key: key_id.to_string(),
+            request_id: request_id.to_owned(),
+            decision: decision.into(),
+            rule,
+            eid: p.eid.to_string(),
+            detail: format!(
+                "digest {} path {path}{} coordinator {from}",
+                hex::encode(digest.0),
+                request
+                    .slot
+                    .as_ref()
+                    .map(|s| format!(" slot {s}"))
+                    .unwrap_or_default()
+            ),
+        };
+        let (client, rec, signers, committee) = match checked {
+            Ok(ok) => ok,
+            Err(e) => {
+                let actor = verified
+                    .map(|c| format!("client/{c}"))
+                    .unwrap_or_else(|| "unverified client".into());
+                let _ = self.audit(event("denied", actor, e.to_string()));
+                return Err(e);
+            }
+        };
+        // Admission, in one durable transaction: the eid is claimed (a
+        // duplicate proposal is refused before it can touch the mailbox of
+        // the session already running under it), the slot's watermark is
+        // raised (double-sign protection: durable before any message of this
+        // session leaves, and refused before the session opens, so that
+        // refusal is what the coordinator hears), and the decision is audited.
+        let slot = request.slot.as_ref().map(|s| SlotClaim {
+            key: key_id,
+            scope: &s.scope,
+            position: s.position(),
+            digest: digest.0,
+            request_id,
+        });
+        let allowed = event(
+            "allowed",
+            format!("client/{client}"),
+            "client signature and policy".into(),
+        );
+        // The ledger entry is part of the admission, so it is durable before
+        // the session opens, let alone before the partial signature leaves.
+        let entry = LedgerEntry {
+            schema: 1,
+            request_id: request_id.to_owned(),
+            digest: digest.0,
+            path: path.to_string(),
+            eid: *p.eid.as_bytes(),
+            unix: now_unix(),
+            result: None,
+            slot: request.slot.as_ref().map(ToString::to_string),
+        };
+        // As the coordinator on the overlapped path, admit only once the
+        // committee checks running alongside have passed: until then this
+        // node has written nothing for the request.
+        if *from == self.name {
+            if let Some(gate) = self.gates.take(&p.eid) {
+                if let Err(e) = gate.await {
+                    // Drop what the other participants sent for it already.
+                    drop(self.router.open(p.eid));
+                    let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        let admitted = self
+            .store
+            .admit_sign(&p.eid, now_unix(), (key_id, &entry), slot, allowed);
+        let refused = match admitted {
+            Ok(Admission::Admitted) => None,
+            Ok(Admission::EidUsed) => Some(NodeError::PermissionDenied(format!(
+                "execution id {} was used before; refusing to reuse it",
+                p.eid
+            ))),
+            Ok(Admission::RequestIdUsed(m)) => {
+                Some(NodeError::AlreadyExists(format!("node {}: {m}", self.name)))
+            }
+            Ok(Admission::AlreadySigned) => Some(NodeError::AlreadyExists(format!(
+                "node {}: request id {request_id} is already signed; a repeat of the request \
+                 gets the recorded signature",
+                self.name
+            ))),
+            Err(crate::storage::StorageError::Conflict(m)) => Some(NodeError::FailedPrecondition(
+                format!("node {}: {m}", self.name),
+            )),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(e) = refused {
+            let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+            return Err(e);
+        }
+        if request.slot.is_some() {
+            faults::check(&self.name, faults::points::AFTER_WATERMARK)?;
+        }
+        let session = self.open_session(p.eid, &committee)?;
+        let share = self.store.signing_share(key_id, epoch)?;
+        let share_pk = crate::protocol::compress(&share.expose().pk)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        if share_pk.as_slice() != rec.public_key.as_slice() {
+            return Err(NodeError::Storage(crate::storage::StorageError::Corrupt {
+                what: format!("key {key_id}"),
+                reason: "the record's public key differs from the sealed share's; refusing to sign"
+                    .into(),
+            }));
+        }
+        let proto = Sign::new(&share, path, &signers, digest, p.eid.as_bytes());
+        drop(share);
+        // The ledger entry was made durable at admission.
+        let result = session.run_session(proto).await;
+        match result {
+            Ok(sig) => {
+                let result = crate::storage::LedgerResult {
+                    r: sig.r,
+                    s: sig.s,
+                    recovery_id: sig.recovery_id,
+                    public_key: sig.public_key.to_vec(),
+                    participants: participants.iter().map(ToString::to_string).collect(),
+                    epoch,
+                };
+                self.store
+                    .ledger_complete_lazy(key_id, request_id, result)?;
+                Ok(Outcome::Sign(sig))
+            }
+            Err(NodeError::Protocol {
+                error: ProtocolError::InvalidSignature,
+                blamed,
+            }) => {
+                let why = format!("final signature of session {} failed verification", p.eid);
+                self.store
+                    .set_state(key_id, KeyState::Frozen(why.clone()))?;
+                tracing::error!(key = %key_id, eid = %p.eid, "key frozen: {why}");
+                Err(NodeError::Protocol {
+                    error: ProtocolError::InvalidSignature,
+                    blamed,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A committee node outside the signing set learns of a slot before any
+    /// signature for it can exist: it checks the client's request like a
+    /// signer would and raises its watermark, or refuses a conflict.
+    pub(crate) fn participate_watermark(
+        &self,
+        from: &NodeName,
+        request: &SignRequest,
+        auth: &ClientAuth,
+    ) -> Result<Outcome, NodeError> {
+        let slot = request
+            .slot
+            .as_ref()
+            .ok_or_else(|| NodeError::InvalidArgument("watermark gossip without a slot".into()))?;
+        let checked: Result<NodeName, NodeError> = (|| {
+            let client = self
+                .verify_client_request(request, auth, "watermark")?
+                .client;
+            self.authorize_sign(&client, request, false)?;
+            self.key(&request.key_id)?;
+            Ok(client)
+        })();
+        let client = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.audit(AuditEvent {
+                    kind: "watermark".into(),
+                    actor: "unverified client".into(),
+                    key: request.key_id.to_string(),
+                    request_id: request.request_id.clone(),
+                    decision: "denied".into(),
+                    rule: e.to_string(),
+                    detail: format!("slot {slot} via node {from}"),
+                    ..Default::default()
+                });
+                return Err(e);
+            }
+        };
+        let r = self
+            .store
+            .watermark_commit(
+                &request.key_id,
+                &slot.scope,
+                slot.position(),
+                request.digest.0,
+                &request.request_id,
+            )
+            .map_err(|e| match e {
+                crate::storage::StorageError::Conflict(m) => {
+                    NodeError::FailedPrecondition(format!("node {}: {m}", self.name))
+                }
+                other => other.into(),
+            });
+        let _ = self.audit(AuditEvent {
+            kind: "watermark".into(),
+            actor: format!("client/{client}"),
+            key: request.key_id.to_string(),
+            request_id: request.request_id.clone(),
+            decision: if r.is_ok() { "allowed" } else { "denied" }.into(),
+            rule: "slot watermark".into(),
+            detail: format!(
+                "slot {slot} digest {} via node {from}",
+                hex::encode(request.digest.0)
+            ),
+            ..Default::default()
+        });
+        r.map(|()| Outcome::Watermarked)
+    }
+}

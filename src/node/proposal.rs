@@ -1,0 +1,173 @@
+//! What nodes ask of each other, in the node's own types: a `Proposal`
+//! (an `Operation` under an execution id), a participant's `Outcome`, and
+//! the `PeerNet` trait through which a node calls the others. The transport
+//! implements `PeerNet` and converts these to and from the peer proto;
+//! nothing here knows gRPC.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::request;
+use super::NodeError;
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::protocol::sign::Signature;
+
+/// What a coordinator asks a participant to do.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Keygen {
+        key_id: KeyId,
+        threshold: u32,
+        committee: Vec<NodeName>,
+    },
+    /// Sign the client's `request`, which `auth` signs, with `participants`.
+    Sign {
+        epoch: u64,
+        request: Box<request::SignRequest>,
+        auth: Box<request::ClientAuth>,
+        participants: Vec<NodeName>,
+    },
+    /// Proactive refresh of every share of a key at `epoch` (all of the committee).
+    Refresh {
+        key_id: KeyId,
+        epoch: u64,
+        committee: Vec<NodeName>,
+    },
+    /// Does this node hold a live share of the key, and (with `request_id`)
+    /// what did it record for that signing request?
+    ShareStatus {
+        key_id: KeyId,
+        request_id: Option<String>,
+    },
+    /// Rebuild the share of `target` from `helpers` (all committee members).
+    Repair {
+        key_id: KeyId,
+        target: NodeName,
+        helpers: Vec<NodeName>,
+        record: Box<crate::storage::KeyRecord>,
+    },
+    /// Move the key at `epoch` to `committee` with `threshold`: `dealers`
+    /// (t members of the current committee) deal their shares to the new
+    /// committee, which then refreshes. The key's current public record
+    /// travels with it because new members do not have it.
+    Reshare {
+        key_id: KeyId,
+        epoch: u64,
+        dealers: Vec<NodeName>,
+        committee: Vec<NodeName>,
+        threshold: u8,
+        record: Box<crate::storage::KeyRecord>,
+    },
+    /// Gossip before a slot-carrying signature: raise this node's watermark
+    /// for the client's signed request (checked like a sign proposal), or
+    /// refuse if it conflicts.
+    Watermark {
+        request: Box<request::SignRequest>,
+        auth: Box<request::ClientAuth>,
+    },
+    /// Asked of a member the reshare (the proposal's eid and nonce) removed
+    /// from the key, once every new member has activated: delete its share.
+    /// The fields are those of the reshare, so the node can recompute its eid.
+    Retire {
+        key_id: KeyId,
+        epoch: u64,
+        dealers: Vec<NodeName>,
+        committee: Vec<NodeName>,
+        threshold: u8,
+    },
+    /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
+    Activate {
+        key_id: KeyId,
+        epoch: u64,
+        confirmation: [u8; 32],
+    },
+}
+
+/// A proposal: the operation, its execution id and the coordinator's nonce.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub eid: ExecutionId,
+    pub nonce: Vec<u8>,
+    pub op: Operation,
+}
+
+/// A participant's answer to a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Keygen {
+        public_key: Vec<u8>,
+        chain_code: [u8; 32],
+        package_hash: [u8; 32],
+    },
+    Sign(Signature),
+    /// The refreshed share is staged; every party computed `confirmation`.
+    Refresh {
+        confirmation: [u8; 32],
+    },
+    /// The staged epoch is now active here.
+    Activated,
+    /// The epoch of the share this node holds, if any, and whether it may
+    /// sign with it (false while a repaired share awaits its refresh, or a
+    /// joining node's share awaits activation; such a node reports the epoch
+    /// it joins after). `rotation` is the execution id of the rotation or
+    /// reshare that activated that epoch.
+    ShareStatus {
+        epoch: Option<u64>,
+        signing: bool,
+        rotation: Option<[u8; 32]>,
+        /// This node's ledger entry for the request id asked about, if any.
+        ledger: Option<Box<crate::storage::LedgerEntry>>,
+    },
+    /// A new member of a reshare staged its share; every new member computed
+    /// `confirmation`, and `public_key` is the key its new share belongs to.
+    Reshared {
+        confirmation: [u8; 32],
+        public_key: Vec<u8>,
+    },
+    /// A dealer leaving the committee sent its dealings.
+    Dealt,
+    /// This node's share of the key is deleted (it left the committee).
+    Retired,
+    /// The slot watermark is raised (or already there for this digest).
+    Watermarked,
+    /// This node's part of a repair is done.
+    Repaired,
+}
+
+/// How a call to another node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {node}: {kind}")]
+pub struct NetError {
+    pub node: NodeName,
+    pub kind: NetErrorKind,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetErrorKind {
+    #[error("unreachable ({0})")]
+    Unreachable(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Calls to other nodes. Implemented by the transport over mTLS gRPC.
+pub trait PeerNet: Send + Sync + 'static {
+    fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>>;
+    /// Runs a proposal at `to`. A refusal there comes back as the matching
+    /// `NodeError` variant, its message prefixed with the node's name.
+    fn propose(
+        &self,
+        to: &NodeName,
+        proposal: Proposal,
+    ) -> BoxFuture<'static, Result<Outcome, NodeError>>;
+    fn deliver(
+        &self,
+        to: &NodeName,
+        eid: ExecutionId,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), NetError>>;
+}

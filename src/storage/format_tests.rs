@@ -194,3 +194,51 @@ fn write_encodings() {
     };
     std::fs::write(out, serde_json::to_vec_pretty(&e).unwrap()).unwrap();
 }
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["store.meta", "thresig.redb"] {
+        std::fs::copy(fixture().join("a").join(f), dir.path().join(f)).unwrap();
+    }
+    let meta_path = dir.path().join("store.meta");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert!(
+        meta.get("format").is_none(),
+        "format-1 fixture meta has no format field"
+    );
+    meta["format"] = serde_json::json!(STORE_FORMAT + 1);
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let db_before = std::fs::read(dir.path().join("thresig.redb")).unwrap();
+    let pass = std::fs::read_to_string(fixture().join("a.passphrase")).unwrap();
+    let err = Store::open(
+        dir.path(),
+        &NodeName::parse("a").unwrap(),
+        &SecretBytes::new(pass.trim_end().as_bytes().to_vec()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, StorageError::UnsupportedFormat { found, supported, .. }
+            if found == STORE_FORMAT + 1 && supported == STORE_FORMAT),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("thresig.redb")).unwrap(),
+        db_before
+    );
+}
+
+#[test]
+fn a_new_store_records_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(
+        dir.path(),
+        &NodeName::parse("a").unwrap(),
+        &SecretBytes::new(b"p".to_vec()),
+    )
+    .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store.meta")).unwrap()).unwrap();
+    assert_eq!(meta["format"], serde_json::json!(STORE_FORMAT));
+}

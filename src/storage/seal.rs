@@ -20,9 +20,23 @@ const SHARE_SCHEMA: u16 = 1;
 const M_COST_KIB: u32 = 64 * 1024;
 const T_COST: u32 = 3;
 
+/// The store format this code reads and writes. Format 1: records, ledger
+/// entries and watermarks as JSON (MACed where public, see `mac.rs`), shares
+/// as bincode of the engine's party sealed with XChaCha20-Poly1305 (pinned by
+/// `tests/fixtures/store-v1`). A change of any encoding raises this and adds
+/// a migration from every older format.
+pub const STORE_FORMAT: u32 = 1;
+
+fn format_v1() -> u32 {
+    1
+}
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     schema: u16,
+    /// Stores written before the field existed are format 1.
+    #[serde(default = "format_v1")]
+    format: u32,
     kdf: String,
     m_cost_kib: u32,
     t_cost: u32,
@@ -59,6 +73,13 @@ impl Kek {
                 what: meta_path.display().to_string(),
                 reason: reason.into(),
             };
+            if meta.format > STORE_FORMAT {
+                return Err(StorageError::UnsupportedFormat {
+                    path: meta_path.clone(),
+                    found: meta.format,
+                    supported: STORE_FORMAT,
+                });
+            }
             let salt = hex::decode(&meta.salt).map_err(|_| corrupt("bad salt"))?;
             let check = hex::decode(&meta.check).map_err(|_| corrupt("bad check value"))?;
             if !(8..=(1 << 20)).contains(&meta.m_cost_kib) || !(1..=16).contains(&meta.t_cost) {
@@ -83,6 +104,7 @@ impl Kek {
         let check = kek.seal(CHECK_PLAINTEXT, b"thresig/meta/v1")?;
         let meta = Meta {
             schema: 1,
+            format: STORE_FORMAT,
             kdf: "argon2id-v19".into(),
             m_cost_kib: M_COST_KIB,
             t_cost: T_COST,

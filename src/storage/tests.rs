@@ -1,7 +1,9 @@
 use super::*;
+use crate::domain::ExecutionId;
 use crate::protocol::inproc;
 use crate::protocol::keygen::Keygen;
 use crate::storage::RotationProof;
+use redb::ReadableTable;
 
 fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
     KeyRecord {

@@ -1,0 +1,317 @@
+//! Epochs of a key: a rotation or reshare stages the next epoch's share
+//! beside the active one; activation switches atomically (old or new, never
+//! a mix); an abandoned rotation is discarded; a member that left retires.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{
+    dberr, share_slot, KeyRecord, KeyState, RotationProof, StorageError, Store, KEYS, PENDING,
+    SHARES,
+};
+use crate::domain::KeyId;
+use crate::secret::KeyShare;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    epoch: u64,
+    proof: RotationProof,
+    package: String,
+    /// The committee and threshold a reshare moves the key to (none for a rotation).
+    #[serde(default)]
+    membership: Option<Membership>,
+}
+
+/// A key's committee (node names in party order) and threshold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    pub committee: Vec<String>,
+    pub threshold: u8,
+}
+
+impl Store {
+    /// Writes a rotated share as epoch `epoch` beside the active one, without
+    /// activating it, remembering the rotation's execution id and
+    /// confirmation. Replaces an earlier staged epoch that was never activated.
+    pub fn stage_epoch(
+        &self,
+        id: &KeyId,
+        epoch: u64,
+        share: &KeyShare,
+        proof: RotationProof,
+        package: &[u8],
+    ) -> Result<(), StorageError> {
+        self.stage(id, None, epoch, share, proof, package, None)
+    }
+
+    /// Writes the share a reshare gave this node as epoch `epoch`, with the
+    /// committee and threshold that take effect when it is activated. A node
+    /// new to the key passes the key's current record as `joining`: it is
+    /// stored in the `Joining` state in the same transaction (replacing a
+    /// retired or joining record of the key, never a live one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_reshare(
+        &self,
+        id: &KeyId,
+        joining: Option<&KeyRecord>,
+        epoch: u64,
+        share: &KeyShare,
+        proof: RotationProof,
+        package: &[u8],
+        membership: Membership,
+    ) -> Result<(), StorageError> {
+        self.stage(id, joining, epoch, share, proof, package, Some(membership))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        id: &KeyId,
+        joining: Option<&KeyRecord>,
+        epoch: u64,
+        share: &KeyShare,
+        proof: RotationProof,
+        package: &[u8],
+        membership: Option<Membership>,
+    ) -> Result<(), StorageError> {
+        let sealed = self.kek.seal_share(share, id, epoch, &self.node)?;
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let existing = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_record(id, v.value())?),
+                None => None,
+            };
+            let rec = match (existing, joining) {
+                (Some(rec), None) => rec,
+                (None, None) => return Err(StorageError::NotFound(format!("key {id}"))),
+                (Some(old), Some(_))
+                    if !matches!(old.state, KeyState::Retired | KeyState::Joining) =>
+                {
+                    return Err(StorageError::Conflict(format!(
+                        "key {id} is {} here; a joining record cannot replace it",
+                        old.state.label()
+                    )))
+                }
+                (_, Some(new)) => {
+                    if new.key_id != *id {
+                        return Err(StorageError::Conflict(
+                            "joining record names another key".into(),
+                        ));
+                    }
+                    let mut new = new.clone();
+                    new.state = KeyState::Joining;
+                    keys.insert(id.as_str(), self.seal_record(&new)?.as_slice())
+                        .map_err(dberr)?;
+                    new
+                }
+            };
+            if rec.epoch.checked_add(1) != Some(epoch) {
+                return Err(StorageError::Conflict(format!(
+                    "key {id} is at epoch {}; cannot stage epoch {epoch}",
+                    rec.epoch
+                )));
+            }
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares
+                .insert(share_slot(id, epoch).as_str(), sealed.as_slice())
+                .map_err(dberr)?;
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let body = self.seal_pending(
+                id,
+                &Pending {
+                    epoch,
+                    proof,
+                    package: hex::encode(package),
+                    membership,
+                },
+            )?;
+            pending
+                .insert(id.as_str(), body.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// The staged (not yet active) epoch of a key and the rotation that staged it.
+    pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, RotationProof)>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(PENDING).map_err(dberr)?;
+        match t.get(id.as_str()).map_err(dberr)? {
+            Some(v) => self
+                .open_pending(id, v.value())
+                .map(|p| Some((p.epoch, p.proof))),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the staged `epoch` the active one and deletes the old epoch's
+    /// share, in one durable transaction: after a crash either the old or the
+    /// new epoch is active, never a mix. `proof` must name the rotation that
+    /// staged it. Returns false if that same rotation was already activated.
+    pub fn activate_epoch(
+        &self,
+        id: &KeyId,
+        epoch: u64,
+        proof: RotationProof,
+    ) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            if rec.epoch == epoch {
+                return if rec.rotation == Some(proof) {
+                    Ok(false)
+                } else {
+                    Err(StorageError::Conflict(format!(
+                        "epoch {epoch} of key {id} is active from another rotation"
+                    )))
+                };
+            }
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_pending(id, v.value())?),
+                None => None,
+            };
+            let Some(staged) = staged.filter(|p| p.epoch == epoch) else {
+                return Err(StorageError::NotFound(format!(
+                    "staged epoch {epoch} of key {id}"
+                )));
+            };
+            if staged.proof != proof {
+                return Err(StorageError::Conflict(format!(
+                    "epoch {epoch} of key {id} was staged by another rotation"
+                )));
+            }
+            let old = rec.epoch;
+            rec.epoch = epoch;
+            rec.package = staged.package;
+            rec.rotation = Some(proof);
+            if let Some(m) = staged.membership {
+                rec.committee = m.committee;
+                rec.threshold = m.threshold;
+            }
+            if matches!(rec.state, KeyState::Repairing | KeyState::Joining) {
+                rec.state = KeyState::Active;
+            }
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
+            pending.remove(id.as_str()).map_err(dberr)?;
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares.remove(share_slot(id, old).as_str()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(true)
+    }
+
+    /// Forgets the epoch staged by rotation `eid` (an abandoned rotation), so
+    /// it can never be activated. Returns whether anything was staged by it.
+    pub fn discard_staged(&self, id: &KeyId, eid: &[u8; 32]) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        let found = {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+            let staged = match pending.get(id.as_str()).map_err(dberr)? {
+                Some(v) => Some(self.open_pending(id, v.value())?),
+                None => None,
+            };
+            match staged {
+                Some(p) if p.proof.eid == *eid && p.epoch != rec.epoch => {
+                    pending.remove(id.as_str()).map_err(dberr)?;
+                    let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+                    shares
+                        .remove(share_slot(id, p.epoch).as_str())
+                        .map_err(dberr)?;
+                    if rec.state == KeyState::Joining {
+                        // It only ever held the abandoned reshare's share.
+                        keys.remove(id.as_str()).map_err(dberr)?;
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(found)
+    }
+
+    /// Deletes a key's record, its active share and anything staged (used only
+    /// to retry a repair that did not complete).
+    pub fn remove_key(&self, id: &KeyId) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Ok(()),
+            };
+            self.drop_shares(&tx, id, rec.epoch)?;
+            keys.remove(id.as_str()).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Inside `tx`: deletes the share of `active` and any staged epoch of
+    /// `id`, and the staged-epoch entry.
+    fn drop_shares(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: &KeyId,
+        active: u64,
+    ) -> Result<(), StorageError> {
+        let mut pending = tx.open_table(PENDING).map_err(dberr)?;
+        let staged = match pending.get(id.as_str()).map_err(dberr)? {
+            Some(v) => self.open_pending(id, v.value()).ok().map(|p| p.epoch),
+            None => None,
+        };
+        let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+        let mut opened = self
+            .signing_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for epoch in std::iter::once(active).chain(staged) {
+            let slot = share_slot(id, epoch);
+            shares.remove(slot.as_str()).map_err(dberr)?;
+            opened.remove(&slot);
+        }
+        pending.remove(id.as_str()).map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Retires this node's share of a key that a reshare moved to another
+    /// committee: the active and any staged share are deleted and the record
+    /// kept as `Retired`, in one transaction. Returns false if already retired.
+    pub fn retire(&self, id: &KeyId) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            if rec.state == KeyState::Retired {
+                return Ok(false);
+            }
+            self.drop_shares(&tx, id, rec.epoch)?;
+            rec.state = KeyState::Retired;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(true)
+    }
+
+    fn seal_pending(&self, id: &KeyId, p: &Pending) -> Result<Vec<u8>, StorageError> {
+        self.seal_mac_json(id, p)
+    }
+
+    fn open_pending(&self, id: &KeyId, raw: &[u8]) -> Result<Pending, StorageError> {
+        self.open_mac_json(id, "staged epoch", raw)
+    }
+}

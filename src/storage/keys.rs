@@ -1,0 +1,135 @@
+//! Key records and shares: a key's public record (MACed), this node's
+//! sealed share per epoch, and the opened-share cache for signing.
+
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{dberr, share_slot, KeyRecord, KeyState, StorageError, Store, KEYS, SHARES};
+use crate::domain::KeyId;
+use crate::secret::KeyShare;
+
+/// Opened shares kept for signing; the cache is emptied when it would grow past this.
+const SIGNING_SHARES_MAX: usize = 256;
+
+impl Store {
+    /// Stores a new key's record and this node's sealed share atomically.
+    pub fn insert_key(&self, rec: &KeyRecord, share: &KeyShare) -> Result<(), StorageError> {
+        let sealed = self
+            .kek
+            .seal_share(share, &rec.key_id, rec.epoch, &self.node)?;
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            if keys.get(rec.key_id.as_str()).map_err(dberr)?.is_some() {
+                return Err(StorageError::Conflict(format!(
+                    "key {} already exists",
+                    rec.key_id
+                )));
+            }
+            keys.insert(rec.key_id.as_str(), self.seal_record(rec)?.as_slice())
+                .map_err(dberr)?;
+            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
+            shares
+                .insert(
+                    share_slot(&rec.key_id, rec.epoch).as_str(),
+                    sealed.as_slice(),
+                )
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    pub fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(KEYS).map_err(dberr)?;
+        let Some(v) = t.get(id.as_str()).map_err(dberr)? else {
+            return Ok(None);
+        };
+        self.open_record(id, v.value()).map(Some)
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(KEYS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let id = KeyId::parse(k.value()).map_err(|e| StorageError::Corrupt {
+                what: "key table".into(),
+                reason: e.to_string(),
+            })?;
+            out.push(self.open_record(&id, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Unseals this node's share of `id` at `epoch`.
+    pub fn share(&self, id: &KeyId, epoch: u64) -> Result<KeyShare, StorageError> {
+        let sealed = self.sealed_share(id, epoch)?;
+        self.kek.open_share(&sealed, id, epoch, &self.node)
+    }
+
+    fn sealed_share(&self, id: &KeyId, epoch: u64) -> Result<Vec<u8>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(SHARES).map_err(dberr)?;
+        let v = t
+            .get(share_slot(id, epoch).as_str())
+            .map_err(dberr)?
+            .ok_or_else(|| StorageError::NotFound(format!("share of key {id} epoch {epoch}")))?;
+        Ok(v.value().to_vec())
+    }
+
+    /// The share of `id` at `epoch`, for signing. Opening a share (AEAD and
+    /// decoding) costs as much as a tenth of a signature, so the opened
+    /// share is kept in memory (zeroized when dropped) and reused while the
+    /// sealed bytes in the store are the same; any change to them (rotation,
+    /// repair, retirement, tampering) is seen on the next read.
+    pub fn signing_share(&self, id: &KeyId, epoch: u64) -> Result<Arc<KeyShare>, StorageError> {
+        let slot = share_slot(id, epoch);
+        let sealed = self.sealed_share(id, epoch)?;
+        let mut cache = self
+            .signing_shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((bytes, share)) = cache.get(&slot) {
+            if *bytes == sealed {
+                return Ok(share.clone());
+            }
+        }
+        let share = Arc::new(self.kek.open_share(&sealed, id, epoch, &self.node)?);
+        // Other epochs of this key are not signed with again.
+        let key_prefix = format!("{id}\u{0}");
+        cache.retain(|slot, _| !slot.starts_with(&key_prefix));
+        if cache.len() >= SIGNING_SHARES_MAX {
+            cache.clear();
+        }
+        cache.insert(slot, (sealed, share.clone()));
+        Ok(share)
+    }
+
+    /// Whether a sealed share of `epoch` is stored (without opening it).
+    pub fn has_share(&self, id: &KeyId, epoch: u64) -> Result<bool, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(SHARES).map_err(dberr)?;
+        Ok(t.get(share_slot(id, epoch).as_str())
+            .map_err(dberr)?
+            .is_some())
+    }
+
+    /// Changes a key's state (freeze on an unattributable abort).
+    pub fn set_state(&self, id: &KeyId, state: KeyState) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            rec.state = state;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+}

@@ -1,0 +1,295 @@
+//! The signing ledger, slot watermarks and execution ids, and the admission
+//! of a signing session that writes all three (and its audit entry) in one
+//! durable transaction. The rules themselves are pure (`rules.rs`).
+
+use redb::{Durability, ReadableDatabase, ReadableTable};
+
+use super::rules::{ledger_verdict, slot_verdict, LedgerVerdict, SlotVerdict};
+use super::{
+    dberr, AuditEvent, LedgerEntry, LedgerResult, StorageError, Store, Watermark, EIDS, LEDGER,
+    WATERMARKS,
+};
+use crate::domain::{ExecutionId, KeyId};
+
+/// What the admission of a signing session found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The execution id was claimed before: nothing was written.
+    EidUsed,
+    /// The request id is in the ledger with another digest, path or slot:
+    /// nothing was written.
+    RequestIdUsed(String),
+    /// The request is in the ledger with its signature: a new session would
+    /// only make a second one. Nothing was written.
+    AlreadySigned,
+}
+
+/// A slot a signing session claims: raise (`key`, `scope`) to `position`
+/// for `digest`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotClaim<'a> {
+    pub key: &'a KeyId,
+    pub scope: &'a str,
+    pub position: (u64, u64, u64),
+    pub digest: [u8; 32],
+    pub request_id: &'a str,
+}
+
+/// What `put_ledger` did.
+enum LedgerPut {
+    Written,
+    /// The request was there with the same digest, path and slot; `signed`
+    /// if that entry holds its signature.
+    Kept {
+        signed: bool,
+    },
+}
+
+/// Writes `entry` into the ledger in `tx`, unless the request id is there
+/// already: with the same digest, path and slot the first entry (and any
+/// result it holds) stays; with others it is a `Conflict`.
+fn put_ledger(
+    tx: &redb::WriteTransaction,
+    key: &KeyId,
+    entry: &LedgerEntry,
+) -> Result<LedgerPut, StorageError> {
+    let slot = format!("{key}\u{0}{}", entry.request_id);
+    let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+    let existing = match t.get(slot.as_str()).map_err(dberr)? {
+        Some(v) => Some(LedgerEntry::decode(v.value())?),
+        None => None,
+    };
+    match ledger_verdict(existing.as_ref(), entry) {
+        LedgerVerdict::Conflict => Err(StorageError::Conflict(format!(
+            "request id {} was already used for a different digest, path or slot",
+            entry.request_id
+        ))),
+        LedgerVerdict::Kept { signed } => Ok(LedgerPut::Kept { signed }),
+        LedgerVerdict::Write => {
+            t.insert(slot.as_str(), entry.encode()?.as_slice())
+                .map_err(dberr)?;
+            Ok(LedgerPut::Written)
+        }
+    }
+}
+
+impl Store {
+    /// Whether an execution id was recorded before (read only).
+    pub fn eid_used(&self, eid: &ExecutionId) -> Result<bool, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(EIDS).map_err(dberr)?;
+        Ok(t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some())
+    }
+
+    /// Durably records an execution id. Returns false if it was seen before.
+    pub fn claim_eid(&self, eid: &ExecutionId, now_unix: u64) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        let fresh = {
+            let mut t = tx.open_table(EIDS).map_err(dberr)?;
+            if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
+                false
+            } else {
+                t.insert(eid.as_bytes().as_slice(), now_unix)
+                    .map_err(dberr)?;
+                true
+            }
+        };
+        if fresh {
+            tx.commit().map_err(dberr)?;
+        } else {
+            tx.abort().map_err(dberr)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Durably records that this node is about to release its partial
+    /// signature for `entry`. A different digest under the same request id
+    /// is refused.
+    /// (Signing writes the entry in `admit_sign`; this stands alone for tests.)
+    #[cfg(test)]
+    pub(crate) fn ledger_commit(
+        &self,
+        key: &KeyId,
+        entry: &LedgerEntry,
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        if let Err(e) = put_ledger(&tx, key, entry) {
+            tx.abort().map_err(dberr)?;
+            return Err(e);
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Records the finished signature of a request already in the ledger,
+    /// without waiting for the disk: the result becomes durable with the
+    /// next durable commit (the next admission). What a
+    /// crash in between loses is only the recorded result, a cache of a
+    /// public value: the entry itself, which binds the request id to its
+    /// digest, was durable before any partial signature left.
+    pub fn ledger_complete_lazy(
+        &self,
+        key: &KeyId,
+        request_id: &str,
+        result: LedgerResult,
+    ) -> Result<(), StorageError> {
+        let slot = format!("{key}\u{0}{request_id}");
+        let mut tx = self.db.begin_write().map_err(dberr)?;
+        tx.set_durability(Durability::None).map_err(dberr)?;
+        {
+            let mut t = tx.open_table(LEDGER).map_err(dberr)?;
+            let mut entry = match t.get(slot.as_str()).map_err(dberr)? {
+                Some(v) => LedgerEntry::decode(v.value())?,
+                None => {
+                    return Err(StorageError::NotFound(format!(
+                        "ledger entry {request_id} of key {key}"
+                    )))
+                }
+            };
+            entry.result = Some(result);
+            t.insert(slot.as_str(), entry.encode()?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Double-sign protection: durably raises the watermark of (`key`,
+    /// `scope`) to `position` for `digest`. Refuses a position below the
+    /// watermark, and the watermark's own position with another digest; the
+    /// same position with the same digest (a re-sign) is allowed.
+    pub fn watermark_commit(
+        &self,
+        key: &KeyId,
+        scope: &str,
+        position: (u64, u64, u64),
+        digest: [u8; 32],
+        request_id: &str,
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        self.raise_watermark(
+            &tx,
+            &SlotClaim {
+                key,
+                scope,
+                position,
+                digest,
+                request_id,
+            },
+        )?;
+        tx.commit().map_err(dberr)
+    }
+
+    /// The watermark rule of `watermark_commit`, inside a write transaction.
+    fn raise_watermark(
+        &self,
+        tx: &redb::WriteTransaction,
+        c: &SlotClaim<'_>,
+    ) -> Result<(), StorageError> {
+        let (key, scope, position) = (c.key, c.scope, c.position);
+        let slot = format!("{key}\u{0}{scope}");
+        let mut t = tx.open_table(WATERMARKS).map_err(dberr)?;
+        let current: Option<Watermark> = match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => Some(self.open_mac_json(key, "slot watermark", v.value())?),
+            None => None,
+        };
+        let (p0, p1, p2) = position;
+        match slot_verdict(current.as_ref(), position, &c.digest) {
+            SlotVerdict::Raise => {}
+            SlotVerdict::Resign => return Ok(()),
+            SlotVerdict::Below { watermark: (h, r, st) } => {
+                return Err(StorageError::Conflict(format!(
+                    "slot {scope} {p0}/{p1}/{p2} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)"
+                )))
+            }
+            SlotVerdict::OtherDigest { watermark: (h, r, st) } => {
+                let by = current.as_ref().map(|w| w.request_id.as_str()).unwrap_or_default();
+                return Err(StorageError::Conflict(format!(
+                    "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {by}); refused (double-sign protection)"
+                )));
+            }
+        }
+        let w = Watermark {
+            height: position.0,
+            round: position.1,
+            step: position.2,
+            digest: c.digest,
+            request_id: c.request_id.to_owned(),
+        };
+        t.insert(slot.as_str(), self.seal_mac_json(key, &w)?.as_slice())
+            .map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Admits a signing session in one durable transaction: claims `eid`
+    /// (`EidUsed` if it was used before), writes the request's ledger entry
+    /// (`RequestIdUsed` if the id is there with another digest, path or
+    /// slot; `AlreadySigned` if it is there with its signature), raises the
+    /// slot watermark if there is one (a conflict is a `Conflict` error), and
+    /// appends the audit entry saying so. Any refusal writes nothing. One
+    /// disk sync for all of it.
+    pub fn admit_sign(
+        &self,
+        eid: &ExecutionId,
+        now_unix: u64,
+        ledger: (&KeyId, &LedgerEntry),
+        slot: Option<SlotClaim<'_>>,
+        event: AuditEvent,
+    ) -> Result<Admission, StorageError> {
+        let tx = self.write()?;
+        {
+            let mut t = tx.open_table(EIDS).map_err(dberr)?;
+            if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {
+                drop(t);
+                tx.abort().map_err(dberr)?;
+                return Ok(Admission::EidUsed);
+            }
+            t.insert(eid.as_bytes().as_slice(), now_unix)
+                .map_err(dberr)?;
+        }
+        match put_ledger(&tx, ledger.0, ledger.1) {
+            Ok(LedgerPut::Written | LedgerPut::Kept { signed: false }) => {}
+            Ok(LedgerPut::Kept { signed: true }) => {
+                tx.abort().map_err(dberr)?;
+                return Ok(Admission::AlreadySigned);
+            }
+            Err(StorageError::Conflict(m)) => {
+                tx.abort().map_err(dberr)?;
+                return Ok(Admission::RequestIdUsed(m));
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(c) = &slot {
+            self.raise_watermark(&tx, c)?;
+        }
+        self.append_audit(&tx, event, now_unix)?;
+        tx.commit().map_err(dberr)?;
+        Ok(Admission::Admitted)
+    }
+
+    /// The slot watermark of (`key`, `scope`), if any.
+    pub fn watermark(&self, key: &KeyId, scope: &str) -> Result<Option<Watermark>, StorageError> {
+        let slot = format!("{key}\u{0}{scope}");
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(WATERMARKS).map_err(dberr)?;
+        match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => self
+                .open_mac_json(key, "slot watermark", v.value())
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn ledger_get(
+        &self,
+        key: &KeyId,
+        request_id: &str,
+    ) -> Result<Option<LedgerEntry>, StorageError> {
+        let slot = format!("{key}\u{0}{request_id}");
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(LEDGER).map_err(dberr)?;
+        match t.get(slot.as_str()).map_err(dberr)? {
+            Some(v) => LedgerEntry::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}

@@ -60,7 +60,7 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::PermissionDenied(m) if m.contains("still reports a live share")),
+        matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("still reports a live share")),
         "{err}"
     );
 
@@ -89,7 +89,7 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::FailedPrecondition(m) if m.contains("differs")),
+        matches!(err.cause(), NodeError::FailedPrecondition(m) if m.contains("differs")),
         "{err}"
     );
 

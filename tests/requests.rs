@@ -78,7 +78,7 @@ async fn a_coordinator_that_alters_the_request_gets_no_signature() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, NodeError::PermissionDenied(m) if m.contains("does not cover this request")),
+            matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("does not cover this request")),
             "altered {what}: {err}"
         );
         assert!(
@@ -97,7 +97,10 @@ async fn a_coordinator_that_alters_the_request_gets_no_signature() {
         auth.signature[10] ^= 1;
     }
     let err = node(&c, 1).on_propose(&na, p).await.unwrap_err();
-    assert!(matches!(&err, NodeError::PermissionDenied(_)), "{err}");
+    assert!(
+        matches!(err.cause(), NodeError::PermissionDenied(_)),
+        "{err}"
+    );
     let mut stale = signed.clone();
     stale.expiry_unix = 1;
     let err = node(&c, 1)
@@ -108,7 +111,7 @@ async fn a_coordinator_that_alters_the_request_gets_no_signature() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::InvalidArgument(m) if m.contains("expired")),
+        matches!(err.cause(), NodeError::InvalidArgument(m) if m.contains("expired")),
         "{err}"
     );
 
@@ -209,7 +212,8 @@ operations = ["read"]
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::PermissionDenied(m) if m.contains("node b")),
+        matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("k1"))
+            && err.to_string().starts_with("node b: "),
         "{err}"
     );
     // Through the API: a allows it, b does not, so no signature.
@@ -326,6 +330,14 @@ async fn validator_slots_are_protected_against_double_signing() {
         let err = sign(coord, [1; 32], slot(10, 5, 5)).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
         assert!(err.to_string().contains("below its watermark"), "{err}");
+        // The refusing node is named once, and the reason travels as a code.
+        let msg = err.to_string();
+        for n in ["a", "b", "c"] {
+            let named = msg.matches(&format!("node {n}: ")).count();
+            assert!(named <= 1, "node {n} named {named} times: {msg}");
+        }
+        assert!(msg.contains("node "), "no node named: {msg}");
+        assert_eq!(err.reason(), Some("below-watermark"), "{err}");
     }
     // Another scope is independent; the sequence continues.
     let other = Slot {

@@ -83,7 +83,7 @@ async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::FailedPrecondition(m) if m.contains("epoch")),
+        matches!(err.cause(), NodeError::EpochMismatch(m) if m.contains("epoch")),
         "{err}"
     );
 

@@ -40,7 +40,7 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     let started = Instant::now();
     let err = a.on_propose(&nb, p.clone()).await.unwrap_err();
     assert!(
-        matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")),
+        matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("used before")),
         "{err}"
     );
     assert!(
@@ -53,7 +53,7 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     forged.eid = p.eid;
     let err = b.on_propose(&na, forged).await.unwrap_err();
     assert!(
-        matches!(&err, NodeError::PermissionDenied(m) if m.contains("does not match")),
+        matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("does not match")),
         "{err}"
     );
 
@@ -64,7 +64,7 @@ async fn reused_execution_id_is_refused_before_any_round_even_after_restart() {
     let a = c.nodes[0].as_ref().unwrap().node.clone();
     let err = a.on_propose(&nb, p).await.unwrap_err();
     assert!(
-        matches!(&err, NodeError::PermissionDenied(m) if m.contains("used before")),
+        matches!(err.cause(), NodeError::PermissionDenied(m) if m.contains("used before")),
         "{err}"
     );
     drop((a, b));

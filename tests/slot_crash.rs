@@ -70,7 +70,7 @@ async fn a_watermark_committed_before_a_crash_still_refuses_a_conflicting_reques
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::FailedPrecondition(m) if m.contains("another digest")),
+        matches!(err.cause(), NodeError::SlotConflict(m) if m.contains("another digest")),
         "{err}"
     );
     // Through the API, with b coordinating again.

@@ -54,6 +54,30 @@ impl ClientError {
         }
     }
 
+    /// The node's reason for refusing (its `thresig-reason` metadata, e.g.
+    /// `below-watermark`, `rate-limited`), when it gave one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Rpc(s) => s.metadata().get("thresig-reason")?.to_str().ok(),
+            _ => None,
+        }
+    }
+
+    /// How long the node asked the client to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Rpc(s) => s
+                .metadata()
+                .get("retry-after-ms")?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()
+                .map(std::time::Duration::from_millis),
+            _ => None,
+        }
+    }
+
     /// True when the connection itself failed or was refused (TLS handshake,
     /// certificate not accepted, node down), as opposed to a refused request.
     pub fn is_connection_failure(&self) -> bool {

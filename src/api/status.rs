@@ -1,33 +1,103 @@
 //! The single mapping from node errors to gRPC status. Clients get a stable
-//! code and a message that names the failing field, node or key; internal
-//! details go to the log.
+//! code, the reason as metadata (`thresig-reason`, and `retry-after-ms` when
+//! the node knows when to retry), and a message that names the failing
+//! field, node or key. Internal details (store and bug errors) go to the
+//! node's log only; the client is told where to look.
 
-use tonic::Status;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
 
-use crate::node::NodeError;
-use crate::storage::StorageError;
+use crate::node::{NodeError, Reason};
+
+/// The gRPC code a client gets for `reason`.
+pub fn code(reason: Reason) -> Code {
+    match reason {
+        Reason::InvalidArgument => Code::InvalidArgument,
+        Reason::NotFound => Code::NotFound,
+        Reason::AlreadyExists | Reason::RequestIdReused | Reason::AlreadySigned => {
+            Code::AlreadyExists
+        }
+        Reason::PermissionDenied => Code::PermissionDenied,
+        Reason::NotInCommittee
+        | Reason::SlotConflict
+        | Reason::BelowWatermark
+        | Reason::EpochMismatch
+        | Reason::KeyNotActive
+        | Reason::FailedPrecondition => Code::FailedPrecondition,
+        Reason::RateLimited => Code::ResourceExhausted,
+        Reason::Paused | Reason::Unavailable | Reason::Unreachable => Code::Unavailable,
+        Reason::Timeout => Code::DeadlineExceeded,
+        Reason::Blamed | Reason::Aborted => Code::Aborted,
+        Reason::DataLoss => Code::DataLoss,
+        Reason::Internal => Code::Internal,
+    }
+}
 
 pub fn status(e: &NodeError) -> Status {
-    match e {
-        NodeError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
-        NodeError::NotFound(m) => Status::not_found(m.clone()),
-        NodeError::AlreadyExists(m) => Status::already_exists(m.clone()),
-        NodeError::PermissionDenied(m) => Status::permission_denied(m.clone()),
-        NodeError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-        NodeError::Unavailable(m) => Status::unavailable(m.clone()),
-        NodeError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
-        // A message another node would not take (its session had ended,
-        // usually because it refused the request) is a transient failure of
-        // this run; the refusing node reports its own reason.
-        NodeError::Net(_) => Status::unavailable(e.to_string()),
-        NodeError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-        NodeError::Protocol { .. } | NodeError::Aborted(_) => Status::aborted(e.to_string()),
-        NodeError::Storage(StorageError::Conflict(m)) => Status::already_exists(m.clone()),
-        NodeError::Storage(StorageError::NotFound(m)) => Status::not_found(m.clone()),
-        NodeError::Storage(StorageError::Corrupt { .. }) => Status::data_loss(e.to_string()),
-        NodeError::Storage(_) | NodeError::Internal(_) => {
+    let reason = e.reason();
+    let message = match reason {
+        Reason::Internal => {
             tracing::error!(error = %e, "internal error");
-            Status::internal(e.to_string())
+            match e {
+                NodeError::At { node, .. } => {
+                    format!("internal error on node {node}; the details are in that node's log")
+                }
+                _ => "internal error; the details are in this node's log".to_owned(),
+            }
+        }
+        Reason::DataLoss => {
+            tracing::error!(error = %e, "stored data failed its integrity check");
+            e.to_string()
+        }
+        _ => e.to_string(),
+    };
+    let mut s = Status::new(code(reason), message);
+    if let Ok(v) = MetadataValue::try_from(reason.label()) {
+        s.metadata_mut().insert("thresig-reason", v);
+    }
+    if let Some(wait) = e.retry_after() {
+        if let Ok(v) = MetadataValue::try_from(wait.as_millis().to_string()) {
+            s.metadata_mut().insert("retry-after-ms", v);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NodeName;
+
+    #[test]
+    fn internal_text_never_reaches_the_client() {
+        let e = NodeError::At {
+            node: NodeName::parse("b").unwrap(),
+            error: Box::new(NodeError::Internal("secret path /var/lib/x: eio".into())),
+        };
+        let s = status(&e);
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/var/lib"), "{}", s.message());
+        assert!(s.message().contains("node b"), "{}", s.message());
+        assert_eq!(s.metadata().get("thresig-reason").unwrap(), "internal");
+    }
+
+    #[test]
+    fn a_rate_limit_says_when_to_retry() {
+        let e = NodeError::RateLimited {
+            message: "client validator is over its rate limit".into(),
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let s = status(&e);
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after-ms").unwrap(), "1500");
+        assert_eq!(s.metadata().get("thresig-reason").unwrap(), "rate-limited");
+    }
+
+    #[test]
+    fn every_reason_has_a_code() {
+        for r in Reason::ALL {
+            assert_ne!(code(r), Code::Unknown, "{r:?}");
+            assert_ne!(code(r), Code::Ok, "{r:?}");
         }
     }
 }

@@ -19,22 +19,21 @@ pub struct VerifiedRequest {
 impl Node {
     /// Checks a client's signed request: its fields (expiry, slot, sizes),
     /// the signature over its canonical bytes, the certificate chain and
-    /// identity behind it. `what` names the request in refusals.
+    /// identity behind it. `what` names the request in refusals; the caller
+    /// says where (`NodeError::at`).
     pub(crate) fn verify_client_request(
         &self,
         request: &SignRequest,
         auth: &ClientAuth,
         what: &str,
     ) -> Result<VerifiedRequest, NodeError> {
-        request.check_fields(now_unix()).map_err(|e| {
-            NodeError::InvalidArgument(format!("{what} refused on node {}: {e}", self.name))
-        })?;
+        request
+            .check_fields(now_unix())
+            .map_err(|e| NodeError::InvalidArgument(format!("{what} refused: {e}")))?;
         let client = self
             .verifier
             .verify(auth, &request.canonical_bytes())
-            .map_err(|e| {
-                NodeError::PermissionDenied(format!("{what} refused on node {}: {e}", self.name))
-            })?;
+            .map_err(|e| NodeError::PermissionDenied(format!("{what} refused: {e}")))?;
         Ok(VerifiedRequest { client })
     }
 
@@ -87,10 +86,7 @@ impl Node {
         let d = policy.check_sign(client.as_str(), &req.key_id, &req.path);
         if !d.allowed {
             tracing::warn!(%client, key = %req.key_id, path = %req.path, rule = %d.rule, "sign request denied by policy");
-            return Err(NodeError::PermissionDenied(format!(
-                "node {}: client {client}: {d}",
-                self.name
-            )));
+            return Err(NodeError::PermissionDenied(format!("client {client}: {d}")));
         }
         if charge {
             self.charge_rate(client, req)?;
@@ -127,11 +123,14 @@ impl Node {
             .limiter
             .take(&self.policy(), client.as_str(), &req.key_id)
         {
-            return Err(NodeError::ResourceExhausted(format!(
-                "{which} is over its rate limit on node {}; retry in {:.2} s",
-                self.name,
-                wait.as_secs_f64()
-            )));
+            return Err(NodeError::RateLimited {
+                message: format!(
+                    "{which} is over its rate limit on node {}; retry in {:.2} s",
+                    self.name,
+                    wait.as_secs_f64()
+                ),
+                retry_after: wait,
+            });
         }
         Ok(())
     }
@@ -184,10 +183,7 @@ impl Node {
                 ..Default::default()
             });
             tracing::warn!(%admin, operation, rule = %d.rule, "admin request denied by policy");
-            Err(NodeError::PermissionDenied(format!(
-                "node {}: admin {admin}: {d}",
-                self.name
-            )))
+            Err(NodeError::PermissionDenied(format!("admin {admin}: {d}")).at(&self.name))
         }
     }
 }

@@ -29,6 +29,25 @@ pub(crate) fn reasons(down: &[(NodeName, String)]) -> String {
 }
 
 impl Node {
+    /// Refuses unless this node may sign with `rec`'s key (it is active here).
+    pub(crate) fn check_can_sign(&self, rec: &KeyRecord) -> Result<(), NodeError> {
+        let key_id = &rec.key_id;
+        match &rec.state {
+            KeyState::Active => Ok(()),
+            KeyState::Frozen(why) => Err(NodeError::KeyNotActive(format!(
+                "key {key_id} is frozen: {why}"
+            ))),
+            KeyState::Retired => Err(NodeError::NotInCommittee(format!(
+                "key {key_id} is retired here: this node left the key's committee; \
+                 send the request to a node of the current committee"
+            ))),
+            other => Err(NodeError::KeyNotActive(format!(
+                "key {key_id} is {} here; it cannot sign yet",
+                other.label()
+            ))),
+        }
+    }
+
     /// Probes `nodes` concurrently; returns those that did not answer, with why.
     pub(crate) async fn unreachable(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
         let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
@@ -264,7 +283,7 @@ impl Node {
             .position(|m| *m == self.name)
             .map(|i| (i + 1) as PartyIdx)
             .ok_or_else(|| {
-                NodeError::InvalidArgument(format!(
+                NodeError::NotInCommittee(format!(
                     "node {} is not among the proposed parties",
                     self.name
                 ))
@@ -313,13 +332,17 @@ impl Node {
             .ok()
             .and_then(|g| g.get(key).map(|(t, _)| *t));
         match until {
-            Some(t) if t > std::time::Instant::now() => Err(NodeError::Unavailable(format!(
-                "key {key} is being rotated on node {}; signing is paused for at most {}s more",
-                self.name,
-                t.saturating_duration_since(std::time::Instant::now())
-                    .as_secs()
-                    + 1
-            ))),
+            Some(t) if t > std::time::Instant::now() => {
+                let left = t.saturating_duration_since(std::time::Instant::now());
+                Err(NodeError::Paused {
+                    message: format!(
+                        "key {key} is being rotated on node {}; signing is paused for at most {}s more",
+                        self.name,
+                        left.as_secs() + 1
+                    ),
+                    retry_after: left,
+                })
+            }
             _ => Ok(()),
         }
     }

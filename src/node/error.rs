@@ -1,5 +1,8 @@
-//! Errors of the node layer. `api/` maps each variant to one gRPC status;
-//! the transport carries a peer's refusal back in the same variant.
+//! Errors of the node layer: each variant says what happened and, by its
+//! `Reason`, whose fault it is and whether retrying can help. `api/` maps
+//! each reason to one gRPC status; the transport carries a peer's refusal
+//! back as its reason code and message (never as text to be parsed), and it
+//! arrives here as `At`, naming that node once.
 
 use std::time::Duration;
 
@@ -8,27 +11,65 @@ use crate::domain::NodeName;
 use crate::protocol::ProtocolError;
 use crate::storage::StorageError;
 
-/// Errors of the node layer. `api/` maps each variant to one gRPC status.
+/// Errors of the node layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
+    /// The request or proposal is malformed (the caller's fault).
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// A key of that name exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request id was used for another digest, path or slot.
+    #[error("{0}")]
+    RequestIdReused(String),
+    /// The request is signed already; a repeat gets the recorded signature.
+    #[error("{0}")]
+    AlreadySigned(String),
+    /// Policy, identity, signature or execution-id checks refused it.
     #[error("{0}")]
     PermissionDenied(String),
+    /// This node (or a named one) is not a member where it would need to be.
+    #[error("{0}")]
+    NotInCommittee(String),
+    /// Double-sign protection: the slot was signed for another digest.
+    #[error("{0}")]
+    SlotConflict(String),
+    /// Double-sign protection: the slot is below the watermark.
+    #[error("{0}")]
+    BelowWatermark(String),
+    /// A node holds the key at another epoch than the proposal.
+    #[error("{0}")]
+    EpochMismatch(String),
+    /// The key is frozen, retired, repairing or joining here.
+    #[error("{0}")]
+    KeyNotActive(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Over a rate limit; retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    /// Key maintenance holds the key; retry after `retry_after`.
+    #[error("{message}")]
+    Paused {
+        message: String,
+        retry_after: Duration,
+    },
+    /// Not enough healthy nodes for now.
     #[error("{0}")]
     Unavailable(String),
-    /// Over a rate limit; the message says when to retry.
-    #[error("{0}")]
-    ResourceExhausted(String),
+    /// A call to another node failed in transit.
     #[error("{0}")]
     Net(#[from] NetError),
+    /// A participant's own call or round failed in transit (its account).
+    #[error("{0}")]
+    Transit(String),
     #[error(
         "round {round} timed out after {after:?} waiting for {}",
         names(missing)
@@ -38,19 +79,272 @@ pub enum NodeError {
         after: Duration,
         missing: Vec<NodeName>,
     },
+    /// The engine aborted this node's session, blaming a party if it could.
     #[error("protocol aborted{}: {error}", blamed.as_ref().map(|n| format!(" (blames node {n})")).unwrap_or_default())]
     Protocol {
         blamed: Option<NodeName>,
         #[source]
         error: ProtocolError,
     },
-    /// Another node aborted the session (its message says why).
+    /// Another node's session aborted and blamed `node`; `reason` is its account.
+    #[error("{reason}")]
+    Blamed { node: NodeName, reason: String },
+    /// The session aborted without naming anyone (or the parties disagreed).
     #[error("{0}")]
     Aborted(String),
+    /// What went wrong at `node` (a participant's refusal, in its own words).
+    #[error("node {node}: {error}")]
+    At {
+        node: NodeName,
+        error: Box<NodeError>,
+    },
     #[error("store: {0}")]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a request failed, as a code: what peers send each other and what
+/// clients can branch on. Stable: new reasons are added, none renumbered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    RequestIdReused,
+    AlreadySigned,
+    PermissionDenied,
+    NotInCommittee,
+    SlotConflict,
+    BelowWatermark,
+    EpochMismatch,
+    KeyNotActive,
+    FailedPrecondition,
+    RateLimited,
+    Paused,
+    Unavailable,
+    Unreachable,
+    Timeout,
+    Blamed,
+    Aborted,
+    DataLoss,
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, for tables and tests.
+    pub const ALL: [Reason; 21] = [
+        Self::InvalidArgument,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::RequestIdReused,
+        Self::AlreadySigned,
+        Self::PermissionDenied,
+        Self::NotInCommittee,
+        Self::SlotConflict,
+        Self::BelowWatermark,
+        Self::EpochMismatch,
+        Self::KeyNotActive,
+        Self::FailedPrecondition,
+        Self::RateLimited,
+        Self::Paused,
+        Self::Unavailable,
+        Self::Unreachable,
+        Self::Timeout,
+        Self::Blamed,
+        Self::Aborted,
+        Self::DataLoss,
+        Self::Internal,
+    ];
+
+    /// The reason's name on the wire and in logs (`thresig-reason`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid-argument",
+            Self::NotFound => "not-found",
+            Self::AlreadyExists => "already-exists",
+            Self::RequestIdReused => "request-id-reused",
+            Self::AlreadySigned => "already-signed",
+            Self::PermissionDenied => "permission-denied",
+            Self::NotInCommittee => "not-in-committee",
+            Self::SlotConflict => "slot-conflict",
+            Self::BelowWatermark => "below-watermark",
+            Self::EpochMismatch => "epoch-mismatch",
+            Self::KeyNotActive => "key-not-active",
+            Self::FailedPrecondition => "failed-precondition",
+            Self::RateLimited => "rate-limited",
+            Self::Paused => "paused",
+            Self::Unavailable => "unavailable",
+            Self::Unreachable => "unreachable",
+            Self::Timeout => "timeout",
+            Self::Blamed => "blamed",
+            Self::Aborted => "aborted",
+            Self::DataLoss => "data-loss",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// A refusal because of what was already signed or the key's state: the
+    /// same request meets it again on any path.
+    pub fn is_precondition(self) -> bool {
+        matches!(
+            self,
+            Self::AlreadyExists
+                | Self::RequestIdReused
+                | Self::AlreadySigned
+                | Self::NotInCommittee
+                | Self::SlotConflict
+                | Self::BelowWatermark
+                | Self::EpochMismatch
+                | Self::KeyNotActive
+                | Self::FailedPrecondition
+        )
+    }
+
+    /// A failure in transit (a message or call that did not arrive in time).
+    pub fn is_transit(self) -> bool {
+        matches!(self, Self::Unreachable | Self::Timeout)
+    }
+}
+
+impl NodeError {
+    /// The error itself, looking through where it happened (`At`).
+    pub fn cause(&self) -> &NodeError {
+        match self {
+            Self::At { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
+    /// Why it failed.
+    pub fn reason(&self) -> Reason {
+        match self.cause() {
+            Self::InvalidArgument(_) => Reason::InvalidArgument,
+            Self::NotFound(_) => Reason::NotFound,
+            Self::AlreadyExists(_) => Reason::AlreadyExists,
+            Self::RequestIdReused(_) => Reason::RequestIdReused,
+            Self::AlreadySigned(_) => Reason::AlreadySigned,
+            Self::PermissionDenied(_) => Reason::PermissionDenied,
+            Self::NotInCommittee(_) => Reason::NotInCommittee,
+            Self::SlotConflict(_) => Reason::SlotConflict,
+            Self::BelowWatermark(_) => Reason::BelowWatermark,
+            Self::EpochMismatch(_) => Reason::EpochMismatch,
+            Self::KeyNotActive(_) => Reason::KeyNotActive,
+            Self::FailedPrecondition(_) => Reason::FailedPrecondition,
+            Self::RateLimited { .. } => Reason::RateLimited,
+            Self::Paused { .. } => Reason::Paused,
+            Self::Unavailable(_) => Reason::Unavailable,
+            Self::Net(_) | Self::Transit(_) => Reason::Unreachable,
+            Self::Timeout { .. } => Reason::Timeout,
+            Self::Protocol {
+                blamed: Some(_), ..
+            }
+            | Self::Blamed { .. } => Reason::Blamed,
+            Self::Protocol { blamed: None, .. } | Self::Aborted(_) => Reason::Aborted,
+            Self::Storage(StorageError::Corrupt { .. }) => Reason::DataLoss,
+            Self::Storage(StorageError::NotFound(_)) => Reason::NotFound,
+            Self::Storage(StorageError::Conflict(_)) => Reason::FailedPrecondition,
+            Self::Storage(_) | Self::Internal(_) | Self::At { .. } => Reason::Internal,
+        }
+    }
+
+    /// When a retry may succeed, if the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.cause() {
+            Self::RateLimited { retry_after, .. } | Self::Paused { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// The node the error blames, if any.
+    pub fn blamed(&self) -> Option<&NodeName> {
+        match self.cause() {
+            Self::Protocol { blamed, .. } => blamed.as_ref(),
+            Self::Blamed { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// This error as seen from `node`: without the prefix naming `node`
+    /// itself (what `node` sends a peer, which names it once).
+    pub fn message_at(&self, node: &NodeName) -> String {
+        match self {
+            Self::At { node: at, error } if at == node => error.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Says that this error happened at `node`, unless it already says so.
+    pub fn at(self, node: &NodeName) -> Self {
+        match self {
+            Self::At { node: ref at, .. } if at == node => self,
+            error => Self::At {
+                node: node.clone(),
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// Rebuilds a peer's refusal from its wire form: `reason`, its message,
+    /// a retry hint and the node it blamed.
+    pub fn from_reason(
+        reason: Reason,
+        message: String,
+        retry_after: Option<Duration>,
+        blamed: Option<NodeName>,
+    ) -> Self {
+        let retry_after = retry_after.unwrap_or_default();
+        match reason {
+            Reason::InvalidArgument => Self::InvalidArgument(message),
+            Reason::NotFound => Self::NotFound(message),
+            Reason::AlreadyExists => Self::AlreadyExists(message),
+            Reason::RequestIdReused => Self::RequestIdReused(message),
+            Reason::AlreadySigned => Self::AlreadySigned(message),
+            Reason::PermissionDenied => Self::PermissionDenied(message),
+            Reason::NotInCommittee => Self::NotInCommittee(message),
+            Reason::SlotConflict => Self::SlotConflict(message),
+            Reason::BelowWatermark => Self::BelowWatermark(message),
+            Reason::EpochMismatch => Self::EpochMismatch(message),
+            Reason::KeyNotActive => Self::KeyNotActive(message),
+            Reason::FailedPrecondition => Self::FailedPrecondition(message),
+            Reason::RateLimited => Self::RateLimited {
+                message,
+                retry_after,
+            },
+            Reason::Paused => Self::Paused {
+                message,
+                retry_after,
+            },
+            Reason::Unavailable => Self::Unavailable(message),
+            // A participant whose own messages could not be delivered, or
+            // that timed out a round: a failure in transit, as if ours.
+            Reason::Unreachable | Reason::Timeout => Self::Transit(message),
+            Reason::Blamed => match blamed {
+                Some(node) => Self::Blamed {
+                    node,
+                    reason: message,
+                },
+                None => Self::Aborted(message),
+            },
+            Reason::Aborted => Self::Aborted(message),
+            Reason::DataLoss | Reason::Internal => Self::Internal(message),
+        }
+    }
+}
+
+/// Storage errors keep their meaning: the double-sign refusals become the
+/// matching node errors, everything else is a store failure.
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::SlotOtherDigest(m) => Self::SlotConflict(m),
+            StorageError::SlotBelowWatermark(m) => Self::BelowWatermark(m),
+            other => Self::Storage(other),
+        }
+    }
 }
 
 pub(crate) fn names(v: &[NodeName]) -> String {
@@ -58,4 +352,38 @@ pub(crate) fn names(v: &[NodeName]) -> String {
         .map(NodeName::as_str)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_survives_the_wire_form() {
+        let node = NodeName::parse("b").unwrap();
+        for r in Reason::ALL {
+            let e = NodeError::from_reason(r, "why".into(), None, Some(node.clone()));
+            let back = if r.is_transit() {
+                Reason::Unreachable
+            } else if r == Reason::DataLoss {
+                Reason::Internal
+            } else {
+                r
+            };
+            assert_eq!(e.reason(), back, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_at_a_node_names_it_once() {
+        let e = NodeError::At {
+            node: NodeName::parse("c").unwrap(),
+            error: Box::new(NodeError::BelowWatermark(
+                "slot s 1/0/0 of key k is below its watermark 2/0/0".into(),
+            )),
+        };
+        let text = e.to_string();
+        assert_eq!(text.matches("node c").count(), 1, "{text}");
+        assert_eq!(e.reason(), Reason::BelowWatermark);
+    }
 }

@@ -88,7 +88,8 @@ pub fn check(
     if imp::fires(node.as_str(), point) {
         imp::kill(node.as_str());
         tracing::warn!(%node, point, "injected crash");
-        return Err(crate::node::NodeError::Internal(format!(
+        // A crashed node is, to everyone else, a node that stopped answering.
+        return Err(crate::node::NodeError::Unavailable(format!(
             "injected crash at {point} on node {node}"
         )));
     }

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use authz::VerifiedRequest;
 pub(crate) use error::names;
-pub use error::NodeError;
+pub use error::{NodeError, Reason};
 pub use ops::repair::{repair_binding, RepairSummary};
 pub use ops::reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use ops::rotate::RotateSummary;
@@ -53,7 +53,8 @@ use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::storage::Store;
 
 /// Wire version of the peer protocol; peers with another version are refused.
-pub const WIRE_VERSION: u32 = 1;
+/// 2: a participant's refusal travels as an answer with a reason code.
+pub const WIRE_VERSION: u32 = 2;
 
 /// Timeouts of a node.
 #[derive(Debug, Clone, Copy)]

@@ -193,7 +193,7 @@ impl Node {
                 Ok(o) => ok.push((n, o)),
                 Err(e) => {
                     tracing::warn!(node = %n, error = %e, eid = %proposal.eid, "participant failed; abandoning the session");
-                    if !matches!(e, NodeError::Net(_) | NodeError::Timeout { .. }) {
+                    if !e.reason().is_transit() {
                         return Err(e);
                     }
                     // A delivery failure or a round timeout is usually the
@@ -206,7 +206,7 @@ impl Node {
                             _ = &mut grace => return Err(e),
                             next = self.next_answer(&mut own, &mut remote) => match next {
                                 Some((_, Err(cause)))
-                                    if !matches!(cause, NodeError::Net(_) | NodeError::Timeout { .. }) =>
+                                    if !cause.reason().is_transit() =>
                                 {
                                     return Err(cause)
                                 }

@@ -197,13 +197,13 @@ impl Store {
             SlotVerdict::Raise => {}
             SlotVerdict::Resign => return Ok(()),
             SlotVerdict::Below { watermark: (h, r, st) } => {
-                return Err(StorageError::Conflict(format!(
+                return Err(StorageError::SlotBelowWatermark(format!(
                     "slot {scope} {p0}/{p1}/{p2} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)"
                 )))
             }
             SlotVerdict::OtherDigest { watermark: (h, r, st) } => {
                 let by = current.as_ref().map(|w| w.request_id.as_str()).unwrap_or_default();
-                return Err(StorageError::Conflict(format!(
+                return Err(StorageError::SlotOtherDigest(format!(
                     "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {by}); refused (double-sign protection)"
                 )));
             }

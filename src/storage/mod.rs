@@ -78,6 +78,12 @@ pub enum StorageError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Double-sign protection: the slot was signed for another digest.
+    #[error("{0}")]
+    SlotOtherDigest(String),
+    /// Double-sign protection: the slot is below its watermark.
+    #[error("{0}")]
+    SlotBelowWatermark(String),
 }
 
 fn dberr<E: std::fmt::Display>(e: E) -> StorageError {

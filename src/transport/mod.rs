@@ -7,6 +7,7 @@ pub mod identity;
 pub mod peer;
 pub mod request_auth;
 pub mod tls;
+mod wire;
 
 pub use conn::{dial, incoming, Authenticated, Plane};
 pub use identity::{identity_of, Identity};

@@ -12,17 +12,18 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::identity::Identity;
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
-use crate::node::request::{ClientAuth, SignRequest, Slot};
+use super::wire::{
+    answer_from_pb, bad, check_version, outcome_to_pb, proposal_from_pb, proposal_to_pb,
+    refusal_to_pb,
+};
+use crate::domain::{ExecutionId, NodeName};
 use crate::node::{
-    NetError, NetErrorKind, Node, NodeError, Operation, Outcome, PeerNet, Proposal, WIRE_VERSION,
+    NetError, NetErrorKind, Node, NodeError, Outcome, PeerNet, Proposal, WIRE_VERSION,
 };
 use crate::pki::Role;
 use crate::proto::peer as pb;
 use crate::proto::peer::peer_client::PeerClient;
-use crate::protocol::sign::Signature;
 use crate::protocol::MAX_MESSAGE_BYTES;
-use crate::storage::{LedgerEntry, LedgerResult};
 
 /// Largest gRPC message on the peer plane.
 pub const MAX_GRPC_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
@@ -61,424 +62,6 @@ fn sender<T>(req: &Request<T>) -> Result<NodeName, Status> {
     }
 }
 
-fn check_version(v: u32) -> Result<(), Status> {
-    if v != WIRE_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "wire version mismatch: this node speaks {WIRE_VERSION}, peer sent {v}"
-        )));
-    }
-    Ok(())
-}
-
-fn bad(field: &str, e: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {e}"))
-}
-
-fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status> {
-    raw.iter()
-        .map(|n| NodeName::parse(n).map_err(|e| bad(field, e)))
-        .collect()
-}
-
-fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
-    check_version(req.wire_version)?;
-    let eid = ExecutionId::from_slice(&req.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
-    let op = match req.op.ok_or_else(|| bad("op", "missing"))? {
-        pb::propose_request::Op::ShareStatus(s) => Operation::ShareStatus {
-            key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
-            request_id: (!s.request_id.is_empty()).then_some(s.request_id),
-        },
-        pb::propose_request::Op::Repair(r) => {
-            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
-            Operation::Repair {
-                record: Box::new(record_from_pb(&key_id, r.record)?),
-                key_id,
-                target: NodeName::parse(&r.target).map_err(|e| bad("target", e))?,
-                helpers: names(&r.helpers, "helpers")?,
-            }
-        }
-        pb::propose_request::Op::Reshare(r) => {
-            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
-            Operation::Reshare {
-                record: Box::new(record_from_pb(&key_id, r.record)?),
-                key_id,
-                epoch: r.epoch,
-                dealers: names(&r.dealers, "dealers")?,
-                committee: names(&r.committee, "committee")?,
-                threshold: u8::try_from(r.threshold)
-                    .map_err(|_| bad("threshold", "out of range"))?,
-            }
-        }
-        pb::propose_request::Op::Retire(r) => Operation::Retire {
-            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
-            epoch: r.epoch,
-            dealers: names(&r.dealers, "dealers")?,
-            committee: names(&r.committee, "committee")?,
-            threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
-        },
-        pb::propose_request::Op::Refresh(r) => Operation::Refresh {
-            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
-            epoch: r.epoch,
-            committee: names(&r.committee, "committee")?,
-        },
-        pb::propose_request::Op::Activate(a) => Operation::Activate {
-            key_id: KeyId::parse(&a.key_id).map_err(|e| bad("key_id", e))?,
-            epoch: a.epoch,
-            confirmation: arr(&a.confirmation, "confirmation")
-                .map_err(|e| bad("confirmation", e))?,
-        },
-        pb::propose_request::Op::Keygen(k) => Operation::Keygen {
-            key_id: KeyId::parse(&k.key_id).map_err(|e| bad("key_id", e))?,
-            threshold: k.threshold,
-            committee: names(&k.committee, "committee")?,
-        },
-        pb::propose_request::Op::Sign(s) => {
-            let participants = names(&s.participants, "participants")?;
-            let epoch = s.epoch;
-            let (request, auth) = sign_request_from_pb(s)?;
-            Operation::Sign {
-                epoch,
-                request: Box::new(request),
-                auth: Box::new(auth),
-                participants,
-            }
-        }
-        pb::propose_request::Op::Watermark(w) => {
-            let (request, auth) =
-                sign_request_from_pb(w.request.ok_or_else(|| bad("request", "missing"))?)?;
-            Operation::Watermark {
-                request: Box::new(request),
-                auth: Box::new(auth),
-            }
-        }
-    };
-    Ok(Proposal {
-        eid,
-        nonce: req.coordinator_nonce,
-        op,
-    })
-}
-
-fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
-    let op = match p.op {
-        Operation::ShareStatus { key_id, request_id } => {
-            pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
-                key_id: key_id.to_string(),
-                request_id: request_id.unwrap_or_default(),
-            })
-        }
-        Operation::Repair {
-            key_id,
-            target,
-            helpers,
-            record,
-        } => pb::propose_request::Op::Repair(pb::RepairProposal {
-            key_id: key_id.to_string(),
-            target: target.to_string(),
-            helpers: helpers.iter().map(ToString::to_string).collect(),
-            record: Some(record_to_pb(&record)),
-        }),
-        Operation::Reshare {
-            key_id,
-            epoch,
-            dealers,
-            committee,
-            threshold,
-            record,
-        } => pb::propose_request::Op::Reshare(pb::ReshareProposal {
-            key_id: key_id.to_string(),
-            epoch,
-            dealers: dealers.iter().map(ToString::to_string).collect(),
-            committee: committee.iter().map(ToString::to_string).collect(),
-            threshold: threshold.into(),
-            record: Some(record_to_pb(&record)),
-        }),
-        Operation::Retire {
-            key_id,
-            epoch,
-            dealers,
-            committee,
-            threshold,
-        } => pb::propose_request::Op::Retire(pb::RetireProposal {
-            key_id: key_id.to_string(),
-            epoch,
-            dealers: dealers.iter().map(ToString::to_string).collect(),
-            committee: committee.iter().map(ToString::to_string).collect(),
-            threshold: threshold.into(),
-        }),
-        Operation::Refresh {
-            key_id,
-            epoch,
-            committee,
-        } => pb::propose_request::Op::Refresh(pb::RefreshProposal {
-            key_id: key_id.to_string(),
-            epoch,
-            committee: committee.iter().map(ToString::to_string).collect(),
-        }),
-        Operation::Activate {
-            key_id,
-            epoch,
-            confirmation,
-        } => pb::propose_request::Op::Activate(pb::ActivateProposal {
-            key_id: key_id.to_string(),
-            epoch,
-            confirmation: confirmation.to_vec(),
-        }),
-        Operation::Keygen {
-            key_id,
-            threshold,
-            committee,
-        } => pb::propose_request::Op::Keygen(pb::KeygenProposal {
-            key_id: key_id.to_string(),
-            threshold,
-            committee: committee.iter().map(ToString::to_string).collect(),
-        }),
-        Operation::Sign {
-            epoch,
-            request,
-            auth,
-            participants,
-        } => pb::propose_request::Op::Sign(pb::SignProposal {
-            epoch,
-            participants: participants.iter().map(ToString::to_string).collect(),
-            ..sign_request_to_pb(*request, *auth)
-        }),
-        Operation::Watermark { request, auth } => {
-            pb::propose_request::Op::Watermark(pb::WatermarkProposal {
-                request: Some(sign_request_to_pb(*request, *auth)),
-            })
-        }
-    };
-    pb::ProposeRequest {
-        wire_version: WIRE_VERSION,
-        eid: p.eid.as_bytes().to_vec(),
-        coordinator_nonce: p.nonce,
-        op: Some(op),
-    }
-}
-
-fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
-    let result = match o {
-        Outcome::Refresh { confirmation } => {
-            pb::propose_response::Result::Refresh(pb::RefreshResult {
-                confirmation: confirmation.to_vec(),
-            })
-        }
-        Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
-        Outcome::ShareStatus {
-            epoch,
-            signing,
-            rotation,
-            ledger,
-        } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
-            ledger: ledger.map(|l| ledger_to_pb(&l)),
-            has_share: epoch.is_some(),
-            epoch: epoch.unwrap_or(0),
-            signing,
-            rotation: rotation.map(|r| r.to_vec()).unwrap_or_default(),
-        }),
-        Outcome::Reshared {
-            confirmation,
-            public_key,
-        } => pb::propose_response::Result::Reshare(pb::ReshareResult {
-            confirmation: confirmation.to_vec(),
-            public_key,
-        }),
-        Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
-        Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
-        Outcome::Watermarked => pb::propose_response::Result::Watermark(pb::WatermarkResult {}),
-        Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
-        Outcome::Keygen {
-            public_key,
-            chain_code,
-            package_hash,
-        } => pb::propose_response::Result::Keygen(pb::KeygenResult {
-            public_key,
-            chain_code: chain_code.to_vec(),
-            package_hash: package_hash.to_vec(),
-        }),
-        Outcome::Sign(s) => pb::propose_response::Result::Sign(pb::SignResult {
-            r: s.r.to_vec(),
-            s: s.s.to_vec(),
-            recovery_id: s.recovery_id.into(),
-            public_key: s.public_key.to_vec(),
-        }),
-    };
-    pb::ProposeResponse {
-        result: Some(result),
-    }
-}
-
-/// A key's public record as it travels with a repair or reshare proposal.
-fn record_from_pb(
-    key_id: &KeyId,
-    r: Option<pb::KeyRecord>,
-) -> Result<crate::storage::KeyRecord, Status> {
-    let r = r.ok_or_else(|| bad("record", "missing"))?;
-    Ok(crate::storage::KeyRecord {
-        schema: crate::storage::records_schema(),
-        key_id: key_id.clone(),
-        public_key: r.public_key,
-        chain_code: arr(&r.chain_code, "chain_code").map_err(|e| bad("chain_code", e))?,
-        committee: names(&r.committee, "committee")?
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
-        epoch: r.epoch,
-        state: crate::storage::KeyState::Active,
-        package_hash: arr(&r.package_hash, "package_hash").map_err(|e| bad("package_hash", e))?,
-        package: hex::encode(&r.package),
-        rotation: None,
-        created_unix: r.created_unix,
-    })
-}
-
-fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
-    pb::KeyRecord {
-        epoch: r.epoch,
-        threshold: r.threshold.into(),
-        committee: r.committee.clone(),
-        public_key: r.public_key.clone(),
-        chain_code: r.chain_code.to_vec(),
-        package_hash: r.package_hash.to_vec(),
-        package: hex::decode(&r.package).unwrap_or_default(),
-        created_unix: r.created_unix,
-    }
-}
-
-/// The client's request and signature as they travel in a proposal.
-fn sign_request_from_pb(s: pb::SignProposal) -> Result<(SignRequest, ClientAuth), Status> {
-    let request = SignRequest {
-        key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
-        digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
-        path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
-        slot: s.slot.map(|x| Slot {
-            scope: x.scope,
-            height: x.height,
-            round: x.round,
-            step: x.step,
-        }),
-        request_id: s.request_id,
-        expiry_unix: s.expiry_unix,
-    };
-    let auth = ClientAuth {
-        chain: s.client_chain,
-        scheme: u16::try_from(s.signature_scheme)
-            .map_err(|_| bad("signature_scheme", "out of range"))?,
-        signature: s.client_signature,
-    };
-    Ok((request, auth))
-}
-
-fn sign_request_to_pb(request: SignRequest, auth: ClientAuth) -> pb::SignProposal {
-    pb::SignProposal {
-        key_id: request.key_id.to_string(),
-        epoch: 0,
-        digest: request.digest.0.to_vec(),
-        path: request.path.to_string(),
-        request_id: request.request_id,
-        participants: Vec::new(),
-        slot: request.slot.map(|x| pb::Slot {
-            scope: x.scope,
-            height: x.height,
-            round: x.round,
-            step: x.step,
-        }),
-        expiry_unix: request.expiry_unix,
-        signature_scheme: auth.scheme.into(),
-        client_signature: auth.signature,
-        client_chain: auth.chain,
-    }
-}
-
-fn ledger_to_pb(l: &LedgerEntry) -> pb::LedgerRecord {
-    let done = l.result.as_ref();
-    pb::LedgerRecord {
-        request_id: l.request_id.clone(),
-        digest: l.digest.to_vec(),
-        path: l.path.clone(),
-        slot: l.slot.clone().unwrap_or_default(),
-        eid: l.eid.to_vec(),
-        unix: l.unix,
-        finished: done.is_some(),
-        r: done.map(|d| d.r.to_vec()).unwrap_or_default(),
-        s: done.map(|d| d.s.to_vec()).unwrap_or_default(),
-        recovery_id: done.map(|d| d.recovery_id.into()).unwrap_or_default(),
-        public_key: done.map(|d| d.public_key.clone()).unwrap_or_default(),
-        participants: done.map(|d| d.participants.clone()).unwrap_or_default(),
-        epoch: done.map(|d| d.epoch).unwrap_or_default(),
-    }
-}
-
-fn ledger_from_pb(l: pb::LedgerRecord) -> Result<LedgerEntry, String> {
-    let result = if l.finished {
-        Some(LedgerResult {
-            r: arr(&l.r, "r")?,
-            s: arr(&l.s, "s")?,
-            recovery_id: u8::try_from(l.recovery_id).map_err(|_| "recovery_id out of range")?,
-            public_key: l.public_key,
-            participants: l.participants,
-            epoch: l.epoch,
-        })
-    } else {
-        None
-    };
-    Ok(LedgerEntry {
-        schema: crate::storage::records_schema(),
-        request_id: l.request_id,
-        digest: arr(&l.digest, "digest")?,
-        path: l.path,
-        eid: arr(&l.eid, "eid")?,
-        unix: l.unix,
-        result,
-        slot: (!l.slot.is_empty()).then_some(l.slot),
-    })
-}
-
-fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
-    b.try_into()
-        .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
-}
-
-fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
-    match r.result.ok_or("empty result")? {
-        pb::propose_response::Result::Refresh(x) => Ok(Outcome::Refresh {
-            confirmation: arr(&x.confirmation, "confirmation")?,
-        }),
-        pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
-        pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
-            epoch: s.has_share.then_some(s.epoch),
-            signing: s.has_share && s.signing,
-            rotation: if s.rotation.is_empty() {
-                None
-            } else {
-                Some(arr(&s.rotation, "rotation")?)
-            },
-            ledger: s.ledger.map(ledger_from_pb).transpose()?.map(Box::new),
-        }),
-        pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
-            confirmation: arr(&r.confirmation, "confirmation")?,
-            public_key: r.public_key,
-        }),
-        pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
-        pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
-        pb::propose_response::Result::Watermark(_) => Ok(Outcome::Watermarked),
-        pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
-        pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
-            public_key: k.public_key,
-            chain_code: arr(&k.chain_code, "chain_code")?,
-            package_hash: arr(&k.package_hash, "package_hash")?,
-        }),
-        pb::propose_response::Result::Sign(s) => Ok(Outcome::Sign(Signature {
-            r: arr(&s.r, "r")?,
-            s: arr(&s.s, "s")?,
-            recovery_id: u8::try_from(s.recovery_id).map_err(|_| "recovery_id out of range")?,
-            public_key: arr(&s.public_key, "public_key")?,
-        })),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn ping(
@@ -499,12 +82,14 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::ProposeResponse>, Status> {
         let from = sender(&req)?;
         let proposal = proposal_from_pb(req.into_inner())?;
-        let outcome = self
-            .node
-            .on_propose(&from, proposal)
-            .await
-            .map_err(|e| crate::api::status(&e))?;
-        Ok(Response::new(outcome_to_pb(outcome)))
+        // A refusal is an answer, with its reason code: only failures of the
+        // call itself (identity, version, a malformed proposal) are statuses.
+        Ok(Response::new(
+            match self.node.on_propose(&from, proposal).await {
+                Ok(outcome) => outcome_to_pb(outcome),
+                Err(e) => refusal_to_pb(self.node.name(), &e),
+            },
+        ))
     }
 
     async fn deliver(
@@ -583,21 +168,20 @@ impl GrpcPeerNet {
     }
 }
 
-/// A participant's refusal, kept in the category it was refused with.
+/// A failed call: the node refused the call itself (its identity or wire
+/// version, or a proposal it could not parse), or it did not get through.
 fn remote_error(node: &NodeName, s: Status) -> NodeError {
-    let m = format!("node {node}: {}", s.message());
-    match s.code() {
+    let m = s.message().to_owned();
+    let refused = match s.code() {
         tonic::Code::InvalidArgument => NodeError::InvalidArgument(m),
-        tonic::Code::NotFound => NodeError::NotFound(m),
-        tonic::Code::AlreadyExists => NodeError::AlreadyExists(m),
-        tonic::Code::PermissionDenied => NodeError::PermissionDenied(m),
-        tonic::Code::FailedPrecondition => NodeError::FailedPrecondition(m),
-        tonic::Code::ResourceExhausted => NodeError::ResourceExhausted(m),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            NodeError::Net(net_error(node, s))
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            NodeError::PermissionDenied(m)
         }
-        _ => NodeError::Aborted(m),
-    }
+        tonic::Code::FailedPrecondition => NodeError::FailedPrecondition(m),
+        tonic::Code::ResourceExhausted => NodeError::Unavailable(m),
+        _ => return NodeError::Net(net_error(node, s)),
+    };
+    refused.at(node)
 }
 
 fn net_error(node: &NodeName, s: Status) -> NetError {
@@ -660,8 +244,7 @@ impl PeerNet for GrpcPeerNet {
                     .into())
                 }
             };
-            outcome_from_pb(resp.into_inner())
-                .map_err(|e| NodeError::Aborted(format!("node {to} sent a malformed answer: {e}")))
+            answer_from_pb(&to, resp.into_inner())
         })
     }
 
@@ -689,11 +272,5 @@ impl PeerNet for GrpcPeerNet {
                 }),
             }
         })
-    }
-}
-
-impl From<NetError> for Status {
-    fn from(e: NetError) -> Self {
-        crate::api::status(&NodeError::Net(e))
     }
 }

@@ -66,8 +66,16 @@ impl OpKind {
 }
 
 impl Node {
-    /// Handles a proposal from authenticated node `from` (possibly ourselves).
+    /// Handles a proposal from authenticated node `from` (possibly
+    /// ourselves). A refusal or failure says it happened at this node
+    /// (`NodeError::At`), so whoever reports it names this node once.
     pub async fn on_propose(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
+        self.participate(from, p)
+            .await
+            .map_err(|e| e.at(&self.name))
+    }
+
+    async fn participate(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
         crate::node::faults::check_alive(&self.name)?;
         if !self.roster.contains(from) {
             return Err(NodeError::PermissionDenied(format!(

@@ -83,7 +83,7 @@ impl Node {
             )));
         }
         if rec.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {}",
                 rec.state.label()
             )));
@@ -262,7 +262,7 @@ impl Node {
 
         // Helper.
         if record.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {}",
                 record.state.label()
             )));

@@ -45,7 +45,7 @@ impl Node {
         let started = Instant::now();
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {}",
                 rec.state.label()
             )));
@@ -153,7 +153,7 @@ impl Node {
                 match r {
                     Ok(_) => {}
                     // A node new to the key (reshare) has nothing to release.
-                    Err(NodeError::NotFound(_)) => {}
+                    Err(e) if e.reason() == crate::node::Reason::NotFound => {}
                     Err(e) => tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation"),
                 }
             }
@@ -170,15 +170,15 @@ impl Node {
     ) -> Result<Outcome, NodeError> {
         let rec = self.key(key_id)?;
         if !matches!(rec.state, KeyState::Active | KeyState::Repairing) {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {}",
                 rec.state.label()
             )));
         }
         if rec.epoch != epoch {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
-                rec.epoch, self.name
+            return Err(NodeError::EpochMismatch(format!(
+                "key {key_id} is at epoch {} here, proposal says {epoch}",
+                rec.epoch
             )));
         }
         if committee

@@ -118,7 +118,7 @@ impl Node {
         let started = Instant::now();
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {} on node {}; send the request to a node of its current committee",
                 rec.state.label(),
                 self.name

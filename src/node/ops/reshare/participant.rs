@@ -39,10 +39,9 @@ impl Node {
                 true
             }
             Some(r) => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is {} on node {}",
-                    r.state.label(),
-                    self.name
+                return Err(NodeError::KeyNotActive(format!(
+                    "key {key_id} is {} here",
+                    r.state.label()
                 )))
             }
             None if is_dealer => {
@@ -58,9 +57,9 @@ impl Node {
             _ => proposed.clone(),
         };
         if record.key_id != *key_id || record.epoch != epoch {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is at epoch {} on node {}, proposal says {epoch}",
-                record.epoch, self.name
+            return Err(NodeError::EpochMismatch(format!(
+                "key {key_id} is at epoch {} here, proposal says {epoch}",
+                record.epoch
             )));
         }
         let old_committee = committee_of(&record)?;

@@ -37,7 +37,7 @@ impl Node {
             let place = remote
                 .map(|(n, _)| format!(" (on node {n})"))
                 .unwrap_or_default();
-            return Err(NodeError::AlreadyExists(format!(
+            return Err(NodeError::RequestIdReused(format!(
                 "request id {rid} was already used with key {key_id} for a different digest, path or slot{place}"
             )));
         }
@@ -123,7 +123,7 @@ impl Node {
         for (n, r) in futures::future::join_all(calls).await {
             match r {
                 Ok(Ok(_)) => {}
-                Ok(Err(e @ NodeError::FailedPrecondition(_))) => return Err(e),
+                Ok(Err(e)) if e.reason().is_precondition() => return Err(e),
                 Ok(Err(e)) => {
                     tracing::warn!(node = %n, error = %e, "watermark gossip not accepted");
                 }

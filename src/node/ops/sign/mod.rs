@@ -14,9 +14,9 @@ use crate::domain::{ExecutionId, NodeName};
 use crate::node::committee::reasons;
 use crate::node::propose::nonce;
 use crate::node::request::{ClientAuth, SignRequest};
-use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal};
+use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal, Reason};
 use crate::protocol::sign::Signature;
-use crate::storage::{KeyRecord, KeyState};
+use crate::storage::KeyRecord;
 
 /// A finished signing request.
 #[derive(Debug, Clone)]
@@ -69,7 +69,8 @@ impl Node {
                 )));
             }
             self.authorize_sign(client, &request, false)
-        })();
+        })()
+        .map_err(|e| e.at(&self.name));
         if let Err(e) = checked {
             let _ = self.audit(crate::storage::AuditEvent {
                 kind: "sign.request".into(),
@@ -100,28 +101,7 @@ impl Node {
         }
         self.check_not_paused(key_id)?;
         let rec = self.key(key_id)?;
-        match &rec.state {
-            KeyState::Active => {}
-            KeyState::Frozen(why) => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is frozen: {why}"
-                )))
-            }
-            KeyState::Retired => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is retired on node {}: this node left the key's committee; \
-                     send the request to a node of the current committee",
-                    self.name
-                )))
-            }
-            other => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is {} on node {}; it cannot sign here yet",
-                    other.label(),
-                    self.name
-                )))
-            }
-        }
+        self.check_can_sign(&rec).map_err(|e| e.at(&self.name))?;
         let committee = committee_of(&rec)?;
         // Ourselves first, then the others in committee order.
         let mut candidates: Vec<NodeName> = committee
@@ -294,19 +274,18 @@ impl Node {
             // The checks stopped our session before this node joined it.
             (Err(attempt), _) => attempt,
             (Ok(()), Ok(outcome)) => Attempt::Done(Box::new(outcome)),
-            (Ok(()), Err(e)) => match e {
-                NodeError::Net(_) | NodeError::Timeout { .. } | NodeError::Unavailable(_) => {
-                    Attempt::GaveWay(e.to_string())
-                }
-                // A participant behind on the key's epoch (the checked path
-                // brings it up to date), one that holds this request signed
-                // (the checked path returns that signature), or a refusal
-                // that the checked path meets again.
-                NodeError::FailedPrecondition(_) | NodeError::AlreadyExists(_) => {
-                    Attempt::GaveWay(e.to_string())
-                }
-                e => Attempt::Failed(e),
-            },
+            // A participant down or slow; one behind on the key's epoch (the
+            // checked path brings it up to date), one that holds this request
+            // signed (the checked path returns that signature), or a refusal
+            // that the checked path meets again.
+            (Ok(()), Err(e))
+                if e.reason().is_transit()
+                    || e.reason().is_precondition()
+                    || e.reason() == Reason::Unavailable =>
+            {
+                Attempt::GaveWay(e.to_string())
+            }
+            (Ok(()), Err(e)) => Attempt::Failed(e),
         }
     }
 

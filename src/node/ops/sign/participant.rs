@@ -39,19 +39,9 @@ impl Node {
             self.authorize_sign(&client, request, false)?;
             self.check_not_paused(key_id)?;
             let rec = self.key(key_id)?;
-            if let KeyState::Frozen(why) = &rec.state {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is frozen: {why}"
-                )));
-            }
-            if rec.state != KeyState::Active {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "key {key_id} is {}",
-                    rec.state.label()
-                )));
-            }
+            self.check_can_sign(&rec)?;
             if rec.epoch != epoch {
-                return Err(NodeError::FailedPrecondition(format!(
+                return Err(NodeError::EpochMismatch(format!(
                     "key {key_id} is at epoch {}, proposal says {epoch}",
                     rec.epoch
                 )));
@@ -72,7 +62,7 @@ impl Node {
                     .iter()
                     .position(|c| c == n.as_str())
                     .ok_or_else(|| {
-                        NodeError::InvalidArgument(format!(
+                        NodeError::NotInCommittee(format!(
                             "node {n} is not in the committee of key {key_id}"
                         ))
                     })?;
@@ -178,18 +168,17 @@ impl Node {
                 "execution id {} was used before; refusing to reuse it",
                 p.eid
             ))),
-            Ok(Admission::RequestIdUsed(m)) => {
-                Some(NodeError::AlreadyExists(format!("node {}: {m}", self.name)))
-            }
-            Ok(Admission::AlreadySigned) => Some(NodeError::AlreadyExists(format!(
-                "node {}: request id {request_id} is already signed; a repeat of the request \
-                 gets the recorded signature",
-                self.name
+            Ok(Admission::RequestIdUsed(m)) => Some(NodeError::RequestIdReused(m)),
+            Ok(Admission::AlreadySigned) => Some(NodeError::AlreadySigned(format!(
+                "request id {request_id} is already signed; a repeat of the request \
+                 gets the recorded signature"
             ))),
-            Err(crate::storage::StorageError::Conflict(m)) => Some(NodeError::FailedPrecondition(
-                format!("node {}: {m}", self.name),
-            )),
-            Err(e) => return Err(e.into()),
+            Err(e) => match NodeError::from(e) {
+                refusal @ (NodeError::SlotConflict(_) | NodeError::BelowWatermark(_)) => {
+                    Some(refusal)
+                }
+                other => return Err(other),
+            },
         };
         if let Some(e) = refused {
             let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
@@ -290,12 +279,7 @@ impl Node {
                 request.digest.0,
                 &request.request_id,
             )
-            .map_err(|e| match e {
-                crate::storage::StorageError::Conflict(m) => {
-                    NodeError::FailedPrecondition(format!("node {}: {m}", self.name))
-                }
-                other => other.into(),
-            });
+            .map_err(NodeError::from);
         let _ = self.audit(AuditEvent {
             kind: "watermark".into(),
             actor: format!("client/{client}"),

@@ -1,0 +1,553 @@
+//! Conversions between the node's proposal types and the peer proto: every
+//! field a peer sends is parsed into a validated type here (or refused with
+//! the field named), and a participant's refusal travels as its reason code.
+//! No I/O; `peer.rs` serves and calls.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use crate::node::request::{ClientAuth, SignRequest, Slot};
+use crate::node::{NodeError, Operation, Outcome, Proposal, Reason, WIRE_VERSION};
+use crate::proto::peer as pb;
+use crate::protocol::sign::Signature;
+use crate::storage::{LedgerEntry, LedgerResult};
+
+/// Refuses a message of another wire version, naming both.
+pub(super) fn check_version(v: u32) -> Result<(), Status> {
+    if v != WIRE_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "wire version mismatch: this node speaks {WIRE_VERSION}, peer sent {v}"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn bad(field: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
+}
+
+fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status> {
+    raw.iter()
+        .map(|n| NodeName::parse(n).map_err(|e| bad(field, e)))
+        .collect()
+}
+
+pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
+    check_version(req.wire_version)?;
+    let eid = ExecutionId::from_slice(&req.eid).ok_or_else(|| bad("eid", "must be 32 bytes"))?;
+    let op = match req.op.ok_or_else(|| bad("op", "missing"))? {
+        pb::propose_request::Op::ShareStatus(s) => Operation::ShareStatus {
+            key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+            request_id: (!s.request_id.is_empty()).then_some(s.request_id),
+        },
+        pb::propose_request::Op::Repair(r) => {
+            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
+            Operation::Repair {
+                record: Box::new(record_from_pb(&key_id, r.record)?),
+                key_id,
+                target: NodeName::parse(&r.target).map_err(|e| bad("target", e))?,
+                helpers: names(&r.helpers, "helpers")?,
+            }
+        }
+        pb::propose_request::Op::Reshare(r) => {
+            let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
+            Operation::Reshare {
+                record: Box::new(record_from_pb(&key_id, r.record)?),
+                key_id,
+                epoch: r.epoch,
+                dealers: names(&r.dealers, "dealers")?,
+                committee: names(&r.committee, "committee")?,
+                threshold: u8::try_from(r.threshold)
+                    .map_err(|_| bad("threshold", "out of range"))?,
+            }
+        }
+        pb::propose_request::Op::Retire(r) => Operation::Retire {
+            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: r.epoch,
+            dealers: names(&r.dealers, "dealers")?,
+            committee: names(&r.committee, "committee")?,
+            threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
+        },
+        pb::propose_request::Op::Refresh(r) => Operation::Refresh {
+            key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: r.epoch,
+            committee: names(&r.committee, "committee")?,
+        },
+        pb::propose_request::Op::Activate(a) => Operation::Activate {
+            key_id: KeyId::parse(&a.key_id).map_err(|e| bad("key_id", e))?,
+            epoch: a.epoch,
+            confirmation: arr(&a.confirmation, "confirmation")
+                .map_err(|e| bad("confirmation", e))?,
+        },
+        pb::propose_request::Op::Keygen(k) => Operation::Keygen {
+            key_id: KeyId::parse(&k.key_id).map_err(|e| bad("key_id", e))?,
+            threshold: k.threshold,
+            committee: names(&k.committee, "committee")?,
+        },
+        pb::propose_request::Op::Sign(s) => {
+            let participants = names(&s.participants, "participants")?;
+            let epoch = s.epoch;
+            let (request, auth) = sign_request_from_pb(s)?;
+            Operation::Sign {
+                epoch,
+                request: Box::new(request),
+                auth: Box::new(auth),
+                participants,
+            }
+        }
+        pb::propose_request::Op::Watermark(w) => {
+            let (request, auth) =
+                sign_request_from_pb(w.request.ok_or_else(|| bad("request", "missing"))?)?;
+            Operation::Watermark {
+                request: Box::new(request),
+                auth: Box::new(auth),
+            }
+        }
+    };
+    Ok(Proposal {
+        eid,
+        nonce: req.coordinator_nonce,
+        op,
+    })
+}
+
+pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
+    let op = match p.op {
+        Operation::ShareStatus { key_id, request_id } => {
+            pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
+                key_id: key_id.to_string(),
+                request_id: request_id.unwrap_or_default(),
+            })
+        }
+        Operation::Repair {
+            key_id,
+            target,
+            helpers,
+            record,
+        } => pb::propose_request::Op::Repair(pb::RepairProposal {
+            key_id: key_id.to_string(),
+            target: target.to_string(),
+            helpers: helpers.iter().map(ToString::to_string).collect(),
+            record: Some(record_to_pb(&record)),
+        }),
+        Operation::Reshare {
+            key_id,
+            epoch,
+            dealers,
+            committee,
+            threshold,
+            record,
+        } => pb::propose_request::Op::Reshare(pb::ReshareProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            dealers: dealers.iter().map(ToString::to_string).collect(),
+            committee: committee.iter().map(ToString::to_string).collect(),
+            threshold: threshold.into(),
+            record: Some(record_to_pb(&record)),
+        }),
+        Operation::Retire {
+            key_id,
+            epoch,
+            dealers,
+            committee,
+            threshold,
+        } => pb::propose_request::Op::Retire(pb::RetireProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            dealers: dealers.iter().map(ToString::to_string).collect(),
+            committee: committee.iter().map(ToString::to_string).collect(),
+            threshold: threshold.into(),
+        }),
+        Operation::Refresh {
+            key_id,
+            epoch,
+            committee,
+        } => pb::propose_request::Op::Refresh(pb::RefreshProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            committee: committee.iter().map(ToString::to_string).collect(),
+        }),
+        Operation::Activate {
+            key_id,
+            epoch,
+            confirmation,
+        } => pb::propose_request::Op::Activate(pb::ActivateProposal {
+            key_id: key_id.to_string(),
+            epoch,
+            confirmation: confirmation.to_vec(),
+        }),
+        Operation::Keygen {
+            key_id,
+            threshold,
+            committee,
+        } => pb::propose_request::Op::Keygen(pb::KeygenProposal {
+            key_id: key_id.to_string(),
+            threshold,
+            committee: committee.iter().map(ToString::to_string).collect(),
+        }),
+        Operation::Sign {
+            epoch,
+            request,
+            auth,
+            participants,
+        } => pb::propose_request::Op::Sign(pb::SignProposal {
+            epoch,
+            participants: participants.iter().map(ToString::to_string).collect(),
+            ..sign_request_to_pb(*request, *auth)
+        }),
+        Operation::Watermark { request, auth } => {
+            pb::propose_request::Op::Watermark(pb::WatermarkProposal {
+                request: Some(sign_request_to_pb(*request, *auth)),
+            })
+        }
+    };
+    pb::ProposeRequest {
+        wire_version: WIRE_VERSION,
+        eid: p.eid.as_bytes().to_vec(),
+        coordinator_nonce: p.nonce,
+        op: Some(op),
+    }
+}
+
+pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
+    let result = match o {
+        Outcome::Refresh { confirmation } => {
+            pb::propose_response::Result::Refresh(pb::RefreshResult {
+                confirmation: confirmation.to_vec(),
+            })
+        }
+        Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
+        Outcome::ShareStatus {
+            epoch,
+            signing,
+            rotation,
+            ledger,
+        } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            ledger: ledger.map(|l| ledger_to_pb(&l)),
+            has_share: epoch.is_some(),
+            epoch: epoch.unwrap_or(0),
+            signing,
+            rotation: rotation.map(|r| r.to_vec()).unwrap_or_default(),
+        }),
+        Outcome::Reshared {
+            confirmation,
+            public_key,
+        } => pb::propose_response::Result::Reshare(pb::ReshareResult {
+            confirmation: confirmation.to_vec(),
+            public_key,
+        }),
+        Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
+        Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
+        Outcome::Watermarked => pb::propose_response::Result::Watermark(pb::WatermarkResult {}),
+        Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
+        Outcome::Keygen {
+            public_key,
+            chain_code,
+            package_hash,
+        } => pb::propose_response::Result::Keygen(pb::KeygenResult {
+            public_key,
+            chain_code: chain_code.to_vec(),
+            package_hash: package_hash.to_vec(),
+        }),
+        Outcome::Sign(s) => pb::propose_response::Result::Sign(pb::SignResult {
+            r: s.r.to_vec(),
+            s: s.s.to_vec(),
+            recovery_id: s.recovery_id.into(),
+            public_key: s.public_key.to_vec(),
+        }),
+    };
+    pb::ProposeResponse {
+        result: Some(result),
+    }
+}
+
+/// A key's public record as it travels with a repair or reshare proposal.
+fn record_from_pb(
+    key_id: &KeyId,
+    r: Option<pb::KeyRecord>,
+) -> Result<crate::storage::KeyRecord, Status> {
+    let r = r.ok_or_else(|| bad("record", "missing"))?;
+    Ok(crate::storage::KeyRecord {
+        schema: crate::storage::records_schema(),
+        key_id: key_id.clone(),
+        public_key: r.public_key,
+        chain_code: arr(&r.chain_code, "chain_code").map_err(|e| bad("chain_code", e))?,
+        committee: names(&r.committee, "committee")?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
+        epoch: r.epoch,
+        state: crate::storage::KeyState::Active,
+        package_hash: arr(&r.package_hash, "package_hash").map_err(|e| bad("package_hash", e))?,
+        package: hex::encode(&r.package),
+        rotation: None,
+        created_unix: r.created_unix,
+    })
+}
+
+fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
+    pb::KeyRecord {
+        epoch: r.epoch,
+        threshold: r.threshold.into(),
+        committee: r.committee.clone(),
+        public_key: r.public_key.clone(),
+        chain_code: r.chain_code.to_vec(),
+        package_hash: r.package_hash.to_vec(),
+        package: hex::decode(&r.package).unwrap_or_default(),
+        created_unix: r.created_unix,
+    }
+}
+
+/// The client's request and signature as they travel in a proposal.
+fn sign_request_from_pb(s: pb::SignProposal) -> Result<(SignRequest, ClientAuth), Status> {
+    let request = SignRequest {
+        key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
+        digest: Digest32::from_slice(&s.digest).map_err(|e| bad("digest", e))?,
+        path: DerivationPath::parse(&s.path).map_err(|e| bad("path", e))?,
+        slot: s.slot.map(|x| Slot {
+            scope: x.scope,
+            height: x.height,
+            round: x.round,
+            step: x.step,
+        }),
+        request_id: s.request_id,
+        expiry_unix: s.expiry_unix,
+    };
+    let auth = ClientAuth {
+        chain: s.client_chain,
+        scheme: u16::try_from(s.signature_scheme)
+            .map_err(|_| bad("signature_scheme", "out of range"))?,
+        signature: s.client_signature,
+    };
+    Ok((request, auth))
+}
+
+fn sign_request_to_pb(request: SignRequest, auth: ClientAuth) -> pb::SignProposal {
+    pb::SignProposal {
+        key_id: request.key_id.to_string(),
+        epoch: 0,
+        digest: request.digest.0.to_vec(),
+        path: request.path.to_string(),
+        request_id: request.request_id,
+        participants: Vec::new(),
+        slot: request.slot.map(|x| pb::Slot {
+            scope: x.scope,
+            height: x.height,
+            round: x.round,
+            step: x.step,
+        }),
+        expiry_unix: request.expiry_unix,
+        signature_scheme: auth.scheme.into(),
+        client_signature: auth.signature,
+        client_chain: auth.chain,
+    }
+}
+
+fn ledger_to_pb(l: &LedgerEntry) -> pb::LedgerRecord {
+    let done = l.result.as_ref();
+    pb::LedgerRecord {
+        request_id: l.request_id.clone(),
+        digest: l.digest.to_vec(),
+        path: l.path.clone(),
+        slot: l.slot.clone().unwrap_or_default(),
+        eid: l.eid.to_vec(),
+        unix: l.unix,
+        finished: done.is_some(),
+        r: done.map(|d| d.r.to_vec()).unwrap_or_default(),
+        s: done.map(|d| d.s.to_vec()).unwrap_or_default(),
+        recovery_id: done.map(|d| d.recovery_id.into()).unwrap_or_default(),
+        public_key: done.map(|d| d.public_key.clone()).unwrap_or_default(),
+        participants: done.map(|d| d.participants.clone()).unwrap_or_default(),
+        epoch: done.map(|d| d.epoch).unwrap_or_default(),
+    }
+}
+
+fn ledger_from_pb(l: pb::LedgerRecord) -> Result<LedgerEntry, String> {
+    let result = if l.finished {
+        Some(LedgerResult {
+            r: arr(&l.r, "r")?,
+            s: arr(&l.s, "s")?,
+            recovery_id: u8::try_from(l.recovery_id).map_err(|_| "recovery_id out of range")?,
+            public_key: l.public_key,
+            participants: l.participants,
+            epoch: l.epoch,
+        })
+    } else {
+        None
+    };
+    Ok(LedgerEntry {
+        schema: crate::storage::records_schema(),
+        request_id: l.request_id,
+        digest: arr(&l.digest, "digest")?,
+        path: l.path,
+        eid: arr(&l.eid, "eid")?,
+        unix: l.unix,
+        result,
+        slot: (!l.slot.is_empty()).then_some(l.slot),
+    })
+}
+
+fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
+    b.try_into()
+        .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
+}
+
+fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
+    match r.result.ok_or("empty result")? {
+        pb::propose_response::Result::Refusal(_) => {
+            Err("a refusal where an outcome was expected".into())
+        }
+        pb::propose_response::Result::Refresh(x) => Ok(Outcome::Refresh {
+            confirmation: arr(&x.confirmation, "confirmation")?,
+        }),
+        pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
+        pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
+            epoch: s.has_share.then_some(s.epoch),
+            signing: s.has_share && s.signing,
+            rotation: if s.rotation.is_empty() {
+                None
+            } else {
+                Some(arr(&s.rotation, "rotation")?)
+            },
+            ledger: s.ledger.map(ledger_from_pb).transpose()?.map(Box::new),
+        }),
+        pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
+            confirmation: arr(&r.confirmation, "confirmation")?,
+            public_key: r.public_key,
+        }),
+        pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
+        pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
+        pb::propose_response::Result::Watermark(_) => Ok(Outcome::Watermarked),
+        pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
+        pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
+            public_key: k.public_key,
+            chain_code: arr(&k.chain_code, "chain_code")?,
+            package_hash: arr(&k.package_hash, "package_hash")?,
+        }),
+        pb::propose_response::Result::Sign(s) => Ok(Outcome::Sign(Signature {
+            r: arr(&s.r, "r")?,
+            s: arr(&s.s, "s")?,
+            recovery_id: u8::try_from(s.recovery_id).map_err(|_| "recovery_id out of range")?,
+            public_key: arr(&s.public_key, "public_key")?,
+        })),
+    }
+}
+
+/// `node`'s answer to a proposal: its outcome, or its refusal as the error it
+/// reported, said to have happened at `node`.
+pub(super) fn answer_from_pb(
+    node: &NodeName,
+    r: pb::ProposeResponse,
+) -> Result<Outcome, NodeError> {
+    if let Some(pb::propose_response::Result::Refusal(f)) = &r.result {
+        let reason = reason_from_pb(f.reason());
+        let blamed = NodeName::parse(&f.blamed).ok();
+        let retry = (f.retry_after_ms > 0).then(|| Duration::from_millis(f.retry_after_ms));
+        return Err(NodeError::from_reason(reason, f.message.clone(), retry, blamed).at(node));
+    }
+    outcome_from_pb(r)
+        .map_err(|e| NodeError::Aborted(format!("sent a malformed answer: {e}")).at(node))
+}
+
+/// What this node (`me`) answers a proposal it refused or failed.
+pub(super) fn refusal_to_pb(me: &NodeName, e: &NodeError) -> pb::ProposeResponse {
+    pb::ProposeResponse {
+        result: Some(pb::propose_response::Result::Refusal(pb::Refusal {
+            reason: reason_to_pb(e.reason()).into(),
+            message: e.message_at(me),
+            retry_after_ms: e
+                .retry_after()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            blamed: e.blamed().map(ToString::to_string).unwrap_or_default(),
+        })),
+    }
+}
+
+fn reason_to_pb(r: Reason) -> pb::Reason {
+    use pb::Reason as P;
+    match r {
+        Reason::InvalidArgument => P::InvalidArgument,
+        Reason::NotFound => P::NotFound,
+        Reason::AlreadyExists => P::AlreadyExists,
+        Reason::RequestIdReused => P::RequestIdReused,
+        Reason::AlreadySigned => P::AlreadySigned,
+        Reason::PermissionDenied => P::PermissionDenied,
+        Reason::NotInCommittee => P::NotInCommittee,
+        Reason::SlotConflict => P::SlotConflict,
+        Reason::BelowWatermark => P::BelowWatermark,
+        Reason::EpochMismatch => P::EpochMismatch,
+        Reason::KeyNotActive => P::KeyNotActive,
+        Reason::FailedPrecondition => P::FailedPrecondition,
+        Reason::RateLimited => P::RateLimited,
+        Reason::Paused => P::Paused,
+        Reason::Unavailable => P::Unavailable,
+        Reason::Unreachable => P::Unreachable,
+        Reason::Timeout => P::Timeout,
+        Reason::Blamed => P::Blamed,
+        Reason::Aborted => P::Aborted,
+        Reason::DataLoss => P::DataLoss,
+        Reason::Internal => P::Internal,
+    }
+}
+
+fn reason_from_pb(r: pb::Reason) -> Reason {
+    use pb::Reason as P;
+    match r {
+        P::InvalidArgument => Reason::InvalidArgument,
+        P::NotFound => Reason::NotFound,
+        P::AlreadyExists => Reason::AlreadyExists,
+        P::RequestIdReused => Reason::RequestIdReused,
+        P::AlreadySigned => Reason::AlreadySigned,
+        P::PermissionDenied => Reason::PermissionDenied,
+        P::NotInCommittee => Reason::NotInCommittee,
+        P::SlotConflict => Reason::SlotConflict,
+        P::BelowWatermark => Reason::BelowWatermark,
+        P::EpochMismatch => Reason::EpochMismatch,
+        P::KeyNotActive => Reason::KeyNotActive,
+        P::FailedPrecondition => Reason::FailedPrecondition,
+        P::RateLimited => Reason::RateLimited,
+        P::Paused => Reason::Paused,
+        P::Unavailable => Reason::Unavailable,
+        P::Unreachable => Reason::Unreachable,
+        P::Timeout => Reason::Timeout,
+        P::Blamed => Reason::Blamed,
+        P::Aborted => Reason::Aborted,
+        P::DataLoss => Reason::DataLoss,
+        P::Internal | P::Unspecified => Reason::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_round_trips_through_the_peer_proto() {
+        for r in Reason::ALL {
+            assert_eq!(reason_from_pb(reason_to_pb(r)), r, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_arrives_as_the_same_error_naming_its_node_once() {
+        let b = NodeName::parse("b").unwrap();
+        let at_b =
+            NodeError::BelowWatermark("slot s 1/0/0 of key k is below its watermark 2/0/0".into())
+                .at(&b);
+        let e = answer_from_pb(&b, refusal_to_pb(&b, &at_b)).unwrap_err();
+        assert!(matches!(e.cause(), NodeError::BelowWatermark(_)), "{e:?}");
+        assert_eq!(e.to_string(), at_b.to_string());
+        assert_eq!(e.to_string().matches("node b").count(), 1, "{e}");
+        let limited = NodeError::RateLimited {
+            message: "over".into(),
+            retry_after: Duration::from_millis(250),
+        }
+        .at(&b);
+        let e = answer_from_pb(&b, refusal_to_pb(&b, &limited)).unwrap_err();
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(250)));
+    }
+}

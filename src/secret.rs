@@ -1,37 +1,39 @@
-//! Secret wrappers: redacted `Debug`, zeroized on drop. Exposing the inside is
-//! explicit (`expose`) and rare. Nothing here formats secret bytes.
+//! Secret wrappers over `secrecy` + `zeroize`: redacted `Debug`, zeroized on
+//! drop. Exposing the inside is explicit (`expose`) and rare. Nothing here
+//! formats secret bytes.
 
 use std::fmt;
 
-use zeroize::{Zeroize, Zeroizing};
+use secrecy::{ExposeSecret, SecretBox};
+use zeroize::Zeroize;
 
-/// Secret bytes (a serialized share, a passphrase, a KEK).
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+/// Secret bytes (a serialized share, a passphrase).
+pub struct SecretBytes(SecretBox<Vec<u8>>);
 
 impl SecretBytes {
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(SecretBox::new(Box::new(bytes)))
     }
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes([REDACTED; {}])", self.0.len())
+        write!(f, "SecretBytes([REDACTED; {}])", self.expose().len())
     }
 }
 
 /// A 32-byte symmetric key (the store KEK).
-pub struct SecretKey32(Zeroizing<[u8; 32]>);
+pub struct SecretKey32(SecretBox<[u8; 32]>);
 
 impl SecretKey32 {
     pub fn new(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(SecretBox::new(Box::new(bytes)))
     }
     pub fn expose(&self) -> &[u8; 32] {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

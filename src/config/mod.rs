@@ -121,14 +121,20 @@ impl PassphraseSource {
     /// Reads the passphrase. A trailing newline in a file is ignored.
     pub fn read(&self) -> Result<SecretBytes, ConfigError> {
         let mut raw = match self {
-            Self::Env(var) => std::env::var(var)
-                .map_err(|_| {
+            Self::Env(var) => {
+                let value = std::env::var(var).map_err(|_| {
                     field(
                         "store.passphrase_env",
                         format!("environment variable {var} is not set"),
                     )
-                })?
-                .into_bytes(),
+                })?;
+                // Read once: the passphrase leaves the process environment,
+                // so no child process inherits it. (/proc/<pid>/environ keeps
+                // showing the block the process started with; a passphrase
+                // file is the better choice in production.)
+                std::env::remove_var(var);
+                value.into_bytes()
+            }
             Self::File(p) => std::fs::read(p)
                 .map_err(|e| field("store.passphrase_file", format!("{}: {e}", p.display())))?,
         };
@@ -373,5 +379,22 @@ client_addr = "127.0.0.1:7401"
             .unwrap_err()
             .to_string()
             .contains("timeouts.round_ms"));
+    }
+}
+
+#[cfg(test)]
+mod passphrase_tests {
+    use super::PassphraseSource;
+
+    #[test]
+    fn a_passphrase_read_from_the_environment_leaves_it() {
+        let var = "THRESIG_TEST_PASSPHRASE_LEAVES_ENV";
+        std::env::set_var(var, "correct horse\n");
+        let p = PassphraseSource::Env(var.into()).read().unwrap();
+        assert_eq!(p.expose(), b"correct horse");
+        assert!(
+            std::env::var(var).is_err(),
+            "the passphrase is still in the environment"
+        );
     }
 }

@@ -113,7 +113,7 @@ impl Session<'_> {
                 if ahead_twice.contains(&(round, idx)) {
                     return Err(self.two_messages(idx, round));
                 }
-                inbox.insert(idx, payload);
+                inbox.insert(idx, zeroize::Zeroizing::new(payload));
             }
             let deadline = tokio::time::Instant::now() + self.round_timeout;
             while inbox.len() < peers.len() {
@@ -149,7 +149,10 @@ impl Session<'_> {
                         tracing::warn!(eid = %self.eid, from = %msg.from, round, "dropped message from a party that does not send in this round");
                         continue;
                     }
-                    if inbox.insert(idx, msg.payload).is_some() {
+                    if inbox
+                        .insert(idx, zeroize::Zeroizing::new(msg.payload))
+                        .is_some()
+                    {
                         return Err(self.two_messages(idx, round));
                     }
                 } else if msg.round > round && msg.round <= round + MAX_AHEAD {
@@ -273,7 +276,8 @@ mod tests {
             }])
         }
         fn advance(&mut self, mut inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError> {
-            self.got.push(inbox.remove(&2).unwrap_or_default());
+            self.got
+                .push(inbox.remove(&2).map(|p| p.to_vec()).unwrap_or_default());
             self.round += 1;
             if self.round == 3 {
                 return Ok(Step::Done(self.got.clone()));

@@ -57,7 +57,10 @@ fn run_inner<P: Protocol>(
                 if let Some(t) = tamper.as_mut() {
                     t(round, from, m.to, &mut m.payload);
                 }
-                inboxes.entry(m.to).or_default().insert(from, m.payload);
+                inboxes
+                    .entry(m.to)
+                    .or_default()
+                    .insert(from, zeroize::Zeroizing::new(m.payload));
             }
         }
         for (i, p) in parties.iter_mut().enumerate() {

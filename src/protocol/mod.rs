@@ -53,7 +53,9 @@ pub enum Step<T> {
 }
 
 /// Messages received in one round, keyed by the authenticated sender.
-pub type Inbox = BTreeMap<PartyIdx, Vec<u8>>;
+/// The payloads are zeroized when dropped: keygen, refresh and reshare
+/// messages carry secret fragments and dealings.
+pub type Inbox = BTreeMap<PartyIdx, zeroize::Zeroizing<Vec<u8>>>;
 
 /// A round-based protocol run by one party.
 pub trait Protocol {

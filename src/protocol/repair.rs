@@ -181,7 +181,7 @@ mod tests {
             let out = helper.start().unwrap();
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].to, 3);
-            inbox.insert(h, out[0].payload.clone());
+            inbox.insert(h, zeroize::Zeroizing::new(out[0].payload.clone()));
         }
         let Step::Done(hollow) = target.advance(inbox).unwrap() else {
             panic!("not done")

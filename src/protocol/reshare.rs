@@ -585,7 +585,7 @@ impl Protocol for ReshareSession {
                                 round: 1,
                             });
                         }
-                        m.inner
+                        zeroize::Zeroizing::new(m.inner)
                     } else {
                         raw
                     };

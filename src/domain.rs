@@ -22,6 +22,51 @@ pub enum DomainError {
     DigestLength(usize),
     #[error("digest is not valid hex")]
     DigestHex,
+    #[error("unknown key type {0:?}: use secp256k1 or p256")]
+    KeyType(String),
+}
+
+/// The signature scheme of a key: ECDSA on secp256k1 (the default) or on
+/// NIST P-256. Both run DKLs23; the protocol module picks the curve.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    #[default]
+    Secp256k1,
+    P256,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 2] = [Self::Secp256k1, Self::P256];
+
+    /// Accepts `secp256k1` and `p256` (also `secp256r1`, `nistp256`); an
+    /// empty string is the default, secp256k1.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw.to_ascii_lowercase().as_str() {
+            "" | "secp256k1" => Ok(Self::Secp256k1),
+            "p256" | "p-256" | "secp256r1" | "nistp256" => Ok(Self::P256),
+            _ => Err(DomainError::KeyType(raw.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secp256k1 => "secp256k1",
+            Self::P256 => "p256",
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Name of a key, unique in the cluster. Also its id.
@@ -89,7 +134,7 @@ impl FromStr for NodeName {
     }
 }
 
-/// A t-of-n threshold: signatures need exactly t parties (as in dkls23).
+/// A t-of-n threshold: signatures need exactly t parties (as in the DKLs23 engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {
     t: u8,

@@ -43,29 +43,6 @@ impl fmt::Debug for SecretKey32 {
     }
 }
 
-/// The engine's per-node key share (`dkls23` `Party`). The engine type derives
-/// `Debug` and `Clone` and holds the secret share, so it only ever lives inside
-/// this wrapper. Its own `Drop` zeroizes.
-pub struct KeyShare(Box<dkls23::secp256k1::Party>);
-
-impl KeyShare {
-    pub fn new(party: dkls23::secp256k1::Party) -> Self {
-        Self(Box::new(party))
-    }
-    pub fn expose(&self) -> &dkls23::secp256k1::Party {
-        &self.0
-    }
-}
-
-impl fmt::Debug for KeyShare {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyShare")
-            .field("party_index", &self.0.party_index.as_u8())
-            .field("share", &"[REDACTED]")
-            .finish()
-    }
-}
-
 impl Zeroize for SecretBytes {
     fn zeroize(&mut self) {
         self.0.zeroize();

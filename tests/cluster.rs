@@ -71,6 +71,7 @@ async fn derived_path_signature_verifies_against_independent_bip32_child_key() {
     let cc: [u8; 32] = key.chain_code.as_slice().try_into().unwrap();
     for (coord, path) in [(0, "m/0/1"), (1, "m/7"), (2, "m/44/60/0/0/5")] {
         let (child, _) = thresig::bip32::derive_public(
+            thresig::domain::KeyType::Secp256k1,
             &key.public_key,
             &cc,
             &thresig::domain::DerivationPath::parse(path).unwrap(),
@@ -154,6 +155,7 @@ async fn repeated_request_id_returns_the_same_signature_and_another_digest_is_re
     assert_eq!(err.code(), Some(tonic::Code::AlreadyExists), "{err}");
     let cc: [u8; 32] = key.chain_code.as_slice().try_into().unwrap();
     let (child, _) = thresig::bip32::derive_public(
+        thresig::domain::KeyType::Secp256k1,
         &key.public_key,
         &cc,
         &thresig::domain::DerivationPath::parse("m/3").unwrap(),

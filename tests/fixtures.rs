@@ -153,6 +153,7 @@ async fn stores_written_by_format_v1_open_verify_and_sign() {
             .unwrap();
         let cc: [u8; 32] = hex::decode(&fx.chain_code).unwrap().try_into().unwrap();
         let (child, _) = thresig::bip32::derive_public(
+            thresig::domain::KeyType::Secp256k1,
             &pk,
             &cc,
             &thresig::domain::DerivationPath::parse("m/1/2").unwrap(),

@@ -159,6 +159,7 @@ operations = ["read"]
     check_signature(&v.sign("k1", d, "m/0/3", "").await.unwrap(), &d, &{
         let cc: [u8; 32] = info.chain_code.as_slice().try_into().unwrap();
         thresig::bip32::derive_public(
+            thresig::domain::KeyType::Secp256k1,
             &info.public_key,
             &cc,
             &DerivationPath::parse("m/0/3").unwrap(),
@@ -437,6 +438,7 @@ async fn a_repeated_request_gets_the_same_signature_from_any_coordinator() {
     );
     let cc: [u8; 32] = info.chain_code.as_slice().try_into().unwrap();
     let (child, _) = thresig::bip32::derive_public(
+        thresig::domain::KeyType::Secp256k1,
         &info.public_key,
         &cc,
         &DerivationPath::parse("m/1").unwrap(),

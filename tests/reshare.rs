@@ -63,7 +63,8 @@ async fn step(
         assert_eq!(rec.committee, new, "node {m}");
         assert_eq!(rec.public_key, pk, "node {m}");
         let share = node(c, m).store().share(&id, epoch).unwrap();
-        assert_eq!(share.expose().parameters.threshold, t as u8);
+        let share = thresig::protocol::KeyShare::decode(rec.key_type, share.expose()).unwrap();
+        assert_eq!(share.parameters().0, t as u8);
         assert!(
             !node(c, m).store().has_share(&id, epoch - 1).unwrap(),
             "node {m} still stores its epoch {} share",
@@ -103,9 +104,13 @@ async fn step(
         .sign("moving", d, "m/3/4", "")
         .await
         .unwrap();
-    let (child, _) =
-        thresig::bip32::derive_public(pk, chain_code, &DerivationPath::parse("m/3/4").unwrap())
-            .unwrap();
+    let (child, _) = thresig::bip32::derive_public(
+        thresig::domain::KeyType::Secp256k1,
+        pk,
+        chain_code,
+        &DerivationPath::parse("m/3/4").unwrap(),
+    )
+    .unwrap();
     check_signature(&resp, &d, &child);
 
     // A node that left can take part in nothing: asked to coordinate, it

@@ -23,7 +23,9 @@ fn share_bytes(
         .node
         .store()
         .share(key, epoch)?;
-    Ok(s.expose().poly_point.to_repr().to_vec())
+    let party: thresig::protocol::curve::Party<k256::Secp256k1> =
+        thresig::codec::decode(s.expose()).unwrap();
+    Ok(party.poly_point.to_repr().to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,6 +109,7 @@ async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
         .unwrap();
     let cc: [u8; 32] = info.chain_code.as_slice().try_into().unwrap();
     let (child, _) = thresig::bip32::derive_public(
+        thresig::domain::KeyType::Secp256k1,
         &info.public_key,
         &cc,
         &DerivationPath::parse("m/1/2").unwrap(),

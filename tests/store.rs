@@ -108,7 +108,9 @@ async fn raw_store_file_contains_no_plaintext_share() {
         let share = store
             .share(&KeyId::parse("secret-key").unwrap(), 0)
             .unwrap();
-        let be: [u8; 32] = share.expose().poly_point.to_repr().into();
+        let party: thresig::protocol::curve::Party<k256::Secp256k1> =
+            thresig::codec::decode(share.expose()).unwrap();
+        let be: [u8; 32] = party.poly_point.to_repr().into();
         let mut le = be;
         le.reverse();
         for needle in [be, le] {

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use crate::proto::admin::{RepairKeyRequest, ReshareKeyRequest, RotateKeyRequest};
 pub use crate::proto::admin::{RepairKeyResponse, ReshareKeyResponse, RotateKeyResponse};
 
-use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+use crate::domain::{DerivationPath, Digest32, KeyId, KeyType, NodeName};
 pub use crate::node::request::{SignRequest as ClientRequest, Slot};
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
@@ -296,10 +296,22 @@ impl Client {
             .into_inner())
     }
 
-    /// Admin: runs a keygen. An empty committee means every node.
+    /// Admin: runs a keygen of a secp256k1 key. An empty committee means every node.
     pub async fn create_key(
         &mut self,
         key: &str,
+        threshold: u32,
+        committee: &[String],
+    ) -> Result<KeyInfo, ClientError> {
+        self.create_key_of_type(key, KeyType::Secp256k1, threshold, committee)
+            .await
+    }
+
+    /// Admin: runs a keygen of a `key_type` key. An empty committee means every node.
+    pub async fn create_key_of_type(
+        &mut self,
+        key: &str,
+        key_type: KeyType,
         threshold: u32,
         committee: &[String],
     ) -> Result<KeyInfo, ClientError> {
@@ -307,6 +319,7 @@ impl Client {
             key_id: key.into(),
             threshold,
             committee: committee.to_vec(),
+            key_type: key_type.to_string(),
         };
         Ok(AdminClient::new(self.channel.clone())
             .create_key(req)

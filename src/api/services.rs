@@ -129,7 +129,8 @@ impl spb::signer_server::Signer for SignerService {
         )?;
         tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
         let sig = &out.signature;
-        let ksig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s)
+        let der = sig
+            .der()
             .map_err(|_| Status::internal("signature encoding"))?;
         let mut rsv = Vec::with_capacity(65);
         rsv.extend_from_slice(&sig.r);
@@ -139,12 +140,13 @@ impl spb::signer_server::Signer for SignerService {
             r: sig.r.to_vec(),
             s: sig.s.to_vec(),
             recovery_id: sig.recovery_id.into(),
-            der: ksig.to_der().as_bytes().to_vec(),
+            der,
             rsv,
             public_key: sig.public_key.to_vec(),
             participants: out.participants.iter().map(ToString::to_string).collect(),
             request_id: out.request_id,
             epoch: out.epoch,
+            key_type: sig.key_type.to_string(),
         }))
     }
 
@@ -160,13 +162,14 @@ impl spb::signer_server::Signer for SignerService {
             .authorize_key_read(&who.name, &key, &path)
             .map_err(|e| status(&e))?;
         let rec = self.node.key(&key).map_err(|e| status(&e))?;
-        let (pk, cc) = crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &path)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let (pk, cc) =
+            crate::bip32::derive_public(rec.key_type, &rec.public_key, &rec.chain_code, &path)
+                .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(spb::GetPublicKeyResponse {
             public_key: pk.to_vec(),
-            eth_address: crate::bip32::eth_address(&pk)
-                .map_err(|e| Status::internal(e.to_string()))?,
+            eth_address: eth_address(rec.key_type, &pk),
             chain_code: cc.to_vec(),
+            key_type: rec.key_type.to_string(),
         }))
     }
 }
@@ -219,11 +222,19 @@ fn audit_entry(e: crate::storage::AuditEntry) -> apb::AuditEntry {
     }
 }
 
+/// The Ethereum address of a secp256k1 key; empty for other key types.
+fn eth_address(key_type: crate::domain::KeyType, pk: &[u8]) -> String {
+    match key_type {
+        crate::domain::KeyType::Secp256k1 => crate::bip32::eth_address(pk).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
     apb::KeyInfo {
         key_id: rec.key_id.to_string(),
         public_key: rec.public_key.clone(),
-        eth_address: crate::bip32::eth_address(&rec.public_key).unwrap_or_default(),
+        eth_address: eth_address(rec.key_type, &rec.public_key),
         threshold: rec.threshold.into(),
         committee: rec.committee.clone(),
         epoch: rec.epoch,
@@ -232,6 +243,7 @@ pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
             s => s.label().to_owned(),
         },
         chain_code: rec.chain_code.to_vec(),
+        key_type: rec.key_type.to_string(),
     }
 }
 
@@ -245,6 +257,8 @@ impl apb::admin_server::Admin for AdminService {
         let r = req.into_inner();
         let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
         let committee = committee_names(&r.committee)?;
+        let key_type =
+            crate::domain::KeyType::parse(&r.key_type).map_err(|e| arg("key_type", e))?;
         let started = Instant::now();
         let rec = counted(
             &self.metrics,
@@ -253,7 +267,9 @@ impl apb::admin_server::Admin for AdminService {
                 &who.name,
                 "create",
                 key.as_str(),
-                self.node.create_key(&key, r.threshold, committee).await,
+                self.node
+                    .create_key(&key, key_type, r.threshold, committee)
+                    .await,
             ),
         )?;
         tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");

@@ -8,7 +8,7 @@ use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use sha2::Digest;
 
 use crate::cluster::{LocalCluster, ADMIN, CLIENT};
-use crate::domain::DerivationPath;
+use crate::domain::{DerivationPath, KeyType};
 use crate::node::Timeouts;
 
 #[derive(Debug, clap::Args)]
@@ -111,7 +111,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .as_slice()
         .try_into()
         .context("chain code length")?;
-    let (child_pk, _) = crate::bip32::derive_public(&key.public_key, &cc, &path)?;
+    let (child_pk, _) =
+        crate::bip32::derive_public(KeyType::Secp256k1, &key.public_key, &cc, &path)?;
     anyhow::ensure!(
         child.public_key == child_pk,
         "derived public key differs from BIP32 derivation"

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use super::conn::Conn;
 use crate::client::KeyInfo;
+use crate::domain::KeyType;
 use crate::pki::Role;
 
 #[derive(Debug, clap::Subcommand)]
@@ -12,10 +13,17 @@ pub enum Cmd {
     ///
     /// Every committee node must be up. Signing later needs exactly
     /// --threshold of them.
+    ///
+    /// Example: thresig keys create --name passkey-1 --threshold 2 --type p256
     Create {
         /// Key name: 1-64 of a-z, 0-9, '-', '_', '.'.
         #[arg(long)]
         name: String,
+        /// The curve: secp256k1 (Ethereum, Bitcoin, Cosmos) or p256 (NIST
+        /// P-256: WebAuthn/passkeys, NEO, Sui, HSM replacement). Both sign
+        /// ECDSA over a 32-byte digest and support non-hardened BIP32-style paths.
+        #[arg(long = "type", default_value = "secp256k1", value_parser = parse_key_type)]
+        key_type: KeyType,
         /// Number of nodes needed to sign (t of n), at least 2.
         #[arg(long)]
         threshold: u32,
@@ -93,8 +101,12 @@ pub enum Cmd {
 
 pub fn print_key(k: &KeyInfo) {
     println!("key          {}", k.key_id);
+    println!("type         {}", k.key_type);
     println!("public key   {}", hex::encode(&k.public_key));
-    println!("eth address  {}", k.eth_address);
+    if !k.eth_address.is_empty() {
+        println!("eth address  {}", k.eth_address);
+    }
+    println!("chain code   {}", hex::encode(&k.chain_code));
     println!("threshold    {}-of-{}", k.threshold, k.committee.len());
     println!("committee    {}", k.committee.join(", "));
     println!("epoch        {}", k.epoch);
@@ -105,6 +117,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Create {
             name,
+            key_type,
             threshold,
             committee,
             conn,
@@ -115,9 +128,11 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             } else {
                 committee.join(", ")
             };
-            eprintln!("running distributed key generation for {name} ({threshold}-of-n, committee: {who}) via node {}...", conn.server);
+            eprintln!("running distributed key generation for {name} ({key_type}, {threshold}-of-n, committee: {who}) via node {}...", conn.server);
             let started = Instant::now();
-            let k = c.create_key(&name, threshold, &committee).await?;
+            let k = c
+                .create_key_of_type(&name, key_type, threshold, &committee)
+                .await?;
             eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
             print_key(&k);
         }
@@ -245,4 +260,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Show { key, conn } => print_key(&conn.client(Role::Admin)?.get_key(&key).await?),
     }
     Ok(())
+}
+
+fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    KeyType::parse(s).map_err(|e| e.to_string())
 }

@@ -65,7 +65,7 @@ pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "key": a.key, "path": a.path, "digest": hex::encode(digest.0),
             "r": hex::encode(&r.r), "s": hex::encode(&r.s), "recovery_id": r.recovery_id,
-            "der": hex::encode(&r.der), "rsv": hex::encode(&r.rsv), "public_key": hex::encode(&r.public_key),
+            "der": hex::encode(&r.der), "rsv": hex::encode(&r.rsv), "public_key": hex::encode(&r.public_key), "key_type": r.key_type,
             "participants": r.participants, "request_id": r.request_id, "epoch": r.epoch, "latency_ms": ms,
         });
         println!("{v}");
@@ -76,6 +76,7 @@ pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
         println!("der          {}", hex::encode(&r.der));
         println!("r||s||v      {}", hex::encode(&r.rsv));
         println!("public key   {}", hex::encode(&r.public_key));
+        println!("key type     {}", r.key_type);
         println!("signers      {}", r.participants.join(", "));
         println!("request id   {}", r.request_id);
         println!("latency      {ms:.1} ms");
@@ -111,8 +112,11 @@ pub async fn pubkey(a: PubkeyArgs) -> anyhow::Result<()> {
         .client(Role::Client)?
         .public_key(&a.key, &a.path)
         .await?;
+    println!("type         {}", r.key_type);
     println!("public key   {}", hex::encode(&r.public_key));
-    println!("eth address  {}", r.eth_address);
+    if !r.eth_address.is_empty() {
+        println!("eth address  {}", r.eth_address);
+    }
     println!("chain code   {}", hex::encode(&r.chain_code));
     Ok(())
 }

@@ -18,6 +18,8 @@
 //! - `policy.rs`: the policy file and rate limiter.
 //! - `router.rs`, `session.rs`: message routing with bounds; one protocol
 //!   run over the network with round deadlines.
+//! - `shares.rs`: this node's shares opened from the store, and the cache
+//!   of those opened for signing.
 //! - `faults.rs`: crash points for tests (compiled out without the
 //!   `fault-injection` feature).
 //!
@@ -34,6 +36,7 @@ mod propose;
 pub mod request;
 mod router;
 mod session;
+mod shares;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +104,8 @@ pub struct Node {
     suspects: std::sync::Mutex<std::collections::HashMap<NodeName, std::time::Instant>>,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
+    /// Shares opened for signing (see `shares.rs`).
+    opened: shares::OpenedShares,
 }
 
 impl std::fmt::Debug for Node {
@@ -142,6 +147,7 @@ impl Node {
             limiter: policy::Limiter::default(),
             suspects: Default::default(),
             gates: Default::default(),
+            opened: Default::default(),
         })
     }
 

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use super::request;
 use super::NodeError;
-use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
 use crate::protocol::sign::Signature;
 
 /// What a coordinator asks a participant to do.
@@ -18,6 +18,7 @@ use crate::protocol::sign::Signature;
 pub enum Operation {
     Keygen {
         key_id: KeyId,
+        key_type: KeyType,
         threshold: u32,
         committee: Vec<NodeName>,
     },

@@ -52,11 +52,6 @@ pub(crate) struct OpenSession<'a> {
 }
 
 impl OpenSession<'_> {
-    /// An engine error of this session, blaming the party it names.
-    pub fn protocol_error(&self, e: ProtocolError) -> NodeError {
-        self.session.protocol_error(e)
-    }
-
     /// Runs `proto` (or reports the error building it failed with) to the end.
     pub async fn run_session<P>(
         mut self,

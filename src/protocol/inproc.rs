@@ -102,9 +102,11 @@ mod tests {
     use crate::protocol::keygen::{Keygen, KeygenOutput};
     use crate::protocol::sign::{verify, Sign};
 
+    type K = k256::Secp256k1;
+
     fn keygen(t: u8, n: u8) -> Vec<KeygenOutput> {
         let parties = (1..=n)
-            .map(|i| Keygen::new(t, n, i, &[7u8; 32]).unwrap())
+            .map(|i| Keygen::<K>::new(t, n, i, &[7u8; 32]).unwrap())
             .collect();
         run(parties, None).into_iter().map(|r| r.unwrap()).collect()
     }
@@ -117,10 +119,10 @@ mod tests {
             .all(|o| o.public_key == outs[0].public_key && o.package_hash == outs[0].package_hash));
         let digest = Digest32([9u8; 32]);
         for pair in [[1u8, 2], [1, 3], [2, 3]] {
-            let signers: Vec<Sign> = pair
+            let signers: Vec<Sign<K>> = pair
                 .iter()
                 .map(|&i| {
-                    Sign::new(
+                    Sign::<K>::new(
                         &outs[(i - 1) as usize].share,
                         &DerivationPath::default(),
                         &pair,
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn equivocating_broadcast_is_caught_and_named() {
         let parties = (1..=3)
-            .map(|i| Keygen::new(2, 3, i, &[1u8; 32]).unwrap())
+            .map(|i| Keygen::<K>::new(2, 3, i, &[1u8; 32]).unwrap())
             .collect();
         // Party 2 sends a different round-2 broadcast to party 3 only.
         let mut tamper = |round: u32, from: u8, to: u8, payload: &mut Vec<u8>| {
@@ -170,7 +172,7 @@ mod tests {
     fn garbage_and_truncated_messages_blame_the_sender() {
         for mangle in [0usize, 1, 2] {
             let parties = (1..=3)
-                .map(|i| Keygen::new(2, 3, i, &[2u8; 32]).unwrap())
+                .map(|i| Keygen::<K>::new(2, 3, i, &[2u8; 32]).unwrap())
                 .collect();
             let mut tamper = |round: u32, from: u8, _to: u8, payload: &mut Vec<u8>| {
                 if round == 1 && from == 1 {
@@ -192,11 +194,11 @@ mod tests {
         let outs = keygen(2, 3);
         let d = Digest32([1; 32]);
         let p = DerivationPath::default();
-        assert!(Sign::new(&outs[0].share, &p, &[1, 1], d, b"x").is_err());
-        assert!(Sign::new(&outs[0].share, &p, &[0, 1], d, b"x").is_err());
-        assert!(Sign::new(&outs[0].share, &p, &[1, 4], d, b"x").is_err());
-        assert!(Sign::new(&outs[0].share, &p, &[2, 3], d, b"x").is_err());
-        assert!(Sign::new(&outs[0].share, &p, &[1, 2, 3], d, b"x").is_err());
+        assert!(Sign::<K>::new(&outs[0].share, &p, &[1, 1], d, b"x").is_err());
+        assert!(Sign::<K>::new(&outs[0].share, &p, &[0, 1], d, b"x").is_err());
+        assert!(Sign::<K>::new(&outs[0].share, &p, &[1, 4], d, b"x").is_err());
+        assert!(Sign::<K>::new(&outs[0].share, &p, &[2, 3], d, b"x").is_err());
+        assert!(Sign::<K>::new(&outs[0].share, &p, &[1, 2, 3], d, b"x").is_err());
     }
 }
 
@@ -210,9 +212,11 @@ mod hostile {
     use crate::protocol::{decode, encode, ProtocolError};
     use dkls23::protocols::signing::TransmitPhase1to2;
 
+    type K = k256::Secp256k1;
+
     fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
         let parties = (1..=3)
-            .map(|i| Keygen::new(2, 3, i, &[4u8; 32]).unwrap())
+            .map(|i| Keygen::<K>::new(2, 3, i, &[4u8; 32]).unwrap())
             .collect();
         run(parties, None).into_iter().map(|r| r.unwrap()).collect()
     }
@@ -221,10 +225,10 @@ mod hostile {
         outs: &[crate::protocol::keygen::KeygenOutput],
         set: &[u8],
         sid: &[u8],
-    ) -> Vec<Sign> {
+    ) -> Vec<Sign<K>> {
         set.iter()
             .map(|&i| {
-                Sign::new(
+                Sign::<K>::new(
                     &outs[(i - 1) as usize].share,
                     &DerivationPath::default(),
                     set,

@@ -16,16 +16,16 @@ use dkls23::protocols::dkg::{
 };
 use dkls23::protocols::{Parameters, PartyIndex};
 use dkls23::DkgSession;
-use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::curve::Curve;
+use super::KeyShare;
 use super::{
-    check_inbox, compress, decode, distribute_fragments, encode, party_index, Inbox, Outgoing,
-    PartyIdx, Protocol, ProtocolError, Step,
+    check_inbox, decode, distribute_fragments, encode, party_index, Inbox, Outgoing, PartyIdx,
+    Protocol, ProtocolError, Step,
 };
-use crate::secret::KeyShare;
 
 /// What every party holds after a successful keygen.
 #[derive(Debug)]
@@ -41,13 +41,15 @@ pub struct KeygenOutput {
 }
 
 #[derive(Serialize, Deserialize)]
-struct R1 {
-    fragment: Scalar,
+#[serde(bound = "")]
+struct R1<C: Curve> {
+    fragment: C::Scalar,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Bcast2 {
-    proof: ProofCommitment<Secp256k1>,
+#[serde(bound = "")]
+struct Bcast2<C: Curve> {
+    proof: ProofCommitment<C>,
     cc: BroadcastDerivationPhase2to4,
 }
 
@@ -65,10 +67,11 @@ struct Bcast3 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct R3 {
+#[serde(bound = "")]
+struct R3<C: Curve> {
     bcast: Vec<u8>,
     zero: TransmitInitZeroSharePhase3to4,
-    mul: TransmitInitMulPhase3to4<Secp256k1>,
+    mul: TransmitInitMulPhase3to4<C>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,18 +80,18 @@ struct R4 {
     package_hash: [u8; 32],
 }
 
-enum State {
+enum State<C: Curve> {
     Init,
     AfterR1 {
-        own_fragment: Zeroizing<Scalar>,
+        own_fragment: Zeroizing<C::Scalar>,
     },
     AfterR2 {
-        proofs: BTreeMap<PartyIdx, ProofCommitment<Secp256k1>>,
+        proofs: BTreeMap<PartyIdx, ProofCommitment<C>>,
         own_bcast: Vec<u8>,
         own_zero: Vec<TransmitInitZeroSharePhase2to4>,
     },
     AfterR3 {
-        proofs: Vec<ProofCommitment<Secp256k1>>,
+        proofs: Vec<ProofCommitment<C>>,
         zero2: Vec<TransmitInitZeroSharePhase2to4>,
         cc2: BTreeMap<PartyIndex, BroadcastDerivationPhase2to4>,
         own_bcast: Vec<u8>,
@@ -102,16 +105,16 @@ enum State {
 }
 
 /// One party's keygen run.
-pub struct Keygen {
-    session: Option<DkgSession<Secp256k1>>,
+pub struct Keygen<C: Curve> {
+    session: Option<DkgSession<C>>,
     me: PartyIdx,
     n: u8,
     peers: Vec<PartyIdx>,
     round: u32,
-    state: State,
+    state: State<C>,
 }
 
-impl Keygen {
+impl<C: Curve> Keygen<C> {
     /// `session_id` is the execution id; `me` is 1-based among `n` parties.
     pub fn new(
         threshold: u8,
@@ -141,7 +144,7 @@ impl Keygen {
         })
     }
 
-    fn session(&mut self) -> Result<&mut DkgSession<Secp256k1>, ProtocolError> {
+    fn session(&mut self) -> Result<&mut DkgSession<C>, ProtocolError> {
         self.session
             .as_mut()
             .ok_or_else(|| ProtocolError::InvalidArgs("keygen session already consumed".into()))
@@ -168,14 +171,14 @@ impl Keygen {
                 let raw = inbox
                     .get(&p)
                     .ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
-                let m: R1 = self.decode_from(p, raw)?;
+                let m: R1<C> = self.decode_from(p, raw)?;
                 fragments.push(m.fragment);
             }
         }
         let result = self.session()?.phase2(&fragments);
         fragments.zeroize();
         let (proof, zero, cc) = result?;
-        let own_bcast = encode(&Bcast2 {
+        let own_bcast = encode(&Bcast2::<C> {
             proof: proof.clone(),
             cc,
         })
@@ -220,11 +223,11 @@ impl Keygen {
         let mut cc2 = BTreeMap::new();
         let mut zero2 = own_zero;
         // Our own round-2 broadcast is needed again at phase 4.
-        let own: Bcast2 = decode(&own_bcast).map_err(ProtocolError::InvalidArgs)?;
+        let own: Bcast2<C> = decode(&own_bcast).map_err(ProtocolError::InvalidArgs)?;
         cc2.insert(me_idx, own.cc);
         for (&from, raw) in &inbox {
             let m: R2 = self.decode_from(from, raw)?;
-            let b: Bcast2 = self.decode_from(from, &m.bcast)?;
+            let b: Bcast2<C> = self.decode_from(from, &m.bcast)?;
             if b.proof.index.as_u8() != from || b.cc.sender_index.as_u8() != from {
                 return Err(ProtocolError::misbehaved(
                     from,
@@ -254,7 +257,7 @@ impl Keygen {
             .into_iter()
             .map(|z| (z.parties.receiver.as_u8(), z))
             .collect();
-        let mut muls: BTreeMap<PartyIdx, TransmitInitMulPhase3to4<Secp256k1>> = mul3
+        let mut muls: BTreeMap<PartyIdx, TransmitInitMulPhase3to4<C>> = mul3
             .into_iter()
             .map(|m| (m.parties.receiver.as_u8(), m))
             .collect();
@@ -265,7 +268,7 @@ impl Keygen {
                     "engine produced no round-3 message for {to}"
                 )));
             };
-            let payload = encode(&R3 {
+            let payload = encode(&R3::<C> {
                 bcast: own_bcast3.clone(),
                 zero,
                 mul,
@@ -303,7 +306,7 @@ impl Keygen {
         let mut zero3 = Vec::new();
         let mut mul3 = Vec::new();
         for (&from, raw) in &inbox {
-            let m: R3 = self.decode_from(from, raw)?;
+            let m: R3<C> = self.decode_from(from, raw)?;
             let b: Bcast3 = self.decode_from(from, &m.bcast)?;
             compare_echo(&echo2, &b.echo, from, 2)?;
             if b.cc.sender_index.as_u8() != from
@@ -327,16 +330,9 @@ impl Keygen {
             .session
             .take()
             .ok_or_else(|| ProtocolError::InvalidArgs("keygen session already consumed".into()))?;
-        let (party, package) = session.phase4(
-            &proofs,
-            &zero2,
-            &zero3,
-            &mul3,
-            &cc2,
-            &cc3,
-            dkls23::secp256k1::compute_eth_address,
-        )?;
-        let public_key = compress(&party.pk)?;
+        let (party, package) =
+            session.phase4(&proofs, &zero2, &zero3, &mul3, &cc2, &cc3, C::address)?;
+        let public_key = C::compress(&party.pk)?;
         let chain_code = party.derivation_data.chain_code;
         let package = encode(&package).map_err(ProtocolError::InvalidArgs)?;
         let mut h = Sha256::new();
@@ -358,7 +354,7 @@ impl Keygen {
             .collect();
         self.state = State::AfterR4 {
             output: KeygenOutput {
-                share: KeyShare::new(party),
+                share: C::wrap(party),
                 public_key,
                 chain_code,
                 package_hash,
@@ -417,7 +413,7 @@ pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-impl Protocol for Keygen {
+impl<C: Curve> Protocol for Keygen<C> {
     type Output = KeygenOutput;
 
     fn me(&self) -> PartyIdx {
@@ -434,7 +430,7 @@ impl Protocol for Keygen {
         }
         let fragments = self.session()?.phase1();
         let (out, own_fragment) =
-            distribute_fragments(fragments, self.me, |fragment| encode(&R1 { fragment }))?;
+            distribute_fragments(fragments, self.me, |fragment| encode(&R1::<C> { fragment }))?;
         self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)

@@ -1,4 +1,6 @@
-//! I/O-free boundary over the dkls23 engine. Each protocol is a round-based
+//! I/O-free boundary over the dkls23 engine, for every key type (`curve.rs`;
+//! `scheme.rs` is the entry point that picks the curve from a key type, so
+//! nothing above this module names an engine or curve type). Each protocol is a round-based
 //! state machine: the caller (node/) delivers the messages of one round from
 //! every other party and gets the next round's outgoing messages back. This
 //! module never touches the network, the store, the clock or tokio.
@@ -7,17 +9,22 @@
 //! sender of every inbound message is the authenticated peer, supplied by the
 //! caller; any sender field inside an engine message must agree with it.
 
+pub mod curve;
 pub mod inproc;
 pub mod keygen;
 pub mod refresh;
 pub mod repair;
 pub mod reshare;
+pub mod scheme;
+mod share;
 pub mod sign;
 
 use std::collections::BTreeMap;
 
 pub use crate::codec::{decode, encode, MAX_MESSAGE_BYTES};
+pub use curve::Curve;
 use dkls23::protocols::{Abort, AbortKind};
+pub use share::KeyShare;
 
 /// 1-based party index in a committee.
 pub type PartyIdx = u8;
@@ -70,6 +77,22 @@ pub trait Protocol {
     fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError>;
     /// Feeds one whole round (one message from each peer) and advances.
     fn advance(&mut self, inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError>;
+}
+
+impl<X: Protocol + ?Sized> Protocol for Box<X> {
+    type Output = X::Output;
+    fn me(&self) -> PartyIdx {
+        (**self).me()
+    }
+    fn peers(&self) -> &[PartyIdx] {
+        (**self).peers()
+    }
+    fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
+        (**self).start()
+    }
+    fn advance(&mut self, inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError> {
+        (**self).advance(inbox)
+    }
 }
 
 /// Why a protocol run stopped. Variants say whose fault it is.
@@ -192,11 +215,11 @@ pub(crate) fn check_inbox(
 
 /// Round 1 of keygen and refresh: polynomial fragment j goes to party j;
 /// our own stays here. The encoded messages carry secret values.
-pub(crate) fn distribute_fragments(
-    mut fragments: Vec<k256::Scalar>,
+pub(crate) fn distribute_fragments<S: Copy + zeroize::Zeroize>(
+    mut fragments: Vec<S>,
     me: PartyIdx,
-    encode_one: impl Fn(k256::Scalar) -> Result<Vec<u8>, String>,
-) -> Result<(Vec<Outgoing>, zeroize::Zeroizing<k256::Scalar>), ProtocolError> {
+    encode_one: impl Fn(S) -> Result<Vec<u8>, String>,
+) -> Result<(Vec<Outgoing>, zeroize::Zeroizing<S>), ProtocolError> {
     let mut out = Vec::with_capacity(fragments.len());
     let mut own = None;
     for (i, f) in fragments.iter().enumerate() {
@@ -218,14 +241,4 @@ pub(crate) fn distribute_fragments(
 pub(crate) fn party_index(i: PartyIdx) -> Result<dkls23::protocols::PartyIndex, ProtocolError> {
     dkls23::protocols::PartyIndex::new(i)
         .map_err(|_| ProtocolError::InvalidArgs(format!("party index {i} out of range")))
-}
-
-/// Compressed SEC1 encoding of a public key point.
-pub fn compress(pk: &k256::AffinePoint) -> Result<[u8; 33], ProtocolError> {
-    let vk = k256::ecdsa::VerifyingKey::from_affine(*pk)
-        .map_err(|_| ProtocolError::InvalidArgs("public key is the identity".into()))?;
-    let enc = vk.to_sec1_point(true);
-    enc.as_bytes()
-        .try_into()
-        .map_err(|_| ProtocolError::InvalidArgs("unexpected point encoding".into()))
 }

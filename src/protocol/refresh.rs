@@ -13,18 +13,17 @@ use dkls23::protocols::dkg::{
     TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
 };
 use dkls23::protocols::PartyIndex;
-use dkls23::secp256k1::PublicKeyPackage;
-use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::curve::{Curve, Package, Party};
 use super::keygen::{compare_echo, sha256};
+use super::KeyShare;
 use super::{
-    check_inbox, compress, decode, distribute_fragments, encode, party_index, Inbox, Outgoing,
-    PartyIdx, Protocol, ProtocolError, Step,
+    check_inbox, decode, distribute_fragments, encode, party_index, Inbox, Outgoing, PartyIdx,
+    Protocol, ProtocolError, Step,
 };
-use crate::secret::KeyShare;
 
 /// A party's refreshed share and the confirmation every party agreed on.
 #[derive(Debug)]
@@ -37,8 +36,9 @@ pub struct RefreshOutput {
 }
 
 #[derive(Serialize, Deserialize)]
-struct R1 {
-    fragment: Scalar,
+#[serde(bound = "")]
+struct R1<C: Curve> {
+    fragment: C::Scalar,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,10 +49,11 @@ struct R2 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct R3 {
+#[serde(bound = "")]
+struct R3<C: Curve> {
     echo: BTreeMap<PartyIdx, [u8; 32]>,
     zero: TransmitInitZeroSharePhase3to4,
-    mul: TransmitInitMulPhase3to4<Secp256k1>,
+    mul: TransmitInitMulPhase3to4<C>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,54 +61,55 @@ struct R4 {
     confirmation: [u8; 32],
 }
 
-enum State {
+enum State<C: Curve> {
     Init,
     AfterR1 {
-        own_fragment: Zeroizing<Scalar>,
+        own_fragment: Zeroizing<C::Scalar>,
     },
     AfterR2 {
-        correction: Zeroizing<Scalar>,
-        own_proof: ProofCommitment<Secp256k1>,
+        correction: Zeroizing<C::Scalar>,
+        own_proof: ProofCommitment<C>,
         own_bcast: Vec<u8>,
         zero_keep: BTreeMap<PartyIndex, KeepInitZeroSharePhase2to3>,
     },
     AfterR3 {
-        correction: Zeroizing<Scalar>,
-        proofs: Vec<ProofCommitment<Secp256k1>>,
+        correction: Zeroizing<C::Scalar>,
+        proofs: Vec<ProofCommitment<C>>,
         zero2: Vec<TransmitInitZeroSharePhase2to4>,
         echo2: BTreeMap<PartyIdx, [u8; 32]>,
         zero_keep: BTreeMap<PartyIndex, KeepInitZeroSharePhase3to4>,
-        mul_keep: BTreeMap<PartyIndex, KeepInitMulPhase3to4<Secp256k1>>,
+        mul_keep: BTreeMap<PartyIndex, KeepInitMulPhase3to4<C>>,
     },
     AfterR4(RefreshOutput),
     Finished,
 }
 
 /// One party's refresh run over its current share.
-pub struct Refresh {
-    share: KeyShare,
-    package: PublicKeyPackage,
+pub struct Refresh<C: Curve> {
+    share: Box<Party<C>>,
+    package: Package<C>,
     sid: Vec<u8>,
     me: PartyIdx,
     n: u8,
     peers: Vec<PartyIdx>,
     round: u32,
-    state: State,
+    state: State<C>,
 }
 
-impl Refresh {
+impl<C: Curve> Refresh<C> {
     /// `share` is this node's current share, `package` the key's current
     /// public key package (bincode), `refresh_sid` the execution id.
     pub fn new(share: KeyShare, package: &[u8], refresh_sid: &[u8]) -> Result<Self, ProtocolError> {
-        let package: PublicKeyPackage = decode(package)
+        let share = C::unwrap(share)?;
+        let package: Package<C> = decode(package)
             .map_err(|e| ProtocolError::InvalidArgs(format!("public key package: {e}")))?;
-        if package.verifying_key() != &share.expose().pk {
+        if package.verifying_key() != &share.pk {
             return Err(ProtocolError::InvalidArgs(
                 "public key package belongs to another key".into(),
             ));
         }
-        let me = share.expose().party_index.as_u8();
-        let n = share.expose().parameters.share_count;
+        let me = share.party_index.as_u8();
+        let n = share.parameters.share_count;
         Ok(Self {
             share,
             package,
@@ -128,7 +130,7 @@ impl Refresh {
         decode(b).map_err(|e| ProtocolError::misbehaved(from, self.round, e))
     }
 
-    fn take_state(&mut self) -> State {
+    fn take_state(&mut self) -> State<C> {
         std::mem::replace(&mut self.state, State::Finished)
     }
 
@@ -146,13 +148,11 @@ impl Refresh {
                 let raw = inbox
                     .get(&p)
                     .ok_or_else(|| ProtocolError::InvalidArgs("inbox".into()))?;
-                fragments.push(self.decode_from::<R1>(p, raw)?.fragment);
+                fragments.push(self.decode_from::<R1<C>>(p, raw)?.fragment);
             }
         }
-        let (correction, own_proof, zero_keep, zero) = self
-            .share
-            .expose()
-            .refresh_complete_phase2(&self.sid, &fragments);
+        let (correction, own_proof, zero_keep, zero) =
+            self.share.refresh_complete_phase2(&self.sid, &fragments);
         fragments.zeroize();
         let own_bcast = encode(&own_proof).map_err(ProtocolError::InvalidArgs)?;
         let mut out = Vec::new();
@@ -194,7 +194,7 @@ impl Refresh {
         let mut zero2 = Vec::new();
         for (&from, raw) in &inbox {
             let m: R2 = self.decode_from(from, raw)?;
-            let proof: ProofCommitment<Secp256k1> = self.decode_from(from, &m.bcast)?;
+            let proof: ProofCommitment<C> = self.decode_from(from, &m.bcast)?;
             if proof.index.as_u8() != from
                 || m.zero.parties.sender.as_u8() != from
                 || m.zero.parties.receiver != me_idx
@@ -209,10 +209,8 @@ impl Refresh {
             proofs.insert(from, proof);
             zero2.push(m.zero);
         }
-        let (zero_keep3, zero3, mul_keep, mul3) = self
-            .share
-            .expose()
-            .refresh_complete_phase3(&self.sid, &zero_keep);
+        let (zero_keep3, zero3, mul_keep, mul3) =
+            self.share.refresh_complete_phase3(&self.sid, &zero_keep);
         let mut zeros: BTreeMap<PartyIdx, _> = zero3
             .into_iter()
             .map(|z| (z.parties.receiver.as_u8(), z))
@@ -228,7 +226,7 @@ impl Refresh {
                     "engine produced no round-3 message for {to}"
                 )));
             };
-            let payload = encode(&R3 {
+            let payload = encode(&R3::<C> {
                 echo: echo2.clone(),
                 zero,
                 mul,
@@ -265,7 +263,7 @@ impl Refresh {
         let mut zero3 = Vec::new();
         let mut mul3 = Vec::new();
         for (&from, raw) in &inbox {
-            let m: R3 = self.decode_from(from, raw)?;
+            let m: R3<C> = self.decode_from(from, raw)?;
             compare_echo(&echo2, &m.echo, from, 2)?;
             if m.zero.parties.sender.as_u8() != from
                 || m.mul.parties.sender.as_u8() != from
@@ -281,7 +279,7 @@ impl Refresh {
             zero3.push(m.zero);
             mul3.push(m.mul);
         }
-        let party = self.share.expose().refresh_complete_phase4(
+        let party = self.share.refresh_complete_phase4(
             &self.sid,
             &correction,
             &proofs,
@@ -301,11 +299,11 @@ impl Refresh {
                 })?;
         let package = encode(&package).map_err(ProtocolError::InvalidArgs)?;
         let mut h = Sha256::new();
-        h.update(compress(&party.pk)?);
+        h.update(C::compress(&party.pk)?);
         h.update(&party.session_id);
         h.update(&package);
         let confirmation: [u8; 32] = h.finalize().into();
-        if party.pk != self.share.expose().pk {
+        if party.pk != self.share.pk {
             return Err(ProtocolError::InvalidArgs(
                 "refresh changed the public key".into(),
             ));
@@ -321,7 +319,7 @@ impl Refresh {
             .collect();
         self.state = State::AfterR4(RefreshOutput {
             package,
-            share: KeyShare::new(party),
+            share: C::wrap(party),
             confirmation,
         });
         Ok(out)
@@ -343,7 +341,7 @@ impl Refresh {
     }
 }
 
-impl Protocol for Refresh {
+impl<C: Curve> Protocol for Refresh<C> {
     type Output = RefreshOutput;
 
     fn me(&self) -> PartyIdx {
@@ -358,9 +356,9 @@ impl Protocol for Refresh {
         if !matches!(self.state, State::Init) {
             return Err(ProtocolError::InvalidArgs("refresh already started".into()));
         }
-        let fragments = self.share.expose().refresh_complete_phase1();
+        let fragments = self.share.refresh_complete_phase1();
         let (out, own_fragment) =
-            distribute_fragments(fragments, self.me, |fragment| encode(&R1 { fragment }))?;
+            distribute_fragments(fragments, self.me, |fragment| encode(&R1::<C> { fragment }))?;
         self.state = State::AfterR1 { own_fragment };
         self.round = 1;
         Ok(out)
@@ -391,15 +389,17 @@ mod tests {
     use crate::protocol::keygen::Keygen;
     use crate::protocol::sign::{verify, Sign};
 
+    type K = k256::Secp256k1;
+
     fn clone_share(s: &KeyShare) -> KeyShare {
-        KeyShare::new(s.expose().clone())
+        KeyShare::decode(s.key_type(), &s.encode().unwrap()).unwrap()
     }
 
     #[test]
     fn refresh_keeps_the_key_changes_every_share_and_old_shares_do_not_mix() {
         let outs: Vec<_> = run(
             (1..=3)
-                .map(|i| Keygen::new(2, 3, i, &[8; 32]).unwrap())
+                .map(|i| Keygen::<K>::new(2, 3, i, &[8; 32]).unwrap())
                 .collect(),
             None,
         )
@@ -408,7 +408,7 @@ mod tests {
         .collect();
         let refreshed: Vec<_> = run(
             outs.iter()
-                .map(|o| Refresh::new(clone_share(&o.share), &o.package, b"rot-1").unwrap())
+                .map(|o| Refresh::<K>::new(clone_share(&o.share), &o.package, b"rot-1").unwrap())
                 .collect(),
             None,
         )
@@ -416,8 +416,11 @@ mod tests {
         .map(|r| r.unwrap())
         .collect();
         for (old, new) in outs.iter().zip(&refreshed) {
-            assert_eq!(old.share.expose().pk, new.share.expose().pk);
-            assert_ne!(old.share.expose().poly_point, new.share.expose().poly_point);
+            assert_eq!(
+                old.share.public_key().unwrap(),
+                new.share.public_key().unwrap()
+            );
+            assert_ne!(*old.share.encode().unwrap(), *new.share.encode().unwrap());
             assert_eq!(new.confirmation, refreshed[0].confirmation);
         }
         let d = Digest32([6; 32]);
@@ -425,8 +428,8 @@ mod tests {
         let sign = |a: &KeyShare, b: &KeyShare| {
             run(
                 vec![
-                    Sign::new(a, &p, &[1, 2], d, b"s").unwrap(),
-                    Sign::new(b, &p, &[1, 2], d, b"s").unwrap(),
+                    Sign::<K>::new(a, &p, &[1, 2], d, b"s").unwrap(),
+                    Sign::<K>::new(b, &p, &[1, 2], d, b"s").unwrap(),
                 ],
                 None,
             )

@@ -7,14 +7,13 @@
 
 use dkls23::protocols::repair::{repair_assemble, RepairTerm};
 use dkls23::protocols::PartyIndex;
-use dkls23::secp256k1::PublicKeyPackage;
-use k256::Secp256k1;
 
+use super::curve::{Curve, Package, Party};
+use super::KeyShare;
 use super::{
     check_inbox, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol, ProtocolError,
     Step,
 };
-use crate::secret::KeyShare;
 
 fn repair_error(e: dkls23::protocols::repair::RepairError) -> ProtocolError {
     ProtocolError::Engine {
@@ -29,32 +28,38 @@ fn indices(v: &[PartyIdx]) -> Result<Vec<PartyIndex>, ProtocolError> {
 }
 
 /// A helper's side: one message, to the target.
-pub struct RepairHelper {
-    share: KeyShare,
+pub struct RepairHelper<C: Curve> {
+    share: Box<Party<C>>,
     helpers: Vec<PartyIdx>,
     target: PartyIdx,
     repair_id: Vec<u8>,
 }
 
-impl RepairHelper {
-    pub fn new(share: KeyShare, helpers: &[PartyIdx], target: PartyIdx, repair_id: &[u8]) -> Self {
+impl<C: Curve> RepairHelper<C> {
+    pub fn new(
+        share: KeyShare,
+        helpers: &[PartyIdx],
+        target: PartyIdx,
+        repair_id: &[u8],
+    ) -> Result<Self, ProtocolError> {
+        let share = C::unwrap(share)?;
         // Every helper derives its mask over the same, ascending, helper list.
         let mut helpers = helpers.to_vec();
         helpers.sort_unstable();
-        Self {
+        Ok(Self {
             share,
             helpers,
             target,
             repair_id: repair_id.to_vec(),
-        }
+        })
     }
 }
 
-impl Protocol for RepairHelper {
+impl<C: Curve> Protocol for RepairHelper<C> {
     type Output = ();
 
     fn me(&self) -> PartyIdx {
-        self.share.expose().party_index.as_u8()
+        self.share.party_index.as_u8()
     }
 
     fn peers(&self) -> &[PartyIdx] {
@@ -64,7 +69,6 @@ impl Protocol for RepairHelper {
     fn start(&mut self) -> Result<Vec<Outgoing>, ProtocolError> {
         let term = self
             .share
-            .expose()
             .repair_term(
                 &indices(&self.helpers)?,
                 party_index(self.target)?,
@@ -85,13 +89,13 @@ impl Protocol for RepairHelper {
 }
 
 /// The target's side: collects one term from each helper and assembles.
-pub struct RepairTarget {
-    package: PublicKeyPackage,
+pub struct RepairTarget<C: Curve> {
+    package: Package<C>,
     me: PartyIdx,
     helpers: Vec<PartyIdx>,
 }
 
-impl RepairTarget {
+impl<C: Curve> RepairTarget<C> {
     /// `package` is the key's public key package (bincode).
     pub fn new(package: &[u8], me: PartyIdx, helpers: &[PartyIdx]) -> Result<Self, ProtocolError> {
         let package = decode(package)
@@ -106,7 +110,7 @@ impl RepairTarget {
     }
 }
 
-impl Protocol for RepairTarget {
+impl<C: Curve> Protocol for RepairTarget<C> {
     type Output = KeyShare;
 
     fn me(&self) -> PartyIdx {
@@ -125,7 +129,7 @@ impl Protocol for RepairTarget {
         check_inbox(&inbox, &self.helpers, 1)?;
         let mut terms = Vec::with_capacity(inbox.len());
         for (&from, raw) in &inbox {
-            let term: RepairTerm<Secp256k1> =
+            let term: RepairTerm<C> =
                 decode(raw).map_err(|e| ProtocolError::misbehaved(from, 1, e))?;
             if term.helper.as_u8() != from || term.target.as_u8() != self.me {
                 return Err(ProtocolError::misbehaved(
@@ -136,14 +140,9 @@ impl Protocol for RepairTarget {
             }
             terms.push(term);
         }
-        let party = repair_assemble(
-            &self.package,
-            party_index(self.me)?,
-            &terms,
-            dkls23::secp256k1::compute_eth_address,
-        )
-        .map_err(repair_error)?;
-        Ok(Step::Done(KeyShare::new(party)))
+        let party = repair_assemble(&self.package, party_index(self.me)?, &terms, C::address)
+            .map_err(repair_error)?;
+        Ok(Step::Done(C::wrap(party)))
     }
 }
 
@@ -154,13 +153,19 @@ mod tests {
     use crate::protocol::keygen::Keygen;
     use crate::protocol::refresh::Refresh;
 
+    type K = k256::Secp256k1;
+
+    fn dup(s: &KeyShare) -> KeyShare {
+        KeyShare::decode(s.key_type(), &s.encode().unwrap()).unwrap()
+    }
+
     #[test]
     fn lost_share_is_rebuilt_and_a_complete_refresh_makes_it_sign() {
         use crate::domain::{DerivationPath, Digest32};
         use crate::protocol::sign::{verify, Sign};
         let outs: Vec<_> = run(
             (1..=3)
-                .map(|i| Keygen::new(2, 3, i, &[5; 32]).unwrap())
+                .map(|i| Keygen::<K>::new(2, 3, i, &[5; 32]).unwrap())
                 .collect(),
             None,
         )
@@ -169,15 +174,12 @@ mod tests {
         .collect();
         // Party 3 lost its share; parties 1 and 2 help.
         let helpers = [1u8, 2];
-        let mut target = RepairTarget::new(&outs[0].package, 3, &helpers).unwrap();
+        let mut target = RepairTarget::<K>::new(&outs[0].package, 3, &helpers).unwrap();
         let mut inbox = Inbox::new();
         for h in helpers {
-            let mut helper = RepairHelper::new(
-                KeyShare::new(outs[(h - 1) as usize].share.expose().clone()),
-                &helpers,
-                3,
-                b"r1",
-            );
+            let mut helper =
+                RepairHelper::<K>::new(dup(&outs[(h - 1) as usize].share), &helpers, 3, b"r1")
+                    .unwrap();
             let out = helper.start().unwrap();
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].to, 3);
@@ -187,19 +189,15 @@ mod tests {
             panic!("not done")
         };
         assert_eq!(
-            hollow.expose().poly_point,
-            outs[2].share.expose().poly_point
+            K::party(&hollow).unwrap().poly_point,
+            K::party(&outs[2].share).unwrap().poly_point
         );
         // A complete refresh over (1, 2, repaired 3) gives working shares.
-        let shares = [
-            KeyShare::new(outs[0].share.expose().clone()),
-            KeyShare::new(outs[1].share.expose().clone()),
-            hollow,
-        ];
+        let shares = [dup(&outs[0].share), dup(&outs[1].share), hollow];
         let refreshed: Vec<_> = run(
             shares
                 .into_iter()
-                .map(|s| Refresh::new(s, &outs[0].package, b"after-repair").unwrap())
+                .map(|s| Refresh::<K>::new(s, &outs[0].package, b"after-repair").unwrap())
                 .collect(),
             None,
         )
@@ -210,8 +208,8 @@ mod tests {
         let p = DerivationPath::default();
         let sigs = run(
             vec![
-                Sign::new(&refreshed[0].share, &p, &[1, 3], d, b"s").unwrap(),
-                Sign::new(&refreshed[2].share, &p, &[1, 3], d, b"s").unwrap(),
+                Sign::<K>::new(&refreshed[0].share, &p, &[1, 3], d, b"s").unwrap(),
+                Sign::<K>::new(&refreshed[2].share, &p, &[1, 3], d, b"s").unwrap(),
             ],
             None,
         );

@@ -19,29 +19,31 @@
 use std::collections::BTreeMap;
 
 use dkls23::protocols::derivation::DerivData;
-use dkls23::protocols::{Parameters, Party};
-use dkls23::secp256k1::PublicKeyPackage;
+use dkls23::protocols::Parameters;
 use dkls23::utilities::zero_shares::ZeroShare;
-use k256::{AffinePoint, ProjectivePoint, Scalar};
+use k256::elliptic_curve::ff::{Field, PrimeField};
+use k256::elliptic_curve::group::{Curve as _, Group};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use super::curve::{Curve, Package, Party};
 use super::refresh::{Refresh, RefreshOutput};
+use super::KeyShare;
 use super::{check_inbox, party_index, Inbox, Outgoing, PartyIdx, Protocol, ProtocolError, Step};
-use crate::secret::KeyShare;
 
 /// What one dealer sends one new member: the public commitments and that
 /// member's private point.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct Dealing {
+#[serde(bound = "")]
+pub struct Dealing<C: Curve> {
     /// Feldman commitments `a_k · G`, k = 0..t'.
-    pub commitments: Vec<AffinePoint>,
+    pub commitments: Vec<C::AffinePoint>,
     /// `g(j)` for the receiving member j.
-    pub share: Scalar,
+    pub share: C::Scalar,
 }
 
-impl std::fmt::Debug for Dealing {
+impl<C: Curve> std::fmt::Debug for Dealing<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dealing")
             .field("commitments", &self.commitments.len())
@@ -50,25 +52,25 @@ impl std::fmt::Debug for Dealing {
 }
 
 /// The Lagrange coefficient of `i` at zero over the (old) index set `set`.
-fn lagrange_at_zero(set: &[PartyIdx], i: PartyIdx) -> Result<Scalar, ProtocolError> {
-    let xi = Scalar::from(u64::from(i));
-    let mut num = Scalar::ONE;
-    let mut den = Scalar::ONE;
+fn lagrange_at_zero<C: Curve>(set: &[PartyIdx], i: PartyIdx) -> Result<C::Scalar, ProtocolError> {
+    let xi = C::Scalar::from(u64::from(i));
+    let mut num = C::Scalar::ONE;
+    let mut den = C::Scalar::ONE;
     for &j in set.iter().filter(|&&j| j != i) {
-        let xj = Scalar::from(u64::from(j));
+        let xj = C::Scalar::from(u64::from(j));
         num *= xj;
         den *= xj - xi;
     }
-    let inv: Option<Scalar> = den.invert().into();
+    let inv: Option<C::Scalar> = den.invert().into();
     Ok(num * inv.ok_or_else(|| ProtocolError::InvalidArgs("duplicate dealer index".into()))?)
 }
 
-fn eval_commitments(commitments: &[AffinePoint], j: PartyIdx) -> ProjectivePoint {
-    let x = Scalar::from(u64::from(j));
-    let mut acc = ProjectivePoint::IDENTITY;
-    let mut pow = Scalar::ONE;
+fn eval_commitments<C: Curve>(commitments: &[C::AffinePoint], j: PartyIdx) -> C::ProjectivePoint {
+    let x = C::Scalar::from(u64::from(j));
+    let mut acc = C::ProjectivePoint::identity();
+    let mut pow = C::Scalar::ONE;
     for c in commitments {
-        acc += ProjectivePoint::from(*c) * pow;
+        acc += C::ProjectivePoint::from(*c) * pow;
         pow *= x;
     }
     acc
@@ -88,13 +90,13 @@ fn check_dealers(dealers: &[PartyIdx], old_t: u8) -> Result<(), ProtocolError> {
 }
 
 /// A dealer's dealings for every new member 1..=new_n (by new index).
-pub fn deal(
+pub fn deal<C: Curve>(
     share: &KeyShare,
     dealers: &[PartyIdx],
     new_t: u8,
     new_n: u8,
-) -> Result<BTreeMap<PartyIdx, Dealing>, ProtocolError> {
-    let party = share.expose();
+) -> Result<BTreeMap<PartyIdx, Dealing<C>>, ProtocolError> {
+    let party = C::party(share)?;
     check_dealers(dealers, party.parameters.threshold)?;
     Parameters::new(new_t, new_n).map_err(|_| {
         ProtocolError::InvalidArgs(format!("bad new parameters {new_t}-of-{new_n}"))
@@ -105,21 +107,21 @@ pub fn deal(
             "party {me} is not a dealer"
         )));
     }
-    let mut coeffs: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(new_t.into()));
-    coeffs.push(lagrange_at_zero(dealers, me)? * party.poly_point);
+    let mut coeffs: Zeroizing<Vec<C::Scalar>> = Zeroizing::new(Vec::with_capacity(new_t.into()));
+    coeffs.push(lagrange_at_zero::<C>(dealers, me)? * party.poly_point);
     for _ in 1..new_t {
-        coeffs.push(random_scalar()?);
+        coeffs.push(random_scalar::<C>()?);
     }
-    let commitments: Vec<AffinePoint> = coeffs
+    let commitments: Vec<C::AffinePoint> = coeffs
         .iter()
-        .map(|a| (ProjectivePoint::GENERATOR * a).to_affine())
+        .map(|a| (C::ProjectivePoint::generator() * *a).to_affine())
         .collect();
     let mut out = BTreeMap::new();
     for j in 1..=new_n {
-        let x = Scalar::from(u64::from(j));
-        let mut y = Scalar::ZERO;
+        let x = C::Scalar::from(u64::from(j));
+        let mut y = C::Scalar::ZERO;
         for a in coeffs.iter().rev() {
-            y = y * x + a;
+            y = y * x + *a;
         }
         out.insert(
             j,
@@ -133,12 +135,12 @@ pub fn deal(
 }
 
 /// A uniformly random non-zero scalar from the OS generator (rejection sampling).
-fn random_scalar() -> Result<Scalar, ProtocolError> {
-    use k256::elliptic_curve::ff::PrimeField;
+fn random_scalar<C: Curve>() -> Result<C::Scalar, ProtocolError> {
     loop {
-        let mut b = Zeroizing::new([0u8; 32]);
-        getrandom::fill(b.as_mut()).map_err(|e| ProtocolError::InvalidArgs(format!("rng: {e}")))?;
-        let s: Option<Scalar> = Scalar::from_repr((*b).into()).into();
+        let mut repr = Zeroizing::new(<C::Scalar as PrimeField>::Repr::default());
+        getrandom::fill(repr.as_mut())
+            .map_err(|e| ProtocolError::InvalidArgs(format!("rng: {e}")))?;
+        let s: Option<C::Scalar> = C::Scalar::from_repr(*repr).into();
         if let Some(s) = s.filter(|s| !bool::from(s.is_zero())) {
             return Ok(s);
         }
@@ -148,24 +150,24 @@ fn random_scalar() -> Result<Scalar, ProtocolError> {
 /// What a new member holds after resharing: a share-only party and the new
 /// public key package (same group key, new verifying shares).
 #[derive(Debug)]
-pub struct Reshared {
+pub struct Reshared<C: Curve> {
     pub share: KeyShare,
-    pub package: PublicKeyPackage,
+    pub package: Package<C>,
 }
 
 /// Checks every dealing for new member `me` and assembles its share.
 /// `dealings` is keyed by the dealer's old index; `old_package` is the key's
 /// current public key package. A dealer whose dealing fails is named.
 #[allow(clippy::too_many_arguments)]
-pub fn assemble(
-    dealings: &BTreeMap<PartyIdx, Dealing>,
-    old_package: &PublicKeyPackage,
+pub fn assemble<C: Curve>(
+    dealings: &BTreeMap<PartyIdx, Dealing<C>>,
+    old_package: &Package<C>,
     me: PartyIdx,
     new_t: u8,
     new_n: u8,
     chain_code: [u8; 32],
     session_id: &[u8],
-) -> Result<Reshared, ProtocolError> {
+) -> Result<Reshared<C>, ProtocolError> {
     let dealers: Vec<PartyIdx> = dealings.keys().copied().collect();
     check_dealers(&dealers, old_package.threshold())?;
     let parameters = Parameters::new(new_t, new_n).map_err(|_| {
@@ -177,8 +179,8 @@ pub fn assemble(
         )));
     }
     let pk = *old_package.verifying_key();
-    let mut constant_sum = ProjectivePoint::IDENTITY;
-    let mut y = Zeroizing::new(Scalar::ZERO);
+    let mut constant_sum = C::ProjectivePoint::identity();
+    let mut y = Zeroizing::new(C::Scalar::ZERO);
     for (&i, d) in dealings {
         let blame = |reason: &str| ProtocolError::PeerMisbehaved {
             from: i,
@@ -188,17 +190,17 @@ pub fn assemble(
         if d.commitments.len() != usize::from(new_t) {
             return Err(blame("wrong number of commitments"));
         }
-        if ProjectivePoint::GENERATOR * d.share != eval_commitments(&d.commitments, me) {
+        if C::ProjectivePoint::generator() * d.share != eval_commitments::<C>(&d.commitments, me) {
             return Err(blame("dealt a share inconsistent with its commitments"));
         }
         let old_share = old_package
             .verifying_share(party_index(i)?)
             .ok_or_else(|| blame("not a member of the old committee"))?;
-        let expected = ProjectivePoint::from(*old_share) * lagrange_at_zero(&dealers, i)?;
-        if ProjectivePoint::from(d.commitments[0]) != expected {
+        let expected = C::ProjectivePoint::from(*old_share) * lagrange_at_zero::<C>(&dealers, i)?;
+        if C::ProjectivePoint::from(d.commitments[0]) != expected {
             return Err(blame("constant term is not its weighted old share"));
         }
-        constant_sum += ProjectivePoint::from(d.commitments[0]);
+        constant_sum += C::ProjectivePoint::from(d.commitments[0]);
         *y += d.share;
     }
     if constant_sum.to_affine() != pk {
@@ -208,13 +210,15 @@ pub fn assemble(
     }
     let mut verifying_shares = BTreeMap::new();
     for j in 1..=new_n {
-        let point = dealings.values().fold(ProjectivePoint::IDENTITY, |acc, d| {
-            acc + eval_commitments(&d.commitments, j)
-        });
+        let point = dealings
+            .values()
+            .fold(C::ProjectivePoint::identity(), |acc, d| {
+                acc + eval_commitments::<C>(&d.commitments, j)
+            });
         verifying_shares.insert(party_index(j)?, point.to_affine());
     }
-    let package = PublicKeyPackage::new(pk, verifying_shares, parameters.clone());
-    let party = Party {
+    let package = Package::<C>::new(pk, verifying_shares, parameters.clone());
+    let party = Party::<C> {
         parameters,
         party_index: party_index(me)?,
         session_id: session_id.to_vec(),
@@ -231,10 +235,10 @@ pub fn assemble(
             pk,
             chain_code,
         },
-        address: dkls23::secp256k1::compute_eth_address(&pk),
+        address: C::address(&pk),
     };
     Ok(Reshared {
-        share: KeyShare::new(party),
+        share: C::wrap(party),
         package,
     })
 }
@@ -260,13 +264,13 @@ struct Echoed {
     inner: Vec<u8>,
 }
 
-enum Phase {
+enum Phase<C: Curve> {
     Init,
     Collect {
-        own: Option<Dealing>,
+        own: Option<Dealing<C>>,
     },
     Refreshing {
-        refresh: Box<Refresh>,
+        refresh: Box<Refresh<C>>,
         echo: BTreeMap<PartyIdx, [u8; 32]>,
         first: bool,
     },
@@ -278,21 +282,21 @@ enum Phase {
 /// the new members run a complete refresh among themselves (rounds 2-5,
 /// the first of which also carries the echo of the commitments). A dealer
 /// outside the new committee is done after round 1 (output `None`).
-pub struct ReshareSession {
+pub struct ReshareSession<C: Curve> {
     me: PartyIdx,
     roles: Roles,
     share: Option<KeyShare>,
-    old_package: PublicKeyPackage,
+    old_package: Package<C>,
     new_t: u8,
     chain_code: [u8; 32],
     sid: Vec<u8>,
     peers: Vec<PartyIdx>,
     round: u32,
-    phase: Phase,
+    phase: Phase<C>,
     corrupt_dealing: bool,
 }
 
-impl ReshareSession {
+impl<C: Curve> ReshareSession<C> {
     /// `me` is this party's session index; `share` its current share if it is
     /// a dealer; `old_package` the key's current public key package
     /// (bincode); `sid` the execution id.
@@ -305,7 +309,7 @@ impl ReshareSession {
         chain_code: [u8; 32],
         sid: &[u8],
     ) -> Result<Self, ProtocolError> {
-        let old_package: PublicKeyPackage = super::decode(old_package)
+        let old_package: Package<C> = super::decode(old_package)
             .map_err(|e| ProtocolError::InvalidArgs(format!("public key package: {e}")))?;
         let new_n = u8::try_from(roles.members.len())
             .map_err(|_| ProtocolError::InvalidArgs("too many new members".into()))?;
@@ -318,7 +322,7 @@ impl ReshareSession {
         check_dealers(&old, old_package.threshold())?;
         match (roles.dealers.get(&me), &share) {
             (Some(&old_idx), Some(s)) => {
-                let p = s.expose();
+                let p = C::party(s)?;
                 if p.party_index.as_u8() != old_idx || p.pk != *old_package.verifying_key() {
                     return Err(ProtocolError::InvalidArgs(format!(
                         "the dealer's share is not old party {old_idx}'s share of this key"
@@ -429,7 +433,7 @@ impl ReshareSession {
     fn collect(
         &mut self,
         inbox: Inbox,
-        own: Option<Dealing>,
+        own: Option<Dealing<C>>,
     ) -> Result<Step<Option<RefreshOutput>>, ProtocolError> {
         let Some(&me_new) = self.roles.members.get(&self.me) else {
             // A dealer leaving the committee: its part is done.
@@ -441,7 +445,7 @@ impl ReshareSession {
             let old = self.roles.dealers.get(&from).copied().ok_or_else(|| {
                 ProtocolError::misbehaved(from, 1, "not a dealer of this reshare")
             })?;
-            let d: Dealing =
+            let d: Dealing<C> =
                 super::decode(&raw).map_err(|e| ProtocolError::misbehaved(from, 1, e))?;
             dealings.insert(old, d);
         }
@@ -463,7 +467,7 @@ impl ReshareSession {
         for (&old, d) in &dealings {
             let mut h = Sha256::new();
             for c in &d.commitments {
-                h.update(super::compress(c).map_err(|_| {
+                h.update(C::compress(c).map_err(|_| {
                     let from = self.session_index_of_dealer(old);
                     ProtocolError::misbehaved(from, 1, "a commitment is the identity")
                 })?);
@@ -476,7 +480,7 @@ impl ReshareSession {
         let package = super::encode(&reshared.package).map_err(ProtocolError::InvalidArgs)?;
         let mut refresh_sid = self.sid.clone();
         refresh_sid.extend_from_slice(b"/refresh");
-        let mut refresh = Refresh::new(reshared.share, &package, &refresh_sid)?;
+        let mut refresh = Refresh::<C>::new(reshared.share, &package, &refresh_sid)?;
         let first = refresh.start()?;
         let mut out = Vec::with_capacity(first.len());
         for m in self.to_session(first)? {
@@ -506,7 +510,7 @@ impl ReshareSession {
     }
 }
 
-impl Protocol for ReshareSession {
+impl<C: Curve> Protocol for ReshareSession<C> {
     type Output = Option<RefreshOutput>;
 
     fn me(&self) -> PartyIdx {
@@ -526,7 +530,7 @@ impl Protocol for ReshareSession {
         let mut out = Vec::new();
         if let Some(share) = &self.share {
             let new_n = self.roles.members.len() as u8;
-            let mut dealt = deal(share, &self.old_dealers(), self.new_t, new_n)?;
+            let mut dealt = deal::<C>(share, &self.old_dealers(), self.new_t, new_n)?;
             let mut corrupt = self.corrupt_dealing;
             for (&s, j) in &self.roles.members {
                 let Some(mut d) = dealt.remove(j) else {
@@ -537,7 +541,7 @@ impl Protocol for ReshareSession {
                     continue;
                 }
                 if std::mem::take(&mut corrupt) {
-                    d.share += Scalar::ONE;
+                    d.share += C::Scalar::ONE;
                 }
                 let payload = super::encode(&d).map_err(ProtocolError::InvalidArgs)?;
                 zeroize::Zeroize::zeroize(&mut d.share);
@@ -627,27 +631,35 @@ mod tests {
     use crate::protocol::sign::{verify, Sign};
     use crate::protocol::{decode, encode};
 
+    type K = k256::Secp256k1;
+    type PublicKeyPackage = Package<K>;
+    type Scalar = <K as k256::elliptic_curve::CurveArithmetic>::Scalar;
+
+    fn dup(s: &KeyShare) -> KeyShare {
+        KeyShare::decode(s.key_type(), &s.encode().unwrap()).unwrap()
+    }
+
     fn reshare(
         outs: &[crate::protocol::keygen::KeygenOutput],
         dealers: &[u8],
         new_t: u8,
         new_n: u8,
         tamper: Option<(u8, u8)>,
-    ) -> Vec<Result<Reshared, ProtocolError>> {
+    ) -> Vec<Result<Reshared<K>, ProtocolError>> {
         let old_pkg: PublicKeyPackage = decode(&outs[0].package).unwrap();
         let cc = outs[0].chain_code;
-        let dealt: BTreeMap<u8, BTreeMap<u8, Dealing>> = dealers
+        let dealt: BTreeMap<u8, BTreeMap<u8, Dealing<K>>> = dealers
             .iter()
             .map(|&i| {
                 (
                     i,
-                    deal(&outs[(i - 1) as usize].share, dealers, new_t, new_n).unwrap(),
+                    deal::<K>(&outs[(i - 1) as usize].share, dealers, new_t, new_n).unwrap(),
                 )
             })
             .collect();
         (1..=new_n)
             .map(|j| {
-                let mut mine: BTreeMap<u8, Dealing> =
+                let mut mine: BTreeMap<u8, Dealing<K>> =
                     dealt.iter().map(|(&i, d)| (i, d[&j].clone())).collect();
                 if let Some((bad_dealer, victim)) = tamper {
                     if victim == j {
@@ -662,7 +674,7 @@ mod tests {
     fn keygen(t: u8, n: u8) -> Vec<crate::protocol::keygen::KeygenOutput> {
         run(
             (1..=n)
-                .map(|i| Keygen::new(t, n, i, &[6; 32]).unwrap())
+                .map(|i| Keygen::<K>::new(t, n, i, &[6; 32]).unwrap())
                 .collect(),
             None,
         )
@@ -674,12 +686,15 @@ mod tests {
     #[test]
     fn reshare_two_of_three_to_three_of_four_keeps_the_key_and_signs_after_refresh() {
         let outs = keygen(2, 3);
-        let new: Vec<Reshared> = reshare(&outs, &[1, 3], 3, 4, None)
+        let new: Vec<Reshared<K>> = reshare(&outs, &[1, 3], 3, 4, None)
             .into_iter()
             .map(|r| r.unwrap())
             .collect();
         for r in &new {
-            assert_eq!(r.share.expose().pk, outs[0].share.expose().pk);
+            assert_eq!(
+                K::party(&r.share).unwrap().pk,
+                K::party(&outs[0].share).unwrap().pk
+            );
             assert_eq!(
                 encode(&r.package).unwrap(),
                 encode(&new[0].package).unwrap()
@@ -688,7 +703,7 @@ mod tests {
         let pkg = encode(&new[0].package).unwrap();
         let refreshed: Vec<_> = run(
             new.into_iter()
-                .map(|r| Refresh::new(r.share, &pkg, b"after").unwrap())
+                .map(|r| Refresh::<K>::new(r.share, &pkg, b"after").unwrap())
                 .collect(),
             None,
         )
@@ -702,7 +717,8 @@ mod tests {
             signers
                 .iter()
                 .map(|&i| {
-                    Sign::new(&refreshed[(i - 1) as usize].share, &p, &signers, d, b"s").unwrap()
+                    Sign::<K>::new(&refreshed[(i - 1) as usize].share, &p, &signers, d, b"s")
+                        .unwrap()
                 })
                 .collect(),
             None,
@@ -747,8 +763,8 @@ mod tests {
                 let s = s as u8 + 1;
                 let share = o
                     .filter(|o| dealers.contains(o))
-                    .map(|o| KeyShare::new(outs[(o - 1) as usize].share.expose().clone()));
-                ReshareSession::new(
+                    .map(|o| dup(&outs[(o - 1) as usize].share));
+                ReshareSession::<K>::new(
                     s,
                     roles.clone(),
                     share,
@@ -769,7 +785,7 @@ mod tests {
         let sigs = run(
             shares
                 .iter()
-                .map(|s| Sign::new(s, &p, signers, d, b"s").unwrap())
+                .map(|s| Sign::<K>::new(s, &p, signers, d, b"s").unwrap())
                 .collect(),
             None,
         );
@@ -793,7 +809,7 @@ mod tests {
                     .unwrap()
                     .as_ref()
                     .map(|o| RefreshOutput {
-                        share: KeyShare::new(o.share.expose().clone()),
+                        share: dup(&o.share),
                         package: o.package.clone(),
                         confirmation: o.confirmation,
                     })
@@ -806,15 +822,15 @@ mod tests {
         );
         for m in &members {
             assert_eq!(m.confirmation, members[0].confirmation);
-            assert_eq!(m.share.expose().parameters.threshold, 3);
-            assert_eq!(m.share.expose().parameters.share_count, 3);
+            assert_eq!(K::party(&m.share).unwrap().parameters.threshold, 3);
+            assert_eq!(K::party(&m.share).unwrap().parameters.share_count, 3);
         }
         let shares: Vec<&KeyShare> = members.iter().map(|m| &m.share).collect();
         sign_with(&shares, &[1, 2, 3], &outs[0].public_key);
         // Old party 2 is new party 1: its share changed.
         assert_ne!(
-            members[0].share.expose().poly_point,
-            outs[1].share.expose().poly_point
+            K::party(&members[0].share).unwrap().poly_point,
+            K::party(&outs[1].share).unwrap().poly_point
         );
     }
 
@@ -824,7 +840,7 @@ mod tests {
         // Dealer 2 (session index 2) gives member 1 a self-consistent dealing
         // from another polynomial with the same constant term.
         let forged = {
-            let d = deal(&outs[1].share, &[1, 2], 2, 3).unwrap();
+            let d = deal::<K>(&outs[1].share, &[1, 2], 2, 3).unwrap();
             encode(&d[&1]).unwrap()
         };
         let mut tamper = |round: u32, from: u8, to: u8, payload: &mut Vec<u8>| {
@@ -867,12 +883,12 @@ mod tests {
         let outs = keygen(2, 3);
         // Dealer 2 deals a fresh, self-consistent polynomial that is not its share.
         let old_pkg: PublicKeyPackage = decode(&outs[0].package).unwrap();
-        let mut forged = outs[1].share.expose().clone();
+        let mut forged = K::party(&outs[1].share).unwrap().clone();
         forged.poly_point += Scalar::ONE;
-        let forged = KeyShare::new(forged);
-        let d1 = deal(&outs[0].share, &[1, 2], 2, 2).unwrap();
-        let d2 = deal(&forged, &[1, 2], 2, 2).unwrap();
-        let mine: BTreeMap<u8, Dealing> = [(1, d1[&1].clone()), (2, d2[&1].clone())].into();
+        let forged = K::wrap(forged);
+        let d1 = deal::<K>(&outs[0].share, &[1, 2], 2, 2).unwrap();
+        let d2 = deal::<K>(&forged, &[1, 2], 2, 2).unwrap();
+        let mine: BTreeMap<u8, Dealing<K>> = [(1, d1[&1].clone()), (2, d2[&1].clone())].into();
         let err = assemble(&mine, &old_pkg, 1, 2, 2, outs[0].chain_code, b"x").unwrap_err();
         assert_eq!(err.blamed(), Some(2), "{err}");
     }

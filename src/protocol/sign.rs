@@ -11,14 +11,14 @@ use dkls23::protocols::signing::{
     UniqueKeep1to2, UniqueKeep2to3,
 };
 use dkls23::protocols::PartyIndex;
-use k256::Secp256k1;
 
+use super::curve::{Curve, Party};
+use super::KeyShare;
 use super::{
-    check_inbox, compress, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol,
-    ProtocolError, Step,
+    check_inbox, decode, encode, party_index, Inbox, Outgoing, PartyIdx, Protocol, ProtocolError,
+    Step,
 };
-use crate::domain::{DerivationPath, Digest32};
-use crate::secret::KeyShare;
+use crate::domain::{DerivationPath, Digest32, KeyType};
 
 /// A finished ECDSA signature, verified, low-S.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,37 +28,33 @@ pub struct Signature {
     pub recovery_id: u8,
     /// Compressed public key that signed (the derived key for a path).
     pub public_key: [u8; 33],
+    /// The curve it was made on.
+    pub key_type: KeyType,
 }
 
-enum State {
+enum State<C: Curve> {
     Init,
-    AfterR1(
-        UniqueKeep1to2<Secp256k1>,
-        BTreeMap<PartyIndex, KeepPhase1to2<Secp256k1>>,
-    ),
-    AfterR2(
-        UniqueKeep2to3<Secp256k1>,
-        BTreeMap<PartyIndex, KeepPhase2to3<Secp256k1>>,
-    ),
+    AfterR1(UniqueKeep1to2<C>, BTreeMap<PartyIndex, KeepPhase1to2<C>>),
+    AfterR2(UniqueKeep2to3<C>, BTreeMap<PartyIndex, KeepPhase2to3<C>>),
     AfterR3 {
         x_coord: String,
-        own: Broadcast3to4<Secp256k1>,
+        own: Broadcast3to4<C>,
     },
     Finished,
 }
 
 /// One party's signing run.
-pub struct Sign {
-    share: KeyShare,
+pub struct Sign<C: Curve> {
+    share: Box<Party<C>>,
     data: SignData,
     me: PartyIdx,
     peers: Vec<PartyIdx>,
     round: u32,
-    state: State,
+    state: State<C>,
     digest: Digest32,
 }
 
-impl Sign {
+impl<C: Curve> Sign<C> {
     /// `share` is this node's key share; `signers` are the t party indices
     /// (including this one); `sign_id` is the execution id.
     pub fn new(
@@ -68,7 +64,7 @@ impl Sign {
         digest: Digest32,
         sign_id: &[u8],
     ) -> Result<Self, ProtocolError> {
-        let base = share.expose();
+        let base = C::party(share)?;
         let me = base.party_index.as_u8();
         let t = base.parameters.threshold as usize;
         let mut sorted = signers.to_vec();
@@ -93,7 +89,7 @@ impl Sign {
             )));
         }
         let derived = base
-            .derive_from_path(&path.to_string(), dkls23::secp256k1::compute_eth_address)
+            .derive_from_path(&path.to_string(), C::address)
             .map_err(|e| ProtocolError::InvalidArgs(format!("derivation failed: {e:?}")))?;
         let peers: Vec<PartyIdx> = sorted.iter().copied().filter(|&p| p != me).collect();
         let counterparties = peers
@@ -101,7 +97,7 @@ impl Sign {
             .map(|&p| party_index(p))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            share: KeyShare::new(derived),
+            share: Box::new(derived),
             data: SignData {
                 sign_id: sign_id.to_vec(),
                 counterparties,
@@ -142,54 +138,61 @@ impl Sign {
     fn finish(
         &self,
         x_coord: &str,
-        own: Broadcast3to4<Secp256k1>,
+        own: Broadcast3to4<C>,
         inbox: &Inbox,
     ) -> Result<Signature, ProtocolError> {
         let mut received = vec![own];
         for (&from, raw) in inbox {
-            received.push(self.decode_from::<Broadcast3to4<Secp256k1>>(from, raw)?);
+            received.push(self.decode_from::<Broadcast3to4<C>>(from, raw)?);
         }
-        let party = self.share.expose();
+        let party = &self.share;
         let (s_hex, recovery_id) = party.sign_phase4(&self.data, x_coord, &received, true)?;
         let mut r = [0u8; 32];
         let mut s = [0u8; 32];
         hex::decode_to_slice(x_coord, &mut r).map_err(|_| ProtocolError::InvalidSignature)?;
         hex::decode_to_slice(&s_hex, &mut s).map_err(|_| ProtocolError::InvalidSignature)?;
-        let public_key = compress(&party.pk)?;
+        let public_key = C::compress(&party.pk)?;
         let sig = Signature {
             r,
             s,
             recovery_id,
             public_key,
+            key_type: C::KEY_TYPE,
         };
         verify(&sig, &self.digest)?;
         Ok(sig)
     }
 }
 
-/// Independent check with k256: the signature verifies under its public key,
-/// is low-S, and the recovery id recovers that key.
-pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
-    use k256::ecdsa::signature::hazmat::PrehashVerifier;
-    use k256::ecdsa::{RecoveryId, Signature as KSig, VerifyingKey};
-    let vk = VerifyingKey::from_sec1_bytes(&sig.public_key)
-        .map_err(|_| ProtocolError::InvalidSignature)?;
-    let ksig = KSig::from_scalars(sig.r, sig.s).map_err(|_| ProtocolError::InvalidSignature)?;
-    if ksig.normalize_s() != ksig {
-        return Err(ProtocolError::InvalidSignature);
+impl Signature {
+    /// The ASN.1 DER encoding of (r, s).
+    pub fn der(&self) -> Result<Vec<u8>, ProtocolError> {
+        Ok(match self.key_type {
+            KeyType::Secp256k1 => k256::ecdsa::Signature::from_scalars(self.r, self.s)
+                .map_err(|_| ProtocolError::InvalidSignature)?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+            KeyType::P256 => p256::ecdsa::Signature::from_scalars(self.r, self.s)
+                .map_err(|_| ProtocolError::InvalidSignature)?
+                .to_der()
+                .as_bytes()
+                .to_vec(),
+        })
     }
-    vk.verify_prehash(&digest.0, &ksig)
-        .map_err(|_| ProtocolError::InvalidSignature)?;
-    let rid = RecoveryId::from_byte(sig.recovery_id).ok_or(ProtocolError::InvalidSignature)?;
-    let recovered = VerifyingKey::recover_from_prehash(&digest.0, &ksig, rid)
-        .map_err(|_| ProtocolError::InvalidSignature)?;
-    if recovered != vk {
-        return Err(ProtocolError::InvalidSignature);
-    }
-    Ok(())
 }
 
-impl Protocol for Sign {
+/// Independent check with the curve's own ECDSA crate (`k256` or `p256`):
+/// the signature verifies under its public key, is low-S, and the recovery
+/// id recovers that key.
+pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
+    match sig.key_type {
+        KeyType::Secp256k1 => k256::Secp256k1::verify(sig, digest),
+        KeyType::P256 => p256::NistP256::verify(sig, digest),
+    }
+}
+
+impl<C: Curve> Protocol for Sign<C> {
     type Output = Signature;
 
     fn me(&self) -> PartyIdx {
@@ -204,7 +207,7 @@ impl Protocol for Sign {
         if !matches!(self.state, State::Init) {
             return Err(ProtocolError::InvalidArgs("signing already started".into()));
         }
-        let (unique, kept, transmit) = self.share.expose().sign_phase1(&self.data)?;
+        let (unique, kept, transmit) = self.share.sign_phase1(&self.data)?;
         let out = transmit
             .iter()
             .map(|m| {
@@ -229,7 +232,7 @@ impl Protocol for Sign {
     }
 }
 
-impl Sign {
+impl<C: Curve> Sign<C> {
     fn step(&mut self, round: u32, inbox: Inbox) -> Result<Step<Signature>, ProtocolError> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::AfterR1(unique, kept) if round == 1 => {
@@ -241,7 +244,6 @@ impl Sign {
                 }
                 let (unique, kept, transmit) = self
                     .share
-                    .expose()
                     .sign_phase2(&self.data, unique, kept, &received)?;
                 let messages = transmit
                     .iter()
@@ -261,13 +263,12 @@ impl Sign {
             State::AfterR2(unique, kept) if round == 2 => {
                 let mut received = Vec::with_capacity(inbox.len());
                 for (&from, raw) in &inbox {
-                    let m: TransmitPhase2to3<Secp256k1> = self.decode_from(from, raw)?;
+                    let m: TransmitPhase2to3<C> = self.decode_from(from, raw)?;
                     self.check_parties(from, m.parties.sender, m.parties.receiver)?;
                     received.push(m);
                 }
                 let (x_coord, own) = self
                     .share
-                    .expose()
                     .sign_phase3(&self.data, unique, kept, &received)?;
                 let payload = encode(&own).map_err(ProtocolError::InvalidArgs)?;
                 let messages = self

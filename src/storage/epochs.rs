@@ -9,7 +9,7 @@ use super::{
     SHARES,
 };
 use crate::domain::KeyId;
-use crate::secret::KeyShare;
+use crate::secret::SecretBytes;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
@@ -36,7 +36,7 @@ impl Store {
         &self,
         id: &KeyId,
         epoch: u64,
-        share: &KeyShare,
+        share: &SecretBytes,
         proof: RotationProof,
         package: &[u8],
     ) -> Result<(), StorageError> {
@@ -54,7 +54,7 @@ impl Store {
         id: &KeyId,
         joining: Option<&KeyRecord>,
         epoch: u64,
-        share: &KeyShare,
+        share: &SecretBytes,
         proof: RotationProof,
         package: &[u8],
         membership: Membership,
@@ -68,7 +68,7 @@ impl Store {
         id: &KeyId,
         joining: Option<&KeyRecord>,
         epoch: u64,
-        share: &KeyShare,
+        share: &SecretBytes,
         proof: RotationProof,
         package: &[u8],
         membership: Option<Membership>,
@@ -271,14 +271,10 @@ impl Store {
             None => None,
         };
         let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-        let mut opened = self
-            .signing_shares
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for epoch in std::iter::once(active).chain(staged) {
-            let slot = share_slot(id, epoch);
-            shares.remove(slot.as_str()).map_err(dberr)?;
-            opened.remove(&slot);
+            shares
+                .remove(share_slot(id, epoch).as_str())
+                .map_err(dberr)?;
         }
         pending.remove(id.as_str()).map_err(dberr)?;
         Ok(())

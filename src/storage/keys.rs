@@ -1,20 +1,15 @@
 //! Key records and shares: a key's public record (MACed), this node's
 //! sealed share per epoch, and the opened-share cache for signing.
 
-use std::sync::Arc;
-
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::{dberr, share_slot, KeyRecord, KeyState, StorageError, Store, KEYS, SHARES};
 use crate::domain::KeyId;
-use crate::secret::KeyShare;
-
-/// Opened shares kept for signing; the cache is emptied when it would grow past this.
-const SIGNING_SHARES_MAX: usize = 256;
+use crate::secret::SecretBytes;
 
 impl Store {
     /// Stores a new key's record and this node's sealed share atomically.
-    pub fn insert_key(&self, rec: &KeyRecord, share: &KeyShare) -> Result<(), StorageError> {
+    pub fn insert_key(&self, rec: &KeyRecord, share: &SecretBytes) -> Result<(), StorageError> {
         let sealed = self
             .kek
             .seal_share(share, &rec.key_id, rec.epoch, &self.node)?;
@@ -64,13 +59,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Unseals this node's share of `id` at `epoch`.
-    pub fn share(&self, id: &KeyId, epoch: u64) -> Result<KeyShare, StorageError> {
+    /// Unseals this node's share of `id` at `epoch`: the share's bytes,
+    /// which only `protocol::KeyShare::decode` interprets.
+    pub fn share(&self, id: &KeyId, epoch: u64) -> Result<SecretBytes, StorageError> {
         let sealed = self.sealed_share(id, epoch)?;
-        self.kek.open_share(&sealed, id, epoch, &self.node)
+        self.open_sealed(id, epoch, &sealed)
     }
 
-    fn sealed_share(&self, id: &KeyId, epoch: u64) -> Result<Vec<u8>, StorageError> {
+    /// The sealed bytes of this node's share of `id` at `epoch`, as stored
+    /// (what a cache of opened shares compares against).
+    pub fn sealed_share(&self, id: &KeyId, epoch: u64) -> Result<Vec<u8>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(SHARES).map_err(dberr)?;
         let v = t
@@ -80,32 +78,14 @@ impl Store {
         Ok(v.value().to_vec())
     }
 
-    /// The share of `id` at `epoch`, for signing. Opening a share (AEAD and
-    /// decoding) costs as much as a tenth of a signature, so the opened
-    /// share is kept in memory (zeroized when dropped) and reused while the
-    /// sealed bytes in the store are the same; any change to them (rotation,
-    /// repair, retirement, tampering) is seen on the next read.
-    pub fn signing_share(&self, id: &KeyId, epoch: u64) -> Result<Arc<KeyShare>, StorageError> {
-        let slot = share_slot(id, epoch);
-        let sealed = self.sealed_share(id, epoch)?;
-        let mut cache = self
-            .signing_shares
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((bytes, share)) = cache.get(&slot) {
-            if *bytes == sealed {
-                return Ok(share.clone());
-            }
-        }
-        let share = Arc::new(self.kek.open_share(&sealed, id, epoch, &self.node)?);
-        // Other epochs of this key are not signed with again.
-        let key_prefix = format!("{id}\u{0}");
-        cache.retain(|slot, _| !slot.starts_with(&key_prefix));
-        if cache.len() >= SIGNING_SHARES_MAX {
-            cache.clear();
-        }
-        cache.insert(slot, (sealed, share.clone()));
-        Ok(share)
+    /// Opens `sealed`, the sealed share of `id` at `epoch`.
+    pub fn open_sealed(
+        &self,
+        id: &KeyId,
+        epoch: u64,
+        sealed: &[u8],
+    ) -> Result<SecretBytes, StorageError> {
+        self.kek.open_share(sealed, id, epoch, &self.node)
     }
 
     /// Whether a sealed share of `epoch` is stored (without opening it).

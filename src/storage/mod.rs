@@ -2,7 +2,8 @@
 //! `store.meta` file holding the KDF salt and a passphrase check. The
 //! passphrase is checked against `store.meta` before the database is opened,
 //! so a wrong passphrase never touches the store. No network, no protocol
-//! logic here; shares arrive and leave as `KeyShare`.
+//! logic here; shares arrive and leave as opaque secret bytes (the protocol
+//! module encodes them), and the key's record says their key type.
 //!
 //! The rooms: `keys.rs` (records and shares), `epochs.rs` (staging,
 //! activation, retirement), `ledger.rs` (ledger, watermarks, eids and the
@@ -20,9 +21,7 @@ mod records;
 pub mod rules;
 mod seal;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use redb::{Database, Durability, TableDefinition};
 
@@ -38,7 +37,7 @@ pub fn records_schema() -> u16 {
 pub use seal::{Kek, STORE_FORMAT};
 
 use crate::domain::{KeyId, NodeName};
-use crate::secret::{KeyShare, SecretBytes};
+use crate::secret::SecretBytes;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
@@ -96,14 +95,8 @@ pub struct Store {
     kek: Kek,
     node: NodeName,
     path: PathBuf,
-    /// Opened shares for signing, by slot, with the sealed bytes each was
-    /// opened from: a hit needs the stored bytes to be unchanged, so no
-    /// write path has to remember to invalidate it.
-    signing_shares: std::sync::Mutex<HashMap<String, OpenedShare>>,
 }
 
-/// A share opened for signing, and the sealed bytes it was opened from.
-type OpenedShare = (Vec<u8>, Arc<KeyShare>);
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -144,7 +137,6 @@ impl Store {
             kek,
             node: node.clone(),
             path,
-            signing_shares: Default::default(),
         };
         let tx = store.write()?;
         store.audit_genesis(&tx)?;

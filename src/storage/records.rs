@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::domain::KeyId;
+use crate::domain::{KeyId, KeyType};
 
 /// Current schema of `KeyRecord` and `LedgerEntry`.
 pub const SCHEMA: u16 = 1;
@@ -55,6 +55,10 @@ pub struct KeyRecord {
     #[serde(default)]
     pub rotation: Option<RotationProof>,
     pub created_unix: u64,
+    /// The key's curve. Absent in records of secp256k1 keys (format 1 wrote
+    /// none), so their encoding is unchanged.
+    #[serde(default, skip_serializing_if = "KeyType::is_default")]
+    pub key_type: KeyType,
 }
 
 /// Names one rotation: its execution id and the confirmation every party agreed on.

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::StorageError;
 use crate::domain::{KeyId, NodeName};
-use crate::secret::{KeyShare, SecretBytes, SecretKey32};
+use crate::secret::{SecretBytes, SecretKey32};
 
 const META_FILE: &str = "store.meta";
 const CHECK_PLAINTEXT: &[u8] = b"thresig/kek-check/v1";
@@ -190,18 +190,15 @@ impl Kek {
         Ok(mac.finalize().into_bytes().into())
     }
 
+    /// Seals a share's bytes (opaque here: what `protocol::KeyShare::encode` made).
     pub(super) fn seal_share(
         &self,
-        share: &KeyShare,
+        share: &SecretBytes,
         key: &KeyId,
         epoch: u64,
         node: &NodeName,
     ) -> Result<Vec<u8>, StorageError> {
-        let plain = Zeroizing::new(
-            crate::codec::encode(share.expose())
-                .map_err(|e| StorageError::Db(format!("encode share: {e}")))?,
-        );
-        self.seal(&plain, &share_aad(key, epoch, node))
+        self.seal(share.expose(), &share_aad(key, epoch, node))
     }
 
     pub(super) fn open_share(
@@ -210,19 +207,16 @@ impl Kek {
         key: &KeyId,
         epoch: u64,
         node: &NodeName,
-    ) -> Result<KeyShare, StorageError> {
-        let what = format!("share of key {key} epoch {epoch}");
+    ) -> Result<SecretBytes, StorageError> {
         let plain = self
             .open(sealed, &share_aad(key, epoch, node))
             .map_err(|_| StorageError::Corrupt {
-                what: what.clone(),
+                what: format!("share of key {key} epoch {epoch}"),
                 reason:
                     "authentication failed (tampered, or copied from another key, epoch or node)"
                         .into(),
             })?;
-        let party: dkls23::secp256k1::Party =
-            crate::codec::decode(&plain).map_err(|e| StorageError::Corrupt { what, reason: e })?;
-        Ok(KeyShare::new(party))
+        Ok(SecretBytes::new(plain.to_vec()))
     }
 }
 

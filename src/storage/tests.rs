@@ -1,7 +1,7 @@
 use super::*;
 use crate::domain::ExecutionId;
+use crate::domain::KeyType;
 use crate::protocol::inproc;
-use crate::protocol::keygen::Keygen;
 use crate::storage::RotationProof;
 use redb::ReadableTable;
 
@@ -19,27 +19,35 @@ fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
         package: String::new(),
         rotation: None,
         created_unix: 0,
+        key_type: KeyType::Secp256k1,
     }
 }
 
-fn shares() -> Vec<crate::protocol::keygen::KeygenOutput> {
+/// A 2-of-2 keygen's output, each share as the bytes the store seals.
+struct Out {
+    public_key: [u8; 33],
+    share: SecretBytes,
+}
+
+fn shares() -> Vec<Out> {
     let ps = (1..=2)
-        .map(|i| Keygen::new(2, 2, i, &[3; 32]).unwrap())
+        .map(|i| crate::protocol::scheme::keygen(KeyType::Secp256k1, 2, 2, i, &[3; 32]).unwrap())
         .collect();
     inproc::run(ps, None)
         .into_iter()
-        .map(|r| r.unwrap())
+        .map(|r| {
+            let o = r.unwrap();
+            Out {
+                public_key: o.public_key,
+                share: SecretBytes::new(o.share.encode().unwrap().to_vec()),
+            }
+        })
         .collect()
 }
 
 /// A store of node `a` in a fresh directory (kept while the `TempDir`
 /// lives), holding key `k1` with party 1's share of a 2-of-2 keygen (`out`).
-fn store_with_key() -> (
-    tempfile::TempDir,
-    Store,
-    Vec<crate::protocol::keygen::KeygenOutput>,
-    KeyId,
-) {
+fn store_with_key() -> (tempfile::TempDir, Store, Vec<Out>, KeyId) {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeName::parse("a").unwrap();
     let store = Store::open(dir.path(), &node, &SecretBytes::new(b"p".to_vec())).unwrap();
@@ -63,7 +71,7 @@ fn share_round_trips_and_is_bound_to_its_slot() {
         .insert_key(&rec(&id, out[0].public_key), &out[0].share)
         .unwrap();
     let back = store.share(&id, 0).unwrap();
-    assert_eq!(back.expose().poly_point, out[0].share.expose().poly_point);
+    assert_eq!(back.expose(), out[0].share.expose());
     assert!(matches!(
         store.insert_key(&rec(&id, out[0].public_key), &out[0].share),
         Err(StorageError::Conflict(_))
@@ -228,10 +236,7 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         matches!(store.share(&id, 0), Err(StorageError::NotFound(_))),
         "old epoch share must be gone"
     );
-    assert_eq!(
-        store.share(&id, 1).unwrap().expose().poly_point,
-        out[1].share.expose().poly_point
-    );
+    assert_eq!(store.share(&id, 1).unwrap().expose(), out[1].share.expose());
     assert_eq!(store.pending(&id).unwrap(), None);
 
     // An abandoned rotation's staged share is discarded and cannot be activated.
@@ -343,35 +348,6 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
     d.stage_reshare(&id, Some(&at1), 2, &out[1].share, proof, b"pkg", moved)
         .unwrap();
     assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Joining);
-}
-
-#[test]
-fn a_signing_share_is_reused_only_while_its_sealed_bytes_are_unchanged() {
-    let (_dir, store, out, id) = store_with_key();
-    let first = store.signing_share(&id, 0).unwrap();
-    assert_eq!(first.expose().poly_point, out[0].share.expose().poly_point);
-    assert!(Arc::ptr_eq(&first, &store.signing_share(&id, 0).unwrap()));
-
-    // Another share under the same slot (here: the key removed and created
-    // again with party 2's share) is opened afresh, not served from memory.
-    store.remove_key(&id).unwrap();
-    assert!(matches!(
-        store.signing_share(&id, 0),
-        Err(StorageError::NotFound(_))
-    ));
-    store
-        .insert_key(&rec(&id, out[1].public_key), &out[1].share)
-        .unwrap();
-    let second = store.signing_share(&id, 0).unwrap();
-    assert_eq!(second.expose().poly_point, out[1].share.expose().poly_point);
-    assert!(!Arc::ptr_eq(&first, &second));
-
-    // Retiring deletes the share: nothing is served from memory after it.
-    store.retire(&id).unwrap();
-    assert!(matches!(
-        store.signing_share(&id, 0),
-        Err(StorageError::NotFound(_))
-    ));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, NodeName};
+use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
 use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::{NodeError, Operation, Outcome, Proposal, Reason, WIRE_VERSION};
 use crate::proto::peer as pb;
@@ -83,6 +83,7 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
         },
         pb::propose_request::Op::Keygen(k) => Operation::Keygen {
             key_id: KeyId::parse(&k.key_id).map_err(|e| bad("key_id", e))?,
+            key_type: KeyType::parse(&k.key_type).map_err(|e| bad("key_type", e))?,
             threshold: k.threshold,
             committee: names(&k.committee, "committee")?,
         },
@@ -180,10 +181,12 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
         }),
         Operation::Keygen {
             key_id,
+            key_type,
             threshold,
             committee,
         } => pb::propose_request::Op::Keygen(pb::KeygenProposal {
             key_id: key_id.to_string(),
+            key_type: key_type.as_str().to_owned(),
             threshold,
             committee: committee.iter().map(ToString::to_string).collect(),
         }),
@@ -256,6 +259,7 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             s: s.s.to_vec(),
             recovery_id: s.recovery_id.into(),
             public_key: s.public_key.to_vec(),
+            key_type: s.key_type.as_str().to_owned(),
         }),
     };
     pb::ProposeResponse {
@@ -285,6 +289,7 @@ fn record_from_pb(
         package: hex::encode(&r.package),
         rotation: None,
         created_unix: r.created_unix,
+        key_type: KeyType::parse(&r.key_type).map_err(|e| bad("key_type", e))?,
     })
 }
 
@@ -298,6 +303,7 @@ fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
         package_hash: r.package_hash.to_vec(),
         package: hex::decode(&r.package).unwrap_or_default(),
         created_unix: r.created_unix,
+        key_type: r.key_type.as_str().to_owned(),
     }
 }
 
@@ -432,6 +438,7 @@ fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String> {
             s: arr(&s.s, "s")?,
             recovery_id: u8::try_from(s.recovery_id).map_err(|_| "recovery_id out of range")?,
             public_key: arr(&s.public_key, "public_key")?,
+            key_type: KeyType::parse(&s.key_type).map_err(|e| e.to_string())?,
         })),
     }
 }

@@ -17,12 +17,11 @@ use anyhow::Context;
 use super::conn::Conn;
 use crate::client::{Client, ClientError};
 use crate::cluster::{ADMIN, CLIENT};
-use crate::domain::{DerivationPath, Digest32};
+use crate::domain::{DerivationPath, Digest32, KeyType};
 use crate::node::Timeouts;
 use crate::pki::Role;
 use crate::protocol::inproc;
-use crate::protocol::keygen::Keygen;
-use crate::protocol::sign::Sign;
+use crate::protocol::scheme;
 use procs::ProcessCluster;
 use report::{Baseline, Report};
 
@@ -250,7 +249,7 @@ async fn baseline(t: u32, n: usize, signs: u32) -> anyhow::Result<Baseline> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Baseline> {
         let started = Instant::now();
         let parties = (1..=n)
-            .map(|i| Keygen::new(t, n, i, b"thresig bench baseline"))
+            .map(|i| scheme::keygen(KeyType::Secp256k1, t, n, i, b"thresig bench baseline"))
             .collect::<Result<Vec<_>, _>>()?;
         let outs = inproc::run(parties, None)
             .into_iter()
@@ -264,7 +263,7 @@ async fn baseline(t: u32, n: usize, signs: u32) -> anyhow::Result<Baseline> {
             let parties = signers
                 .iter()
                 .map(|&p| {
-                    Sign::new(
+                    scheme::sign(
                         &outs[usize::from(p - 1)].share,
                         &DerivationPath::default(),
                         &signers,

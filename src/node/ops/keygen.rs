@@ -7,11 +7,12 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::OpKind;
-use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
+use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, Threshold};
 use crate::node::committee::reasons;
 use crate::node::propose::nonce;
+use crate::node::shares::share_bytes;
 use crate::node::{names, now_unix, Node, NodeError, Operation, Outcome, Proposal};
-use crate::protocol::keygen::Keygen;
+use crate::protocol::scheme;
 use crate::storage::{KeyRecord, KeyState};
 
 /// The request digest a keygen eid binds: threshold and committee order.
@@ -25,15 +26,18 @@ pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// The execution id of a keygen of `key_id` by `committee` with `threshold`.
-pub fn eid(key_id: &KeyId, threshold: u32, committee: &[NodeName], nonce: &[u8]) -> ExecutionId {
-    OpKind::Keygen.eid(
-        key_id,
-        0,
-        committee,
-        &keygen_binding(threshold, committee),
-        nonce,
-    )
+/// The execution id of a keygen of a `key_type` key `key_id` by `committee`
+/// with `threshold`.
+pub fn eid(
+    key_id: &KeyId,
+    key_type: KeyType,
+    threshold: u32,
+    committee: &[NodeName],
+    nonce: &[u8],
+) -> ExecutionId {
+    let mut binding = keygen_binding(threshold, committee);
+    binding.extend_from_slice(key_type.as_str().as_bytes());
+    OpKind::Keygen.eid(key_id, 0, committee, &binding, nonce)
 }
 
 impl Node {
@@ -41,6 +45,7 @@ impl Node {
     pub async fn create_key(
         &self,
         key_id: &KeyId,
+        key_type: KeyType,
         threshold: u32,
         committee: Vec<NodeName>,
     ) -> Result<KeyRecord, NodeError> {
@@ -76,13 +81,14 @@ impl Node {
             )));
         }
         let nonce = nonce()?;
-        let eid = eid(key_id, threshold, &committee, &nonce);
+        let eid = eid(key_id, key_type, threshold, &committee, &nonce);
         let started = Instant::now();
         let proposal = Proposal {
             eid,
             nonce,
             op: Operation::Keygen {
                 key_id: key_id.clone(),
+                key_type,
                 threshold,
                 committee: committee.clone(),
             },
@@ -128,6 +134,7 @@ impl Node {
                 package: String::new(),
                 rotation: None,
                 created_unix: crate::node::now_unix(),
+                key_type,
             }),
         }
     }
@@ -136,6 +143,7 @@ impl Node {
         &self,
         p: &Proposal,
         key_id: &KeyId,
+        key_type: KeyType,
         threshold: u32,
         committee: &[NodeName],
     ) -> Result<Outcome, NodeError> {
@@ -148,10 +156,10 @@ impl Node {
                 self.name
             )));
         }
-        let expected = eid(key_id, threshold, committee, &p.nonce);
+        let expected = eid(key_id, key_type, threshold, committee, &p.nonce);
         let out = self
             .claim_session(&p.eid, expected, committee)?
-            .run_session(Keygen::new(t.t(), t.n(), me, p.eid.as_bytes()))
+            .run_session(scheme::keygen(key_type, t.t(), t.n(), me, p.eid.as_bytes()))
             .await?;
         let rec = KeyRecord {
             schema: crate::storage::records_schema(),
@@ -166,8 +174,9 @@ impl Node {
             package: hex::encode(&out.package),
             rotation: None,
             created_unix: now_unix(),
+            key_type,
         };
-        self.store.insert_key(&rec, &out.share)?;
+        self.store.insert_key(&rec, &share_bytes(&out.share)?)?;
         tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored");
         Ok(Outcome::Keygen {
             public_key: rec.public_key,

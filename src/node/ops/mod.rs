@@ -120,10 +120,11 @@ impl Node {
         match p.op.clone() {
             Operation::Keygen {
                 key_id,
+                key_type,
                 threshold,
                 committee,
             } => {
-                self.participate_keygen(&p, &key_id, threshold, &committee)
+                self.participate_keygen(&p, &key_id, key_type, threshold, &committee)
                     .await
             }
             Operation::Sign {

@@ -11,8 +11,9 @@ use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::node::committee::status_eid;
 use crate::node::propose::nonce;
+use crate::node::shares::share_bytes;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
-use crate::protocol::repair::{RepairHelper, RepairTarget};
+use crate::protocol::scheme;
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState};
 
@@ -224,7 +225,10 @@ impl Node {
             }
             match self.store.key(key_id)? {
                 // An earlier repair whose refresh did not complete: start over.
-                Some(old) if old.state == KeyState::Repairing => self.store.remove_key(key_id)?,
+                Some(old) if old.state == KeyState::Repairing => {
+                    self.store.remove_key(key_id)?;
+                    self.forget_opened(key_id);
+                }
                 Some(_) => {
                     return Err(NodeError::FailedPrecondition(format!(
                         "node {} has a record of key {key_id} but no usable share; remove the key's data before repairing",
@@ -235,18 +239,24 @@ impl Node {
             }
             let hollow = self
                 .claim_session(&p.eid, expected, &committee)?
-                .run_session(RepairTarget::new(&package, target_idx, &helper_idx))
+                .run_session(scheme::repair_target(
+                    record.key_type,
+                    &package,
+                    target_idx,
+                    &helper_idx,
+                ))
                 .await?;
             // The terms were checked against the package; check the package and
             // the assembled share against the record that will be stored.
-            let party = hollow.expose();
-            let params_match = party.parameters.threshold == record.threshold
-                && usize::from(party.parameters.share_count) == record.committee.len();
-            let pk = crate::protocol::compress(&party.pk)
+            let (threshold, share_count) = hollow.parameters();
+            let params_match =
+                threshold == record.threshold && usize::from(share_count) == record.committee.len();
+            let pk = hollow
+                .public_key()
                 .map_err(|e| NodeError::Internal(e.to_string()))?;
             if !params_match
                 || pk.as_slice() != record.public_key.as_slice()
-                || party.derivation_data.chain_code != record.chain_code
+                || hollow.chain_code() != record.chain_code
             {
                 return Err(NodeError::Aborted(format!(
                     "the rebuilt share of key {key_id} does not match its record (public key, chain code or parameters)"
@@ -255,7 +265,7 @@ impl Node {
             let mut rec = record.clone();
             rec.state = KeyState::Repairing;
             rec.schema = crate::storage::records_schema();
-            self.store.insert_key(&rec, &hollow)?;
+            self.store.insert_key(&rec, &share_bytes(&hollow)?)?;
             tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
             return Ok(Outcome::Repaired);
         }
@@ -295,14 +305,14 @@ impl Node {
             }
         }
         let session = self.claim_session(&p.eid, expected, &committee)?;
-        let share = self.store.share(key_id, record.epoch)?;
+        let share = self.open_share(&record, record.epoch)?;
         session
-            .run_session(Ok(RepairHelper::new(
+            .run_session(scheme::repair_helper(
                 share,
                 &helper_idx,
                 target_idx,
                 p.eid.as_bytes(),
-            )))
+            ))
             .await?;
         tracing::info!(key = %key_id, %target, "sent repair term");
         Ok(Outcome::Repaired)

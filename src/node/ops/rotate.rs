@@ -11,8 +11,9 @@ use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::node::committee::reasons;
 use crate::node::propose::nonce;
+use crate::node::shares::share_bytes;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
-use crate::protocol::refresh::Refresh;
+use crate::protocol::scheme;
 use crate::storage::{KeyRecord, KeyState, RotationProof};
 
 /// The execution id of a refresh of `rec`'s key at its epoch by its whole committee.
@@ -196,13 +197,13 @@ impl Node {
         // Signing waits until the new epoch is active here, or the rotation is given up.
         self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
         let result = async {
-            let share = self.store.share(key_id, epoch)?;
+            let share = self.open_share(&rec, epoch)?;
             let package = hex::decode(&rec.package)
                 .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
-            let out = session.run_session(Refresh::new(share, &package, p.eid.as_bytes())).await?;
+            let out = session.run_session(scheme::refresh(share, &package, p.eid.as_bytes())).await?;
             crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_STAGE)?;
             let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
-            self.store.stage_epoch(key_id, epoch + 1, &out.share, proof, &out.package)?;
+            self.store.stage_epoch(key_id, epoch + 1, &share_bytes(&out.share)?, proof, &out.package)?;
             crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_STAGE)?;
             tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
             Ok(Outcome::Refresh { confirmation: out.confirmation })
@@ -245,6 +246,7 @@ impl Node {
         }
         crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_ACTIVATE)?;
         let changed = self.store.activate_epoch(key_id, epoch, proof)?;
+        self.forget_opened(key_id);
         self.resume(key_id, eid);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
@@ -257,8 +259,5 @@ impl Node {
 /// The group key recorded in a record's public key package (compressed).
 fn package_key(rec: &KeyRecord) -> Option<Vec<u8>> {
     let bytes = hex::decode(&rec.package).ok()?;
-    let pkg: dkls23::secp256k1::PublicKeyPackage = crate::codec::decode(&bytes).ok()?;
-    crate::protocol::compress(pkg.verifying_key())
-        .ok()
-        .map(|k| k.to_vec())
+    scheme::package_key(rec.key_type, &bytes).map(|k| k.to_vec())
 }

@@ -6,8 +6,10 @@
 use super::{check_new_membership, reshare_parties};
 use crate::domain::{KeyId, NodeName};
 use crate::node::committee::reasons;
+use crate::node::shares::share_bytes;
 use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal};
-use crate::protocol::reshare::{ReshareSession, Roles};
+use crate::protocol::reshare::Roles;
+use crate::protocol::scheme::{self, ReshareArgs};
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState, Membership, RotationProof};
 
@@ -98,7 +100,7 @@ impl Node {
                 NodeError::Internal(format!("key {key_id}: public key package is not hex"))
             })?;
             let share = if is_dealer {
-                Some(self.store.share(key_id, epoch)?)
+                Some(self.open_share(&record, epoch)?)
             } else {
                 None
             };
@@ -106,26 +108,27 @@ impl Node {
                 dealers: old_index,
                 members: (1..=committee.len() as PartyIdx).map(|j| (j, j)).collect(),
             };
-            #[allow(unused_mut)]
-            let mut proto = ReshareSession::new(
-                me,
+            #[cfg(feature = "fault-injection")]
+            let corrupt_dealing =
+                crate::node::faults::tampers(&self.name, crate::node::faults::points::CORRUPT_DEALING);
+            #[cfg(not(feature = "fault-injection"))]
+            let corrupt_dealing = false;
+            let args = ReshareArgs {
                 roles,
                 share,
-                &package,
-                threshold,
-                record.chain_code,
-                p.eid.as_bytes(),
-            )
-            .map_err(|e| session.protocol_error(e))?;
-            #[cfg(feature = "fault-injection")]
-            if crate::node::faults::tampers(&self.name, crate::node::faults::points::CORRUPT_DEALING) {
-                proto.corrupt_dealing();
-            }
-            let Some(out) = session.run_session(Ok(proto)).await? else {
+                package: &package,
+                new_threshold: threshold,
+                chain_code: record.chain_code,
+                corrupt_dealing,
+            };
+            let proto = scheme::reshare(record.key_type, me, args, p.eid.as_bytes());
+            let Some(out) = session.run_session(proto).await? else {
                 tracing::info!(key = %key_id, eid = %p.eid, "reshare: dealt; this node leaves the committee");
                 return Ok(Outcome::Dealt);
             };
-            let public_key = crate::protocol::compress(&out.share.expose().pk)
+            let public_key = out
+                .share
+                .public_key()
                 .map_err(|e| NodeError::Internal(e.to_string()))?
                 .to_vec();
             if public_key != record.public_key {
@@ -145,7 +148,7 @@ impl Node {
                 key_id,
                 joining.then_some(&record),
                 epoch + 1,
-                &out.share,
+                &share_bytes(&out.share)?,
                 proof,
                 &out.package,
                 membership,
@@ -236,6 +239,7 @@ impl Node {
             )));
         }
         self.store.retire(key_id)?;
+        self.forget_opened(key_id);
         self.resume(key_id, &p.eid);
         tracing::info!(key = %key_id, epoch, "left the key's committee; share deleted, record kept as retired");
         Ok(Outcome::Retired)

@@ -27,7 +27,8 @@ impl Node {
         &self,
         request: &SignRequest,
         entry: &LedgerEntry,
-        remote: Option<(&NodeName, &KeyRecord)>,
+        rec: &KeyRecord,
+        remote: Option<&NodeName>,
     ) -> Result<Option<SignOutcome>, NodeError> {
         let (key_id, rid) = (&request.key_id, &request.request_id);
         if entry.digest != request.digest.0
@@ -35,7 +36,7 @@ impl Node {
             || entry.slot != request.slot.as_ref().map(ToString::to_string)
         {
             let place = remote
-                .map(|(n, _)| format!(" (on node {n})"))
+                .map(|n| format!(" (on node {n})"))
                 .unwrap_or_default();
             return Err(NodeError::RequestIdReused(format!(
                 "request id {rid} was already used with key {key_id} for a different digest, path or slot{place}"
@@ -51,10 +52,14 @@ impl Node {
             }
             return Err(NodeError::Internal("ledger: public key length".into()));
         };
-        if let Some((n, rec)) = remote {
-            let (derived, _) =
-                crate::bip32::derive_public(&rec.public_key, &rec.chain_code, &request.path)
-                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+        if let Some(n) = remote {
+            let (derived, _) = crate::bip32::derive_public(
+                rec.key_type,
+                &rec.public_key,
+                &rec.chain_code,
+                &request.path,
+            )
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
             if derived != public_key {
                 tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature under another public key; ignored");
                 return Ok(None);
@@ -65,9 +70,10 @@ impl Node {
             s: done.s,
             recovery_id: done.recovery_id,
             public_key,
+            key_type: rec.key_type,
         };
         if let Err(e) = crate::protocol::sign::verify(&signature, &request.digest) {
-            if let Some((n, _)) = remote {
+            if let Some(n) = remote {
                 tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature that does not verify; ignored");
                 return Ok(None);
             }

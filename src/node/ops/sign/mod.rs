@@ -94,13 +94,13 @@ impl Node {
         // recorded for it, with no new session; the same id for another
         // digest, path or slot is refused. This node's ledger first; the
         // other committee nodes' answers come with the status probe below.
+        let rec = self.key(key_id)?;
         if let Some(entry) = self.store.ledger_get(key_id, rid)? {
-            if let Some(done) = self.recorded(&request, &entry, None)? {
+            if let Some(done) = self.recorded(&request, &entry, &rec, None)? {
                 return Ok(done);
             }
         }
         self.check_not_paused(key_id)?;
-        let rec = self.key(key_id)?;
         self.check_can_sign(&rec).map_err(|e| e.at(&self.name))?;
         let committee = committee_of(&rec)?;
         // Ourselves first, then the others in committee order.
@@ -165,7 +165,7 @@ impl Node {
         // Checked path: probe the committee, then sign with t that answered.
         // Our own ledger first: an attempt above may have finished here.
         if let Some(entry) = self.store.ledger_get(key_id, rid)? {
-            if let Some(done) = self.recorded(&request, &entry, None)? {
+            if let Some(done) = self.recorded(&request, &entry, &rec, None)? {
                 return Ok(done);
             }
         }
@@ -175,7 +175,7 @@ impl Node {
         self.note_reachability(&candidates, &down);
         let mut recorded = None;
         for (n, entry) in &ledgers {
-            if let Some(done) = self.recorded(&request, entry, Some((n, &rec)))? {
+            if let Some(done) = self.recorded(&request, entry, &rec, Some(n))? {
                 recorded = Some(done);
             }
         }
@@ -251,7 +251,7 @@ impl Node {
             self.note_reachability(candidates, &down);
             let verdict = (|| {
                 for (n, entry) in &ledgers {
-                    match self.recorded(request, entry, Some((n, rec))) {
+                    match self.recorded(request, entry, rec, Some(n)) {
                         Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
                         Ok(None) => {}
                         Err(e) => return Err(Attempt::Failed(e)),

@@ -8,7 +8,7 @@ use crate::domain::NodeName;
 use crate::node::faults;
 use crate::node::request::{ClientAuth, SignRequest};
 use crate::node::{committee_of, now_unix, Node, NodeError, Outcome, Proposal};
-use crate::protocol::sign::Sign;
+use crate::protocol::scheme;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
 
@@ -188,8 +188,9 @@ impl Node {
             faults::check(&self.name, faults::points::AFTER_WATERMARK)?;
         }
         let session = self.open_session(p.eid, &committee)?;
-        let share = self.store.signing_share(key_id, epoch)?;
-        let share_pk = crate::protocol::compress(&share.expose().pk)
+        let share = self.signing_share(&rec, epoch)?;
+        let share_pk = share
+            .public_key()
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         if share_pk.as_slice() != rec.public_key.as_slice() {
             return Err(NodeError::Storage(crate::storage::StorageError::Corrupt {
@@ -198,7 +199,7 @@ impl Node {
                     .into(),
             }));
         }
-        let proto = Sign::new(&share, path, &signers, digest, p.eid.as_bytes());
+        let proto = scheme::sign(&share, path, &signers, digest, p.eid.as_bytes());
         drop(share);
         // The ledger entry was made durable at admission.
         let result = session.run_session(proto).await;

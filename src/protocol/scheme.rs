@@ -1,0 +1,190 @@
+//! The key-type boundary: node/ asks for a protocol by key type and gets a
+//! boxed state machine whose inputs and outputs name no curve (shares are
+//! `KeyShare`, keys and packages are bytes). This is the only place that
+//! maps a `KeyType` to a curve; a new key type (Ed25519 via FROST, say) adds
+//! its arm here, its `KeyShare` variant and its protocol files.
+
+use super::curve::{Curve, Package};
+use super::keygen::{Keygen, KeygenOutput};
+use super::refresh::{Refresh, RefreshOutput};
+use super::repair::{RepairHelper, RepairTarget};
+use super::reshare::{ReshareSession, Roles};
+use super::sign::{Sign, Signature};
+use super::{KeyShare, PartyIdx, Protocol, ProtocolError};
+use crate::domain::{DerivationPath, Digest32, KeyType};
+
+/// A protocol run of any curve.
+pub type Boxed<T> = Box<dyn Protocol<Output = T> + Send>;
+
+type K = k256::Secp256k1;
+type P = p256::NistP256;
+
+/// Calls `$f::<C>` with the curve of `$kt`.
+macro_rules! by_curve {
+    ($kt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $kt {
+            KeyType::Secp256k1 => $f::<K>($($arg),*),
+            KeyType::P256 => $f::<P>($($arg),*),
+        }
+    };
+}
+
+fn boxed<T, X: Protocol<Output = T> + Send + 'static>(x: X) -> Boxed<T> {
+    Box::new(x)
+}
+
+/// Dealerless keygen of a `key_type` key, `threshold`-of-`n`, as party `me`.
+pub fn keygen(
+    key_type: KeyType,
+    threshold: u8,
+    n: u8,
+    me: PartyIdx,
+    sid: &[u8],
+) -> Result<Boxed<KeygenOutput>, ProtocolError> {
+    fn go<C: Curve>(
+        t: u8,
+        n: u8,
+        me: PartyIdx,
+        sid: &[u8],
+    ) -> Result<Boxed<KeygenOutput>, ProtocolError> {
+        Keygen::<C>::new(t, n, me, sid).map(boxed)
+    }
+    by_curve!(key_type, go(threshold, n, me, sid))
+}
+
+/// Signing `digest` at `path` with `share`, among `signers`.
+pub fn sign(
+    share: &KeyShare,
+    path: &DerivationPath,
+    signers: &[PartyIdx],
+    digest: Digest32,
+    sid: &[u8],
+) -> Result<Boxed<Signature>, ProtocolError> {
+    fn go<C: Curve>(
+        share: &KeyShare,
+        path: &DerivationPath,
+        signers: &[PartyIdx],
+        digest: Digest32,
+        sid: &[u8],
+    ) -> Result<Boxed<Signature>, ProtocolError> {
+        Sign::<C>::new(share, path, signers, digest, sid).map(boxed)
+    }
+    by_curve!(share.key_type(), go(share, path, signers, digest, sid))
+}
+
+/// A complete refresh of `share` (the key's `package` at its current epoch).
+pub fn refresh(
+    share: KeyShare,
+    package: &[u8],
+    sid: &[u8],
+) -> Result<Boxed<RefreshOutput>, ProtocolError> {
+    fn go<C: Curve>(
+        share: KeyShare,
+        package: &[u8],
+        sid: &[u8],
+    ) -> Result<Boxed<RefreshOutput>, ProtocolError> {
+        Refresh::<C>::new(share, package, sid).map(boxed)
+    }
+    by_curve!(share.key_type(), go(share, package, sid))
+}
+
+/// A repair helper's side: one term to `target`.
+pub fn repair_helper(
+    share: KeyShare,
+    helpers: &[PartyIdx],
+    target: PartyIdx,
+    sid: &[u8],
+) -> Result<Boxed<()>, ProtocolError> {
+    fn go<C: Curve>(
+        share: KeyShare,
+        helpers: &[PartyIdx],
+        target: PartyIdx,
+        sid: &[u8],
+    ) -> Result<Boxed<()>, ProtocolError> {
+        RepairHelper::<C>::new(share, helpers, target, sid).map(boxed)
+    }
+    by_curve!(share.key_type(), go(share, helpers, target, sid))
+}
+
+/// A repair target's side: assembles a hollow share of a `key_type` key.
+pub fn repair_target(
+    key_type: KeyType,
+    package: &[u8],
+    me: PartyIdx,
+    helpers: &[PartyIdx],
+) -> Result<Boxed<KeyShare>, ProtocolError> {
+    fn go<C: Curve>(
+        package: &[u8],
+        me: PartyIdx,
+        helpers: &[PartyIdx],
+    ) -> Result<Boxed<KeyShare>, ProtocolError> {
+        RepairTarget::<C>::new(package, me, helpers).map(boxed)
+    }
+    by_curve!(key_type, go(package, me, helpers))
+}
+
+/// What a reshare session needs besides the key type and this party's place.
+#[derive(Debug)]
+pub struct ReshareArgs<'a> {
+    pub roles: Roles,
+    /// This party's current share, if it deals.
+    pub share: Option<KeyShare>,
+    /// The key's current public key package.
+    pub package: &'a [u8],
+    pub new_threshold: u8,
+    pub chain_code: [u8; 32],
+    /// Test hook (fault-injection builds): deal one member a bad point.
+    pub corrupt_dealing: bool,
+}
+
+/// One party's run of a whole reshare (deal, then refresh among the new members).
+pub fn reshare(
+    key_type: KeyType,
+    me: PartyIdx,
+    args: ReshareArgs<'_>,
+    sid: &[u8],
+) -> Result<Boxed<Option<RefreshOutput>>, ProtocolError> {
+    fn go<C: Curve>(
+        me: PartyIdx,
+        a: ReshareArgs<'_>,
+        sid: &[u8],
+    ) -> Result<Boxed<Option<RefreshOutput>>, ProtocolError> {
+        #[allow(unused_mut)]
+        let mut s = ReshareSession::<C>::new(
+            me,
+            a.roles,
+            a.share,
+            a.package,
+            a.new_threshold,
+            a.chain_code,
+            sid,
+        )?;
+        #[cfg(feature = "fault-injection")]
+        if a.corrupt_dealing {
+            s.corrupt_dealing();
+        }
+        Ok(boxed(s))
+    }
+    by_curve!(key_type, go(me, args, sid))
+}
+
+/// The group key recorded in a public key package (compressed), if the bytes
+/// are a package of a `key_type` key.
+pub fn package_key(key_type: KeyType, package: &[u8]) -> Option<[u8; 33]> {
+    fn go<C: Curve>(package: &[u8]) -> Option<[u8; 33]> {
+        let pkg: Package<C> = super::decode(package).ok()?;
+        C::compress(pkg.verifying_key()).ok()
+    }
+    by_curve!(key_type, go(package))
+}
+
+/// Independent check of a finished signature with the curve's own crate.
+pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
+    super::sign::verify(sig, digest)
+}
+
+/// The Ethereum address of a compressed secp256k1 public key.
+pub fn eth_address(pk: &[u8]) -> Option<String> {
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(pk).ok()?;
+    Some(dkls23::secp256k1::compute_eth_address(vk.as_affine()))
+}

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod identity;
 pub mod peer;
+mod refusal;
 pub mod request_auth;
 pub mod tls;
 mod wire;

@@ -12,10 +12,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::identity::Identity;
-use super::wire::{
-    answer_from_pb, bad, check_version, outcome_to_pb, proposal_from_pb, proposal_to_pb,
-    refusal_to_pb,
-};
+use super::refusal::{answer_from_pb, refusal_to_pb};
+use super::wire::{bad, check_version, outcome_to_pb, proposal_from_pb, proposal_to_pb};
 use crate::domain::{ExecutionId, NodeName};
 use crate::node::{
     NetError, NetErrorKind, Node, NodeError, Outcome, PeerNet, Proposal, WIRE_VERSION,

@@ -15,6 +15,16 @@ use crate::storage::{KeyRecord, KeyState, LedgerEntry};
 /// How long a node that failed a probe is avoided by the overlapped signing path.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
+/// The epoch after `rec`'s (refused at the end of the range, never wrapped).
+pub(crate) fn next_epoch(rec: &KeyRecord) -> Result<u64, NodeError> {
+    rec.epoch.checked_add(1).ok_or_else(|| {
+        NodeError::FailedPrecondition(format!(
+            "key {} has no epoch after {}",
+            rec.key_id, rec.epoch
+        ))
+    })
+}
+
 /// The execution id a status query travels under (no session runs under it).
 pub fn status_eid(key_id: &KeyId, epoch: u64) -> ExecutionId {
     OpKind::Status.eid(key_id, epoch, &[], &[], &[])
@@ -120,55 +130,10 @@ impl Node {
         to_sign: bool,
         request_id: Option<&str>,
     ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
-        let key_id = &rec.key_id;
-        let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
-            let status = Proposal {
-                eid: status_eid(key_id, rec.epoch),
-                nonce: Vec::new(),
-                op: Operation::ShareStatus {
-                    key_id: key_id.clone(),
-                    request_id: request_id.map(str::to_owned),
-                },
-            };
-            let call = self.net.propose(n, status);
-            let timeout = self.timeouts.ping;
-            let n = n.clone();
-            async move {
-                let (epoch, signing, ledger) = match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(Outcome::ShareStatus { epoch, signing, ledger, .. })) => (epoch, signing, ledger),
-                    Ok(Ok(_)) => return (Some((n, "answered the status query with another outcome".to_owned())), None),
-                    Ok(Err(e)) => return (Some((n, e.to_string())), None),
-                    Err(_) => return (Some((n, format!("no answer within {timeout:?}"))), None),
-                };
-                let ledger = ledger.map(|l| (n.clone(), *l));
-                let down = match (epoch, rec.rotation) {
-                    (Some(e), _) if e == rec.epoch && to_sign && !signing => {
-                        Some((n, "its share cannot sign yet (repaired or joining; awaits activation)".to_owned()))
-                    }
-                    (Some(e), _) if e == rec.epoch => None,
-                    (Some(e), Some(proof)) if e + 1 == rec.epoch => {
-                        let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
-                            return (Some((n, "bad rotation proof".to_owned())), ledger);
-                        };
-                        let activate = Proposal {
-                            eid,
-                            nonce: Vec::new(),
-                            op: Operation::Activate { key_id: key_id.clone(), epoch: rec.epoch, confirmation: proof.confirmation },
-                        };
-                        match self.net.propose(&n, activate).await {
-                            Ok(_) => {
-                                tracing::warn!(node = %n, key = %key_id, epoch = rec.epoch, "node had missed an activation; activated it");
-                                None
-                            }
-                            Err(err) => Some((n, format!("at epoch {e} and could not catch up: {err}"))),
-                        }
-                    }
-                    (Some(e), _) => Some((n, format!("holds epoch {e}, not {}", rec.epoch))),
-                    (None, _) => Some((n, "holds no share of this key".to_owned())),
-                };
-                (down, ledger)
-            }
-        });
+        let probes = nodes
+            .iter()
+            .filter(|n| **n != self.name)
+            .map(|n| self.probe_one(rec, n, to_sign, request_id));
         let mut down = Vec::new();
         let mut ledgers = Vec::new();
         for (d, l) in futures::future::join_all(probes).await {
@@ -176,6 +141,76 @@ impl Node {
             ledgers.extend(l);
         }
         (down, ledgers)
+    }
+
+    /// One node's answer to `probe`: why it is not ready (if it is not), and
+    /// its ledger entry for `request_id`.
+    async fn probe_one(
+        &self,
+        rec: &KeyRecord,
+        n: &NodeName,
+        to_sign: bool,
+        request_id: Option<&str>,
+    ) -> (Option<(NodeName, String)>, Option<(NodeName, LedgerEntry)>) {
+        let key_id = &rec.key_id;
+        let status = Proposal {
+            eid: status_eid(key_id, rec.epoch),
+            nonce: Vec::new(),
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+                request_id: request_id.map(str::to_owned),
+            },
+        };
+        let timeout = self.timeouts.ping;
+        let down = |why: String| Some((n.clone(), why));
+        let (epoch, signing, ledger) =
+            match tokio::time::timeout(timeout, self.net.propose(n, status)).await {
+                Ok(Ok(Outcome::ShareStatus {
+                    epoch,
+                    signing,
+                    ledger,
+                    ..
+                })) => (epoch, signing, ledger),
+                Ok(Ok(_)) => {
+                    let why = "answered the status query with another outcome";
+                    return (down(why.to_owned()), None);
+                }
+                Ok(Err(e)) => return (down(e.to_string()), None),
+                Err(_) => return (down(format!("no answer within {timeout:?}")), None),
+            };
+        let ledger = ledger.map(|l| (n.clone(), *l));
+        // The epoch is the peer's word: compared with checked arithmetic.
+        let verdict = match (epoch, rec.rotation) {
+            (Some(e), _) if e == rec.epoch && to_sign && !signing => down(
+                "its share cannot sign yet (repaired or joining; awaits activation)".to_owned(),
+            ),
+            (Some(e), _) if e == rec.epoch => None,
+            (Some(e), Some(proof)) if e.checked_add(1) == Some(rec.epoch) => {
+                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                    return (down("bad rotation proof".to_owned()), ledger);
+                };
+                let activate = Proposal {
+                    eid,
+                    nonce: Vec::new(),
+                    op: Operation::Activate {
+                        key_id: key_id.clone(),
+                        epoch: rec.epoch,
+                        confirmation: proof.confirmation,
+                    },
+                };
+                match self.net.propose(n, activate).await {
+                    Ok(_) => {
+                        let epoch = rec.epoch;
+                        tracing::warn!(node = %n, key = %key_id, epoch, "node had missed an activation; activated it");
+                        None
+                    }
+                    Err(err) => down(format!("at epoch {e} and could not catch up: {err}")),
+                }
+            }
+            (Some(e), _) => down(format!("holds epoch {e}, not {}", rec.epoch)),
+            (None, _) => down("holds no share of this key".to_owned()),
+        };
+        (verdict, ledger)
     }
 
     /// Sends `p` to each of `nodes` (ourselves directly), retrying each up to

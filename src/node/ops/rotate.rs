@@ -10,6 +10,7 @@ use super::keygen::keygen_binding;
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::node::committee::reasons;
+use crate::node::faults;
 use crate::node::propose::nonce;
 use crate::node::shares::share_bytes;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
@@ -61,7 +62,7 @@ impl Node {
             )));
         }
         let old_epoch = rec.epoch;
-        let new_epoch = old_epoch + 1;
+        let new_epoch = crate::node::committee::next_epoch(&rec)?;
         let nonce = nonce()?;
         let eid = eid(&rec, &committee, &nonce);
         tracing::info!(key = %key_id, old_epoch, new_epoch, committee = %names(&committee), eid = %eid, "rotation: refreshing shares");
@@ -150,16 +151,24 @@ impl Node {
         let calls = committee.iter().map(|n| {
             let p = p.clone();
             async move {
-                let r = if *n == self.name { self.on_propose(&self.name, p).await } else { self.net.propose(n, p).await };
+                let r = if *n == self.name {
+                    self.on_propose(&self.name, p).await
+                } else {
+                    self.net.propose(n, p).await
+                };
                 match r {
                     Ok(_) => {}
                     // A node new to the key (reshare) has nothing to release.
                     Err(e) if e.reason() == crate::node::Reason::NotFound => {}
-                    Err(e) => tracing::warn!(node = %n, key = %key_id, error = %e, "could not release the abandoned rotation"),
+                    Err(e) => {
+                        let why = "could not release the abandoned rotation";
+                        tracing::warn!(node = %n, key = %key_id, error = %e, "{why}");
+                    }
                 }
             }
         });
-        let _ = tokio::time::timeout(self.timeouts.round, futures::future::join_all(calls)).await;
+        let all = futures::future::join_all(calls);
+        let _ = tokio::time::timeout(self.timeouts.round, all).await;
     }
 
     pub(crate) async fn participate_refresh(
@@ -196,17 +205,32 @@ impl Node {
         let session = self.claim_session(&p.eid, expected, committee)?;
         // Signing waits until the new epoch is active here, or the rotation is given up.
         self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+        let next = epoch
+            .checked_add(1)
+            .ok_or_else(|| NodeError::InvalidArgument(format!("key {key_id} has no next epoch")))?;
         let result = async {
             let share = self.open_share(&rec, epoch)?;
-            let package = hex::decode(&rec.package)
-                .map_err(|_| NodeError::Internal(format!("key {key_id}: stored public key package is not hex")))?;
-            let out = session.run_session(scheme::refresh(share, &package, p.eid.as_bytes())).await?;
-            crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_STAGE)?;
-            let proof = RotationProof { eid: *p.eid.as_bytes(), confirmation: out.confirmation };
-            self.store.stage_epoch(key_id, epoch + 1, &share_bytes(&out.share)?, proof, &out.package)?;
-            crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_STAGE)?;
-            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, "refreshed share staged");
-            Ok(Outcome::Refresh { confirmation: out.confirmation })
+            let package = hex::decode(&rec.package).map_err(|_| {
+                NodeError::Internal(format!(
+                    "key {key_id}: stored public key package is not hex"
+                ))
+            })?;
+            let out = session
+                .run_session(scheme::refresh(share, &package, p.eid.as_bytes()))
+                .await?;
+            faults::check(&self.name, faults::points::BEFORE_STAGE)?;
+            let proof = RotationProof {
+                eid: *p.eid.as_bytes(),
+                confirmation: out.confirmation,
+            };
+            let bytes = share_bytes(&out.share)?;
+            self.store
+                .stage_epoch(key_id, next, &bytes, proof, &out.package)?;
+            faults::check(&self.name, faults::points::AFTER_STAGE)?;
+            tracing::info!(key = %key_id, epoch = next, eid = %p.eid, "refreshed share staged");
+            Ok(Outcome::Refresh {
+                confirmation: out.confirmation,
+            })
         }
         .await;
         if result.is_err() {
@@ -244,14 +268,14 @@ impl Node {
             self.resume(key_id, eid);
             return Ok(Outcome::Activated);
         }
-        crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_ACTIVATE)?;
+        faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
         let changed = self.store.activate_epoch(key_id, epoch, proof)?;
         self.forget_opened(key_id);
         self.resume(key_id, eid);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
         }
-        crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_ACTIVATE)?;
+        faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;
         Ok(Outcome::Activated)
     }
 }

@@ -169,7 +169,7 @@ impl Node {
             .collect();
         let parties = reshare_parties(committee, &dealers);
         let old_epoch = rec.epoch;
-        let new_epoch = old_epoch + 1;
+        let new_epoch = crate::node::committee::next_epoch(&rec)?;
         let nonce = nonce()?;
         let eid = eid(&rec, &dealers, committee, threshold, &nonce);
         tracing::info!(

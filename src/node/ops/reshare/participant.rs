@@ -144,16 +144,17 @@ impl Node {
                 committee: committee.iter().map(ToString::to_string).collect(),
                 threshold,
             };
+            let next = crate::node::committee::next_epoch(&record)?;
             self.store.stage_reshare(
                 key_id,
                 joining.then_some(&record),
-                epoch + 1,
+                next,
                 &share_bytes(&out.share)?,
                 proof,
                 &out.package,
                 membership,
             )?;
-            tracing::info!(key = %key_id, epoch = epoch + 1, eid = %p.eid, joining, "reshared share staged");
+            tracing::info!(key = %key_id, epoch = next, eid = %p.eid, joining, "reshared share staged");
             Ok(Outcome::Reshared {
                 confirmation: out.confirmation,
                 public_key,
@@ -195,6 +196,7 @@ impl Node {
                 self.name, rec.epoch
             )));
         }
+        let next = crate::node::committee::next_epoch(&rec)?;
         let probes = committee.iter().map(|n| {
             let status = Proposal {
                 eid: p.eid,
@@ -213,11 +215,10 @@ impl Node {
                         signing: true,
                         rotation: Some(r),
                         ..
-                    })) if e == epoch + 1 && r == *p.eid.as_bytes() => return None,
-                    Ok(Ok(Outcome::ShareStatus { epoch: got, .. })) => format!(
-                        "reports epoch {got:?}, not epoch {} active from this reshare",
-                        epoch + 1
-                    ),
+                    })) if e == next && r == *p.eid.as_bytes() => return None,
+                    Ok(Ok(Outcome::ShareStatus { epoch: got, .. })) => {
+                        format!("reports epoch {got:?}, not epoch {next} active from this reshare")
+                    }
                     Ok(Ok(_)) => "answered with another outcome".to_owned(),
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => format!("no answer within {timeout:?}"),
@@ -232,9 +233,9 @@ impl Node {
             .collect();
         if !missing.is_empty() {
             return Err(NodeError::FailedPrecondition(format!(
-                "node {} keeps its share of key {key_id}: the new committee has not all activated epoch {}: {}",
+                "node {} keeps its share of key {key_id}: the new committee has not all \
+                 activated epoch {next}: {}",
                 self.name,
-                epoch + 1,
                 reasons(&missing)
             )));
         }

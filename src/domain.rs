@@ -260,7 +260,8 @@ impl DerivationPath {
         for part in rest.split('/') {
             if part.ends_with('\'') || part.ends_with('h') || part.ends_with('H') {
                 return Err(err(
-                    "hardened derivation is not supported: a threshold key has no whole private key to derive it from",
+                    "hardened derivation is not supported: a threshold key has no whole private \
+                     key to derive it from",
                 ));
             }
             let idx: u32 = part

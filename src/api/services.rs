@@ -127,7 +127,14 @@ impl spb::signer_server::Signer for SignerService {
             "sign",
             self.node.sign(request, auth, &who.name).await,
         )?;
-        tracing::info!(client = %who, key = %key, %path, request_id = %out.request_id, ms = started.elapsed().as_millis() as u64, "signed");
+        tracing::info!(
+            client = %who,
+            key = %key,
+            %path,
+            request_id = %out.request_id,
+            ms = started.elapsed().as_millis() as u64,
+            "signed",
+        );
         let sig = &out.signature;
         let der = sig
             .der()
@@ -272,7 +279,12 @@ impl apb::admin_server::Admin for AdminService {
                     .await,
             ),
         )?;
-        tracing::info!(admin = %who, key = %key, ms = started.elapsed().as_millis() as u64, "key created");
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            ms = started.elapsed().as_millis() as u64,
+            "key created",
+        );
         Ok(Response::new(key_info(&rec)))
     }
 
@@ -288,7 +300,14 @@ impl apb::admin_server::Admin for AdminService {
             "rotate",
             self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
         )?;
-        tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch, ms = s.elapsed.as_millis() as u64, "key rotated");
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            old_epoch = s.old_epoch,
+            new_epoch = s.new_epoch,
+            ms = s.elapsed.as_millis() as u64,
+            "key rotated",
+        );
         Ok(Response::new(rotate_response(&s)))
     }
 
@@ -305,7 +324,13 @@ impl apb::admin_server::Admin for AdminService {
             "repair",
             self.node.audit_admin(&who.name, "repair", key.as_str(), r),
         )?;
-        tracing::info!(admin = %who, key = %key, target = %node, helpers = ?s.helpers, "share repaired");
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            target = %node,
+            helpers = ?s.helpers,
+            "share repaired",
+        );
         Ok(Response::new(apb::RepairKeyResponse {
             rotation: Some(rotate_response(&s.rotation)),
             helpers: s.helpers.iter().map(ToString::to_string).collect(),

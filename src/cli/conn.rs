@@ -57,7 +57,8 @@ impl Conn {
         let key = self.tls_key.clone().or_else(|| from_layout(Layout::key));
         let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
             return Err(UsageError(format!(
-                "no {} credentials: pass --certs <dir> --identity <name>, or --tls-ca, --tls-cert and --tls-key",
+                "no {} credentials: pass --certs <dir> --identity <name>, or --tls-ca, --tls-cert \
+                 and --tls-key",
                 role.as_str()
             ))
             .into());

@@ -140,7 +140,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let mut c = conn.client(Role::Admin)?;
             let before = c.get_key(&key).await?;
             eprintln!(
-                "rotating {key} (epoch {}) across {} via node {}: refresh, confirmation on every node, activation...",
+                "rotating {key} (epoch {}) across {} via node {}: refresh, confirmation on every \
+                 node, activation...",
                 before.epoch,
                 before.committee.join(", "),
                 conn.server
@@ -236,7 +237,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             anyhow::ensure!(unchanged, "the public key changed during the reshare");
             anyhow::ensure!(
                 r.not_retired.is_empty(),
-                "these nodes left the committee but still hold their old share; delete the key's data on them by hand: {}",
+                "these nodes left the committee but still hold their old share; delete the key's \
+                 data on them by hand: {}",
                 r.not_retired.join(", ")
             );
         }

@@ -85,7 +85,13 @@ impl Node {
         let policy = self.policy();
         let d = policy.check_sign(client.as_str(), &req.key_id, &req.path);
         if !d.allowed {
-            tracing::warn!(%client, key = %req.key_id, path = %req.path, rule = %d.rule, "sign request denied by policy");
+            tracing::warn!(
+                %client,
+                key = %req.key_id,
+                path = %req.path,
+                rule = %d.rule,
+                "sign request denied by policy",
+            );
             return Err(NodeError::PermissionDenied(format!("client {client}: {d}")));
         }
         if charge {

@@ -201,7 +201,12 @@ impl Node {
                 match self.net.propose(n, activate).await {
                     Ok(_) => {
                         let epoch = rec.epoch;
-                        tracing::warn!(node = %n, key = %key_id, epoch, "node had missed an activation; activated it");
+                        tracing::warn!(
+                            node = %n,
+                            key = %key_id,
+                            epoch,
+                            "node had missed an activation; activated it",
+                        );
                         None
                     }
                     Err(err) => down(format!("at epoch {e} and could not catch up: {err}")),
@@ -371,7 +376,8 @@ impl Node {
                 let left = t.saturating_duration_since(std::time::Instant::now());
                 Err(NodeError::Paused {
                     message: format!(
-                        "key {key} is being rotated on node {}; signing is paused for at most {}s more",
+                        "key {key} is being rotated on node {}; signing is paused for at most {}s \
+                         more",
                         self.name,
                         left.as_secs() + 1
                     ),

@@ -80,7 +80,7 @@ pub enum NodeError {
         missing: Vec<NodeName>,
     },
     /// The engine aborted this node's session, blaming a party if it could.
-    #[error("protocol aborted{}: {error}", blamed.as_ref().map(|n| format!(" (blames node {n})")).unwrap_or_default())]
+    #[error("protocol aborted{}: {error}", blames(blamed.as_ref()))]
     Protocol {
         blamed: Option<NodeName>,
         #[source]
@@ -345,6 +345,10 @@ impl From<StorageError> for NodeError {
             other => Self::Storage(other),
         }
     }
+}
+
+fn blames(n: Option<&NodeName>) -> String {
+    n.map(|n| format!(" (blames node {n})")).unwrap_or_default()
 }
 
 pub(crate) fn names(v: &[NodeName]) -> String {

@@ -170,7 +170,11 @@ impl Node {
                 let task = tokio::spawn(async move {
                     let r = call.await;
                     if let Err(tokio::sync::mpsc::error::SendError((n, Err(e)))) = tx.send((n, r)) {
-                        tracing::warn!(node = %n, error = %e, "participant failed after the coordinator had its result");
+                        tracing::warn!(
+                            node = %n,
+                            error = %e,
+                            "participant failed after the coordinator had its result",
+                        );
                     }
                 });
                 remote.tasks.push(task.abort_handle());
@@ -187,7 +191,12 @@ impl Node {
                 }
                 Ok(o) => ok.push((n, o)),
                 Err(e) => {
-                    tracing::warn!(node = %n, error = %e, eid = %proposal.eid, "participant failed; abandoning the session");
+                    tracing::warn!(
+                        node = %n,
+                        error = %e,
+                        eid = %proposal.eid,
+                        "participant failed; abandoning the session",
+                    );
                     if !e.reason().is_transit() {
                         return Err(e);
                     }

@@ -107,7 +107,12 @@ impl Session<'_> {
             let later = ahead.split_off(&(round + 1, 0));
             for ((_, idx), payload) in std::mem::replace(&mut ahead, later) {
                 if !peers.contains(&idx) {
-                    tracing::warn!(eid = %self.eid, party = idx, round, "dropped message from a party that does not send in this round");
+                    tracing::warn!(
+                        eid = %self.eid,
+                        party = idx,
+                        round,
+                        "dropped message from a party that does not send in this round",
+                    );
                     continue;
                 }
                 if ahead_twice.contains(&(round, idx)) {
@@ -120,7 +125,9 @@ impl Session<'_> {
                 let received = tokio::select! {
                     r = tokio::time::timeout_at(deadline, mailbox.rx.recv()) => r,
                     Some(sent) = sending.next(), if !sending.is_empty() => {
-                        sent.map_err(|e| NodeError::Internal(format!("delivery task failed: {e}")))??;
+                        let delivered = sent
+                            .map_err(|e| NodeError::Internal(format!("delivery task failed: {e}")))?;
+                        delivered?;
                         continue;
                     }
                 };
@@ -141,12 +148,21 @@ impl Session<'_> {
                     }
                 };
                 let Some(idx) = self.index_of(&msg.from) else {
-                    tracing::warn!(eid = %self.eid, from = %msg.from, "dropped message from a node outside this session");
+                    tracing::warn!(
+                        eid = %self.eid,
+                        from = %msg.from,
+                        "dropped message from a node outside this session",
+                    );
                     continue;
                 };
                 if msg.round == round {
                     if !peers.contains(&idx) {
-                        tracing::warn!(eid = %self.eid, from = %msg.from, round, "dropped message from a party that does not send in this round");
+                        tracing::warn!(
+                            eid = %self.eid,
+                            from = %msg.from,
+                            round,
+                            "dropped message from a party that does not send in this round",
+                        );
                         continue;
                     }
                     if inbox
@@ -166,7 +182,13 @@ impl Session<'_> {
                         }
                     }
                 } else {
-                    tracing::warn!(eid = %self.eid, from = %msg.from, round = msg.round, expected = round, "dropped out-of-round message");
+                    tracing::warn!(
+                        eid = %self.eid,
+                        from = %msg.from,
+                        round = msg.round,
+                        expected = round,
+                        "dropped out-of-round message",
+                    );
                 }
             }
             let (p, advanced) = off_runtime(proto, move |p| p.advance(inbox)).await?;

@@ -116,7 +116,7 @@ pub enum ProtocolError {
     ConfirmationMismatch { from: PartyIdx },
     /// The engine aborted. `blame` names the counterparty when the engine
     /// could attribute the abort; `ban` says it must be excluded from now on.
-    #[error("engine aborted: {reason}{}", blame.map(|b| format!(" (blames party {b})")).unwrap_or_default())]
+    #[error("engine aborted: {reason}{}", blames(*blame))]
     Engine {
         blame: Option<PartyIdx>,
         ban: bool,
@@ -129,6 +129,12 @@ pub enum ProtocolError {
     /// Local misuse (bad arguments); a bug on this side.
     #[error("invalid protocol arguments: {0}")]
     InvalidArgs(String),
+}
+
+fn blames(party: Option<PartyIdx>) -> String {
+    party
+        .map(|b| format!(" (blames party {b})"))
+        .unwrap_or_default()
 }
 
 impl ProtocolError {

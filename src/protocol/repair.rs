@@ -149,36 +149,34 @@ impl<C: Curve> Protocol for RepairTarget<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{DerivationPath, Digest32};
     use crate::protocol::inproc::run;
     use crate::protocol::keygen::Keygen;
     use crate::protocol::refresh::Refresh;
-
-    type K = k256::Secp256k1;
+    use crate::protocol::sign::{verify, Sign};
 
     fn dup(s: &KeyShare) -> KeyShare {
         KeyShare::decode(s.key_type(), &s.encode().unwrap()).unwrap()
     }
 
-    #[test]
-    fn lost_share_is_rebuilt_and_a_complete_refresh_makes_it_sign() {
-        use crate::domain::{DerivationPath, Digest32};
-        use crate::protocol::sign::{verify, Sign};
+    /// Party 3 of a 2-of-3 key on curve `C` loses its share; parties 1 and 2
+    /// rebuild it, a complete refresh follows, and the rebuilt party signs.
+    fn lost_share_is_rebuilt_and_signs_after_refresh<C: Curve>() {
         let outs: Vec<_> = run(
             (1..=3)
-                .map(|i| Keygen::<K>::new(2, 3, i, &[5; 32]).unwrap())
+                .map(|i| Keygen::<C>::new(2, 3, i, &[5; 32]).unwrap())
                 .collect(),
             None,
         )
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
-        // Party 3 lost its share; parties 1 and 2 help.
         let helpers = [1u8, 2];
-        let mut target = RepairTarget::<K>::new(&outs[0].package, 3, &helpers).unwrap();
+        let mut target = RepairTarget::<C>::new(&outs[0].package, 3, &helpers).unwrap();
         let mut inbox = Inbox::new();
         for h in helpers {
             let mut helper =
-                RepairHelper::<K>::new(dup(&outs[(h - 1) as usize].share), &helpers, 3, b"r1")
+                RepairHelper::<C>::new(dup(&outs[(h - 1) as usize].share), &helpers, 3, b"r1")
                     .unwrap();
             let out = helper.start().unwrap();
             assert_eq!(out.len(), 1);
@@ -188,16 +186,17 @@ mod tests {
         let Step::Done(hollow) = target.advance(inbox).unwrap() else {
             panic!("not done")
         };
-        assert_eq!(
-            K::party(&hollow).unwrap().poly_point,
-            K::party(&outs[2].share).unwrap().poly_point
+        assert_eq!(hollow.key_type(), C::KEY_TYPE);
+        assert!(
+            C::party(&hollow).unwrap().poly_point == C::party(&outs[2].share).unwrap().poly_point,
+            "the rebuilt share differs from the lost one"
         );
         // A complete refresh over (1, 2, repaired 3) gives working shares.
         let shares = [dup(&outs[0].share), dup(&outs[1].share), hollow];
         let refreshed: Vec<_> = run(
             shares
                 .into_iter()
-                .map(|s| Refresh::<K>::new(s, &outs[0].package, b"after-repair").unwrap())
+                .map(|s| Refresh::<C>::new(s, &outs[0].package, b"after-repair").unwrap())
                 .collect(),
             None,
         )
@@ -208,13 +207,26 @@ mod tests {
         let p = DerivationPath::default();
         let sigs = run(
             vec![
-                Sign::<K>::new(&refreshed[0].share, &p, &[1, 3], d, b"s").unwrap(),
-                Sign::<K>::new(&refreshed[2].share, &p, &[1, 3], d, b"s").unwrap(),
+                Sign::<C>::new(&refreshed[0].share, &p, &[1, 3], d, b"s").unwrap(),
+                Sign::<C>::new(&refreshed[2].share, &p, &[1, 3], d, b"s").unwrap(),
             ],
             None,
         );
         for s in sigs {
-            verify(&s.unwrap(), &d).unwrap();
+            let sig = s.unwrap();
+            assert_eq!(sig.key_type, C::KEY_TYPE);
+            assert_eq!(sig.public_key, outs[0].public_key);
+            verify(&sig, &d).unwrap();
         }
+    }
+
+    #[test]
+    fn a_lost_secp256k1_share_is_rebuilt_and_signs_after_refresh() {
+        lost_share_is_rebuilt_and_signs_after_refresh::<k256::Secp256k1>();
+    }
+
+    #[test]
+    fn a_lost_p256_share_is_rebuilt_and_signs_after_refresh() {
+        lost_share_is_rebuilt_and_signs_after_refresh::<p256::NistP256>();
     }
 }

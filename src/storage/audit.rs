@@ -242,7 +242,11 @@ impl Store {
             };
             let (body, link) = raw.split_at(split);
             if self.kek.audit_mac(&prev, body)?.as_slice() != link {
-                return bad("its link does not match its body and the entry before it (edited, moved or a neighbour removed)".into());
+                return bad(
+                    "its link does not match its body and the entry before it (edited, \
+                     moved or a neighbour removed)"
+                        .into(),
+                );
             }
             let entry: AuditEntry = match serde_json::from_slice(body) {
                 Ok(e) => e,
@@ -289,7 +293,10 @@ impl Store {
                 good: last,
                 first_bad: Some((
                     last + 1,
-                    format!("the log ends at entry {last} but its head says {expected_end} (newest entries removed or replaced)"),
+                    format!(
+                        "the log ends at entry {last} but its head says {expected_end} (newest \
+                         entries removed or replaced)"
+                    ),
                 )),
             });
         }

@@ -196,15 +196,24 @@ impl Store {
         match slot_verdict(current.as_ref(), position, &c.digest) {
             SlotVerdict::Raise => {}
             SlotVerdict::Resign => return Ok(()),
-            SlotVerdict::Below { watermark: (h, r, st) } => {
+            SlotVerdict::Below {
+                watermark: (h, r, st),
+            } => {
                 return Err(StorageError::SlotBelowWatermark(format!(
-                    "slot {scope} {p0}/{p1}/{p2} of key {key} is below its watermark {h}/{r}/{st} (double-sign protection)"
+                    "slot {scope} {p0}/{p1}/{p2} of key {key} is below its watermark {h}/{r}/{st} \
+                     (double-sign protection)"
                 )))
             }
-            SlotVerdict::OtherDigest { watermark: (h, r, st) } => {
-                let by = current.as_ref().map(|w| w.request_id.as_str()).unwrap_or_default();
+            SlotVerdict::OtherDigest {
+                watermark: (h, r, st),
+            } => {
+                let by = current
+                    .as_ref()
+                    .map(|w| w.request_id.as_str())
+                    .unwrap_or_default();
                 return Err(StorageError::SlotOtherDigest(format!(
-                    "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest (request {by}); refused (double-sign protection)"
+                    "slot {scope} {h}/{r}/{st} of key {key} was already signed for another digest \
+                     (request {by}); refused (double-sign protection)"
                 )));
             }
         }

@@ -65,7 +65,8 @@ pub enum StorageError {
     #[error("{what} is corrupt or was tampered with: {reason}")]
     Corrupt { what: String, reason: String },
     #[error(
-        "{} is store format {found}; this thresig reads formats up to {supported} (upgrade thresig; the store was left untouched)",
+        "{} is store format {found}; this thresig reads formats up to {supported} (upgrade \
+         thresig; the store was left untouched)",
         path.display()
     )]
     UnsupportedFormat {

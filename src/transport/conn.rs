@@ -149,11 +149,21 @@ pub fn incoming(
                             let _ = tx.send(Ok(Authed { io, peer })).await;
                         }
                         Err(e) => {
-                            tracing::warn!(%remote, plane = plane.name(), error = %e, "refused connection")
+                            tracing::warn!(
+                                %remote,
+                                plane = plane.name(),
+                                error = %e,
+                                "refused connection",
+                            )
                         }
                     },
                     Ok(Err(e)) => {
-                        tracing::info!(%remote, plane = plane.name(), error = %e, "TLS handshake failed")
+                        tracing::info!(
+                            %remote,
+                            plane = plane.name(),
+                            error = %e,
+                            "TLS handshake failed",
+                        )
                     }
                     Err(_) => {
                         tracing::info!(%remote, plane = plane.name(), "TLS handshake timed out")

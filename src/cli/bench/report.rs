@@ -121,15 +121,21 @@ impl Report {
         let r = |k: &str| ratios.get(k).and_then(serde_json::Value::as_f64);
         let (t, n) = (self.threshold, self.nodes);
         println!(
-            "thresig bench: {t}-of-{n} ({}), {} requests at concurrency {}, peer RTT {} ms, {} cores",
-            if self.mode == "local" { "local node processes" } else { "running nodes" },
+            "thresig bench: {t}-of-{n} ({}), {} requests at concurrency {}, peer RTT {} ms, {} \
+             cores",
+            if self.mode == "local" {
+                "local node processes"
+            } else {
+                "running nodes"
+            },
             self.load.requests,
             self.concurrency,
             self.rtt_ms,
             self.cores
         );
         println!(
-            "in-process baseline:   keygen {:.1} ms; sign {:.2} ms (all {t} parties on one thread), busiest party {:.2} ms, {} rounds",
+            "in-process baseline:   keygen {:.1} ms; sign {:.2} ms (all {t} parties on one \
+             thread), busiest party {:.2} ms, {} rounds",
             b.keygen_ms, b.sign_ms, b.busiest_party_ms, b.rounds
         );
         if let Some(k) = self.keygen_ms {
@@ -158,14 +164,16 @@ impl Report {
             None => println!("CPU per signature:     n/a (measured for --local clusters only)"),
         }
         println!(
-            "bounds:                throughput {bound_throughput:.1}/s ({} cores / {:.2} ms); latency {bound_latency:.2} ms (busiest party + {} one-way trips of {} ms)",
+            "bounds:                throughput {bound_throughput:.1}/s ({} cores / {:.2} ms); \
+             latency {bound_latency:.2} ms (busiest party + {} one-way trips of {} ms)",
             self.cores,
             b.sign_ms,
             b.rounds + 1,
             self.rtt_ms / 2.0
         );
         println!(
-            "ratios:                p50 / in-process sign {}; p50 / latency bound {}; throughput / compute bound {}; p99 / p50 {}",
+            "ratios:                p50 / in-process sign {}; p50 / latency bound {}; throughput / \
+             compute bound {}; p99 / p50 {}",
             fmt(r("p50_vs_inprocess"), ""),
             fmt(r("p50_vs_latency_bound"), ""),
             fmt(r("throughput_vs_bound"), ""),

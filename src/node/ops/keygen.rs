@@ -118,7 +118,13 @@ impl Node {
         }
         let (public_key, chain_code, package_hash) =
             first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
-        tracing::info!(key = %key_id, eid = %eid, ms = started.elapsed().as_millis() as u64, committee = %names(&committee), "keygen complete");
+        tracing::info!(
+            key = %key_id,
+            eid = %eid,
+            ms = started.elapsed().as_millis() as u64,
+            committee = %names(&committee),
+            "keygen complete",
+        );
         match self.store.key(key_id)? {
             Some(rec) => Ok(rec),
             None => Ok(KeyRecord {

@@ -48,7 +48,8 @@ pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The execution id of repairing `target`'s share of `rec`'s key with `members` (the helpers, then the target).
+/// The execution id of repairing `target`'s share of `rec`'s key with
+/// `members` (the helpers, then the target).
 pub fn eid(rec: &KeyRecord, target: &NodeName, members: &[NodeName], nonce: &[u8]) -> ExecutionId {
     OpKind::Repair.eid(
         &rec.key_id,
@@ -80,7 +81,8 @@ impl Node {
         let rec = self.key(key_id)?;
         if *target == self.name {
             return Err(NodeError::InvalidArgument(format!(
-                "node {target} cannot coordinate its own repair; send the request to another committee node"
+                "node {target} cannot coordinate its own repair; send the request to another \
+                 committee node"
             )));
         }
         if rec.state != KeyState::Active {
@@ -137,7 +139,13 @@ impl Node {
         members.push(target.clone());
         let nonce = nonce()?;
         let eid = eid(&rec, target, &members, &nonce);
-        tracing::info!(key = %key_id, %target, helpers = %names(&helpers), eid = %eid, "repair: rebuilding share");
+        tracing::info!(
+            key = %key_id,
+            %target,
+            helpers = %names(&helpers),
+            eid = %eid,
+            "repair: rebuilding share",
+        );
         let proposal = Proposal {
             eid,
             nonce,
@@ -231,7 +239,8 @@ impl Node {
                 }
                 Some(_) => {
                     return Err(NodeError::FailedPrecondition(format!(
-                        "node {} has a record of key {key_id} but no usable share; remove the key's data before repairing",
+                        "node {} has a record of key {key_id} but no usable share; remove the \
+                         key's data before repairing",
                         self.name
                     )))
                 }
@@ -259,14 +268,20 @@ impl Node {
                 || hollow.chain_code() != record.chain_code
             {
                 return Err(NodeError::Aborted(format!(
-                    "the rebuilt share of key {key_id} does not match its record (public key, chain code or parameters)"
+                    "the rebuilt share of key {key_id} does not match its record (public key, \
+                     chain code or parameters)"
                 )));
             }
             let mut rec = record.clone();
             rec.state = KeyState::Repairing;
             rec.schema = crate::storage::records_schema();
             self.store.insert_key(&rec, &share_bytes(&hollow)?)?;
-            tracing::warn!(key = %key_id, epoch = rec.epoch, coordinator = %from, "share rebuilt by repair; a complete refresh must follow before it can sign");
+            tracing::warn!(
+                key = %key_id,
+                epoch = rec.epoch,
+                coordinator = %from,
+                "share rebuilt by repair; a complete refresh must follow before it can sign",
+            );
             return Ok(Outcome::Repaired);
         }
 
@@ -293,9 +308,14 @@ impl Node {
         };
         match self.net.propose(target, status).await? {
             Outcome::ShareStatus { signing: false, .. } => {}
-            Outcome::ShareStatus { epoch: Some(e), signing: true, .. } => {
+            Outcome::ShareStatus {
+                epoch: Some(e),
+                signing: true,
+                ..
+            } => {
                 return Err(NodeError::PermissionDenied(format!(
-                    "node {target} still reports a live share of key {key_id} (epoch {e}); repair refused"
+                    "node {target} still reports a live share of key {key_id} (epoch {e}); repair \
+                     refused"
                 )))
             }
             _ => {

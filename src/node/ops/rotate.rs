@@ -57,7 +57,8 @@ impl Node {
         if !down.is_empty() {
             let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
-                "rotation needs every committee node at epoch {}; not available: {list}; retry when they are back",
+                "rotation needs every committee node at epoch {}; not available: {list}; retry \
+                 when they are back",
                 rec.epoch
             )));
         }
@@ -65,7 +66,14 @@ impl Node {
         let new_epoch = crate::node::committee::next_epoch(&rec)?;
         let nonce = nonce()?;
         let eid = eid(&rec, &committee, &nonce);
-        tracing::info!(key = %key_id, old_epoch, new_epoch, committee = %names(&committee), eid = %eid, "rotation: refreshing shares");
+        tracing::info!(
+            key = %key_id,
+            old_epoch,
+            new_epoch,
+            committee = %names(&committee),
+            eid = %eid,
+            "rotation: refreshing shares",
+        );
         let proposal = Proposal {
             eid,
             nonce,
@@ -92,7 +100,10 @@ impl Node {
             };
             if confirmation.is_some_and(|x| x != c) {
                 self.release(key_id, eid, old_epoch, &committee).await;
-                return Err(NodeError::Aborted(format!("node {n} confirmed a different refresh; epoch {new_epoch} is not activated anywhere")));
+                return Err(NodeError::Aborted(format!(
+                    "node {n} confirmed a different refresh; epoch {new_epoch} is not activated \
+                     anywhere"
+                )));
             }
             confirmation = Some(c);
         }

@@ -119,7 +119,8 @@ impl Node {
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
             return Err(NodeError::KeyNotActive(format!(
-                "key {key_id} is {} on node {}; send the request to a node of its current committee",
+                "key {key_id} is {} on node {}; send the request to a node of its current \
+                 committee",
                 rec.state.label(),
                 self.name
             )));
@@ -133,7 +134,8 @@ impl Node {
         let old_committee = committee_of(&rec)?;
         if old_committee == committee && rec.threshold == threshold {
             return Err(NodeError::InvalidArgument(format!(
-                "key {key_id} already has this committee and threshold; use rotate to refresh its shares"
+                "key {key_id} already has this committee and threshold; use rotate to refresh its \
+                 shares"
             )));
         }
         let down = self.not_ready(&rec, &old_committee, false).await;
@@ -231,7 +233,8 @@ impl Node {
         let (Some(confirmation), true) = (confirmation, public_key_unchanged) else {
             self.release(key_id, eid, old_epoch, &everyone).await;
             return Err(NodeError::Aborted(format!(
-                "the new committee did not confirm the same public key; epoch {new_epoch} is not activated anywhere"
+                "the new committee did not confirm the same public key; epoch {new_epoch} is not \
+                 activated anywhere"
             )));
         };
 
@@ -270,7 +273,11 @@ impl Node {
                 threshold,
             },
         };
-        tracing::info!(key = %key_id, leaving = %names(&leaving), "reshare: active on the new committee; retiring the members that left");
+        tracing::info!(
+            key = %key_id,
+            leaving = %names(&leaving),
+            "reshare: active on the new committee; retiring the members that left",
+        );
         let not_retired = self.call_with_retries(&leaving, &retire).await;
         let retired = leaving
             .into_iter()

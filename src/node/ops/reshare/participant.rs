@@ -67,7 +67,8 @@ impl Node {
         let old_committee = committee_of(&record)?;
         if joining && old_committee.contains(&self.name) {
             return Err(NodeError::FailedPrecondition(format!(
-                "node {} is in the current committee of key {key_id} but holds no live share; repair it first",
+                "node {} is in the current committee of key {key_id} but holds no live share; \
+                 repair it first",
                 self.name
             )));
         }
@@ -109,8 +110,10 @@ impl Node {
                 members: (1..=committee.len() as PartyIdx).map(|j| (j, j)).collect(),
             };
             #[cfg(feature = "fault-injection")]
-            let corrupt_dealing =
-                crate::node::faults::tampers(&self.name, crate::node::faults::points::CORRUPT_DEALING);
+            let corrupt_dealing = crate::node::faults::tampers(
+                &self.name,
+                crate::node::faults::points::CORRUPT_DEALING,
+            );
             #[cfg(not(feature = "fault-injection"))]
             let corrupt_dealing = false;
             let args = ReshareArgs {
@@ -123,7 +126,11 @@ impl Node {
             };
             let proto = scheme::reshare(record.key_type, me, args, p.eid.as_bytes());
             let Some(out) = session.run_session(proto).await? else {
-                tracing::info!(key = %key_id, eid = %p.eid, "reshare: dealt; this node leaves the committee");
+                tracing::info!(
+                    key = %key_id,
+                    eid = %p.eid,
+                    "reshare: dealt; this node leaves the committee",
+                );
                 return Ok(Outcome::Dealt);
             };
             let public_key = out
@@ -154,7 +161,13 @@ impl Node {
                 &out.package,
                 membership,
             )?;
-            tracing::info!(key = %key_id, epoch = next, eid = %p.eid, joining, "reshared share staged");
+            tracing::info!(
+                key = %key_id,
+                epoch = next,
+                eid = %p.eid,
+                joining,
+                "reshared share staged",
+            );
             Ok(Outcome::Reshared {
                 confirmation: out.confirmation,
                 public_key,
@@ -192,7 +205,8 @@ impl Node {
         let expected = super::eid(&rec, dealers, committee, threshold, &p.nonce);
         if p.eid != expected || rec.epoch != epoch {
             return Err(NodeError::PermissionDenied(format!(
-                "the retirement does not match a reshare of node {}'s record of key {key_id} (epoch {})",
+                "the retirement does not match a reshare of node {}'s record of key {key_id} \
+                 (epoch {})",
                 self.name, rec.epoch
             )));
         }
@@ -242,7 +256,11 @@ impl Node {
         self.store.retire(key_id)?;
         self.forget_opened(key_id);
         self.resume(key_id, &p.eid);
-        tracing::info!(key = %key_id, epoch, "left the key's committee; share deleted, record kept as retired");
+        tracing::info!(
+            key = %key_id,
+            epoch,
+            "left the key's committee; share deleted, record kept as retired",
+        );
         Ok(Outcome::Retired)
     }
 }

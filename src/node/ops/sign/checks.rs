@@ -39,7 +39,8 @@ impl Node {
                 .map(|n| format!(" (on node {n})"))
                 .unwrap_or_default();
             return Err(NodeError::RequestIdReused(format!(
-                "request id {rid} was already used with key {key_id} for a different digest, path or slot{place}"
+                "request id {rid} was already used with key {key_id} for a different digest, path \
+                 or slot{place}"
             )));
         }
         let Some(done) = &entry.result else {
@@ -47,7 +48,11 @@ impl Node {
         };
         let Ok(public_key) = <[u8; 33]>::try_from(done.public_key.as_slice()) else {
             if remote.is_some() {
-                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with a malformed public key; ignored");
+                tracing::warn!(
+                    key = %key_id,
+                    %rid,
+                    "a node reported a recorded signature with a malformed public key; ignored",
+                );
                 return Ok(None);
             }
             return Err(NodeError::Internal("ledger: public key length".into()));
@@ -61,7 +66,12 @@ impl Node {
             )
             .map_err(|e| NodeError::Internal(e.to_string()))?;
             if derived != public_key {
-                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature under another public key; ignored");
+                tracing::warn!(
+                    node = %n,
+                    key = %key_id,
+                    %rid,
+                    "a node reported a recorded signature under another public key; ignored",
+                );
                 return Ok(None);
             }
         }
@@ -74,7 +84,12 @@ impl Node {
         };
         if let Err(e) = crate::protocol::sign::verify(&signature, &request.digest) {
             if let Some(n) = remote {
-                tracing::warn!(node = %n, key = %key_id, %rid, "a node reported a recorded signature that does not verify; ignored");
+                tracing::warn!(
+                    node = %n,
+                    key = %key_id,
+                    %rid,
+                    "a node reported a recorded signature that does not verify; ignored",
+                );
                 return Ok(None);
             }
             return Err(NodeError::Protocol {
@@ -90,7 +105,11 @@ impl Node {
         {
             Ok(p) => p,
             Err(_) if remote.is_some() => {
-                tracing::warn!(key = %key_id, %rid, "a node reported a recorded signature with malformed signer names; ignored");
+                tracing::warn!(
+                    key = %key_id,
+                    %rid,
+                    "a node reported a recorded signature with malformed signer names; ignored",
+                );
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -191,7 +210,8 @@ impl Gates {
             match gate.await {
                 Ok(true) => Ok(()),
                 _ => Err(NodeError::FailedPrecondition(
-                    "the coordinator's committee checks stopped this signature before it was admitted"
+                    "the coordinator's committee checks stopped this signature before it was \
+                     admitted"
                         .into(),
                 )),
             }

@@ -158,7 +158,12 @@ impl Node {
                 Attempt::Done(outcome) => return Ok(*outcome),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::GaveWay(why) => {
-                    tracing::info!(key = %key_id, request_id = %request.request_id, reason = %why, "checking the committee first and signing again");
+                    tracing::info!(
+                        key = %key_id,
+                        request_id = %request.request_id,
+                        reason = %why,
+                        "checking the committee first and signing again",
+                    );
                 }
             }
         }
@@ -180,7 +185,11 @@ impl Node {
             }
         }
         if let Some(done) = recorded {
-            tracing::info!(key = %key_id, request_id = %request.request_id, "request already signed; returning the recorded signature");
+            tracing::info!(
+                key = %key_id,
+                request_id = %request.request_id,
+                "request already signed; returning the recorded signature",
+            );
             return Ok(done);
         }
         charge()?;
@@ -191,7 +200,8 @@ impl Node {
         if live.len() < t {
             let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
-                "key {key_id} needs {t} live committee nodes at epoch {}, {} answered; not available: {list}; retry when they are back",
+                "key {key_id} needs {t} live committee nodes at epoch {}, {} answered; not \
+                 available: {list}; retry when they are back",
                 rec.epoch,
                 live.len()
             )));

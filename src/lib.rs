@@ -3,7 +3,7 @@
 //! A table of contents. Dependencies flow one way:
 //! `domain`/`secret` <- `protocol`, `storage` <- `node` <- `transport`, `api` <- `cli`.
 //! `protocol` does no I/O and is the only module that names the engine
-//! (`dkls23`); `protocol` and `storage` never import each other; only
+//! crate; `protocol` and `storage` never import each other; only
 //! `transport`, `api` and `proto` know gRPC.
 //!
 //! - `domain`: validated newtypes (`KeyId`, `NodeName`, `ExecutionId`,

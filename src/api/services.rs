@@ -32,6 +32,7 @@ fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Status> {
 /// Maps a node result to gRPC and counts it for /metrics.
 fn counted<T>(
     metrics: &Metrics,
+    node: &Node,
     op: &'static str,
     r: Result<T, crate::node::NodeError>,
 ) -> Result<T, Status> {
@@ -41,7 +42,7 @@ fn counted<T>(
             Ok(v)
         }
         Err(e) => {
-            let st = status(&e);
+            let st = status(node.name(), &e);
             metrics.count(op, code_label(st.code()));
             Err(st)
         }
@@ -124,6 +125,7 @@ impl spb::signer_server::Signer for SignerService {
         let started = Instant::now();
         let out = counted(
             &self.metrics,
+            &self.node,
             "sign",
             self.node.sign(request, auth, &who.name).await,
         )?;
@@ -167,8 +169,11 @@ impl spb::signer_server::Signer for SignerService {
         let path = DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?;
         self.node
             .authorize_key_read(&who.name, &key, &path)
-            .map_err(|e| status(&e))?;
-        let rec = self.node.key(&key).map_err(|e| status(&e))?;
+            .map_err(|e| status(self.node.name(), &e))?;
+        let rec = self
+            .node
+            .key(&key)
+            .map_err(|e| status(self.node.name(), &e))?;
         let (pk, cc) =
             crate::bip32::derive_public(rec.key_type, &rec.public_key, &rec.chain_code, &path)
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -199,7 +204,7 @@ impl AdminService {
         let who = require(req, Role::Admin)?;
         self.node
             .authorize_admin(&who.name, operation)
-            .map_err(|e| status(&e))?;
+            .map_err(|e| status(self.node.name(), &e))?;
         Ok(who)
     }
 }
@@ -269,6 +274,7 @@ impl apb::admin_server::Admin for AdminService {
         let started = Instant::now();
         let rec = counted(
             &self.metrics,
+            &self.node,
             "keygen",
             self.node.audit_admin(
                 &who.name,
@@ -297,6 +303,7 @@ impl apb::admin_server::Admin for AdminService {
         let r = self.node.rotate(&key).await;
         let s = counted(
             &self.metrics,
+            &self.node,
             "rotate",
             self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
         )?;
@@ -321,6 +328,7 @@ impl apb::admin_server::Admin for AdminService {
         let r = self.node.repair(&key, &node).await;
         let s = counted(
             &self.metrics,
+            &self.node,
             "repair",
             self.node.audit_admin(&who.name, "repair", key.as_str(), r),
         )?;
@@ -348,6 +356,7 @@ impl apb::admin_server::Admin for AdminService {
         let threshold = u8::try_from(r.threshold).map_err(|_| arg("threshold", "out of range"))?;
         let s = counted(
             &self.metrics,
+            &self.node,
             "reshare",
             self.node.audit_admin(
                 &who.name,
@@ -384,7 +393,7 @@ impl apb::admin_server::Admin for AdminService {
         let summary = self
             .node
             .audit_admin(&who.name, "reload-policy", "", self.node.reload_policy())
-            .map_err(|e| status(&e))?;
+            .map_err(|e| status(self.node.name(), &e))?;
         tracing::info!(admin = %who, "{summary}");
         Ok(Response::new(apb::ReloadPolicyResponse { summary }))
     }
@@ -399,7 +408,7 @@ impl apb::admin_server::Admin for AdminService {
             .node
             .store()
             .audit_tail(n)
-            .map_err(|e| status(&e.into()))?;
+            .map_err(|e| status(self.node.name(), &e.into()))?;
         Ok(Response::new(apb::AuditTailResponse {
             entries: entries.into_iter().map(audit_entry).collect(),
         }))
@@ -414,7 +423,7 @@ impl apb::admin_server::Admin for AdminService {
             .node
             .store()
             .audit_verify()
-            .map_err(|e| status(&e.into()))?;
+            .map_err(|e| status(self.node.name(), &e.into()))?;
         Ok(Response::new(apb::AuditVerifyResponse {
             node: self.node.name().to_string(),
             good: r.good,
@@ -429,7 +438,7 @@ impl apb::admin_server::Admin for AdminService {
         req: Request<apb::ListKeysRequest>,
     ) -> Result<Response<apb::ListKeysResponse>, Status> {
         self.admin(&req, "read")?;
-        let keys = self.node.keys().map_err(|e| status(&e))?;
+        let keys = self.node.keys().map_err(|e| status(self.node.name(), &e))?;
         Ok(Response::new(apb::ListKeysResponse {
             keys: keys.iter().map(key_info).collect(),
         }))
@@ -441,7 +450,10 @@ impl apb::admin_server::Admin for AdminService {
     ) -> Result<Response<apb::KeyInfo>, Status> {
         self.admin(&req, "read")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let rec = self.node.key(&key).map_err(|e| status(&e))?;
+        let rec = self
+            .node
+            .key(&key)
+            .map_err(|e| status(self.node.name(), &e))?;
         Ok(Response::new(key_info(&rec)))
     }
 }

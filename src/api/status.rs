@@ -7,6 +7,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::domain::NodeName;
 use crate::node::{NodeError, Reason};
 
 /// The gRPC code a client gets for `reason`.
@@ -33,23 +34,25 @@ pub fn code(reason: Reason) -> Code {
     }
 }
 
-pub fn status(e: &NodeError) -> Status {
+/// The status a client of node `here` gets for `e`. The message names the
+/// node where it happened once: a participant's refusal names that
+/// participant, anything else names `here`.
+pub fn status(here: &NodeName, e: &NodeError) -> Status {
     let reason = e.reason();
+    let (node, inner) = match e {
+        NodeError::At { node, error } => (node, error.as_ref()),
+        other => (here, other),
+    };
     let message = match reason {
         Reason::Internal => {
             tracing::error!(error = %e, "internal error");
-            match e {
-                NodeError::At { node, .. } => {
-                    format!("internal error on node {node}; the details are in that node's log")
-                }
-                _ => "internal error; the details are in this node's log".to_owned(),
-            }
+            format!("node {node}: internal error; the details are in that node's log")
         }
         Reason::DataLoss => {
             tracing::error!(error = %e, "stored data failed its integrity check");
-            e.to_string()
+            format!("node {node}: {inner}")
         }
-        _ => e.to_string(),
+        _ => format!("node {node}: {inner}"),
     };
     let mut s = Status::new(code(reason), message);
     if let Ok(v) = MetadataValue::try_from(reason.label()) {
@@ -66,7 +69,6 @@ pub fn status(e: &NodeError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::NodeName;
 
     #[test]
     fn internal_text_never_reaches_the_client() {
@@ -74,7 +76,7 @@ mod tests {
             node: NodeName::parse("b").unwrap(),
             error: Box::new(NodeError::Internal("secret path /var/lib/x: eio".into())),
         };
-        let s = status(&e);
+        let s = status(&NodeName::parse("a").unwrap(), &e);
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/var/lib"), "{}", s.message());
         assert!(s.message().contains("node b"), "{}", s.message());
@@ -87,8 +89,9 @@ mod tests {
             message: "client validator is over its rate limit".into(),
             retry_after: std::time::Duration::from_millis(1500),
         };
-        let s = status(&e);
+        let s = status(&NodeName::parse("a").unwrap(), &e);
         assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().starts_with("node a: "), "{}", s.message());
         assert_eq!(s.metadata().get("retry-after-ms").unwrap(), "1500");
         assert_eq!(s.metadata().get("thresig-reason").unwrap(), "rate-limited");
     }

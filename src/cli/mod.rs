@@ -82,6 +82,13 @@ pub fn main() -> ExitCode {
     // The demo and bench print their own progress; node logs would interleave.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
     crate::telemetry::init(cli.log_format, if quiet { "warn" } else { "info" });
+    // A node's environment passphrase leaves the environment before any other
+    // thread exists (errors are reported by the command itself).
+    if let Command::Node(node::Cmd::Run { config }) = &cli.command {
+        if let Ok(cfg) = crate::config::NodeConfig::load(config) {
+            let _ = cfg.passphrase.take_from_env();
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

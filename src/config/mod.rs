@@ -122,18 +122,17 @@ impl PassphraseSource {
     pub fn read(&self) -> Result<SecretBytes, ConfigError> {
         let mut raw = match self {
             Self::Env(var) => {
-                let value = std::env::var(var).map_err(|_| {
-                    field(
-                        "store.passphrase_env",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                // Read once: the passphrase leaves the process environment,
-                // so no child process inherits it. (/proc/<pid>/environ keeps
-                // showing the block the process started with; a passphrase
-                // file is the better choice in production.)
-                std::env::remove_var(var);
-                value.into_bytes()
+                if let Some(taken) = taken_passphrase(var) {
+                    return Ok(taken);
+                }
+                std::env::var(var)
+                    .map_err(|_| {
+                        field(
+                            "store.passphrase_env",
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?
+                    .into_bytes()
             }
             Self::File(p) => std::fs::read(p)
                 .map_err(|e| field("store.passphrase_file", format!("{}: {e}", p.display())))?,
@@ -145,6 +144,39 @@ impl PassphraseSource {
             return Err(field("store", "the store passphrase is empty"));
         }
         Ok(SecretBytes::new(raw))
+    }
+}
+
+/// An environment passphrase taken out of the environment (`take_from_env`).
+static TAKEN: std::sync::Mutex<Option<(String, SecretBytes)>> = std::sync::Mutex::new(None);
+
+fn taken_passphrase(var: &str) -> Option<SecretBytes> {
+    let g = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    g.as_ref()
+        .filter(|(v, _)| v == var)
+        .map(|(_, p)| SecretBytes::new(p.expose().to_vec()))
+}
+
+impl PassphraseSource {
+    /// For an environment passphrase: reads it now and removes the variable
+    /// from the process environment, so no child process inherits it; `read`
+    /// returns it from then on. Call this before any other thread exists
+    /// (`node run` does, before its runtime starts): changing the environment
+    /// while other threads may read it is unsound. `/proc/<pid>/environ` still
+    /// shows the environment the process started with; a passphrase file is
+    /// the better choice in production. Does nothing for a file.
+    pub fn take_from_env(&self) -> Result<(), ConfigError> {
+        let Self::Env(var) = self else {
+            return Ok(());
+        };
+        let value = self.read()?;
+        std::env::remove_var(var);
+        *TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((var.clone(), value));
+        Ok(())
     }
 }
 
@@ -387,14 +419,15 @@ mod passphrase_tests {
     use super::PassphraseSource;
 
     #[test]
-    fn a_passphrase_read_from_the_environment_leaves_it() {
+    fn a_passphrase_taken_from_the_environment_leaves_it() {
         let var = "THRESIG_TEST_PASSPHRASE_LEAVES_ENV";
         std::env::set_var(var, "correct horse\n");
-        let p = PassphraseSource::Env(var.into()).read().unwrap();
-        assert_eq!(p.expose(), b"correct horse");
+        let source = PassphraseSource::Env(var.into());
+        source.take_from_env().unwrap();
         assert!(
             std::env::var(var).is_err(),
             "the passphrase is still in the environment"
         );
+        assert_eq!(source.read().unwrap().expose(), b"correct horse");
     }
 }

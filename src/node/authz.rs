@@ -41,10 +41,10 @@ impl Node {
     /// policy stays. Returns a one-line summary.
     pub fn reload_policy(&self) -> Result<String, NodeError> {
         let path = self.policy_file.as_ref().ok_or_else(|| {
-            NodeError::FailedPrecondition(format!(
-                "node {} has no policy file configured (set `policy = \"...\"` in its config)",
-                self.name
-            ))
+            NodeError::FailedPrecondition(
+                "this node has no policy file configured (set `policy = \"...\"` in its config)"
+                    .into(),
+            )
         })?;
         let p = policy::Policy::load(path).map_err(NodeError::InvalidArgument)?;
         let mut g = self
@@ -112,10 +112,7 @@ impl Node {
         if d.allowed {
             Ok(())
         } else {
-            Err(NodeError::PermissionDenied(format!(
-                "node {}: client {client}: {d}",
-                self.name
-            )))
+            Err(NodeError::PermissionDenied(format!("client {client}: {d}")))
         }
     }
 
@@ -131,8 +128,7 @@ impl Node {
         {
             return Err(NodeError::RateLimited {
                 message: format!(
-                    "{which} is over its rate limit on node {}; retry in {:.2} s",
-                    self.name,
+                    "{which} is over its rate limit here; retry in {:.2} s",
                     wait.as_secs_f64()
                 ),
                 retry_after: wait,

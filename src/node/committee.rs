@@ -323,10 +323,7 @@ impl Node {
             .position(|m| *m == self.name)
             .map(|i| (i + 1) as PartyIdx)
             .ok_or_else(|| {
-                NodeError::NotInCommittee(format!(
-                    "node {} is not among the proposed parties",
-                    self.name
-                ))
+                NodeError::NotInCommittee("this node is not among the proposed parties".into())
             })
     }
 
@@ -346,8 +343,7 @@ impl Node {
         if let Some((until, other)) = g.get(key) {
             if *until > now && *other != eid {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "another rotation of key {key} ({other}) is in progress on node {}",
-                    self.name
+                    "another rotation of key {key} ({other}) is in progress here"
                 )));
             }
         }
@@ -376,9 +372,7 @@ impl Node {
                 let left = t.saturating_duration_since(std::time::Instant::now());
                 Err(NodeError::Paused {
                     message: format!(
-                        "key {key} is being rotated on node {}; signing is paused for at most {}s \
-                         more",
-                        self.name,
+                        "key {key} is being rotated here; signing is paused for at most {}s more",
                         left.as_secs() + 1
                     ),
                     retry_after: left,

@@ -67,9 +67,13 @@ pub enum NodeError {
     /// A call to another node failed in transit.
     #[error("{0}")]
     Net(#[from] NetError),
-    /// A participant's own call or round failed in transit (its account).
+    /// A participant's own call or round failed in transit (its account);
+    /// `timed_out` if a round deadline passed.
+    #[error("{message}")]
+    Transit { message: String, timed_out: bool },
+    /// A participant's stored data failed its integrity check (its account).
     #[error("{0}")]
-    Transit(String),
+    DataLoss(String),
     #[error(
         "round {round} timed out after {after:?} waiting for {}",
         names(missing)
@@ -235,7 +239,14 @@ impl NodeError {
             Self::RateLimited { .. } => Reason::RateLimited,
             Self::Paused { .. } => Reason::Paused,
             Self::Unavailable(_) => Reason::Unavailable,
-            Self::Net(_) | Self::Transit(_) => Reason::Unreachable,
+            Self::Net(_)
+            | Self::Transit {
+                timed_out: false, ..
+            } => Reason::Unreachable,
+            Self::Transit {
+                timed_out: true, ..
+            } => Reason::Timeout,
+            Self::DataLoss(_) => Reason::DataLoss,
             Self::Timeout { .. } => Reason::Timeout,
             Self::Protocol {
                 blamed: Some(_), ..
@@ -244,7 +255,7 @@ impl NodeError {
             Self::Protocol { blamed: None, .. } | Self::Aborted(_) => Reason::Aborted,
             Self::Storage(StorageError::Corrupt { .. }) => Reason::DataLoss,
             Self::Storage(StorageError::NotFound(_)) => Reason::NotFound,
-            Self::Storage(StorageError::Conflict(_)) => Reason::FailedPrecondition,
+            Self::Storage(StorageError::Conflict(_)) => Reason::AlreadyExists,
             Self::Storage(_) | Self::Internal(_) | Self::At { .. } => Reason::Internal,
         }
     }
@@ -277,10 +288,12 @@ impl NodeError {
         }
     }
 
-    /// Says that this error happened at `node`, unless it already says so.
+    /// Says that this error happened at `node`, unless it already says
+    /// where it happened (a refusal relayed from another node stays that
+    /// node's).
     pub fn at(self, node: &NodeName) -> Self {
         match self {
-            Self::At { node: ref at, .. } if at == node => self,
+            Self::At { .. } => self,
             error => Self::At {
                 node: node.clone(),
                 error: Box::new(error),
@@ -321,7 +334,14 @@ impl NodeError {
             Reason::Unavailable => Self::Unavailable(message),
             // A participant whose own messages could not be delivered, or
             // that timed out a round: a failure in transit, as if ours.
-            Reason::Unreachable | Reason::Timeout => Self::Transit(message),
+            Reason::Unreachable => Self::Transit {
+                message,
+                timed_out: false,
+            },
+            Reason::Timeout => Self::Transit {
+                message,
+                timed_out: true,
+            },
             Reason::Blamed => match blamed {
                 Some(node) => Self::Blamed {
                     node,
@@ -330,7 +350,8 @@ impl NodeError {
                 None => Self::Aborted(message),
             },
             Reason::Aborted => Self::Aborted(message),
-            Reason::DataLoss | Reason::Internal => Self::Internal(message),
+            Reason::DataLoss => Self::DataLoss(message),
+            Reason::Internal => Self::Internal(message),
         }
     }
 }
@@ -367,14 +388,7 @@ mod tests {
         let node = NodeName::parse("b").unwrap();
         for r in Reason::ALL {
             let e = NodeError::from_reason(r, "why".into(), None, Some(node.clone()));
-            let back = if r.is_transit() {
-                Reason::Unreachable
-            } else if r == Reason::DataLoss {
-                Reason::Internal
-            } else {
-                r
-            };
-            assert_eq!(e.reason(), back, "{r:?}");
+            assert_eq!(e.reason(), r, "{r:?}");
         }
     }
 

@@ -183,7 +183,7 @@ impl Node {
     pub fn key(&self, id: &KeyId) -> Result<crate::storage::KeyRecord, NodeError> {
         self.store
             .key(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("key {id} not found on node {}", self.name)))
+            .ok_or_else(|| NodeError::NotFound(format!("key {id} not found here")))
     }
 
     pub fn keys(&self) -> Result<Vec<crate::storage::KeyRecord>, NodeError> {

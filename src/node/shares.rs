@@ -49,7 +49,17 @@ impl OpenedShares {
         if cache.len() >= MAX_OPENED {
             cache.clear();
         }
-        cache.insert(slot, (sealed, share.clone()));
+        cache.insert(slot.clone(), (sealed.clone(), share.clone()));
+        drop(cache);
+        // The store may have moved on while this share was being opened
+        // (retired, rotated, removed) and its `forget_opened` may have run
+        // before the insert above: look again, so no such share stays here.
+        if store.sealed_share(id, epoch).ok().as_ref() != Some(&sealed) {
+            let mut cache = self.lock();
+            if cache.get(&slot).is_some_and(|(b, _)| *b == sealed) {
+                cache.remove(&slot);
+            }
+        }
         Ok(share)
     }
 }

@@ -8,6 +8,12 @@ use crate::domain::{KeyId, KeyType};
 /// Current schema of `KeyRecord` and `LedgerEntry`.
 pub const SCHEMA: u16 = 1;
 
+/// The schema of a key record of any key type but secp256k1. A binary that
+/// knows only schema 1 refuses such a record ("unknown schema 2") instead of
+/// reading it as a secp256k1 key; secp256k1 records stay schema 1, byte for
+/// byte as format 1 wrote them.
+pub const SCHEMA_KEY_TYPE: u16 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyState {
     Active,
@@ -132,15 +138,31 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, Sto
 }
 
 impl KeyRecord {
-    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
-        encode(self)
+    /// The schema a record of this key type is written with.
+    fn schema_for(key_type: KeyType) -> u16 {
+        if key_type.is_default() {
+            SCHEMA
+        } else {
+            SCHEMA_KEY_TYPE
+        }
     }
+
+    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        let schema = Self::schema_for(self.key_type);
+        if self.schema == schema {
+            return encode(self);
+        }
+        let mut r = self.clone();
+        r.schema = schema;
+        encode(&r)
+    }
+
     pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
         let r: Self = decode("key record", b)?;
-        if r.schema != SCHEMA {
+        if r.schema != Self::schema_for(r.key_type) {
             return Err(StorageError::Corrupt {
                 what: "key record".into(),
-                reason: format!("unknown schema {}", r.schema),
+                reason: format!("unknown schema {} for a {} key", r.schema, r.key_type),
             });
         }
         Ok(r)
@@ -153,5 +175,50 @@ impl LedgerEntry {
     }
     pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
         decode("ledger entry", b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key_type: KeyType) -> KeyRecord {
+        KeyRecord {
+            schema: SCHEMA,
+            key_id: KeyId::parse("k").unwrap(),
+            public_key: vec![2; 33],
+            chain_code: [1; 32],
+            committee: vec!["a".into(), "b".into()],
+            threshold: 2,
+            epoch: 0,
+            state: KeyState::Active,
+            package_hash: [0; 32],
+            package: String::new(),
+            rotation: None,
+            created_unix: 0,
+            key_type,
+        }
+    }
+
+    #[test]
+    fn a_p256_record_is_schema_2_so_a_schema_1_reader_refuses_it() {
+        let bytes = rec(KeyType::P256).encode().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema"], 2);
+        assert_eq!(v["key_type"], "p256");
+        let back = KeyRecord::decode(&bytes).unwrap();
+        assert_eq!(back.key_type, KeyType::P256);
+        // What a format-1 binary checks: schema 1 only.
+        assert_ne!(v["schema"], SCHEMA);
+        // A secp256k1 record keeps schema 1 and no key_type field.
+        let bytes = rec(KeyType::Secp256k1).encode().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert!(v.get("key_type").is_none());
+        // A record that claims schema 1 but a P-256 key is refused.
+        let mut forged: serde_json::Value =
+            serde_json::from_slice(&rec(KeyType::P256).encode().unwrap()).unwrap();
+        forged["schema"] = 1.into();
+        assert!(KeyRecord::decode(&serde_json::to_vec(&forged).unwrap()).is_err());
     }
 }

@@ -158,8 +158,7 @@ impl Node {
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         if self.store.key(key_id)?.is_some() {
             return Err(NodeError::AlreadyExists(format!(
-                "key {key_id} already exists on node {}",
-                self.name
+                "key {key_id} already exists here"
             )));
         }
         let expected = eid(key_id, key_type, threshold, committee, &p.nonce);

@@ -45,6 +45,7 @@ pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
     field(&rec.chain_code);
     field(&rec.package_hash);
     field(rec.package.as_bytes());
+    field(rec.key_type.as_str().as_bytes());
     h.finalize().into()
 }
 
@@ -193,8 +194,8 @@ impl Node {
             || (!is_target && repair_binding(target, &record) != repair_binding(target, proposed))
         {
             return Err(NodeError::FailedPrecondition(format!(
-                "the repair proposal's record of key {key_id} differs from node {}'s (epoch {})",
-                self.name, record.epoch
+                "the repair proposal's record of key {key_id} differs from this node's (epoch {})",
+                record.epoch
             )));
         }
         let committee = committee_of(&record)?;
@@ -227,8 +228,7 @@ impl Node {
         if is_target {
             if let Some(epoch) = self.live_share_epoch(key_id) {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "node {} holds a live share of key {key_id} (epoch {epoch}); nothing to repair",
-                    self.name
+                    "this node holds a live share of key {key_id} (epoch {epoch}); nothing to repair"
                 )));
             }
             match self.store.key(key_id)? {
@@ -239,9 +239,8 @@ impl Node {
                 }
                 Some(_) => {
                     return Err(NodeError::FailedPrecondition(format!(
-                        "node {} has a record of key {key_id} but no usable share; remove the \
-                         key's data before repairing",
-                        self.name
+                        "this node has a record of key {key_id} but no usable share; remove the \
+                         key's data before repairing"
                     )))
                 }
                 None => {}
@@ -293,10 +292,9 @@ impl Node {
             )));
         }
         if !helpers.contains(&self.name) {
-            return Err(NodeError::InvalidArgument(format!(
-                "node {} is not among the helpers",
-                self.name
-            )));
+            return Err(NodeError::InvalidArgument(
+                "this node is not among the helpers".into(),
+            ));
         }
         let status = Proposal {
             eid: p.eid,

@@ -213,12 +213,10 @@ impl Node {
         }
         self.check_members(committee)?;
         let expected = eid(&rec, committee, &p.nonce);
+        let next = crate::node::committee::next_epoch(&rec)?;
         let session = self.claim_session(&p.eid, expected, committee)?;
         // Signing waits until the new epoch is active here, or the rotation is given up.
         self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
-        let next = epoch
-            .checked_add(1)
-            .ok_or_else(|| NodeError::InvalidArgument(format!("key {key_id} has no next epoch")))?;
         let result = async {
             let share = self.open_share(&rec, epoch)?;
             let package = hex::decode(&rec.package).map_err(|_| {

@@ -119,10 +119,8 @@ impl Node {
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
             return Err(NodeError::KeyNotActive(format!(
-                "key {key_id} is {} on node {}; send the request to a node of its current \
-                 committee",
-                rec.state.label(),
-                self.name
+                "key {key_id} is {} here; send the request to a node of its current committee",
+                rec.state.label()
             )));
         }
         check_new_membership(committee, threshold)?;

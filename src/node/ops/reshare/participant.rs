@@ -47,10 +47,7 @@ impl Node {
                 )))
             }
             None if is_dealer => {
-                return Err(NodeError::NotFound(format!(
-                    "key {key_id} not found on node {}",
-                    self.name
-                )))
+                return Err(NodeError::NotFound(format!("key {key_id} not found here")))
             }
             None => true,
         };
@@ -67,9 +64,8 @@ impl Node {
         let old_committee = committee_of(&record)?;
         if joining && old_committee.contains(&self.name) {
             return Err(NodeError::FailedPrecondition(format!(
-                "node {} is in the current committee of key {key_id} but holds no live share; \
-                 repair it first",
-                self.name
+                "this node is in the current committee of key {key_id} but holds no live \
+                 share; repair it first"
             )));
         }
         let mut old_index = std::collections::BTreeMap::new();
@@ -198,16 +194,15 @@ impl Node {
         }
         if committee.contains(&self.name) {
             return Err(NodeError::InvalidArgument(format!(
-                "node {} is in the new committee of key {key_id}; it does not retire",
-                self.name
+                "this node is in the new committee of key {key_id}; it does not retire"
             )));
         }
         let expected = super::eid(&rec, dealers, committee, threshold, &p.nonce);
         if p.eid != expected || rec.epoch != epoch {
             return Err(NodeError::PermissionDenied(format!(
-                "the retirement does not match a reshare of node {}'s record of key {key_id} \
+                "the retirement does not match a reshare of this node's record of key {key_id} \
                  (epoch {})",
-                self.name, rec.epoch
+                rec.epoch
             )));
         }
         let next = crate::node::committee::next_epoch(&rec)?;
@@ -247,9 +242,8 @@ impl Node {
             .collect();
         if !missing.is_empty() {
             return Err(NodeError::FailedPrecondition(format!(
-                "node {} keeps its share of key {key_id}: the new committee has not all \
+                "this node keeps its share of key {key_id}: the new committee has not all \
                  activated epoch {next}: {}",
-                self.name,
                 reasons(&missing)
             )));
         }

@@ -291,7 +291,7 @@ impl Node {
             (Ok(()), Err(e))
                 if e.reason().is_transit()
                     || e.reason().is_precondition()
-                    || e.reason() == Reason::Unavailable =>
+                    || matches!(e.reason(), Reason::Unavailable | Reason::Paused) =>
             {
                 Attempt::GaveWay(e.to_string())
             }

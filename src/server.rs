@@ -33,6 +33,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot bind {addr}: the port is still in use after {}s of retries (another process, or \
+         an earlier instance of this node, holds it)",
+        waited.as_secs()
+    )]
+    PortInUse {
+        addr: SocketAddr,
+        waited: std::time::Duration,
+    },
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -45,12 +54,31 @@ pub struct Listeners {
     pub client: TcpListener,
 }
 
+/// How long a node retries a port that is still in use (a restart whose
+/// previous process, or previous listener, has not let go of it yet).
+const BIND_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Listeners {
+    /// Binds both planes. A port still in use is retried for up to
+    /// `BIND_RETRY_FOR`, then reported with the address.
     pub async fn bind(peer: SocketAddr, client: SocketAddr) -> Result<Self, ServerError> {
         let b = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })
+            let give_up = tokio::time::Instant::now() + BIND_RETRY_FOR;
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => return Ok(l),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        if tokio::time::Instant::now() >= give_up {
+                            return Err(ServerError::PortInUse {
+                                addr,
+                                waited: BIND_RETRY_FOR,
+                            });
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(source) => return Err(ServerError::Bind { addr, source }),
+                }
+            }
         };
         Ok(Self {
             peer: b(peer).await?,
@@ -211,4 +239,25 @@ pub fn start(
         stop,
         tasks: vec![peer_task, client_task],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_still_held_is_retried_until_it_is_free() {
+        let held = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = held.local_addr().unwrap();
+        let client: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut binding = tokio::spawn(Listeners::bind(peer, client));
+        // While `held` lives the bind keeps retrying: it has not finished (a
+        // bind that gave up at once would have).
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut binding).await;
+        assert!(early.is_err(), "bind finished while the port was held");
+        // Once the holder lets go, it succeeds on the same port.
+        drop(held);
+        let l = binding.await.unwrap().unwrap();
+        assert_eq!(l.peer.local_addr().unwrap(), peer);
+    }
 }

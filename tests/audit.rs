@@ -96,7 +96,14 @@ async fn the_audit_chain_records_decisions_and_names_the_first_tampered_entry() 
         .iter()
         .filter(|e| e.kind == "sign" && e.decision == "allowed")
         .collect();
-    assert!(signed.len() >= 3, "{kinds:?}");
+    // audit-1 and audit-2 were admitted here; whether this node also admitted
+    // audit-3 before b's refusal reached it is a race, so it is not counted.
+    for rid in ["audit-1", "audit-2"] {
+        assert!(
+            signed.iter().any(|e| e.request_id == rid),
+            "no allowed entry for {rid}: {kinds:?}"
+        );
+    }
     assert!(signed
         .iter()
         .all(|e| e.actor == "client/validator" && !e.eid.is_empty()));

@@ -139,23 +139,33 @@ async fn node_process_runs_without_core_dumps() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it serves (it prints its addresses), then read its limits.
-    let mut limits = String::new();
-    for _ in 0..100 {
-        limits =
-            std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        if c.configs[0].listen_client.port() != 0
-            && std::net::TcpStream::connect(c.configs[0].listen_client).is_ok()
-            && !status.is_empty()
+    // Wait until it says it serves, then read its limits: hardening runs
+    // before the listeners open, so a serving process has already dropped
+    // them. (A connect to the port is no proof: the stopped in-process node's
+    // listener may not be gone yet.)
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
         {
-            break;
+            if line.contains("serving") {
+                let _ = tx.send(());
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    });
+    let serving = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        serving,
+        "the node never served on {}",
+        c.configs[0].listen_client
+    );
     let core = limits
         .lines()
         .find(|l| l.starts_with("Max core file size"))

@@ -242,7 +242,7 @@ impl Node {
                         Err(e) => last = Some(e.to_string()),
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(
-                        200 * u64::from(attempt + 1),
+                        200u64.saturating_mul(u64::from(attempt).saturating_add(1)),
                     ))
                     .await;
                 }
@@ -321,7 +321,7 @@ impl Node {
         members
             .iter()
             .position(|m| *m == self.name)
-            .map(|i| (i + 1) as PartyIdx)
+            .and_then(crate::node::party_at)
             .ok_or_else(|| {
                 NodeError::NotInCommittee("this node is not among the proposed parties".into())
             })
@@ -347,7 +347,10 @@ impl Node {
                 )));
             }
         }
-        g.insert(key.clone(), (now + for_at_most, eid));
+        let until = now
+            .checked_add(for_at_most)
+            .ok_or_else(|| NodeError::Internal("pause deadline out of range".into()))?;
+        g.insert(key.clone(), (until, eid));
         Ok(())
     }
 
@@ -373,7 +376,7 @@ impl Node {
                 Err(NodeError::Paused {
                     message: format!(
                         "key {key} is being rotated here; signing is paused for at most {}s more",
-                        left.as_secs() + 1
+                        left.as_secs().saturating_add(1)
                     ),
                     retry_after: left,
                 })

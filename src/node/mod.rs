@@ -24,6 +24,9 @@
 //!   `fault-injection` feature).
 //!
 //! `Node` itself keeps its fields and a few accessors.
+// Numbers from peers are never trusted for arithmetic: every operation here is
+// checked, saturating, or allowed with its reason.
+#![deny(clippy::arithmetic_side_effects)]
 
 mod authz;
 pub(crate) mod committee;
@@ -71,7 +74,7 @@ pub struct Timeouts {
 impl Timeouts {
     /// Upper bound on one whole session (setup plus four rounds, with slack).
     pub fn session(&self) -> Duration {
-        self.round * 6
+        self.round.saturating_mul(6)
     }
 }
 
@@ -189,6 +192,11 @@ impl Node {
     pub fn keys(&self) -> Result<Vec<crate::storage::KeyRecord>, NodeError> {
         Ok(self.store.keys()?)
     }
+}
+
+/// The 1-based party index of position `i` in a party list (none past 255).
+pub(crate) fn party_at(i: usize) -> Option<crate::protocol::PartyIdx> {
+    i.checked_add(1).and_then(|p| u8::try_from(p).ok())
 }
 
 /// A key's committee as node names, in party order.

@@ -178,7 +178,7 @@ impl Node {
                     }
                 });
                 remote.tasks.push(task.abort_handle());
-                remote.pending += 1;
+                remote.pending = remote.pending.saturating_add(1);
             }
         }
         drop(tx);
@@ -262,7 +262,7 @@ impl Node {
                 Some((self.name.clone(), r))
             }
             Next::Remote(Some(answer)) => {
-                remote.pending -= 1;
+                remote.pending = remote.pending.saturating_sub(1);
                 Some(answer)
             }
             Next::Remote(None) => {

@@ -130,10 +130,10 @@ impl SignRequest {
         if self.expiry_unix < now_unix {
             return Err(format!(
                 "request expired {} s ago",
-                now_unix - self.expiry_unix
+                now_unix.saturating_sub(self.expiry_unix)
             ));
         }
-        if self.expiry_unix > now_unix + MAX_EXPIRY_AHEAD_SECS {
+        if self.expiry_unix > now_unix.saturating_add(MAX_EXPIRY_AHEAD_SECS) {
             return Err(format!(
                 "request expiry is more than {MAX_EXPIRY_AHEAD_SECS} s ahead of this node's clock"
             ));

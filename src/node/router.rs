@@ -59,15 +59,15 @@ struct Inner {
 
 impl Inner {
     fn expire_early(&mut self, now: Instant) {
-        let mut freed = 0;
+        let mut freed: usize = 0;
         self.early.retain(|_, (t, q)| {
             let keep = now.duration_since(*t) < EARLY_TTL;
             if !keep {
-                freed += q.iter().map(|m| m.payload.len()).sum::<usize>();
+                freed = freed.saturating_add(q.iter().map(|m| m.payload.len()).sum::<usize>());
             }
             keep
         });
-        self.early_bytes -= freed;
+        self.early_bytes = self.early_bytes.saturating_sub(freed);
     }
 }
 
@@ -118,7 +118,7 @@ impl Router {
             return Err(RouteError::Full(eid));
         }
         let size = msg.payload.len();
-        if g.early_bytes + size > MAX_EARLY_BYTES {
+        if g.early_bytes.saturating_add(size) > MAX_EARLY_BYTES {
             return Err(RouteError::Full(eid));
         }
         let (_, q) = g.early.entry(eid).or_insert_with(|| (now, Vec::new()));
@@ -126,7 +126,7 @@ impl Router {
             return Err(RouteError::Full(eid));
         }
         q.push(msg);
-        g.early_bytes += size;
+        g.early_bytes = g.early_bytes.saturating_add(size);
         Ok(())
     }
 
@@ -145,7 +145,8 @@ impl Router {
             return Err(RouteError::Finished(eid));
         }
         if let Some((_, early)) = g.early.remove(&eid) {
-            g.early_bytes -= early.iter().map(|m| m.payload.len()).sum::<usize>();
+            let freed = early.iter().map(|m| m.payload.len()).sum::<usize>();
+            g.early_bytes = g.early_bytes.saturating_sub(freed);
             for m in early {
                 let _ = tx.try_send(m);
             }

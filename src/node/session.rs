@@ -36,7 +36,7 @@ impl Session<'_> {
         self.parties
             .iter()
             .position(|p| p == name)
-            .map(|i| (i + 1) as PartyIdx)
+            .and_then(super::party_at)
     }
 
     fn two_messages(&self, from: PartyIdx, round: u32) -> NodeError {
@@ -104,7 +104,7 @@ impl Session<'_> {
             // dealers, then its new members).
             let peers: Vec<PartyIdx> = proto.peers().to_vec();
             let mut inbox = Inbox::new();
-            let later = ahead.split_off(&(round + 1, 0));
+            let later = ahead.split_off(&(round.saturating_add(1), 0));
             for ((_, idx), payload) in std::mem::replace(&mut ahead, later) {
                 if !peers.contains(&idx) {
                     tracing::warn!(
@@ -120,7 +120,8 @@ impl Session<'_> {
                 }
                 inbox.insert(idx, zeroize::Zeroizing::new(payload));
             }
-            let deadline = tokio::time::Instant::now() + self.round_timeout;
+            let now = tokio::time::Instant::now();
+            let deadline = now.checked_add(self.round_timeout).unwrap_or(now);
             while inbox.len() < peers.len() {
                 let received = tokio::select! {
                     r = tokio::time::timeout_at(deadline, mailbox.rx.recv()) => r,
@@ -171,7 +172,7 @@ impl Session<'_> {
                     {
                         return Err(self.two_messages(idx, round));
                     }
-                } else if msg.round > round && msg.round <= round + MAX_AHEAD {
+                } else if msg.round > round && msg.round <= round.saturating_add(MAX_AHEAD) {
                     // Checked against that round's senders when it starts.
                     match ahead.entry((msg.round, idx)) {
                         std::collections::btree_map::Entry::Occupied(_) => {
@@ -198,7 +199,9 @@ impl Session<'_> {
                 // durable when the session was admitted, before it opened.
                 Step::Send { messages, .. } => {
                     out = messages;
-                    round += 1;
+                    round = round
+                        .checked_add(1)
+                        .ok_or_else(|| NodeError::Internal("round counter overflow".into()))?;
                 }
                 Step::Done(output) => {
                     // A party that received nothing in its last round (a
@@ -239,6 +242,10 @@ where
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count small constants"
+)]
 mod tests {
     use std::sync::Mutex;
 

@@ -43,7 +43,7 @@ fn run_inner<P: Protocol>(
     for (i, p) in parties.iter_mut().enumerate() {
         let t0 = std::time::Instant::now();
         let started = p.start();
-        busy[i] += t0.elapsed();
+        busy[i] = busy[i].saturating_add(t0.elapsed());
         match started {
             Ok(out) => outboxes.push((p.me(), out)),
             Err(e) => results[i] = Some(Err(e)),
@@ -70,14 +70,14 @@ fn run_inner<P: Protocol>(
             let inbox = inboxes.remove(&p.me()).unwrap_or_default();
             let t0 = std::time::Instant::now();
             let advanced = p.advance(inbox);
-            busy[i] += t0.elapsed();
+            busy[i] = busy[i].saturating_add(t0.elapsed());
             match advanced {
                 Ok(Step::Send { messages, .. }) => outboxes.push((p.me(), messages)),
                 Ok(Step::Done(o)) => results[i] = Some(Ok(o)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        round += 1;
+        round = round.saturating_add(1);
         if round > 16 {
             break;
         }
@@ -90,12 +90,16 @@ fn run_inner<P: Protocol>(
         results,
         RunCost {
             per_party: busy,
-            rounds: round - 1,
+            rounds: round.saturating_sub(1),
         },
     )
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count small constants"
+)]
 mod tests {
     use super::*;
     use crate::domain::{DerivationPath, Digest32};
@@ -203,6 +207,10 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count small constants"
+)]
 mod hostile {
     //! Checklist 1 and 3 at the engine boundary.
     use super::*;

@@ -392,7 +392,7 @@ pub(crate) fn compare_echo(
     if theirs.len() != mine.len() || theirs.keys().ne(mine.keys()) {
         return Err(ProtocolError::misbehaved(
             from,
-            round + 1,
+            round.saturating_add(1),
             "echo covers the wrong parties",
         ));
     }
@@ -446,7 +446,7 @@ impl<C: Curve> Protocol for Keygen<C> {
             4 => return self.round4(inbox).map(Step::Done),
             r => return Err(ProtocolError::InvalidArgs(format!("no keygen round {r}"))),
         };
-        self.round += 1;
+        self.round = self.round.saturating_add(1);
         Ok(Step::Send {
             messages,
             partial_signature: false,

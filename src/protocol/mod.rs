@@ -8,6 +8,9 @@
 //! Party indices are 1-based `u8`s taken from the key's committee order. The
 //! sender of every inbound message is the authenticated peer, supplied by the
 //! caller; any sender field inside an engine message must agree with it.
+// Numbers from peers are never trusted for arithmetic: every operation here is
+// checked, saturating, or allowed with its reason.
+#![deny(clippy::arithmetic_side_effects)]
 
 pub mod curve;
 pub mod inproc;
@@ -229,7 +232,10 @@ pub(crate) fn distribute_fragments<S: Copy + zeroize::Zeroize>(
     let mut out = Vec::with_capacity(fragments.len());
     let mut own = None;
     for (i, f) in fragments.iter().enumerate() {
-        let to = (i + 1) as PartyIdx;
+        let to = i
+            .checked_add(1)
+            .and_then(|p| PartyIdx::try_from(p).ok())
+            .ok_or_else(|| ProtocolError::InvalidArgs("more than 255 parties".into()))?;
         if to == me {
             own = Some(zeroize::Zeroizing::new(*f));
         } else {

@@ -373,7 +373,7 @@ impl<C: Curve> Protocol for Refresh<C> {
             4 => return self.round4(inbox).map(Step::Done),
             r => return Err(ProtocolError::InvalidArgs(format!("no refresh round {r}"))),
         };
-        self.round += 1;
+        self.round = self.round.saturating_add(1);
         Ok(Step::Send {
             messages,
             partial_signature: false,

@@ -147,6 +147,10 @@ impl<C: Curve> Protocol for RepairTarget<C> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count small constants"
+)]
 mod tests {
     use super::*;
     use crate::domain::{DerivationPath, Digest32};

@@ -227,7 +227,7 @@ impl<C: Curve> Protocol for Sign<C> {
         // `self.round` names the round being processed (for blame) until it succeeds.
         let round = self.round;
         let step = self.step(round, inbox)?;
-        self.round += 1;
+        self.round = self.round.saturating_add(1);
         Ok(step)
     }
 }

@@ -1,6 +1,9 @@
 //! Peer plane and connection security: rustls configurations, identity from
 //! certificates, the tonic peer service and the client side of node-to-node
 //! calls. The only place (with `api/`) that knows gRPC.
+// Numbers from peers are never trusted for arithmetic: every operation here is
+// checked, saturating, or allowed with its reason.
+#![deny(clippy::arithmetic_side_effects)]
 
 pub mod conn;
 pub mod identity;

@@ -203,7 +203,7 @@ impl Node {
             committee
                 .iter()
                 .position(|c| c == n)
-                .map(|i| (i + 1) as PartyIdx)
+                .and_then(crate::node::party_at)
                 .ok_or_else(|| {
                     NodeError::InvalidArgument(format!(
                         "node {n} is not in the committee of key {key_id}"

@@ -331,7 +331,13 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                     continue;
                 }
                 if std::mem::take(&mut corrupt) {
-                    d.share += C::Scalar::ONE;
+                    #[allow(
+                        clippy::arithmetic_side_effects,
+                        reason = "scalar addition is modular; this is the test hook's bad point"
+                    )]
+                    {
+                        d.share += C::Scalar::ONE;
+                    }
                 }
                 let payload = super::encode(&d).map_err(ProtocolError::InvalidArgs)?;
                 zeroize::Zeroize::zeroize(&mut d.share);
@@ -354,7 +360,7 @@ impl<C: Curve> Protocol for ReshareSession<C> {
     fn advance(&mut self, inbox: Inbox) -> Result<Step<Self::Output>, ProtocolError> {
         check_inbox(&inbox, &self.peers, self.round)?;
         let phase = std::mem::replace(&mut self.phase, Phase::Finished);
-        self.round += 1;
+        self.round = self.round.saturating_add(1);
         match phase {
             Phase::Collect { own } => self.collect(inbox, own),
             Phase::Refreshing {
@@ -365,11 +371,16 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                 let mut inner = Inbox::new();
                 for (from, raw) in inbox {
                     let j = *self.roles.members.get(&from).ok_or_else(|| {
-                        ProtocolError::misbehaved(from, self.round - 1, "not a new member")
+                        ProtocolError::misbehaved(
+                            from,
+                            self.round.saturating_sub(1),
+                            "not a new member",
+                        )
                     })?;
                     let payload = if first {
-                        let m: Echoed = super::decode(&raw)
-                            .map_err(|e| ProtocolError::misbehaved(from, self.round - 1, e))?;
+                        let m: Echoed = super::decode(&raw).map_err(|e| {
+                            ProtocolError::misbehaved(from, self.round.saturating_sub(1), e)
+                        })?;
                         if let Some((&old, _)) =
                             echo.iter().find(|(old, h)| m.echo.get(old) != Some(h))
                         {
@@ -412,4 +423,8 @@ impl<C: Curve> Protocol for ReshareSession<C> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "tests index and count small constants"
+)]
 mod tests;

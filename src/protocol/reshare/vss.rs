@@ -3,6 +3,12 @@
 //! checks and assembly of its share. Pure functions; `mod.rs` runs them as a
 //! session.
 
+#![allow(
+    clippy::arithmetic_side_effects,
+    reason = "only scalar and point arithmetic here: field and group operations are modular and cannot \
+              overflow or panic; party indices are u8 values converted, never added"
+)]
+
 use std::collections::BTreeMap;
 
 use dkls23::protocols::derivation::DerivData;

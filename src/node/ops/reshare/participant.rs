@@ -78,7 +78,10 @@ impl Node {
                     "dealer {d} is not in the current committee of key {key_id}"
                 ))
             })?;
-            old_index.insert((s + 1) as PartyIdx, (i + 1) as PartyIdx);
+            let (Some(s), Some(i)) = (crate::node::party_at(s), crate::node::party_at(i)) else {
+                return Err(NodeError::InvalidArgument("too many parties".into()));
+            };
+            old_index.insert(s, i);
         }
         if old_index.len() != dealers.len() || dealers.len() != usize::from(record.threshold) {
             return Err(NodeError::InvalidArgument(format!(
@@ -90,7 +93,7 @@ impl Node {
         let session = self.claim_session(&p.eid, expected, &parties)?;
         if !joining {
             // Signing waits until the new epoch is active, or the reshare is given up.
-            self.pause(key_id, p.eid, self.timeouts.session() * 2)?;
+            self.pause(key_id, p.eid, self.timeouts.session().saturating_mul(2))?;
         }
         let result = async {
             let package = hex::decode(&record.package).map_err(|_| {

@@ -66,7 +66,9 @@ impl Node {
                             "node {n} is not in the committee of key {key_id}"
                         ))
                     })?;
-                signers.push((idx + 1) as PartyIdx);
+                let idx = crate::node::party_at(idx)
+                    .ok_or_else(|| NodeError::InvalidArgument("too many parties".into()))?;
+                signers.push(idx);
             }
             let committee = committee_of(&rec)?;
             let expected = super::eid(request, epoch, participants, &p.nonce);

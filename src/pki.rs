@@ -30,6 +30,14 @@ impl Role {
             Self::Admin => "admin",
         }
     }
+    /// "a node", "a client", "an admin": for messages.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Self::Node => "a node",
+            Self::Client => "a client",
+            Self::Admin => "an admin",
+        }
+    }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "node" => Some(Self::Node),

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{check_signature, cluster, ADMIN, CLIENT};
+use common::{admin_request, approved_by, bound_nonce, check_signature, cluster, ADMIN, CLIENT};
+use thresig::client::AdminOp;
 use thresig::domain::{KeyId, NodeName};
 use thresig::node::{NodeError, Operation, Proposal};
 
@@ -40,11 +41,15 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
     let rec = c.nodes[0].as_ref().unwrap().node.key(&id).unwrap();
     let helpers = vec![na.clone(), nb.clone()];
     let members = vec![na.clone(), nb.clone(), nc.clone()];
-    let nonce = vec![1u8; 32];
+    let mut req = admin_request(AdminOp::Repair, "k");
+    req.target = Some(nc.clone());
+    let signed = approved_by(&c, req, &[ADMIN]);
+    let nonce = bound_nonce(&signed, 1);
     let eid = thresig::node::ops::repair::eid(&rec, &nc, &members, &nonce);
     let p = Proposal {
         eid,
         nonce,
+        admin: Some(Box::new(signed)),
         op: Operation::Repair {
             key_id: id.clone(),
             target: nc.clone(),
@@ -68,12 +73,16 @@ async fn a_node_that_lost_its_data_gets_its_share_back_and_signs() {
     // party's share) is refused by the helpers, which use their own record.
     let mut forged = c.nodes[0].as_ref().unwrap().node.key(&id).unwrap();
     forged.committee = vec!["c".into(), "b".into(), "a".into()];
-    let nonce = vec![2u8; 32];
+    let mut req = admin_request(AdminOp::Repair, "k");
+    req.target = Some(nc.clone());
+    let signed = approved_by(&c, req, &[ADMIN]);
+    let nonce = bound_nonce(&signed, 2);
     let members = vec![na.clone(), nb.clone(), nc.clone()];
     let eid = thresig::node::ops::repair::eid(&forged, &nc, &members, &nonce);
     let p = Proposal {
         eid,
         nonce,
+        admin: Some(Box::new(signed)),
         op: Operation::Repair {
             key_id: id.clone(),
             target: nc.clone(),

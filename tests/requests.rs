@@ -31,6 +31,7 @@ fn tampered(
     Proposal {
         eid: thresig::node::ops::sign::eid(&altered, 0, &participants, &nonce),
         nonce,
+        admin: None,
         op: Operation::Sign {
             epoch: 0,
             request: Box::new(altered),

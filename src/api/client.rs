@@ -18,16 +18,15 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::proto::admin::{RepairKeyRequest, ReshareKeyRequest, RotateKeyRequest};
+pub use super::admin_client::AdminOutcome;
+pub use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 pub use crate::proto::admin::{RepairKeyResponse, ReshareKeyResponse, RotateKeyResponse};
 
-use crate::domain::{DerivationPath, Digest32, KeyId, KeyType, NodeName};
+use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
 pub use crate::node::request::{SignRequest as ClientRequest, Slot};
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
-use crate::proto::admin::{
-    admin_client::AdminClient, CreateKeyRequest, GetKeyRequest, ListKeysRequest,
-};
+use crate::proto::admin::{admin_client::AdminClient, GetKeyRequest, ListKeysRequest};
 use crate::proto::signer::{signer_client::SignerClient, GetPublicKeyRequest, SignRequest};
 pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
 use crate::transport::request_auth::RequestSigner;
@@ -171,8 +170,8 @@ pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
 /// A connection to one node's client plane, and the key that signs requests.
 #[derive(Debug, Clone)]
 pub struct Client {
-    channel: Channel,
-    signer: Arc<RequestSigner>,
+    pub(super) channel: Channel,
+    pub(super) signer: Arc<RequestSigner>,
 }
 
 impl Client {
@@ -292,80 +291,6 @@ impl Client {
         };
         Ok(SignerClient::new(self.channel.clone())
             .get_public_key(req)
-            .await?
-            .into_inner())
-    }
-
-    /// Admin: runs a keygen of a secp256k1 key. An empty committee means every node.
-    pub async fn create_key(
-        &mut self,
-        key: &str,
-        threshold: u32,
-        committee: &[String],
-    ) -> Result<KeyInfo, ClientError> {
-        self.create_key_of_type(key, KeyType::Secp256k1, threshold, committee)
-            .await
-    }
-
-    /// Admin: runs a keygen of a `key_type` key. An empty committee means every node.
-    pub async fn create_key_of_type(
-        &mut self,
-        key: &str,
-        key_type: KeyType,
-        threshold: u32,
-        committee: &[String],
-    ) -> Result<KeyInfo, ClientError> {
-        let req = CreateKeyRequest {
-            key_id: key.into(),
-            threshold,
-            committee: committee.to_vec(),
-            key_type: key_type.to_string(),
-        };
-        Ok(AdminClient::new(self.channel.clone())
-            .create_key(req)
-            .await?
-            .into_inner())
-    }
-
-    /// Admin: proactive refresh of every share of `key` (same public key, next epoch).
-    pub async fn rotate_key(&mut self, key: &str) -> Result<RotateKeyResponse, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .rotate_key(RotateKeyRequest { key_id: key.into() })
-            .await?
-            .into_inner())
-    }
-
-    /// Admin: rebuilds `node`'s share of `key` from t helpers, then rotates the key.
-    pub async fn repair_key(
-        &mut self,
-        key: &str,
-        node: &str,
-    ) -> Result<RepairKeyResponse, ClientError> {
-        let req = RepairKeyRequest {
-            key_id: key.into(),
-            node: node.into(),
-        };
-        Ok(AdminClient::new(self.channel.clone())
-            .repair_key(req)
-            .await?
-            .into_inner())
-    }
-
-    /// Admin: moves `key` to `committee` (node names in party order) with
-    /// `threshold`; same public key, next epoch.
-    pub async fn reshare_key(
-        &mut self,
-        key: &str,
-        committee: &[String],
-        threshold: u32,
-    ) -> Result<ReshareKeyResponse, ClientError> {
-        let req = ReshareKeyRequest {
-            key_id: key.into(),
-            committee: committee.to_vec(),
-            threshold,
-        };
-        Ok(AdminClient::new(self.channel.clone())
-            .reshare_key(req)
             .await?
             .into_inner())
     }

@@ -2,6 +2,7 @@
 //! place that maps errors to gRPC status, and the Rust client that the CLI
 //! and validators use.
 
+mod admin_client;
 pub mod client;
 pub mod ops;
 mod services;

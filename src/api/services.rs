@@ -8,7 +8,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
+use crate::domain::{DerivationPath, Digest32, KeyId};
+use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::Node;
 use crate::pki::Role;
@@ -68,13 +69,6 @@ fn code_label(c: tonic::Code) -> &'static str {
 
 fn arg(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
-}
-
-/// A request's committee field as node names.
-fn committee_names(raw: &[String]) -> Result<Vec<NodeName>, Status> {
-    raw.iter()
-        .map(|n| NodeName::parse(n).map_err(|e| arg("committee", e)))
-        .collect()
 }
 
 pub struct SignerService {
@@ -209,6 +203,51 @@ impl AdminService {
     }
 }
 
+/// The request fields of an admin message other than its id, expiry and approvals.
+#[derive(Default)]
+struct Fields<'a> {
+    key_id: &'a str,
+    key_type: &'a str,
+    committee: &'a [String],
+    threshold: u32,
+    target: &'a str,
+}
+
+/// The signed admin request an admin message carries. The node checks the
+/// approvals; this only parses.
+fn signed_admin(
+    op: AdminOp,
+    f: Fields<'_>,
+    request_id: String,
+    expiry_unix: u64,
+    approvals: Vec<apb::AdminApproval>,
+) -> Result<SignedAdmin, Status> {
+    let request = AdminRequest::from_fields(
+        op.label(),
+        f.key_id,
+        f.key_type,
+        f.committee,
+        f.threshold,
+        f.target,
+        &[],
+        request_id,
+        expiry_unix,
+    )
+    .map_err(|(field, e)| arg(field, e))?;
+    let approvals = approvals
+        .into_iter()
+        .map(|a| {
+            Ok(ClientAuth {
+                chain: a.chain,
+                scheme: u16::try_from(a.signature_scheme)
+                    .map_err(|_| arg("approvals.signature_scheme", "out of range"))?,
+                signature: a.signature,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(SignedAdmin { request, approvals })
+}
+
 fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
     apb::RotateKeyResponse {
         key: Some(key_info(&s.key)),
@@ -265,12 +304,22 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::CreateKeyRequest>,
     ) -> Result<Response<apb::KeyInfo>, Status> {
-        let who = self.admin(&req, "create")?;
+        let who = require(&req, Role::Admin)?;
         let r = req.into_inner();
-        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
-        let committee = committee_names(&r.committee)?;
-        let key_type =
-            crate::domain::KeyType::parse(&r.key_type).map_err(|e| arg("key_type", e))?;
+        let signed = signed_admin(
+            AdminOp::Create,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                committee: &r.committee,
+                threshold: r.threshold,
+                target: "",
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
         let started = Instant::now();
         let rec = counted(
             &self.metrics,
@@ -280,9 +329,7 @@ impl apb::admin_server::Admin for AdminService {
                 &who.name,
                 "create",
                 key.as_str(),
-                self.node
-                    .create_key(&key, key_type, r.threshold, committee)
-                    .await,
+                self.node.create_key(&signed).await,
             ),
         )?;
         tracing::info!(
@@ -298,9 +345,21 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::RotateKeyRequest>,
     ) -> Result<Response<apb::RotateKeyResponse>, Status> {
-        let who = self.admin(&req, "rotate")?;
-        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let r = self.node.rotate(&key).await;
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Rotate,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let r = self.node.rotate(&signed).await;
         let s = counted(
             &self.metrics,
             &self.node,
@@ -322,10 +381,22 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::RepairKeyRequest>,
     ) -> Result<Response<apb::RepairKeyResponse>, Status> {
-        let who = self.admin(&req, "repair")?;
-        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let node = NodeName::parse(&req.get_ref().node).map_err(|e| arg("node", e))?;
-        let r = self.node.repair(&key, &node).await;
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Repair,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                target: &r.node,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let r = self.node.repair(&signed).await;
         let s = counted(
             &self.metrics,
             &self.node,
@@ -335,7 +406,7 @@ impl apb::admin_server::Admin for AdminService {
         tracing::info!(
             admin = %who,
             key = %key,
-            target = %node,
+            target = %s.target,
             helpers = ?s.helpers,
             "share repaired",
         );
@@ -349,11 +420,22 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::ReshareKeyRequest>,
     ) -> Result<Response<apb::ReshareKeyResponse>, Status> {
-        let who = self.admin(&req, "reshare")?;
+        let who = require(&req, Role::Admin)?;
         let r = req.into_inner();
-        let key = KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?;
-        let committee = committee_names(&r.committee)?;
-        let threshold = u8::try_from(r.threshold).map_err(|_| arg("threshold", "out of range"))?;
+        let signed = signed_admin(
+            AdminOp::Reshare,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                committee: &r.committee,
+                threshold: r.threshold,
+                target: "",
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let (key, threshold) = (signed.request.key_id.clone(), r.threshold);
         let s = counted(
             &self.metrics,
             &self.node,
@@ -362,7 +444,7 @@ impl apb::admin_server::Admin for AdminService {
                 &who.name,
                 "reshare",
                 key.as_str(),
-                self.node.reshare(&key, &committee, threshold).await,
+                self.node.reshare(&signed).await,
             ),
         )?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,

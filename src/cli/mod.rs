@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. Parses arguments, calls the library,
 //! prints results. Exit codes: 0 ok, 1 operation failed, 64 usage or config error.
 
+mod admin;
 mod audit;
 mod bench;
 mod certs;
@@ -51,6 +52,9 @@ enum Command {
     /// Create, list and inspect threshold keys (admin certificate).
     #[command(subcommand)]
     Keys(keys::Cmd),
+    /// Key changes approved by several admins: propose, approve offline, submit.
+    #[command(subcommand)]
+    Admin(admin::Cmd),
     /// Read and verify a node's hash-chained audit log (admin certificate).
     #[command(subcommand)]
     Audit(audit::Cmd),
@@ -105,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::Certs(c) => certs::run(c),
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,
+            Command::Admin(c) => admin::run(c).await,
             Command::Policy(c) => policy::run(c).await,
             Command::Audit(c) => audit::run(c).await,
             Command::Sign(a) => sign::sign(a).await,

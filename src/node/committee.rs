@@ -156,6 +156,7 @@ impl Node {
         let status = Proposal {
             eid: status_eid(key_id, rec.epoch),
             nonce: Vec::new(),
+            admin: None,
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
                 request_id: request_id.map(str::to_owned),
@@ -192,6 +193,7 @@ impl Node {
                 let activate = Proposal {
                     eid,
                     nonce: Vec::new(),
+                    admin: None,
                     op: Operation::Activate {
                         key_id: key_id.clone(),
                         epoch: rec.epoch,

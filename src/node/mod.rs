@@ -12,6 +12,9 @@
 //! - `committee.rs`: liveness probes, suspects, epochs and catch-up, share
 //!   status, membership checks, the signing pause.
 //! - `authz.rs`: policy, rate limits, verification of client requests, audit.
+//! - `admin_request.rs`, `admin.rs`, `quorum.rs`: the signed admin request
+//!   behind every key change, the check every node makes of it before it
+//!   takes part, and the approvals its policy requires.
 //! - `proposal.rs`: `Proposal`, `Operation`, `Outcome`, the `PeerNet` trait.
 //! - `error.rs`: `NodeError`, what went wrong and whose fault it is.
 //! - `request.rs`: the client's signed request and its canonical bytes.
@@ -28,6 +31,8 @@
 // checked, saturating, or allowed with its reason.
 #![deny(clippy::arithmetic_side_effects)]
 
+mod admin;
+pub mod admin_request;
 mod authz;
 pub(crate) mod committee;
 mod error;
@@ -36,6 +41,7 @@ pub mod ops;
 pub mod policy;
 mod proposal;
 mod propose;
+mod quorum;
 pub mod request;
 mod router;
 mod session;
@@ -44,6 +50,7 @@ mod shares;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use admin::VerifiedAdmin;
 pub use authz::VerifiedRequest;
 pub(crate) use error::names;
 pub use error::{NodeError, Reason};
@@ -60,7 +67,8 @@ use crate::storage::Store;
 
 /// Wire version of the peer protocol; peers with another version are refused.
 /// 2: a participant's refusal travels as an answer with a reason code.
-pub const WIRE_VERSION: u32 = 2;
+/// 3: key changes carry the signed admin request and its approvals.
+pub const WIRE_VERSION: u32 = 3;
 
 /// Timeouts of a node.
 #[derive(Debug, Clone, Copy)]

@@ -19,6 +19,14 @@
 //! [[admin]]
 //! name = "ops"
 //! operations = ["*"]            # or some of: create, rotate, reshare, repair, read, reload-policy
+//!
+//! [[quorum]]                    # key changes that need several admins (see quorum.rs)
+//! operations = ["reshare"]      # some of: create, rotate, repair, reshare
+//! admins = ["ops-1", "ops-2", "sec-1"]
+//! required = 2                  # distinct admins of that list who signed the request
+//!
+//! [limits]
+//! min_threshold = 2             # refuse a keygen or reshare below this threshold
 //! ```
 
 use std::collections::HashMap;
@@ -48,6 +56,28 @@ pub struct Policy {
     pub key: Vec<KeyRule>,
     #[serde(default)]
     pub admin: Vec<AdminRule>,
+    #[serde(default)]
+    pub quorum: Vec<QuorumRule>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// An operation that needs the approvals of `required` distinct admins of
+/// `admins` (checked by every node on the signed admin request).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumRule {
+    pub operations: Vec<String>,
+    pub admins: Vec<String>,
+    pub required: u32,
+}
+
+/// Bounds on what any approved request may ask.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// A keygen or reshare to a lower threshold is refused.
+    pub min_threshold: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,14 +115,14 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn allow(rule: String, reason: String) -> Self {
+    pub(super) fn allow(rule: String, reason: String) -> Self {
         Self {
             allowed: true,
             rule,
             reason,
         }
     }
-    fn deny(rule: String, reason: String) -> Self {
+    pub(super) fn deny(rule: String, reason: String) -> Self {
         Self {
             allowed: false,
             rule,
@@ -162,6 +192,7 @@ impl Policy {
                 }
             }
         }
+        p.check_quorums()?;
         Ok(p)
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::admin_request::SignedAdmin;
 use super::request;
 use super::NodeError;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
@@ -85,11 +86,16 @@ pub enum Operation {
     },
 }
 
-/// A proposal: the operation, its execution id and the coordinator's nonce.
+/// A proposal: the operation, its execution id, the coordinator's nonce and,
+/// for a key change, the admin request behind it.
 #[derive(Debug, Clone)]
 pub struct Proposal {
     pub eid: ExecutionId,
     pub nonce: Vec<u8>,
+    /// The signed admin request (and its approvals) behind a key change:
+    /// keygen, refresh, repair, reshare and retire carry it, and every node
+    /// checks it (`Node::check_admin_proposal`). The nonce binds it.
+    pub admin: Option<Box<SignedAdmin>>,
     pub op: Operation,
 }
 

@@ -167,6 +167,9 @@ impl std::fmt::Debug for ClientAuth {
 /// client's name from its `client/<name>` identity.
 pub trait RequestVerifier: Send + Sync + 'static {
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+    /// The same check of an admin's approval of an admin request: the chain
+    /// must carry an `admin/<name>` identity. Returns the admin's name.
+    fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
 }
 
 /// Remembers, for a short while, which (message, chain, signature) triples
@@ -230,6 +233,11 @@ impl RequestVerifier for CachedVerifier {
         }
         seen.insert(fp, (now, client.clone()));
         Ok(client)
+    }
+
+    /// Admin approvals are rare and are not cached.
+    fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        self.inner.verify_admin(auth, message)
     }
 }
 
@@ -323,6 +331,10 @@ mod tests {
                 Some(1) => Ok(NodeName::parse("validator").unwrap()),
                 _ => Err("bad signature".into()),
             }
+        }
+
+        fn verify_admin(&self, _auth: &ClientAuth, _message: &[u8]) -> Result<NodeName, String> {
+            Err("not an admin".into())
         }
     }
 

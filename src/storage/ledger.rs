@@ -6,8 +6,8 @@ use redb::{Durability, ReadableDatabase, ReadableTable};
 
 use super::rules::{ledger_verdict, slot_verdict, LedgerVerdict, SlotVerdict};
 use super::{
-    dberr, AuditEvent, LedgerEntry, LedgerResult, StorageError, Store, Watermark, EIDS, LEDGER,
-    WATERMARKS,
+    dberr, AuditEvent, LedgerEntry, LedgerResult, StorageError, Store, Watermark, ADMIN_REQUESTS,
+    EIDS, LEDGER, WATERMARKS,
 };
 use crate::domain::{ExecutionId, KeyId};
 
@@ -100,6 +100,35 @@ impl Store {
         } else {
             tx.abort().map_err(dberr)?;
         }
+        Ok(fresh)
+    }
+
+    /// Durably records the use of admin request `request_id` under the
+    /// coordinator nonce `nonce` (which binds the request and its
+    /// approvals). Every step of one operation carries the same nonce, so it
+    /// may come again; the same request id with any other nonce is a replay
+    /// and returns false.
+    pub fn use_admin_request(&self, request_id: &str, nonce: &[u8]) -> Result<bool, StorageError> {
+        let tx = self.write()?;
+        let fresh = {
+            let mut t = tx.open_table(ADMIN_REQUESTS).map_err(dberr)?;
+            let seen = t
+                .get(request_id)
+                .map_err(dberr)?
+                .map(|v| v.value().to_vec());
+            match seen {
+                Some(n) => {
+                    drop(t);
+                    tx.abort().map_err(dberr)?;
+                    return Ok(n == nonce);
+                }
+                None => {
+                    t.insert(request_id, nonce).map_err(dberr)?;
+                    true
+                }
+            }
+        };
+        tx.commit().map_err(dberr)?;
         Ok(fresh)
     }
 

@@ -47,6 +47,8 @@ const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 /// "key\0scope" -> the slot watermark (MACed JSON).
 const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("watermarks");
+/// Admin request id -> the coordinator nonce it was first used under.
+const ADMIN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_requests");
 
 /// Store failures. Each says what was being read or written.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +128,7 @@ impl Store {
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
         let tx = db.begin_write().map_err(dberr)?;
-        for t in [KEYS, SHARES, LEDGER, PENDING, WATERMARKS] {
+        for t in [KEYS, SHARES, LEDGER, PENDING, WATERMARKS, ADMIN_REQUESTS] {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;

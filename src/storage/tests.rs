@@ -103,6 +103,16 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     let eid = ExecutionId::from_slice(&[5; 32]).unwrap();
     assert!(store.claim_eid(&eid, 1).unwrap());
     assert!(!store.claim_eid(&eid, 2).unwrap());
+    // An admin request id is bound to the first nonce it came under, also
+    // after the store is reopened.
+    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
+    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
+    assert!(!store.use_admin_request("adm-1", &[2; 64]).unwrap());
+    drop(store);
+    let store = Store::open(dir.path(), &node, &pass).unwrap();
+    assert!(!store.use_admin_request("adm-1", &[2; 64]).unwrap());
+    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
+    assert!(store.use_admin_request("adm-2", &[2; 64]).unwrap());
     let id = KeyId::parse("k").unwrap();
     let e = LedgerEntry {
         schema: 1,

@@ -1,7 +1,8 @@
-//! Client request signatures with the client's certificate key: the signer a
-//! client uses (`RequestSigner`) and the check every participant runs
-//! (`CertRequestVerifier`: chain to the pinned CA, validity, CRL when
-//! configured, `client/<name>` identity, signature over the canonical bytes).
+//! Request signatures with a certificate key: the signer a client (or an
+//! approving admin) uses (`RequestSigner`) and the check every participant
+//! runs (`CertRequestVerifier`: chain to the pinned CA, validity, CRL when
+//! configured, `client/<name>` or `admin/<name>` identity, signature over
+//! the canonical bytes).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use rustls::SignatureScheme;
 use super::identity::identity_of;
 use super::tls::{self, TlsError, TlsFiles};
 use crate::domain::NodeName;
+use crate::node::admin_request::AdminRequest;
 use crate::node::request::{ClientAuth, RequestVerifier, SignRequest};
 use crate::pki::Role;
 
@@ -51,12 +53,22 @@ impl RequestSigner {
 
     /// Signs `req`'s canonical bytes.
     pub fn sign(&self, req: &SignRequest) -> Result<ClientAuth, TlsError> {
+        self.sign_bytes(&req.canonical_bytes())
+    }
+
+    /// Approves an admin request: signs its canonical bytes with this
+    /// admin's certificate key.
+    pub fn approve(&self, req: &AdminRequest) -> Result<ClientAuth, TlsError> {
+        self.sign_bytes(&req.canonical_bytes())
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> Result<ClientAuth, TlsError> {
         let signer = self.key.choose_scheme(&SCHEMES).ok_or_else(|| {
             TlsError::Verifier(
                 "the client key supports none of ECDSA P-256/P-384, Ed25519, RSA-PSS".into(),
             )
         })?;
-        let signature = signer.sign(&req.canonical_bytes())?;
+        let signature = signer.sign(message)?;
         Ok(ClientAuth {
             chain: self.chain.clone(),
             scheme: u16::from(signer.scheme()),
@@ -103,10 +115,23 @@ fn algorithm(
 
 impl RequestVerifier for CertRequestVerifier {
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        self.verify_as(auth, message, Role::Client)
+    }
+
+    fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        self.verify_as(auth, message, Role::Admin)
+    }
+}
+
+impl CertRequestVerifier {
+    /// Chain to the pinned CA (validity, CRL), a `role` identity, and its
+    /// signature over `message`.
+    fn verify_as(&self, auth: &ClientAuth, message: &[u8], role: Role) -> Result<NodeName, String> {
+        let who = role.as_str();
         let (leaf, rest) = auth
             .chain
             .split_first()
-            .ok_or("the request carries no client certificate")?;
+            .ok_or_else(|| format!("the request carries no {who} certificate"))?;
         let leaf = CertificateDer::from(leaf.as_slice());
         let intermediates: Vec<CertificateDer<'_>> = rest
             .iter()
@@ -114,15 +139,15 @@ impl RequestVerifier for CertRequestVerifier {
             .collect();
         self.chain
             .verify_client_cert(&leaf, &intermediates, UnixTime::now())
-            .map_err(|e| format!("client certificate refused: {e}"))?;
+            .map_err(|e| format!("{who} certificate refused: {e}"))?;
         let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
-        if id.role != Role::Client {
-            return Err(format!("{id} is not a client identity"));
+        if id.role != role {
+            return Err(format!("{id} is not {} identity", role.with_article()));
         }
         let alg = algorithm(auth.scheme)
             .ok_or_else(|| format!("signature scheme {:#06x} is not accepted", auth.scheme))?;
         webpki::EndEntityCert::try_from(&leaf)
-            .map_err(|e| format!("client certificate: {e}"))?
+            .map_err(|e| format!("{who} certificate: {e}"))?
             .verify_signature(alg, message, &auth.signature)
             .map_err(|_| format!("{id}'s signature does not cover this request"))?;
         Ok(id.name)

@@ -112,6 +112,7 @@ pub fn sign_proposal(
     thresig::node::Proposal {
         eid,
         nonce,
+        admin: None,
         op: thresig::node::Operation::Sign {
             epoch,
             request: Box::new(request.clone()),
@@ -119,4 +120,44 @@ pub fn sign_proposal(
             participants,
         },
     }
+}
+
+/// The local cluster admin's request signer (its certificate key).
+pub fn admin_signer(
+    c: &thresig::cluster::LocalCluster,
+    admin: &str,
+) -> thresig::transport::request_auth::RequestSigner {
+    use thresig::pki::Role;
+    let files = thresig::transport::tls::TlsFiles {
+        ca: c.layout.ca_cert(),
+        cert: c.layout.cert(Role::Admin, admin),
+        key: c.layout.key(Role::Admin, admin),
+        crl: None,
+    };
+    thresig::transport::request_auth::RequestSigner::from_files(&files).unwrap()
+}
+
+/// `request` approved by each of `admins` (certificates in the cluster's layout).
+pub fn approved_by(
+    c: &thresig::cluster::LocalCluster,
+    request: thresig::client::AdminRequest,
+    admins: &[&str],
+) -> thresig::client::SignedAdmin {
+    let approvals = admins
+        .iter()
+        .map(|a| admin_signer(c, a).approve(&request).unwrap())
+        .collect();
+    thresig::client::SignedAdmin { request, approvals }
+}
+
+/// A coordinator nonce that binds `signed`: `fill` repeated, then its digest.
+pub fn bound_nonce(signed: &thresig::client::SignedAdmin, fill: u8) -> Vec<u8> {
+    let mut n = vec![fill; thresig::node::admin_request::NONCE_RANDOM];
+    n.extend_from_slice(&signed.digest());
+    n
+}
+
+/// A new admin request for `op` on `key`, valid for a minute.
+pub fn admin_request(op: thresig::client::AdminOp, key: &str) -> thresig::client::AdminRequest {
+    thresig::client::AdminRequest::new(op, key, Duration::from_secs(60)).unwrap()
 }

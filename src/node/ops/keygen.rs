@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, Threshold};
+use crate::node::admin::admin_nonce;
+use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
-use crate::node::propose::nonce;
 use crate::node::shares::share_bytes;
 use crate::node::{names, now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::scheme;
@@ -41,18 +42,17 @@ pub fn eid(
 }
 
 impl Node {
-    /// Runs a distributed key generation across `committee` (default: every node).
-    pub async fn create_key(
-        &self,
-        key_id: &KeyId,
-        key_type: KeyType,
-        threshold: u32,
-        committee: Vec<NodeName>,
-    ) -> Result<KeyRecord, NodeError> {
-        let committee = if committee.is_empty() {
+    /// Runs a distributed key generation as the signed admin request asks:
+    /// its key id, key type, threshold and committee (default: every node).
+    pub async fn create_key(&self, signed: &SignedAdmin) -> Result<KeyRecord, NodeError> {
+        self.admit_admin_request(signed, AdminOp::Create)?;
+        let r = &signed.request;
+        let (key_id, threshold) = (&r.key_id, r.threshold);
+        let key_type = r.key_type.unwrap_or_default();
+        let committee = if r.committee.is_empty() {
             self.roster.clone()
         } else {
-            committee
+            r.committee.clone()
         };
         Threshold::new(threshold, committee.len())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
@@ -80,12 +80,13 @@ impl Node {
                 "keygen needs every committee node; unreachable: {list}; retry when they are back"
             )));
         }
-        let nonce = nonce()?;
+        let nonce = admin_nonce(signed)?;
         let eid = eid(key_id, key_type, threshold, &committee, &nonce);
         let started = Instant::now();
         let proposal = Proposal {
             eid,
             nonce,
+            admin: Some(Box::new(signed.clone())),
             op: Operation::Keygen {
                 key_id: key_id.clone(),
                 key_type,

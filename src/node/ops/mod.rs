@@ -96,7 +96,10 @@ impl Node {
             | Operation::Watermark { .. } => None,
         };
         let eid = p.eid;
-        let result = self.dispatch(from, p).await;
+        let result = match self.check_admin_proposal(&p) {
+            Ok(()) => self.dispatch(from, p).await,
+            Err(e) => Err(e),
+        };
         if let Some((kind, key)) = session {
             let _ = self.audit(AuditEvent {
                 kind: format!("session.{kind}"),

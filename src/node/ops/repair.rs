@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 use super::rotate::RotateSummary;
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::admin::admin_nonce;
+use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::status_eid;
-use crate::node::propose::nonce;
 use crate::node::shares::share_bytes;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::scheme;
@@ -74,11 +75,12 @@ impl Node {
     /// Rebuilds the share of `target` (which lost its data) from t helpers,
     /// then runs a complete refresh across the committee so the rebuilt share
     /// can sign and every share is re-randomized.
-    pub async fn repair(
-        &self,
-        key_id: &KeyId,
-        target: &NodeName,
-    ) -> Result<RepairSummary, NodeError> {
+    pub async fn repair(&self, signed: &SignedAdmin) -> Result<RepairSummary, NodeError> {
+        self.admit_admin_request(signed, AdminOp::Repair)?;
+        let key_id = &signed.request.key_id;
+        let target = signed.request.target.as_ref().ok_or_else(|| {
+            NodeError::InvalidArgument("a repair request names its target".into())
+        })?;
         let rec = self.key(key_id)?;
         if *target == self.name {
             return Err(NodeError::InvalidArgument(format!(
@@ -100,6 +102,7 @@ impl Node {
         let status = Proposal {
             eid: status_eid(key_id, rec.epoch),
             nonce: Vec::new(),
+            admin: None,
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
                 request_id: None,
@@ -138,7 +141,7 @@ impl Node {
         }
         let mut members = helpers.clone();
         members.push(target.clone());
-        let nonce = nonce()?;
+        let nonce = admin_nonce(signed)?;
         let eid = eid(&rec, target, &members, &nonce);
         tracing::info!(
             key = %key_id,
@@ -149,7 +152,8 @@ impl Node {
         );
         let proposal = Proposal {
             eid,
-            nonce,
+            nonce: nonce.clone(),
+            admin: Some(Box::new(signed.clone())),
             op: Operation::Repair {
                 key_id: key_id.clone(),
                 target: target.clone(),
@@ -159,7 +163,7 @@ impl Node {
         };
         self.propose_all(&members, proposal).await?;
         tracing::info!(key = %key_id, %target, "repair: share rebuilt; running a complete refresh");
-        let rotation = self.rotate(key_id).await?;
+        let rotation = self.rotate_under(signed, nonce).await?;
         Ok(RepairSummary {
             target: target.clone(),
             helpers,
@@ -299,6 +303,7 @@ impl Node {
         let status = Proposal {
             eid: p.eid,
             nonce: Vec::new(),
+            admin: None,
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
                 request_id: None,

@@ -9,9 +9,10 @@ use std::time::Instant;
 use super::keygen::keygen_binding;
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::admin::admin_nonce;
+use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
 use crate::node::faults;
-use crate::node::propose::nonce;
 use crate::node::shares::share_bytes;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::scheme;
@@ -40,10 +41,24 @@ pub struct RotateSummary {
 }
 
 impl Node {
-    /// Proactive refresh of every share of `key_id` across its whole committee,
-    /// then activation of the new epoch on every node. Signing with the key is
-    /// paused (UNAVAILABLE) on the committee for the duration.
-    pub async fn rotate(&self, key_id: &KeyId) -> Result<RotateSummary, NodeError> {
+    /// Proactive refresh of every share of the key the signed admin request
+    /// names, across its whole committee, then activation of the new epoch
+    /// on every node. Signing with the key is paused (UNAVAILABLE) on the
+    /// committee for the duration.
+    pub async fn rotate(&self, signed: &SignedAdmin) -> Result<RotateSummary, NodeError> {
+        self.admit_admin_request(signed, AdminOp::Rotate)?;
+        let nonce = admin_nonce(signed)?;
+        self.rotate_under(signed, nonce).await
+    }
+
+    /// The rotation of `signed`'s key under the coordinator nonce `nonce`
+    /// (a repair runs its closing refresh under its own nonce).
+    pub(crate) async fn rotate_under(
+        &self,
+        signed: &SignedAdmin,
+        nonce: Vec<u8>,
+    ) -> Result<RotateSummary, NodeError> {
+        let key_id = &signed.request.key_id;
         let started = Instant::now();
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
@@ -64,7 +79,6 @@ impl Node {
         }
         let old_epoch = rec.epoch;
         let new_epoch = crate::node::committee::next_epoch(&rec)?;
-        let nonce = nonce()?;
         let eid = eid(&rec, &committee, &nonce);
         tracing::info!(
             key = %key_id,
@@ -77,6 +91,7 @@ impl Node {
         let proposal = Proposal {
             eid,
             nonce,
+            admin: Some(Box::new(signed.clone())),
             op: Operation::Refresh {
                 key_id: key_id.clone(),
                 epoch: old_epoch,
@@ -114,6 +129,7 @@ impl Node {
         let activate = Proposal {
             eid,
             nonce: Vec::new(),
+            admin: None,
             op: Operation::Activate {
                 key_id: key_id.clone(),
                 epoch: new_epoch,
@@ -153,6 +169,7 @@ impl Node {
         let p = Proposal {
             eid,
             nonce: Vec::new(),
+            admin: None,
             op: Operation::Activate {
                 key_id: key_id.clone(),
                 epoch: active_epoch,

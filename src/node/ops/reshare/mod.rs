@@ -12,9 +12,10 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::OpKind;
-use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
+use crate::domain::{ExecutionId, NodeName, Threshold};
+use crate::node::admin::admin_nonce;
+use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
-use crate::node::propose::nonce;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::storage::{KeyRecord, KeyState};
 
@@ -106,15 +107,17 @@ fn check_new_membership(committee: &[NodeName], threshold: u8) -> Result<(), Nod
 }
 
 impl Node {
-    /// Moves `key_id` to `committee` with `threshold`, keeping its public key.
-    /// Every current member must be up and on the key's epoch; the new
-    /// members must be up. Signing with the key is paused for the duration.
-    pub async fn reshare(
-        &self,
-        key_id: &KeyId,
-        committee: &[NodeName],
-        threshold: u8,
-    ) -> Result<ReshareSummary, NodeError> {
+    /// Moves the key the signed admin request names to its committee with
+    /// its threshold, keeping the public key. Every current member must be up
+    /// and on the key's epoch; the new members must be up. Signing with the
+    /// key is paused for the duration.
+    pub async fn reshare(&self, signed: &SignedAdmin) -> Result<ReshareSummary, NodeError> {
+        self.admit_admin_request(signed, AdminOp::Reshare)?;
+        let r = &signed.request;
+        let (key_id, committee) = (&r.key_id, r.committee.as_slice());
+        let threshold = u8::try_from(r.threshold).map_err(|_| {
+            NodeError::InvalidArgument(format!("threshold {} is too large", r.threshold))
+        })?;
         let started = Instant::now();
         let rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
@@ -170,7 +173,7 @@ impl Node {
         let parties = reshare_parties(committee, &dealers);
         let old_epoch = rec.epoch;
         let new_epoch = crate::node::committee::next_epoch(&rec)?;
-        let nonce = nonce()?;
+        let nonce = admin_nonce(signed)?;
         let eid = eid(&rec, &dealers, committee, threshold, &nonce);
         tracing::info!(
             key = %key_id, old_epoch, new_epoch,
@@ -182,6 +185,7 @@ impl Node {
         let proposal = Proposal {
             eid,
             nonce: nonce.clone(),
+            admin: Some(Box::new(signed.clone())),
             op: Operation::Reshare {
                 key_id: key_id.clone(),
                 epoch: old_epoch,
@@ -240,6 +244,7 @@ impl Node {
         let activate = Proposal {
             eid,
             nonce: Vec::new(),
+            admin: None,
             op: Operation::Activate {
                 key_id: key_id.clone(),
                 epoch: new_epoch,
@@ -263,6 +268,7 @@ impl Node {
         let retire = Proposal {
             eid,
             nonce,
+            admin: Some(Box::new(signed.clone())),
             op: Operation::Retire {
                 key_id: key_id.clone(),
                 epoch: old_epoch,

@@ -213,6 +213,7 @@ impl Node {
             let status = Proposal {
                 eid: p.eid,
                 nonce: Vec::new(),
+                admin: None,
                 op: Operation::ShareStatus {
                     key_id: key_id.clone(),
                     request_id: None,

@@ -134,6 +134,7 @@ impl Node {
         let p = Proposal {
             eid: watermark_eid(request),
             nonce: Vec::new(),
+            admin: None,
             op: Operation::Watermark {
                 request: Box::new(request.clone()),
                 auth: Box::new(auth.clone()),

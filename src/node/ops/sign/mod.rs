@@ -316,6 +316,7 @@ impl Node {
         let proposal = Proposal {
             eid,
             nonce,
+            admin: None,
             op: Operation::Sign {
                 epoch: rec.epoch,
                 request: Box::new(request.clone()),

@@ -1,0 +1,246 @@
+//! The check every node makes before it takes part in a key change: the
+//! proposal must carry a signed admin request (`admin_request.rs`) that asks
+//! for exactly this operation, whose approvals check out against this node's
+//! CA and policy, whose request id was not used for another operation, and
+//! which the proposal's nonce (so its execution id) binds. A node that
+//! refuses stages nothing, pauses nothing, deals nothing and deletes nothing.
+
+use super::admin_request::{AdminOp, AdminRequest, SignedAdmin, MAX_APPROVALS, NONCE_RANDOM};
+use super::{names, now_unix, Node, NodeError, Operation, Proposal};
+use crate::domain::{KeyId, NodeName};
+use crate::storage::AuditEvent;
+
+/// An admin request whose approvals checked out on this node.
+#[derive(Debug, Clone)]
+pub struct VerifiedAdmin {
+    /// The distinct admins who approved it, in the order they signed.
+    pub approvers: Vec<NodeName>,
+}
+
+/// A coordinator's nonce for an admin operation: 32 random bytes, then the
+/// digest of the signed request and its approvals.
+pub(crate) fn admin_nonce(signed: &SignedAdmin) -> Result<Vec<u8>, NodeError> {
+    let mut n = vec![0u8; NONCE_RANDOM];
+    getrandom::fill(&mut n).map_err(|e| NodeError::Internal(format!("rng: {e}")))?;
+    n.extend_from_slice(&signed.digest());
+    Ok(n)
+}
+
+fn denied(r: &AdminRequest, why: impl std::fmt::Display) -> NodeError {
+    NodeError::PermissionDenied(format!(
+        "{} of key {} (admin request {}) refused: {why}",
+        r.operation, r.key_id, r.request_id
+    ))
+}
+
+impl Node {
+    /// Checks a signed admin request as this node: its fields and expiry;
+    /// each approval's certificate chain (pinned CA, validity, CRL), its
+    /// `admin/<name>` identity and its signature over the request; that no
+    /// admin approved twice; and this node's policy (quorum, limits). The
+    /// request id is not consumed here (see `check_admin_proposal`).
+    pub(crate) fn verify_admin_request(
+        &self,
+        signed: &SignedAdmin,
+    ) -> Result<VerifiedAdmin, NodeError> {
+        let r = &signed.request;
+        r.check_fields(now_unix()).map_err(|e| denied(r, e))?;
+        if signed.approvals.len() > MAX_APPROVALS {
+            return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
+        }
+        let bytes = r.canonical_bytes();
+        let mut approvers: Vec<NodeName> = Vec::with_capacity(signed.approvals.len());
+        for (i, a) in signed.approvals.iter().enumerate() {
+            let who = self
+                .verifier
+                .verify_admin(a, &bytes)
+                .map_err(|e| denied(r, format!("approval {}: {e}", i.saturating_add(1))))?;
+            if approvers.contains(&who) {
+                return Err(denied(
+                    r,
+                    format!("admin {who} approved twice; approvals must come from distinct admins"),
+                ));
+            }
+            approvers.push(who);
+        }
+        let d = self.policy().check_approvals(r, &approvers);
+        if !d.allowed {
+            let _ = self.audit(AuditEvent {
+                kind: format!("admin.{}", r.operation),
+                actor: format!("admins/{}", names(&approvers)),
+                key: r.key_id.to_string(),
+                request_id: r.request_id.clone(),
+                decision: "denied".into(),
+                rule: d.rule.clone(),
+                detail: d.reason.clone(),
+                ..Default::default()
+            });
+            return Err(denied(r, d));
+        }
+        Ok(VerifiedAdmin { approvers })
+    }
+
+    /// A coordinator's own check of a request before it proposes anything:
+    /// the operation is the one asked of it, and the request is approved here.
+    pub(crate) fn admit_admin_request(
+        &self,
+        signed: &SignedAdmin,
+        op: AdminOp,
+    ) -> Result<VerifiedAdmin, NodeError> {
+        let r = &signed.request;
+        if r.operation != op {
+            return Err(NodeError::InvalidArgument(format!(
+                "admin request {} asks to {}, not to {op}",
+                r.request_id, r.operation
+            )));
+        }
+        if !r.exclude.is_empty() {
+            return Err(NodeError::InvalidArgument(format!(
+                "admin request {}: excluding nodes ({}) is not supported yet",
+                r.request_id,
+                names(&r.exclude)
+            )));
+        }
+        self.verify_admin_request(signed)
+    }
+
+    /// Before taking part in a key change (keygen, refresh, repair, reshare,
+    /// retire): the proposal must carry a signed admin request for exactly
+    /// this operation, approved per this node's policy, bound by the
+    /// proposal's nonce, and not used before for another operation (the use
+    /// is recorded durably). Other proposals pass.
+    pub(crate) fn check_admin_proposal(&self, p: &Proposal) -> Result<(), NodeError> {
+        let (ops, key_id): (&[AdminOp], &KeyId) = match &p.op {
+            Operation::Keygen { key_id, .. } => (&[AdminOp::Create], key_id),
+            // A repair ends with a refresh under the repair's request.
+            Operation::Refresh { key_id, .. } => (&[AdminOp::Rotate, AdminOp::Repair], key_id),
+            Operation::Repair { key_id, .. } => (&[AdminOp::Repair], key_id),
+            Operation::Reshare { key_id, .. } | Operation::Retire { key_id, .. } => {
+                (&[AdminOp::Reshare], key_id)
+            }
+            Operation::Sign { .. }
+            | Operation::ShareStatus { .. }
+            | Operation::Watermark { .. }
+            | Operation::Activate { .. } => return Ok(()),
+        };
+        let Some(signed) = p.admin.as_deref() else {
+            return Err(NodeError::PermissionDenied(format!(
+                "{} of key {key_id} refused: the proposal carries no signed admin request, so \
+                 none of the approvals this node's policy requires",
+                ops[0]
+            )));
+        };
+        let r = &signed.request;
+        if !ops.contains(&r.operation) || r.key_id != *key_id {
+            return Err(denied(
+                r,
+                format!(
+                    "the proposal is a {} of key {key_id}, which the request does not ask for",
+                    ops[0]
+                ),
+            ));
+        }
+        self.check_parameters(r, &p.op)?;
+        if !r.exclude.is_empty() {
+            return Err(denied(r, "excluding nodes is not supported yet"));
+        }
+        if !signed.binds(&p.nonce) {
+            return Err(denied(
+                r,
+                "the proposal's nonce does not bind this request and its approvals",
+            ));
+        }
+        let verified = self.verify_admin_request(signed)?;
+        if !self.store.use_admin_request(&r.request_id, &p.nonce)? {
+            return Err(denied(
+                r,
+                "its request id was already used for another operation; a request runs once",
+            ));
+        }
+        tracing::info!(
+            key = %key_id,
+            operation = %r.operation,
+            request_id = %r.request_id,
+            approvers = %names(&verified.approvers),
+            "admin request approved here",
+        );
+        Ok(())
+    }
+
+    /// The proposal's parameters are those the request signs.
+    fn check_parameters(&self, r: &AdminRequest, op: &Operation) -> Result<(), NodeError> {
+        let mismatch =
+            |what: &str| denied(r, format!("the proposal's {what} is not the request's"));
+        match op {
+            Operation::Keygen {
+                key_type,
+                threshold,
+                committee,
+                ..
+            } => {
+                let asked = if r.committee.is_empty() {
+                    &self.roster
+                } else {
+                    &r.committee
+                };
+                if r.key_type != Some(*key_type) {
+                    return Err(mismatch("key type"));
+                }
+                if r.threshold != *threshold {
+                    return Err(mismatch("threshold"));
+                }
+                if asked != committee {
+                    return Err(mismatch("committee"));
+                }
+            }
+            Operation::Repair { target, record, .. } => {
+                if r.target.as_ref() != Some(target) {
+                    return Err(mismatch("target node"));
+                }
+                if r.key_type.is_some_and(|t| t != record.key_type) {
+                    return Err(mismatch("key type"));
+                }
+            }
+            Operation::Reshare {
+                committee,
+                threshold,
+                record,
+                ..
+            } => {
+                if r.committee != *committee {
+                    return Err(mismatch("committee"));
+                }
+                if r.threshold != u32::from(*threshold) {
+                    return Err(mismatch("threshold"));
+                }
+                if r.key_type.is_some_and(|t| t != record.key_type) {
+                    return Err(mismatch("key type"));
+                }
+            }
+            Operation::Retire {
+                committee,
+                threshold,
+                ..
+            } => {
+                if r.committee != *committee {
+                    return Err(mismatch("committee"));
+                }
+                if r.threshold != u32::from(*threshold) {
+                    return Err(mismatch("threshold"));
+                }
+            }
+            Operation::Refresh { key_id, .. } => {
+                if let (Some(t), Some(rec)) = (r.key_type, self.store.key(key_id)?) {
+                    if t != rec.key_type {
+                        return Err(mismatch("key type"));
+                    }
+                }
+            }
+            Operation::Sign { .. }
+            | Operation::ShareStatus { .. }
+            | Operation::Watermark { .. }
+            | Operation::Activate { .. } => {}
+        }
+        Ok(())
+    }
+}

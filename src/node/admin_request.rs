@@ -1,0 +1,404 @@
+//! An admin's signed request to change a key, and the approvals behind it.
+//! Every node that takes part in the change (participants, dealers, new
+//! members, a member told to retire) checks the approvals itself, against its
+//! own policy, before it stages, pauses, deals or deletes anything
+//! (`Node::check_admin_proposal`). A coordinator forwards the request but
+//! cannot change a field of it: every node recomputes the bytes.
+//!
+//! Canonical bytes (what each approving admin signs with the key of its
+//! `admin/<name>` certificate), every field length-prefixed with a u32
+//! big-endian byte count:
+//!
+//! ```text
+//! field("thresig/admin-request/v1")
+//! field(operation, UTF-8: create | rotate | repair | reshare)
+//! field(key id, UTF-8)
+//! field(key type, UTF-8: secp256k1 | p256; empty when not given)
+//! field(committee)     field(name) for each node, in party order (create, reshare)
+//! field(threshold, u32 big-endian; 0 when the operation takes none)
+//! field(target node, UTF-8; empty unless repair)
+//! field(excluded nodes) field(name) for each (empty: none)
+//! field(request id, UTF-8, 1-128 bytes, single use on every node)
+//! field(expiry, u64 big-endian Unix seconds, at most 7 days ahead)
+//! ```
+//!
+//! The execution id of the operation binds the request and its approvals:
+//! the coordinator's nonce is 32 random bytes followed by
+//! `SignedAdmin::digest`, and every node checks that suffix.
+
+use sha2::{Digest, Sha256};
+
+use super::request::ClientAuth;
+use crate::domain::{KeyId, KeyType, NodeName};
+
+/// Domain tag of the canonical admin request bytes.
+pub const ADMIN_REQUEST_TAG: &str = "thresig/admin-request/v1";
+/// How far in the future an admin request's expiry may lie: approvals are
+/// collected offline, but not for longer than a week.
+pub const MAX_ADMIN_EXPIRY_AHEAD_SECS: u64 = 7 * 24 * 3600;
+/// At most this many approvals travel with one request.
+pub const MAX_APPROVALS: usize = 16;
+/// Length of the random part of a coordinator nonce for an admin operation.
+pub const NONCE_RANDOM: usize = 32;
+
+/// An admin operation that changes a key and runs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminOp {
+    Create,
+    Rotate,
+    Repair,
+    Reshare,
+}
+
+impl AdminOp {
+    pub const ALL: [AdminOp; 4] = [Self::Create, Self::Rotate, Self::Repair, Self::Reshare];
+
+    /// The operation's name in requests, policies and audit entries.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Rotate => "rotate",
+            Self::Repair => "repair",
+            Self::Reshare => "reshare",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.label() == s)
+            .ok_or_else(|| {
+                format!("unknown admin operation {s:?}; known: create, rotate, repair, reshare")
+            })
+    }
+}
+
+impl std::fmt::Display for AdminOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Every field of an admin request the approving admins sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRequest {
+    pub operation: AdminOp,
+    pub key_id: KeyId,
+    /// The key's type: required for create; for other operations, when
+    /// given, it must be the key's type.
+    pub key_type: Option<KeyType>,
+    /// create: the committee (empty: every node of the roster, in roster
+    /// order); reshare: the new committee. Empty otherwise.
+    pub committee: Vec<NodeName>,
+    /// create, reshare: nodes needed to sign. 0 otherwise.
+    pub threshold: u32,
+    /// repair: the node whose share is rebuilt.
+    pub target: Option<NodeName>,
+    /// Nodes that must not take part (empty: none).
+    pub exclude: Vec<NodeName>,
+    pub request_id: String,
+    pub expiry_unix: u64,
+}
+
+fn field(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn name_list(names: &[NodeName]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        field(&mut out, n.as_str().as_bytes());
+    }
+    out
+}
+
+impl AdminRequest {
+    /// The bytes every approving admin signs (see the module documentation).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        field(&mut out, ADMIN_REQUEST_TAG.as_bytes());
+        field(&mut out, self.operation.label().as_bytes());
+        field(&mut out, self.key_id.as_str().as_bytes());
+        field(
+            &mut out,
+            self.key_type.map(|t| t.as_str()).unwrap_or("").as_bytes(),
+        );
+        field(&mut out, &name_list(&self.committee));
+        field(&mut out, &self.threshold.to_be_bytes());
+        field(
+            &mut out,
+            self.target
+                .as_ref()
+                .map(|t| t.as_str())
+                .unwrap_or("")
+                .as_bytes(),
+        );
+        field(&mut out, &name_list(&self.exclude));
+        field(&mut out, self.request_id.as_bytes());
+        field(&mut out, &self.expiry_unix.to_be_bytes());
+        out
+    }
+
+    /// Checks what a node can check alone: the request id, the fields the
+    /// operation takes, and that the request has not expired and does not
+    /// expire more than a week out.
+    pub fn check_fields(&self, now_unix: u64) -> Result<(), String> {
+        if self.request_id.is_empty() || self.request_id.len() > 128 {
+            return Err("the admin request id must be 1-128 bytes".into());
+        }
+        let op = self.operation;
+        let takes_committee = matches!(op, AdminOp::Create | AdminOp::Reshare);
+        if !takes_committee && (!self.committee.is_empty() || self.threshold != 0) {
+            return Err(format!("a {op} request takes no committee or threshold"));
+        }
+        if op == AdminOp::Reshare && self.committee.is_empty() {
+            return Err("a reshare request names the new committee".into());
+        }
+        if (op == AdminOp::Repair) != self.target.is_some() {
+            return Err("a repair request, and only a repair request, names a target node".into());
+        }
+        if op == AdminOp::Create && self.key_type.is_none() {
+            return Err("a create request names the key type".into());
+        }
+        if self.expiry_unix < now_unix {
+            return Err(format!(
+                "the admin request {} expired {} s ago (at Unix time {}); every approval of it \
+                 has expired with it: collect new approvals",
+                self.request_id,
+                now_unix.saturating_sub(self.expiry_unix),
+                self.expiry_unix
+            ));
+        }
+        if self.expiry_unix > now_unix.saturating_add(MAX_ADMIN_EXPIRY_AHEAD_SECS) {
+            return Err(
+                "the admin request expires more than 7 days ahead of this node's clock".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Builds a request from the text fields of a proto message or request
+    /// file; an error names the field.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_fields(
+        operation: &str,
+        key_id: &str,
+        key_type: &str,
+        committee: &[String],
+        threshold: u32,
+        target: &str,
+        exclude: &[String],
+        request_id: String,
+        expiry_unix: u64,
+    ) -> Result<Self, (&'static str, String)> {
+        let names = |raw: &[String], f: &'static str| {
+            raw.iter()
+                .map(|n| NodeName::parse(n).map_err(|e| (f, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            operation: AdminOp::parse(operation).map_err(|e| ("operation", e))?,
+            key_id: KeyId::parse(key_id).map_err(|e| ("key_id", e.to_string()))?,
+            key_type: if key_type.is_empty() {
+                None
+            } else {
+                Some(KeyType::parse(key_type).map_err(|e| ("key_type", e.to_string()))?)
+            },
+            committee: names(committee, "committee")?,
+            threshold,
+            target: if target.is_empty() {
+                None
+            } else {
+                Some(NodeName::parse(target).map_err(|e| ("target", e.to_string()))?)
+            },
+            exclude: names(exclude, "exclude")?,
+            request_id,
+            expiry_unix,
+        })
+    }
+
+    /// The request in plain words, for the approving admin and for logs.
+    pub fn describe(&self) -> String {
+        let names = |v: &[NodeName]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        let mut s = match self.operation {
+            AdminOp::Create => format!(
+                "create a {} key {}, {}-of-n, committee: {}",
+                self.key_type.map(|t| t.as_str()).unwrap_or("?"),
+                self.key_id,
+                self.threshold,
+                if self.committee.is_empty() {
+                    "every node of the cluster".to_owned()
+                } else {
+                    names(&self.committee)
+                }
+            ),
+            AdminOp::Rotate => format!("rotate every share of key {}", self.key_id),
+            AdminOp::Repair => format!(
+                "rebuild node {}'s share of key {}, then rotate the key",
+                self.target.as_ref().map(|t| t.as_str()).unwrap_or("?"),
+                self.key_id
+            ),
+            AdminOp::Reshare => format!(
+                "move key {} to the committee {} with threshold {} (same public key)",
+                self.key_id,
+                names(&self.committee),
+                self.threshold
+            ),
+        };
+        if !self.exclude.is_empty() {
+            s.push_str(&format!(", excluding {}", names(&self.exclude)));
+        }
+        s
+    }
+}
+
+/// An admin request with the approvals (signatures over its canonical bytes,
+/// each with the approving admin's certificate chain) that travel with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAdmin {
+    pub request: AdminRequest,
+    pub approvals: Vec<ClientAuth>,
+}
+
+impl SignedAdmin {
+    /// SHA-256 over the canonical bytes and every approval, in order: what
+    /// the execution id of the operation binds (through the nonce).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut part = |b: &[u8]| {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        };
+        part(&self.request.canonical_bytes());
+        for a in &self.approvals {
+            part(&a.scheme.to_be_bytes());
+            part(&a.signature);
+            part(&(a.chain.len() as u64).to_be_bytes());
+            for c in &a.chain {
+                part(c);
+            }
+        }
+        h.finalize().into()
+    }
+
+    /// Does `nonce` (a coordinator's) bind this request and its approvals?
+    pub fn binds(&self, nonce: &[u8]) -> bool {
+        nonce.len() == NONCE_RANDOM.saturating_add(32)
+            && nonce.get(NONCE_RANDOM..) == Some(self.digest().as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> AdminRequest {
+        AdminRequest {
+            operation: AdminOp::Reshare,
+            key_id: KeyId::parse("k").unwrap(),
+            key_type: Some(KeyType::Secp256k1),
+            committee: vec![NodeName::parse("b").unwrap(), NodeName::parse("c").unwrap()],
+            threshold: 2,
+            target: None,
+            exclude: vec![NodeName::parse("a").unwrap()],
+            request_id: "r1".into(),
+            expiry_unix: 1_000,
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_canonical_bytes() {
+        let base = req().canonical_bytes();
+        let mut variants = Vec::new();
+        let mut r = req();
+        r.operation = AdminOp::Create;
+        variants.push(r);
+        let mut r = req();
+        r.key_id = KeyId::parse("k2").unwrap();
+        variants.push(r);
+        let mut r = req();
+        r.key_type = Some(KeyType::P256);
+        variants.push(r);
+        let mut r = req();
+        r.key_type = None;
+        variants.push(r);
+        let mut r = req();
+        r.committee.reverse();
+        variants.push(r);
+        let mut r = req();
+        r.threshold = 1;
+        variants.push(r);
+        let mut r = req();
+        r.target = Some(NodeName::parse("a").unwrap());
+        variants.push(r);
+        let mut r = req();
+        r.exclude.clear();
+        variants.push(r);
+        let mut r = req();
+        r.request_id = "r2".into();
+        variants.push(r);
+        let mut r = req();
+        r.expiry_unix += 1;
+        variants.push(r);
+        for v in variants {
+            assert_ne!(v.canonical_bytes(), base, "{v:?}");
+        }
+        // A name moved from the committee to the exclusions changes the bytes.
+        let mut a = req();
+        a.committee.pop();
+        a.exclude.push(NodeName::parse("c").unwrap());
+        assert_ne!(a.canonical_bytes(), base);
+    }
+
+    #[test]
+    fn fields_and_expiry_are_checked() {
+        let r = req();
+        assert!(r.check_fields(999).is_ok());
+        assert!(r.check_fields(1_001).unwrap_err().contains("expired"));
+        assert!(r.check_fields(0).is_ok(), "a week ahead is allowed");
+        let mut far = req();
+        far.expiry_unix = 999 + MAX_ADMIN_EXPIRY_AHEAD_SECS + 1;
+        assert!(far.check_fields(999).unwrap_err().contains("7 days"));
+        let mut r = req();
+        r.request_id.clear();
+        assert!(r.check_fields(999).is_err());
+        let mut r = req();
+        r.operation = AdminOp::Rotate;
+        assert!(r.check_fields(999).unwrap_err().contains("no committee"));
+        let mut r = req();
+        r.target = Some(NodeName::parse("a").unwrap());
+        assert!(r.check_fields(999).unwrap_err().contains("target"));
+        let mut r = req();
+        r.operation = AdminOp::Create;
+        r.key_type = None;
+        assert!(r.check_fields(999).unwrap_err().contains("key type"));
+    }
+
+    #[test]
+    fn the_nonce_binds_the_request_and_every_approval() {
+        let approval = ClientAuth {
+            chain: vec![vec![1; 10]],
+            scheme: 0x0403,
+            signature: vec![2; 70],
+        };
+        let s = SignedAdmin {
+            request: req(),
+            approvals: vec![approval.clone()],
+        };
+        let mut nonce = vec![9; NONCE_RANDOM];
+        nonce.extend_from_slice(&s.digest());
+        assert!(s.binds(&nonce));
+        assert!(!s.binds(&nonce[..NONCE_RANDOM]));
+        let mut two = s.clone();
+        two.approvals.push(approval);
+        assert!(!two.binds(&nonce), "an added approval changes the binding");
+        let mut other = s.clone();
+        other.approvals[0].signature[0] = 3;
+        assert!(!other.binds(&nonce));
+        let mut other = s;
+        other.request.threshold = 3;
+        assert!(!other.binds(&nonce));
+    }
+}

@@ -161,3 +161,71 @@ pub fn bound_nonce(signed: &thresig::client::SignedAdmin, fill: u8) -> Vec<u8> {
 pub fn admin_request(op: thresig::client::AdminOp, key: &str) -> thresig::client::AdminRequest {
     thresig::client::AdminRequest::new(op, key, Duration::from_secs(60)).unwrap()
 }
+
+/// A hostile node: it holds node `i`'s real certificate of the roster and
+/// sends whatever peer RPCs a test builds to the other nodes, which see it as
+/// that node (the sender is the certificate identity).
+pub struct Hostile {
+    pub name: thresig::domain::NodeName,
+    net: thresig::transport::peer::GrpcPeerNet,
+}
+
+impl Hostile {
+    pub fn as_node(c: &thresig::cluster::LocalCluster, i: usize) -> Self {
+        let cfg = &c.configs[i];
+        let peers: Vec<_> = cfg
+            .peers
+            .iter()
+            .filter(|p| p.name != cfg.name)
+            .map(|p| (p.name.clone(), p.peer_addr))
+            .collect();
+        let net = thresig::transport::peer::GrpcPeerNet::new(
+            &peers,
+            thresig::transport::tls::client_config(&cfg.tls).unwrap(),
+            &cfg.trust_domain,
+            Duration::from_secs(3),
+            cfg.timeouts,
+        )
+        .unwrap();
+        Self {
+            name: cfg.name.clone(),
+            net,
+        }
+    }
+
+    /// Sends `p` to node `to` as this node; the answer or the refusal.
+    pub async fn propose(
+        &self,
+        to: &str,
+        p: thresig::node::Proposal,
+    ) -> Result<thresig::node::Outcome, thresig::node::NodeError> {
+        use thresig::node::PeerNet;
+        self.net
+            .propose(&thresig::domain::NodeName::parse(to).unwrap(), p)
+            .await
+    }
+}
+
+/// Issues more admin certificates from the cluster's CA (for quorum tests).
+pub fn issue_admins(c: &thresig::cluster::LocalCluster, names: &[&str]) {
+    use thresig::pki::{Ca, Role};
+    let ca = Ca::load(
+        thresig::cluster::TRUST_DOMAIN,
+        &std::fs::read_to_string(c.layout.ca_cert()).unwrap(),
+        &std::fs::read_to_string(c.layout.ca_key()).unwrap(),
+    )
+    .unwrap();
+    for n in names {
+        ca.issue_to(&c.layout.dir, Role::Admin, n, 30).unwrap();
+    }
+}
+
+/// Replaces every running node's policy file with `text` and reloads it.
+pub fn set_policy(c: &thresig::cluster::LocalCluster, text: &str) {
+    for (cfg, n) in c.configs.iter().zip(&c.nodes) {
+        std::fs::write(cfg.policy.as_ref().unwrap(), text).unwrap();
+        if let Some(n) = n {
+            n.node.reload_policy().unwrap();
+        }
+    }
+}

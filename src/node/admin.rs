@@ -110,14 +110,15 @@ impl Node {
     /// proposal's nonce, and not used before for another operation (the use
     /// is recorded durably). Other proposals pass.
     pub(crate) fn check_admin_proposal(&self, p: &Proposal) -> Result<(), NodeError> {
-        let (ops, key_id): (&[AdminOp], &KeyId) = match &p.op {
-            Operation::Keygen { key_id, .. } => (&[AdminOp::Create], key_id),
+        let (ops, key_id, step): (&[AdminOp], &KeyId, &str) = match &p.op {
+            Operation::Keygen { key_id, .. } => (&[AdminOp::Create], key_id, "keygen"),
             // A repair ends with a refresh under the repair's request.
-            Operation::Refresh { key_id, .. } => (&[AdminOp::Rotate, AdminOp::Repair], key_id),
-            Operation::Repair { key_id, .. } => (&[AdminOp::Repair], key_id),
-            Operation::Reshare { key_id, .. } | Operation::Retire { key_id, .. } => {
-                (&[AdminOp::Reshare], key_id)
+            Operation::Refresh { key_id, .. } => {
+                (&[AdminOp::Rotate, AdminOp::Repair], key_id, "refresh")
             }
+            Operation::Repair { key_id, .. } => (&[AdminOp::Repair], key_id, "repair"),
+            Operation::Reshare { key_id, .. } => (&[AdminOp::Reshare], key_id, "reshare"),
+            Operation::Retire { key_id, .. } => (&[AdminOp::Reshare], key_id, "retire"),
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
@@ -151,7 +152,10 @@ impl Node {
             ));
         }
         let verified = self.verify_admin_request(signed)?;
-        if !self.store.use_admin_request(&r.request_id, &p.nonce)? {
+        if !self
+            .store
+            .use_admin_request(&r.request_id, &p.nonce, step, &p.eid)?
+        {
             return Err(denied(
                 r,
                 "its request id was already used for another operation; a request runs once",

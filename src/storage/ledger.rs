@@ -103,33 +103,57 @@ impl Store {
         Ok(fresh)
     }
 
-    /// Durably records the use of admin request `request_id` under the
-    /// coordinator nonce `nonce` (which binds the request and its
-    /// approvals). Every step of one operation carries the same nonce, so it
-    /// may come again; the same request id with any other nonce is a replay
-    /// and returns false.
-    pub fn use_admin_request(&self, request_id: &str, nonce: &[u8]) -> Result<bool, StorageError> {
+    /// Durably records that this node takes part in step `kind` (keygen,
+    /// refresh, repair, reshare, retire) of admin request `request_id`, in
+    /// the session `eid`, under the coordinator nonce `nonce` (which binds
+    /// the request and its approvals). Returns false for a replay: the same
+    /// request id under another nonce, or a second session of a step it
+    /// already took part in (a rotation replayed at the next epoch, say).
+    /// The same session again (a reshare's retirement) and the next step of
+    /// one operation (a repair's closing refresh) are accepted.
+    pub fn use_admin_request(
+        &self,
+        request_id: &str,
+        nonce: &[u8],
+        kind: &str,
+        eid: &ExecutionId,
+    ) -> Result<bool, StorageError> {
         let tx = self.write()?;
-        let fresh = {
+        let accepted = {
             let mut t = tx.open_table(ADMIN_REQUESTS).map_err(dberr)?;
             let seen = t
                 .get(request_id)
                 .map_err(dberr)?
                 .map(|v| v.value().to_vec());
-            match seen {
-                Some(n) => {
-                    drop(t);
-                    tx.abort().map_err(dberr)?;
-                    return Ok(n == nonce);
+            let mut rec = match seen {
+                None => AdminUse {
+                    nonce: hex::encode(nonce),
+                    uses: Vec::new(),
+                },
+                Some(raw) => {
+                    serde_json::from_slice::<AdminUse>(&raw).map_err(|e| StorageError::Corrupt {
+                        what: format!("admin request record {request_id}"),
+                        reason: e.to_string(),
+                    })?
                 }
-                None => {
-                    t.insert(request_id, nonce).map_err(dberr)?;
-                    true
-                }
-            }
+            };
+            let eid_hex = hex::encode(eid.as_bytes());
+            let accepted = if rec.nonce != hex::encode(nonce) {
+                false
+            } else if rec.uses.iter().any(|(_, e)| *e == eid_hex) {
+                true
+            } else if rec.uses.iter().any(|(k, _)| k == kind) {
+                false
+            } else {
+                rec.uses.push((kind.to_owned(), eid_hex));
+                let body = serde_json::to_vec(&rec).map_err(dberr)?;
+                t.insert(request_id, body.as_slice()).map_err(dberr)?;
+                true
+            };
+            accepted
         };
         tx.commit().map_err(dberr)?;
-        Ok(fresh)
+        Ok(accepted)
     }
 
     /// Durably records that this node is about to release its partial
@@ -330,4 +354,12 @@ impl Store {
             None => Ok(None),
         }
     }
+}
+
+/// What the store keeps of an admin request: the nonce it was first used
+/// under and the steps (kind, eid hex) this node took part in.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AdminUse {
+    nonce: String,
+    uses: Vec<(String, String)>,
 }

@@ -103,16 +103,48 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     let eid = ExecutionId::from_slice(&[5; 32]).unwrap();
     assert!(store.claim_eid(&eid, 1).unwrap());
     assert!(!store.claim_eid(&eid, 2).unwrap());
-    // An admin request id is bound to the first nonce it came under, also
-    // after the store is reopened.
-    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
-    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
-    assert!(!store.use_admin_request("adm-1", &[2; 64]).unwrap());
+    // An admin request id is bound to the first nonce it came under and
+    // runs each step once, also after the store is reopened.
+    let (e1, e2) = (
+        ExecutionId::from_slice(&[11; 32]).unwrap(),
+        ExecutionId::from_slice(&[12; 32]).unwrap(),
+    );
+    assert!(store
+        .use_admin_request("adm-1", &[1; 64], "repair", &e1)
+        .unwrap());
+    assert!(
+        store
+            .use_admin_request("adm-1", &[1; 64], "retire", &e1)
+            .unwrap(),
+        "same session"
+    );
+    assert!(
+        store
+            .use_admin_request("adm-1", &[1; 64], "refresh", &e2)
+            .unwrap(),
+        "next step"
+    );
+    assert!(
+        !store
+            .use_admin_request("adm-1", &[2; 64], "keygen", &e1)
+            .unwrap(),
+        "other nonce"
+    );
     drop(store);
     let store = Store::open(dir.path(), &node, &pass).unwrap();
-    assert!(!store.use_admin_request("adm-1", &[2; 64]).unwrap());
-    assert!(store.use_admin_request("adm-1", &[1; 64]).unwrap());
-    assert!(store.use_admin_request("adm-2", &[2; 64]).unwrap());
+    let e3 = ExecutionId::from_slice(&[13; 32]).unwrap();
+    assert!(
+        !store
+            .use_admin_request("adm-1", &[1; 64], "refresh", &e3)
+            .unwrap(),
+        "a replayed step"
+    );
+    assert!(store
+        .use_admin_request("adm-1", &[1; 64], "refresh", &e2)
+        .unwrap());
+    assert!(store
+        .use_admin_request("adm-2", &[2; 64], "refresh", &e3)
+        .unwrap());
     let id = KeyId::parse("k").unwrap();
     let e = LedgerEntry {
         schema: 1,

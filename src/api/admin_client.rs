@@ -11,8 +11,9 @@ use crate::domain::{KeyId, KeyType, NodeName};
 use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 use crate::node::request::ClientAuth;
 use crate::proto::admin::{
-    admin_client::AdminClient, AdminApproval, CreateKeyRequest, KeyInfo, RepairKeyRequest,
-    RepairKeyResponse, ReshareKeyRequest, ReshareKeyResponse, RotateKeyRequest, RotateKeyResponse,
+    admin_client::AdminClient, AdminApproval, CreateKeyRequest, KeyInfo, KeyStateRequest,
+    KeyStateResponse, RepairKeyRequest, RepairKeyResponse, ReshareKeyRequest, ReshareKeyResponse,
+    RotateKeyRequest, RotateKeyResponse,
 };
 
 /// How long a request built by a one-step call stays valid.
@@ -25,6 +26,8 @@ pub enum AdminOutcome {
     Rotated(RotateKeyResponse),
     Repaired(RepairKeyResponse),
     Reshared(ReshareKeyResponse),
+    /// A freeze, unfreeze or delete.
+    StateChanged(KeyStateResponse),
 }
 
 fn invalid(e: impl std::fmt::Display) -> ClientError {
@@ -142,6 +145,21 @@ impl Client {
                     .await?
                     .into_inner(),
             ),
+            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete => {
+                let req = KeyStateRequest {
+                    key_id,
+                    key_type,
+                    request_id,
+                    expiry_unix,
+                    approvals,
+                };
+                let resp = match r.operation {
+                    AdminOp::Freeze => admin.freeze_key(req).await?,
+                    AdminOp::Unfreeze => admin.unfreeze_key(req).await?,
+                    _ => admin.delete_key(req).await?,
+                };
+                AdminOutcome::StateChanged(resp.into_inner())
+            }
             AdminOp::Reshare => AdminOutcome::Reshared(
                 admin
                     .reshare_key(ReshareKeyRequest {
@@ -237,6 +255,20 @@ impl Client {
         r.threshold = threshold;
         match self.approve_and_submit(r).await? {
             AdminOutcome::Reshared(k) => Ok(k),
+            other => Err(invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Admin: freezes, unfreezes or deletes `key` (`op` is one of those) on
+    /// every node of its committee.
+    pub async fn change_key_state(
+        &mut self,
+        key: &str,
+        op: AdminOp,
+    ) -> Result<KeyStateResponse, ClientError> {
+        let r = AdminRequest::new(op, key, DEFAULT_ADMIN_EXPIRY)?;
+        match self.approve_and_submit(r).await? {
+            AdminOutcome::StateChanged(k) => Ok(k),
             other => Err(invalid(format!("unexpected answer {other:?}"))),
         }
     }

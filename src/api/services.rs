@@ -203,6 +203,52 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// Freeze, unfreeze or delete.
+    async fn change_state(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+        op: AdminOp,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            op,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let s = counted(
+            &self.metrics,
+            &self.node,
+            op.label(),
+            self.node.audit_admin(
+                &who.name,
+                op.label(),
+                key.as_str(),
+                self.node.change_key_state(&signed).await,
+            ),
+        )?;
+        tracing::info!(admin = %who, key = %key, operation = %op, applied = ?s.applied,
+            not_applied = ?s.not_applied, "key state changed");
+        Ok(Response::new(apb::KeyStateResponse {
+            key: Some(key_info(&s.key)),
+            applied: s.applied.iter().map(ToString::to_string).collect(),
+            not_applied: s
+                .not_applied
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect(),
+        }))
+    }
+}
+
 /// The request fields of an admin message other than its id, expiry and approvals.
 #[derive(Default)]
 struct Fields<'a> {
@@ -291,6 +337,7 @@ pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
         epoch: rec.epoch,
         state: match &rec.state {
             crate::storage::KeyState::Frozen(why) => format!("frozen: {why}"),
+            crate::storage::KeyState::Deleted(why) => format!("deleted: {why}"),
             s => s.label().to_owned(),
         },
         chain_code: rec.chain_code.to_vec(),
@@ -465,6 +512,27 @@ impl apb::admin_server::Admin for AdminService {
             public_key_unchanged: s.public_key_unchanged,
             duration_ms: s.elapsed.as_millis() as u64,
         }))
+    }
+
+    async fn freeze_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Freeze).await
+    }
+
+    async fn unfreeze_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Unfreeze).await
+    }
+
+    async fn delete_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Delete).await
     }
 
     async fn reload_policy(

@@ -7,20 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use super::conn::Conn;
 use super::keys::print_key;
 use super::UsageError;
 use crate::client::{AdminOp, AdminOutcome, AdminRequest, SignedAdmin};
 use crate::domain::{KeyType, NodeName};
-use crate::node::request::ClientAuth;
+use crate::node::admin_file::RequestFile;
 use crate::pki::{Layout, Role};
 use crate::transport::request_auth::RequestSigner;
 use crate::transport::tls::TlsFiles;
-
-/// What a request file says it is.
-const FILE_FORMAT: &str = "thresig-admin-request/v1";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -144,124 +140,6 @@ impl SignerArgs {
     }
 }
 
-/// A request file: the request's fields and the approvals collected so far.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestFile {
-    format: String,
-    request: RequestFields,
-    #[serde(default)]
-    approvals: Vec<ApprovalFile>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestFields {
-    operation: String,
-    key_id: String,
-    #[serde(default)]
-    key_type: String,
-    #[serde(default)]
-    committee: Vec<String>,
-    #[serde(default)]
-    threshold: u32,
-    #[serde(default)]
-    target: String,
-    #[serde(default)]
-    exclude: Vec<String>,
-    request_id: String,
-    expiry_unix: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApprovalFile {
-    /// Informational only: the name the approving admin gave. Nodes read the
-    /// identity from the certificate.
-    admin: String,
-    /// Certificate chain, DER in hex, leaf first.
-    chain: Vec<String>,
-    signature_scheme: u16,
-    /// Hex.
-    signature: String,
-}
-
-impl RequestFile {
-    fn new(signed: &SignedAdmin, names: &[String]) -> Self {
-        let r = &signed.request;
-        let list = |v: &[NodeName]| v.iter().map(ToString::to_string).collect();
-        Self {
-            format: FILE_FORMAT.into(),
-            request: RequestFields {
-                operation: r.operation.label().into(),
-                key_id: r.key_id.to_string(),
-                key_type: r.key_type.map(|t| t.to_string()).unwrap_or_default(),
-                committee: list(&r.committee),
-                threshold: r.threshold,
-                target: r
-                    .target
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                exclude: list(&r.exclude),
-                request_id: r.request_id.clone(),
-                expiry_unix: r.expiry_unix,
-            },
-            approvals: signed
-                .approvals
-                .iter()
-                .zip(names)
-                .map(|(a, name)| ApprovalFile {
-                    admin: name.clone(),
-                    chain: a.chain.iter().map(hex::encode).collect(),
-                    signature_scheme: a.scheme,
-                    signature: hex::encode(&a.signature),
-                })
-                .collect(),
-        }
-    }
-
-    fn signed(&self) -> anyhow::Result<(SignedAdmin, Vec<String>)> {
-        anyhow::ensure!(
-            self.format == FILE_FORMAT,
-            UsageError(format!(
-                "not a thresig admin request file (format {:?}, expected {FILE_FORMAT:?})",
-                self.format
-            ))
-        );
-        let f = &self.request;
-        let request = AdminRequest::from_fields(
-            &f.operation,
-            &f.key_id,
-            &f.key_type,
-            &f.committee,
-            f.threshold,
-            &f.target,
-            &f.exclude,
-            f.request_id.clone(),
-            f.expiry_unix,
-        )
-        .map_err(|(field, e)| UsageError(format!("request.{field}: {e}")))?;
-        let mut approvals = Vec::new();
-        for (i, a) in self.approvals.iter().enumerate() {
-            let bad = |what: &str, e: hex::FromHexError| {
-                UsageError(format!("approvals[{i}].{what}: not hex: {e}"))
-            };
-            approvals.push(ClientAuth {
-                chain: a
-                    .chain
-                    .iter()
-                    .map(|c| hex::decode(c).map_err(|e| bad("chain", e)))
-                    .collect::<Result<_, _>>()?,
-                scheme: a.signature_scheme,
-                signature: hex::decode(&a.signature).map_err(|e| bad("signature", e))?,
-            });
-        }
-        let names = self.approvals.iter().map(|a| a.admin.clone()).collect();
-        Ok((SignedAdmin { request, approvals }, names))
-    }
-}
-
 fn read(path: &Path) -> anyhow::Result<(SignedAdmin, Vec<String>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the request file {}", path.display()))?;
@@ -271,7 +149,7 @@ fn read(path: &Path) -> anyhow::Result<(SignedAdmin, Vec<String>)> {
             path.display()
         ))
     })?;
-    file.signed()
+    Ok(file.signed().map_err(UsageError)?)
 }
 
 /// Writes the file next to itself and renames it into place, so a crash
@@ -420,6 +298,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     println!("helpers      {}", r.helpers.join(", "));
                     println!("epoch        {} -> {}", rot.old_epoch, rot.new_epoch);
                 }
+                AdminOutcome::StateChanged(r) => super::keys::print_state_change(&r)?,
                 AdminOutcome::Reshared(r) => {
                     let k = r.key.unwrap_or_default();
                     println!(

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::conn::Conn;
-use crate::client::KeyInfo;
+use crate::client::{AdminOp, KeyInfo};
 use crate::domain::KeyType;
 use crate::pki::Role;
 
@@ -82,6 +82,40 @@ pub enum Cmd {
         /// Nodes needed to sign afterwards (2 <= t <= committee size).
         #[arg(long)]
         threshold: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Emergency stop: the key stops signing on every node of its committee.
+    ///
+    /// Signing then answers FAILED_PRECONDITION (key-not-active) until
+    /// `keys unfreeze`. Nodes that cannot be reached are listed; send the
+    /// request again when they are back.
+    Freeze {
+        /// The key's name.
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Let a frozen key sign again (frozen by an admin, or by an invalid
+    /// final signature: read `keys show` first).
+    Unfreeze {
+        /// The key's name.
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Destroy every share of a key on every node of its committee. Cannot
+    /// be undone.
+    ///
+    /// Each node deletes its active and staged shares in one durable commit
+    /// and keeps a tombstone, so the name is not reused; ledgers and audit
+    /// logs stay. Backups taken earlier still hold shares: destroy them too.
+    Delete {
+        /// The key's name.
+        key: String,
+        /// Required: you mean it.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -242,6 +276,17 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 r.not_retired.join(", ")
             );
         }
+        Cmd::Freeze { key, conn } => state_change(&key, AdminOp::Freeze, &conn).await?,
+        Cmd::Unfreeze { key, conn } => state_change(&key, AdminOp::Unfreeze, &conn).await?,
+        Cmd::Delete { key, yes, conn } => {
+            if !yes {
+                return Err(super::UsageError(format!(
+                    "deleting key {key} destroys every share of it for good; pass --yes to confirm"
+                ))
+                .into());
+            }
+            state_change(&key, AdminOp::Delete, &conn).await?
+        }
         Cmd::List { conn } => {
             let keys = conn.client(Role::Admin)?.list_keys().await?;
             if keys.is_empty() {
@@ -261,6 +306,31 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Show { key, conn } => print_key(&conn.client(Role::Admin)?.get_key(&key).await?),
     }
+    Ok(())
+}
+
+async fn state_change(key: &str, op: AdminOp, conn: &Conn) -> anyhow::Result<()> {
+    let mut c = conn.client(Role::Admin)?;
+    eprintln!(
+        "{op} of key {key} via node {}: every committee node checks the request...",
+        conn.server
+    );
+    let r = c.change_key_state(key, op).await?;
+    print_state_change(&r)
+}
+
+/// Prints a freeze, unfreeze or delete result; an error if some node did not apply it.
+pub fn print_state_change(r: &crate::proto::admin::KeyStateResponse) -> anyhow::Result<()> {
+    if let Some(k) = &r.key {
+        println!("key          {}", k.key_id);
+        println!("state        {}", k.state);
+    }
+    println!("applied on   {}", r.applied.join(", "));
+    anyhow::ensure!(
+        r.not_applied.is_empty(),
+        "not applied on {}; send the request again when they are back",
+        r.not_applied.join(", ")
+    );
     Ok(())
 }
 

@@ -119,6 +119,9 @@ impl Node {
             Operation::Repair { key_id, .. } => (&[AdminOp::Repair], key_id, "repair"),
             Operation::Reshare { key_id, .. } => (&[AdminOp::Reshare], key_id, "reshare"),
             Operation::Retire { key_id, .. } => (&[AdminOp::Reshare], key_id, "retire"),
+            Operation::Lifecycle { key_id, action } => {
+                (std::slice::from_ref(action), key_id, action.label())
+            }
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
@@ -233,7 +236,7 @@ impl Node {
                     return Err(mismatch("threshold"));
                 }
             }
-            Operation::Refresh { key_id, .. } => {
+            Operation::Refresh { key_id, .. } | Operation::Lifecycle { key_id, .. } => {
                 if let (Some(t), Some(rec)) = (r.key_type, self.store.key(key_id)?) {
                     if t != rec.key_type {
                         return Err(mismatch("key type"));

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! field("thresig/admin-request/v1")
-//! field(operation, UTF-8: create | rotate | repair | reshare)
+//! field(operation, UTF-8: create | rotate | repair | reshare | freeze | unfreeze | delete)
 //! field(key id, UTF-8)
 //! field(key type, UTF-8: secp256k1 | p256; empty when not given)
 //! field(committee)     field(name) for each node, in party order (create, reshare)
@@ -41,17 +41,31 @@ pub const MAX_APPROVALS: usize = 16;
 /// Length of the random part of a coordinator nonce for an admin operation.
 pub const NONCE_RANDOM: usize = 32;
 
-/// An admin operation that changes a key and runs a session.
+/// An admin operation that changes a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdminOp {
     Create,
     Rotate,
     Repair,
     Reshare,
+    /// Emergency stop: the key stops signing on every node that applies it.
+    Freeze,
+    /// A frozen key signs again.
+    Unfreeze,
+    /// Every committee node destroys its shares; a tombstone stays.
+    Delete,
 }
 
 impl AdminOp {
-    pub const ALL: [AdminOp; 4] = [Self::Create, Self::Rotate, Self::Repair, Self::Reshare];
+    pub const ALL: [AdminOp; 7] = [
+        Self::Create,
+        Self::Rotate,
+        Self::Repair,
+        Self::Reshare,
+        Self::Freeze,
+        Self::Unfreeze,
+        Self::Delete,
+    ];
 
     /// The operation's name in requests, policies and audit entries.
     pub fn label(self) -> &'static str {
@@ -60,6 +74,9 @@ impl AdminOp {
             Self::Rotate => "rotate",
             Self::Repair => "repair",
             Self::Reshare => "reshare",
+            Self::Freeze => "freeze",
+            Self::Unfreeze => "unfreeze",
+            Self::Delete => "delete",
         }
     }
 
@@ -68,7 +85,10 @@ impl AdminOp {
             .into_iter()
             .find(|o| o.label() == s)
             .ok_or_else(|| {
-                format!("unknown admin operation {s:?}; known: create, rotate, repair, reshare")
+                format!(
+                    "unknown admin operation {s:?}; known: create, rotate, repair, reshare, \
+                     freeze, unfreeze, delete"
+                )
             })
     }
 }
@@ -245,6 +265,15 @@ impl AdminRequest {
                 self.key_id,
                 names(&self.committee),
                 self.threshold
+            ),
+            AdminOp::Freeze => {
+                format!("freeze key {}: it stops signing on every node", self.key_id)
+            }
+            AdminOp::Unfreeze => format!("unfreeze key {}: it signs again", self.key_id),
+            AdminOp::Delete => format!(
+                "DELETE key {}: every committee node destroys its shares for good (the name is \
+                 not reused)",
+                self.key_id
             ),
         };
         if !self.exclude.is_empty() {

@@ -47,6 +47,9 @@ impl Node {
             KeyState::Frozen(why) => Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is frozen: {why}"
             ))),
+            KeyState::Deleted(why) => Err(NodeError::KeyNotActive(format!(
+                "key {key_id} is deleted: {why}"
+            ))),
             KeyState::Retired => Err(NodeError::NotInCommittee(format!(
                 "key {key_id} is retired here: this node left the key's committee; \
                  send the request to a node of the current committee"
@@ -164,14 +167,15 @@ impl Node {
         };
         let timeout = self.timeouts.ping;
         let down = |why: String| Some((n.clone(), why));
-        let (epoch, signing, ledger) =
+        let (epoch, signing, ledger, lifecycle) =
             match tokio::time::timeout(timeout, self.net.propose(n, status)).await {
                 Ok(Ok(Outcome::ShareStatus {
                     epoch,
                     signing,
                     ledger,
+                    lifecycle,
                     ..
-                })) => (epoch, signing, ledger),
+                })) => (epoch, signing, ledger, lifecycle),
                 Ok(Ok(_)) => {
                     let why = "answered the status query with another outcome";
                     return (down(why.to_owned()), None);
@@ -180,6 +184,11 @@ impl Node {
                 Err(_) => return (down(format!("no answer within {timeout:?}")), None),
             };
         let ledger = ledger.map(|l| (n.clone(), *l));
+        // A freeze or delete the peer applied and this node missed: checked
+        // here as if its coordinator had sent it.
+        if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
+            return (down(format!("the key changed there: {done}")), ledger);
+        }
         // The epoch is the peer's word: compared with checked arithmetic.
         let verdict = match (epoch, rec.rotation) {
             (Some(e), _) if e == rec.epoch && to_sign && !signing => down(
@@ -277,24 +286,31 @@ impl Node {
         let joining = rec.as_ref().is_some_and(|r| {
             r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
         });
+        let lifecycle = rec
+            .as_ref()
+            .and_then(|_| self.lifecycle_proposal(key_id))
+            .map(Box::new);
         match rec {
             Some(r) if joining => Outcome::ShareStatus {
                 epoch: Some(r.epoch),
                 signing: false,
                 rotation: None,
                 ledger: None,
+                lifecycle,
             },
             Some(r) if epoch.is_some() => Outcome::ShareStatus {
                 epoch,
                 signing,
                 rotation: r.rotation.map(|p| p.eid),
                 ledger: None,
+                lifecycle,
             },
             _ => Outcome::ShareStatus {
                 epoch: None,
                 signing: false,
                 rotation: None,
                 ledger: None,
+                lifecycle,
             },
         }
     }

@@ -32,6 +32,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 
 mod admin;
+pub mod admin_file;
 pub mod admin_request;
 mod authz;
 pub(crate) mod committee;

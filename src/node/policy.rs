@@ -18,10 +18,11 @@
 //!
 //! [[admin]]
 //! name = "ops"
-//! operations = ["*"]            # or some of: create, rotate, reshare, repair, read, reload-policy
+//! operations = ["*"]            # or some of: create, rotate, reshare, repair, freeze, unfreeze,
+//!                               # delete, read, reload-policy
 //!
 //! [[quorum]]                    # key changes that need several admins (see quorum.rs)
-//! operations = ["reshare"]      # some of: create, rotate, repair, reshare
+//! operations = ["reshare"]      # some of: create, rotate, repair, reshare, freeze, unfreeze, delete
 //! admins = ["ops-1", "ops-2", "sec-1"]
 //! required = 2                  # distinct admins of that list who signed the request
 //!
@@ -38,11 +39,14 @@ use serde::Deserialize;
 use crate::domain::{DerivationPath, KeyId};
 
 /// Admin operations a policy can grant.
-pub const ADMIN_OPERATIONS: [&str; 6] = [
+pub const ADMIN_OPERATIONS: [&str; 9] = [
     "create",
     "rotate",
     "reshare",
     "repair",
+    "freeze",
+    "unfreeze",
+    "delete",
     "read",
     "reload-policy",
 ];

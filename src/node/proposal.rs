@@ -15,7 +15,7 @@ use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
 use crate::protocol::sign::Signature;
 
 /// What a coordinator asks a participant to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Keygen {
         key_id: KeyId,
@@ -78,6 +78,11 @@ pub enum Operation {
         committee: Vec<NodeName>,
         threshold: u8,
     },
+    /// Freeze, unfreeze or delete the key (the admin request says which).
+    Lifecycle {
+        key_id: KeyId,
+        action: super::admin_request::AdminOp,
+    },
     /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
     Activate {
         key_id: KeyId,
@@ -88,7 +93,7 @@ pub enum Operation {
 
 /// A proposal: the operation, its execution id, the coordinator's nonce and,
 /// for a key change, the admin request behind it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposal {
     pub eid: ExecutionId,
     pub nonce: Vec<u8>,
@@ -125,6 +130,9 @@ pub enum Outcome {
         rotation: Option<[u8; 32]>,
         /// This node's ledger entry for the request id asked about, if any.
         ledger: Option<Box<crate::storage::LedgerEntry>>,
+        /// The last freeze, unfreeze or delete this node applied to the key,
+        /// for a node that missed it.
+        lifecycle: Option<Box<Proposal>>,
     },
     /// A new member of a reshare staged its share; every new member computed
     /// `confirmation`, and `public_key` is the key its new share belongs to.
@@ -140,6 +148,10 @@ pub enum Outcome {
     Watermarked,
     /// This node's part of a repair is done.
     Repaired,
+    /// A freeze, unfreeze or delete is applied here; the key's state now.
+    Lifecycle {
+        state: String,
+    },
 }
 
 /// How a call to another node failed.

@@ -5,8 +5,8 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::{
-    dberr, share_slot, KeyRecord, KeyState, RotationProof, StorageError, Store, KEYS, PENDING,
-    SHARES,
+    dberr, share_slot, KeyRecord, KeyState, RotationProof, StorageError, Store, KEYS, LIFECYCLE,
+    PENDING, SHARES,
 };
 use crate::domain::KeyId;
 use crate::secret::SecretBytes;
@@ -284,6 +284,25 @@ impl Store {
     /// committee: the active and any staged share are deleted and the record
     /// kept as `Retired`, in one transaction. Returns false if already retired.
     pub fn retire(&self, id: &KeyId) -> Result<bool, StorageError> {
+        self.end_key(id, KeyState::Retired, None)
+    }
+
+    /// Deletes this node's shares of a key (active and staged) and keeps its
+    /// record as a `Deleted` tombstone, in one durable transaction. The
+    /// ledger and audit entries stay, and so does `proof` (what deleted it,
+    /// opaque to the store). Returns false if already deleted.
+    pub fn delete_key(&self, id: &KeyId, why: String, proof: &[u8]) -> Result<bool, StorageError> {
+        self.end_key(id, KeyState::Deleted(why), Some(proof))
+    }
+
+    /// Drops every share of `id` and sets its record to `end` (Retired or
+    /// Deleted), unless the record already has that state; keeps `proof`.
+    fn end_key(
+        &self,
+        id: &KeyId,
+        end: KeyState,
+        proof: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
             let mut keys = tx.open_table(KEYS).map_err(dberr)?;
@@ -291,11 +310,16 @@ impl Store {
                 Some(v) => self.open_record(id, v.value())?,
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
-            if rec.state == KeyState::Retired {
+            if rec.state.label() == end.label() {
                 return Ok(false);
             }
             self.drop_shares(&tx, id, rec.epoch)?;
-            rec.state = KeyState::Retired;
+            rec.state = end;
+            if let Some(proof) = proof {
+                let mut t = tx.open_table(LIFECYCLE).map_err(dberr)?;
+                t.insert(id.as_str(), self.seal_mac(id, proof.to_vec())?.as_slice())
+                    .map_err(dberr)?;
+            }
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
         }

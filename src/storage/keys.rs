@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{dberr, share_slot, KeyRecord, KeyState, StorageError, Store, KEYS, SHARES};
+use super::{dberr, share_slot, KeyRecord, KeyState, StorageError, Store, KEYS, LIFECYCLE, SHARES};
 use crate::domain::KeyId;
 use crate::secret::SecretBytes;
 
@@ -111,5 +111,42 @@ impl Store {
                 .map_err(dberr)?;
         }
         tx.commit().map_err(dberr)
+    }
+
+    /// Sets `state` and keeps `proof` (what changed it, opaque to the store)
+    /// in one transaction.
+    pub fn set_state_with_proof(
+        &self,
+        id: &KeyId,
+        state: KeyState,
+        proof: &[u8],
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
+            let mut rec = match keys.get(id.as_str()).map_err(dberr)? {
+                Some(v) => self.open_record(id, v.value())?,
+                None => return Err(StorageError::NotFound(format!("key {id}"))),
+            };
+            rec.state = state;
+            keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
+                .map_err(dberr)?;
+            let mut t = tx.open_table(LIFECYCLE).map_err(dberr)?;
+            t.insert(id.as_str(), self.seal_mac(id, proof.to_vec())?.as_slice())
+                .map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// What last changed the key's state through `set_state_with_proof`.
+    pub fn lifecycle_proof(&self, id: &KeyId) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(LIFECYCLE).map_err(dberr)?;
+        match t.get(id.as_str()).map_err(dberr)? {
+            Some(v) => Ok(Some(
+                self.open_mac(id, "lifecycle proof", v.value())?.to_vec(),
+            )),
+            None => Ok(None),
+        }
     }
 }

@@ -47,6 +47,9 @@ const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 /// "key\0scope" -> the slot watermark (MACed JSON).
 const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("watermarks");
+/// Key id -> the last freeze, unfreeze or delete applied here (opaque JSON
+/// from the node, MACed), to hand to a node that missed it.
+const LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle");
 /// Admin request id -> the coordinator nonce it was first used under.
 const ADMIN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_requests");
 
@@ -128,7 +131,15 @@ impl Store {
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
         let tx = db.begin_write().map_err(dberr)?;
-        for t in [KEYS, SHARES, LEDGER, PENDING, WATERMARKS, ADMIN_REQUESTS] {
+        for t in [
+            KEYS,
+            SHARES,
+            LEDGER,
+            PENDING,
+            WATERMARKS,
+            ADMIN_REQUESTS,
+            LIFECYCLE,
+        ] {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;

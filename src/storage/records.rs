@@ -25,6 +25,10 @@ pub enum KeyState {
     /// Joining the committee in a reshare: a share is staged but not active
     /// until that reshare's epoch is activated. Holds the old record.
     Joining,
+    /// Deleted by an approved admin request (the reason says which): no
+    /// share is left; the record stays as a tombstone so the name is not
+    /// reused, and the ledger and audit entries stay.
+    Deleted(String),
 }
 
 impl KeyState {
@@ -35,6 +39,7 @@ impl KeyState {
             Self::Retired => "retired",
             Self::Repairing => "repairing",
             Self::Joining => "joining",
+            Self::Deleted(_) => "deleted",
         }
     }
 }

@@ -6,7 +6,7 @@
 use tonic::Status;
 
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
-use crate::node::admin_request::{AdminRequest, SignedAdmin};
+use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::{Operation, Outcome, Proposal, WIRE_VERSION};
 use crate::proto::peer as pb;
@@ -62,6 +62,10 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
                     .map_err(|_| bad("threshold", "out of range"))?,
             }
         }
+        pb::propose_request::Op::Lifecycle(l) => Operation::Lifecycle {
+            key_id: KeyId::parse(&l.key_id).map_err(|e| bad("key_id", e))?,
+            action: AdminOp::parse(&l.action).map_err(|e| bad("action", e))?,
+        },
         pb::propose_request::Op::Retire(r) => Operation::Retire {
             key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
             epoch: r.epoch,
@@ -148,6 +152,12 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             threshold: threshold.into(),
             record: Some(record_to_pb(&record)),
         }),
+        Operation::Lifecycle { key_id, action } => {
+            pb::propose_request::Op::Lifecycle(pb::LifecycleProposal {
+                key_id: key_id.to_string(),
+                action: action.label().into(),
+            })
+        }
         Operation::Retire {
             key_id,
             epoch,
@@ -281,7 +291,9 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             signing,
             rotation,
             ledger,
+            lifecycle,
         } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            lifecycle: lifecycle.map(|p| proposal_to_pb(*p)),
             ledger: ledger.map(|l| ledger_to_pb(&l)),
             has_share: epoch.is_some(),
             epoch: epoch.unwrap_or(0),
@@ -297,6 +309,9 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         }),
         Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
         Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
+        Outcome::Lifecycle { state } => {
+            pb::propose_response::Result::Lifecycle(pb::LifecycleResult { state })
+        }
         Outcome::Watermarked => pb::propose_response::Result::Watermark(pb::WatermarkResult {}),
         Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
         Outcome::Keygen {
@@ -473,6 +488,12 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
                 Some(arr(&s.rotation, "rotation")?)
             },
             ledger: s.ledger.map(ledger_from_pb).transpose()?.map(Box::new),
+            lifecycle: match s.lifecycle {
+                Some(p) => Some(Box::new(
+                    proposal_from_pb(p).map_err(|e| format!("lifecycle: {}", e.message()))?,
+                )),
+                None => None,
+            },
         }),
         pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
             confirmation: arr(&r.confirmation, "confirmation")?,
@@ -480,6 +501,7 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         }),
         pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
         pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
+        pb::propose_response::Result::Lifecycle(l) => Ok(Outcome::Lifecycle { state: l.state }),
         pb::propose_response::Result::Watermark(_) => Ok(Outcome::Watermarked),
         pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {

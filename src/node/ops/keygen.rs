@@ -68,11 +68,7 @@ impl Node {
                 )));
             }
         }
-        if self.store.key(key_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!(
-                "key {key_id} already exists"
-            )));
-        }
+        self.check_name_free(key_id)?;
         let down = self.unreachable(&committee).await;
         if !down.is_empty() {
             let list = reasons(&down);
@@ -146,6 +142,21 @@ impl Node {
         }
     }
 
+    /// Refuses a key id this node holds, or held (a deleted key's tombstone).
+    fn check_name_free(&self, key_id: &KeyId) -> Result<(), NodeError> {
+        match self.store.key(key_id)? {
+            None => Ok(()),
+            Some(rec) => match rec.state {
+                KeyState::Deleted(why) => Err(NodeError::AlreadyExists(format!(
+                    "key {key_id} was deleted ({why}); a deleted key's name is not reused"
+                ))),
+                _ => Err(NodeError::AlreadyExists(format!(
+                    "key {key_id} already exists"
+                ))),
+            },
+        }
+    }
+
     pub(crate) async fn participate_keygen(
         &self,
         p: &Proposal,
@@ -157,11 +168,7 @@ impl Node {
         let me = self.check_members(committee)?;
         let t = Threshold::new(threshold, committee.len())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        if self.store.key(key_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!(
-                "key {key_id} already exists here"
-            )));
-        }
+        self.check_name_free(key_id)?;
         let expected = eid(key_id, key_type, threshold, committee, &p.nonce);
         let out = self
             .claim_session(&p.eid, expected, committee)?

@@ -8,6 +8,7 @@
 //! | rotate (refresh, activate, release) | `rotate.rs` | `refresh` |
 //! | repair | `repair.rs` | `repair` |
 //! | reshare (deal, stage, retire) | `reshare/` | `reshare` |
+//! | freeze, unfreeze, delete | `lifecycle.rs` | `lifecycle` |
 //!
 //! Adding an admin operation that runs a session touches its ops file (with
 //! its `OpKind`), the proto, the admin service, the CLI and its policy name.
@@ -15,6 +16,7 @@
 //! proposal to its operation and audits key-changing sessions.
 
 pub mod keygen;
+pub mod lifecycle;
 pub mod repair;
 pub mod reshare;
 pub mod rotate;
@@ -37,6 +39,8 @@ pub enum OpKind {
     Watermark,
     /// A share status query (no session).
     Status,
+    /// Freeze, unfreeze or delete (no session).
+    Lifecycle,
 }
 
 impl OpKind {
@@ -49,6 +53,7 @@ impl OpKind {
             Self::Reshare => "reshare",
             Self::Watermark => "watermark",
             Self::Status => "status",
+            Self::Lifecycle => "lifecycle",
         }
     }
 
@@ -91,6 +96,7 @@ impl Node {
             Operation::Repair { key_id, .. } => Some(("repair", key_id.clone())),
             Operation::Activate { key_id, .. } => Some(("activate", key_id.clone())),
             Operation::Retire { key_id, .. } => Some(("retire", key_id.clone())),
+            Operation::Lifecycle { key_id, action } => Some((action.label(), key_id.clone())),
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. } => None,
@@ -194,6 +200,9 @@ impl Node {
                 epoch,
                 confirmation,
             } => self.participate_activate(&p.eid, &key_id, epoch, confirmation),
+            Operation::Lifecycle { key_id, action } => {
+                self.participate_lifecycle(&p, &key_id, action)
+            }
         }
     }
 }

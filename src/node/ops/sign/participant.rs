@@ -7,7 +7,7 @@
 use crate::domain::NodeName;
 use crate::node::faults;
 use crate::node::request::{ClientAuth, SignRequest};
-use crate::node::{committee_of, now_unix, Node, NodeError, Outcome, Proposal};
+use crate::node::{committee_of, names, now_unix, Node, NodeError, Outcome, Proposal};
 use crate::protocol::scheme;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
@@ -223,7 +223,13 @@ impl Node {
                 error: ProtocolError::InvalidSignature,
                 blamed,
             }) => {
-                let why = format!("final signature of session {} failed verification", p.eid);
+                let why = format!(
+                    "final signature of session {} (signers {}) failed verification at Unix {}; \
+                     no party was blamed",
+                    p.eid,
+                    names(participants),
+                    crate::node::now_unix()
+                );
                 self.store
                     .set_state(key_id, KeyState::Frozen(why.clone()))?;
                 tracing::error!(key = %key_id, eid = %p.eid, "key frozen: {why}");

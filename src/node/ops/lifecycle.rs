@@ -1,0 +1,203 @@
+//! A key's lifecycle: freeze (an emergency stop), unfreeze and delete, each
+//! on an approved admin request that every committee node checks itself
+//! (`admin.rs`) before it applies it. No engine session runs: the
+//! coordinator sends the request to every committee node, retrying the
+//! unreachable ones for a while, and reports where it is not yet applied.
+
+use super::OpKind;
+use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::admin::admin_nonce;
+use crate::node::admin_file::LifecycleProof;
+use crate::node::admin_request::{AdminOp, SignedAdmin};
+use crate::node::committee::reasons;
+use crate::node::{committee_of, names, now_unix, Node, NodeError, Operation, Outcome, Proposal};
+use crate::storage::{KeyRecord, KeyState};
+
+/// The execution id of a freeze, unfreeze or delete of `key_id`.
+pub fn eid(key_id: &KeyId, action: AdminOp, nonce: &[u8]) -> ExecutionId {
+    OpKind::Lifecycle.eid(key_id, 0, &[], action.label().as_bytes(), nonce)
+}
+
+/// What a freeze, unfreeze or delete reports.
+#[derive(Debug, Clone)]
+pub struct LifecycleSummary {
+    /// The key as this node holds it afterwards.
+    pub key: KeyRecord,
+    pub applied: Vec<NodeName>,
+    /// Committee nodes that did not apply it yet, with why.
+    pub not_applied: Vec<(NodeName, String)>,
+}
+
+impl Node {
+    /// Freezes, unfreezes or deletes the key the signed admin request names
+    /// on every node of its committee.
+    pub async fn change_key_state(
+        &self,
+        signed: &SignedAdmin,
+    ) -> Result<LifecycleSummary, NodeError> {
+        let action = signed.request.operation;
+        if !matches!(
+            action,
+            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete
+        ) {
+            return Err(NodeError::InvalidArgument(format!(
+                "admin request {} asks to {action}, not to freeze, unfreeze or delete",
+                signed.request.request_id
+            )));
+        }
+        let verified = self.admit_admin_request(signed, action)?;
+        let key_id = &signed.request.key_id;
+        let rec = self.key(key_id)?;
+        if matches!(rec.state, KeyState::Retired) {
+            return Err(NodeError::NotInCommittee(format!(
+                "key {key_id} is retired here; send the request to a node of its committee"
+            )));
+        }
+        let committee = committee_of(&rec)?;
+        let nonce = admin_nonce(signed)?;
+        let proposal = Proposal {
+            eid: eid(key_id, action, &nonce),
+            nonce,
+            admin: Some(Box::new(signed.clone())),
+            op: Operation::Lifecycle {
+                key_id: key_id.clone(),
+                action,
+            },
+        };
+        tracing::info!(
+            key = %key_id,
+            %action,
+            approvers = %names(&verified.approvers),
+            committee = %names(&committee),
+            "applying on every committee node",
+        );
+        let not_applied = self.call_with_retries(&committee, &proposal).await;
+        let applied: Vec<NodeName> = committee
+            .iter()
+            .filter(|n| !not_applied.iter().any(|(f, _)| f == *n))
+            .cloned()
+            .collect();
+        if applied.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "{action} of key {key_id} was applied on no node: {}",
+                reasons(&not_applied)
+            )));
+        }
+        Ok(LifecycleSummary {
+            key: self.key(key_id)?,
+            applied,
+            not_applied,
+        })
+    }
+
+    /// Applies a checked freeze, unfreeze or delete here.
+    pub(crate) fn participate_lifecycle(
+        &self,
+        p: &Proposal,
+        key_id: &KeyId,
+        action: AdminOp,
+    ) -> Result<Outcome, NodeError> {
+        if p.eid != eid(key_id, action, &p.nonce) {
+            return Err(NodeError::PermissionDenied(
+                "the execution id does not match the proposal".into(),
+            ));
+        }
+        let rec = self.key(key_id)?;
+        let by = p
+            .admin
+            .as_deref()
+            .map(|a| format!("admin request {}", a.request.request_id))
+            .unwrap_or_default();
+        let why = format!("{action} by {by} at Unix {}", now_unix());
+        let proof = LifecycleProof::of(p)
+            .and_then(|x| serde_json::to_vec(&x).ok())
+            .unwrap_or_default();
+        let state = match (action, &rec.state) {
+            (_, KeyState::Deleted(_)) => rec.state.clone(),
+            (AdminOp::Delete, _) => {
+                self.store.delete_key(key_id, why.clone(), &proof)?;
+                self.forget_opened(key_id);
+                KeyState::Deleted(why)
+            }
+            (AdminOp::Freeze, KeyState::Active) => {
+                let frozen = KeyState::Frozen(why);
+                self.store
+                    .set_state_with_proof(key_id, frozen.clone(), &proof)?;
+                frozen
+            }
+            (AdminOp::Freeze, KeyState::Frozen(_)) => rec.state.clone(),
+            (AdminOp::Unfreeze, KeyState::Frozen(_)) => {
+                self.store
+                    .set_state_with_proof(key_id, KeyState::Active, &proof)?;
+                KeyState::Active
+            }
+            (AdminOp::Unfreeze, KeyState::Active) => KeyState::Active,
+            (_, other) => {
+                return Err(NodeError::KeyNotActive(format!(
+                    "key {key_id} is {} here; {action} applies to an active or frozen key",
+                    other.label()
+                )))
+            }
+        };
+        if action == AdminOp::Delete && !matches!(rec.state, KeyState::Deleted(_)) {
+            tracing::warn!(key = %key_id, eid = %p.eid, "key deleted: every share of it here is destroyed");
+        } else {
+            tracing::info!(key = %key_id, %action, state = state.label(), "key state changed");
+        }
+        if let (AdminOp::Freeze | AdminOp::Unfreeze, KeyState::Deleted(_)) = (action, &state) {
+            return Err(NodeError::KeyNotActive(format!(
+                "key {key_id} is deleted here"
+            )));
+        }
+        Ok(Outcome::Lifecycle {
+            state: state.label().to_owned(),
+        })
+    }
+
+    /// The last freeze, unfreeze or delete applied here, as a proposal that
+    /// a node which missed it can check and apply.
+    pub(crate) fn lifecycle_proposal(&self, key_id: &KeyId) -> Option<Proposal> {
+        let raw = self.store.lifecycle_proof(key_id).ok().flatten()?;
+        let proof: LifecycleProof = serde_json::from_slice(&raw).ok()?;
+        proof.proposal().ok()
+    }
+
+    /// Applies a freeze or delete that peer `from` applied and this node
+    /// missed (it was down): checked exactly as if a coordinator had sent
+    /// it. A freeze is taken only while this node has seen no freeze,
+    /// unfreeze or delete of the key, so a stale freeze cannot undo a later
+    /// unfreeze. Returns what this node did, if it applied it.
+    pub(crate) fn catch_up_lifecycle(&self, from: &NodeName, p: Proposal) -> Option<String> {
+        let Operation::Lifecycle { key_id, action } = &p.op else {
+            return None;
+        };
+        let ours = self.store.key(key_id).ok().flatten()?;
+        let take = match action {
+            AdminOp::Delete => !matches!(ours.state, KeyState::Deleted(_)),
+            AdminOp::Freeze => {
+                ours.state == KeyState::Active
+                    && self.store.lifecycle_proof(key_id).ok().flatten().is_none()
+            }
+            _ => false,
+        };
+        if !take {
+            return None;
+        }
+        let (key_id, action) = (key_id.clone(), *action);
+        let applied = self
+            .check_admin_proposal(&p)
+            .and_then(|()| self.participate_lifecycle(&p, &key_id, action));
+        match applied {
+            Ok(_) => {
+                tracing::warn!(key = %key_id, %action, node = %from,
+                    "applied a key state change this node had missed");
+                Some(format!("{action} (learned from node {from})"))
+            }
+            Err(e) => {
+                tracing::warn!(key = %key_id, %action, node = %from, error = %e,
+                    "a peer's key state change did not check out here");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! A key's lifecycle (issue 11): freeze stops signing on every node, unfreeze
+//! needs its quorum, delete destroys every share and leaves a tombstone, and
+//! a node that was down learns of a delete when it next talks to the others.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{
+    admin_request, approved_by, check_signature, cluster, issue_admins, set_policy, ADMIN, CLIENT,
+};
+use thresig::client::{AdminOp, AdminOutcome};
+use thresig::domain::KeyId;
+use thresig::storage::KeyState;
+
+const POLICY: &str = r#"
+[[client]]
+name = "validator"
+keys = ["*"]
+paths = ["m"]
+
+[[admin]]
+name = "ops"
+operations = ["*"]
+
+[[quorum]]
+operations = ["unfreeze", "delete"]
+admins = ["ops-1", "sec-1"]
+required = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    issue_admins(&c, &["ops-1", "sec-1"]);
+    set_policy(&c, POLICY);
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let sign_everywhere = |digest: u8| {
+        let c = &c;
+        async move {
+            let mut out = Vec::new();
+            for i in 0..3 {
+                out.push(
+                    c.client(i, CLIENT)
+                        .unwrap()
+                        .sign("k", [digest; 32], "", "")
+                        .await,
+                );
+            }
+            out
+        }
+    };
+
+    // ops may freeze alone (no quorum names freeze): every node stops signing.
+    let r = c
+        .client(1, ADMIN)
+        .unwrap()
+        .change_key_state("k", AdminOp::Freeze)
+        .await
+        .unwrap();
+    assert_eq!(r.applied.len(), 3, "{r:?}");
+    assert!(r.not_applied.is_empty(), "{r:?}");
+    for res in sign_everywhere(0x71).await {
+        let e = res.unwrap_err();
+        assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+        assert!(e.to_string().contains("frozen"), "{e}");
+    }
+    // `keys show` says who froze it and when.
+    let shown = c.client(2, ADMIN).unwrap().get_key("k").await.unwrap();
+    assert!(
+        shown
+            .state
+            .starts_with("frozen: freeze by admin request adm-"),
+        "{}",
+        shown.state
+    );
+
+    // Unfreezing needs two of the quorum: ops alone, or ops-1 alone, is refused.
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .change_key_state("k", AdminOp::Unfreeze)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    let alone = approved_by(&c, admin_request(AdminOp::Unfreeze, "k"), &["ops-1"]);
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&alone)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("missing approvals"), "{e}");
+    for i in 0..3 {
+        let rec = c.nodes[i].as_ref().unwrap().node.key(&id).unwrap();
+        assert_eq!(rec.state.label(), "frozen", "node {i}");
+    }
+    let both = approved_by(
+        &c,
+        admin_request(AdminOp::Unfreeze, "k"),
+        &["ops-1", "sec-1"],
+    );
+    let out = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&both)
+        .await
+        .unwrap();
+    let AdminOutcome::StateChanged(r) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.applied.len(), 3);
+    for res in sign_everywhere(0x72).await {
+        check_signature(&res.unwrap(), &[0x72; 32], &info.public_key);
+    }
+
+    // A key frozen by an invalid final signature (the state a participant
+    // stores when an abort names nobody) is unfrozen the same way.
+    for n in c.nodes.iter().flatten() {
+        n.node
+            .store()
+            .set_state(
+                &id,
+                KeyState::Frozen("final signature of session x failed verification".into()),
+            )
+            .unwrap();
+    }
+    assert!(sign_everywhere(0x73).await.iter().all(|r| r.is_err()));
+    let both = approved_by(
+        &c,
+        admin_request(AdminOp::Unfreeze, "k"),
+        &["sec-1", "ops-1"],
+    );
+    c.client(2, ADMIN)
+        .unwrap()
+        .submit_admin(&both)
+        .await
+        .unwrap();
+    for res in sign_everywhere(0x74).await {
+        check_signature(&res.unwrap(), &[0x74; 32], &info.public_key);
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_key_is_gone_everywhere_and_a_node_that_was_down_learns_it() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    issue_admins(&c, &["ops-1", "sec-1"]);
+    set_policy(&c, POLICY);
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let signed = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("k", [0x81; 32], "", "ledger-entry")
+        .await
+        .unwrap();
+    let partner = if signed.participants.contains(&"a".to_string()) {
+        0
+    } else {
+        1
+    };
+
+    // c is down; a and b delete their shares with two approvals.
+    c.stop_node(2).await;
+    let delete = approved_by(&c, admin_request(AdminOp::Delete, "k"), &["ops-1", "sec-1"]);
+    let out = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&delete)
+        .await
+        .unwrap();
+    let AdminOutcome::StateChanged(r) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.applied, vec!["a", "b"]);
+    assert_eq!(r.not_applied.len(), 1, "{r:?}");
+    assert!(r.not_applied[0].starts_with("c ("), "{r:?}");
+    for i in [0, 1] {
+        let node = &c.nodes[i].as_ref().unwrap().node;
+        let rec = node.key(&id).unwrap();
+        assert_eq!(rec.state.label(), "deleted", "node {i}");
+        assert!(!node.store().has_share(&id, rec.epoch).unwrap(), "node {i}");
+    }
+    // The ledger and the audit log stay.
+    let node = &c.nodes[partner].as_ref().unwrap().node;
+    let entry = node.store().ledger_get(&id, "ledger-entry").unwrap();
+    assert!(entry.is_some(), "the signer's ledger entry is gone");
+    let audit = c.client(0, ADMIN).unwrap().audit_tail(20).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.kind == "session.delete" && e.decision == "ok"),
+        "{audit:?}"
+    );
+    // The name is not reused.
+    let e = c
+        .client(1, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::AlreadyExists), "{e}");
+    assert!(e.to_string().contains("not reused"), "{e}");
+
+    // c comes back with its share. Asked to sign, it asks the others, learns
+    // of the delete, checks the approvals itself and deletes its share too.
+    c.start_node(2).await.unwrap();
+    let c_node = c.nodes[2].as_ref().unwrap().node.clone();
+    assert!(c_node.key(&id).unwrap().state == KeyState::Active);
+    let e = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("k", [0x82; 32], "", "")
+        .await
+        .unwrap_err();
+    assert!(e.code().is_some(), "{e}");
+    let rec = c_node.key(&id).unwrap();
+    assert_eq!(rec.state.label(), "deleted", "{e}");
+    assert!(!c_node.store().has_share(&id, rec.epoch).unwrap());
+    let e = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("k", [0x83; 32], "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("deleted"), "{e}");
+    drop(c_node);
+    c.stop().await;
+}

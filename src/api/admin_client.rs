@@ -96,10 +96,9 @@ impl Client {
         let committee: Vec<String> = r.committee.iter().map(ToString::to_string).collect();
         let (request_id, expiry_unix) = (r.request_id.clone(), r.expiry_unix);
         let approvals = approvals(&signed.approvals);
-        if !r.exclude.is_empty() {
-            return Err(invalid(
-                "this version of thresig cannot send a request that excludes nodes",
-            ));
+        let exclude: Vec<String> = r.exclude.iter().map(ToString::to_string).collect();
+        if !exclude.is_empty() && r.operation != AdminOp::Reshare {
+            return Err(invalid("only a reshare can exclude nodes"));
         }
         Ok(match r.operation {
             AdminOp::Create => AdminOutcome::Created(
@@ -167,6 +166,7 @@ impl Client {
                         committee,
                         threshold: r.threshold,
                         key_type,
+                        exclude,
                         request_id,
                         expiry_unix,
                         approvals,
@@ -250,9 +250,23 @@ impl Client {
         committee: &[String],
         threshold: u32,
     ) -> Result<ReshareKeyResponse, ClientError> {
+        self.reshare_key_excluding(key, committee, threshold, &[])
+            .await
+    }
+
+    /// Admin: a recovery reshare: as `reshare_key`, with the current members
+    /// `exclude` taking no part (down or not trusted).
+    pub async fn reshare_key_excluding(
+        &mut self,
+        key: &str,
+        committee: &[String],
+        threshold: u32,
+        exclude: &[String],
+    ) -> Result<ReshareKeyResponse, ClientError> {
         let mut r = AdminRequest::new(AdminOp::Reshare, key, DEFAULT_ADMIN_EXPIRY)?;
         r.committee = names(committee)?;
         r.threshold = threshold;
+        r.exclude = names(exclude)?;
         match self.approve_and_submit(r).await? {
             AdminOutcome::Reshared(k) => Ok(k),
             other => Err(invalid(format!("unexpected answer {other:?}"))),

@@ -257,6 +257,7 @@ struct Fields<'a> {
     committee: &'a [String],
     threshold: u32,
     target: &'a str,
+    exclude: &'a [String],
 }
 
 /// The signed admin request an admin message carries. The node checks the
@@ -275,7 +276,7 @@ fn signed_admin(
         f.committee,
         f.threshold,
         f.target,
-        &[],
+        f.exclude,
         request_id,
         expiry_unix,
     )
@@ -360,7 +361,7 @@ impl apb::admin_server::Admin for AdminService {
                 key_type: &r.key_type,
                 committee: &r.committee,
                 threshold: r.threshold,
-                target: "",
+                ..Fields::default()
             },
             r.request_id,
             r.expiry_unix,
@@ -476,7 +477,8 @@ impl apb::admin_server::Admin for AdminService {
                 key_type: &r.key_type,
                 committee: &r.committee,
                 threshold: r.threshold,
-                target: "",
+                exclude: &r.exclude,
+                ..Fields::default()
             },
             r.request_id,
             r.expiry_unix,

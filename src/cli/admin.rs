@@ -50,6 +50,9 @@ pub enum Cmd {
         /// repair: the node whose share is rebuilt.
         #[arg(long)]
         node: Option<String>,
+        /// reshare: current members that take no part (a recovery reshare).
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
         /// How long the request (and every approval of it) stays valid: a
         /// number with s, m, h or d, at most 7d.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -210,6 +213,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             committee,
             threshold,
             node,
+            exclude,
             valid_for,
             out,
             signer,
@@ -222,6 +226,10 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?;
             r.threshold = threshold;
             r.target = node.as_deref().map(NodeName::parse).transpose()?;
+            r.exclude = exclude
+                .iter()
+                .map(|n| NodeName::parse(n))
+                .collect::<Result<_, _>>()?;
             r.check_fields(now_unix()).map_err(UsageError)?;
             let approval = signer.signer()?.approve(&r)?;
             let names = vec![signer.identity.clone().unwrap_or_else(|| "proposer".into())];

@@ -72,7 +72,13 @@ pub enum Cmd {
     /// current and new member must be up; send the request to a node of the
     /// current committee. Signing answers UNAVAILABLE (retry) meanwhile.
     ///
+    /// A recovery reshare removes a broken or rogue member: --exclude it, and
+    /// t of the other current members deal while it is down or hostile; a
+    /// frozen key can be moved this way. The excluded member's old share is
+    /// useless once the others have moved on.
+    ///
     /// Example: thresig keys reshare validator-1 --committee b,c,d --threshold 2
+    ///          thresig keys reshare validator-1 --committee b,c,d --threshold 2 --exclude a
     Reshare {
         /// The key's name.
         key: String,
@@ -82,6 +88,9 @@ pub enum Cmd {
         /// Nodes needed to sign afterwards (2 <= t <= committee size).
         #[arg(long)]
         threshold: u32,
+        /// Current members that take no part (down or not trusted), comma separated.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -232,6 +241,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             key,
             committee,
             threshold,
+            exclude,
             conn,
         } => {
             let mut c = conn.client(Role::Admin)?;
@@ -246,7 +256,15 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 conn.server,
                 before.threshold,
             );
-            let r = c.reshare_key(&key, &committee, threshold).await?;
+            if !exclude.is_empty() {
+                eprintln!(
+                    "recovery reshare: {} take(s) no part; t of the other members deal",
+                    exclude.join(", ")
+                );
+            }
+            let r = c
+                .reshare_key_excluding(&key, &committee, threshold, &exclude)
+                .await?;
             let after = r.key.unwrap_or_default();
             let unchanged = r.public_key_unchanged && after.public_key == before.public_key;
             println!("key          {}", after.key_id);
@@ -269,11 +287,20 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             println!("duration     {:.2} s", r.duration_ms as f64 / 1e3);
             anyhow::ensure!(unchanged, "the public key changed during the reshare");
+            let (excluded, stray): (Vec<&String>, Vec<&String>) =
+                r.not_retired.iter().partition(|n| n.contains("(excluded"));
+            for x in excluded {
+                println!("excluded     {x}");
+            }
             anyhow::ensure!(
-                r.not_retired.is_empty(),
+                stray.is_empty(),
                 "these nodes left the committee but still hold their old share; delete the key's \
                  data on them by hand: {}",
-                r.not_retired.join(", ")
+                stray
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Cmd::Freeze { key, conn } => state_change(&key, AdminOp::Freeze, &conn).await?,

@@ -94,9 +94,9 @@ impl Node {
                 r.request_id, r.operation
             )));
         }
-        if !r.exclude.is_empty() {
+        if !r.exclude.is_empty() && op != AdminOp::Reshare {
             return Err(NodeError::InvalidArgument(format!(
-                "admin request {}: excluding nodes ({}) is not supported yet",
+                "admin request {}: only a reshare can exclude nodes ({})",
                 r.request_id,
                 names(&r.exclude)
             )));
@@ -145,9 +145,6 @@ impl Node {
             ));
         }
         self.check_parameters(r, &p.op)?;
-        if !r.exclude.is_empty() {
-            return Err(denied(r, "excluding nodes is not supported yet"));
-        }
         if !signed.binds(&p.nonce) {
             return Err(denied(
                 r,
@@ -178,6 +175,11 @@ impl Node {
     fn check_parameters(&self, r: &AdminRequest, op: &Operation) -> Result<(), NodeError> {
         let mismatch =
             |what: &str| denied(r, format!("the proposal's {what} is not the request's"));
+        if !r.exclude.is_empty()
+            && !matches!(op, Operation::Reshare { .. } | Operation::Retire { .. })
+        {
+            return Err(denied(r, "only a reshare can exclude nodes"));
+        }
         match op {
             Operation::Keygen {
                 key_type,
@@ -212,8 +214,19 @@ impl Node {
                 committee,
                 threshold,
                 record,
+                dealers,
                 ..
             } => {
+                if let Some(x) = dealers
+                    .iter()
+                    .chain(committee)
+                    .find(|n| r.exclude.contains(n))
+                {
+                    return Err(denied(
+                        r,
+                        format!("node {x} takes part, but the request excludes it"),
+                    ));
+                }
                 if r.committee != *committee {
                     return Err(mismatch("committee"));
                 }

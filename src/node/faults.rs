@@ -76,7 +76,7 @@ mod imp {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use imp::{arm, disarm_all};
+pub use imp::{arm, disarm_all, kill};
 
 /// Returns an error if `point` is armed on `node` (fault-injection builds only).
 #[inline]

@@ -193,7 +193,12 @@ impl Store {
                 rec.committee = m.committee;
                 rec.threshold = m.threshold;
             }
-            if matches!(rec.state, KeyState::Repairing | KeyState::Joining) {
+            // A new epoch, fully refreshed under an approved request, ends a
+            // freeze too (a recovery reshare of a frozen key).
+            if matches!(
+                rec.state,
+                KeyState::Repairing | KeyState::Joining | KeyState::Frozen(_)
+            ) {
                 rec.state = KeyState::Active;
             }
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())

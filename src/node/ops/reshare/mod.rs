@@ -12,7 +12,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::OpKind;
-use crate::domain::{ExecutionId, NodeName, Threshold};
+use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
@@ -89,6 +89,32 @@ pub struct ReshareSummary {
     pub elapsed: std::time::Duration,
 }
 
+/// Checks a recovery reshare's exclusions: current members, not dealing
+/// (this node coordinates, so it deals), not in the new committee.
+fn check_exclusions(
+    key_id: &KeyId,
+    excluded: &[NodeName],
+    old: &[NodeName],
+    new: &[NodeName],
+    me: &NodeName,
+) -> Result<(), NodeError> {
+    for x in excluded {
+        let why = if !old.contains(x) {
+            "is not in the key's current committee"
+        } else if new.contains(x) {
+            "is in the new committee"
+        } else if x == me {
+            "is this node, which coordinates; send the request to another member"
+        } else {
+            continue;
+        };
+        return Err(NodeError::InvalidArgument(format!(
+            "cannot exclude node {x} from the reshare of key {key_id}: it {why}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a proposed new committee and threshold.
 fn check_new_membership(committee: &[NodeName], threshold: u8) -> Result<(), NodeError> {
     Threshold::new(threshold.into(), committee.len())
@@ -109,8 +135,9 @@ fn check_new_membership(committee: &[NodeName], threshold: u8) -> Result<(), Nod
 impl Node {
     /// Moves the key the signed admin request names to its committee with
     /// its threshold, keeping the public key. Every current member must be up
-    /// and on the key's epoch; the new members must be up. Signing with the
-    /// key is paused for the duration.
+    /// and on the key's epoch, except those the request excludes (a recovery
+    /// reshare: t of the others deal, and a frozen key may be moved); the new
+    /// members must be up. Signing with the key is paused for the duration.
     pub async fn reshare(&self, signed: &SignedAdmin) -> Result<ReshareSummary, NodeError> {
         self.admit_admin_request(signed, AdminOp::Reshare)?;
         let r = &signed.request;
@@ -120,7 +147,13 @@ impl Node {
         })?;
         let started = Instant::now();
         let rec = self.key(key_id)?;
-        if rec.state != KeyState::Active {
+        let excluded = &r.exclude;
+        let movable = match rec.state {
+            KeyState::Active => true,
+            KeyState::Frozen(_) => !excluded.is_empty(),
+            _ => false,
+        };
+        if !movable {
             return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {} here; send the request to a node of its current committee",
                 rec.state.label()
@@ -133,18 +166,47 @@ impl Node {
             )));
         }
         let old_committee = committee_of(&rec)?;
+        check_exclusions(key_id, excluded, &old_committee, committee, &self.name)?;
         if old_committee == committee && rec.threshold == threshold {
             return Err(NodeError::InvalidArgument(format!(
                 "key {key_id} already has this committee and threshold; use rotate to refresh its \
                  shares"
             )));
         }
-        let down = self.not_ready(&rec, &old_committee, false).await;
-        if !down.is_empty() {
+        // The current members that take part: every one, or in a recovery
+        // reshare every one not excluded, of which the staying members and t
+        // dealers must be ready (the others are retired if they answer).
+        let present: Vec<NodeName> = old_committee
+            .iter()
+            .filter(|n| !excluded.contains(n))
+            .cloned()
+            .collect();
+        let down = self.not_ready(&rec, &present, false).await;
+        if excluded.is_empty() && !down.is_empty() {
             return Err(NodeError::Unavailable(format!(
                 "reshare needs every current committee node at epoch {}: not available: {}; \
-                 repair or bring them back first",
+                 repair or bring them back first, or exclude them (a recovery reshare)",
                 rec.epoch,
+                reasons(&down)
+            )));
+        }
+        if let Some((n, why)) = down.iter().find(|(n, _)| committee.contains(n)) {
+            return Err(NodeError::Unavailable(format!(
+                "node {n} stays in the committee but is not available ({why}); bring it back or \
+                 exclude it too"
+            )));
+        }
+        let ready: Vec<NodeName> = present
+            .iter()
+            .filter(|n| !down.iter().any(|(d, _)| d == *n))
+            .cloned()
+            .collect();
+        if ready.len() < usize::from(rec.threshold) {
+            return Err(NodeError::Unavailable(format!(
+                "a reshare needs {} live members of the current committee to deal; ready: {}; not \
+                 available: {}",
+                rec.threshold,
+                names(&ready),
                 reasons(&down)
             )));
         }
@@ -162,7 +224,7 @@ impl Node {
         }
         // Dealers: t current members, preferring this node and then those
         // staying in the committee (fewer parties), kept in committee order.
-        let mut ranked = old_committee.clone();
+        let mut ranked = ready.clone();
         ranked.sort_by_key(|n| (*n != self.name, !committee.contains(n)));
         ranked.truncate(rec.threshold.into());
         let dealers: Vec<NodeName> = old_committee
@@ -195,7 +257,7 @@ impl Node {
                 record: Box::new(rec.clone()),
             },
         };
-        let mut everyone = old_committee.clone();
+        let mut everyone = present.clone();
         everyone.extend(newcomers.iter().cloned());
         let outcomes = match self.propose_all(&parties, proposal).await {
             Ok(o) => o,
@@ -260,7 +322,7 @@ impl Node {
             )));
         }
 
-        let leaving: Vec<NodeName> = old_committee
+        let leaving: Vec<NodeName> = present
             .iter()
             .filter(|n| !committee.contains(n))
             .cloned()
@@ -282,11 +344,19 @@ impl Node {
             leaving = %names(&leaving),
             "reshare: active on the new committee; retiring the members that left",
         );
-        let not_retired = self.call_with_retries(&leaving, &retire).await;
+        let mut not_retired = self.call_with_retries(&leaving, &retire).await;
         let retired = leaving
             .into_iter()
             .filter(|n| !not_retired.iter().any(|(f, _)| f == n))
             .collect();
+        not_retired.extend(excluded.iter().map(|x| {
+            let why = format!(
+                "excluded: its epoch-{old_epoch} share was not deleted; it cannot sign without {} \
+                 other shares of that epoch, which the members that took part no longer hold",
+                rec.threshold.saturating_sub(1)
+            );
+            (x.clone(), why)
+        }));
         let key = match self.key(key_id) {
             Ok(k) if k.state == KeyState::Active => k,
             // This node left the committee: report what the new one holds.

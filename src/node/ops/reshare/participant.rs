@@ -36,7 +36,8 @@ impl Node {
         // run with dealers that hold that same record.
         let own = self.store.key(key_id)?;
         let joining = match &own {
-            Some(r) if r.state == KeyState::Active => false,
+            // A frozen key may be moved by an approved (recovery) reshare.
+            Some(r) if matches!(r.state, KeyState::Active | KeyState::Frozen(_)) => false,
             Some(r) if matches!(r.state, KeyState::Retired | KeyState::Joining) && !is_dealer => {
                 true
             }

@@ -305,10 +305,11 @@ impl<C: Curve> Keygen<C> {
         cc3.insert(me_idx, own.cc);
         let mut zero3 = Vec::new();
         let mut mul3 = Vec::new();
+        let mut echoes = EchoCheck::new(&echo2, self.me, 2);
         for (&from, raw) in &inbox {
             let m: R3<C> = self.decode_from(from, raw)?;
             let b: Bcast3 = self.decode_from(from, &m.bcast)?;
-            compare_echo(&echo2, &b.echo, from, 2)?;
+            echoes.add(from, &b.echo)?;
             if b.cc.sender_index.as_u8() != from
                 || m.zero.parties.sender.as_u8() != from
                 || m.mul.parties.sender.as_u8() != from
@@ -326,6 +327,7 @@ impl<C: Curve> Keygen<C> {
             zero3.push(m.zero);
             mul3.push(m.mul);
         }
+        echoes.finish()?;
         let session = self
             .session
             .take()
@@ -370,43 +372,103 @@ impl<C: Curve> Keygen<C> {
         else {
             return Err(ProtocolError::InvalidArgs("round 4 out of order".into()));
         };
+        let mut echoes = EchoCheck::new(&echo3, self.me, 3);
         for (&from, raw) in &inbox {
             let m: R4 = self.decode_from(from, raw)?;
-            compare_echo(&echo3, &m.echo, from, 3)?;
+            echoes.add(from, &m.echo)?;
             if m.package_hash != output.package_hash {
                 return Err(ProtocolError::ConfirmationMismatch { from });
             }
         }
+        echoes.finish()?;
         Ok(output)
     }
 }
 
-/// Compares a peer's echo of a broadcast round with ours. A difference at
-/// sender `k` means `k` sent different payloads to the peer and to us.
-pub(crate) fn compare_echo(
-    mine: &BTreeMap<PartyIdx, [u8; 32]>,
-    theirs: &BTreeMap<PartyIdx, [u8; 32]>,
-    from: PartyIdx,
+/// The echoes of one broadcast round, compared with what this party
+/// received. Every echo is compared before anyone is named, so a conclusive
+/// finding (a sender that equivocated, an echoer that misreports its own or
+/// our broadcast) wins over a mismatch that only names two suspects.
+pub(crate) struct EchoCheck<'a> {
+    mine: &'a BTreeMap<PartyIdx, [u8; 32]>,
+    me: PartyIdx,
     round: u32,
-) -> Result<(), ProtocolError> {
-    if theirs.len() != mine.len() || theirs.keys().ne(mine.keys()) {
-        return Err(ProtocolError::misbehaved(
-            from,
-            round.saturating_add(1),
-            "echo covers the wrong parties",
-        ));
-    }
-    for (sender, h) in mine {
-        if theirs.get(sender) != Some(h) {
-            // The echoing peer itself reports its own broadcast differently
-            // only if it lies about it; otherwise `sender` equivocated.
-            return Err(ProtocolError::Equivocation {
-                sender: *sender,
-                round,
-            });
+    faults: Vec<ProtocolError>,
+}
+
+impl<'a> EchoCheck<'a> {
+    pub(crate) fn new(mine: &'a BTreeMap<PartyIdx, [u8; 32]>, me: PartyIdx, round: u32) -> Self {
+        Self {
+            mine,
+            me,
+            round,
+            faults: Vec::new(),
         }
     }
-    Ok(())
+
+    /// Compares `from`'s echo with ours (see `echo_fault` for who is at
+    /// fault when they differ). An echo of the wrong parties fails at once.
+    pub(crate) fn add(
+        &mut self,
+        from: PartyIdx,
+        theirs: &BTreeMap<PartyIdx, [u8; 32]>,
+    ) -> Result<(), ProtocolError> {
+        if theirs.len() != self.mine.len() || theirs.keys().ne(self.mine.keys()) {
+            return Err(ProtocolError::misbehaved(
+                from,
+                self.round.saturating_add(1),
+                "echo covers the wrong parties",
+            ));
+        }
+        for (sender, h) in self.mine {
+            if theirs.get(sender) != Some(h) {
+                self.faults
+                    .push(echo_fault(*sender, self.me, from, self.round));
+            }
+        }
+        Ok(())
+    }
+
+    /// The most conclusive fault found, if any.
+    pub(crate) fn finish(self) -> Result<(), ProtocolError> {
+        most_conclusive(self.faults)
+    }
+}
+
+/// Of the echo faults of one round: one that blames a party, else the first.
+pub(crate) fn most_conclusive(mut faults: Vec<ProtocolError>) -> Result<(), ProtocolError> {
+    match faults.iter().position(|f| f.blamed().is_some()) {
+        Some(i) => Err(faults.swap_remove(i)),
+        None => faults.into_iter().next().map_or(Ok(()), Err),
+    }
+}
+
+/// Who is at fault when `echoer`'s echo of `sender`'s round-`round`
+/// broadcast differs from what party `me` received. The echoer alone, if
+/// the broadcast is its own (it sent us something else) or ours (we know
+/// what we sent); otherwise the two are suspects and neither is blamed
+/// alone, since the echoer may be lying to frame an honest sender.
+pub(crate) fn echo_fault(
+    sender: PartyIdx,
+    me: PartyIdx,
+    echoer: PartyIdx,
+    round: u32,
+) -> ProtocolError {
+    if sender == echoer {
+        ProtocolError::Equivocation { sender, round }
+    } else if sender == me {
+        ProtocolError::misbehaved(
+            echoer,
+            round.saturating_add(1),
+            format!("its echo misreports this party's own round-{round} broadcast"),
+        )
+    } else {
+        ProtocolError::EchoMismatch {
+            sender,
+            echoer,
+            round,
+        }
+    }
 }
 
 pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
@@ -453,3 +515,7 @@ impl<C: Curve> Protocol for Keygen<C> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "keygen_echo_tests.rs"]
+mod echo_tests;

@@ -114,6 +114,20 @@ pub enum ProtocolError {
     /// payloads to different parties (detected by the echo check).
     #[error("party {sender} sent inconsistent broadcasts in round {round} (echo check)")]
     Equivocation { sender: PartyIdx, round: u32 },
+    /// Party `echoer` reports another hash of party `sender`'s broadcast than
+    /// this party received: `sender` sent different payloads, or `echoer`
+    /// lies about what it got. Echoes are not signed, so both are suspects
+    /// and neither is blamed alone (a lying echoer cannot frame an honest
+    /// sender).
+    #[error(
+        "party {echoer}'s echo of party {sender}'s round-{round} broadcast differs from what this \
+         party received: one of the two misbehaved (both suspects)"
+    )]
+    EchoMismatch {
+        sender: PartyIdx,
+        echoer: PartyIdx,
+        round: u32,
+    },
     /// Parties finished with different public key packages.
     #[error("party {from} confirmed a different public key package")]
     ConfirmationMismatch { from: PartyIdx },
@@ -147,7 +161,16 @@ impl ProtocolError {
             Self::PeerMisbehaved { from, .. } | Self::ConfirmationMismatch { from } => Some(*from),
             Self::Equivocation { sender, .. } => Some(*sender),
             Self::Engine { blame, .. } => *blame,
-            Self::InvalidSignature | Self::InvalidArgs(_) => None,
+            Self::EchoMismatch { .. } | Self::InvalidSignature | Self::InvalidArgs(_) => None,
+        }
+    }
+
+    /// The parties one of which misbehaved: the blamed one, or both sides of
+    /// an echo mismatch.
+    pub fn suspects(&self) -> Vec<PartyIdx> {
+        match self {
+            Self::EchoMismatch { sender, echoer, .. } => vec![*sender, *echoer],
+            other => other.blamed().into_iter().collect(),
         }
     }
 

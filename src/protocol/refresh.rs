@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::curve::{Curve, Package, Party};
-use super::keygen::{compare_echo, sha256};
+use super::keygen::{sha256, EchoCheck};
 use super::KeyShare;
 use super::{
     check_inbox, decode, distribute_fragments, encode, party_index, Inbox, Outgoing, PartyIdx,
@@ -262,9 +262,10 @@ impl<C: Curve> Refresh<C> {
         let me_idx = party_index(self.me)?;
         let mut zero3 = Vec::new();
         let mut mul3 = Vec::new();
+        let mut echoes = EchoCheck::new(&echo2, self.me, 2);
         for (&from, raw) in &inbox {
             let m: R3<C> = self.decode_from(from, raw)?;
-            compare_echo(&echo2, &m.echo, from, 2)?;
+            echoes.add(from, &m.echo)?;
             if m.zero.parties.sender.as_u8() != from
                 || m.mul.parties.sender.as_u8() != from
                 || m.zero.parties.receiver != me_idx
@@ -279,6 +280,7 @@ impl<C: Curve> Refresh<C> {
             zero3.push(m.zero);
             mul3.push(m.mul);
         }
+        echoes.finish()?;
         let party = self.share.refresh_complete_phase4(
             &self.sid,
             &correction,

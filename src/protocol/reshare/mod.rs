@@ -189,6 +189,15 @@ impl<C: Curve> ReshareSession<C> {
                 sender: back(sender),
                 round,
             },
+            ProtocolError::EchoMismatch {
+                sender,
+                echoer,
+                round,
+            } => ProtocolError::EchoMismatch {
+                sender: back(sender),
+                echoer: back(echoer),
+                round,
+            },
             ProtocolError::ConfirmationMismatch { from } => {
                 ProtocolError::ConfirmationMismatch { from: back(from) }
             }
@@ -369,6 +378,7 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                 first,
             } => {
                 let mut inner = Inbox::new();
+                let mut echo_faults = Vec::new();
                 for (from, raw) in inbox {
                     let j = *self.roles.members.get(&from).ok_or_else(|| {
                         ProtocolError::misbehaved(
@@ -381,14 +391,13 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                         let m: Echoed = super::decode(&raw).map_err(|e| {
                             ProtocolError::misbehaved(from, self.round.saturating_sub(1), e)
                         })?;
-                        if let Some((&old, _)) =
-                            echo.iter().find(|(old, h)| m.echo.get(old) != Some(h))
-                        {
-                            let dealer = self.session_index_of_dealer(old);
-                            return Err(ProtocolError::Equivocation {
-                                sender: dealer,
-                                round: 1,
-                            });
+                        for (&old, h) in &echo {
+                            if m.echo.get(&old) != Some(h) {
+                                let dealer = self.session_index_of_dealer(old);
+                                echo_faults.push(crate::protocol::keygen::echo_fault(
+                                    dealer, self.me, from, 1,
+                                ));
+                            }
                         }
                         zeroize::Zeroizing::new(m.inner)
                     } else {
@@ -396,6 +405,7 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                     };
                     inner.insert(j, payload);
                 }
+                crate::protocol::keygen::most_conclusive(echo_faults)?;
                 match refresh
                     .advance(inner)
                     .map_err(|e| Self::blame_in_session(e, &self.roles.members))?

@@ -10,6 +10,9 @@ use crate::domain::NodeName;
 use crate::node::{NodeError, Outcome, Reason};
 use crate::proto::peer as pb;
 
+/// The longest retry hint taken from a peer, in milliseconds.
+const MAX_PEER_RETRY_MS: u64 = 60_000;
+
 /// `node`'s answer to a proposal: its outcome, or its refusal as the error it
 /// reported, said to have happened at `node`.
 pub(super) fn answer_from_pb(
@@ -19,7 +22,9 @@ pub(super) fn answer_from_pb(
     if let Some(pb::propose_response::Result::Refusal(f)) = &r.result {
         let reason = reason_from_pb(f.reason());
         let blamed = NodeName::parse(&f.blamed).ok();
-        let retry = (f.retry_after_ms > 0).then(|| Duration::from_millis(f.retry_after_ms));
+        // A peer's hint is its word: kept within a minute.
+        let retry = (f.retry_after_ms > 0)
+            .then(|| Duration::from_millis(f.retry_after_ms.min(MAX_PEER_RETRY_MS)));
         return Err(NodeError::from_reason(reason, f.message.clone(), retry, blamed).at(node));
     }
     outcome_from_pb(r)

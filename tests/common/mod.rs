@@ -229,3 +229,69 @@ pub fn set_policy(c: &thresig::cluster::LocalCluster, text: &str) {
         }
     }
 }
+
+/// What a hostile peer server answers to each proposal.
+pub type Answer =
+    fn(&thresig::proto::peer::ProposeRequest) -> thresig::proto::peer::ProposeResponse;
+
+struct HostilePeer {
+    answer: Answer,
+}
+
+#[tonic::async_trait]
+impl thresig::proto::peer::peer_server::Peer for HostilePeer {
+    async fn ping(
+        &self,
+        _: tonic::Request<thresig::proto::peer::PingRequest>,
+    ) -> Result<tonic::Response<thresig::proto::peer::PingResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+
+    async fn propose(
+        &self,
+        req: tonic::Request<thresig::proto::peer::ProposeRequest>,
+    ) -> Result<tonic::Response<thresig::proto::peer::ProposeResponse>, tonic::Status> {
+        Ok(tonic::Response::new((self.answer)(req.get_ref())))
+    }
+
+    async fn deliver(
+        &self,
+        _: tonic::Request<thresig::proto::peer::Envelope>,
+    ) -> Result<tonic::Response<thresig::proto::peer::DeliverAck>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Serves a hostile peer plane as node `i` (stop that node first): its real
+/// certificate, its address, and `answer` to every proposal. Stops when the
+/// returned task is aborted.
+pub async fn serve_hostile(
+    c: &thresig::cluster::LocalCluster,
+    i: usize,
+    answer: Answer,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = &c.configs[i];
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(cfg.listen_peer).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let incoming = thresig::transport::incoming(
+        listener.expect("the node's peer port stayed busy"),
+        thresig::transport::tls::server_config(&cfg.tls).unwrap(),
+        cfg.trust_domain.clone(),
+        thresig::transport::Plane::Peer,
+    );
+    let svc = thresig::proto::peer::peer_server::PeerServer::new(HostilePeer { answer });
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await;
+    })
+}

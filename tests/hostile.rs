@@ -1,0 +1,98 @@
+//! A hostile peer with a real node certificate answers with extreme numbers
+//! (issue 11): the honest nodes give clear errors, never panic, and keep
+//! serving.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{check_signature, cluster, serve_hostile, ADMIN, CLIENT};
+use thresig::proto::peer as pb;
+
+/// Every status answer: a share at epoch u64::MAX, signing, with a rotation
+/// proof; every other proposal: refused as paused for u64::MAX ms, blaming
+/// a node that does not exist.
+fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
+    use pb::propose_response::Result as R;
+    let result = match req.op {
+        Some(pb::propose_request::Op::ShareStatus(_)) => R::ShareStatus(pb::ShareStatusResult {
+            has_share: true,
+            epoch: u64::MAX,
+            signing: true,
+            rotation: vec![0xEE; 32],
+            ledger: None,
+            lifecycle: None,
+        }),
+        _ => R::Refusal(pb::Refusal {
+            reason: pb::Reason::Paused.into(),
+            message: "x".repeat(10_000),
+            retry_after_ms: u64::MAX,
+            blamed: "no-such-node-\u{202e}".into(),
+        }),
+    };
+    pb::ProposeResponse {
+        result: Some(result),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extreme_numbers_from_a_peer_give_clear_errors_and_the_node_keeps_serving() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    c.stop_node(2).await;
+    let hostile = serve_hostile(&c, 2, extreme).await;
+
+    // Signing: c's status answer (epoch u64::MAX) rules it out; a and b sign.
+    for i in [0, 1] {
+        let d = [0xA1 + i as u8; 32];
+        let resp = c
+            .client(i, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        assert!(!resp.participants.contains(&"c".to_string()));
+        check_signature(&resp, &d, &info.public_key);
+    }
+    // Rotation needs c: refused, naming c's impossible epoch.
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .rotate_key("k")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(
+        e.to_string().contains("holds epoch 18446744073709551615"),
+        "{e}"
+    );
+    // A keygen that c refuses with an absurd retry hint: a clear refusal whose
+    // hint is bounded.
+    let e = c
+        .client(1, ADMIN)
+        .unwrap()
+        .create_key("k2", 2, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    let retry = e.retry_after().expect("a retry hint");
+    assert!(retry <= std::time::Duration::from_secs(60), "{retry:?}");
+
+    // Both honest nodes still serve.
+    for i in [0, 1] {
+        let d = [0xB1 + i as u8; 32];
+        let resp = c
+            .client(i, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        check_signature(&resp, &d, &info.public_key);
+    }
+    hostile.abort();
+    c.stop().await;
+}

@@ -191,6 +191,37 @@ impl Node {
         }
         // The epoch is the peer's word: compared with checked arithmetic.
         let verdict = match (epoch, rec.rotation) {
+            // A generated key the peer has not activated: at epoch 0 the
+            // proof is the keygen's, which this node's active record holds.
+            (Some(0), Some(proof))
+                if rec.epoch == 0 && !signing && rec.state == KeyState::Active =>
+            {
+                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                    return (down("bad keygen proof".to_owned()), ledger);
+                };
+                let activate = Proposal {
+                    eid,
+                    nonce: Vec::new(),
+                    admin: None,
+                    op: Operation::Activate {
+                        key_id: key_id.clone(),
+                        epoch: 0,
+                        confirmation: proof.confirmation,
+                    },
+                };
+                match self.net.propose(n, activate).await {
+                    // Its share may still be unable to sign (a repaired one
+                    // awaits its refresh): it counts from the next request.
+                    Ok(_) if to_sign => down(
+                        "its share could not sign; sent it the keygen activation it may have missed"
+                            .to_owned(),
+                    ),
+                    Ok(_) => None,
+                    Err(err) => down(format!(
+                        "its share cannot sign yet and could not catch up: {err}"
+                    )),
+                }
+            }
             (Some(e), _) if e == rec.epoch && to_sign && !signing => down(
                 "its share cannot sign yet (repaired or joining; awaits activation)".to_owned(),
             ),

@@ -6,7 +6,7 @@
 //! The points are process-wide: a test that arms them runs alone in its test
 //! binary. Without the feature every check compiles to nothing.
 
-/// Where a rotation can be cut short.
+/// Where a rotation or a keygen can be cut short.
 pub mod points {
     /// Participant: refresh finished, staged share not yet written.
     pub const BEFORE_STAGE: &str = "rotate.before_stage";
@@ -23,6 +23,17 @@ pub mod points {
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
     /// Every rotation crash point, for tests that walk them all.
     pub const ALL: [&str; 4] = [BEFORE_STAGE, AFTER_STAGE, BEFORE_ACTIVATE, AFTER_ACTIVATE];
+    /// Keygen participant: keygen finished, generated share not yet written.
+    pub const KEYGEN_BEFORE_STORE: &str = "keygen.before_store";
+    /// Keygen participant: generated share written, answer not yet sent.
+    pub const KEYGEN_AFTER_STORE: &str = "keygen.after_store";
+    /// Every keygen crash point (its activation shares rotation's points).
+    pub const KEYGEN: [&str; 4] = [
+        KEYGEN_BEFORE_STORE,
+        KEYGEN_AFTER_STORE,
+        BEFORE_ACTIVATE,
+        AFTER_ACTIVATE,
+    ];
 }
 
 #[cfg(feature = "fault-injection")]

@@ -25,6 +25,10 @@ pub enum KeyState {
     /// Joining the committee in a reshare: a share is staged but not active
     /// until that reshare's epoch is activated. Holds the old record.
     Joining,
+    /// Keygen finished on this node and its share is stored, but the key is
+    /// not active until every committee node confirmed the same result and
+    /// the coordinator activated it with that proof (`rotation`).
+    Generated,
     /// Deleted by an approved admin request (the reason says which): no
     /// share is left; the record stays as a tombstone so the name is not
     /// reused, and the ledger and audit entries stay.
@@ -39,6 +43,7 @@ impl KeyState {
             Self::Retired => "retired",
             Self::Repairing => "repairing",
             Self::Joining => "joining",
+            Self::Generated => "generated",
             Self::Deleted(_) => "deleted",
         }
     }

@@ -1,6 +1,11 @@
 //! Key generation: the coordinator picks the committee and proposes; every
 //! committee node checks the proposal itself, runs the dealerless keygen and
-//! stores its share. Both roles and the keygen execution id live here.
+//! stores its share as `Generated`. Once every node reported the same public
+//! key package, the coordinator activates the key on every node with that
+//! proof, as a rotation activates an epoch; a failed keygen is released
+//! (each node forgets its generated share). A node that missed the
+//! activation gets it from the next node that probes it before signing.
+//! Both roles and the keygen execution id live here.
 
 use std::time::Instant;
 
@@ -11,10 +16,11 @@ use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, Threshold};
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
+use crate::node::faults;
 use crate::node::shares::share_bytes;
 use crate::node::{names, now_unix, Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::scheme;
-use crate::storage::{KeyRecord, KeyState};
+use crate::storage::{KeyRecord, KeyState, RotationProof};
 
 /// The request digest a keygen eid binds: threshold and committee order.
 pub fn keygen_binding(threshold: u32, committee: &[NodeName]) -> Vec<u8> {
@@ -68,7 +74,7 @@ impl Node {
                 )));
             }
         }
-        self.check_name_free(key_id)?;
+        self.check_name_free(key_id, &committee)?;
         let down = self.unreachable(&committee).await;
         if !down.is_empty() {
             let list = reasons(&down);
@@ -90,7 +96,13 @@ impl Node {
                 committee: committee.clone(),
             },
         };
-        let results = self.propose_all(&committee, proposal).await?;
+        let results = match self.propose_all(&committee, proposal).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(key_id, eid, 0, &committee).await;
+                return Err(e);
+            }
+        };
         let mut first: Option<(Vec<u8>, [u8; 32], [u8; 32])> = None;
         for (n, o) in results {
             let Outcome::Keygen {
@@ -106,8 +118,10 @@ impl Node {
             match &first {
                 None => first = Some((public_key, chain_code, package_hash)),
                 Some(f) if f.2 != package_hash || f.0 != public_key => {
-                    return Err(NodeError::Internal(format!(
-                        "node {n} reports a different public key package"
+                    self.release(key_id, eid, 0, &committee).await;
+                    return Err(NodeError::Aborted(format!(
+                        "node {n} reports a different public key package; the key is activated \
+                         nowhere"
                     )));
                 }
                 Some(_) => {}
@@ -115,6 +129,27 @@ impl Node {
         }
         let (public_key, chain_code, package_hash) =
             first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+        // Every node generated the same key: activate it everywhere with
+        // that proof. From here on the key exists; a node that misses the
+        // activation gets it at the next signing probe.
+        let activate = Proposal {
+            eid,
+            nonce: Vec::new(),
+            admin: None,
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch: 0,
+                confirmation: package_hash,
+            },
+        };
+        let failed = self.call_with_retries(&committee, &activate).await;
+        if !failed.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "key {key_id} was generated on every committee node but is not yet active on: \
+                 {}; it activates there when a node where it is active next signs with it",
+                reasons(&failed)
+            )));
+        }
         tracing::info!(
             key = %key_id,
             eid = %eid,
@@ -143,9 +178,22 @@ impl Node {
     }
 
     /// Refuses a key id this node holds, or held (a deleted key's tombstone).
-    fn check_name_free(&self, key_id: &KeyId) -> Result<(), NodeError> {
+    /// A key generated here by a keygen that was never activated may be
+    /// generated again by the same committee: the new keygen succeeds only
+    /// if every member takes part, so none of them holds it active.
+    fn check_name_free(&self, key_id: &KeyId, committee: &[NodeName]) -> Result<(), NodeError> {
         match self.store.key(key_id)? {
             None => Ok(()),
+            Some(rec)
+                if rec.state == KeyState::Generated
+                    && rec
+                        .committee
+                        .iter()
+                        .map(String::as_str)
+                        .eq(committee.iter().map(NodeName::as_str)) =>
+            {
+                Ok(())
+            }
             Some(rec) => match rec.state {
                 KeyState::Deleted(why) => Err(NodeError::AlreadyExists(format!(
                     "key {key_id} was deleted ({why}); a deleted key's name is not reused"
@@ -168,7 +216,7 @@ impl Node {
         let me = self.check_members(committee)?;
         let t = Threshold::new(threshold, committee.len())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        self.check_name_free(key_id)?;
+        self.check_name_free(key_id, committee)?;
         let expected = eid(key_id, key_type, threshold, committee, &p.nonce);
         let out = self
             .claim_session(&p.eid, expected, committee)?
@@ -182,15 +230,21 @@ impl Node {
             committee: committee.iter().map(|c| c.as_str().to_owned()).collect(),
             threshold: t.t(),
             epoch: 0,
-            state: KeyState::Active,
+            state: KeyState::Generated,
             package_hash: out.package_hash,
             package: hex::encode(&out.package),
-            rotation: None,
+            // The proof its activation must carry.
+            rotation: Some(RotationProof {
+                eid: *p.eid.as_bytes(),
+                confirmation: out.package_hash,
+            }),
             created_unix: now_unix(),
             key_type,
         };
+        faults::check(&self.name, faults::points::KEYGEN_BEFORE_STORE)?;
         self.store.insert_key(&rec, &share_bytes(&out.share)?)?;
-        tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored");
+        tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored; awaits activation");
+        faults::check(&self.name, faults::points::KEYGEN_AFTER_STORE)?;
         Ok(Outcome::Keygen {
             public_key: rec.public_key,
             chain_code: out.chain_code,

@@ -287,6 +287,9 @@ impl Node {
                 return Err(e);
             }
         };
+        if rec.state == KeyState::Generated {
+            return self.activate_generated(&rec, eid, epoch, proof);
+        }
         if rec.epoch == epoch && rec.rotation != Some(proof) {
             if self.store.discard_staged(key_id, eid.as_bytes())? {
                 tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
@@ -300,6 +303,38 @@ impl Node {
         self.resume(key_id, eid);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
+        }
+        faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;
+        Ok(Outcome::Activated)
+    }
+}
+
+impl Node {
+    /// The activation (or, with another confirmation, the release) of a key
+    /// generated here and not yet active: only its own keygen's proof counts.
+    fn activate_generated(
+        &self,
+        rec: &KeyRecord,
+        eid: &ExecutionId,
+        epoch: u64,
+        proof: RotationProof,
+    ) -> Result<Outcome, NodeError> {
+        let key_id = &rec.key_id;
+        let ours = rec.rotation.map(|r| r.eid) == Some(*eid.as_bytes());
+        if !ours {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} was generated here by another keygen"
+            )));
+        }
+        if epoch != 0 || rec.rotation != Some(proof) {
+            if self.store.release_generated(key_id, eid.as_bytes())? {
+                tracing::info!(key = %key_id, %eid, "abandoned keygen: generated share discarded");
+            }
+            return Ok(Outcome::Activated);
+        }
+        faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
+        if self.store.activate_generated(key_id, &proof)? {
+            tracing::info!(key = %key_id, %eid, "key activated: every committee node generated it");
         }
         faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;
         Ok(Outcome::Activated)

@@ -186,6 +186,9 @@ impl Node {
         let ledger = ledger.map(|l| (n.clone(), *l));
         // A freeze or delete the peer applied and this node missed: checked
         // here as if its coordinator had sent it.
+        // Only from a peer that cannot sign with the key itself (a freeze
+        // that a later activation ended does not count).
+        let lifecycle = lifecycle.filter(|_| !signing);
         if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
             return (down(format!("the key changed there: {done}")), ledger);
         }

@@ -195,6 +195,13 @@ impl Store {
             }
             // A new epoch, fully refreshed under an approved request, ends a
             // freeze too (a recovery reshare of a frozen key).
+            if matches!(rec.state, KeyState::Frozen(_)) {
+                // The freeze is over: it is not handed to other nodes again.
+                tx.open_table(LIFECYCLE)
+                    .map_err(dberr)?
+                    .remove(id.as_str())
+                    .map_err(dberr)?;
+            }
             if matches!(
                 rec.state,
                 KeyState::Repairing | KeyState::Joining | KeyState::Frozen(_)

@@ -6,10 +6,12 @@
 mod common;
 
 use common::{
-    admin_request, approved_by, check_signature, cluster, issue_admins, set_policy, ADMIN, CLIENT,
+    admin_request, approved_by, bound_nonce, check_signature, cluster, issue_admins, set_policy,
+    Hostile, ADMIN, CLIENT,
 };
 use thresig::client::{AdminOp, AdminOutcome};
 use thresig::domain::KeyId;
+use thresig::node::{Operation, Proposal};
 use thresig::storage::KeyState;
 
 const POLICY: &str = r#"
@@ -144,6 +146,56 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
     for res in sign_everywhere(0x74).await {
         check_signature(&res.unwrap(), &[0x74; 32], &info.public_key);
     }
+
+    // A node (a's certificate) that saw an approved unfreeze cannot replay it
+    // to undo a newer freeze: each node applies a given change once.
+    let x = Hostile::as_node(&c, 0);
+    c.client(1, ADMIN)
+        .unwrap()
+        .change_key_state("k", AdminOp::Freeze)
+        .await
+        .unwrap();
+    let unfreeze = approved_by(
+        &c,
+        admin_request(AdminOp::Unfreeze, "k"),
+        &["ops-1", "sec-1"],
+    );
+    let nonce = bound_nonce(&unfreeze, 7);
+    let proposal = Proposal {
+        eid: thresig::node::ops::lifecycle::eid(&id, AdminOp::Unfreeze, &nonce),
+        nonce,
+        admin: Some(Box::new(unfreeze)),
+        op: Operation::Lifecycle {
+            key_id: id.clone(),
+            action: AdminOp::Unfreeze,
+        },
+    };
+    x.propose("b", proposal.clone()).await.unwrap();
+    assert_eq!(
+        c.nodes[1]
+            .as_ref()
+            .unwrap()
+            .node
+            .key(&id)
+            .unwrap()
+            .state
+            .label(),
+        "active"
+    );
+    c.client(1, ADMIN)
+        .unwrap()
+        .change_key_state("k", AdminOp::Freeze)
+        .await
+        .unwrap();
+    let replayed = x.propose("b", proposal).await.unwrap();
+    assert_eq!(
+        replayed,
+        thresig::node::Outcome::Lifecycle {
+            state: "frozen".into()
+        }
+    );
+    let rec = c.nodes[1].as_ref().unwrap().node.key(&id).unwrap();
+    assert_eq!(rec.state.label(), "frozen");
     c.stop().await;
 }
 

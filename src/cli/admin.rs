@@ -30,7 +30,7 @@ pub enum Cmd {
     /// Example: thresig admin propose reshare --key val-1 --committee b,c,d
     ///          --threshold 2 --out reshare.json --certs certs --identity ops-1
     Propose {
-        /// create, rotate, repair or reshare.
+        /// create, rotate, repair, reshare, freeze, unfreeze or delete.
         #[arg(value_parser = parse_op)]
         operation: AdminOp,
         /// The key's name.

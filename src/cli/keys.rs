@@ -355,7 +355,7 @@ pub fn print_state_change(r: &crate::proto::admin::KeyStateResponse) -> anyhow::
     println!("applied on   {}", r.applied.join(", "));
     anyhow::ensure!(
         r.not_applied.is_empty(),
-        "not applied on {}; send the request again when they are back",
+        "not applied on {}; send a new request when they are back",
         r.not_applied.join(", ")
     );
     Ok(())

@@ -43,8 +43,18 @@ impl Node {
         &self,
         signed: &SignedAdmin,
     ) -> Result<VerifiedAdmin, NodeError> {
+        self.verify_admin_request_at(signed, now_unix())
+    }
+
+    /// `verify_admin_request` as of Unix time `now` (a missed change is
+    /// checked as of its own expiry, see `catch_up_lifecycle`).
+    fn verify_admin_request_at(
+        &self,
+        signed: &SignedAdmin,
+        now: u64,
+    ) -> Result<VerifiedAdmin, NodeError> {
         let r = &signed.request;
-        r.check_fields(now_unix()).map_err(|e| denied(r, e))?;
+        r.check_fields(now).map_err(|e| denied(r, e))?;
         if signed.approvals.len() > MAX_APPROVALS {
             return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
         }
@@ -110,6 +120,17 @@ impl Node {
     /// proposal's nonce, and not used before for another operation (the use
     /// is recorded durably). Other proposals pass.
     pub(crate) fn check_admin_proposal(&self, p: &Proposal) -> Result<(), NodeError> {
+        self.check_admin_proposal_as(p, false)
+    }
+
+    /// `check_admin_proposal`; with `missed`, for a freeze or delete that
+    /// the other nodes applied while this one was down: its approvals are
+    /// checked as they stood when it was made (it may have expired since).
+    pub(crate) fn check_admin_proposal_as(
+        &self,
+        p: &Proposal,
+        missed: bool,
+    ) -> Result<(), NodeError> {
         let (ops, key_id, step): (&[AdminOp], &KeyId, &str) = match &p.op {
             Operation::Keygen { key_id, .. } => (&[AdminOp::Create], key_id, "keygen"),
             // A repair ends with a refresh under the repair's request.
@@ -151,7 +172,12 @@ impl Node {
                 "the proposal's nonce does not bind this request and its approvals",
             ));
         }
-        let verified = self.verify_admin_request(signed)?;
+        let now = if missed {
+            now_unix().min(r.expiry_unix)
+        } else {
+            now_unix()
+        };
+        let verified = self.verify_admin_request_at(signed, now)?;
         if !self
             .store
             .use_admin_request(&r.request_id, &p.nonce, step, &p.eid)?

@@ -188,7 +188,11 @@ impl Node {
         // here as if its coordinator had sent it.
         // Only from a peer that cannot sign with the key itself (a freeze
         // that a later activation ended does not count).
-        let lifecycle = lifecycle.filter(|_| !signing);
+        // A freeze counts only from a peer at this node's epoch (one left on
+        // an older epoch may hold a freeze a recovery reshare ended); a
+        // delete from a peer that no longer holds a share.
+        let lifecycle =
+            lifecycle.filter(|_| !signing && (epoch.is_none() || epoch == Some(rec.epoch)));
         if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
             return (down(format!("the key changed there: {done}")), ledger);
         }

@@ -19,6 +19,10 @@ pub mod points {
     /// Reshare dealer: send one new member a point that does not match the
     /// commitments (a misbehaving dealer, not a crash).
     pub const CORRUPT_DEALING: &str = "reshare.corrupt_dealing";
+    /// Signing participant: send the other signers a wrong signature share (a
+    /// misbehaving co-signer, not a crash): the final signature fails and
+    /// nobody can be blamed, so the honest signers freeze the key.
+    pub const CORRUPT_SIGN_SHARE: &str = "sign.corrupt_share";
     /// Signing participant: slot watermark committed, no message sent yet.
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
     /// Every rotation crash point, for tests that walk them all.

@@ -60,16 +60,35 @@ pub fn sign(
     digest: Digest32,
     sid: &[u8],
 ) -> Result<Boxed<Signature>, ProtocolError> {
+    sign_as(share, path, signers, digest, sid, false)
+}
+
+/// `sign`; with `corrupt_share` (a test hook for a misbehaving co-signer)
+/// this party sends the others a wrong share.
+pub fn sign_as(
+    share: &KeyShare,
+    path: &DerivationPath,
+    signers: &[PartyIdx],
+    digest: Digest32,
+    sid: &[u8],
+    corrupt_share: bool,
+) -> Result<Boxed<Signature>, ProtocolError> {
     fn go<C: Curve>(
         share: &KeyShare,
         path: &DerivationPath,
         signers: &[PartyIdx],
         digest: Digest32,
         sid: &[u8],
+        corrupt_share: bool,
     ) -> Result<Boxed<Signature>, ProtocolError> {
-        Sign::<C>::new(share, path, signers, digest, sid).map(boxed)
+        Sign::<C>::new(share, path, signers, digest, sid)
+            .map(|s| if corrupt_share { s.corrupt_share() } else { s })
+            .map(boxed)
     }
-    by_curve!(share.key_type(), go(share, path, signers, digest, sid))
+    by_curve!(
+        share.key_type(),
+        go(share, path, signers, digest, sid, corrupt_share)
+    )
 }
 
 /// A complete refresh of `share` (the key's `package` at its current epoch).

@@ -52,6 +52,9 @@ pub struct Sign<C: Curve> {
     round: u32,
     state: State<C>,
     digest: Digest32,
+    /// Test hook: send the others a wrong signature share (a misbehaving
+    /// co-signer that cannot be named).
+    corrupt_share: bool,
 }
 
 impl<C: Curve> Sign<C> {
@@ -108,7 +111,16 @@ impl<C: Curve> Sign<C> {
             round: 0,
             state: State::Init,
             digest,
+            corrupt_share: false,
         })
+    }
+
+    /// Makes this party send the others a wrong round-3 share (tests of a
+    /// misbehaving co-signer: the final signature then fails verification
+    /// and nobody can be blamed).
+    pub fn corrupt_share(mut self) -> Self {
+        self.corrupt_share = true;
+        self
     }
 
     fn decode_from<T: serde::de::DeserializeOwned>(
@@ -270,7 +282,17 @@ impl<C: Curve> Sign<C> {
                 let (x_coord, own) = self
                     .share
                     .sign_phase3(&self.data, unique, kept, &received)?;
-                let payload = encode(&own).map_err(ProtocolError::InvalidArgs)?;
+                let mut sent = own.clone();
+                if self.corrupt_share {
+                    #[allow(
+                        clippy::arithmetic_side_effects,
+                        reason = "scalar addition is modular; this is the test hook's bad share"
+                    )]
+                    {
+                        sent.w += <C::Scalar as k256::elliptic_curve::ff::Field>::ONE;
+                    }
+                }
+                let payload = encode(&sent).map_err(ProtocolError::InvalidArgs)?;
                 let messages = self
                     .peers
                     .iter()

@@ -189,23 +189,23 @@ impl Store {
             rec.epoch = epoch;
             rec.package = staged.package;
             rec.rotation = Some(proof);
+            let reshared = staged.membership.is_some();
             if let Some(m) = staged.membership {
                 rec.committee = m.committee;
                 rec.threshold = m.threshold;
             }
             // A new epoch, fully refreshed under an approved request, ends a
             // freeze too (a recovery reshare of a frozen key).
-            if matches!(rec.state, KeyState::Frozen(_)) {
-                // The freeze is over: it is not handed to other nodes again.
+            if let (KeyState::Frozen(_), true) = (&rec.state, reshared) {
+                // A recovery reshare ended the freeze: it is not handed to
+                // other nodes again.
                 tx.open_table(LIFECYCLE)
                     .map_err(dberr)?
                     .remove(id.as_str())
                     .map_err(dberr)?;
+                rec.state = KeyState::Active;
             }
-            if matches!(
-                rec.state,
-                KeyState::Repairing | KeyState::Joining | KeyState::Frozen(_)
-            ) {
+            if matches!(rec.state, KeyState::Repairing | KeyState::Joining) {
                 rec.state = KeyState::Active;
             }
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())

@@ -194,27 +194,4 @@ impl Store {
         tx.commit().map_err(dberr)?;
         Ok(true)
     }
-
-    /// Forgets a generated, never activated key of keygen `eid` (an abandoned
-    /// keygen): its record and share. Returns whether there was one.
-    pub fn release_generated(&self, id: &KeyId, eid: &[u8; 32]) -> Result<bool, StorageError> {
-        let tx = self.write()?;
-        {
-            let mut keys = tx.open_table(KEYS).map_err(dberr)?;
-            let rec = match keys.get(id.as_str()).map_err(dberr)? {
-                Some(v) => self.open_record(id, v.value())?,
-                None => return Ok(false),
-            };
-            if rec.state != KeyState::Generated || rec.rotation.map(|p| p.eid) != Some(*eid) {
-                return Ok(false);
-            }
-            keys.remove(id.as_str()).map_err(dberr)?;
-            let mut shares = tx.open_table(SHARES).map_err(dberr)?;
-            shares
-                .remove(share_slot(id, rec.epoch).as_str())
-                .map_err(dberr)?;
-        }
-        tx.commit().map_err(dberr)?;
-        Ok(true)
-    }
 }

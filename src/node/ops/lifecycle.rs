@@ -103,6 +103,13 @@ impl Node {
             ));
         }
         let rec = self.key(key_id)?;
+        // Each change applies once: the same proposal again (a retry, or a
+        // replay of an old unfreeze after a newer freeze) changes nothing.
+        if !self.store.claim_eid(&p.eid, now_unix())? {
+            return Ok(Outcome::Lifecycle {
+                state: rec.state.label().to_owned(),
+            });
+        }
         let by = p
             .admin
             .as_deref()
@@ -185,7 +192,7 @@ impl Node {
         }
         let (key_id, action) = (key_id.clone(), *action);
         let applied = self
-            .check_admin_proposal(&p)
+            .check_admin_proposal_as(&p, true)
             .and_then(|()| self.participate_lifecycle(&p, &key_id, action));
         match applied {
             Ok(_) => {

@@ -327,9 +327,11 @@ impl Node {
             )));
         }
         if epoch != 0 || rec.rotation != Some(proof) {
-            if self.store.release_generated(key_id, eid.as_bytes())? {
-                tracing::info!(key = %key_id, %eid, "abandoned keygen: generated share discarded");
-            }
+            // A release (abandoned keygen). The generated share is kept, not
+            // deleted: the key may be active elsewhere, and a release is
+            // anyone's word. It cannot sign, and a new keygen of the name by
+            // the same committee replaces it.
+            tracing::info!(key = %key_id, %eid, "keygen released: the generated share stays inactive");
             return Ok(Outcome::Activated);
         }
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;

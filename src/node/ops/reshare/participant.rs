@@ -36,8 +36,16 @@ impl Node {
         // run with dealers that hold that same record.
         let own = self.store.key(key_id)?;
         let joining = match &own {
-            // A frozen key may be moved by an approved (recovery) reshare.
-            Some(r) if matches!(r.state, KeyState::Active | KeyState::Frozen(_)) => false,
+            Some(r) if r.state == KeyState::Active => false,
+            // A frozen key may be moved only by an approved recovery reshare.
+            Some(r)
+                if matches!(r.state, KeyState::Frozen(_))
+                    && p.admin
+                        .as_ref()
+                        .is_some_and(|a| !a.request.exclude.is_empty()) =>
+            {
+                false
+            }
             Some(r) if matches!(r.state, KeyState::Retired | KeyState::Joining) && !is_dealer => {
                 true
             }

@@ -201,7 +201,11 @@ impl Node {
                     .into(),
             }));
         }
-        let proto = scheme::sign(&share, path, &signers, digest, p.eid.as_bytes());
+        #[cfg(feature = "fault-injection")]
+        let corrupt = faults::tampers(&self.name, faults::points::CORRUPT_SIGN_SHARE);
+        #[cfg(not(feature = "fault-injection"))]
+        let corrupt = false;
+        let proto = scheme::sign_as(&share, path, &signers, digest, p.eid.as_bytes(), corrupt);
         drop(share);
         // The ledger entry was made durable at admission.
         let result = session.run_session(proto).await;

@@ -448,3 +448,86 @@ async fn the_offline_approval_flow_works_from_the_command_line() {
     assert_eq!(rec.committee, vec!["a", "b", "c"]);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_rotations_pause_ends_when_it_is_released() {
+    use std::time::{Duration, Instant};
+    common::init_tracing();
+    // Long rounds: the refresh below waits for rounds that never come, so it
+    // is still running when it is released (it could not have timed out).
+    let dir = tempfile::tempdir().unwrap();
+    let timeouts = thresig::node::Timeouts {
+        round: Duration::from_secs(120),
+        ping: Duration::from_secs(1),
+    };
+    let c = thresig::cluster::LocalCluster::start(dir.path(), &["a", "b", "c"], timeouts)
+        .await
+        .unwrap();
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let rec = c.nodes[1].as_ref().unwrap().node.key(&id).unwrap();
+    let committee = names(&["a", "b", "c"]);
+    let signed = approved_by(&c, admin_request(AdminOp::Rotate, "k"), &[ADMIN]);
+    let nonce = bound_nonce(&signed, 3);
+    let eid = thresig::node::ops::rotate::eid(&rec, &committee, &nonce);
+    let refresh = Proposal {
+        eid,
+        nonce,
+        admin: Some(Box::new(signed)),
+        op: Operation::Refresh {
+            key_id: id.clone(),
+            epoch: 0,
+            committee,
+        },
+    };
+    // Node a's certificate proposes an approved refresh to b alone: b checks
+    // the approvals, pauses signing and waits for the refresh's rounds.
+    let x = Hostile::as_node(&c, 0);
+    let running = tokio::spawn(async move { x.propose("b", refresh).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .client(1, CLIENT)
+            .unwrap()
+            .sign("k", [0xC1; 32], "", "")
+            .await;
+        match r {
+            Err(e) if e.reason() == Some("paused") => break,
+            other => {
+                assert!(Instant::now() < deadline, "b never paused: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The release (the activation of epoch 0 with no confirmation) ends the pause.
+    let release = Proposal {
+        eid,
+        nonce: Vec::new(),
+        admin: None,
+        op: Operation::Activate {
+            key_id: id.clone(),
+            epoch: 0,
+            confirmation: [0; 32],
+        },
+    };
+    Hostile::as_node(&c, 0).propose("b", release).await.unwrap();
+    let d = [0xC2; 32];
+    let resp = c
+        .client(1, CLIENT)
+        .unwrap()
+        .sign("k", d, "", "")
+        .await
+        .unwrap();
+    check_signature(&resp, &d, &info.public_key);
+    assert!(
+        !running.is_finished(),
+        "the refresh ended by itself, so this does not show the release ended the pause"
+    );
+    running.abort();
+    c.stop().await;
+}

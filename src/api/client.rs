@@ -87,6 +87,19 @@ impl ClientError {
     }
 }
 
+/// Whether another node may succeed where this answer failed: the node is
+/// unavailable (down, paused, draining), the attempt ran out of time, or the
+/// connection broke.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
+}
+
 /// The source chain of a status (e.g. the TLS error behind "transport error").
 fn causes(s: &tonic::Status) -> String {
     let mut out = String::new();
@@ -96,7 +109,12 @@ fn causes(s: &tonic::Status) -> String {
         src = e.source();
     }
     if s.code() == tonic::Code::Cancelled || s.code() == tonic::Code::Unknown {
-        out.push_str(" (the node closed the connection: check that this certificate is accepted on this plane)");
+        out.push_str(
+            " (the node closed the connection: it may be restarting, or may not accept this \
+             certificate on this plane)",
+        );
+    } else if s.code() == tonic::Code::Unavailable && std::error::Error::source(s).is_some() {
+        out.push_str(" (the node is unreachable at this address: is it running?)");
     }
     out
 }
@@ -167,11 +185,21 @@ impl ClientConfig {
 /// How long a request made by `Client::sign` stays valid.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
 
-/// A connection to one node's client plane, and the key that signs requests.
+/// How long one attempt of a signing call may take before the client tries
+/// the next node (when it has one).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to one node's client plane (and, optionally, to other nodes
+/// to fail over to), and the key that signs requests.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(super) channel: Channel,
     pub(super) signer: Arc<RequestSigner>,
+    /// Other nodes, by name, tried in order when the current one is
+    /// unavailable (signing and public key reads only).
+    failover: Vec<(String, Channel)>,
+    /// Index into [primary, failover...] of the node that answered last.
+    preferred: usize,
 }
 
 impl Client {
@@ -188,7 +216,71 @@ impl Client {
             cfg.connect_timeout,
         )?;
         let signer = Arc::new(RequestSigner::from_files(&cfg.tls)?);
-        Ok(Self { channel, signer })
+        Ok(Self {
+            channel,
+            signer,
+            failover: Vec::new(),
+            preferred: 0,
+        })
+    }
+
+    /// Adds node `server` at `endpoint` (same credentials and trust domain as
+    /// `cfg`) to fail over to. A signing request that meets UNAVAILABLE, a
+    /// deadline or a connection failure at one node is sent, unchanged (same
+    /// request id and signature, so the nodes' idempotency makes it safe), to
+    /// the next; the node that answered is tried first next time.
+    pub fn with_failover(
+        mut self,
+        cfg: &ClientConfig,
+        server: &str,
+        endpoint: SocketAddr,
+    ) -> Result<Self, ClientError> {
+        let name = NodeName::parse(server).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let channel = crate::transport::dial(
+            endpoint,
+            name,
+            client_config(&cfg.tls)?,
+            cfg.trust_domain.clone(),
+            cfg.connect_timeout,
+        )?;
+        self.failover.push((server.to_owned(), channel));
+        Ok(self)
+    }
+
+    /// Runs `call` at the preferred node, then at the others in order while
+    /// the answer says another node may succeed (`retryable`). `call` gets
+    /// the per-attempt timeout when there is a node to fail over to.
+    async fn each_node<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel, Option<Duration>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = (!self.failover.is_empty()).then_some(ATTEMPT_TIMEOUT);
+        let mut last = None;
+        for (i, channel) in self.attempts() {
+            match call(channel, timeout).await {
+                Ok(r) => {
+                    self.preferred = i;
+                    return Ok(r.into_inner());
+                }
+                Err(s) if retryable(&s) => last = Some(s),
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| tonic::Status::unavailable("no node to send the request to"))
+            .into())
+    }
+
+    /// The channels in the order to try them: the preferred node first.
+    fn attempts(&self) -> Vec<(usize, Channel)> {
+        let all = std::iter::once(self.channel.clone())
+            .chain(self.failover.iter().map(|(_, c)| c.clone()))
+            .enumerate()
+            .collect::<Vec<_>>();
+        let n = all.len();
+        let start = self.preferred.min(n.saturating_sub(1));
+        all.into_iter().cycle().skip(start).take(n).collect()
     }
 
     /// Signs a 32-byte digest with `key` at `path` (`""` or `"m"` for the
@@ -259,7 +351,7 @@ impl Client {
         request: &ClientRequest,
     ) -> Result<SignResponse, ClientError> {
         let auth = self.signer.sign(request)?;
-        let req = SignRequest {
+        let proto = SignRequest {
             key_id: request.key_id.to_string(),
             digest: request.digest.0.to_vec(),
             path: request.path.to_string(),
@@ -274,10 +366,14 @@ impl Client {
             signature_scheme: auth.scheme.into(),
             client_signature: auth.signature,
         };
-        Ok(SignerClient::new(self.channel.clone())
-            .sign(req)
-            .await?
-            .into_inner())
+        self.each_node(|channel, timeout| {
+            let mut req = tonic::Request::new(proto.clone());
+            if let Some(t) = timeout {
+                req.set_timeout(t);
+            }
+            async move { SignerClient::new(channel).sign(req).await }
+        })
+        .await
     }
 
     pub async fn public_key(
@@ -285,14 +381,18 @@ impl Client {
         key: &str,
         path: &str,
     ) -> Result<GetPublicKeyResponse, ClientError> {
-        let req = GetPublicKeyRequest {
+        let proto = GetPublicKeyRequest {
             key_id: key.into(),
             path: path.into(),
         };
-        Ok(SignerClient::new(self.channel.clone())
-            .get_public_key(req)
-            .await?
-            .into_inner())
+        self.each_node(|channel, timeout| {
+            let mut req = tonic::Request::new(proto.clone());
+            if let Some(t) = timeout {
+                req.set_timeout(t);
+            }
+            async move { SignerClient::new(channel).get_public_key(req).await }
+        })
+        .await
     }
 
     /// Admin: makes the node reread its policy file; returns its summary.

@@ -37,6 +37,12 @@ pub struct Conn {
     /// This client's private key (PEM); overrides --certs/--identity.
     #[arg(long, env = "THRESIG_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Other nodes to fail over to, as name@host:port, comma separated
+    /// (e.g. b@10.0.0.2:7401,c@10.0.0.3:7401). A signature request that meets
+    /// an unavailable node, a timeout or a broken connection is sent,
+    /// unchanged, to the next one (sign and pubkey only).
+    #[arg(long, env = "THRESIG_FAILOVER", value_delimiter = ',')]
+    pub failover: Vec<String>,
 }
 
 impl Conn {
@@ -75,7 +81,21 @@ impl Conn {
             },
             connect_timeout: Duration::from_secs(5),
         };
-        Client::connect(&cfg)
-            .with_context(|| format!("connecting to node {} at {}", self.server, self.endpoint))
+        let mut client = Client::connect(&cfg)
+            .with_context(|| format!("connecting to node {} at {}", self.server, self.endpoint))?;
+        for f in &self.failover {
+            let (name, addr) = f
+                .split_once('@')
+                .and_then(|(n, a)| Some((n, a.parse::<SocketAddr>().ok()?)))
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--failover {f:?}: expected name@host:port, e.g. b@10.0.0.2:7401"
+                    ))
+                })?;
+            client = client
+                .with_failover(&cfg, name, addr)
+                .with_context(|| format!("preparing failover node {name} at {addr}"))?;
+        }
+        Ok(client)
     }
 }

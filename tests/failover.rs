@@ -1,0 +1,57 @@
+//! Clients fail over (issue 12): a signing request that meets a node that is
+//! down is sent, unchanged, to the next node, and idempotency returns the
+//! same signature for the same request id.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{check_signature, cluster, ADMIN, CLIENT};
+use thresig::client::{Client, ClientConfig};
+use thresig::cluster::TRUST_DOMAIN;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_fails_over_to_the_next_node_with_the_same_request() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let cfg = ClientConfig::from_dir(
+        &c.layout.dir,
+        TRUST_DOMAIN,
+        CLIENT,
+        "a",
+        c.configs[0].listen_client,
+    );
+    let mut client = Client::connect(&cfg)
+        .unwrap()
+        .with_failover(&cfg, "b", c.configs[1].listen_client)
+        .unwrap()
+        .with_failover(&cfg, "c", c.configs[2].listen_client)
+        .unwrap();
+    let d = [0xD1; 32];
+    let req = client.request("k", d, "", "failover-1", None).unwrap();
+    let first = client.sign_request(&req).await.unwrap();
+    check_signature(&first, &d, &info.public_key);
+
+    // a goes down: the same request (same id, same client signature) goes to
+    // b, which returns the signature already made for it.
+    c.stop_node(0).await;
+    let again = client.sign_request(&req).await.unwrap();
+    assert_eq!((again.r.clone(), again.s.clone()), (first.r, first.s));
+    // New requests keep working through the nodes that are up.
+    for i in 0..3u8 {
+        let d = [0xD2 + i; 32];
+        let resp = client.sign("k", d, "", "").await.unwrap();
+        assert!(!resp.participants.contains(&"a".to_string()));
+        check_signature(&resp, &d, &info.public_key);
+    }
+    // Without failover, the same client fails and says the node is unreachable.
+    let mut alone = Client::connect(&cfg).unwrap();
+    let e = alone.sign("k", [0xD9; 32], "", "").await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("unreachable"), "{e}");
+    c.stop().await;
+}

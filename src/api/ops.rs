@@ -50,6 +50,10 @@ pub async fn serve(
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = match (line.starts_with("GET "), path) {
                     (true, "/healthz") => ("200 OK", "ok\n".to_owned()),
+                    (true, "/readyz") if node.is_draining() => (
+                        "503 Service Unavailable",
+                        "draining: shutting down\n".to_owned(),
+                    ),
                     (true, "/readyz") => match node.keys() {
                         Ok(k) => ("200 OK", format!("ready: {} keys\n", k.len())),
                         Err(e) => ("503 Service Unavailable", format!("store: {e}\n")),

@@ -28,6 +28,9 @@ pub enum Cmd {
     },
 }
 
+/// How long a node that was asked to stop lets its work in flight finish.
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Check { config } => {
@@ -59,6 +62,13 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
             crate::hardening::disable_core_dumps().context("disabling core dumps")?;
+            // Handlers first: a SIGTERM from now on drains the node instead
+            // of killing it.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let mut int =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let pass = cfg.passphrase.read()?;
             let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
             let mut running = server::start(&cfg, &pass, listeners)
@@ -68,12 +78,9 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "node {} serving: peer plane {}, client plane {}",
                 cfg.name, running.peer_addr, running.client_addr
             );
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = int.recv() => break,
                     _ = term.recv() => break,
                     _ = hup.recv() => match running.node.reload_policy() {
                         Ok(summary) => eprintln!("{summary}"),
@@ -81,6 +88,20 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     },
                     _ = running.wait() => anyhow::bail!("node {} stopped serving unexpectedly", cfg.name),
                 }
+            }
+            eprintln!(
+                "node {}: draining (no new sessions; waiting up to {} s for {} in flight)",
+                cfg.name,
+                DRAIN_BOUND.as_secs(),
+                running.node.in_flight()
+            );
+            running.node.drain();
+            let left = running.node.wait_idle(DRAIN_BOUND).await;
+            if left > 0 {
+                eprintln!(
+                    "node {}: {left} still in flight after the bound; stopping anyway",
+                    cfg.name
+                );
             }
             eprintln!("node {}: shutting down", cfg.name);
             running.stop().await;

@@ -23,6 +23,7 @@
 //!   run over the network with round deadlines.
 //! - `shares.rs`: this node's shares opened from the store, and the cache
 //!   of those opened for signing.
+//! - `drain.rs`: graceful shutdown (no new work, in-flight work finishes).
 //! - `faults.rs`: crash points for tests (compiled out without the
 //!   `fault-injection` feature).
 //!
@@ -36,6 +37,7 @@ pub mod admin_file;
 pub mod admin_request;
 mod authz;
 pub(crate) mod committee;
+mod drain;
 mod error;
 pub mod faults;
 pub mod ops;
@@ -118,6 +120,8 @@ pub struct Node {
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
     opened: shares::OpenedShares,
+    /// Draining and work in flight (see `drain.rs`).
+    work: drain::Work,
 }
 
 impl std::fmt::Debug for Node {
@@ -160,6 +164,7 @@ impl Node {
             suspects: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
+            work: Default::default(),
         })
     }
 

@@ -82,6 +82,14 @@ impl Node {
 
     async fn participate(&self, from: &NodeName, p: Proposal) -> Result<Outcome, NodeError> {
         crate::node::faults::check_alive(&self.name)?;
+        // A draining node still finishes what is decided (activation,
+        // retirement, freeze/unfreeze/delete) but starts nothing new.
+        let _busy = match &p.op {
+            Operation::Activate { .. } | Operation::Retire { .. } | Operation::Lifecycle { .. } => {
+                None
+            }
+            _ => Some(self.start_work(*from == self.name)?),
+        };
         if !self.roster.contains(from) {
             return Err(NodeError::PermissionDenied(format!(
                 "node {from} is not in this cluster's roster"

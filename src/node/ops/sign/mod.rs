@@ -59,6 +59,7 @@ impl Node {
         auth: ClientAuth,
         client: &NodeName,
     ) -> Result<SignOutcome, NodeError> {
+        let _busy = self.start_work(false)?;
         let checked = (|| {
             let signer = self
                 .verify_client_request(&request, &auth, "sign request")?

@@ -96,3 +96,60 @@ async fn extreme_numbers_from_a_peer_give_clear_errors_and_the_node_keeps_servin
     hostile.abort();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blackholed_node_is_not_probed_on_every_request() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    // c's peer port accepts connections and never answers (a blackhole).
+    c.stop_node(2).await;
+    let addr = c.configs[2].listen_peer;
+    let mut listener = None;
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            listener = Some(l);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let listener = listener.expect("c's peer port stayed busy");
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    // Node b is listed before c, so a signs with b; c is only probed.
+    let mut ms = Vec::new();
+    for i in 0..12u8 {
+        let d = [0xF0 + i; 32];
+        let started = std::time::Instant::now();
+        let resp = c
+            .client(0, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        assert!(!resp.participants.contains(&"c".to_string()));
+        check_signature(&resp, &d, &info.public_key);
+    }
+    // Printed, not asserted: the first request pays the probe timeout (1 s
+    // here), the next ones do not until the recheck interval (5 s) passes.
+    let rest = &mut ms[1..].to_vec();
+    rest.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "blackholed c: first request {:.0} ms, median of the next {} {:.0} ms, max {:.0} ms",
+        ms[0],
+        rest.len(),
+        rest[rest.len() / 2],
+        rest[rest.len() - 1]
+    );
+    hole.abort();
+    c.stop().await;
+}

@@ -14,6 +14,10 @@ use crate::storage::{KeyRecord, KeyState, LedgerEntry};
 
 /// How long a node that failed a probe is avoided by the overlapped signing path.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
+/// A node that failed a probe this recently is not probed again: a node
+/// that is stopped or blackholed costs one probe timeout per this interval,
+/// not one per request, and is seen again within it once it is back.
+const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
 /// The epoch after `rec`'s (refused at the end of the range, never wrapped).
 pub(crate) fn next_epoch(rec: &KeyRecord) -> Result<u64, NodeError> {
@@ -94,6 +98,19 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
         s.keys().cloned().collect()
+    }
+
+    /// Nodes that failed a probe within `RECHECK_AFTER`: not worth probing
+    /// again yet.
+    pub(crate) fn recently_down(&self) -> Vec<NodeName> {
+        let now = Instant::now();
+        self.suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) < RECHECK_AFTER)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub(crate) fn note_reachability(&self, probed: &[NodeName], down: &[(NodeName, String)]) {

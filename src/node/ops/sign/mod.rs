@@ -175,10 +175,24 @@ impl Node {
                 return Ok(done);
             }
         }
-        let (down, ledgers) = self
-            .probe(&rec, &candidates, true, Some(request.request_id.as_str()))
+        // Nodes that failed a probe moments ago are not probed again (they
+        // would cost a probe timeout each time); they count as down.
+        let skipped = self.recently_down();
+        let probed: Vec<NodeName> = candidates
+            .iter()
+            .filter(|c| !skipped.contains(c))
+            .cloned()
+            .collect();
+        let (mut down, ledgers) = self
+            .probe(&rec, &probed, true, Some(request.request_id.as_str()))
             .await;
-        self.note_reachability(&candidates, &down);
+        self.note_reachability(&probed, &down);
+        down.extend(
+            skipped
+                .into_iter()
+                .filter(|s| candidates.contains(s))
+                .map(|s| (s, "failed a probe moments ago".to_owned())),
+        );
         let mut recorded = None;
         for (n, entry) in &ledgers {
             if let Some(done) = self.recorded(&request, entry, &rec, Some(n))? {
@@ -250,6 +264,15 @@ impl Node {
             .cloned()
             .collect();
         let checks = async {
+            // Participants are never recently down (they were picked among
+            // the unsuspected); other such nodes are not probed again yet.
+            let skipped = self.recently_down();
+            let candidates: Vec<NodeName> = candidates
+                .iter()
+                .filter(|c| !skipped.contains(c))
+                .cloned()
+                .collect();
+            let candidates = candidates.as_slice();
             let probe = self.probe(rec, candidates, true, Some(request.request_id.as_str()));
             let gossip = async {
                 if request.slot.is_some() {

@@ -185,15 +185,25 @@ async fn identities_are_refused_on_the_wrong_plane() {
         .unwrap();
         PeerClient::new(ch)
     };
-    let ping = PingRequest {
-        wire_version: thresig::node::WIRE_VERSION,
+    let ping = |wire_version: u32| PingRequest {
+        wire_version,
+        software_version: "test".into(),
     };
-    peer(files(&c.layout.dir, Role::Node, "b"))
-        .ping(ping)
+    let pong = peer(files(&c.layout.dir, Role::Node, "b"))
+        .ping(ping(thresig::node::WIRE_VERSION))
         .await
-        .expect("positive control: node cert on peer plane");
+        .expect("positive control: node cert on peer plane")
+        .into_inner();
+    assert_eq!(pong.software_version, env!("CARGO_PKG_VERSION"));
+    // The version before is accepted too (a rolling upgrade).
+    peer(files(&c.layout.dir, Role::Node, "b"))
+        .ping(ping(thresig::node::MIN_WIRE_VERSION))
+        .await
+        .expect("wire version N-1 is accepted");
     for (role, name) in [(Role::Client, CLIENT), (Role::Admin, ADMIN)] {
-        let r = peer(files(&c.layout.dir, role, name)).ping(ping).await;
+        let r = peer(files(&c.layout.dir, role, name))
+            .ping(ping(thresig::node::WIRE_VERSION))
+            .await;
         let code = r.unwrap_err().code();
         assert!(
             matches!(
@@ -205,17 +215,22 @@ async fn identities_are_refused_on_the_wrong_plane() {
         );
     }
     // A peer speaking another wire version is refused with both versions named.
-    let err = peer(files(&c.layout.dir, Role::Node, "b"))
-        .ping(PingRequest { wire_version: 99 })
-        .await
-        .unwrap_err();
-    assert!(
-        err.message().contains(&format!(
-            "this node speaks {}, peer sent 99",
-            thresig::node::WIRE_VERSION
-        )),
-        "{err}"
-    );
+    for unknown in [99, thresig::node::MIN_WIRE_VERSION - 1] {
+        let err = peer(files(&c.layout.dir, Role::Node, "b"))
+            .ping(ping(unknown))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        assert!(
+            err.message().contains(&format!(
+                "this node speaks {} and {} (thresig {}), peer sent {unknown}",
+                thresig::node::MIN_WIRE_VERSION,
+                thresig::node::WIRE_VERSION,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{err}"
+        );
+    }
     c.stop().await;
 }
 

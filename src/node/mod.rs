@@ -72,6 +72,10 @@ use crate::storage::Store;
 /// 2: a participant's refusal travels as an answer with a reason code.
 /// 3: key changes carry the signed admin request and its approvals.
 pub const WIRE_VERSION: u32 = 3;
+/// The oldest wire version a node still accepts (N-1, for rolling upgrades).
+/// A version-2 node's key changes carry no admin request and are refused as
+/// unapproved; its signing works.
+pub const MIN_WIRE_VERSION: u32 = 2;
 
 /// Timeouts of a node.
 #[derive(Debug, Clone, Copy)]

@@ -71,6 +71,7 @@ impl pb::peer_server::Peer for PeerService {
         Ok(Response::new(pb::PingResponse {
             wire_version: WIRE_VERSION,
             node: self.node.name().to_string(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
         }))
     }
 
@@ -215,6 +216,7 @@ impl PeerNet for GrpcPeerNet {
             let mut c = client?;
             c.ping(pb::PingRequest {
                 wire_version: WIRE_VERSION,
+                software_version: env!("CARGO_PKG_VERSION").into(),
             })
             .await
             .map_err(|s| net_error(&to, s))?;

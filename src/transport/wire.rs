@@ -8,16 +8,19 @@ use tonic::Status;
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
 use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 use crate::node::request::{ClientAuth, SignRequest, Slot};
-use crate::node::{Operation, Outcome, Proposal, WIRE_VERSION};
+use crate::node::{Operation, Outcome, Proposal, MIN_WIRE_VERSION, WIRE_VERSION};
 use crate::proto::peer as pb;
 use crate::protocol::sign::Signature;
 use crate::storage::{LedgerEntry, LedgerResult};
 
-/// Refuses a message of another wire version, naming both.
+/// Refuses a message of a wire version other than this node's or the one
+/// before it (a rolling upgrade runs N and N-1 side by side), naming both.
 pub(super) fn check_version(v: u32) -> Result<(), Status> {
-    if v != WIRE_VERSION {
+    if v != WIRE_VERSION && v != MIN_WIRE_VERSION {
         return Err(Status::failed_precondition(format!(
-            "wire version mismatch: this node speaks {WIRE_VERSION}, peer sent {v}"
+            "wire version mismatch: this node speaks {MIN_WIRE_VERSION} and {WIRE_VERSION} \
+             (thresig {}), peer sent {v}",
+            env!("CARGO_PKG_VERSION")
         )));
     }
     Ok(())

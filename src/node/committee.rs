@@ -96,7 +96,7 @@ impl Node {
             .suspects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
+        s.retain(|_, (since, _)| now.duration_since(*since) < SUSPECT_FOR);
         s.keys().cloned().collect()
     }
 
@@ -108,22 +108,43 @@ impl Node {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) < RECHECK_AFTER)
+            .filter(|(_, (since, unreachable))| {
+                *unreachable && now.duration_since(*since) < RECHECK_AFTER
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }
 
+    /// Records the probe of `probed`: those in `down` become suspects (the
+    /// overlapped path avoids them), the others are cleared. A node the
+    /// probe could not reach was marked unreachable by the probe itself
+    /// (`mark_unreachable`) and keeps that mark.
     pub(crate) fn note_reachability(&self, probed: &[NodeName], down: &[(NodeName, String)]) {
         let mut s = self
             .suspects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
         for n in probed {
-            match down.iter().any(|(d, _)| d == n) {
-                true => s.insert(n.clone(), Instant::now()),
-                false => s.remove(n),
-            };
+            if down.iter().any(|(d, _)| d == n) {
+                let unreachable = s
+                    .get(n)
+                    .is_some_and(|(since, u)| *u && now.duration_since(*since) < RECHECK_AFTER);
+                if !unreachable {
+                    s.insert(n.clone(), (now, false));
+                }
+            } else {
+                s.remove(n);
+            }
         }
+    }
+
+    /// Marks `n` as unreachable now.
+    pub(crate) fn mark_unreachable(&self, n: &NodeName) {
+        self.suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(n.clone(), (Instant::now(), true));
     }
 
     /// Asks `nodes` (other than this one) which epoch of `rec`'s key they
@@ -197,8 +218,22 @@ impl Node {
                     let why = "answered the status query with another outcome";
                     return (down(why.to_owned()), None);
                 }
-                Ok(Err(e)) => return (down(e.to_string()), None),
-                Err(_) => return (down(format!("no answer within {timeout:?}")), None),
+                Ok(Err(e)) => {
+                    // Unreachable, timed out or shutting down: not worth
+                    // asking again for a moment. (A refusal for another
+                    // reason comes from a node that is there.)
+                    if matches!(
+                        e.reason(),
+                        crate::node::Reason::Unavailable | crate::node::Reason::Timeout
+                    ) {
+                        self.mark_unreachable(n);
+                    }
+                    return (down(e.to_string()), None);
+                }
+                Err(_) => {
+                    self.mark_unreachable(n);
+                    return (down(format!("no answer within {timeout:?}")), None);
+                }
             };
         let ledger = ledger.map(|l| (n.clone(), *l));
         // A freeze or delete the peer applied and this node missed: checked

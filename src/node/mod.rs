@@ -119,7 +119,8 @@ pub struct Node {
     policy: std::sync::RwLock<Arc<policy::Policy>>,
     limiter: policy::Limiter,
     /// Nodes that recently failed a probe (see `committee.rs`).
-    suspects: std::sync::Mutex<std::collections::HashMap<NodeName, std::time::Instant>>,
+    /// Since when, and whether it was unreachable (not just not ready).
+    suspects: std::sync::Mutex<std::collections::HashMap<NodeName, (std::time::Instant, bool)>>,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).

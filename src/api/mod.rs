@@ -3,10 +3,12 @@
 //! and validators use.
 
 mod admin_client;
+mod admin_service;
 pub mod client;
 pub mod ops;
 mod services;
 mod status;
 
-pub use services::{AdminService, SignerService};
+pub use admin_service::AdminService;
+pub use services::SignerService;
 pub use status::status;

@@ -13,6 +13,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 
 pub mod curve;
+mod echo;
 pub mod inproc;
 pub mod keygen;
 pub mod refresh;

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::curve::{Curve, Package, Party};
-use super::keygen::{sha256, EchoCheck};
+use super::echo::EchoCheck;
+use super::keygen::sha256;
 use super::KeyShare;
 use super::{
     check_inbox, decode, distribute_fragments, encode, party_index, Inbox, Outgoing, PartyIdx,

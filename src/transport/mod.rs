@@ -12,6 +12,7 @@ mod refusal;
 pub mod request_auth;
 pub mod tls;
 mod wire;
+mod wire_admin;
 
 pub use conn::{dial, incoming, Authenticated, Plane};
 pub use identity::{identity_of, Identity};

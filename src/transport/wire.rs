@@ -6,7 +6,7 @@
 use tonic::Status;
 
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
-use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
+use crate::node::admin_request::AdminOp;
 use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::{Operation, Outcome, Proposal, MIN_WIRE_VERSION, WIRE_VERSION};
 use crate::proto::peer as pb;
@@ -116,7 +116,11 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
     Ok(Proposal {
         eid,
         nonce: req.coordinator_nonce,
-        admin: req.admin.map(admin_from_pb).transpose()?.map(Box::new),
+        admin: req
+            .admin
+            .map(super::wire_admin::admin_from_pb)
+            .transpose()?
+            .map(Box::new),
         op,
     })
 }
@@ -223,61 +227,8 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
         wire_version: WIRE_VERSION,
         eid: p.eid.as_bytes().to_vec(),
         coordinator_nonce: p.nonce,
-        admin: p.admin.map(|a| admin_to_pb(*a)),
+        admin: p.admin.map(|a| super::wire_admin::admin_to_pb(*a)),
         op: Some(op),
-    }
-}
-
-fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, Status> {
-    let request = AdminRequest::from_fields(
-        &a.operation,
-        &a.key_id,
-        &a.key_type,
-        &a.committee,
-        a.threshold,
-        &a.target,
-        &a.exclude,
-        a.request_id,
-        a.expiry_unix,
-    )
-    .map_err(|(field, e)| bad(&format!("admin.{field}"), e))?;
-    let approvals = a
-        .approvals
-        .into_iter()
-        .map(|x| {
-            Ok(ClientAuth {
-                chain: x.chain,
-                scheme: u16::try_from(x.signature_scheme)
-                    .map_err(|_| bad("admin.approvals.signature_scheme", "out of range"))?,
-                signature: x.signature,
-            })
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
-    Ok(SignedAdmin { request, approvals })
-}
-
-fn admin_to_pb(a: SignedAdmin) -> pb::AdminAuthorization {
-    let r = a.request;
-    let names = |v: Vec<NodeName>| v.into_iter().map(|n| n.to_string()).collect();
-    pb::AdminAuthorization {
-        operation: r.operation.label().into(),
-        key_id: r.key_id.to_string(),
-        key_type: r.key_type.map(|t| t.to_string()).unwrap_or_default(),
-        committee: names(r.committee),
-        threshold: r.threshold,
-        target: r.target.map(|t| t.to_string()).unwrap_or_default(),
-        exclude: names(r.exclude),
-        request_id: r.request_id,
-        expiry_unix: r.expiry_unix,
-        approvals: a
-            .approvals
-            .into_iter()
-            .map(|x| pb::AdminApproval {
-                chain: x.chain,
-                signature_scheme: x.scheme.into(),
-                signature: x.signature,
-            })
-            .collect(),
     }
 }
 

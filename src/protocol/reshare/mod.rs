@@ -394,7 +394,7 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                         for (&old, h) in &echo {
                             if m.echo.get(&old) != Some(h) {
                                 let dealer = self.session_index_of_dealer(old);
-                                echo_faults.push(crate::protocol::keygen::echo_fault(
+                                echo_faults.push(crate::protocol::echo::echo_fault(
                                     dealer, self.me, from, 1,
                                 ));
                             }
@@ -405,7 +405,7 @@ impl<C: Curve> Protocol for ReshareSession<C> {
                     };
                     inner.insert(j, payload);
                 }
-                crate::protocol::keygen::most_conclusive(echo_faults)?;
+                crate::protocol::echo::most_conclusive(echo_faults)?;
                 match refresh
                     .advance(inner)
                     .map_err(|e| Self::blame_in_session(e, &self.roles.members))?

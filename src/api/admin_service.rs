@@ -1,0 +1,442 @@
+//! `thresig.admin.v1.Admin` (admin identities): key changes carry the
+//! signed admin request the node checks; reads and audit. Handlers parse
+//! input into domain types and call the node; they hold no logic of their own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::services::{arg, counted, eth_address, require};
+use super::status;
+use crate::domain::KeyId;
+use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
+use crate::node::request::ClientAuth;
+use crate::node::Node;
+use crate::pki::Role;
+use crate::proto::admin as apb;
+use crate::storage::KeyRecord;
+use crate::telemetry::Metrics;
+use crate::transport::Identity;
+
+pub struct AdminService {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> apb::admin_server::AdminServer<Self> {
+        apb::admin_server::AdminServer::new(Self { node, metrics })
+            .max_decoding_message_size(64 * 1024)
+    }
+}
+
+impl AdminService {
+    /// The caller's admin identity, if the policy lets it run `operation`.
+    fn admin<T>(&self, req: &Request<T>, operation: &str) -> Result<Identity, Status> {
+        let who = require(req, Role::Admin)?;
+        self.node
+            .authorize_admin(&who.name, operation)
+            .map_err(|e| status(self.node.name(), &e))?;
+        Ok(who)
+    }
+}
+
+impl AdminService {
+    /// Freeze, unfreeze or delete.
+    async fn change_state(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+        op: AdminOp,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            op,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let s = counted(
+            &self.metrics,
+            &self.node,
+            op.label(),
+            self.node.audit_admin(
+                &who.name,
+                op.label(),
+                key.as_str(),
+                self.node.change_key_state(&signed).await,
+            ),
+        )?;
+        tracing::info!(admin = %who, key = %key, operation = %op, applied = ?s.applied,
+            not_applied = ?s.not_applied, "key state changed");
+        Ok(Response::new(apb::KeyStateResponse {
+            key: Some(key_info(&s.key)),
+            applied: s.applied.iter().map(ToString::to_string).collect(),
+            not_applied: s
+                .not_applied
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect(),
+        }))
+    }
+}
+
+/// The request fields of an admin message other than its id, expiry and approvals.
+#[derive(Default)]
+struct Fields<'a> {
+    key_id: &'a str,
+    key_type: &'a str,
+    committee: &'a [String],
+    threshold: u32,
+    target: &'a str,
+    exclude: &'a [String],
+}
+
+/// The signed admin request an admin message carries. The node checks the
+/// approvals; this only parses.
+fn signed_admin(
+    op: AdminOp,
+    f: Fields<'_>,
+    request_id: String,
+    expiry_unix: u64,
+    approvals: Vec<apb::AdminApproval>,
+) -> Result<SignedAdmin, Status> {
+    let request = AdminRequest::from_fields(
+        op.label(),
+        f.key_id,
+        f.key_type,
+        f.committee,
+        f.threshold,
+        f.target,
+        f.exclude,
+        request_id,
+        expiry_unix,
+    )
+    .map_err(|(field, e)| arg(field, e))?;
+    let approvals = approvals
+        .into_iter()
+        .map(|a| {
+            Ok(ClientAuth {
+                chain: a.chain,
+                scheme: u16::try_from(a.signature_scheme)
+                    .map_err(|_| arg("approvals.signature_scheme", "out of range"))?,
+                signature: a.signature,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(SignedAdmin { request, approvals })
+}
+
+fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
+    apb::RotateKeyResponse {
+        key: Some(key_info(&s.key)),
+        old_epoch: s.old_epoch,
+        new_epoch: s.new_epoch,
+        public_key_unchanged: s.public_key_unchanged,
+        duration_ms: s.elapsed.as_millis() as u64,
+    }
+}
+
+fn audit_entry(e: crate::storage::AuditEntry) -> apb::AuditEntry {
+    apb::AuditEntry {
+        seq: e.seq,
+        unix: e.unix,
+        kind: e.event.kind,
+        actor: e.event.actor,
+        key_id: e.event.key,
+        request_id: e.event.request_id,
+        decision: e.event.decision,
+        rule: e.event.rule,
+        eid: e.event.eid,
+        detail: e.event.detail,
+    }
+}
+
+pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
+    apb::KeyInfo {
+        key_id: rec.key_id.to_string(),
+        public_key: rec.public_key.clone(),
+        eth_address: eth_address(rec.key_type, &rec.public_key),
+        threshold: rec.threshold.into(),
+        committee: rec.committee.clone(),
+        epoch: rec.epoch,
+        state: match &rec.state {
+            crate::storage::KeyState::Frozen(why) => format!("frozen: {why}"),
+            crate::storage::KeyState::Deleted(why) => format!("deleted: {why}"),
+            s => s.label().to_owned(),
+        },
+        chain_code: rec.chain_code.to_vec(),
+        key_type: rec.key_type.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl apb::admin_server::Admin for AdminService {
+    async fn create_key(
+        &self,
+        req: Request<apb::CreateKeyRequest>,
+    ) -> Result<Response<apb::KeyInfo>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Create,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                committee: &r.committee,
+                threshold: r.threshold,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let started = Instant::now();
+        let rec = counted(
+            &self.metrics,
+            &self.node,
+            "keygen",
+            self.node.audit_admin(
+                &who.name,
+                "create",
+                key.as_str(),
+                self.node.create_key(&signed).await,
+            ),
+        )?;
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            ms = started.elapsed().as_millis() as u64,
+            "key created",
+        );
+        Ok(Response::new(key_info(&rec)))
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<apb::RotateKeyRequest>,
+    ) -> Result<Response<apb::RotateKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Rotate,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let r = self.node.rotate(&signed).await;
+        let s = counted(
+            &self.metrics,
+            &self.node,
+            "rotate",
+            self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
+        )?;
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            old_epoch = s.old_epoch,
+            new_epoch = s.new_epoch,
+            ms = s.elapsed.as_millis() as u64,
+            "key rotated",
+        );
+        Ok(Response::new(rotate_response(&s)))
+    }
+
+    async fn repair_key(
+        &self,
+        req: Request<apb::RepairKeyRequest>,
+    ) -> Result<Response<apb::RepairKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Repair,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                target: &r.node,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let key = signed.request.key_id.clone();
+        let r = self.node.repair(&signed).await;
+        let s = counted(
+            &self.metrics,
+            &self.node,
+            "repair",
+            self.node.audit_admin(&who.name, "repair", key.as_str(), r),
+        )?;
+        tracing::info!(
+            admin = %who,
+            key = %key,
+            target = %s.target,
+            helpers = ?s.helpers,
+            "share repaired",
+        );
+        Ok(Response::new(apb::RepairKeyResponse {
+            rotation: Some(rotate_response(&s.rotation)),
+            helpers: s.helpers.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn reshare_key(
+        &self,
+        req: Request<apb::ReshareKeyRequest>,
+    ) -> Result<Response<apb::ReshareKeyResponse>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let signed = signed_admin(
+            AdminOp::Reshare,
+            Fields {
+                key_id: &r.key_id,
+                key_type: &r.key_type,
+                committee: &r.committee,
+                threshold: r.threshold,
+                exclude: &r.exclude,
+                ..Fields::default()
+            },
+            r.request_id,
+            r.expiry_unix,
+            r.approvals,
+        )?;
+        let (key, threshold) = (signed.request.key_id.clone(), r.threshold);
+        let s = counted(
+            &self.metrics,
+            &self.node,
+            "reshare",
+            self.node.audit_admin(
+                &who.name,
+                "reshare",
+                key.as_str(),
+                self.node.reshare(&signed).await,
+            ),
+        )?;
+        tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,
+            committee = ?s.key.committee, threshold, retired = ?s.retired, ms = s.elapsed.as_millis() as u64, "key reshared");
+        Ok(Response::new(apb::ReshareKeyResponse {
+            key: Some(key_info(&s.key)),
+            old_epoch: s.old_epoch,
+            new_epoch: s.new_epoch,
+            old_committee: s.old_committee.iter().map(ToString::to_string).collect(),
+            old_threshold: s.old_threshold.into(),
+            dealers: s.dealers.iter().map(ToString::to_string).collect(),
+            retired: s.retired.iter().map(ToString::to_string).collect(),
+            not_retired: s
+                .not_retired
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect(),
+            public_key_unchanged: s.public_key_unchanged,
+            duration_ms: s.elapsed.as_millis() as u64,
+        }))
+    }
+
+    async fn freeze_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Freeze).await
+    }
+
+    async fn unfreeze_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Unfreeze).await
+    }
+
+    async fn delete_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Delete).await
+    }
+
+    async fn reload_policy(
+        &self,
+        req: Request<apb::ReloadPolicyRequest>,
+    ) -> Result<Response<apb::ReloadPolicyResponse>, Status> {
+        let who = self.admin(&req, "reload-policy")?;
+        let summary = self
+            .node
+            .audit_admin(&who.name, "reload-policy", "", self.node.reload_policy())
+            .map_err(|e| status(self.node.name(), &e))?;
+        tracing::info!(admin = %who, "{summary}");
+        Ok(Response::new(apb::ReloadPolicyResponse { summary }))
+    }
+
+    async fn audit_tail(
+        &self,
+        req: Request<apb::AuditTailRequest>,
+    ) -> Result<Response<apb::AuditTailResponse>, Status> {
+        self.admin(&req, "read")?;
+        let n = req.get_ref().count.clamp(1, 10_000) as usize;
+        let entries = self
+            .node
+            .store()
+            .audit_tail(n)
+            .map_err(|e| status(self.node.name(), &e.into()))?;
+        Ok(Response::new(apb::AuditTailResponse {
+            entries: entries.into_iter().map(audit_entry).collect(),
+        }))
+    }
+
+    async fn audit_verify(
+        &self,
+        req: Request<apb::AuditVerifyRequest>,
+    ) -> Result<Response<apb::AuditVerifyResponse>, Status> {
+        self.admin(&req, "read")?;
+        let r = self
+            .node
+            .store()
+            .audit_verify()
+            .map_err(|e| status(self.node.name(), &e.into()))?;
+        Ok(Response::new(apb::AuditVerifyResponse {
+            node: self.node.name().to_string(),
+            good: r.good,
+            ok: r.first_bad.is_none(),
+            first_bad: r.first_bad.as_ref().map(|b| b.0).unwrap_or_default(),
+            reason: r.first_bad.map(|b| b.1).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<apb::ListKeysRequest>,
+    ) -> Result<Response<apb::ListKeysResponse>, Status> {
+        self.admin(&req, "read")?;
+        let keys = self.node.keys().map_err(|e| status(self.node.name(), &e))?;
+        Ok(Response::new(apb::ListKeysResponse {
+            keys: keys.iter().map(key_info).collect(),
+        }))
+    }
+
+    async fn get_key(
+        &self,
+        req: Request<apb::GetKeyRequest>,
+    ) -> Result<Response<apb::KeyInfo>, Status> {
+        self.admin(&req, "read")?;
+        let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
+        let rec = self
+            .node
+            .key(&key)
+            .map_err(|e| status(self.node.name(), &e))?;
+        Ok(Response::new(key_info(&rec)))
+    }
+}

@@ -531,3 +531,71 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
     running.abort();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_refresh_call_does_not_leave_signing_paused() {
+    use std::time::{Duration, Instant};
+    common::init_tracing();
+    // Long rounds: without the fix the pause would last 2 x 6 x 120 s.
+    let dir = tempfile::tempdir().unwrap();
+    let timeouts = thresig::node::Timeouts {
+        round: Duration::from_secs(120),
+        ping: Duration::from_secs(1),
+    };
+    let c = thresig::cluster::LocalCluster::start(dir.path(), &["a", "b", "c"], timeouts)
+        .await
+        .unwrap();
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let rec = c.nodes[1].as_ref().unwrap().node.key(&id).unwrap();
+    let committee = names(&["a", "b", "c"]);
+    let signed = approved_by(&c, admin_request(AdminOp::Rotate, "k"), &[ADMIN]);
+    let nonce = bound_nonce(&signed, 4);
+    let refresh = Proposal {
+        eid: thresig::node::ops::rotate::eid(&rec, &committee, &nonce),
+        nonce,
+        admin: Some(Box::new(signed)),
+        op: Operation::Refresh {
+            key_id: id.clone(),
+            epoch: 0,
+            committee,
+        },
+    };
+    let x = Hostile::as_node(&c, 0);
+    let running = tokio::spawn(async move { x.propose("b", refresh).await });
+    let sign_via_b = |d: [u8; 32]| {
+        let mut client = c.client(1, CLIENT).unwrap();
+        async move { client.sign("k", d, "", "").await }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sign_via_b([0xC3; 32]).await {
+            Err(e) if e.reason() == Some("paused") => break,
+            other => {
+                assert!(Instant::now() < deadline, "b never paused: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The coordinator goes away mid-session (as when an admin presses Ctrl-C
+    // or the coordinator dies): the call to b is dropped, and so is b's pause.
+    running.abort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let d = [0xC4; 32];
+    let resp = loop {
+        match sign_via_b(d).await {
+            Ok(resp) => break resp,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "b stayed paused: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    check_signature(&resp, &d, &info.public_key);
+    c.stop().await;
+}

@@ -462,6 +462,25 @@ impl Node {
         Ok(())
     }
 
+    /// `pause`, lifted again when the returned guard is dropped unless
+    /// `keep` was called: a participant whose session fails, or whose call
+    /// is dropped (the coordinator died, the admin pressed Ctrl-C), does not
+    /// leave the key paused until the deadline.
+    pub(crate) fn pause_guarded(
+        &self,
+        key: &KeyId,
+        eid: ExecutionId,
+        for_at_most: Duration,
+    ) -> Result<PauseGuard<'_>, NodeError> {
+        self.pause(key, eid, for_at_most)?;
+        Ok(PauseGuard {
+            node: self,
+            key: key.clone(),
+            eid,
+            keep: false,
+        })
+    }
+
     /// Lifts the pause of rotation `eid` (not another rotation's).
     pub(crate) fn resume(&self, key: &KeyId, eid: &ExecutionId) {
         if let Ok(mut g) = self.paused.lock() {
@@ -490,6 +509,29 @@ impl Node {
                 })
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Lifts a pause when dropped, unless kept (see `Node::pause_guarded`).
+pub(crate) struct PauseGuard<'a> {
+    node: &'a Node,
+    key: KeyId,
+    eid: ExecutionId,
+    keep: bool,
+}
+
+impl PauseGuard<'_> {
+    /// The share is staged: the pause lasts until activation or release.
+    pub(crate) fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for PauseGuard<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.node.resume(&self.key, &self.eid);
         }
     }
 }

@@ -233,7 +233,7 @@ impl Node {
         let next = crate::node::committee::next_epoch(&rec)?;
         let session = self.claim_session(&p.eid, expected, committee)?;
         // Signing waits until the new epoch is active here, or the rotation is given up.
-        self.pause(key_id, p.eid, self.timeouts.session().saturating_mul(2))?;
+        let pause = self.pause_guarded(key_id, p.eid, self.timeouts.session().saturating_mul(2))?;
         let result = async {
             let share = self.open_share(&rec, epoch)?;
             let package = hex::decode(&rec.package).map_err(|_| {
@@ -259,8 +259,8 @@ impl Node {
             })
         }
         .await;
-        if result.is_err() {
-            self.resume(key_id, &p.eid);
+        if result.is_ok() {
+            pause.keep();
         }
         result
     }

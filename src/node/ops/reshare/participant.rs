@@ -100,10 +100,13 @@ impl Node {
         }
         let expected = super::eid(&record, dealers, committee, threshold, &p.nonce);
         let session = self.claim_session(&p.eid, expected, &parties)?;
-        if !joining {
-            // Signing waits until the new epoch is active, or the reshare is given up.
-            self.pause(key_id, p.eid, self.timeouts.session().saturating_mul(2))?;
-        }
+        // Signing waits until the new epoch is active, or the reshare is given
+        // up (the guard lifts it if this call fails or is dropped first).
+        let pause = if joining {
+            None
+        } else {
+            Some(self.pause_guarded(key_id, p.eid, self.timeouts.session().saturating_mul(2))?)
+        };
         let result = async {
             let package = hex::decode(&record.package).map_err(|_| {
                 NodeError::Internal(format!("key {key_id}: public key package is not hex"))
@@ -182,8 +185,8 @@ impl Node {
             })
         }
         .await;
-        if result.is_err() {
-            self.resume(key_id, &p.eid);
+        if let (Ok(_), Some(pause)) = (&result, pause) {
+            pause.keep();
         }
         result
     }

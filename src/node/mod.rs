@@ -10,7 +10,7 @@
 //! - `propose.rs`: fan-out of a proposal to the parties, and the one way a
 //!   participant claims and runs a session (`claim_session`, `run_session`).
 //! - `committee.rs`: liveness probes, suspects, epochs and catch-up, share
-//!   status, membership checks, the signing pause.
+//!   status, membership checks.
 //! - `authz.rs`: policy, rate limits, verification of client requests, audit.
 //! - `admin_request.rs`, `admin.rs`, `quorum.rs`: the signed admin request
 //!   behind every key change, the check every node makes of it before it
@@ -23,6 +23,7 @@
 //!   run over the network with round deadlines.
 //! - `shares.rs`: this node's shares opened from the store, and the cache
 //!   of those opened for signing.
+//! - `pause.rs`: the signing pause while a rotation or reshare stages.
 //! - `drain.rs`: graceful shutdown (no new work, in-flight work finishes).
 //! - `faults.rs`: crash points for tests (compiled out without the
 //!   `fault-injection` feature).
@@ -38,6 +39,7 @@ pub mod admin_request;
 mod authz;
 pub(crate) mod committee;
 mod drain;
+mod pause;
 mod error;
 pub mod faults;
 pub mod ops;

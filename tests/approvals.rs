@@ -449,12 +449,22 @@ async fn the_offline_approval_flow_works_from_the_command_line() {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_approved_rotations_pause_ends_when_it_is_released() {
+/// A cluster (120 s rounds) with key k, where node a's certificate has
+/// proposed an approved refresh to b alone: b checked the approvals, paused
+/// signing and waits for rounds that never come, so its session is still
+/// running for as long as a test needs (it cannot time out meanwhile).
+/// Returns the refresh's eid and the task holding b's call.
+async fn b_paused_by_an_approved_refresh(
+    fill: u8,
+) -> (
+    tempfile::TempDir,
+    thresig::cluster::LocalCluster,
+    Vec<u8>,
+    thresig::domain::ExecutionId,
+    tokio::task::JoinHandle<Result<thresig::node::Outcome, NodeError>>,
+) {
     use std::time::{Duration, Instant};
     common::init_tracing();
-    // Long rounds: the refresh below waits for rounds that never come, so it
-    // is still running when it is released (it could not have timed out).
     let dir = tempfile::tempdir().unwrap();
     let timeouts = thresig::node::Timeouts {
         round: Duration::from_secs(120),
@@ -473,20 +483,18 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
     let rec = c.nodes[1].as_ref().unwrap().node.key(&id).unwrap();
     let committee = names(&["a", "b", "c"]);
     let signed = approved_by(&c, admin_request(AdminOp::Rotate, "k"), &[ADMIN]);
-    let nonce = bound_nonce(&signed, 3);
+    let nonce = bound_nonce(&signed, fill);
     let eid = thresig::node::ops::rotate::eid(&rec, &committee, &nonce);
     let refresh = Proposal {
         eid,
         nonce,
         admin: Some(Box::new(signed)),
         op: Operation::Refresh {
-            key_id: id.clone(),
+            key_id: id,
             epoch: 0,
             committee,
         },
     };
-    // Node a's certificate proposes an approved refresh to b alone: b checks
-    // the approvals, pauses signing and waits for the refresh's rounds.
     let x = Hostile::as_node(&c, 0);
     let running = tokio::spawn(async move { x.propose("b", refresh).await });
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -494,7 +502,7 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
         let r = c
             .client(1, CLIENT)
             .unwrap()
-            .sign("k", [0xC1; 32], "", "")
+            .sign("k", [fill; 32], "", "")
             .await;
         match r {
             Err(e) if e.reason() == Some("paused") => break,
@@ -504,13 +512,19 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
             }
         }
     }
+    (dir, c, info.public_key, eid, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_rotations_pause_ends_when_it_is_released() {
+    let (_dir, c, pk, eid, running) = b_paused_by_an_approved_refresh(3).await;
     // The release (the activation of epoch 0 with no confirmation) ends the pause.
     let release = Proposal {
         eid,
         nonce: Vec::new(),
         admin: None,
         op: Operation::Activate {
-            key_id: id.clone(),
+            key_id: KeyId::parse("k").unwrap(),
             epoch: 0,
             confirmation: [0; 32],
         },
@@ -523,7 +537,7 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
         .sign("k", d, "", "")
         .await
         .unwrap();
-    check_signature(&resp, &d, &info.public_key);
+    check_signature(&resp, &d, &pk);
     assert!(
         !running.is_finished(),
         "the refresh ended by itself, so this does not show the release ended the pause"
@@ -535,60 +549,15 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_refresh_call_does_not_leave_signing_paused() {
     use std::time::{Duration, Instant};
-    common::init_tracing();
-    // Long rounds: without the fix the pause would last 2 x 6 x 120 s.
-    let dir = tempfile::tempdir().unwrap();
-    let timeouts = thresig::node::Timeouts {
-        round: Duration::from_secs(120),
-        ping: Duration::from_secs(1),
-    };
-    let c = thresig::cluster::LocalCluster::start(dir.path(), &["a", "b", "c"], timeouts)
-        .await
-        .unwrap();
-    let info = c
-        .client(0, ADMIN)
-        .unwrap()
-        .create_key("k", 2, &[])
-        .await
-        .unwrap();
-    let id = KeyId::parse("k").unwrap();
-    let rec = c.nodes[1].as_ref().unwrap().node.key(&id).unwrap();
-    let committee = names(&["a", "b", "c"]);
-    let signed = approved_by(&c, admin_request(AdminOp::Rotate, "k"), &[ADMIN]);
-    let nonce = bound_nonce(&signed, 4);
-    let refresh = Proposal {
-        eid: thresig::node::ops::rotate::eid(&rec, &committee, &nonce),
-        nonce,
-        admin: Some(Box::new(signed)),
-        op: Operation::Refresh {
-            key_id: id.clone(),
-            epoch: 0,
-            committee,
-        },
-    };
-    let x = Hostile::as_node(&c, 0);
-    let running = tokio::spawn(async move { x.propose("b", refresh).await });
-    let sign_via_b = |d: [u8; 32]| {
-        let mut client = c.client(1, CLIENT).unwrap();
-        async move { client.sign("k", d, "", "").await }
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match sign_via_b([0xC3; 32]).await {
-            Err(e) if e.reason() == Some("paused") => break,
-            other => {
-                assert!(Instant::now() < deadline, "b never paused: {other:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    // Without the fix the pause would last 2 x 6 x 120 s.
+    let (_dir, c, pk, _eid, running) = b_paused_by_an_approved_refresh(4).await;
     // The coordinator goes away mid-session (as when an admin presses Ctrl-C
     // or the coordinator dies): the call to b is dropped, and so is b's pause.
     running.abort();
     let deadline = Instant::now() + Duration::from_secs(30);
     let d = [0xC4; 32];
     let resp = loop {
-        match sign_via_b(d).await {
+        match c.client(1, CLIENT).unwrap().sign("k", d, "", "").await {
             Ok(resp) => break resp,
             Err(e) => {
                 assert!(Instant::now() < deadline, "b stayed paused: {e}");
@@ -596,6 +565,6 @@ async fn a_dropped_refresh_call_does_not_leave_signing_paused() {
             }
         }
     };
-    check_signature(&resp, &d, &info.public_key);
+    check_signature(&resp, &d, &pk);
     c.stop().await;
 }

@@ -74,41 +74,13 @@ async fn a_draining_node_takes_no_new_work_and_signing_goes_on_without_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_the_node_process_and_it_exits_cleanly() {
-    use std::io::BufRead;
     let (_dir, mut c) = cluster(&["a", "b"]).await;
     c.stop_node(1).await;
-    let cfg_path = c.configs[1].data_dir.parent().unwrap().join("node.toml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["node", "run", "--config"])
-        .arg(&cfg_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| -> Vec<String> {
-        let mut seen = Vec::new();
-        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-            let hit = line.contains(what);
-            seen.push(line);
-            if hit {
-                return seen;
-            }
-        }
-        panic!("never printed {what:?}: {seen:#?}")
-    };
-    wait_for("serving");
+    let (mut child, rx) = common::spawn_node_process(&c, 1);
+    common::lines_until(&rx, "serving").expect("the node never served");
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let lines = wait_for("shutting down");
+    let lines = common::lines_until(&rx, "shutting down").expect("no shutdown line");
     assert!(lines.iter().any(|l| l.contains("draining")), "{lines:#?}");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");

@@ -12,27 +12,11 @@ use common::{
 use thresig::client::AdminOp;
 use thresig::node::faults::{self, points};
 
-const POLICY: &str = r#"
-[[client]]
-name = "validator"
-keys = ["*"]
-paths = ["m"]
-
-[[admin]]
-name = "ops"
-operations = ["*"]
-
-[[quorum]]
-operations = ["unfreeze"]
-admins = ["ops-1", "sec-1"]
-required = 2
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_share_freezes_the_key_and_a_quorum_unfreezes_it() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     issue_admins(&c, &["ops-1", "sec-1"]);
-    set_policy(&c, POLICY);
+    set_policy(&c, &common::two_admin_policy(&["unfreeze"]));
     let info = c
         .client(0, ADMIN)
         .unwrap()

@@ -14,27 +14,11 @@ use thresig::domain::KeyId;
 use thresig::node::{Operation, Proposal};
 use thresig::storage::KeyState;
 
-const POLICY: &str = r#"
-[[client]]
-name = "validator"
-keys = ["*"]
-paths = ["m"]
-
-[[admin]]
-name = "ops"
-operations = ["*"]
-
-[[quorum]]
-operations = ["unfreeze", "delete"]
-admins = ["ops-1", "sec-1"]
-required = 2
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     issue_admins(&c, &["ops-1", "sec-1"]);
-    set_policy(&c, POLICY);
+    set_policy(&c, &common::two_admin_policy(&["unfreeze", "delete"]));
     let info = c
         .client(0, ADMIN)
         .unwrap()
@@ -203,7 +187,7 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
 async fn a_deleted_key_is_gone_everywhere_and_a_node_that_was_down_learns_it() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
     issue_admins(&c, &["ops-1", "sec-1"]);
-    set_policy(&c, POLICY);
+    set_policy(&c, &common::two_admin_policy(&["unfreeze", "delete"]));
     c.client(0, ADMIN)
         .unwrap()
         .create_key("k", 2, &[])

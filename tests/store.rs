@@ -132,31 +132,12 @@ async fn raw_store_file_contains_no_plaintext_share() {
 async fn node_process_runs_without_core_dumps() {
     let (_dir, mut c) = cluster(&["a", "b"]).await;
     c.stop_node(0).await;
-    let cfg_path = c.configs[0].data_dir.parent().unwrap().join("node.toml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["node", "run", "--config"])
-        .arg(&cfg_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Wait until it says it serves, then read its limits: hardening runs
     // before the listeners open, so a serving process has already dropped
     // them. (A connect to the port is no proof: the stopped in-process node's
     // listener may not be gone yet.)
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("serving") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let serving = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+    let (mut child, rx) = common::spawn_node_process(&c, 0);
+    let serving = common::lines_until(&rx, "serving").is_some();
     let limits =
         std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
     let _ = child.kill();

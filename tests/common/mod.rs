@@ -295,3 +295,60 @@ pub async fn serve_hostile(
             .await;
     })
 }
+
+/// Node `i` of `c` (stop its in-process copy first) as a real `thresig node
+/// run` process, and the lines it writes to stderr.
+pub fn spawn_node_process(
+    c: &thresig::cluster::LocalCluster,
+    i: usize,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let cfg_path = c.configs[i].data_dir.parent().unwrap().join("node.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["node", "run", "--config"])
+        .arg(&cfg_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The lines from `rx` up to and including the first that contains `what`
+/// (waiting up to a minute for each), or None if it never came.
+pub fn lines_until(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> Option<Vec<String>> {
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        let hit = line.contains(what);
+        seen.push(line);
+        if hit {
+            return Some(seen);
+        }
+    }
+    None
+}
+
+/// A policy: the cluster's client may sign everything, ops may run every
+/// admin operation alone, except `operations`, which need both ops-1 and
+/// sec-1 (see `issue_admins`).
+pub fn two_admin_policy(operations: &[&str]) -> String {
+    let ops = operations
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[client]]\nname = \"validator\"\nkeys = [\"*\"]\npaths = [\"m\"]\n\n\
+         [[admin]]\nname = \"ops\"\noperations = [\"*\"]\n\n\
+         [[quorum]]\noperations = [{ops}]\nadmins = [\"ops-1\", \"sec-1\"]\nrequired = 2\n"
+    )
+}

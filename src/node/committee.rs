@@ -376,8 +376,12 @@ impl Node {
         let joining = rec.as_ref().is_some_and(|r| {
             r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
         });
+        // Only a node that cannot sign hands out its last freeze or delete
+        // (the receiver takes it from no other), so the signing path's status
+        // queries do not read it.
         let lifecycle = rec
             .as_ref()
+            .filter(|_| !signing)
             .and_then(|_| self.lifecycle_proposal(key_id))
             .map(Box::new);
         match rec {

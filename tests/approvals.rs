@@ -450,11 +450,11 @@ async fn the_offline_approval_flow_works_from_the_command_line() {
 }
 
 /// A cluster (120 s rounds) with key k, where node a's certificate has
-/// proposed an approved refresh to b alone: b checked the approvals, paused
-/// signing and waits for rounds that never come, so its session is still
-/// running for as long as a test needs (it cannot time out meanwhile).
-/// Returns the refresh's eid and the task holding b's call.
-async fn b_paused_by_an_approved_refresh(
+/// proposed an approved refresh to b alone: b checked the approvals, took the
+/// key's maintenance lock and waits for rounds that never come, so its
+/// session is still running for as long as a test needs (it cannot time out
+/// meanwhile). Returns the refresh's eid and the task holding b's call.
+async fn b_running_an_approved_refresh(
     fill: u8,
 ) -> (
     tempfile::TempDir,
@@ -490,7 +490,7 @@ async fn b_paused_by_an_approved_refresh(
         nonce,
         admin: Some(Box::new(signed)),
         op: Operation::Refresh {
-            key_id: id,
+            key_id: id.clone(),
             epoch: 0,
             committee,
         },
@@ -498,39 +498,83 @@ async fn b_paused_by_an_approved_refresh(
     let x = Hostile::as_node(&c, 0);
     let running = tokio::spawn(async move { x.propose("b", refresh).await });
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = c
-            .client(1, CLIENT)
-            .unwrap()
-            .sign("k", [fill; 32], "", "")
-            .await;
-        match r {
-            Err(e) if e.reason() == Some("paused") => break,
-            other => {
-                assert!(Instant::now() < deadline, "b never paused: {other:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    while !b_reports_a_running_session(&c, &id).await {
+        assert!(Instant::now() < deadline, "b never started the session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (dir, c, info.public_key, eid, running)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_approved_rotations_pause_ends_when_it_is_released() {
-    let (_dir, c, pk, eid, running) = b_paused_by_an_approved_refresh(3).await;
-    // The release (the activation of epoch 0 with no confirmation) ends the pause.
-    let release = Proposal {
-        eid,
+/// Whether b answers a status query saying a rotation or reshare session of
+/// `id` runs there.
+async fn b_reports_a_running_session(c: &thresig::cluster::LocalCluster, id: &KeyId) -> bool {
+    let status = Proposal {
+        eid: thresig::domain::ExecutionId::from_slice(&[0; 32]).unwrap(),
         nonce: Vec::new(),
         admin: None,
-        op: Operation::Activate {
-            key_id: KeyId::parse("k").unwrap(),
-            epoch: 0,
-            confirmation: [0; 32],
+        op: Operation::ShareStatus {
+            key_id: id.clone(),
+            request_id: None,
         },
     };
-    Hostile::as_node(&c, 0).propose("b", release).await.unwrap();
-    let d = [0xC2; 32];
+    match Hostile::as_node(c, 0).propose("b", status).await {
+        Ok(thresig::node::Outcome::ShareStatus { maintenance, .. }) => maintenance.running,
+        other => panic!("status query: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_goes_on_while_a_refresh_runs_and_a_second_rotation_is_refused() {
+    let (_dir, c, pk, _eid, running) = b_running_an_approved_refresh(3).await;
+    // b signs at the old epoch while its refresh session runs: no pause.
+    for d in [[0xC2; 32], [0xC3; 32]] {
+        let resp = c
+            .client(1, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        check_signature(&resp, &d, &pk);
+        assert_eq!(resp.epoch, 0);
+    }
+    // A second rotation is refused while the session runs, naming b.
+    let err = c
+        .client(0, ADMIN)
+        .unwrap()
+        .rotate_key("k")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some("failed-precondition"), "{err}");
+    assert!(err.to_string().contains("in progress on node b"), "{err}");
+    assert!(
+        !running.is_finished(),
+        "the refresh ended by itself, so this does not show it held the key"
+    );
+    running.abort();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_refresh_call_lets_the_next_rotation_run_at_once() {
+    use std::time::{Duration, Instant};
+    // Before the maintenance lock ended with the call, b kept the key for
+    // 2 x 6 x 120 s.
+    let (_dir, c, pk, _eid, running) = b_running_an_approved_refresh(4).await;
+    // The coordinator goes away mid-session (as when an admin presses Ctrl-C
+    // or the coordinator dies): the call to b is dropped, and so is b's lock.
+    running.abort();
+    let id = KeyId::parse("k").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b_reports_a_running_session(&c, &id).await {
+        assert!(
+            Instant::now() < deadline,
+            "b kept the key after the call was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rotated = c.client(1, ADMIN).unwrap().rotate_key("k").await.unwrap();
+    assert_eq!(rotated.new_epoch, 1);
+    let d = [0xC4; 32];
     let resp = c
         .client(1, CLIENT)
         .unwrap()
@@ -538,33 +582,6 @@ async fn an_approved_rotations_pause_ends_when_it_is_released() {
         .await
         .unwrap();
     check_signature(&resp, &d, &pk);
-    assert!(
-        !running.is_finished(),
-        "the refresh ended by itself, so this does not show the release ended the pause"
-    );
-    running.abort();
-    c.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dropped_refresh_call_does_not_leave_signing_paused() {
-    use std::time::{Duration, Instant};
-    // Without the fix the pause would last 2 x 6 x 120 s.
-    let (_dir, c, pk, _eid, running) = b_paused_by_an_approved_refresh(4).await;
-    // The coordinator goes away mid-session (as when an admin presses Ctrl-C
-    // or the coordinator dies): the call to b is dropped, and so is b's pause.
-    running.abort();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let d = [0xC4; 32];
-    let resp = loop {
-        match c.client(1, CLIENT).unwrap().sign("k", d, "", "").await {
-            Ok(resp) => break resp,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "b stayed paused: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    check_signature(&resp, &d, &pk);
+    assert_eq!(resp.epoch, 1);
     c.stop().await;
 }

@@ -21,6 +21,14 @@ fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
             rotation: vec![0xEE; 32],
             ledger: None,
             lifecycle: None,
+            rotation_confirmation: vec![0xEE; 32],
+            staged: Some(pb::StagedEpoch {
+                epoch: u64::MAX,
+                eid: vec![0xEE; 32],
+                confirmation: vec![0xEE; 32],
+                reshare: true,
+            }),
+            maintaining: true,
         }),
         _ => R::Refusal(pb::Refusal {
             reason: pb::Reason::Paused.into(),

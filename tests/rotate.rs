@@ -120,8 +120,12 @@ async fn rotation_keeps_the_key_replaces_every_share_and_repeats() {
     c.stop().await;
 }
 
+/// Signing never pauses for a rotation: every request sent through any node
+/// while the rotation runs succeeds, first at the old epoch and, once the
+/// rotation is active, at the new one (a session that races the activation
+/// is tried again at the new epoch inside the request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn signing_during_a_rotation_succeeds_or_answers_unavailable_never_hangs() {
+async fn signing_during_a_rotation_always_succeeds() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     let info = c
         .client(0, ADMIN)
@@ -131,47 +135,41 @@ async fn signing_during_a_rotation_succeeds_or_answers_unavailable_never_hangs()
         .unwrap();
     let mut admin = c.client(0, ADMIN).unwrap();
     let rotation = tokio::spawn(async move { admin.rotate_key("busy").await });
-    let mut outcomes = (0, 0);
+    let mut epochs = Vec::new();
     let started = std::time::Instant::now();
     while !rotation.is_finished() && started.elapsed() < std::time::Duration::from_secs(60) {
         for coord in 0..3 {
             let d = [coord as u8 + 1; 32];
-            let t = std::time::Instant::now();
-            match c
+            let resp = c
                 .client(coord, CLIENT)
                 .unwrap()
                 .sign("busy", d, "", "")
                 .await
-            {
-                Ok(resp) => {
-                    check_signature(&resp, &d, &info.public_key);
-                    outcomes.0 += 1;
-                }
-                Err(e) => {
-                    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
-                    assert!(e.to_string().contains("rotated"), "no retry hint: {e}");
-                    outcomes.1 += 1;
-                }
-            }
-            assert!(
-                t.elapsed() < std::time::Duration::from_secs(5),
-                "a sign request hung for {:?}",
-                t.elapsed()
-            );
+                .unwrap_or_else(|e| panic!("signing through node {coord} during rotation: {e}"));
+            check_signature(&resp, &d, &info.public_key);
+            epochs.push(resp.epoch);
         }
     }
     let r = rotation.await.unwrap().unwrap();
     assert_eq!(r.new_epoch, 1);
-    assert!(outcomes.1 > 0, "no request saw the pause: {outcomes:?}");
-    let d = [0x55; 32];
-    check_signature(
-        &c.client(1, CLIENT)
+    assert!(
+        epochs.windows(2).all(|w| w[0] <= w[1]),
+        "epochs went back: {epochs:?}"
+    );
+    eprintln!(
+        "signed {} times during the rotation: epochs {epochs:?}",
+        epochs.len()
+    );
+    for coord in 0..3 {
+        let d = [0x55 + coord as u8; 32];
+        let resp = c
+            .client(coord, CLIENT)
             .unwrap()
             .sign("busy", d, "", "")
             .await
-            .unwrap(),
-        &d,
-        &info.public_key,
-    );
+            .unwrap();
+        check_signature(&resp, &d, &info.public_key);
+        assert_eq!(resp.epoch, 1);
+    }
     c.stop().await;
 }

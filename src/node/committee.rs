@@ -1,16 +1,17 @@
 //! What this node knows and asks about a key's committee: liveness probes
 //! and the nodes recently found down (suspects), each member's epoch and the
 //! catch-up of a member that missed an activation, this node's own share
-//! status and membership checks (the signing pause is in `pause.rs`).
+//! status and membership checks (the probes are in `probe.rs`, the
+//! maintenance lock in `pause.rs`).
 //! No operation logic here; the operations in `ops/` call these.
 
 use std::time::{Duration, Instant};
 
 use super::ops::OpKind;
-use super::{Node, NodeError, Operation, Outcome, Proposal};
+use super::{Maintenance, Node, NodeError, Outcome, Proposal};
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::PartyIdx;
-use crate::storage::{KeyRecord, KeyState, LedgerEntry};
+use crate::storage::{KeyRecord, KeyState};
 
 /// How long a node that failed a probe is avoided by the overlapped signing path.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
@@ -147,178 +148,6 @@ impl Node {
             .insert(n.clone(), (Instant::now(), true));
     }
 
-    /// Asks `nodes` (other than this one) which epoch of `rec`'s key they
-    /// hold. A node one epoch behind is sent the activation of the last
-    /// rotation, with its proof (it missed it, e.g. it was down). Returns the
-    /// nodes that are not at `rec.epoch` afterwards, with the reason.
-    /// With `to_sign`, a node must also be allowed to sign (not awaiting a
-    /// post-repair refresh).
-    pub(crate) async fn not_ready(
-        &self,
-        rec: &KeyRecord,
-        nodes: &[NodeName],
-        to_sign: bool,
-    ) -> Vec<(NodeName, String)> {
-        self.probe(rec, nodes, to_sign, None).await.0
-    }
-
-    /// `not_ready`, and with `request_id` also what each node that answered
-    /// recorded in its ledger for that request (in the same round trip).
-    pub(crate) async fn probe(
-        &self,
-        rec: &KeyRecord,
-        nodes: &[NodeName],
-        to_sign: bool,
-        request_id: Option<&str>,
-    ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
-        let probes = nodes
-            .iter()
-            .filter(|n| **n != self.name)
-            .map(|n| self.probe_one(rec, n, to_sign, request_id));
-        let mut down = Vec::new();
-        let mut ledgers = Vec::new();
-        for (d, l) in futures::future::join_all(probes).await {
-            down.extend(d);
-            ledgers.extend(l);
-        }
-        (down, ledgers)
-    }
-
-    /// One node's answer to `probe`: why it is not ready (if it is not), and
-    /// its ledger entry for `request_id`.
-    async fn probe_one(
-        &self,
-        rec: &KeyRecord,
-        n: &NodeName,
-        to_sign: bool,
-        request_id: Option<&str>,
-    ) -> (Option<(NodeName, String)>, Option<(NodeName, LedgerEntry)>) {
-        let key_id = &rec.key_id;
-        let status = Proposal {
-            eid: status_eid(key_id, rec.epoch),
-            nonce: Vec::new(),
-            admin: None,
-            op: Operation::ShareStatus {
-                key_id: key_id.clone(),
-                request_id: request_id.map(str::to_owned),
-            },
-        };
-        let timeout = self.timeouts.ping;
-        let down = |why: String| Some((n.clone(), why));
-        let (epoch, signing, ledger, lifecycle) =
-            match tokio::time::timeout(timeout, self.net.propose(n, status)).await {
-                Ok(Ok(Outcome::ShareStatus {
-                    epoch,
-                    signing,
-                    ledger,
-                    lifecycle,
-                    ..
-                })) => (epoch, signing, ledger, lifecycle),
-                Ok(Ok(_)) => {
-                    let why = "answered the status query with another outcome";
-                    return (down(why.to_owned()), None);
-                }
-                Ok(Err(e)) => {
-                    // Unreachable, timed out or shutting down: not worth
-                    // asking again for a moment. (A refusal for another
-                    // reason comes from a node that is there.)
-                    if matches!(
-                        e.reason(),
-                        crate::node::Reason::Unavailable | crate::node::Reason::Timeout
-                    ) {
-                        self.mark_unreachable(n);
-                    }
-                    return (down(e.to_string()), None);
-                }
-                Err(_) => {
-                    self.mark_unreachable(n);
-                    return (down(format!("no answer within {timeout:?}")), None);
-                }
-            };
-        let ledger = ledger.map(|l| (n.clone(), *l));
-        // A freeze or delete the peer applied and this node missed: checked
-        // here as if its coordinator had sent it.
-        // Only from a peer that cannot sign with the key itself (a freeze
-        // that a later activation ended does not count).
-        // A freeze counts only from a peer at this node's epoch (one left on
-        // an older epoch may hold a freeze a recovery reshare ended); a
-        // delete from a peer that no longer holds a share.
-        let lifecycle =
-            lifecycle.filter(|_| !signing && (epoch.is_none() || epoch == Some(rec.epoch)));
-        if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
-            return (down(format!("the key changed there: {done}")), ledger);
-        }
-        // The epoch is the peer's word: compared with checked arithmetic.
-        let verdict = match (epoch, rec.rotation) {
-            // A generated key the peer has not activated: at epoch 0 the
-            // proof is the keygen's, which this node's active record holds.
-            (Some(0), Some(proof))
-                if rec.epoch == 0 && !signing && rec.state == KeyState::Active =>
-            {
-                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
-                    return (down("bad keygen proof".to_owned()), ledger);
-                };
-                let activate = Proposal {
-                    eid,
-                    nonce: Vec::new(),
-                    admin: None,
-                    op: Operation::Activate {
-                        key_id: key_id.clone(),
-                        epoch: 0,
-                        confirmation: proof.confirmation,
-                    },
-                };
-                match self.net.propose(n, activate).await {
-                    // Its share may still be unable to sign (a repaired one
-                    // awaits its refresh): it counts from the next request.
-                    Ok(_) if to_sign => down(
-                        "its share could not sign; sent it the keygen activation it may have missed"
-                            .to_owned(),
-                    ),
-                    Ok(_) => None,
-                    Err(err) => down(format!(
-                        "its share cannot sign yet and could not catch up: {err}"
-                    )),
-                }
-            }
-            (Some(e), _) if e == rec.epoch && to_sign && !signing => down(
-                "its share cannot sign yet (repaired or joining; awaits activation)".to_owned(),
-            ),
-            (Some(e), _) if e == rec.epoch => None,
-            (Some(e), Some(proof)) if e.checked_add(1) == Some(rec.epoch) => {
-                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
-                    return (down("bad rotation proof".to_owned()), ledger);
-                };
-                let activate = Proposal {
-                    eid,
-                    nonce: Vec::new(),
-                    admin: None,
-                    op: Operation::Activate {
-                        key_id: key_id.clone(),
-                        epoch: rec.epoch,
-                        confirmation: proof.confirmation,
-                    },
-                };
-                match self.net.propose(n, activate).await {
-                    Ok(_) => {
-                        let epoch = rec.epoch;
-                        tracing::warn!(
-                            node = %n,
-                            key = %key_id,
-                            epoch,
-                            "node had missed an activation; activated it",
-                        );
-                        None
-                    }
-                    Err(err) => down(format!("at epoch {e} and could not catch up: {err}")),
-                }
-            }
-            (Some(e), _) => down(format!("holds epoch {e}, not {}", rec.epoch)),
-            (None, _) => down("holds no share of this key".to_owned()),
-        };
-        (verdict, ledger)
-    }
-
     /// Sends `p` to each of `nodes` (ourselves directly), retrying each up to
     /// three times; returns the nodes that never accepted it, with the last
     /// error. For steps that must reach every node once decided (activation,
@@ -384,6 +213,11 @@ impl Node {
             .filter(|_| !signing)
             .and_then(|_| self.lifecycle_proposal(key_id))
             .map(Box::new);
+        let maintenance = Maintenance {
+            activated: rec.as_ref().and_then(|r| r.rotation),
+            staged: self.store.staged(key_id).ok().flatten(),
+            running: self.is_maintaining(key_id),
+        };
         match rec {
             Some(r) if joining => Outcome::ShareStatus {
                 epoch: Some(r.epoch),
@@ -391,6 +225,10 @@ impl Node {
                 rotation: None,
                 ledger: None,
                 lifecycle,
+                maintenance: Maintenance {
+                    activated: None,
+                    ..maintenance
+                },
             },
             Some(r) if epoch.is_some() => Outcome::ShareStatus {
                 epoch,
@@ -398,6 +236,7 @@ impl Node {
                 rotation: r.rotation.map(|p| p.eid),
                 ledger: None,
                 lifecycle,
+                maintenance,
             },
             _ => Outcome::ShareStatus {
                 epoch: None,
@@ -405,6 +244,10 @@ impl Node {
                 rotation: None,
                 ledger: None,
                 lifecycle,
+                maintenance: Maintenance {
+                    activated: None,
+                    ..maintenance
+                },
             },
         }
     }

@@ -23,7 +23,8 @@
 //!   run over the network with round deadlines.
 //! - `shares.rs`: this node's shares opened from the store, and the cache
 //!   of those opened for signing.
-//! - `pause.rs`: the signing pause while a rotation or reshare stages.
+//! - `probe.rs`: status probes of a key's committee, and the catch-up of a missed activation.
+//! - `pause.rs`: the maintenance lock a rotation or reshare session holds (signing never waits for it).
 //! - `drain.rs`: graceful shutdown (no new work, in-flight work finishes).
 //! - `faults.rs`: crash points for tests (compiled out without the
 //!   `fault-injection` feature).
@@ -44,6 +45,7 @@ pub mod faults;
 pub mod ops;
 mod pause;
 pub mod policy;
+mod probe;
 mod proposal;
 mod propose;
 mod quorum;
@@ -64,7 +66,7 @@ pub use ops::reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use ops::rotate::RotateSummary;
 pub use ops::sign::SignOutcome;
 pub use ops::OpKind;
-pub use proposal::{NetError, NetErrorKind, Operation, Outcome, PeerNet, Proposal};
+pub use proposal::{Maintenance, NetError, NetErrorKind, Operation, Outcome, PeerNet, Proposal};
 pub use router::{Inbound, RouteError, Router};
 
 use crate::domain::{ExecutionId, KeyId, NodeName};
@@ -112,8 +114,9 @@ pub struct Node {
     net: Arc<dyn PeerNet>,
     router: Router,
     timeouts: Timeouts,
-    /// Keys whose signing is paused by a rotation (its eid), until the given instant.
-    paused: std::sync::Mutex<std::collections::HashMap<KeyId, (std::time::Instant, ExecutionId)>>,
+    /// Keys a rotation or reshare session (its eid) is running for here, until at most the given instant.
+    maintaining:
+        std::sync::Mutex<std::collections::HashMap<KeyId, (std::time::Instant, ExecutionId)>>,
     /// Checks clients' request signatures.
     verifier: Arc<dyn request::RequestVerifier>,
     /// The policy file (if configured) and the policy read from it.
@@ -163,7 +166,7 @@ impl Node {
             net,
             router: Router::default(),
             timeouts,
-            paused: Default::default(),
+            maintaining: Default::default(),
             verifier: Arc::new(request::CachedVerifier::new(verifier)),
             policy_file,
             policy: std::sync::RwLock::new(Arc::new(policy)),

@@ -1,7 +1,9 @@
-//! The signing pause during key maintenance: a rotation or reshare
-//! participant pauses signing with the key from its session's start until
-//! activation or release, at most for a deadline, and lifts it when its call
-//! fails or is dropped before it staged (`PauseGuard`).
+//! The maintenance lock: a rotation or reshare participant holds its key's
+//! lock for as long as its session runs, so that a second rotation of the
+//! key is refused meanwhile. Signing never waits for it: the old epoch signs
+//! until the new one is activated. The lock is lifted when the participant's
+//! call ends in any way, completed, failed or dropped (`MaintenanceGuard`),
+//! and it lasts at most a deadline in any case.
 
 use std::time::Duration;
 
@@ -9,103 +11,66 @@ use super::{Node, NodeError};
 use crate::domain::{ExecutionId, KeyId};
 
 impl Node {
-    /// Pauses signing with `key` on this node for rotation `eid`, for at most
-    /// `for_at_most`. Refuses while another rotation holds the key.
-    pub(crate) fn pause(
+    /// Takes the maintenance lock of `key` for session `eid` while the
+    /// returned guard lives, for at most `for_at_most`. Refuses while another
+    /// session holds it.
+    pub(crate) fn hold_maintenance(
         &self,
         key: &KeyId,
         eid: ExecutionId,
         for_at_most: Duration,
-    ) -> Result<(), NodeError> {
+    ) -> Result<MaintenanceGuard<'_>, NodeError> {
         let mut g = self
-            .paused
+            .maintaining
             .lock()
-            .map_err(|_| NodeError::Internal("pause table poisoned".into()))?;
+            .map_err(|_| NodeError::Internal("maintenance table poisoned".into()))?;
         let now = std::time::Instant::now();
         if let Some((until, other)) = g.get(key) {
             if *until > now && *other != eid {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "another rotation of key {key} ({other}) is in progress here"
+                    "another rotation or reshare of key {key} ({other}) is in progress here"
                 )));
             }
         }
         let until = now
             .checked_add(for_at_most)
-            .ok_or_else(|| NodeError::Internal("pause deadline out of range".into()))?;
+            .ok_or_else(|| NodeError::Internal("maintenance deadline out of range".into()))?;
         g.insert(key.clone(), (until, eid));
-        Ok(())
-    }
-
-    /// `pause`, lifted again when the returned guard is dropped unless
-    /// `keep` was called: a participant whose session fails, or whose call
-    /// is dropped (the coordinator died, the admin pressed Ctrl-C), does not
-    /// leave the key paused until the deadline.
-    pub(crate) fn pause_guarded(
-        &self,
-        key: &KeyId,
-        eid: ExecutionId,
-        for_at_most: Duration,
-    ) -> Result<PauseGuard<'_>, NodeError> {
-        self.pause(key, eid, for_at_most)?;
-        Ok(PauseGuard {
+        Ok(MaintenanceGuard {
             node: self,
             key: key.clone(),
             eid,
-            keep: false,
         })
     }
 
-    /// Lifts the pause of rotation `eid` (not another rotation's).
-    pub(crate) fn resume(&self, key: &KeyId, eid: &ExecutionId) {
-        if let Ok(mut g) = self.paused.lock() {
+    /// Lifts the lock of session `eid` (not another session's).
+    pub(crate) fn release_maintenance(&self, key: &KeyId, eid: &ExecutionId) {
+        if let Ok(mut g) = self.maintaining.lock() {
             if g.get(key).is_some_and(|(_, e)| e == eid) {
                 g.remove(key);
             }
         }
     }
 
-    /// Refuses (UNAVAILABLE, with a retry hint) while a rotation holds the key.
-    pub(crate) fn check_not_paused(&self, key: &KeyId) -> Result<(), NodeError> {
-        let until = self
-            .paused
+    /// Whether a rotation or reshare session of `key` is running here.
+    pub(crate) fn is_maintaining(&self, key: &KeyId) -> bool {
+        self.maintaining
             .lock()
             .ok()
-            .and_then(|g| g.get(key).map(|(t, _)| *t));
-        match until {
-            Some(t) if t > std::time::Instant::now() => {
-                let left = t.saturating_duration_since(std::time::Instant::now());
-                Err(NodeError::Paused {
-                    message: format!(
-                        "key {key} is being rotated here; signing is paused for at most {}s more",
-                        left.as_secs().saturating_add(1)
-                    ),
-                    retry_after: left,
-                })
-            }
-            _ => Ok(()),
-        }
+            .and_then(|g| g.get(key).map(|(t, _)| *t))
+            .is_some_and(|t| t > std::time::Instant::now())
     }
 }
 
-/// Lifts a pause when dropped, unless kept (see `Node::pause_guarded`).
-pub(crate) struct PauseGuard<'a> {
+/// Lifts the maintenance lock when dropped (see `Node::hold_maintenance`).
+pub(crate) struct MaintenanceGuard<'a> {
     node: &'a Node,
     key: KeyId,
     eid: ExecutionId,
-    keep: bool,
 }
 
-impl PauseGuard<'_> {
-    /// The share is staged: the pause lasts until activation or release.
-    pub(crate) fn keep(mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for PauseGuard<'_> {
+impl Drop for MaintenanceGuard<'_> {
     fn drop(&mut self) {
-        if !self.keep {
-            self.node.resume(&self.key, &self.eid);
-        }
+        self.node.release_maintenance(&self.key, &self.eid);
     }
 }

@@ -133,6 +133,9 @@ pub enum Outcome {
         /// The last freeze, unfreeze or delete this node applied to the key,
         /// for a node that missed it.
         lifecycle: Option<Box<Proposal>>,
+        /// The key's maintenance here: the active epoch's activation proof,
+        /// an epoch staged and not yet active, a session running.
+        maintenance: Maintenance,
     },
     /// A new member of a reshare staged its share; every new member computed
     /// `confirmation`, and `public_key` is the key its new share belongs to.
@@ -189,4 +192,21 @@ pub trait PeerNet: Send + Sync + 'static {
         round: u32,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), NetError>>;
+}
+
+/// What a node reports of a key's maintenance in a status answer. A node one
+/// epoch behind activates its staged share with `activated` (it checks the
+/// proof against what it staged itself); a rotation coordinator finishes a
+/// rotation that every node staged and nobody activated (`staged`), and
+/// waits for one still running (`running`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// The proof that activated the reported epoch (none for a keygen epoch
+    /// before any rotation, or from a node of the previous wire version).
+    pub activated: Option<crate::storage::RotationProof>,
+    /// The epoch staged here and not yet activated, the proof it awaits, and
+    /// whether a reshare (rather than a rotation) staged it.
+    pub staged: Option<(u64, crate::storage::RotationProof, bool)>,
+    /// A rotation or reshare session of the key is running here.
+    pub running: bool,
 }

@@ -134,12 +134,17 @@ impl Store {
 
     /// The staged (not yet active) epoch of a key and the rotation that staged it.
     pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, RotationProof)>, StorageError> {
+        Ok(self.staged(id)?.map(|(e, p, _)| (e, p)))
+    }
+
+    /// `pending`, and whether a reshare (rather than a rotation) staged it.
+    pub fn staged(&self, id: &KeyId) -> Result<Option<(u64, RotationProof, bool)>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(PENDING).map_err(dberr)?;
         match t.get(id.as_str()).map_err(dberr)? {
             Some(v) => self
                 .open_pending(id, v.value())
-                .map(|p| Some((p.epoch, p.proof))),
+                .map(|p| Some((p.epoch, p.proof, p.membership.is_some()))),
             None => Ok(None),
         }
     }

@@ -13,6 +13,7 @@ pub mod request_auth;
 pub mod tls;
 mod wire;
 mod wire_admin;
+mod wire_status;
 
 pub use conn::{dial, incoming, Authenticated, Plane};
 pub use identity::{identity_of, Identity};

@@ -5,6 +5,7 @@
 
 use tonic::Status;
 
+use super::wire_status::{maintenance_from_pb, maintenance_to_pb};
 use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
 use crate::node::admin_request::AdminOp;
 use crate::node::request::{ClientAuth, SignRequest, Slot};
@@ -246,7 +247,11 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             rotation,
             ledger,
             lifecycle,
+            maintenance,
         } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            rotation_confirmation: maintenance_to_pb(&maintenance).0,
+            staged: maintenance_to_pb(&maintenance).1,
+            maintaining: maintenance.running,
             lifecycle: lifecycle.map(|p| proposal_to_pb(*p)),
             ledger: ledger.map(|l| ledger_to_pb(&l)),
             has_share: epoch.is_some(),
@@ -419,7 +424,7 @@ fn ledger_from_pb(l: pb::LedgerRecord) -> Result<LedgerEntry, String> {
     })
 }
 
-fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
+pub(super) fn arr<const N: usize>(b: &[u8], field: &str) -> Result<[u8; N], String> {
     b.try_into()
         .map_err(|_| format!("{field} must be {N} bytes, got {}", b.len()))
 }
@@ -434,6 +439,7 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         }),
         pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
         pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
+            maintenance: maintenance_from_pb(&s)?,
             epoch: s.has_share.then_some(s.epoch),
             signing: s.has_share && s.signing,
             rotation: if s.rotation.is_empty() {

@@ -1,8 +1,8 @@
 //! Share rotation (proactive refresh with epochs): the coordinator side
 //! (check every node is on the key's epoch, refresh, activate with proof,
 //! release an abandoned rotation) and the participant side (stage the
-//! refreshed share, activate only with the rotation's proof). Signing pauses
-//! while a rotation holds the key.
+//! refreshed share, activate only with the rotation's proof). Signing goes on
+//! at the old epoch throughout; a second rotation waits for a running one.
 
 use std::time::Instant;
 
@@ -43,8 +43,7 @@ pub struct RotateSummary {
 impl Node {
     /// Proactive refresh of every share of the key the signed admin request
     /// names, across its whole committee, then activation of the new epoch
-    /// on every node. Signing with the key is paused (UNAVAILABLE) on the
-    /// committee for the duration.
+    /// on every node. Signing goes on at the old epoch until activation.
     pub async fn rotate(&self, signed: &SignedAdmin) -> Result<RotateSummary, NodeError> {
         self.admit_admin_request(signed, AdminOp::Rotate)?;
         let nonce = admin_nonce(signed)?;
@@ -60,15 +59,28 @@ impl Node {
     ) -> Result<RotateSummary, NodeError> {
         let key_id = &signed.request.key_id;
         let started = Instant::now();
-        let rec = self.key(key_id)?;
+        let mut rec = self.key(key_id)?;
         if rec.state != KeyState::Active {
             return Err(NodeError::KeyNotActive(format!(
                 "key {key_id} is {}",
                 rec.state.label()
             )));
         }
-        let committee = committee_of(&rec)?;
-        let down = self.not_ready(&rec, &committee, false).await;
+        // An earlier rotation that a crash or a cancelled call left behind
+        // is finished or replaced now, with no wait for a timeout; and a
+        // half-done activation is completed by the probe (whichever side is
+        // behind catches up), after which the probe runs at the new epoch.
+        if self.finish_abandoned(&rec).await? {
+            rec = self.key(key_id)?;
+        }
+        let mut committee = committee_of(&rec)?;
+        let mut down = self.not_ready(&rec, &committee, false).await;
+        let now = self.key(key_id)?;
+        if now.epoch != rec.epoch {
+            rec = now;
+            committee = committee_of(&rec)?;
+            down = self.not_ready(&rec, &committee, false).await;
+        }
         if !down.is_empty() {
             let list = reasons(&down);
             return Err(NodeError::Unavailable(format!(
@@ -156,9 +168,95 @@ impl Node {
         })
     }
 
+    /// Before a new rotation of `rec`'s key: a rotation or reshare session
+    /// still running on a committee node is refused (named; it ends by
+    /// itself). A rotation that every committee node staged and none
+    /// activated (its coordinator died, or its call was cancelled, before
+    /// activation) is activated everywhere with its own proof, exactly as its
+    /// coordinator would have done; returns true then. A rotation that some
+    /// node did not stage can never be activated by anyone, and the new
+    /// rotation's share replaces it. Unreachable nodes are left to the
+    /// readiness check that follows.
+    async fn finish_abandoned(&self, rec: &KeyRecord) -> Result<bool, NodeError> {
+        let key_id = &rec.key_id;
+        let committee = committee_of(rec)?;
+        let status = Proposal {
+            eid: crate::node::committee::status_eid(key_id, rec.epoch),
+            nonce: Vec::new(),
+            admin: None,
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+                request_id: None,
+            },
+        };
+        let asks = committee.iter().map(|n| {
+            let status = status.clone();
+            async move {
+                let answer = if *n == self.name {
+                    Ok(Ok(self.share_status_outcome(key_id)))
+                } else {
+                    tokio::time::timeout(self.timeouts.ping, self.net.propose(n, status)).await
+                };
+                match answer {
+                    Ok(Ok(Outcome::ShareStatus {
+                        epoch, maintenance, ..
+                    })) => Some((n.clone(), epoch, maintenance)),
+                    _ => None,
+                }
+            }
+        });
+        let answers: Vec<_> = futures::future::join_all(asks).await;
+        if let Some((n, _, _)) = answers.iter().flatten().find(|(_, _, m)| m.running) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "another rotation or reshare of key {key_id} is in progress on node {n}; retry \
+                 when it ends"
+            )));
+        }
+        let next = crate::node::committee::next_epoch(rec)?;
+        let mut staged = answers.iter().map(|a| match a {
+            Some((_, Some(e), m)) if *e == rec.epoch => m.staged,
+            _ => None,
+        });
+        let first = staged.next().flatten();
+        let Some((epoch, proof, false)) = first.filter(|(e, _, _)| *e == next) else {
+            return Ok(false);
+        };
+        if !staged.all(|s| s == first) {
+            return Ok(false);
+        }
+        let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            key = %key_id,
+            epoch,
+            %eid,
+            "every committee node staged a rotation nobody activated; activating it",
+        );
+        let activate = Proposal {
+            eid,
+            nonce: Vec::new(),
+            admin: None,
+            op: Operation::Activate {
+                key_id: key_id.clone(),
+                epoch,
+                confirmation: proof.confirmation,
+            },
+        };
+        let failed = self.call_with_retries(&committee, &activate).await;
+        if !failed.is_empty() {
+            return Err(NodeError::Unavailable(format!(
+                "finishing an abandoned rotation of key {key_id} to epoch {epoch}: not yet \
+                 active on {}; retry",
+                reasons(&failed)
+            )));
+        }
+        Ok(true)
+    }
+
     /// After a failed refresh: "activating" the epoch that is already active
-    /// changes nothing and lifts the signing pause on every node that can be
-    /// reached (best effort; a pause also expires by itself).
+    /// under another proof discards the share the rotation staged, on every
+    /// node that can be reached (best effort), so it is never activated.
     pub(crate) async fn release(
         &self,
         key_id: &KeyId,
@@ -232,9 +330,10 @@ impl Node {
         let expected = eid(&rec, committee, &p.nonce);
         let next = crate::node::committee::next_epoch(&rec)?;
         let session = self.claim_session(&p.eid, expected, committee)?;
-        // Signing waits until the new epoch is active here, or the rotation is given up.
-        let pause = self.pause_guarded(key_id, p.eid, self.timeouts.session().saturating_mul(2))?;
-        let result = async {
+        // A second rotation is refused while this session runs; signing goes
+        // on at the old epoch.
+        let _lock = self.hold_maintenance(key_id, p.eid, self.timeouts.session())?;
+        async {
             let share = self.open_share(&rec, epoch)?;
             let package = hex::decode(&rec.package).map_err(|_| {
                 NodeError::Internal(format!(
@@ -258,17 +357,12 @@ impl Node {
                 confirmation: out.confirmation,
             })
         }
-        .await;
-        if result.is_ok() {
-            pause.keep();
-        }
-        result
+        .await
     }
 
     /// Activates the epoch staged by rotation `eid` (idempotent). Naming the
     /// epoch that is already active, under another rotation's proof, means the
-    /// coordinator abandoned rotation `eid`: its staged share is discarded and
-    /// its pause lifted.
+    /// coordinator abandoned rotation `eid`: its staged share is discarded.
     pub(crate) fn participate_activate(
         &self,
         eid: &ExecutionId,
@@ -280,13 +374,7 @@ impl Node {
             eid: *eid.as_bytes(),
             confirmation,
         };
-        let rec = match self.key(key_id) {
-            Ok(rec) => rec,
-            Err(e) => {
-                self.resume(key_id, eid);
-                return Err(e);
-            }
-        };
+        let rec = self.key(key_id)?;
         if rec.state == KeyState::Generated {
             return self.activate_generated(&rec, eid, epoch, proof);
         }
@@ -294,13 +382,11 @@ impl Node {
             if self.store.discard_staged(key_id, eid.as_bytes())? {
                 tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
             }
-            self.resume(key_id, eid);
             return Ok(Outcome::Activated);
         }
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
         let changed = self.store.activate_epoch(key_id, epoch, proof)?;
         self.forget_opened(key_id);
-        self.resume(key_id, eid);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
         }

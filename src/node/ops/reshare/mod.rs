@@ -137,7 +137,7 @@ impl Node {
     /// its threshold, keeping the public key. Every current member must be up
     /// and on the key's epoch, except those the request excludes (a recovery
     /// reshare: t of the others deal, and a frozen key may be moved); the new
-    /// members must be up. Signing with the key is paused for the duration.
+    /// members must be up. Signing goes on at the old epoch until activation.
     pub async fn reshare(&self, signed: &SignedAdmin) -> Result<ReshareSummary, NodeError> {
         self.admit_admin_request(signed, AdminOp::Reshare)?;
         let r = &signed.request;

@@ -100,14 +100,14 @@ impl Node {
         }
         let expected = super::eid(&record, dealers, committee, threshold, &p.nonce);
         let session = self.claim_session(&p.eid, expected, &parties)?;
-        // Signing waits until the new epoch is active, or the reshare is given
-        // up (the guard lifts it if this call fails or is dropped first).
-        let pause = if joining {
+        // A second rotation or reshare is refused while this session runs;
+        // signing goes on at the old epoch.
+        let _lock = if joining {
             None
         } else {
-            Some(self.pause_guarded(key_id, p.eid, self.timeouts.session().saturating_mul(2))?)
+            Some(self.hold_maintenance(key_id, p.eid, self.timeouts.session())?)
         };
-        let result = async {
+        async {
             let package = hex::decode(&record.package).map_err(|_| {
                 NodeError::Internal(format!("key {key_id}: public key package is not hex"))
             })?;
@@ -184,11 +184,7 @@ impl Node {
                 public_key,
             })
         }
-        .await;
-        if let (Ok(_), Some(pause)) = (&result, pause) {
-            pause.keep();
-        }
-        result
+        .await
     }
 
     /// Deletes this node's share of a key that a reshare moved away from it,
@@ -265,7 +261,6 @@ impl Node {
         }
         self.store.retire(key_id)?;
         self.forget_opened(key_id);
-        self.resume(key_id, &p.eid);
         tracing::info!(
             key = %key_id,
             epoch,

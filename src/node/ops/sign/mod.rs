@@ -101,16 +101,9 @@ impl Node {
                 return Ok(done);
             }
         }
-        self.check_not_paused(key_id)?;
         self.check_can_sign(&rec).map_err(|e| e.at(&self.name))?;
         let committee = committee_of(&rec)?;
-        // Ourselves first, then the others in committee order.
-        let mut candidates: Vec<NodeName> = committee
-            .iter()
-            .filter(|c| **c == self.name)
-            .cloned()
-            .collect();
-        candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
+        let candidates = self.candidates(&committee);
         let t = rec.threshold as usize;
         // A request that runs a session counts against this node's limits,
         // once, whichever path below signs it; one answered from a ledger
@@ -169,12 +162,71 @@ impl Node {
             }
         }
         // Checked path: probe the committee, then sign with t that answered.
-        // Our own ledger first: an attempt above may have finished here.
-        if let Some(entry) = self.store.ledger_get(key_id, rid)? {
-            if let Some(done) = self.recorded(&request, &entry, &rec, None)? {
+        // A session that raced an activation (this node or a participant
+        // moved to the next epoch meanwhile; the probe brings whichever side
+        // is behind forward) is tried again at the new epoch, transparently
+        // to the client: at most twice, and only while the epoch moves.
+        let mut rec = rec;
+        let mut retried_mismatch = false;
+        for _ in 0..3 {
+            let result = self.sign_checked(&request, &auth, &rec, &charge).await;
+            let fresh = self.key(key_id)?;
+            let moved = fresh.epoch != rec.epoch;
+            let mismatch = matches!(&result, Err(e) if e.reason() == Reason::EpochMismatch);
+            match result {
+                Err(e) if moved || (mismatch && !retried_mismatch) => {
+                    retried_mismatch |= mismatch;
+                    tracing::info!(
+                        key = %key_id,
+                        request_id = %request.request_id,
+                        epoch = fresh.epoch,
+                        reason = %e,
+                        "signing raced an activation; signing again at the key's epoch",
+                    );
+                    self.check_can_sign(&fresh).map_err(|e| e.at(&self.name))?;
+                    rec = fresh;
+                }
+                result => return result,
+            }
+        }
+        Err(NodeError::Unavailable(format!(
+            "key {key_id} changed epoch while signing, three times; retry"
+        )))
+    }
+
+    /// The committee as signing candidates: ourselves first, then the others
+    /// in committee order.
+    fn candidates(&self, committee: &[NodeName]) -> Vec<NodeName> {
+        let mut candidates: Vec<NodeName> = committee
+            .iter()
+            .filter(|c| **c == self.name)
+            .cloned()
+            .collect();
+        candidates.extend(committee.iter().filter(|c| **c != self.name).cloned());
+        candidates
+    }
+
+    /// The checked path: this node's ledger, a status probe of the
+    /// committee (nodes that failed one moments ago count as down), any
+    /// node's recorded signature for the request, then a session with t
+    /// nodes that answered at `rec`'s epoch.
+    async fn sign_checked(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        rec: &KeyRecord,
+        charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
+    ) -> Result<SignOutcome, NodeError> {
+        let key_id = &request.key_id;
+        // Our own ledger first: an attempt may have finished here.
+        if let Some(entry) = self.store.ledger_get(key_id, &request.request_id)? {
+            if let Some(done) = self.recorded(request, &entry, rec, None)? {
                 return Ok(done);
             }
         }
+        let committee = committee_of(rec)?;
+        let candidates = self.candidates(&committee);
+        let t = rec.threshold as usize;
         // Nodes that failed a probe moments ago are not probed again (they
         // would cost a probe timeout each time); they count as down.
         let skipped = self.recently_down();
@@ -184,7 +236,7 @@ impl Node {
             .cloned()
             .collect();
         let (mut down, ledgers) = self
-            .probe(&rec, &probed, true, Some(request.request_id.as_str()))
+            .probe(rec, &probed, true, Some(request.request_id.as_str()))
             .await;
         self.note_reachability(&probed, &down);
         down.extend(
@@ -195,7 +247,7 @@ impl Node {
         );
         let mut recorded = None;
         for (n, entry) in &ledgers {
-            if let Some(done) = self.recorded(&request, entry, &rec, Some(n))? {
+            if let Some(done) = self.recorded(request, entry, rec, Some(n))? {
                 recorded = Some(done);
             }
         }
@@ -231,10 +283,9 @@ impl Node {
                 .filter(|n| !participants.contains(n))
                 .cloned()
                 .collect();
-            self.gossip_watermark(&request, &auth, &others).await?;
+            self.gossip_watermark(request, auth, &others).await?;
         }
-        self.run_sign(&request, &auth, &rec, &participants, None)
-            .await
+        self.run_sign(request, auth, rec, &participants, None).await
     }
 
     /// Signs with `participants` while the checks the checked path makes

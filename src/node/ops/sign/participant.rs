@@ -37,7 +37,6 @@ impl Node {
                 .client;
             verified = Some(client.clone());
             self.authorize_sign(&client, request, false)?;
-            self.check_not_paused(key_id)?;
             let rec = self.key(key_id)?;
             self.check_can_sign(&rec)?;
             if rec.epoch != epoch {

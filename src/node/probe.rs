@@ -1,0 +1,219 @@
+//! Probing a key's committee: which epoch each member holds and whether it
+//! can sign, its ledger entry for a request, and the catch-up of whichever
+//! side missed an activation (a member one epoch behind is sent the proof;
+//! this node, one epoch behind a member, activates its own staged share with
+//! the member's proof).
+
+use super::{Node, NodeError, Operation, Outcome, Proposal};
+use crate::domain::{ExecutionId, NodeName};
+use crate::node::committee::status_eid;
+use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
+
+impl Node {
+    /// Asks `nodes` (other than this one) which epoch of `rec`'s key they
+    /// hold. A node one epoch behind is sent the activation of the last
+    /// rotation, with its proof (it missed it, e.g. it was down). Returns the
+    /// nodes that are not at `rec.epoch` afterwards, with the reason.
+    /// With `to_sign`, a node must also be allowed to sign (not awaiting a
+    /// post-repair refresh).
+    pub(crate) async fn not_ready(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+    ) -> Vec<(NodeName, String)> {
+        self.probe(rec, nodes, to_sign, None).await.0
+    }
+
+    /// `not_ready`, and with `request_id` also what each node that answered
+    /// recorded in its ledger for that request (in the same round trip).
+    pub(crate) async fn probe(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        to_sign: bool,
+        request_id: Option<&str>,
+    ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
+        let probes = nodes
+            .iter()
+            .filter(|n| **n != self.name)
+            .map(|n| self.probe_one(rec, n, to_sign, request_id));
+        let mut down = Vec::new();
+        let mut ledgers = Vec::new();
+        for (d, l) in futures::future::join_all(probes).await {
+            down.extend(d);
+            ledgers.extend(l);
+        }
+        (down, ledgers)
+    }
+
+    /// One node's answer to `probe`: why it is not ready (if it is not), and
+    /// its ledger entry for `request_id`.
+    async fn probe_one(
+        &self,
+        rec: &KeyRecord,
+        n: &NodeName,
+        to_sign: bool,
+        request_id: Option<&str>,
+    ) -> (Option<(NodeName, String)>, Option<(NodeName, LedgerEntry)>) {
+        let key_id = &rec.key_id;
+        let status = Proposal {
+            eid: status_eid(key_id, rec.epoch),
+            nonce: Vec::new(),
+            admin: None,
+            op: Operation::ShareStatus {
+                key_id: key_id.clone(),
+                request_id: request_id.map(str::to_owned),
+            },
+        };
+        let timeout = self.timeouts.ping;
+        let down = |why: String| Some((n.clone(), why));
+        let (epoch, signing, ledger, lifecycle, maintenance) =
+            match tokio::time::timeout(timeout, self.net.propose(n, status)).await {
+                Ok(Ok(Outcome::ShareStatus {
+                    epoch,
+                    signing,
+                    ledger,
+                    lifecycle,
+                    maintenance,
+                    ..
+                })) => (epoch, signing, ledger, lifecycle, maintenance),
+                Ok(Ok(_)) => {
+                    let why = "answered the status query with another outcome";
+                    return (down(why.to_owned()), None);
+                }
+                Ok(Err(e)) => {
+                    // Unreachable, timed out or shutting down: not worth
+                    // asking again for a moment. (A refusal for another
+                    // reason comes from a node that is there.)
+                    if matches!(
+                        e.reason(),
+                        crate::node::Reason::Unavailable | crate::node::Reason::Timeout
+                    ) {
+                        self.mark_unreachable(n);
+                    }
+                    return (down(e.to_string()), None);
+                }
+                Err(_) => {
+                    self.mark_unreachable(n);
+                    return (down(format!("no answer within {timeout:?}")), None);
+                }
+            };
+        let ledger = ledger.map(|l| (n.clone(), *l));
+        // A freeze or delete the peer applied and this node missed: checked
+        // here as if its coordinator had sent it.
+        // Only from a peer that cannot sign with the key itself (a freeze
+        // that a later activation ended does not count).
+        // A freeze counts only from a peer at this node's epoch (one left on
+        // an older epoch may hold a freeze a recovery reshare ended); a
+        // delete from a peer that no longer holds a share.
+        let lifecycle =
+            lifecycle.filter(|_| !signing && (epoch.is_none() || epoch == Some(rec.epoch)));
+        if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
+            return (down(format!("the key changed there: {done}")), ledger);
+        }
+        // The epoch is the peer's word: compared with checked arithmetic.
+        let verdict = match (epoch, rec.rotation) {
+            // A generated key the peer has not activated: at epoch 0 the
+            // proof is the keygen's, which this node's active record holds.
+            (Some(0), Some(proof))
+                if rec.epoch == 0 && !signing && rec.state == KeyState::Active =>
+            {
+                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                    return (down("bad keygen proof".to_owned()), ledger);
+                };
+                let activate = Proposal {
+                    eid,
+                    nonce: Vec::new(),
+                    admin: None,
+                    op: Operation::Activate {
+                        key_id: key_id.clone(),
+                        epoch: 0,
+                        confirmation: proof.confirmation,
+                    },
+                };
+                match self.net.propose(n, activate).await {
+                    // Its share may still be unable to sign (a repaired one
+                    // awaits its refresh): it counts from the next request.
+                    Ok(_) if to_sign => down(
+                        "its share could not sign; sent it the keygen activation it may have missed"
+                            .to_owned(),
+                    ),
+                    Ok(_) => None,
+                    Err(err) => down(format!(
+                        "its share cannot sign yet and could not catch up: {err}"
+                    )),
+                }
+            }
+            (Some(e), _) if e == rec.epoch && to_sign && !signing => down(
+                "its share cannot sign yet (repaired or joining; awaits activation)".to_owned(),
+            ),
+            (Some(e), _) if e == rec.epoch => None,
+            (Some(e), Some(proof)) if e.checked_add(1) == Some(rec.epoch) => {
+                let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+                    return (down("bad rotation proof".to_owned()), ledger);
+                };
+                let activate = Proposal {
+                    eid,
+                    nonce: Vec::new(),
+                    admin: None,
+                    op: Operation::Activate {
+                        key_id: key_id.clone(),
+                        epoch: rec.epoch,
+                        confirmation: proof.confirmation,
+                    },
+                };
+                match self.net.propose(n, activate).await {
+                    Ok(_) => {
+                        let epoch = rec.epoch;
+                        tracing::warn!(
+                            node = %n,
+                            key = %key_id,
+                            epoch,
+                            "node had missed an activation; activated it",
+                        );
+                        None
+                    }
+                    Err(err) => down(format!("at epoch {e} and could not catch up: {err}")),
+                }
+            }
+            // This node is the one behind: the peer activated the next
+            // epoch. This node activates the share it staged itself, if the
+            // peer's proof names it (the store checks the pair), and the
+            // caller, seeing its own epoch moved, tries again at the new one.
+            (Some(e), _) if rec.epoch.checked_add(1) == Some(e) => match maintenance.activated {
+                Some(proof) => match self.catch_up_to(rec, e, proof) {
+                    Ok(()) => down(format!(
+                        "is at epoch {e}, which this node has now activated too"
+                    )),
+                    Err(err) => down(format!(
+                        "holds epoch {e}, which this node could not activate: {err}"
+                    )),
+                },
+                None => down(format!("holds epoch {e}, not {}", rec.epoch)),
+            },
+            (Some(e), _) => down(format!("holds epoch {e}, not {}", rec.epoch)),
+            (None, _) => down("holds no share of this key".to_owned()),
+        };
+        (verdict, ledger)
+    }
+
+    /// Activates epoch `epoch` of `rec`'s key here with a peer's activation
+    /// proof: only the share this node staged itself under that very proof.
+    fn catch_up_to(
+        &self,
+        rec: &KeyRecord,
+        epoch: u64,
+        proof: RotationProof,
+    ) -> Result<(), NodeError> {
+        let eid = ExecutionId::from_slice(&proof.eid)
+            .ok_or_else(|| NodeError::Internal("bad activation proof".into()))?;
+        self.participate_activate(&eid, &rec.key_id, epoch, proof.confirmation)?;
+        tracing::warn!(
+            key = %rec.key_id,
+            epoch,
+            "this node had missed an activation; activated it with a peer's proof",
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! The maintenance part of a share status answer on the peer wire (the
+//! activation proof of the reported epoch, a staged epoch, a running
+//! session). No I/O.
+
+use super::wire::arr;
+use crate::node::Maintenance;
+use crate::proto::peer as pb;
+use crate::storage::RotationProof;
+
+/// The confirmation of the activation proof and the staged epoch, as sent.
+pub(super) fn maintenance_to_pb(m: &Maintenance) -> (Vec<u8>, Option<pb::StagedEpoch>) {
+    let confirmation = m
+        .activated
+        .map(|p| p.confirmation.to_vec())
+        .unwrap_or_default();
+    let staged = m.staged.map(|(epoch, p, reshare)| pb::StagedEpoch {
+        epoch,
+        eid: p.eid.to_vec(),
+        confirmation: p.confirmation.to_vec(),
+        reshare,
+    });
+    (confirmation, staged)
+}
+
+/// The maintenance part of a status answer (all empty from a node of the
+/// previous wire version).
+pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenance, String> {
+    let activated = match (s.rotation.is_empty(), s.rotation_confirmation.is_empty()) {
+        (false, false) => Some(RotationProof {
+            eid: arr(&s.rotation, "rotation")?,
+            confirmation: arr(&s.rotation_confirmation, "rotation confirmation")?,
+        }),
+        _ => None,
+    };
+    let staged = match &s.staged {
+        Some(x) => Some((
+            x.epoch,
+            RotationProof {
+                eid: arr(&x.eid, "staged eid")?,
+                confirmation: arr(&x.confirmation, "staged confirmation")?,
+            },
+            x.reshare,
+        )),
+        None => None,
+    };
+    Ok(Maintenance {
+        activated,
+        staged,
+        running: s.maintaining,
+    })
+}

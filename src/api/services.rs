@@ -3,7 +3,7 @@
 //! domain types and call the node; they hold no logic of their own.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
@@ -92,6 +92,7 @@ impl spb::signer_server::Signer for SignerService {
             .get::<Authenticated>()
             .map(|a| a.chain.as_ref().clone())
             .unwrap_or_default();
+        let deadline = client_deadline(req.metadata());
         let r = req.into_inner();
         let request = SignRequest {
             key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
@@ -118,7 +119,17 @@ impl spb::signer_server::Signer for SignerService {
             &self.metrics,
             &self.node,
             "sign",
-            self.node.sign(request, auth, &who.name).await,
+            // Retries inside (another signer set, the new epoch) stop at the
+            // client's deadline; the request id makes a resend safe.
+            match tokio::time::timeout(deadline, self.node.sign(request, auth, &who.name)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no signature within {deadline:?} (the request's deadline); resend the \
+                         same request (same request id) to this or another node"
+                    )))
+                }
+            },
         )?;
         tracing::info!(
             client = %who,
@@ -182,5 +193,57 @@ pub(super) fn eth_address(key_type: crate::domain::KeyType, pk: &[u8]) -> String
     match key_type {
         crate::domain::KeyType::Secp256k1 => crate::bip32::eth_address(pk).unwrap_or_default(),
         _ => String::new(),
+    }
+}
+
+/// How long a client lets a request take: its `grpc-timeout` header, or
+/// `DEFAULT_DEADLINE` without one (or with one this does not understand).
+pub(crate) fn client_deadline(meta: &tonic::metadata::MetadataMap) -> Duration {
+    meta.get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_DEADLINE)
+}
+
+/// The deadline of a request that states none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "H" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "M" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "S" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_millis(n)),
+        "u" => Some(Duration::from_micros(n)),
+        "n" => Some(Duration::from_nanos(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_and_bad_ones_fall_back() {
+        for (v, want) in [
+            ("10S", Some(Duration::from_secs(10))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("10s", None),
+            ("-1S", None),
+        ] {
+            assert_eq!(parse_grpc_timeout(v), want, "{v}");
+        }
     }
 }

@@ -140,6 +140,33 @@ impl Node {
         }
     }
 
+    /// Marks `nodes` as having failed a signing session of `key` now:
+    /// signing with the key avoids them for `SUSPECT_FOR`.
+    pub(crate) fn suspect_for_key(&self, key: &KeyId, nodes: &[NodeName]) {
+        let mut s = self
+            .key_suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        for n in nodes.iter().filter(|n| **n != self.name) {
+            s.insert((key.clone(), n.clone()), now);
+        }
+    }
+
+    /// Nodes that failed a signing session of `key` within `SUSPECT_FOR`.
+    pub(crate) fn key_suspects(&self, key: &KeyId) -> Vec<NodeName> {
+        let now = Instant::now();
+        let mut s = self
+            .key_suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.retain(|_, since| now.duration_since(*since) < SUSPECT_FOR);
+        s.keys()
+            .filter(|(k, _)| k == key)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
     /// Marks `n` as unreachable now.
     pub(crate) fn mark_unreachable(&self, n: &NodeName) {
         self.suspects

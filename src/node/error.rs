@@ -279,6 +279,23 @@ impl NodeError {
         }
     }
 
+    /// The participants a failed session can be pinned on: those a round
+    /// timed out waiting for, the one a call to failed in transit, the one
+    /// blamed. Empty for a refusal or an abort that names nobody.
+    pub fn culprits(&self) -> Vec<NodeName> {
+        match self {
+            Self::At { node, error } => match error.as_ref() {
+                Self::At { .. } | Self::Timeout { .. } => error.culprits(),
+                e if e.blamed().is_some() => e.culprits(),
+                e if e.reason().is_transit() => vec![node.clone()],
+                _ => Vec::new(),
+            },
+            Self::Timeout { missing, .. } => missing.clone(),
+            Self::Net(e) => vec![e.node.clone()],
+            other => other.blamed().cloned().into_iter().collect(),
+        }
+    }
+
     /// This error as seen from `node`: without the prefix naming `node`
     /// itself (what `node` sends a peer, which names it once).
     pub fn message_at(&self, node: &NodeName) -> String {

@@ -23,6 +23,9 @@ pub mod points {
     /// misbehaving co-signer, not a crash): the final signature fails and
     /// nobody can be blamed, so the honest signers freeze the key.
     pub const CORRUPT_SIGN_SHARE: &str = "sign.corrupt_share";
+    /// Signing participant: admit the session, then never send a round
+    /// message (a node that answers probes but stalls its rounds).
+    pub const STALL_SIGN: &str = "sign.stall";
     /// Signing participant: slot watermark committed, no message sent yet.
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
     /// Every rotation crash point, for tests that walk them all.

@@ -95,7 +95,18 @@ impl Timeouts {
     pub fn session(&self) -> Duration {
         self.round.saturating_mul(6)
     }
+
+    /// How long a signing round waits: the round timeout, but at most
+    /// `SIGN_ROUND` (or the probe timeout, if longer). A signing round is
+    /// one message trip, so a participant that stalls is excluded, and the
+    /// request retried without it, well within a client's deadline.
+    pub fn sign_round(&self) -> Duration {
+        self.round.min(SIGN_ROUND.max(self.ping))
+    }
 }
+
+/// The longest a signing round waits by default (see `Timeouts::sign_round`).
+pub const SIGN_ROUND: Duration = Duration::from_secs(2);
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -126,6 +137,11 @@ pub struct Node {
     /// Nodes that recently failed a probe (see `committee.rs`).
     /// Since when, and whether it was unreachable (not just not ready).
     suspects: std::sync::Mutex<std::collections::HashMap<NodeName, (std::time::Instant, bool)>>,
+    /// Nodes that failed a signing session of a key (a round timed out
+    /// waiting for them, a delivery to them failed, or they were blamed),
+    /// and since when: signing with that key avoids them for a while.
+    key_suspects:
+        std::sync::Mutex<std::collections::HashMap<(KeyId, NodeName), std::time::Instant>>,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
@@ -172,6 +188,7 @@ impl Node {
             policy: std::sync::RwLock::new(Arc::new(policy)),
             limiter: policy::Limiter::default(),
             suspects: Default::default(),
+            key_suspects: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
             work: Default::default(),

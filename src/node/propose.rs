@@ -14,6 +14,9 @@ use crate::protocol::{Protocol, ProtocolError};
 /// How long a coordinator waits, after a participant failed only because a
 /// message could not be delivered, for another participant's own refusal.
 const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The same wait after a round timed out: the others had the whole round to
+/// say why, so a refusal still to come is one already on its way.
+const TIMEOUT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The remote participants' answers to one proposal, and their tasks,
 /// which are aborted (cancelling the calls) when this is dropped unless
@@ -63,6 +66,14 @@ impl OpenSession<'_> {
     {
         let proto = proto.map_err(|e| self.session.protocol_error(e))?;
         self.session.run(proto, &mut self.mailbox).await
+    }
+}
+
+impl OpenSession<'_> {
+    /// Rounds of this session wait at most `limit` (signing's shorter bound).
+    pub(crate) fn rounds_within(mut self, limit: std::time::Duration) -> Self {
+        self.session.round_timeout = limit;
+        self
     }
 }
 
@@ -203,7 +214,11 @@ impl Node {
                     // A delivery failure or a round timeout is usually the
                     // echo of another participant's refusal (its session
                     // closed). Give the others a moment to report the cause.
-                    let grace = tokio::time::sleep(REFUSAL_GRACE);
+                    let grace = match e.cause() {
+                        NodeError::Timeout { .. } => TIMEOUT_GRACE,
+                        _ => REFUSAL_GRACE,
+                    };
+                    let grace = tokio::time::sleep(grace);
                     tokio::pin!(grace);
                     loop {
                         tokio::select! {

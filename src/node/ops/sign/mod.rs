@@ -129,7 +129,8 @@ impl Node {
         // Overlapped path: when no candidate is under suspicion, propose the
         // session to the first t at once and run the committee checks
         // alongside; this node joins the session once they passed.
-        let suspects = self.suspects();
+        let mut suspects = self.suspects();
+        suspects.extend(self.key_suspects(key_id));
         let preferred: Vec<NodeName> = candidates
             .iter()
             .filter(|c| !suspects.contains(c))
@@ -162,36 +163,54 @@ impl Node {
             }
         }
         // Checked path: probe the committee, then sign with t that answered.
-        // A session that raced an activation (this node or a participant
-        // moved to the next epoch meanwhile; the probe brings whichever side
-        // is behind forward) is tried again at the new epoch, transparently
-        // to the client: at most twice, and only while the epoch moves.
+        // Tried again, transparently to the client, at most twice: when the
+        // session raced an activation (this node or a participant moved to
+        // the next epoch; the probe brings whichever side is behind
+        // forward), at the new epoch; when a participant failed it (a round
+        // timed out waiting for it, a delivery to it failed, it was blamed),
+        // with another signer set that avoids it and a fresh eid.
         let mut rec = rec;
         let mut retried_mismatch = false;
+        let mut last = None;
         for _ in 0..3 {
-            let result = self.sign_checked(&request, &auth, &rec, &charge).await;
+            let e = match self.sign_checked(&request, &auth, &rec, &charge).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
             let fresh = self.key(key_id)?;
             let moved = fresh.epoch != rec.epoch;
-            let mismatch = matches!(&result, Err(e) if e.reason() == Reason::EpochMismatch);
-            match result {
-                Err(e) if moved || (mismatch && !retried_mismatch) => {
-                    retried_mismatch |= mismatch;
-                    tracing::info!(
-                        key = %key_id,
-                        request_id = %request.request_id,
-                        epoch = fresh.epoch,
-                        reason = %e,
-                        "signing raced an activation; signing again at the key's epoch",
-                    );
-                    self.check_can_sign(&fresh).map_err(|e| e.at(&self.name))?;
-                    rec = fresh;
-                }
-                result => return result,
+            let mismatch = e.reason() == Reason::EpochMismatch;
+            let culprits: Vec<NodeName> = e
+                .culprits()
+                .into_iter()
+                .filter(|n| *n != self.name)
+                .collect();
+            if moved || (mismatch && !retried_mismatch) {
+                retried_mismatch |= mismatch;
+                tracing::info!(
+                    key = %key_id,
+                    request_id = %request.request_id,
+                    epoch = fresh.epoch,
+                    reason = %e,
+                    "signing raced an activation; signing again at the key's epoch",
+                );
+                self.check_can_sign(&fresh).map_err(|e| e.at(&self.name))?;
+                rec = fresh;
+            } else if !culprits.is_empty() {
+                self.suspect_for_key(key_id, &culprits);
+                tracing::warn!(
+                    key = %key_id,
+                    request_id = %request.request_id,
+                    nodes = %crate::node::names(&culprits),
+                    reason = %e,
+                    "signing session failed at these nodes; signing again without them",
+                );
+            } else {
+                return Err(e);
             }
+            last = Some(e);
         }
-        Err(NodeError::Unavailable(format!(
-            "key {key_id} changed epoch while signing, three times; retry"
-        )))
+        Err(last.unwrap_or_else(|| NodeError::Internal("no signing attempt ran".into())))
     }
 
     /// The committee as signing candidates: ourselves first, then the others
@@ -230,9 +249,10 @@ impl Node {
         // Nodes that failed a probe moments ago are not probed again (they
         // would cost a probe timeout each time); they count as down.
         let skipped = self.recently_down();
+        let failed_here = self.key_suspects(key_id);
         let probed: Vec<NodeName> = candidates
             .iter()
-            .filter(|c| !skipped.contains(c))
+            .filter(|c| !skipped.contains(c) && !failed_here.contains(c))
             .cloned()
             .collect();
         let (mut down, ledgers) = self
@@ -245,6 +265,12 @@ impl Node {
                 .filter(|s| candidates.contains(s))
                 .map(|s| (s, "failed a probe moments ago".to_owned())),
         );
+        for s in failed_here {
+            if candidates.contains(&s) && !down.iter().any(|(d, _)| *d == s) {
+                let why = "failed a signing session of this key moments ago";
+                down.push((s, why.to_owned()));
+            }
+        }
         let mut recorded = None;
         for (n, entry) in &ledgers {
             if let Some(done) = self.recorded(request, entry, rec, Some(n))? {
@@ -368,6 +394,9 @@ impl Node {
                     || e.reason().is_precondition()
                     || matches!(e.reason(), Reason::Unavailable | Reason::Paused) =>
             {
+                // A participant that stalled or could not be reached is
+                // avoided by the checked path and by the next requests.
+                self.suspect_for_key(&request.key_id, &e.culprits());
                 Attempt::GaveWay(e.to_string())
             }
             (Ok(()), Err(e)) => Attempt::Failed(e),

@@ -188,7 +188,9 @@ impl Node {
         if request.slot.is_some() {
             faults::check(&self.name, faults::points::AFTER_WATERMARK)?;
         }
-        let session = self.open_session(p.eid, &committee)?;
+        let session = self
+            .open_session(p.eid, &committee)?
+            .rounds_within(self.timeouts.sign_round());
         let share = self.signing_share(&rec, epoch)?;
         let share_pk = share
             .public_key()
@@ -204,6 +206,10 @@ impl Node {
         let corrupt = faults::tampers(&self.name, faults::points::CORRUPT_SIGN_SHARE);
         #[cfg(not(feature = "fault-injection"))]
         let corrupt = false;
+        #[cfg(feature = "fault-injection")]
+        if faults::tampers(&self.name, faults::points::STALL_SIGN) {
+            std::future::pending::<()>().await;
+        }
         let proto = scheme::sign_as(&share, path, &signers, digest, p.eid.as_bytes(), corrupt);
         drop(share);
         // The ledger entry was made durable at admission.

@@ -71,6 +71,8 @@ pub enum PkiError {
     Name(String),
     #[error("{path} already exists; refusing to overwrite (use a fresh --out directory)")]
     Exists { path: PathBuf },
+    #[error("{0}")]
+    Other(String),
 }
 
 /// A certificate and its private key, PEM encoded. The key is redacted in `Debug`.
@@ -105,9 +107,18 @@ impl Ca {
     pub fn generate(trust_domain: &str) -> Result<(Self, Issued), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
+        // A name of its own (creation date and a random tag): during a CA
+        // rollover the old and the new CA sit in one bundle, and certificate
+        // paths and CRLs are matched to their CA by name.
+        let mut tag = [0u8; 4];
+        getrandom::fill(&mut tag).map_err(|e| PkiError::Other(e.to_string()))?;
+        let today = time::OffsetDateTime::now_utc().date();
         params.distinguished_name.push(
             DnType::CommonName,
-            format!("thresig cluster CA ({trust_domain})"),
+            format!(
+                "thresig cluster CA ({trust_domain}) {today} {}",
+                hex::encode(tag)
+            ),
         );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![

@@ -12,13 +12,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
-use crate::api::{AdminService, SignerService};
+use crate::api::{AdminService, Reloader, SignerService};
 use crate::config::NodeConfig;
 use crate::node::Node;
 use crate::secret::SecretBytes;
 use crate::storage::{StorageError, Store};
 use crate::transport::peer::{GrpcPeerNet, PeerService};
-use crate::transport::tls::{client_config, server_config, TlsError};
+use crate::transport::tls::{ClientTls, TlsError, TlsState};
 use crate::transport::{incoming, Plane};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,7 @@ pub struct RunningNode {
     pub client_addr: SocketAddr,
     /// The ops HTTP plane's address, when configured.
     pub ops_addr: Option<SocketAddr>,
+    reloader: Reloader,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -109,6 +110,11 @@ impl std::fmt::Debug for RunningNode {
 }
 
 impl RunningNode {
+    /// Rereads the policy and the TLS material (SIGHUP does this).
+    pub fn reload(&self) -> crate::api::ReloadReport {
+        self.reloader.reload()
+    }
+
     /// Stops serving, waits (bounded) for in-flight calls and closes the store.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -137,8 +143,7 @@ pub fn start(
     listeners: Listeners,
 ) -> Result<RunningNode, ServerError> {
     let store = Store::open(&cfg.data_dir, &cfg.name, passphrase)?;
-    let client_tls = client_config(&cfg.tls)?;
-    let server_tls = server_config(&cfg.tls)?;
+    let tls = TlsState::load(&cfg.tls)?;
     let peers: Vec<_> = cfg
         .peers
         .iter()
@@ -147,14 +152,16 @@ pub fn start(
         .collect();
     let net = GrpcPeerNet::new(
         &peers,
-        client_tls,
+        ClientTls::Node(tls.clone()),
         &cfg.trust_domain,
         cfg.connect_timeout,
         cfg.timeouts,
     )?;
     let roster = cfg.peers.iter().map(|p| p.name.clone()).collect();
-    let verifier =
-        crate::transport::request_auth::CertRequestVerifier::new(&cfg.tls, &cfg.trust_domain)?;
+    let verifier = crate::transport::request_auth::CertRequestVerifier::following(
+        tls.clone(),
+        &cfg.trust_domain,
+    );
     let node = Arc::new(
         Node::new(
             cfg.name.clone(),
@@ -205,16 +212,20 @@ pub fn start(
     drop(health_reporter);
     let peer_incoming = incoming(
         listeners.peer,
-        server_tls.clone(),
+        tls.clone(),
         cfg.trust_domain.clone(),
         Plane::Peer,
     );
     let client_incoming = incoming(
         listeners.client,
-        server_tls,
+        tls.clone(),
         cfg.trust_domain.clone(),
         Plane::Client,
     );
+    let reloader = Reloader {
+        node: node.clone(),
+        tls,
+    };
     let peer_svc = PeerService::new(node.clone()).into_server();
     let peer_task = tokio::spawn(
         Server::builder()
@@ -227,7 +238,7 @@ pub fn start(
             .concurrency_limit_per_connection(256)
             .add_service(health)
             .add_service(SignerService::new(node.clone(), metrics.clone()))
-            .add_service(AdminService::new(node.clone(), metrics.clone()))
+            .add_service(AdminService::new(reloader.clone(), metrics.clone()))
             .serve_with_incoming_shutdown(client_incoming, signal(stopped)),
     );
     tracing::info!(node = %cfg.name, %peer_addr, %client_addr, ops = ?ops_addr, "serving");
@@ -236,6 +247,7 @@ pub fn start(
         peer_addr,
         client_addr,
         ops_addr,
+        reloader,
         stop,
         tasks: vec![peer_task, client_task],
     })

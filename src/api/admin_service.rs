@@ -22,12 +22,20 @@ use crate::transport::Identity;
 pub struct AdminService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
+    reloader: super::Reloader,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> apb::admin_server::AdminServer<Self> {
-        apb::admin_server::AdminServer::new(Self { node, metrics })
-            .max_decoding_message_size(64 * 1024)
+    pub fn new(
+        reloader: super::Reloader,
+        metrics: Arc<Metrics>,
+    ) -> apb::admin_server::AdminServer<Self> {
+        apb::admin_server::AdminServer::new(Self {
+            node: reloader.node.clone(),
+            metrics,
+            reloader,
+        })
+        .max_decoding_message_size(64 * 1024)
     }
 }
 
@@ -379,6 +387,38 @@ impl apb::admin_server::Admin for AdminService {
             .map_err(|e| status(self.node.name(), &e))?;
         tracing::info!(admin = %who, "{summary}");
         Ok(Response::new(apb::ReloadPolicyResponse { summary }))
+    }
+
+    async fn reload_node(
+        &self,
+        req: Request<apb::ReloadNodeRequest>,
+    ) -> Result<Response<apb::ReloadNodeResponse>, Status> {
+        let who = self.admin(&req, "reload-policy")?;
+        let report = self.reloader.reload();
+        let _ = self.node.audit_admin(
+            &who.name,
+            "reload-node",
+            "",
+            if report.ok() {
+                Ok(report.lines().join("; "))
+            } else {
+                Err(crate::node::NodeError::InvalidArgument(
+                    report.lines().join("; "),
+                ))
+            },
+        );
+        let part = |r: Result<String, String>| match r {
+            Ok(s) => (true, s),
+            Err(e) => (false, e),
+        };
+        let (policy_reloaded, policy) = part(report.policy);
+        let (tls_reloaded, tls) = part(report.tls);
+        Ok(Response::new(apb::ReloadNodeResponse {
+            policy_reloaded,
+            policy,
+            tls_reloaded,
+            tls,
+        }))
     }
 
     async fn audit_tail(

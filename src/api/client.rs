@@ -404,6 +404,20 @@ impl Client {
             .summary)
     }
 
+    /// Admin: makes the node reread its policy and its certificate, key, CA
+    /// bundle and CRL; says what each part did.
+    pub async fn reload_node(&mut self) -> Result<crate::api::ReloadReport, ClientError> {
+        let r = AdminClient::new(self.channel.clone())
+            .reload_node(crate::proto::admin::ReloadNodeRequest {})
+            .await?
+            .into_inner();
+        let part = |ok: bool, s: String| if ok { Ok(s) } else { Err(s) };
+        Ok(crate::api::ReloadReport {
+            policy: part(r.policy_reloaded, r.policy),
+            tls: part(r.tls_reloaded, r.tls),
+        })
+    }
+
     /// Admin: the newest `count` entries of the node's audit log.
     pub async fn audit_tail(
         &mut self,

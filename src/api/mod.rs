@@ -6,9 +6,11 @@ mod admin_client;
 mod admin_service;
 pub mod client;
 pub mod ops;
+mod reload;
 mod services;
 mod status;
 
 pub use admin_service::AdminService;
+pub use reload::{ReloadReport, Reloader};
 pub use services::SignerService;
 pub use status::status;

@@ -11,8 +11,9 @@ use crate::server::{self, Listeners};
 pub enum Cmd {
     /// Serve the peer plane and the client/admin plane of one node.
     ///
-    /// SIGHUP rereads the policy file (node.policy); a bad file is reported
-    /// and the previous policy stays in force. The store passphrase is read from the environment variable named by
+    /// SIGHUP rereads the policy file (node.policy) and the certificate, key,
+    /// CA bundle and CRL (tls.*), as `thresig node reload` does; a bad file is
+    /// reported and what was in force stays. The store passphrase is read from the environment variable named by
     /// store.passphrase_env (default THRESIG_PASSPHRASE) or from
     /// store.passphrase_file, never from the command line. A wrong passphrase
     /// stops the node before anything in its data directory is written.
@@ -20,6 +21,22 @@ pub enum Cmd {
         /// Node configuration (TOML; unknown fields are rejected).
         #[arg(long, env = "THRESIG_CONFIG")]
         config: PathBuf,
+    },
+    /// Make a running node reread its policy file and its certificate, key,
+    /// CA bundle and CRL, without a restart (admin certificate with the
+    /// reload-policy operation).
+    ///
+    /// New handshakes use the new certificate material; connections already
+    /// open finish on theirs. A part that fails to load (a missing or
+    /// unparsable file, a key that does not match its certificate, a
+    /// certificate the new CA bundle does not vouch for) keeps what was in
+    /// force, and this command says why and exits 1. For a CA rollover, put
+    /// the old and the new CA in one bundle first, reload every node, then
+    /// move the certificates to the new CA. Sending the node process SIGHUP
+    /// does the same.
+    Reload {
+        #[command(flatten)]
+        conn: super::conn::Conn,
     },
     /// Check a configuration file and print what it resolves to.
     Check {
@@ -33,6 +50,17 @@ const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Reload { conn } => {
+            let report = conn.client(crate::pki::Role::Admin)?.reload_node().await?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            anyhow::ensure!(
+                report.ok(),
+                "the node kept some of its old files; see above"
+            );
+            Ok(())
+        }
         Cmd::Check { config } => {
             let cfg = NodeConfig::load(&config)?;
             println!("node {} in trust domain {}", cfg.name, cfg.trust_domain);
@@ -82,10 +110,11 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = int.recv() => break,
                     _ = term.recv() => break,
-                    _ = hup.recv() => match running.node.reload_policy() {
-                        Ok(summary) => eprintln!("{summary}"),
-                        Err(e) => eprintln!("policy not reloaded, the previous one stays in force: {e}"),
-                    },
+                    _ = hup.recv() => {
+                        for line in running.reload().lines() {
+                            eprintln!("node {}: {line}", cfg.name);
+                        }
+                    }
                     _ = running.wait() => anyhow::bail!("node {} stopped serving unexpectedly", cfg.name),
                 }
             }

@@ -38,8 +38,9 @@ pub enum Cmd {
         #[arg(long)]
         operation: Option<String>,
     },
-    /// Make the node reread its policy file now (admin certificate). Sending
-    /// the node process SIGHUP does the same.
+    /// Make the node reread its policy file now (admin certificate).
+    /// `thresig node reload` rereads its certificate material too; SIGHUP to
+    /// the node process does what `node reload` does.
     Reload {
         #[command(flatten)]
         conn: Conn,

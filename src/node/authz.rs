@@ -37,6 +37,13 @@ impl Node {
         Ok(VerifiedRequest { client })
     }
 
+    /// After this node's CA bundle or CRL was reloaded: client request
+    /// signatures are checked again from scratch (none verified under the
+    /// old material counts).
+    pub fn forget_verified_requests(&self) {
+        self.verifier.forget();
+    }
+
     /// Reads the policy file again and switches to it; on error the current
     /// policy stays. Returns a one-line summary.
     pub fn reload_policy(&self) -> Result<String, NodeError> {

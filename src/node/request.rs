@@ -170,6 +170,8 @@ pub trait RequestVerifier: Send + Sync + 'static {
     /// The same check of an admin's approval of an admin request: the chain
     /// must carry an `admin/<name>` identity. Returns the admin's name.
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+    /// Forgets any verification remembered (the CA bundle or CRL changed).
+    fn forget(&self) {}
 }
 
 /// Remembers, for a short while, which (message, chain, signature) triples
@@ -238,6 +240,14 @@ impl RequestVerifier for CachedVerifier {
     /// Admin approvals are rare and are not cached.
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
         self.inner.verify_admin(auth, message)
+    }
+
+    fn forget(&self) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.inner.forget();
     }
 }
 

@@ -100,12 +100,11 @@ impl Plane {
 /// are logged with the reason and dropped.
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<super::tls::TlsState>,
     trust_domain: String,
     plane: Plane,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Authed, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
@@ -130,7 +129,9 @@ pub fn incoming(
                 tracing::warn!(%remote, "too many handshakes in progress; dropping connection");
                 continue;
             };
-            let (acceptor, tx, td) = (acceptor.clone(), tx.clone(), trust_domain.clone());
+            // The newest material for each handshake (see `TlsState::reload`).
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
+            let (tx, td) = (tx.clone(), trust_domain.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -201,10 +202,11 @@ fn check_client(
 pub fn dial(
     addr: SocketAddr,
     server: NodeName,
-    tls: Arc<rustls::ClientConfig>,
+    tls: impl Into<super::tls::ClientTls>,
     trust_domain: String,
     connect_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
+    let tls: super::tls::ClientTls = tls.into();
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -222,7 +224,7 @@ pub fn dial(
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(server.as_str().to_owned())?;
-            let io = tokio_rustls::TlsConnector::from(tls)
+            let io = tokio_rustls::TlsConnector::from(tls.get())
                 .connect(name, tcp)
                 .await?;
             let cert = io

@@ -133,7 +133,7 @@ impl GrpcPeerNet {
     /// `peers` maps node names to peer-plane addresses.
     pub fn new(
         peers: &[(NodeName, SocketAddr)],
-        tls: Arc<rustls::ClientConfig>,
+        tls: super::tls::ClientTls,
         trust_domain: &str,
         connect_timeout: Duration,
         timeouts: crate::node::Timeouts,

@@ -79,7 +79,7 @@ impl RequestSigner {
 
 /// The participant-side check of a client's request signature.
 pub struct CertRequestVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
+    chain: Chain,
     trust_domain: String,
 }
 
@@ -95,9 +95,33 @@ impl CertRequestVerifier {
     /// Trusts `files.ca` (and applies `files.crl`), as the client plane does.
     pub fn new(files: &TlsFiles, trust_domain: &str) -> Result<Self, TlsError> {
         Ok(Self {
-            chain: tls::client_cert_verifier(files)?,
+            chain: Chain::Fixed(tls::client_cert_verifier(files)?),
             trust_domain: trust_domain.to_owned(),
         })
+    }
+
+    /// Follows a node's reloadable material (a reloaded CA bundle or CRL
+    /// applies to the next request checked).
+    pub fn following(state: Arc<tls::TlsState>, trust_domain: &str) -> Self {
+        Self {
+            chain: Chain::Node(state),
+            trust_domain: trust_domain.to_owned(),
+        }
+    }
+}
+
+/// The chain check a verifier uses: fixed, or a node's current one.
+enum Chain {
+    Fixed(Arc<dyn ClientCertVerifier>),
+    Node(Arc<tls::TlsState>),
+}
+
+impl Chain {
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        match self {
+            Self::Fixed(v) => v.clone(),
+            Self::Node(s) => s.verifier(),
+        }
     }
 }
 
@@ -138,6 +162,7 @@ impl CertRequestVerifier {
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
         self.chain
+            .get()
             .verify_client_cert(&leaf, &intermediates, UnixTime::now())
             .map_err(|e| format!("{who} certificate refused: {e}"))?;
         let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;

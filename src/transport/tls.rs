@@ -136,3 +136,143 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// A node's TLS material, reloadable while it runs (SIGHUP, `thresig node
+/// reload`): new handshakes on either plane, new outgoing peer connections
+/// and the check of clients' request signatures use the newest; connections
+/// already open finish on what they started with. A reload that fails (a file
+/// missing or unparsable, a key that does not match its certificate, a
+/// certificate the new CA bundle does not vouch for) keeps the old material.
+pub struct TlsState {
+    files: TlsFiles,
+    current: std::sync::RwLock<Material>,
+}
+
+#[derive(Clone)]
+struct Material {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsState {
+    /// Reads `files` (all of them must be good).
+    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let (material, _) = Material::read(files)?;
+        Ok(Arc::new(Self {
+            files: files.clone(),
+            current: std::sync::RwLock::new(material),
+        }))
+    }
+
+    /// Rereads the certificate, key, CA bundle and CRL; on success new
+    /// handshakes use them. Returns what was loaded.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let (material, summary) = Material::read(&self.files)?;
+        let mut g = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = material;
+        Ok(summary)
+    }
+
+    fn get(&self) -> Material {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The server side of either plane, for the next handshake.
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.get().server
+    }
+
+    /// The client side, for the next outgoing connection.
+    pub fn client(&self) -> Arc<ClientConfig> {
+        self.get().client
+    }
+
+    /// The chain check of clients' certificates (request signatures).
+    pub fn verifier(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        self.get().verifier
+    }
+}
+
+impl Material {
+    fn read(files: &TlsFiles) -> Result<(Self, String), TlsError> {
+        let verifier = client_cert_verifier(files)?;
+        let server = server_config(files)?;
+        let client = client_config(files)?;
+        // This node's own certificate must chain to the (new) CA bundle and
+        // be valid now, or its peers would refuse it.
+        let chain = certs(&files.cert)?;
+        let (leaf, intermediates) = chain.split_first().ok_or_else(|| TlsError::Pem {
+            path: files.cert.clone(),
+            reason: "no certificate".into(),
+        })?;
+        verifier
+            .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+            .map_err(|e| TlsError::Pem {
+                path: files.cert.clone(),
+                reason: format!("not valid under the CA bundle {}: {e}", files.ca.display()),
+            })?;
+        let cas = certs(&files.ca)?.len();
+        let revoked = crls(files.crl.as_deref())?.len();
+        let summary = format!(
+            "certificate {}, key {}, CA bundle {} ({cas} certificate{}), {}",
+            files.cert.display(),
+            files.key.display(),
+            files.ca.display(),
+            if cas == 1 { "" } else { "s" },
+            match &files.crl {
+                Some(p) => format!(
+                    "CRL {} ({revoked} list{})",
+                    p.display(),
+                    if revoked == 1 { "" } else { "s" }
+                ),
+                None => "no CRL".to_owned(),
+            }
+        );
+        Ok((
+            Self {
+                server,
+                client,
+                verifier,
+            },
+            summary,
+        ))
+    }
+}
+
+/// Where an outgoing connection takes its TLS configuration from: a fixed
+/// one (a client), or a node's reloadable material, read at each connection.
+#[derive(Clone, Debug)]
+pub enum ClientTls {
+    Fixed(Arc<ClientConfig>),
+    Node(Arc<TlsState>),
+}
+
+impl ClientTls {
+    pub fn get(&self) -> Arc<ClientConfig> {
+        match self {
+            Self::Fixed(c) => c.clone(),
+            Self::Node(s) => s.client(),
+        }
+    }
+}
+
+impl From<Arc<ClientConfig>> for ClientTls {
+    fn from(c: Arc<ClientConfig>) -> Self {
+        Self::Fixed(c)
+    }
+}

@@ -181,7 +181,9 @@ impl Hostile {
             .collect();
         let net = thresig::transport::peer::GrpcPeerNet::new(
             &peers,
-            thresig::transport::tls::client_config(&cfg.tls).unwrap(),
+            thresig::transport::tls::client_config(&cfg.tls)
+                .unwrap()
+                .into(),
             &cfg.trust_domain,
             Duration::from_secs(3),
             cfg.timeouts,
@@ -283,7 +285,7 @@ pub async fn serve_hostile(
     }
     let incoming = thresig::transport::incoming(
         listener.expect("the node's peer port stayed busy"),
-        thresig::transport::tls::server_config(&cfg.tls).unwrap(),
+        thresig::transport::tls::TlsState::load(&cfg.tls).unwrap(),
         cfg.trust_domain.clone(),
         thresig::transport::Plane::Peer,
     );

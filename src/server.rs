@@ -136,6 +136,14 @@ impl RunningNode {
     }
 }
 
+/// Concurrent HTTP/2 streams one peer connection may open: each session a
+/// peer coordinates or takes part in uses a few at a time (its Propose call
+/// and one delivery per round).
+pub const MAX_PEER_STREAMS: u32 = 1024;
+/// Concurrent HTTP/2 streams one client connection may open (requests in
+/// flight beyond this wait in the client).
+pub const MAX_CLIENT_STREAMS: u32 = 256;
+
 /// Opens the store and starts serving on `listeners`.
 pub fn start(
     cfg: &NodeConfig,
@@ -230,11 +238,13 @@ pub fn start(
     let peer_task = tokio::spawn(
         Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(MAX_PEER_STREAMS))
             .add_service(peer_svc)
             .serve_with_incoming_shutdown(peer_incoming, signal(stopped.clone())),
     );
     let client_task = tokio::spawn(
         Server::builder()
+            .max_concurrent_streams(Some(MAX_CLIENT_STREAMS))
             .concurrency_limit_per_connection(256)
             .add_service(health)
             .add_service(SignerService::new(node.clone(), metrics.clone()))

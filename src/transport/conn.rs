@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
@@ -22,8 +22,12 @@ use super::identity::{identity_of, Identity, IdentityError};
 use crate::domain::NodeName;
 use crate::pki::Role;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once on one listener, and from one address
+/// (see `handshakes.rs`: the oldest is cut to make room, not the newest).
 const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
 
 /// A TLS stream whose peer identity has been checked for this plane.
 pub struct Authed {
@@ -105,7 +109,7 @@ pub fn incoming(
     plane: Plane,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Authed, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let pending = super::handshakes::Handshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -125,16 +129,29 @@ pub fn incoming(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
             }
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "too many handshakes in progress; dropping connection");
-                continue;
-            };
+            let (slot, cut) = pending.admit(remote.ip());
+            if cut > 0 {
+                tracing::debug!(
+                    %remote,
+                    cut,
+                    "handshakes pending at their bound; cut the oldest to make room",
+                );
+            }
             // The newest material for each handshake (see `TlsState::reload`).
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
             let (tx, td) = (tx.clone(), trust_domain.clone());
             tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let mut slot = slot;
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let done = tokio::select! {
+                    done = handshake => done,
+                    _ = &mut slot.cut => {
+                        tracing::debug!(%remote, plane = plane.name(), "unfinished handshake cut for a newer connection");
+                        return;
+                    }
+                };
+                drop(slot);
+                match done {
                     Ok(Ok(io)) => match check_client(&io, &td, plane) {
                         Ok(identity) => {
                             let chain = io

@@ -6,6 +6,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 
 pub mod conn;
+mod handshakes;
 pub mod identity;
 pub mod peer;
 mod refusal;

@@ -161,3 +161,52 @@ async fn a_blackholed_node_is_not_probed_on_every_request() {
     hole.abort();
     c.stop().await;
 }
+
+/// Node c's certificate floods b with messages for invented sessions while a
+/// signs with b (checklist 21): c runs into its own quota, and none of the
+/// honest sessions between a and b fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invented_sessions_from_one_node_do_not_break_the_others_sessions() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let x = common::Hostile::as_node(&c, 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut refused) = (0u32, 0u32);
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i = i.wrapping_add(1);
+                let mut b = [0xEE; 32];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                let eid = thresig::domain::ExecutionId::from_slice(&b).unwrap();
+                match x.deliver("b", eid, 1, vec![0; 64]).await {
+                    Ok(()) => sent += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            (sent, refused)
+        })
+    };
+    for i in 0..20u8 {
+        let d = [i + 1; 32];
+        let resp = c
+            .client(0, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap_or_else(|e| panic!("signature {i} under the flood: {e}"));
+        check_signature(&resp, &d, &info.public_key);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, refused) = flood.await.unwrap();
+    eprintln!("invented sessions: c had {sent} messages buffered at b and {refused} refused");
+    assert!(refused > 0, "c never reached its quota ({sent} sent)");
+    c.stop().await;
+}

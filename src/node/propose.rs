@@ -87,7 +87,7 @@ impl Node {
     ) -> Result<OpenSession<'a>, NodeError> {
         let mailbox = self
             .router
-            .open(eid)
+            .open(eid, parties)
             .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         Ok(OpenSession {
             session: Session {

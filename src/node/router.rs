@@ -1,6 +1,9 @@
 //! Routes inbound protocol messages to running sessions by execution id.
 //! Messages that arrive before their session starts are held, with bounds
-//! on count and age; messages for finished sessions are dropped.
+//! on count, bytes and age, overall and per sending node, so that one roster
+//! node cannot crowd out the others' sessions; messages for finished
+//! sessions, and messages to a running session from a node that is not one
+//! of its parties, are refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,12 @@ use crate::domain::{ExecutionId, NodeName};
 /// A session sees at most one round from each of up to 63 peers, plus the next.
 const MAILBOX: usize = 128;
 const MAX_EARLY_SESSIONS: usize = 256;
+/// Sessions one node may have messages waiting in before they start.
+const MAX_EARLY_SESSIONS_PER_PEER: usize = 64;
 const MAX_EARLY_PER_SESSION: usize = 64;
+/// Messages one node may have waiting for one session (a round and the next,
+/// with slack): a node cannot fill another's session with invented messages.
+const MAX_EARLY_PER_SENDER: usize = 4;
 /// Total payload bytes held for sessions that have not started.
 const MAX_EARLY_BYTES: usize = 32 << 20;
 const EARLY_TTL: Duration = Duration::from_secs(30);
@@ -47,27 +55,56 @@ pub enum RouteError {
     Full(ExecutionId),
     #[error("session {0} is already running")]
     AlreadyOpen(ExecutionId),
+    #[error("node {from} is not a party of session {eid}")]
+    NotAParty { eid: ExecutionId, from: NodeName },
+    #[error("node {0} has too many messages waiting for sessions that have not started")]
+    PeerQuota(NodeName),
+}
+
+/// Messages held for a session that has not started, and the node whose
+/// message opened the entry (it is charged for the session).
+struct Early {
+    since: Instant,
+    opened_by: NodeName,
+    msgs: Vec<Inbound>,
 }
 
 #[derive(Default)]
 struct Inner {
-    live: HashMap<ExecutionId, mpsc::Sender<Inbound>>,
-    early: HashMap<ExecutionId, (Instant, Vec<Inbound>)>,
+    /// Running sessions: their mailbox and their parties.
+    live: HashMap<ExecutionId, (mpsc::Sender<Inbound>, Vec<NodeName>)>,
+    early: HashMap<ExecutionId, Early>,
     early_bytes: usize,
+    /// Early sessions charged to each node.
+    early_by_peer: HashMap<NodeName, usize>,
     finished: VecDeque<ExecutionId>,
 }
 
 impl Inner {
     fn expire_early(&mut self, now: Instant) {
-        let mut freed: usize = 0;
-        self.early.retain(|_, (t, q)| {
-            let keep = now.duration_since(*t) < EARLY_TTL;
-            if !keep {
-                freed = freed.saturating_add(q.iter().map(|m| m.payload.len()).sum::<usize>());
-            }
-            keep
-        });
+        let expired: Vec<ExecutionId> = self
+            .early
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.since) >= EARLY_TTL)
+            .map(|(eid, _)| *eid)
+            .collect();
+        for eid in expired {
+            self.take_early(&eid);
+        }
+    }
+
+    /// Removes a session's early messages, releasing what they were charged.
+    fn take_early(&mut self, eid: &ExecutionId) -> Option<Vec<Inbound>> {
+        let e = self.early.remove(eid)?;
+        let freed = e.msgs.iter().map(|m| m.payload.len()).sum::<usize>();
         self.early_bytes = self.early_bytes.saturating_sub(freed);
+        if let Some(n) = self.early_by_peer.get_mut(&e.opened_by) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.early_by_peer.remove(&e.opened_by);
+            }
+        }
+        Some(e.msgs)
     }
 }
 
@@ -106,7 +143,13 @@ impl Drop for Mailbox {
 impl Router {
     pub fn deliver(&self, eid: ExecutionId, msg: Inbound) -> Result<(), RouteError> {
         let mut g = self.inner.lock().map_err(|_| RouteError::Full(eid))?;
-        if let Some(tx) = g.live.get(&eid) {
+        if let Some((tx, parties)) = g.live.get(&eid) {
+            if !parties.contains(&msg.from) {
+                return Err(RouteError::NotAParty {
+                    eid,
+                    from: msg.from,
+                });
+            }
             return tx.try_send(msg).map_err(|_| RouteError::Full(eid));
         }
         if g.finished.contains(&eid) {
@@ -114,25 +157,47 @@ impl Router {
         }
         let now = Instant::now();
         g.expire_early(now);
-        if !g.early.contains_key(&eid) && g.early.len() >= MAX_EARLY_SESSIONS {
-            return Err(RouteError::Full(eid));
-        }
         let size = msg.payload.len();
         if g.early_bytes.saturating_add(size) > MAX_EARLY_BYTES {
             return Err(RouteError::Full(eid));
         }
-        let (_, q) = g.early.entry(eid).or_insert_with(|| (now, Vec::new()));
-        if q.len() >= MAX_EARLY_PER_SESSION {
-            return Err(RouteError::Full(eid));
+        match g.early.get(&eid) {
+            Some(e) => {
+                let from_sender = e.msgs.iter().filter(|m| m.from == msg.from).count();
+                if e.msgs.len() >= MAX_EARLY_PER_SESSION || from_sender >= MAX_EARLY_PER_SENDER {
+                    return Err(RouteError::Full(eid));
+                }
+            }
+            None => {
+                let charged = g.early_by_peer.get(&msg.from).copied().unwrap_or(0);
+                if charged >= MAX_EARLY_SESSIONS_PER_PEER {
+                    return Err(RouteError::PeerQuota(msg.from));
+                }
+                if g.early.len() >= MAX_EARLY_SESSIONS {
+                    return Err(RouteError::Full(eid));
+                }
+                *g.early_by_peer.entry(msg.from.clone()).or_insert(0) = charged.saturating_add(1);
+                g.early.insert(
+                    eid,
+                    Early {
+                        since: now,
+                        opened_by: msg.from.clone(),
+                        msgs: Vec::new(),
+                    },
+                );
+            }
         }
-        q.push(msg);
         g.early_bytes = g.early_bytes.saturating_add(size);
+        if let Some(e) = g.early.get_mut(&eid) {
+            e.msgs.push(msg);
+        }
         Ok(())
     }
 
-    /// Opens the mailbox of a session, moving in anything that arrived early.
-    /// Refuses an execution id that is running or has finished.
-    pub fn open(&self, eid: ExecutionId) -> Result<Mailbox, RouteError> {
+    /// Opens the mailbox of a session among `parties`, moving in what they
+    /// sent early (anything from others is dropped). Refuses an execution id
+    /// that is running or has finished.
+    pub fn open(&self, eid: ExecutionId, parties: &[NodeName]) -> Result<Mailbox, RouteError> {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let mut g = self
             .inner
@@ -144,14 +209,12 @@ impl Router {
         if g.finished.contains(&eid) {
             return Err(RouteError::Finished(eid));
         }
-        if let Some((_, early)) = g.early.remove(&eid) {
-            let freed = early.iter().map(|m| m.payload.len()).sum::<usize>();
-            g.early_bytes = g.early_bytes.saturating_sub(freed);
-            for m in early {
+        if let Some(early) = g.take_early(&eid) {
+            for m in early.into_iter().filter(|m| parties.contains(&m.from)) {
                 let _ = tx.try_send(m);
             }
         }
-        g.live.insert(eid, tx);
+        g.live.insert(eid, (tx, parties.to_vec()));
         Ok(Mailbox {
             rx,
             eid,
@@ -164,6 +227,18 @@ impl Router {
 mod tests {
     use super::*;
 
+    fn a() -> NodeName {
+        NodeName::parse("a").unwrap()
+    }
+
+    fn from(name: &str, r: u32) -> Inbound {
+        Inbound {
+            from: NodeName::parse(name).unwrap(),
+            round: r,
+            payload: vec![],
+        }
+    }
+
     fn msg(r: u32) -> Inbound {
         Inbound {
             from: NodeName::parse("a").unwrap(),
@@ -172,31 +247,89 @@ mod tests {
         }
     }
 
+    fn eid(i: usize) -> ExecutionId {
+        let mut b = [2u8; 32];
+        b[0] = i as u8;
+        b[1] = (i >> 8) as u8;
+        ExecutionId::from_slice(&b).unwrap()
+    }
+
     #[tokio::test]
-    async fn early_messages_are_bounded_and_finished_sessions_refuse() {
+    async fn early_messages_are_bounded_per_sender_and_finished_sessions_refuse() {
         let router = Router::default();
         let eid = ExecutionId::from_slice(&[1; 32]).unwrap();
-        for i in 0..MAX_EARLY_PER_SESSION {
+        for i in 0..MAX_EARLY_PER_SENDER {
             router.deliver(eid, msg(i as u32)).unwrap();
         }
         assert_eq!(router.deliver(eid, msg(0)), Err(RouteError::Full(eid)));
-        let mut mb = router.open(eid).unwrap();
-        assert_eq!(router.open(eid).unwrap_err(), RouteError::AlreadyOpen(eid));
+        // Another sender still has its own room in the same session.
+        router.deliver(eid, from("b", 0)).unwrap();
+        let b = NodeName::parse("b").unwrap();
+        let mut mb = router.open(eid, &[a(), b.clone()]).unwrap();
+        assert_eq!(
+            router.open(eid, &[a()]).unwrap_err(),
+            RouteError::AlreadyOpen(eid)
+        );
         assert_eq!(mb.rx.recv().await.unwrap().round, 0);
         drop(mb);
-        assert_eq!(router.open(eid).unwrap_err(), RouteError::Finished(eid));
+        assert_eq!(
+            router.open(eid, &[a()]).unwrap_err(),
+            RouteError::Finished(eid)
+        );
         assert_eq!(router.deliver(eid, msg(1)), Err(RouteError::Finished(eid)));
-        for i in 0..MAX_EARLY_SESSIONS {
-            let mut b = [2u8; 32];
-            b[0] = i as u8;
-            b[1] = (i >> 8) as u8;
-            router
-                .deliver(ExecutionId::from_slice(&b).unwrap(), msg(1))
-                .unwrap();
+    }
+
+    #[test]
+    fn one_node_cannot_crowd_out_the_others_sessions() {
+        let router = Router::default();
+        // Node x invents sessions up to its own quota, then is refused...
+        for i in 0..MAX_EARLY_SESSIONS_PER_PEER {
+            router.deliver(eid(i), from("x", 1)).unwrap();
         }
-        assert!(router
-            .deliver(ExecutionId::from_slice(&[9; 32]).unwrap(), msg(1))
-            .is_err());
+        let x = NodeName::parse("x").unwrap();
+        assert_eq!(
+            router.deliver(eid(1000), from("x", 1)),
+            Err(RouteError::PeerQuota(x.clone()))
+        );
+        // ...while b's real session still buffers, and x cannot fill it.
+        let real = eid(2000);
+        router.deliver(real, from("b", 1)).unwrap();
+        for _ in 0..MAX_EARLY_PER_SENDER {
+            router.deliver(real, from("x", 1)).unwrap();
+        }
+        assert_eq!(
+            router.deliver(real, from("x", 1)),
+            Err(RouteError::Full(real))
+        );
+        router.deliver(real, from("b", 2)).unwrap();
+        // Its parties' messages reach the session; x's are dropped at the
+        // open, and once it runs x is refused as no party of it.
+        let b = NodeName::parse("b").unwrap();
+        let mut mb = router.open(real, &[a(), b]).unwrap();
+        let mut rounds = Vec::new();
+        while let Ok(m) = mb.rx.try_recv() {
+            assert_eq!(m.from.as_str(), "b");
+            rounds.push(m.round);
+        }
+        assert_eq!(rounds, vec![1, 2]);
+        assert_eq!(
+            router.deliver(real, from("x", 3)),
+            Err(RouteError::NotAParty { eid: real, from: x })
+        );
+        // The overall bound still holds across many nodes.
+        let mut held = MAX_EARLY_SESSIONS_PER_PEER;
+        'fill: for s in 0.. {
+            for i in 0..MAX_EARLY_SESSIONS_PER_PEER {
+                if router
+                    .deliver(eid(3000 + s * 100 + i), from(&format!("s{s}"), 1))
+                    .is_err()
+                {
+                    break 'fill;
+                }
+                held += 1;
+            }
+        }
+        assert_eq!(held, MAX_EARLY_SESSIONS);
     }
 
     #[test]
@@ -214,7 +347,7 @@ mod tests {
         assert_eq!(router.deliver(eid2, big(2)), Err(RouteError::Full(eid2)));
         // Opening the first session releases its bytes.
         let _mb = router
-            .open(ExecutionId::from_slice(&[1; 32]).unwrap())
+            .open(ExecutionId::from_slice(&[1; 32]).unwrap(), &[a()])
             .unwrap();
         router.deliver(eid2, big(2)).unwrap();
     }

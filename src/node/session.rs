@@ -345,8 +345,8 @@ mod tests {
                 )
                 .unwrap();
         }
-        let mut mailbox = router.open(eid).unwrap();
         let parties = vec![NodeName::parse("a").unwrap(), b];
+        let mut mailbox = router.open(eid, &parties).unwrap();
         let net = Arc::new(Accepting::default());
         let session = Session {
             eid,

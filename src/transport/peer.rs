@@ -114,7 +114,12 @@ impl pb::peer_server::Peer for PeerService {
                 crate::node::RouteError::Finished(_) | crate::node::RouteError::AlreadyOpen(_) => {
                     Status::failed_precondition(e.to_string())
                 }
-                crate::node::RouteError::Full(_) => Status::resource_exhausted(e.to_string()),
+                crate::node::RouteError::Full(_) | crate::node::RouteError::PeerQuota(_) => {
+                    Status::resource_exhausted(e.to_string())
+                }
+                crate::node::RouteError::NotAParty { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
             })?;
         Ok(Response::new(pb::DeliverAck {}))
     }

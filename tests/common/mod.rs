@@ -206,6 +206,25 @@ impl Hostile {
             .propose(&thresig::domain::NodeName::parse(to).unwrap(), p)
             .await
     }
+
+    /// Sends node `to` a protocol message for session `eid` as this node.
+    pub async fn deliver(
+        &self,
+        to: &str,
+        eid: thresig::domain::ExecutionId,
+        round: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), thresig::node::NetError> {
+        use thresig::node::PeerNet;
+        self.net
+            .deliver(
+                &thresig::domain::NodeName::parse(to).unwrap(),
+                eid,
+                round,
+                payload,
+            )
+            .await
+    }
 }
 
 /// Issues more admin certificates from the cluster's CA (for quorum tests).

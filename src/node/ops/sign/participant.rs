@@ -154,7 +154,7 @@ impl Node {
             if let Some(gate) = self.gates.take(&p.eid) {
                 if let Err(e) = gate.await {
                     // Drop what the other participants sent for it already.
-                    drop(self.router.open(p.eid));
+                    drop(self.router.open(p.eid, participants));
                     let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
                     return Err(e);
                 }

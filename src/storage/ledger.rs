@@ -23,6 +23,9 @@ pub enum Admission {
     /// The request is in the ledger with its signature: a new session would
     /// only make a second one. Nothing was written.
     AlreadySigned,
+    /// The request expired before the eid horizon (see `eids.rs`): refused
+    /// without a lookup; nothing was written.
+    BelowHorizon,
 }
 
 /// A slot a signing session claims: raise (`key`, `scope`) to `position`
@@ -291,13 +294,17 @@ impl Store {
     /// disk sync for all of it.
     pub fn admit_sign(
         &self,
-        eid: &ExecutionId,
+        (eid, expiry_unix): (&ExecutionId, u64),
         now_unix: u64,
         ledger: (&KeyId, &LedgerEntry),
         slot: Option<SlotClaim<'_>>,
         event: AuditEvent,
     ) -> Result<Admission, StorageError> {
         let tx = self.write()?;
+        if !super::eids::admit(&tx, eid, expiry_unix, now_unix)? {
+            tx.abort().map_err(dberr)?;
+            return Ok(Admission::BelowHorizon);
+        }
         {
             let mut t = tx.open_table(EIDS).map_err(dberr)?;
             if t.get(eid.as_bytes().as_slice()).map_err(dberr)?.is_some() {

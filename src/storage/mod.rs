@@ -13,6 +13,7 @@
 //! (the stored encodings).
 
 mod audit;
+mod eids;
 mod epochs;
 mod keys;
 mod ledger;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, TableDefinition};
 
 pub use audit::{AuditEntry, AuditEvent, AuditReport};
+pub use eids::GRACE as EID_GRACE;
 pub use epochs::Membership;
 pub use ledger::{Admission, SlotClaim};
 pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof, Watermark};
@@ -143,6 +145,8 @@ impl Store {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(EIDS).map_err(dberr)?;
+        tx.open_table(eids::SIGN_EID_EXPIRY).map_err(dberr)?;
+        tx.open_table(eids::EID_HORIZON).map_err(dberr)?;
         tx.open_table(audit::AUDIT).map_err(dberr)?;
         tx.open_table(audit::AUDIT_HEAD).map_err(dberr)?;
         tx.commit().map_err(dberr)?;

@@ -410,7 +410,13 @@ fn admission_writes_the_ledger_entry_and_refuses_a_signed_or_conflicting_request
     };
     let eid = |b: u8| ExecutionId::from_slice(&[b; 32]).unwrap();
     let admit = |e: u8, entry: &LedgerEntry| {
-        store.admit_sign(&eid(e), 1, (&id, entry), None, AuditEvent::default())
+        store.admit_sign(
+            (&eid(e), u64::MAX),
+            1,
+            (&id, entry),
+            None,
+            AuditEvent::default(),
+        )
     };
     assert_eq!(admit(1, &entry).unwrap(), Admission::Admitted);
     // Durable with the admission: no separate ledger write is needed.

@@ -160,9 +160,13 @@ impl Node {
                 }
             }
         }
-        let admitted = self
-            .store
-            .admit_sign(&p.eid, now_unix(), (key_id, &entry), slot, allowed);
+        let admitted = self.store.admit_sign(
+            (&p.eid, request.expiry_unix),
+            now_unix(),
+            (key_id, &entry),
+            slot,
+            allowed,
+        );
         let refused = match admitted {
             Ok(Admission::Admitted) => None,
             Ok(Admission::EidUsed) => Some(NodeError::PermissionDenied(format!(
@@ -170,6 +174,10 @@ impl Node {
                 p.eid
             ))),
             Ok(Admission::RequestIdUsed(m)) => Some(NodeError::RequestIdReused(m)),
+            Ok(Admission::BelowHorizon) => Some(NodeError::PermissionDenied(format!(
+                "the request expired at Unix {} before this node's execution id horizon",
+                request.expiry_unix
+            ))),
             Ok(Admission::AlreadySigned) => Some(NodeError::AlreadySigned(format!(
                 "request id {request_id} is already signed; a repeat of the request \
                  gets the recorded signature"

@@ -28,7 +28,7 @@ fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
                 confirmation: vec![0xEE; 32],
                 reshare: true,
             }),
-            maintaining: true,
+            maintaining: false,
         }),
         _ => R::Refusal(pb::Refusal {
             reason: pb::Reason::Paused.into(),

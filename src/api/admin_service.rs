@@ -389,6 +389,18 @@ impl apb::admin_server::Admin for AdminService {
         Ok(Response::new(apb::ReloadPolicyResponse { summary }))
     }
 
+    async fn cluster_status(
+        &self,
+        req: Request<apb::ClusterStatusRequest>,
+    ) -> Result<Response<apb::ClusterStatusResponse>, Status> {
+        self.admin(&req, "read")?;
+        let status = self.node.cluster_status().await;
+        Ok(Response::new(super::status_pb::cluster_status_to_pb(
+            self.node.name(),
+            status,
+        )))
+    }
+
     async fn reload_node(
         &self,
         req: Request<apb::ReloadNodeRequest>,

@@ -404,6 +404,16 @@ impl Client {
             .summary)
     }
 
+    /// Admin: the cluster as the node sees it (`thresig status`).
+    pub async fn cluster_status(
+        &mut self,
+    ) -> Result<crate::proto::admin::ClusterStatusResponse, ClientError> {
+        Ok(AdminClient::new(self.channel.clone())
+            .cluster_status(crate::proto::admin::ClusterStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// Admin: makes the node reread its policy and its certificate, key, CA
     /// bundle and CRL; says what each part did.
     pub async fn reload_node(&mut self) -> Result<crate::api::ReloadReport, ClientError> {

@@ -9,6 +9,7 @@ pub mod ops;
 mod reload;
 mod services;
 mod status;
+mod status_pb;
 
 pub use admin_service::AdminService;
 pub use reload::{ReloadReport, Reloader};

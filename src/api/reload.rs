@@ -32,7 +32,7 @@ impl ReloadReport {
     pub fn lines(&self) -> Vec<String> {
         let line = |what: &str, r: &Result<String, String>| match r {
             Ok(s) => format!("{what} reloaded: {s}"),
-            Err(e) => format!("{what} NOT reloaded, the previous one stays in force: {e}"),
+            Err(e) => format!("{what} not reloaded, the previous one stays in force: {e}"),
         };
         vec![
             line("policy", &self.policy),

@@ -11,6 +11,7 @@ mod keys;
 mod node;
 mod policy;
 mod sign;
+mod status;
 
 use std::process::ExitCode;
 
@@ -46,9 +47,11 @@ enum Command {
     /// Create a development CA and certificates (or issue one more).
     #[command(subcommand)]
     Certs(certs::Cmd),
-    /// Run a signer node.
+    /// Run a signer node, check its config, or reload its files.
     #[command(subcommand)]
     Node(node::Cmd),
+    /// Every node and every key at a glance: reachable, versions, epochs, readiness (admin certificate).
+    Status(status::Args),
     /// Create, list and inspect threshold keys (admin certificate).
     #[command(subcommand)]
     Keys(keys::Cmd),
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
             Command::Certs(c) => certs::run(c),
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,
+            Command::Status(a) => status::run(a).await,
             Command::Admin(c) => admin::run(c).await,
             Command::Policy(c) => policy::run(c).await,
             Command::Audit(c) => audit::run(c).await,

@@ -74,7 +74,7 @@ impl Node {
             let n = n.clone();
             async move {
                 match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(())) => None,
+                    Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some((n, e.kind.to_string())),
                     Err(_) => Some((n, format!("no answer within {timeout:?}"))),
                 }

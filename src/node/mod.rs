@@ -24,6 +24,7 @@
 //! - `shares.rs`: this node's shares opened from the store, and the cache
 //!   of those opened for signing.
 //! - `probe.rs`: status probes of a key's committee, and the catch-up of a missed activation.
+//! - `status.rs`: the cluster as this node sees it (`thresig status`).
 //! - `pause.rs`: the maintenance lock a rotation or reshare session holds (signing never waits for it).
 //! - `drain.rs`: graceful shutdown (no new work, in-flight work finishes).
 //! - `faults.rs`: crash points for tests (compiled out without the
@@ -53,6 +54,7 @@ pub mod request;
 mod router;
 mod session;
 mod shares;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +68,11 @@ pub use ops::reshare::{reshare_binding, reshare_parties, ReshareSummary};
 pub use ops::rotate::RotateSummary;
 pub use ops::sign::SignOutcome;
 pub use ops::OpKind;
-pub use proposal::{Maintenance, NetError, NetErrorKind, Operation, Outcome, PeerNet, Proposal};
+pub use proposal::{
+    Maintenance, NetError, NetErrorKind, Operation, Outcome, PeerNet, PeerVersion, Proposal,
+};
 pub use router::{Inbound, RouteError, Router};
+pub use status::{ClusterStatus, KeyView, NodeView};
 
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::storage::Store;

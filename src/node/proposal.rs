@@ -177,7 +177,8 @@ pub enum NetErrorKind {
 
 /// Calls to other nodes. Implemented by the transport over mTLS gRPC.
 pub trait PeerNet: Send + Sync + 'static {
-    fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>>;
+    /// Checks that `to` answers; returns the versions it announces.
+    fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<PeerVersion, NetError>>;
     /// Runs a proposal at `to`. A refusal there comes back as the matching
     /// `NodeError` variant, its message prefixed with the node's name.
     fn propose(
@@ -209,4 +210,11 @@ pub struct Maintenance {
     pub staged: Option<(u64, crate::storage::RotationProof, bool)>,
     /// A rotation or reshare session of the key is running here.
     pub running: bool,
+}
+
+/// The versions a node announces in answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerVersion {
+    pub wire: u32,
+    pub software: String,
 }

@@ -260,8 +260,16 @@ mod tests {
     struct Accepting(Mutex<Vec<u32>>);
 
     impl PeerNet for Accepting {
-        fn ping(&self, _to: &NodeName) -> BoxFuture<'static, Result<(), NetError>> {
-            Box::pin(async { Ok(()) })
+        fn ping(
+            &self,
+            _to: &NodeName,
+        ) -> BoxFuture<'static, Result<crate::node::PeerVersion, NetError>> {
+            Box::pin(async {
+                Ok(crate::node::PeerVersion {
+                    wire: crate::node::WIRE_VERSION,
+                    software: String::new(),
+                })
+            })
         }
         fn propose(
             &self,

@@ -93,7 +93,26 @@ impl Node {
         rec: &KeyRecord,
         epoch: u64,
     ) -> Result<Arc<KeyShare>, NodeError> {
-        self.opened.get(&self.store, rec, epoch)
+        self.opened.get(&self.store, rec, epoch).map_err(|e| {
+            // The epoch was activated away between the session's checks and
+            // the opening of its share: an epoch mismatch (the coordinator
+            // signs again at the new epoch), not a missing share.
+            let moved = self
+                .store
+                .key(&rec.key_id)
+                .ok()
+                .flatten()
+                .is_some_and(|now| now.epoch != epoch);
+            match e {
+                NodeError::Storage(crate::storage::StorageError::NotFound(_)) if moved => {
+                    NodeError::EpochMismatch(format!(
+                        "key {} moved past epoch {epoch} here while the session started",
+                        rec.key_id
+                    ))
+                }
+                other => other,
+            }
+        })
     }
 
     /// Drops the opened shares of `key` (after it was retired, removed or

@@ -215,17 +215,25 @@ fn innermost(s: &Status) -> String {
 }
 
 impl PeerNet for GrpcPeerNet {
-    fn ping(&self, to: &NodeName) -> BoxFuture<'static, Result<(), NetError>> {
+    fn ping(
+        &self,
+        to: &NodeName,
+    ) -> BoxFuture<'static, Result<crate::node::PeerVersion, NetError>> {
         let (to, client) = (to.clone(), self.client(to));
         Box::pin(async move {
             let mut c = client?;
-            c.ping(pb::PingRequest {
-                wire_version: WIRE_VERSION,
-                software_version: env!("CARGO_PKG_VERSION").into(),
+            let r = c
+                .ping(pb::PingRequest {
+                    wire_version: WIRE_VERSION,
+                    software_version: env!("CARGO_PKG_VERSION").into(),
+                })
+                .await
+                .map_err(|s| net_error(&to, s))?
+                .into_inner();
+            Ok(crate::node::PeerVersion {
+                wire: r.wire_version,
+                software: r.software_version,
             })
-            .await
-            .map_err(|s| net_error(&to, s))?;
-            Ok(())
         })
     }
 

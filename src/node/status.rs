@@ -1,0 +1,125 @@
+//! The cluster as this node sees it, for `thresig status`: every roster node
+//! (reachable, versions, round trip) and every key this node holds (its
+//! record, and each committee node's epoch and whether it can sign). Reads
+//! only; each question to a peer is bounded by the probe timeout.
+
+use std::time::{Duration, Instant};
+
+use super::{committee_of, Node, Operation, Outcome, PeerVersion, Proposal};
+use crate::domain::NodeName;
+use crate::storage::{KeyRecord, KeyState};
+
+/// One roster node.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub name: NodeName,
+    /// The versions it announced, or why it did not answer.
+    pub answer: Result<PeerVersion, String>,
+    /// Round trip of the ping (zero for this node).
+    pub rtt: Duration,
+    pub this_node: bool,
+}
+
+/// What one committee node reports of a key: the epoch of its share and
+/// whether it can sign, or why it did not answer.
+pub type MemberView = Result<(Option<u64>, bool), String>;
+
+/// One key, with what each committee node reports of it.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub record: KeyRecord,
+    /// Per committee node: (epoch of its share, can sign), or why unknown.
+    pub members: Vec<(NodeName, MemberView)>,
+}
+
+impl KeyView {
+    /// Committee nodes that answered at the key's epoch and can sign.
+    pub fn ready(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|(_, m)| matches!(m, Ok((Some(e), true)) if *e == self.record.epoch))
+            .count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeView>,
+    pub keys: Vec<KeyView>,
+}
+
+impl Node {
+    /// Asks every roster node for its versions and every committee node of
+    /// each key this node holds for its share status, all at once.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let timeout = self.timeouts.ping;
+        let pings = self.roster.iter().map(|n| async move {
+            if *n == self.name {
+                return NodeView {
+                    name: n.clone(),
+                    answer: Ok(PeerVersion {
+                        wire: super::WIRE_VERSION,
+                        software: env!("CARGO_PKG_VERSION").into(),
+                    }),
+                    rtt: Duration::ZERO,
+                    this_node: true,
+                };
+            }
+            let started = Instant::now();
+            let answer = match tokio::time::timeout(timeout, self.net.ping(n)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(e.kind.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            NodeView {
+                name: n.clone(),
+                answer,
+                rtt: started.elapsed(),
+                this_node: false,
+            }
+        });
+        let records = self.store.keys().unwrap_or_default();
+        let keys = records
+            .into_iter()
+            .filter(|r| !matches!(r.state, KeyState::Deleted(_)))
+            .map(|record| self.key_view(record));
+        let (nodes, keys) = tokio::join!(
+            futures::future::join_all(pings),
+            futures::future::join_all(keys)
+        );
+        ClusterStatus { nodes, keys }
+    }
+
+    async fn key_view(&self, record: KeyRecord) -> KeyView {
+        let committee = committee_of(&record).unwrap_or_default();
+        let timeout = self.timeouts.ping;
+        let key_id = &record.key_id;
+        let asks = committee.iter().map(|n| {
+            let status = Proposal {
+                eid: super::committee::status_eid(key_id, record.epoch),
+                nonce: Vec::new(),
+                admin: None,
+                op: Operation::ShareStatus {
+                    key_id: key_id.clone(),
+                    request_id: None,
+                },
+            };
+            async move {
+                let answer = if *n == self.name {
+                    Ok(Ok(self.share_status_outcome(key_id)))
+                } else {
+                    tokio::time::timeout(timeout, self.net.propose(n, status)).await
+                };
+                let member = match answer {
+                    Ok(Ok(Outcome::ShareStatus { epoch, signing, .. })) => Ok((epoch, signing)),
+                    Ok(Ok(_)) => Err("answered with another outcome".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                };
+                (n.clone(), member)
+            }
+        });
+        let members = futures::future::join_all(asks).await;
+        KeyView { record, members }
+    }
+}

@@ -16,7 +16,7 @@ use common::{lines_until, spawn_node_process, ADMIN, CLIENT};
 use thresig::client::{Client, ClientConfig};
 use thresig::cluster::{LocalCluster, TRUST_DOMAIN};
 
-/// Three node processes (a, b, c) with key k, 2-of-3.
+/// Node processes (a, b, c, ...) with key k, 2-of-{a, b, c}.
 struct Procs {
     _dir: tempfile::TempDir,
     c: LocalCluster,
@@ -25,14 +25,19 @@ struct Procs {
 
 impl Procs {
     async fn start() -> Self {
-        let (dir, mut c) = common::cluster(&["a", "b", "c"]).await;
+        Self::start_with(&["a", "b", "c"]).await
+    }
+
+    async fn start_with(names: &[&str]) -> Self {
+        let (dir, mut c) = common::cluster(names).await;
+        let committee: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         c.client(0, ADMIN)
             .unwrap()
-            .create_key("k", 2, &[])
+            .create_key("k", 2, &committee)
             .await
             .unwrap();
         let mut procs = Vec::new();
-        for i in 0..3 {
+        for i in 0..names.len() {
             c.stop_node(i).await;
             procs.push(None);
         }
@@ -41,7 +46,7 @@ impl Procs {
             c,
             procs,
         };
-        for i in 0..3 {
+        for i in 0..names.len() {
             p.spawn(i);
         }
         p
@@ -96,7 +101,7 @@ impl Procs {
             )
         };
         let mut client = Client::connect(&cfg(first)).unwrap();
-        for i in (0..3).filter(|i| *i != first) {
+        for i in (0..self.procs.len()).filter(|i| *i != first) {
             client = client
                 .with_failover(
                     &cfg(first),
@@ -390,5 +395,51 @@ async fn ctrl_c_of_keys_rotate_never_pauses_signing_and_the_next_rotation_runs_a
         &samples,
         (from, to),
     );
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshare_and_a_repair_under_load_fail_no_request() {
+    let mut p = Procs::start_with(&["a", "b", "c", "d"]).await;
+    let load = Load::start(&p, 0, 2, Duration::from_millis(50));
+    settle(Duration::from_secs(2)).await;
+    // Reshare: 2-of-{a, b, c} -> 2-of-{a, b, d} (c leaves, d joins).
+    let from = Instant::now();
+    let committee: Vec<String> = ["a", "b", "d"].map(String::from).to_vec();
+    let r =
+        p.c.client(0, ADMIN)
+            .unwrap()
+            .reshare_key("k", &committee, 2)
+            .await
+            .unwrap();
+    let reshared = Instant::now();
+    settle(Duration::from_secs(2)).await;
+    // Repair: d loses its data (stopped, its store removed, started empty),
+    // then gets its share back from the others.
+    let repair_from = Instant::now();
+    p.kill(3);
+    std::fs::remove_dir_all(&p.c.configs[3].data_dir).unwrap();
+    p.spawn(3);
+    let repaired = p.c.client(0, ADMIN).unwrap().repair_key("k", "d").await;
+    let repair_to = Instant::now();
+    settle(Duration::from_secs(2)).await;
+    let samples = load.stop().await;
+    repaired.unwrap();
+    eprintln!("reshare to epoch {}, dealers {:?}", r.new_epoch, r.dealers);
+    let mut failed = report(
+        "reshare 2-of-{a,b,c} -> 2-of-{a,b,d}",
+        &samples,
+        (from, reshared),
+    );
+    let later: Vec<Sample> = samples
+        .iter()
+        .filter(|s| s.0 >= reshared)
+        .cloned()
+        .collect();
+    failed.extend(report(
+        "repair of d after its data was removed",
+        &later,
+        (repair_from, repair_to),
+    ));
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
 }

@@ -55,3 +55,56 @@ async fn a_client_fails_over_to_the_next_node_with_the_same_request() {
     assert!(e.to_string().contains("unreachable"), "{e}");
     c.stop().await;
 }
+
+/// `thresig status` against node a with node c down: c's row says why, the
+/// key still has t of its committee ready, and the command exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thresig_status_shows_a_down_node_and_the_keys_readiness() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    c.stop_node(2).await;
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"));
+        cmd.arg("status")
+            .arg("--certs")
+            .arg(&c.layout.dir)
+            .args([
+                "--identity",
+                ADMIN,
+                "--server",
+                "a",
+                "--trust-domain",
+                TRUST_DOMAIN,
+            ])
+            .arg("--endpoint")
+            .arg(c.configs[0].listen_client.to_string());
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("c "))
+        .expect("no row for c");
+    assert!(row.contains("NO: "), "{row}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("b ") && l.contains("yes")),
+        "{text}"
+    );
+    assert!(text.contains("2/2 ok"), "{text}");
+    let out = status(true);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["keys"][0]["ready"], 2);
+    assert_eq!(doc["nodes"][2]["reachable"], false);
+    c.stop().await;
+}

@@ -59,9 +59,39 @@ impl Procs {
             lines_until(&rx, "serving").is_some(),
             "node {i} did not start"
         );
-        // Keep reading its stderr so the pipe never fills.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        // Keep reading its stderr (so the pipe never fills) into a log file
+        // that a failing case shows the errors of.
+        let log = self.log(i);
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            while let Ok(line) = rx.recv() {
+                let _ = writeln!(f, "{line}");
+            }
+        });
         self.procs[i] = Some(child);
+    }
+
+    fn log(&self, i: usize) -> std::path::PathBuf {
+        self.c.configs[i].data_dir.parent().unwrap().join("stderr.log")
+    }
+
+    /// The ERROR lines (and any internal error) every node process logged.
+    fn problems(&self) -> Vec<String> {
+        (0..self.procs.len())
+            .flat_map(|i| {
+                std::fs::read_to_string(self.log(i))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("internal"))
+                    .map(|l| format!("{}: {l}", self.c.configs[i].name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     fn signal(&self, i: usize, sig: &str) {
@@ -267,7 +297,12 @@ async fn kill_9_of_the_rotation_coordinator_at_ten_moments_fails_no_request() {
         &samples,
         (from, to),
     );
-    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -287,7 +322,12 @@ async fn sigstop_of_a_committee_node_for_20_s_fails_no_request() {
         &samples,
         (from, to),
     );
-    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,7 +380,12 @@ async fn rolling_restarts_and_certificate_reloads_fail_no_request() {
         &during_certs,
         (cert_from, cert_to),
     ));
-    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -395,7 +440,12 @@ async fn ctrl_c_of_keys_rotate_never_pauses_signing_and_the_next_rotation_runs_a
         &samples,
         (from, to),
     );
-    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -441,5 +491,10 @@ async fn a_reshare_and_a_repair_under_load_fail_no_request() {
         &later,
         (repair_from, repair_to),
     ));
-    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
 }

@@ -70,12 +70,17 @@ impl Session<'_> {
             })?;
             let call = self.net.deliver(to, self.eid, round, m.payload);
             let limit = self.round_timeout;
+            let to = to.clone();
             sending.push(tokio::spawn(async move {
                 match tokio::time::timeout(limit, call).await {
                     Ok(r) => r.map_err(NodeError::from),
-                    Err(_) => Err(NodeError::Internal(format!(
-                        "sending round {round} took longer than {limit:?}"
-                    ))),
+                    // A delivery that does not finish in a round is a transit
+                    // failure of that node (a stalled or overloaded peer), so
+                    // the coordinator signs again without it.
+                    Err(_) => Err(NodeError::Net(super::NetError {
+                        node: to,
+                        kind: super::NetErrorKind::Timeout(limit),
+                    })),
                 }
             }));
         }

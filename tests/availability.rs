@@ -77,7 +77,11 @@ impl Procs {
     }
 
     fn log(&self, i: usize) -> std::path::PathBuf {
-        self.c.configs[i].data_dir.parent().unwrap().join("stderr.log")
+        self.c.configs[i]
+            .data_dir
+            .parent()
+            .unwrap()
+            .join("stderr.log")
     }
 
     /// The ERROR lines (and any internal error) every node process logged.

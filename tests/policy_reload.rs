@@ -83,7 +83,10 @@ async fn sighup_reloads_the_policy_and_a_bad_file_keeps_the_old_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("policy not reloaded"), "{stderr}");
     // Its stderr is a pipe, not a terminal: no colour codes in the log.
-    assert!(!stderr.contains('\u{1b}'), "ANSI codes in a piped log: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI codes in a piped log: {stderr}"
+    );
     assert!(stderr.contains("unknown operation"), "{stderr}");
     c.stop().await;
 }

@@ -284,12 +284,20 @@ impl NodeError {
     /// blamed. Empty for a refusal or an abort that names nobody.
     pub fn culprits(&self) -> Vec<NodeName> {
         match self {
-            Self::At { node, error } => match error.as_ref() {
-                Self::At { .. } | Self::Timeout { .. } => error.culprits(),
-                e if e.blamed().is_some() => e.culprits(),
-                e if e.reason().is_transit() => vec![node.clone()],
-                _ => Vec::new(),
-            },
+            // What happened at `node` names the culprit itself (a round that
+            // timed out waiting for someone, a delivery to someone that
+            // failed, a blame); only a transit failure that names nobody is
+            // pinned on `node`.
+            Self::At { node, error } => {
+                let inner = error.culprits();
+                if !inner.is_empty() {
+                    inner
+                } else if error.reason().is_transit() {
+                    vec![node.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
             Self::Timeout { missing, .. } => missing.clone(),
             Self::Net(e) => vec![e.node.clone()],
             other => other.blamed().cloned().into_iter().collect(),
@@ -399,6 +407,42 @@ pub(crate) fn names(v: &[NodeName]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_session_is_pinned_on_the_node_that_caused_it() {
+        let n = |s: &str| NodeName::parse(s).unwrap();
+        let at = |node: &str, error: NodeError| NodeError::At {
+            node: n(node),
+            error: Box::new(error),
+        };
+        let slow = NodeError::Net(NetError {
+            node: n("x"),
+            kind: crate::node::NetErrorKind::Timeout(Duration::from_secs(2)),
+        });
+        let timeout = NodeError::Timeout {
+            round: 1,
+            after: Duration::from_secs(2),
+            missing: vec![n("b")],
+        };
+        let transit = NodeError::Transit {
+            message: "call ended".into(),
+            timed_out: false,
+        };
+        let blamed = NodeError::Blamed {
+            node: n("c"),
+            reason: "bad share".into(),
+        };
+        assert_eq!(at("a", slow).culprits(), vec![n("x")]);
+        assert_eq!(at("a", timeout).culprits(), vec![n("b")]);
+        assert_eq!(at("b", transit).culprits(), vec![n("b")]);
+        assert_eq!(at("b", blamed).culprits(), vec![n("c")]);
+        assert!(at("a", NodeError::PermissionDenied("no".into()))
+            .culprits()
+            .is_empty());
+        assert!(NodeError::Aborted("nobody named".into())
+            .culprits()
+            .is_empty());
+    }
 
     #[test]
     fn every_reason_survives_the_wire_form() {

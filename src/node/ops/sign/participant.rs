@@ -84,7 +84,9 @@ impl Node {
                     p.eid
                 )));
             }
-            if *from != self.name {
+            // A request signed again (another signer set, the new epoch)
+            // is charged once: its ledger entry is here from the first try.
+            if *from != self.name && self.store.ledger_get(key_id, request_id)?.is_none() {
                 self.charge_rate(&client, request)?;
             }
             Ok((client, rec, signers, committee))

@@ -102,26 +102,7 @@ async fn advertised_streams(
     role: thresig::pki::Role,
     me: &str,
 ) -> usize {
-    let l = &c.layout;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(l.ca_cert()).unwrap().as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let chain: Vec<_> =
-        rustls_pemfile::certs(&mut std::fs::read(l.cert(role, me)).unwrap().as_slice())
-            .map(Result::unwrap)
-            .collect();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(l.key(role, me)).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
+    let mut cfg = common::raw_tls_client(c, role, me, &[&rustls::version::TLS13]);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(server.to_owned()).unwrap();

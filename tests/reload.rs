@@ -9,10 +9,8 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{check_signature, cluster, ADMIN, CLIENT};
-use thresig::client::{Client, ClientConfig};
+use common::{check_signature, client_with, cluster, ADMIN, CLIENT};
 use thresig::cluster::{LocalCluster, TRUST_DOMAIN};
 use thresig::pki::{Ca, Role};
 use thresig::transport::tls::TlsFiles;
@@ -24,17 +22,6 @@ fn client_files(c: &LocalCluster, name: &str) -> TlsFiles {
         key: c.layout.key(Role::Client, name),
         crl: None,
     }
-}
-
-fn client_with(c: &LocalCluster, node: usize, tls: TlsFiles) -> Client {
-    let cfg = ClientConfig {
-        endpoint: c.configs[node].listen_client,
-        server: c.configs[node].name.to_string(),
-        trust_domain: TRUST_DOMAIN.into(),
-        tls,
-        connect_timeout: Duration::from_secs(3),
-    };
-    Client::connect(&cfg).unwrap()
 }
 
 /// The DER of the first certificate in a PEM file.
@@ -49,25 +36,7 @@ fn leaf_der(path: &Path) -> Vec<u8> {
 
 /// The certificate node `i` presents to a new TLS connection on its client plane.
 async fn served_certificate(c: &LocalCluster, i: usize) -> Vec<u8> {
-    let f = client_files(c, CLIENT);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(&f.ca).unwrap().as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&f.cert).unwrap().as_slice())
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
+    let cfg = common::raw_tls_client(c, Role::Client, CLIENT, &[&rustls::version::TLS13]);
     let tcp = tokio::net::TcpStream::connect(c.configs[i].listen_client)
         .await
         .unwrap();

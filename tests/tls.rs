@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster, ADMIN, CLIENT};
-use thresig::client::{Client, ClientConfig};
+use common::{client_with, cluster, ADMIN, CLIENT};
+use thresig::client::Client;
 use thresig::cluster::{LocalCluster, TRUST_DOMAIN};
 use thresig::pki::{self, Ca, Role};
 use thresig::proto::peer::{peer_client::PeerClient, PingRequest};
@@ -27,17 +27,6 @@ fn files(dir: &Path, role: Role, name: &str) -> TlsFiles {
         key: l.key(role, name),
         crl: None,
     }
-}
-
-fn client_with(c: &LocalCluster, node: usize, tls: TlsFiles) -> Client {
-    let cfg = ClientConfig {
-        endpoint: c.configs[node].listen_client,
-        server: c.configs[node].name.to_string(),
-        trust_domain: TRUST_DOMAIN.into(),
-        tls,
-        connect_timeout: Duration::from_secs(3),
-    };
-    Client::connect(&cfg).unwrap()
 }
 
 fn ca(c: &LocalCluster) -> Ca {
@@ -238,25 +227,7 @@ async fn identities_are_refused_on_the_wrong_plane() {
 async fn tls12_only_client_fails_the_handshake() {
     let (_dir, c) = cluster(&["a", "b"]).await;
     let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
-        let f = files(&c.layout.dir, Role::Client, CLIENT);
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut std::fs::read(&f.ca).unwrap().as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&f.cert).unwrap().as_slice())
-            .map(Result::unwrap)
-            .collect();
-        let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).unwrap().as_slice())
-            .unwrap()
-            .unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+        let cfg = common::raw_tls_client(&c, Role::Client, CLIENT, versions);
         let addr = c.configs[0].listen_client;
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::ops::OpKind;
-use super::{Maintenance, Node, NodeError, Outcome, Proposal};
+use super::{Maintenance, Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState};
@@ -33,6 +33,20 @@ pub(crate) fn next_epoch(rec: &KeyRecord) -> Result<u64, NodeError> {
 /// The execution id a status query travels under (no session runs under it).
 pub fn status_eid(key_id: &KeyId, epoch: u64) -> ExecutionId {
     OpKind::Status.eid(key_id, epoch, &[], &[], &[])
+}
+
+/// A share status query about `key_id` (at `epoch`); with `request_id`,
+/// the answer carries that request's ledger entry too.
+pub(crate) fn status_query(key_id: &KeyId, epoch: u64, request_id: Option<String>) -> Proposal {
+    Proposal {
+        eid: status_eid(key_id, epoch),
+        nonce: Vec::new(),
+        admin: None,
+        op: Operation::ShareStatus {
+            key_id: key_id.clone(),
+            request_id,
+        },
+    }
 }
 
 /// "a (why), b (why)" for nodes that could not take part.
@@ -223,6 +237,30 @@ impl Node {
             Ok(true) => (Some(rec.epoch), rec.state == KeyState::Active),
             _ => (None, false),
         }
+    }
+
+    /// Every committee node's answer to a status query about `rec`'s key
+    /// (this node's own directly), each within the probe timeout, in
+    /// committee order: the outcome, or why there was none.
+    pub(crate) async fn committee_status(
+        &self,
+        rec: &KeyRecord,
+    ) -> Vec<(NodeName, Result<Outcome, String>)> {
+        let committee = super::committee_of(rec).unwrap_or_default();
+        let timeout = self.timeouts.ping;
+        let asks = committee.into_iter().map(|n| async move {
+            if n == self.name {
+                return (n, Ok(self.share_status_outcome(&rec.key_id)));
+            }
+            let status = status_query(&rec.key_id, rec.epoch, None);
+            let answer = match tokio::time::timeout(timeout, self.net.propose(&n, status)).await {
+                Ok(Ok(o)) => Ok(o),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            (n, answer)
+        });
+        futures::future::join_all(asks).await
     }
 
     /// This node's answer to a share status query (see `Outcome::ShareStatus`).

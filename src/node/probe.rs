@@ -6,7 +6,7 @@
 
 use super::{Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, NodeName};
-use crate::node::committee::status_eid;
+use crate::node::committee::status_query;
 use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
 
 impl Node {
@@ -57,15 +57,7 @@ impl Node {
         request_id: Option<&str>,
     ) -> (Option<(NodeName, String)>, Option<(NodeName, LedgerEntry)>) {
         let key_id = &rec.key_id;
-        let status = Proposal {
-            eid: status_eid(key_id, rec.epoch),
-            nonce: Vec::new(),
-            admin: None,
-            op: Operation::ShareStatus {
-                key_id: key_id.clone(),
-                request_id: request_id.map(str::to_owned),
-            },
-        };
+        let status = status_query(key_id, rec.epoch, request_id.map(str::to_owned));
         let timeout = self.timeouts.ping;
         let down = |why: String| Some((n.clone(), why));
         let (epoch, signing, ledger, lifecycle, maintenance) =

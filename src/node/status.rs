@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{committee_of, Node, Operation, Outcome, PeerVersion, Proposal};
+use super::{Node, Outcome, PeerVersion};
 use crate::domain::NodeName;
 use crate::storage::{KeyRecord, KeyState};
 
@@ -91,35 +91,19 @@ impl Node {
     }
 
     async fn key_view(&self, record: KeyRecord) -> KeyView {
-        let committee = committee_of(&record).unwrap_or_default();
-        let timeout = self.timeouts.ping;
-        let key_id = &record.key_id;
-        let asks = committee.iter().map(|n| {
-            let status = Proposal {
-                eid: super::committee::status_eid(key_id, record.epoch),
-                nonce: Vec::new(),
-                admin: None,
-                op: Operation::ShareStatus {
-                    key_id: key_id.clone(),
-                    request_id: None,
-                },
-            };
-            async move {
-                let answer = if *n == self.name {
-                    Ok(Ok(self.share_status_outcome(key_id)))
-                } else {
-                    tokio::time::timeout(timeout, self.net.propose(n, status)).await
-                };
+        let members = self
+            .committee_status(&record)
+            .await
+            .into_iter()
+            .map(|(n, answer)| {
                 let member = match answer {
-                    Ok(Ok(Outcome::ShareStatus { epoch, signing, .. })) => Ok((epoch, signing)),
-                    Ok(Ok(_)) => Err("answered with another outcome".to_owned()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                    Ok(Outcome::ShareStatus { epoch, signing, .. }) => Ok((epoch, signing)),
+                    Ok(_) => Err("answered with another outcome".to_owned()),
+                    Err(e) => Err(e),
                 };
-                (n.clone(), member)
-            }
-        });
-        let members = futures::future::join_all(asks).await;
+                (n, member)
+            })
+            .collect();
         KeyView { record, members }
     }
 }

@@ -373,3 +373,51 @@ pub fn two_admin_policy(operations: &[&str]) -> String {
          [[quorum]]\noperations = [{ops}]\nadmins = [\"ops-1\", \"sec-1\"]\nrequired = 2\n"
     )
 }
+
+/// A client of node `node` that presents the certificate in `tls`.
+pub fn client_with(
+    c: &LocalCluster,
+    node: usize,
+    tls: thresig::transport::tls::TlsFiles,
+) -> thresig::client::Client {
+    let cfg = thresig::client::ClientConfig {
+        endpoint: c.configs[node].listen_client,
+        server: c.configs[node].name.to_string(),
+        trust_domain: thresig::cluster::TRUST_DOMAIN.into(),
+        tls,
+        connect_timeout: Duration::from_secs(3),
+    };
+    thresig::client::Client::connect(&cfg).unwrap()
+}
+
+/// A plain rustls client configuration (TLS `versions`, the cluster CA, and
+/// the certificate of `role`/`name` from the cluster's files), to look at a
+/// node's handshake directly.
+pub fn raw_tls_client(
+    c: &LocalCluster,
+    role: thresig::pki::Role,
+    name: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let l = &c.layout;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::fs::read(l.ca_cert()).unwrap().as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<_> =
+        rustls_pemfile::certs(&mut std::fs::read(l.cert(role, name)).unwrap().as_slice())
+            .map(Result::unwrap)
+            .collect();
+    let key =
+        rustls_pemfile::private_key(&mut std::fs::read(l.key(role, name)).unwrap().as_slice())
+            .unwrap()
+            .unwrap();
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap()
+}

@@ -180,32 +180,17 @@ impl Node {
     async fn finish_abandoned(&self, rec: &KeyRecord) -> Result<bool, NodeError> {
         let key_id = &rec.key_id;
         let committee = committee_of(rec)?;
-        let status = Proposal {
-            eid: crate::node::committee::status_eid(key_id, rec.epoch),
-            nonce: Vec::new(),
-            admin: None,
-            op: Operation::ShareStatus {
-                key_id: key_id.clone(),
-                request_id: None,
-            },
-        };
-        let asks = committee.iter().map(|n| {
-            let status = status.clone();
-            async move {
-                let answer = if *n == self.name {
-                    Ok(Ok(self.share_status_outcome(key_id)))
-                } else {
-                    tokio::time::timeout(self.timeouts.ping, self.net.propose(n, status)).await
-                };
-                match answer {
-                    Ok(Ok(Outcome::ShareStatus {
-                        epoch, maintenance, ..
-                    })) => Some((n.clone(), epoch, maintenance)),
-                    _ => None,
-                }
-            }
-        });
-        let answers: Vec<_> = futures::future::join_all(asks).await;
+        let answers: Vec<_> = self
+            .committee_status(rec)
+            .await
+            .into_iter()
+            .map(|(n, answer)| match answer {
+                Ok(Outcome::ShareStatus {
+                    epoch, maintenance, ..
+                }) => Some((n, epoch, maintenance)),
+                _ => None,
+            })
+            .collect();
         if let Some((n, _, _)) = answers.iter().flatten().find(|(_, _, m)| m.running) {
             return Err(NodeError::FailedPrecondition(format!(
                 "another rotation or reshare of key {key_id} is in progress on node {n}; retry \

@@ -29,6 +29,36 @@ impl Procs {
     }
 
     async fn start_with(names: &[&str]) -> Self {
+        let mut p = Self::prepare(names).await;
+        for i in 0..names.len() {
+            p.spawn(i);
+        }
+        p
+    }
+
+    /// Nodes a, b and c with key k, b's peer plane reached by the others
+    /// through a proxy that a test can cut off.
+    async fn start_with_b_behind(proxy: &Blackhole) -> Self {
+        let mut p = Self::prepare(&["a", "b", "c"]).await;
+        let b = p.c.configs[1].listen_peer.to_string();
+        for i in [0, 2] {
+            let path = p.c.configs[i].data_dir.parent().unwrap().join("node.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let moved = text.replace(
+                &format!("peer_addr = \"{b}\""),
+                &format!("peer_addr = \"{}\"", proxy.forward_to(&b)),
+            );
+            assert_ne!(moved, text, "b's peer address is in {}", path.display());
+            std::fs::write(&path, moved).unwrap();
+        }
+        for i in 0..3 {
+            p.spawn(i);
+        }
+        p
+    }
+
+    /// The cluster and key, created in-process; no node process runs yet.
+    async fn prepare(names: &[&str]) -> Self {
         let (dir, mut c) = common::cluster(names).await;
         let committee: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         c.client(0, ADMIN)
@@ -41,15 +71,11 @@ impl Procs {
             c.stop_node(i).await;
             procs.push(None);
         }
-        let mut p = Self {
+        Self {
             _dir: dir,
             c,
             procs,
-        };
-        for i in 0..names.len() {
-            p.spawn(i);
         }
-        p
     }
 
     /// Starts node `i`'s process and waits until it serves.
@@ -158,6 +184,81 @@ impl Drop for Procs {
                 let mut child = self.procs[i].take().unwrap();
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A TCP proxy that forwards to one address until it is cut off; then it
+/// accepts connections and forwards nothing either way, closing nothing (a
+/// peer plane behind a network fault), until it is restored.
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    target: Arc<Mutex<Option<std::net::SocketAddr>>>,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Blackhole {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let (to, cut_rx) = (target.clone(), cut.subscribe());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (to, cut) = (*to.lock().unwrap(), cut_rx.clone());
+                tokio::spawn(async move {
+                    let Some(to) = to else { return };
+                    Self::pipe(inbound, to, cut).await;
+                });
+            }
+        });
+        Self { addr, target, cut }
+    }
+
+    /// Forwards to `target` from now on; returns the proxy's address.
+    fn forward_to(&self, target: &str) -> std::net::SocketAddr {
+        *self.target.lock().unwrap() = Some(target.parse().unwrap());
+        self.addr
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+
+    async fn pipe(
+        inbound: tokio::net::TcpStream,
+        to: std::net::SocketAddr,
+        mut cut: tokio::sync::watch::Receiver<bool>,
+    ) {
+        // A connection made while cut off is held, unanswered, until restored.
+        if cut.wait_for(|c| !*c).await.is_err() {
+            return;
+        }
+        let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+            return;
+        };
+        let (ri, wi) = inbound.into_split();
+        let (ro, wo) = outbound.into_split();
+        tokio::join!(Self::copy(ri, wo, cut.clone()), Self::copy(ro, wi, cut));
+    }
+
+    /// Copies until either side closes; while cut off, holds what it read.
+    async fn copy(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut cut: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if cut.wait_for(|c| !*c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
             }
         }
     }
@@ -495,6 +596,97 @@ async fn a_reshare_and_a_repair_under_load_fail_no_request() {
         &later,
         (repair_from, repair_to),
     ));
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blackhole_of_one_nodes_peer_plane_for_20_s_fails_no_request() {
+    let proxy = Blackhole::start().await;
+    let p = Procs::start_with_b_behind(&proxy).await;
+    let load = Load::start(&p, 0, 2, Duration::from_millis(50));
+    settle(Duration::from_secs(2)).await;
+    // a and c reach b only through the proxy: cut it off (connections stay
+    // open, nothing gets through), then restore it.
+    let from = Instant::now();
+    proxy.set_cut(true);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.set_cut(false);
+    let to = Instant::now();
+    settle(Duration::from_secs(3)).await;
+    let samples = load.stop().await;
+    let failed = report(
+        "blackhole of b's peer plane for 20 s, load through a",
+        &samples,
+        (from, to),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\nnode errors: {:#?}",
+        failed.len(),
+        p.problems()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_half_open_connections_while_a_node_restarts_fail_no_request() {
+    use std::sync::atomic::AtomicUsize;
+    let mut p = Procs::start().await;
+    let load = Load::start(&p, 0, 2, Duration::from_millis(50));
+    settle(Duration::from_secs(2)).await;
+    // 2,000 connections to a's peer port that never send a byte, reopened
+    // as a drops them, for 30 s; meanwhile c restarts and must reach a.
+    let target = p.c.configs[0].listen_peer;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let from = Instant::now();
+    let flood: Vec<_> = (0..2000)
+        .map(|_| tokio::spawn(common::hold_half_open(target, stop.clone(), opened.clone())))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while opened.load(Ordering::Relaxed) < 2000 {
+        assert!(Instant::now() < deadline, "the flood never got going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.terminate(2);
+    p.spawn(2);
+    // c coordinates a signature (with a first) and a rotation (with every
+    // node): both need c's new connections to a.
+    let d = [0x5a; 32];
+    let resp =
+        p.c.client(2, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+    let mut signers = resp.participants.clone();
+    signers.sort();
+    assert_eq!(signers, ["a", "c"], "{resp:?}");
+    let r = p.c.client(2, ADMIN).unwrap().rotate_key("k").await.unwrap();
+    while from.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    let to = Instant::now();
+    settle(Duration::from_secs(2)).await;
+    let samples = load.stop().await;
+    eprintln!(
+        "{} half-open connections opened in 30 s; c restarted, signed with a, rotated to epoch {}",
+        opened.load(Ordering::Relaxed),
+        r.new_epoch
+    );
+    let failed = report(
+        "2,000 half-open connections to a's peer port for 30 s, c restarting",
+        &samples,
+        (from, to),
+    );
     assert!(
         failed.is_empty(),
         "{} failed: {failed:?}\nnode errors: {:#?}",

@@ -13,31 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{check_signature, cluster, ADMIN, CLIENT};
 
-/// Holds one half-open connection to `target` from 127.0.0.2, reopening it
-/// whenever the other side closes it, until `stop`.
-async fn hold(target: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicUsize>) {
-    use tokio::io::AsyncReadExt;
-    while !stop.load(Ordering::Relaxed) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let Ok(mut tcp) = socket.connect(target).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        opened.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 64];
-        // Never sends; waits for the node to drop it (or the test to end).
-        loop {
-            tokio::select! {
-                r = tcp.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if stop.load(Ordering::Relaxed) { return; }
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn half_open_connections_do_not_lock_a_restarted_node_out() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
@@ -51,7 +26,7 @@ async fn half_open_connections_do_not_lock_a_restarted_node_out() {
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicUsize::new(0));
     let flood: Vec<_> = (0..1000)
-        .map(|_| tokio::spawn(hold(target, stop.clone(), opened.clone())))
+        .map(|_| tokio::spawn(common::hold_half_open(target, stop.clone(), opened.clone())))
         .collect();
     // Wait until the flood holds more connections than b has handshake slots.
     let deadline = Instant::now() + Duration::from_secs(60);

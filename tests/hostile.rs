@@ -27,6 +27,7 @@ fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
                 eid: vec![0xEE; 32],
                 confirmation: vec![0xEE; 32],
                 reshare: true,
+                release_open_ms: u64::MAX,
             }),
             maintaining: false,
         }),

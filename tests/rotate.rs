@@ -8,6 +8,7 @@ use common::{
     approved_by, bound_nonce, check_signature, client_request, cluster, sign_proposal, Hostile,
     ADMIN, CLIENT,
 };
+use std::time::Duration;
 use thresig::client::AdminOp;
 use thresig::cluster::LocalCluster;
 use thresig::domain::{DerivationPath, KeyId, NodeName};
@@ -239,6 +240,34 @@ async fn a_rotation_left_staged_everywhere_is_finished_by_the_next_one() {
         .unwrap();
     check_signature(&resp, &d, &info.public_key);
     assert_eq!(resp.epoch, 0);
+    // Once a node's release window has closed, a late release of the staged
+    // rotation is refused there (the next rotation may be finishing it, and
+    // both would split the key across epochs); the share stays staged.
+    let window = thresig::node::Timeouts {
+        round: Duration::from_secs(5),
+        ping: Duration::from_secs(1),
+    }
+    .release_window();
+    let staged_ms = b_store(&c).staged(&id).unwrap().unwrap().staged_ms;
+    while !thresig::storage::release_open_for(staged_ms, window).is_zero() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let release = Proposal {
+        eid,
+        nonce: Vec::new(),
+        admin: None,
+        op: Operation::Activate {
+            key_id: id.clone(),
+            epoch: 0,
+            confirmation: [0; 32],
+        },
+    };
+    let late = x.propose("b", release).await;
+    assert!(
+        matches!(&late, Err(e) if e.to_string().contains("no longer released")),
+        "{late:?}"
+    );
+    assert_eq!(b_store(&c).pending(&id).unwrap().map(|p| p.0), Some(1));
     // The next rotation, through b: the abandoned one is activated first.
     let r = c
         .client(1, ADMIN)
@@ -264,4 +293,8 @@ async fn a_rotation_left_staged_everywhere_is_finished_by_the_next_one() {
         assert_eq!(resp.epoch, 2);
     }
     c.stop().await;
+}
+
+fn b_store(c: &LocalCluster) -> &thresig::storage::Store {
+    c.nodes[1].as_ref().unwrap().node.store()
 }

@@ -144,7 +144,7 @@ impl Client {
                     .await?
                     .into_inner(),
             ),
-            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete => {
+            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete | AdminOp::Unban => {
                 let req = KeyStateRequest {
                     key_id,
                     key_type,
@@ -155,6 +155,7 @@ impl Client {
                 let resp = match r.operation {
                     AdminOp::Freeze => admin.freeze_key(req).await?,
                     AdminOp::Unfreeze => admin.unfreeze_key(req).await?,
+                    AdminOp::Unban => admin.unban_key(req).await?,
                     _ => admin.delete_key(req).await?,
                 };
                 AdminOutcome::StateChanged(resp.into_inner())

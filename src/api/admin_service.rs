@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use super::services::{arg, counted, eth_address, require};
+use super::key_info::{key_info, key_info_here};
+use super::services::{arg, counted, require};
 use super::status;
 use crate::domain::KeyId;
 use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
@@ -15,7 +16,6 @@ use crate::node::request::ClientAuth;
 use crate::node::Node;
 use crate::pki::Role;
 use crate::proto::admin as apb;
-use crate::storage::KeyRecord;
 use crate::telemetry::Metrics;
 use crate::transport::Identity;
 
@@ -164,24 +164,6 @@ fn audit_entry(e: crate::storage::AuditEntry) -> apb::AuditEntry {
         rule: e.event.rule,
         eid: e.event.eid,
         detail: e.event.detail,
-    }
-}
-
-pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
-    apb::KeyInfo {
-        key_id: rec.key_id.to_string(),
-        public_key: rec.public_key.clone(),
-        eth_address: eth_address(rec.key_type, &rec.public_key),
-        threshold: rec.threshold.into(),
-        committee: rec.committee.clone(),
-        epoch: rec.epoch,
-        state: match &rec.state {
-            crate::storage::KeyState::Frozen(why) => format!("frozen: {why}"),
-            crate::storage::KeyState::Deleted(why) => format!("deleted: {why}"),
-            s => s.label().to_owned(),
-        },
-        chain_code: rec.chain_code.to_vec(),
-        key_type: rec.key_type.to_string(),
     }
 }
 
@@ -376,6 +358,13 @@ impl apb::admin_server::Admin for AdminService {
         self.change_state(req, AdminOp::Delete).await
     }
 
+    async fn unban_key(
+        &self,
+        req: Request<apb::KeyStateRequest>,
+    ) -> Result<Response<apb::KeyStateResponse>, Status> {
+        self.change_state(req, AdminOp::Unban).await
+    }
+
     async fn reload_policy(
         &self,
         req: Request<apb::ReloadPolicyRequest>,
@@ -475,7 +464,7 @@ impl apb::admin_server::Admin for AdminService {
         self.admin(&req, "read")?;
         let keys = self.node.keys().map_err(|e| status(self.node.name(), &e))?;
         Ok(Response::new(apb::ListKeysResponse {
-            keys: keys.iter().map(key_info).collect(),
+            keys: keys.iter().map(|k| key_info_here(&self.node, k)).collect(),
         }))
     }
 
@@ -489,6 +478,6 @@ impl apb::admin_server::Admin for AdminService {
             .node
             .key(&key)
             .map_err(|e| status(self.node.name(), &e))?;
-        Ok(Response::new(key_info(&rec)))
+        Ok(Response::new(key_info_here(&self.node, &rec)))
     }
 }

@@ -5,6 +5,7 @@
 mod admin_client;
 mod admin_service;
 pub mod client;
+mod key_info;
 pub mod ops;
 mod reload;
 mod services;

@@ -128,12 +128,27 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Clear the bans of a key on every node of its committee.
+    ///
+    /// A node bans another for a key when its own engine catches it in a
+    /// fault the protocol says must exclude it for good (an OT consistency
+    /// failure, an equivocated broadcast); it then refuses to sign the key
+    /// with it. `keys show` lists a node's bans. Find out what happened
+    /// first: such a fault may have leaked bits of a share to the banned
+    /// node, and a rotation (`keys rotate`) renews every share.
+    Unban {
+        /// The key's name.
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the keys this node holds a share of.
     List {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Show one key.
+    /// Show one key, with the nodes the node asked refuses to sign it with
+    /// (its bans).
     Show {
         /// The key's name.
         key: String,
@@ -154,6 +169,9 @@ pub fn print_key(k: &KeyInfo) {
     println!("committee    {}", k.committee.join(", "));
     println!("epoch        {}", k.epoch);
     println!("state        {}", k.state);
+    for b in &k.bans {
+        println!("banned       {b}");
+    }
 }
 
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -305,6 +323,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Freeze { key, conn } => state_change(&key, AdminOp::Freeze, &conn).await?,
         Cmd::Unfreeze { key, conn } => state_change(&key, AdminOp::Unfreeze, &conn).await?,
+        Cmd::Unban { key, conn } => state_change(&key, AdminOp::Unban, &conn).await?,
         Cmd::Delete { key, yes, conn } => {
             if !yes {
                 return Err(super::UsageError(format!(
@@ -346,7 +365,7 @@ async fn state_change(key: &str, op: AdminOp, conn: &Conn) -> anyhow::Result<()>
     print_state_change(&r)
 }
 
-/// Prints a freeze, unfreeze or delete result; an error if some node did not apply it.
+/// Prints a freeze, unfreeze, delete or unban result; an error if some node did not apply it.
 pub fn print_state_change(r: &crate::proto::admin::KeyStateResponse) -> anyhow::Result<()> {
     if let Some(k) = &r.key {
         println!("key          {}", k.key_id);

@@ -34,7 +34,7 @@ pub enum Cmd {
         /// An admin identity (the name in its admin/<name> certificate).
         #[arg(long, requires = "operation")]
         admin: Option<String>,
-        /// The admin operation: create, rotate, reshare, repair, read or reload-policy.
+        /// The admin operation: create, rotate, reshare, repair, freeze, unfreeze, delete, unban, read or reload-policy.
         #[arg(long)]
         operation: Option<String>,
     },

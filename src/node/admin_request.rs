@@ -54,10 +54,13 @@ pub enum AdminOp {
     Unfreeze,
     /// Every committee node destroys its shares; a tombstone stays.
     Delete,
+    /// Every committee node clears its bans of the key (nodes it caught
+    /// misbehaving in a session and stopped signing with).
+    Unban,
 }
 
 impl AdminOp {
-    pub const ALL: [AdminOp; 7] = [
+    pub const ALL: [AdminOp; 8] = [
         Self::Create,
         Self::Rotate,
         Self::Repair,
@@ -65,6 +68,7 @@ impl AdminOp {
         Self::Freeze,
         Self::Unfreeze,
         Self::Delete,
+        Self::Unban,
     ];
 
     /// The operation's name in requests, policies and audit entries.
@@ -77,6 +81,7 @@ impl AdminOp {
             Self::Freeze => "freeze",
             Self::Unfreeze => "unfreeze",
             Self::Delete => "delete",
+            Self::Unban => "unban",
         }
     }
 
@@ -87,7 +92,7 @@ impl AdminOp {
             .ok_or_else(|| {
                 format!(
                     "unknown admin operation {s:?}; known: create, rotate, repair, reshare, \
-                     freeze, unfreeze, delete"
+                     freeze, unfreeze, delete, unban"
                 )
             })
     }
@@ -270,6 +275,11 @@ impl AdminRequest {
                 format!("freeze key {}: it stops signing on every node", self.key_id)
             }
             AdminOp::Unfreeze => format!("unfreeze key {}: it signs again", self.key_id),
+            AdminOp::Unban => format!(
+                "clear the bans of key {}: every committee node signs it again with the nodes it \
+                 caught misbehaving",
+                self.key_id
+            ),
             AdminOp::Delete => format!(
                 "DELETE key {}: every committee node destroys its shares for good (the name is \
                  not reused)",

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::ops::OpKind;
-use super::{Maintenance, Node, NodeError, Operation, Outcome, Proposal};
+use super::{Maintenance, Node, NodeError, Operation, Outcome, Proposal, StagedEpoch};
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState};
@@ -167,8 +167,24 @@ impl Node {
         }
     }
 
-    /// Nodes that failed a signing session of `key` within `SUSPECT_FOR`.
+    /// Nodes that failed a signing session of `key` within `SUSPECT_FOR`,
+    /// and those banned for it here.
     pub(crate) fn key_suspects(&self, key: &KeyId) -> Vec<NodeName> {
+        let mut nodes = self.banned(key);
+        nodes.extend(self.failed_recently(key));
+        nodes
+    }
+
+    /// Forgets which nodes failed a signing session of `key` (an admin
+    /// cleared its bans: every committee node may sign it again).
+    pub(crate) fn forget_key_suspects(&self, key: &KeyId) {
+        self.key_suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(k, _), _| k != key);
+    }
+
+    fn failed_recently(&self, key: &KeyId) -> Vec<NodeName> {
         let now = Instant::now();
         let mut s = self
             .key_suspects
@@ -280,7 +296,20 @@ impl Node {
             .map(Box::new);
         let maintenance = Maintenance {
             activated: rec.as_ref().and_then(|r| r.rotation),
-            staged: self.store.staged(key_id).ok().flatten(),
+            staged: self
+                .store
+                .staged(key_id)
+                .ok()
+                .flatten()
+                .map(|s| StagedEpoch {
+                    epoch: s.epoch,
+                    proof: s.proof,
+                    reshare: s.reshare,
+                    release_open_for: crate::storage::release_open_for(
+                        s.staged_ms,
+                        self.timeouts.release_window(),
+                    ),
+                }),
             running: self.is_maintaining(key_id),
         };
         match rec {

@@ -23,6 +23,9 @@ pub mod points {
     /// misbehaving co-signer, not a crash): the final signature fails and
     /// nobody can be blamed, so the honest signers freeze the key.
     pub const CORRUPT_SIGN_SHARE: &str = "sign.corrupt_share";
+    /// Signing participant: tamper with its round-1 OT data (a misbehaving
+    /// co-signer the others' engines catch and name): they ban it.
+    pub const TAMPER_SIGN_OT: &str = "sign.tamper_ot";
     /// Signing participant: admit the session, then never send a round
     /// message (a node that answers probes but stalls its rounds).
     pub const STALL_SIGN: &str = "sign.stall";

@@ -39,6 +39,7 @@ mod admin;
 pub mod admin_file;
 pub mod admin_request;
 mod authz;
+mod bans;
 pub(crate) mod committee;
 mod drain;
 mod error;
@@ -70,6 +71,7 @@ pub use ops::sign::SignOutcome;
 pub use ops::OpKind;
 pub use proposal::{
     Maintenance, NetError, NetErrorKind, Operation, Outcome, PeerNet, PeerVersion, Proposal,
+    StagedEpoch,
 };
 pub use router::{Inbound, RouteError, Router};
 pub use status::{ClusterStatus, KeyView, NodeView};
@@ -107,6 +109,15 @@ impl Timeouts {
     /// request retried without it, well within a client's deadline.
     pub fn sign_round(&self) -> Duration {
         self.round.min(SIGN_ROUND.max(self.ping))
+    }
+
+    /// How long after staging a rotation's share this node still lets the
+    /// rotation's coordinator release it (`Store::discard_staged`): long
+    /// enough for a coordinator's release right after a failed refresh, and
+    /// after it the next rotation may finish the staged one (see
+    /// `rotate::finish_abandoned`).
+    pub fn release_window(&self) -> Duration {
+        SIGN_ROUND.max(self.ping)
     }
 }
 

@@ -19,7 +19,7 @@
 //! [[admin]]
 //! name = "ops"
 //! operations = ["*"]            # or some of: create, rotate, reshare, repair, freeze, unfreeze,
-//!                               # delete, read, reload-policy
+//!                               # delete, unban, read, reload-policy
 //!
 //! [[quorum]]                    # key changes that need several admins (see quorum.rs)
 //! operations = ["reshare"]      # some of: create, rotate, repair, reshare, freeze, unfreeze, delete
@@ -39,7 +39,7 @@ use serde::Deserialize;
 use crate::domain::{DerivationPath, KeyId};
 
 /// Admin operations a policy can grant.
-pub const ADMIN_OPERATIONS: [&str; 9] = [
+pub const ADMIN_OPERATIONS: [&str; 10] = [
     "create",
     "rotate",
     "reshare",
@@ -47,6 +47,7 @@ pub const ADMIN_OPERATIONS: [&str; 9] = [
     "freeze",
     "unfreeze",
     "delete",
+    "unban",
     "read",
     "reload-policy",
 ];

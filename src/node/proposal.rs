@@ -207,9 +207,22 @@ pub struct Maintenance {
     pub activated: Option<crate::storage::RotationProof>,
     /// The epoch staged here and not yet activated, the proof it awaits, and
     /// whether a reshare (rather than a rotation) staged it.
-    pub staged: Option<(u64, crate::storage::RotationProof, bool)>,
+    pub staged: Option<StagedEpoch>,
     /// A rotation or reshare session of the key is running here.
     pub running: bool,
+}
+
+/// An epoch staged at a node, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedEpoch {
+    pub epoch: u64,
+    pub proof: crate::storage::RotationProof,
+    /// Staged by a reshare rather than a rotation.
+    pub reshare: bool,
+    /// How much longer the node lets the staging rotation's coordinator
+    /// release it, by its own clock (zero: closed, or a node of the previous
+    /// wire version).
+    pub release_open_for: std::time::Duration,
 }
 
 /// The versions a node announces in answer to a ping.

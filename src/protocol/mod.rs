@@ -166,6 +166,23 @@ impl ProtocolError {
         }
     }
 
+    /// The party that must never be run with again for this key, if any:
+    /// the counterparty of an abort the engine marks as ban-worthy (in
+    /// DKLs23 a failed OT consistency check may have leaked bits of this
+    /// party's share to it; repeated selective aborts are how that attack
+    /// works), or a party caught sending different broadcasts to different
+    /// parties. Other blames (a missing or malformed message) are transient
+    /// suspicions, not bans.
+    pub fn ban_worthy(&self) -> Option<PartyIdx> {
+        match self {
+            Self::Engine {
+                blame, ban: true, ..
+            } => *blame,
+            Self::Equivocation { sender, .. } => Some(*sender),
+            _ => None,
+        }
+    }
+
     /// The parties one of which misbehaved: the blamed one, or both sides of
     /// an echo mismatch.
     pub fn suspects(&self) -> Vec<PartyIdx> {

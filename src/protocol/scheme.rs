@@ -9,7 +9,7 @@ use super::keygen::{Keygen, KeygenOutput};
 use super::refresh::{Refresh, RefreshOutput};
 use super::repair::{RepairHelper, RepairTarget};
 use super::reshare::{ReshareSession, Roles};
-use super::sign::{Sign, Signature};
+use super::sign::{Misbehave, Sign, Signature};
 use super::{KeyShare, PartyIdx, Protocol, ProtocolError};
 use crate::domain::{DerivationPath, Digest32, KeyType};
 
@@ -60,18 +60,18 @@ pub fn sign(
     digest: Digest32,
     sid: &[u8],
 ) -> Result<Boxed<Signature>, ProtocolError> {
-    sign_as(share, path, signers, digest, sid, false)
+    sign_as(share, path, signers, digest, sid, Misbehave::No)
 }
 
-/// `sign`; with `corrupt_share` (a test hook for a misbehaving co-signer)
-/// this party sends the others a wrong share.
+/// `sign`, misbehaving as `how` says (a test hook for a misbehaving
+/// co-signer).
 pub fn sign_as(
     share: &KeyShare,
     path: &DerivationPath,
     signers: &[PartyIdx],
     digest: Digest32,
     sid: &[u8],
-    corrupt_share: bool,
+    how: Misbehave,
 ) -> Result<Boxed<Signature>, ProtocolError> {
     fn go<C: Curve>(
         share: &KeyShare,
@@ -79,16 +79,13 @@ pub fn sign_as(
         signers: &[PartyIdx],
         digest: Digest32,
         sid: &[u8],
-        corrupt_share: bool,
+        how: Misbehave,
     ) -> Result<Boxed<Signature>, ProtocolError> {
         Sign::<C>::new(share, path, signers, digest, sid)
-            .map(|s| if corrupt_share { s.corrupt_share() } else { s })
+            .map(|s| s.misbehaving(how))
             .map(boxed)
     }
-    by_curve!(
-        share.key_type(),
-        go(share, path, signers, digest, sid, corrupt_share)
-    )
+    by_curve!(share.key_type(), go(share, path, signers, digest, sid, how))
 }
 
 /// A complete refresh of `share` (the key's `package` at its current epoch).

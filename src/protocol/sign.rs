@@ -52,9 +52,21 @@ pub struct Sign<C: Curve> {
     round: u32,
     state: State<C>,
     digest: Digest32,
-    /// Test hook: send the others a wrong signature share (a misbehaving
-    /// co-signer that cannot be named).
-    corrupt_share: bool,
+    /// Test hook: how this party misbehaves, if at all.
+    misbehave: Misbehave,
+}
+
+/// Test hooks for a misbehaving co-signer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Misbehave {
+    #[default]
+    No,
+    /// Send the others a wrong round-3 signature share: the final signature
+    /// then fails verification and nobody can be blamed.
+    CorruptShare,
+    /// Tamper with the OT extension data of round 1: each receiver's OT
+    /// consistency check fails and names this party, to be banned.
+    TamperOt,
 }
 
 impl<C: Curve> Sign<C> {
@@ -111,15 +123,13 @@ impl<C: Curve> Sign<C> {
             round: 0,
             state: State::Init,
             digest,
-            corrupt_share: false,
+            misbehave: Misbehave::No,
         })
     }
 
-    /// Makes this party send the others a wrong round-3 share (tests of a
-    /// misbehaving co-signer: the final signature then fails verification
-    /// and nobody can be blamed).
-    pub fn corrupt_share(mut self) -> Self {
-        self.corrupt_share = true;
+    /// Makes this party misbehave (tests of a misbehaving co-signer).
+    pub fn misbehaving(mut self, how: Misbehave) -> Self {
+        self.misbehave = how;
         self
     }
 
@@ -219,7 +229,16 @@ impl<C: Curve> Protocol for Sign<C> {
         if !matches!(self.state, State::Init) {
             return Err(ProtocolError::InvalidArgs("signing already started".into()));
         }
-        let (unique, kept, transmit) = self.share.sign_phase1(&self.data)?;
+        let (unique, kept, mut transmit) = self.share.sign_phase1(&self.data)?;
+        if self.misbehave == Misbehave::TamperOt {
+            for m in &mut transmit {
+                if let Some(row) = m.mul_transmit.u.first_mut() {
+                    if let Some(b) = row.first_mut() {
+                        *b ^= 1;
+                    }
+                }
+            }
+        }
         let out = transmit
             .iter()
             .map(|m| {
@@ -283,7 +302,7 @@ impl<C: Curve> Sign<C> {
                     .share
                     .sign_phase3(&self.data, unique, kept, &received)?;
                 let mut sent = own.clone();
-                if self.corrupt_share {
+                if self.misbehave == Misbehave::CorruptShare {
                     #[allow(
                         clippy::arithmetic_side_effects,
                         reason = "scalar addition is modular; this is the test hook's bad share"

@@ -19,6 +19,22 @@ struct Pending {
     /// The committee and threshold a reshare moves the key to (none for a rotation).
     #[serde(default)]
     membership: Option<Membership>,
+    /// When it was staged (Unix milliseconds; 0 in records written before
+    /// this was kept, which count as staged long ago).
+    #[serde(default)]
+    staged_ms: u64,
+}
+
+/// An epoch staged here and not yet active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    pub epoch: u64,
+    /// The proof its activation must carry.
+    pub proof: RotationProof,
+    /// Staged by a reshare (a new committee and threshold), not a rotation.
+    pub reshare: bool,
+    /// When it was staged, in Unix milliseconds (0: long ago).
+    pub staged_ms: u64,
 }
 
 /// A key's committee (node names in party order) and threshold.
@@ -123,6 +139,7 @@ impl Store {
                     proof,
                     package: hex::encode(package),
                     membership,
+                    staged_ms: now_ms(),
                 },
             )?;
             pending
@@ -134,17 +151,22 @@ impl Store {
 
     /// The staged (not yet active) epoch of a key and the rotation that staged it.
     pub fn pending(&self, id: &KeyId) -> Result<Option<(u64, RotationProof)>, StorageError> {
-        Ok(self.staged(id)?.map(|(e, p, _)| (e, p)))
+        Ok(self.staged(id)?.map(|s| (s.epoch, s.proof)))
     }
 
-    /// `pending`, and whether a reshare (rather than a rotation) staged it.
-    pub fn staged(&self, id: &KeyId) -> Result<Option<(u64, RotationProof, bool)>, StorageError> {
+    /// The staged epoch of a key, with what staged it and when.
+    pub fn staged(&self, id: &KeyId) -> Result<Option<Staged>, StorageError> {
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(PENDING).map_err(dberr)?;
         match t.get(id.as_str()).map_err(dberr)? {
-            Some(v) => self
-                .open_pending(id, v.value())
-                .map(|p| Some((p.epoch, p.proof, p.membership.is_some()))),
+            Some(v) => self.open_pending(id, v.value()).map(|p| {
+                Some(Staged {
+                    epoch: p.epoch,
+                    proof: p.proof,
+                    reshare: p.membership.is_some(),
+                    staged_ms: p.staged_ms,
+                })
+            }),
             None => Ok(None),
         }
     }
@@ -225,7 +247,18 @@ impl Store {
 
     /// Forgets the epoch staged by rotation `eid` (an abandoned rotation), so
     /// it can never be activated. Returns whether anything was staged by it.
-    pub fn discard_staged(&self, id: &KeyId, eid: &[u8; 32]) -> Result<bool, StorageError> {
+    ///
+    /// A rotation's staged share is released only within `window` of its
+    /// staging: later, another node may already be activating it (a rotation
+    /// that every node staged and nobody activated is finished by the next
+    /// one once every node's window has closed), and a release that raced
+    /// that would split the key across epochs. Refused with `Conflict` then.
+    pub fn discard_staged(
+        &self,
+        id: &KeyId,
+        eid: &[u8; 32],
+        window: std::time::Duration,
+    ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         let found = {
             let mut keys = tx.open_table(KEYS).map_err(dberr)?;
@@ -239,6 +272,19 @@ impl Store {
                 None => None,
             };
             match staged {
+                Some(p)
+                    if p.proof.eid == *eid
+                        && p.epoch != rec.epoch
+                        && p.membership.is_none()
+                        && release_closed(p.staged_ms, window) =>
+                {
+                    return Err(StorageError::Conflict(format!(
+                        "epoch {} of key {id} was staged more than {} ms ago; it is no longer \
+                         released (the next rotation finishes or replaces it)",
+                        p.epoch,
+                        window.as_millis()
+                    )));
+                }
                 Some(p) if p.proof.eid == *eid && p.epoch != rec.epoch => {
                     pending.remove(id.as_str()).map_err(dberr)?;
                     let mut shares = tx.open_table(SHARES).map_err(dberr)?;
@@ -351,4 +397,24 @@ impl Store {
     fn open_pending(&self, id: &KeyId, raw: &[u8]) -> Result<Pending, StorageError> {
         self.open_mac_json(id, "staged epoch", raw)
     }
+}
+
+/// The time now in Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long the release of a share staged at `staged_ms` stays open, from
+/// now (zero once closed).
+pub fn release_open_for(staged_ms: u64, window: std::time::Duration) -> std::time::Duration {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let closes = staged_ms.saturating_add(window_ms);
+    std::time::Duration::from_millis(closes.saturating_sub(now_ms()))
+}
+
+fn release_closed(staged_ms: u64, window: std::time::Duration) -> bool {
+    release_open_for(staged_ms, window).is_zero()
 }

@@ -10,9 +10,11 @@
 //! admission transaction), `rules.rs` (the double-sign and ledger rules,
 //! pure), `audit.rs` (the MAC-chained audit log), `seal.rs` (the KEK and
 //! AEAD sealing of shares), `mac.rs` (MACed public values), `records.rs`
-//! (the stored encodings).
+//! (the stored encodings), `bans.rs` (nodes this node no longer signs a key
+//! with).
 
 mod audit;
+mod bans;
 mod eids;
 mod epochs;
 mod keys;
@@ -27,8 +29,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, TableDefinition};
 
 pub use audit::{AuditEntry, AuditEvent, AuditReport};
+pub use bans::Ban;
 pub use eids::GRACE as EID_GRACE;
-pub use epochs::Membership;
+pub use epochs::{release_open_for, Membership, Staged};
 pub use ledger::{Admission, SlotClaim};
 pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof, Watermark};
 
@@ -144,6 +147,7 @@ impl Store {
         ] {
             tx.open_table(t).map_err(dberr)?;
         }
+        tx.open_table(bans::BANS).map_err(dberr)?;
         tx.open_table(EIDS).map_err(dberr)?;
         tx.open_table(eids::SIGN_EID_EXPIRY).map_err(dberr)?;
         tx.open_table(eids::EID_HORIZON).map_err(dberr)?;

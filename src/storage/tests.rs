@@ -4,6 +4,10 @@ use crate::domain::KeyType;
 use crate::protocol::inproc;
 use crate::storage::RotationProof;
 use redb::ReadableTable;
+use std::time::Duration;
+
+/// A release window long enough for any test.
+const WINDOW: Duration = Duration::from_secs(600);
 
 fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
     KeyRecord {
@@ -290,10 +294,18 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         .stage_epoch(&id, 2, &out[0].share, abandoned, b"pkg2")
         .unwrap();
     assert!(
-        !store.discard_staged(&id, &[8; 32]).unwrap(),
+        !store.discard_staged(&id, &[8; 32], WINDOW).unwrap(),
         "another eid must not discard it"
     );
-    assert!(store.discard_staged(&id, &[9; 32]).unwrap());
+    // Once the release window has closed, the staged rotation is no longer
+    // released (another node may be finishing it); within it, it is.
+    assert!(matches!(
+        store.discard_staged(&id, &[9; 32], Duration::ZERO),
+        Err(StorageError::Conflict(_))
+    ));
+    let staged = store.staged(&id).unwrap().unwrap();
+    assert!(staged.staged_ms > 0 && !staged.reshare && staged.proof == abandoned);
+    assert!(store.discard_staged(&id, &[9; 32], WINDOW).unwrap());
     assert!(!store.has_share(&id, 2).unwrap());
     assert!(matches!(
         store.activate_epoch(&id, 2, abandoned),
@@ -360,7 +372,8 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
     assert_eq!(d.key(&id).unwrap().unwrap().state, KeyState::Joining);
     assert_eq!(d.pending(&id).unwrap().map(|p| p.0), Some(1));
     // Abandoned: the share and the record go.
-    assert!(d.discard_staged(&id, &proof.eid).unwrap());
+    // A reshare's staging has no release window (nobody finishes one).
+    assert!(d.discard_staged(&id, &proof.eid, Duration::ZERO).unwrap());
     assert!(d.key(&id).unwrap().is_none() && !d.has_share(&id, 1).unwrap());
     d.stage_reshare(
         &id,

@@ -3,7 +3,7 @@
 //! session). No I/O.
 
 use super::wire::arr;
-use crate::node::Maintenance;
+use crate::node::{Maintenance, StagedEpoch};
 use crate::proto::peer as pb;
 use crate::storage::RotationProof;
 
@@ -13,11 +13,12 @@ pub(super) fn maintenance_to_pb(m: &Maintenance) -> (Vec<u8>, Option<pb::StagedE
         .activated
         .map(|p| p.confirmation.to_vec())
         .unwrap_or_default();
-    let staged = m.staged.map(|(epoch, p, reshare)| pb::StagedEpoch {
-        epoch,
-        eid: p.eid.to_vec(),
-        confirmation: p.confirmation.to_vec(),
-        reshare,
+    let staged = m.staged.map(|s| pb::StagedEpoch {
+        epoch: s.epoch,
+        eid: s.proof.eid.to_vec(),
+        confirmation: s.proof.confirmation.to_vec(),
+        reshare: s.reshare,
+        release_open_ms: u64::try_from(s.release_open_for.as_millis()).unwrap_or(u64::MAX),
     });
     (confirmation, staged)
 }
@@ -33,14 +34,16 @@ pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenan
         _ => None,
     };
     let staged = match &s.staged {
-        Some(x) => Some((
-            x.epoch,
-            RotationProof {
+        Some(x) => Some(StagedEpoch {
+            epoch: x.epoch,
+            proof: RotationProof {
                 eid: arr(&x.eid, "staged eid")?,
                 confirmation: arr(&x.confirmation, "staged confirmation")?,
             },
-            x.reshare,
-        )),
+            reshare: x.reshare,
+            // Bounded: a peer cannot make a coordinator wait long.
+            release_open_for: std::time::Duration::from_millis(x.release_open_ms.min(60_000)),
+        }),
         None => None,
     };
     Ok(Maintenance {

@@ -421,3 +421,34 @@ pub fn raw_tls_client(
     .with_client_auth_cert(chain, key)
     .unwrap()
 }
+
+/// Holds one half-open connection to `target` from 127.0.0.2 (never sends a
+/// byte), reopening it whenever the other side closes it, until `stop`.
+/// Counts each connection opened in `opened`.
+pub async fn hold_half_open(
+    target: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    while !stop.load(Ordering::Relaxed) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let Ok(mut tcp) = socket.connect(target).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        opened.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        // Never sends; waits for the node to drop it (or the test to end).
+        loop {
+            tokio::select! {
+                r = tcp.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Ordering::Relaxed) { return; }
+                }
+            }
+        }
+    }
+}

@@ -3,25 +3,26 @@
 //! errors by kind and CPU per signature, next to the in-process engine
 //! baseline measured in the same run and the bounds derived from it.
 
+mod fault;
+mod load;
 mod procs;
 mod proxy;
 mod report;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::conn::Conn;
-use crate::client::{Client, ClientError};
+
 use crate::cluster::{ADMIN, CLIENT};
 use crate::domain::{DerivationPath, Digest32, KeyType};
 use crate::node::Timeouts;
 use crate::pki::Role;
 use crate::protocol::inproc;
 use crate::protocol::scheme;
+use load::{load, warm_up};
+pub use load::{Load, Sample};
 use procs::ProcessCluster;
 use report::{Baseline, Report};
 
@@ -33,6 +34,9 @@ Examples:
   thresig bench --local --threshold 3 --nodes 5          3-of-5 on 5 node processes
   thresig bench --local --rtt-ms 30                      nodes 30 ms apart (delaying proxies)
   thresig bench --local --json > bench.json              the figures as JSON on stdout
+  thresig bench --local --requests 2000 --concurrency 2 --fault stop
+                                                         SIGSTOP one node mid-load; figures
+                                                         before, during and after
   thresig bench --key validator-1 --certs certs --identity validator --endpoint 10.0.0.5:7401 --server a
 
 Every ratio compares figures taken in this run on this machine: the in-process
@@ -91,6 +95,21 @@ pub struct Args {
     /// node.
     #[arg(long, default_value_t = 0)]
     reshares: u32,
+    /// --local: break one node while the load runs, then report the load
+    /// before, during and after (sent, succeeded, failed by status, p50,
+    /// p99). The load's client then fails over to every node.
+    #[arg(long, value_enum)]
+    fault: Option<fault::Fault>,
+    /// --fault: the node to break, by index (0 is the one the client asks
+    /// first). Default: the last committee node.
+    #[arg(long)]
+    fault_node: Option<usize>,
+    /// --fault: seconds of load before the fault.
+    #[arg(long, default_value_t = 3.0)]
+    fault_after: f64,
+    /// --fault: seconds a stopped node stays stopped, or a killed one down.
+    #[arg(long, default_value_t = 10.0)]
+    fault_secs: f64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -105,10 +124,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
-    if !a.local && (a.rtt_ms > 0.0 || a.rotations > 0 || a.reshares > 0) {
+    if !a.local && (a.rtt_ms > 0.0 || a.rotations > 0 || a.reshares > 0 || a.fault.is_some()) {
+        return Err(super::UsageError(
+            "--rtt-ms, --rotations, --reshares and --fault need --local".into(),
+        )
+        .into());
+    }
+    if a.fault_node.is_some_and(|i| i >= a.nodes) {
         return Err(
-            super::UsageError("--rtt-ms, --rotations and --reshares need --local".into()).into(),
+            super::UsageError(format!("--fault-node must be below --nodes ({})", a.nodes)).into(),
         );
+    }
+    if !(0.0..=3600.0).contains(&a.fault_after) || !(0.0..=3600.0).contains(&a.fault_secs) {
+        return Err(super::UsageError(
+            "--fault-after and --fault-secs must be between 0 and 3600".into(),
+        )
+        .into());
     }
     if !(0.0..=10_000.0).contains(&a.rtt_ms) {
         return Err(super::UsageError("--rtt-ms must be between 0 and 10000".into()).into());
@@ -153,13 +184,50 @@ async fn local(a: Args) -> anyhow::Result<()> {
         .context("creating the bench key")?;
     let keygen_ms = ms(started.elapsed());
 
-    let client = cluster.client(0, CLIENT)?;
+    let client = if a.fault.is_some() {
+        cluster.failover_client(CLIENT)?
+    } else {
+        cluster.client(0, CLIENT)?
+    };
     warm_up(&client, &key).await?;
     let before = cluster.cpu_seconds()?;
-    let load = load(&client, &key, &info.public_key, a.requests, a.concurrency).await?;
-    let after = cluster.cpu_seconds()?;
-    let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
-    let cpu_per_sig = (!load.latencies.is_empty()).then(|| cpu / load.latencies.len() as f64);
+    let (load, fault) = match a.fault {
+        None => (
+            load(&client, &key, &info.public_key, a.requests, a.concurrency).await?,
+            None,
+        ),
+        Some(kind) => {
+            let plan = fault::Plan {
+                fault: kind,
+                node: a.fault_node.unwrap_or(n - 1),
+                after: Duration::from_secs_f64(a.fault_after),
+                hold: Duration::from_secs_f64(a.fault_secs),
+            };
+            let started = Instant::now();
+            let (load, window) = tokio::join!(
+                load(&client, &key, &info.public_key, a.requests, a.concurrency),
+                fault::inject(&mut cluster, plan, started)
+            );
+            let (load, window) = (load?, window?);
+            let what = format!(
+                "{kind:?} of node {} ({:.1} s to {:.1} s into the load)",
+                names[plan.node],
+                window.from.as_secs_f64(),
+                window.to.as_secs_f64()
+            )
+            .to_lowercase();
+            let phases = fault::phases(&load.samples, window);
+            (load, Some((what, phases)))
+        }
+    };
+    let cpu_per_sig = match (a.fault, cluster.cpu_seconds()) {
+        (None, Ok(after)) => {
+            let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+            (!load.latencies.is_empty()).then(|| cpu / load.latencies.len() as f64)
+        }
+        // A restarted process's CPU time starts again from zero.
+        _ => None,
+    };
 
     let mut extra = Vec::new();
     if a.rotations > 0 {
@@ -180,6 +248,7 @@ async fn local(a: Args) -> anyhow::Result<()> {
         cpu_s_per_signature: cpu_per_sig,
         load,
         extra,
+        fault,
     };
     report.print(a.json)
 }
@@ -221,6 +290,7 @@ async fn remote(a: Args) -> anyhow::Result<()> {
         cpu_s_per_signature: None,
         load,
         extra: Vec::new(),
+        fault: None,
     };
     report.print(a.json)
 }
@@ -290,126 +360,6 @@ async fn baseline(t: u32, n: usize, signs: u32) -> anyhow::Result<Baseline> {
     })
     .await
     .context("baseline task")?
-}
-
-/// What the load phase measured.
-#[derive(Debug)]
-pub struct Load {
-    pub requests: u32,
-    pub latencies: Vec<Duration>,
-    pub errors: BTreeMap<String, u32>,
-    pub elapsed: Duration,
-}
-
-fn error_kind(e: &ClientError) -> String {
-    match e {
-        ClientError::Rpc(s) => crate::api::client::code_name(s.code()).to_owned(),
-        ClientError::Transport(_) => "transport".into(),
-        ClientError::Tls(_) => "tls".into(),
-        ClientError::Invalid(_) => "invalid request".into(),
-    }
-}
-
-/// One signature that is not counted: it opens the connections (client to
-/// node, node to node) and the share.
-async fn warm_up(client: &Client, key: &str) -> anyhow::Result<()> {
-    client
-        .clone()
-        .sign(key, [0xAA; 32], "", "")
-        .await
-        .context("warm-up signature")?;
-    Ok(())
-}
-
-/// Sends `requests` signing requests, `concurrency` at a time, each for a
-/// distinct digest, and checks every signature against `public_key`.
-async fn load(
-    client: &Client,
-    key: &str,
-    public_key: &[u8],
-    requests: u32,
-    concurrency: u32,
-) -> anyhow::Result<Load> {
-    eprintln!("signing: {requests} requests, concurrency {concurrency}");
-    let next = Arc::new(AtomicU32::new(0));
-    let done = Arc::new(AtomicU32::new(0));
-    let failed = Arc::new(AtomicU32::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests as usize)));
-    let errors: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-    let mut salt = [0u8; 4];
-    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("rng: {e}"))?;
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency.min(requests))
-        .map(|_| {
-            let mut client = client.clone();
-            let (key, pk) = (key.to_owned(), public_key.to_vec());
-            let (next, done, failed) = (next.clone(), done.clone(), failed.clone());
-            let (latencies, errors) = (latencies.clone(), errors.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests {
-                        break;
-                    }
-                    let mut d = [0u8; 32];
-                    d[..4].copy_from_slice(&salt);
-                    d[4..8].copy_from_slice(&i.to_be_bytes());
-                    let t = Instant::now();
-                    let r = client.sign(&key, d, "", "").await;
-                    let took = t.elapsed();
-                    let outcome = match r {
-                        Ok(sig) if sig.public_key == pk => {
-                            super::demo::verify(&pk, &d, &sig.r, &sig.s, sig.recovery_id)
-                                .map_err(|e| format!("bad signature: {e}"))
-                        }
-                        Ok(_) => Err("signed under another public key".to_owned()),
-                        Err(e) => Err(error_kind(&e)),
-                    };
-                    match outcome {
-                        Ok(()) => lock(&latencies).push(took),
-                        Err(kind) => {
-                            *lock(&errors).entry(kind).or_default() += 1;
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    let progress = {
-        let (done, failed) = (done.clone(), failed.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let d = done.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {d} / {requests} answered, {} failed, {:.1}/s",
-                    failed.load(Ordering::Relaxed),
-                    f64::from(d) / started.elapsed().as_secs_f64()
-                );
-            }
-        })
-    };
-    for w in workers {
-        w.await.context("load worker")?;
-    }
-    let elapsed = started.elapsed();
-    progress.abort();
-    let latencies = std::mem::take(&mut *lock(&latencies));
-    let errors = std::mem::take(&mut *lock(&errors));
-    Ok(Load {
-        requests,
-        latencies,
-        errors,
-        elapsed,
-    })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn rotations(

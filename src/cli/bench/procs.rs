@@ -158,6 +158,47 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// A client of every node with the given identity: node 0 first, then
+    /// the others in order (it fails over on UNAVAILABLE, a deadline or a
+    /// connection failure).
+    pub fn failover_client(&self, identity: &str) -> anyhow::Result<Client> {
+        let cfg = |c: &NodeConfig| {
+            crate::client::ClientConfig::from_dir(
+                &self.layout.dir,
+                crate::cluster::TRUST_DOMAIN,
+                identity,
+                c.name.as_str(),
+                c.listen_client,
+            )
+        };
+        let first = self.configs.first().context("the cluster has no nodes")?;
+        let mut client = Client::connect(&cfg(first))?;
+        for c in self.configs.iter().skip(1) {
+            client = client.with_failover(&cfg(first), c.name.as_str(), c.listen_client)?;
+        }
+        Ok(client)
+    }
+
+    /// Sends node `i`'s process `sig` (SIGSTOP, SIGCONT).
+    pub fn signal(&self, i: usize, sig: rustix::process::Signal) -> anyhow::Result<()> {
+        let pid = self.children[i]
+            .as_ref()
+            .and_then(|c| c.id())
+            .and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?))
+            .with_context(|| format!("node {} is not running", self.configs[i].name))?;
+        rustix::process::kill_process(pid, sig)
+            .with_context(|| format!("signalling node {}", self.configs[i].name))
+    }
+
+    /// Stops node `i` with SIGTERM (it drains) and waits until it exits.
+    pub async fn terminate(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, rustix::process::Signal::TERM)?;
+        if let Some(mut c) = self.children[i].take() {
+            c.wait().await?;
+        }
+        Ok(())
+    }
+
     /// Starts node `i` again from its config and data directory.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         self.spawn(i)?;

@@ -37,10 +37,12 @@ pub struct Report {
     pub load: Load,
     /// Other timed operations (rotate, repair, reshare): label, ms.
     pub extra: Vec<(String, f64)>,
+    /// With --fault: what failed, and the load before, during and after it.
+    pub fault: Option<(String, Vec<super::fault::Phase>)>,
 }
 
 /// Nearest-rank percentile of sorted samples, in ms.
-fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -114,6 +116,7 @@ impl Report {
                 "bound": { "throughput_per_s": bound_throughput, "latency_ms": bound_latency },
                 "ratios": ratios,
                 "other_ms": self.extra.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "fault": self.fault.as_ref().map(|(what, phases)| json!({ "what": what, "phases": phases })),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(());
@@ -200,6 +203,27 @@ impl Report {
         }
         for (label, v) in &self.extra {
             println!("{label}: {v:.1} ms");
+        }
+        if let Some((what, phases)) = &self.fault {
+            println!("fault:                 {what}");
+            for p in phases {
+                let failed: Vec<String> =
+                    p.failed.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                println!(
+                    "  {:<7}              sent {}, ok {}, failed {}{}; p50 {}  p99 {}",
+                    p.name,
+                    p.sent,
+                    p.ok,
+                    p.sent - p.ok,
+                    if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", failed.join(", "))
+                    },
+                    fmt(p.p50_ms, " ms"),
+                    fmt(p.p99_ms, " ms")
+                );
+            }
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! A key's lifecycle: freeze (an emergency stop), unfreeze and delete, each
+//! A key's lifecycle: freeze (an emergency stop), unfreeze, delete and
+//! unban (clear the nodes' bans, `node/bans.rs`), each
 //! on an approved admin request that every committee node checks itself
 //! (`admin.rs`) before it applies it. No engine session runs: the
 //! coordinator sends the request to every committee node, retrying the
@@ -38,10 +39,10 @@ impl Node {
         let action = signed.request.operation;
         if !matches!(
             action,
-            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete
+            AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete | AdminOp::Unban
         ) {
             return Err(NodeError::InvalidArgument(format!(
-                "admin request {} asks to {action}, not to freeze, unfreeze or delete",
+                "admin request {} asks to {action}, not to freeze, unfreeze, delete or unban",
                 signed.request.request_id
             )));
         }
@@ -106,6 +107,16 @@ impl Node {
         // Each change applies once: the same proposal again (a retry, or a
         // replay of an old unfreeze after a newer freeze) changes nothing.
         if !self.store.claim_eid(&p.eid, now_unix())? {
+            return Ok(Outcome::Lifecycle {
+                state: rec.state.label().to_owned(),
+            });
+        }
+        if action == AdminOp::Unban {
+            // Not a state change: not kept as the key's last lifecycle
+            // proof (a node that missed it keeps its bans until asked).
+            let cleared = self.store.clear_bans(key_id)?;
+            self.forget_key_suspects(key_id);
+            tracing::warn!(key = %key_id, cleared, "bans cleared by an approved admin request");
             return Ok(Outcome::Lifecycle {
                 state: rec.state.label().to_owned(),
             });

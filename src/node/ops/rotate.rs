@@ -14,7 +14,9 @@ use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
 use crate::node::faults;
 use crate::node::shares::share_bytes;
-use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
+use crate::node::{
+    committee_of, names, Node, NodeError, Operation, Outcome, Proposal, StagedEpoch,
+};
 use crate::protocol::scheme;
 use crate::storage::{KeyRecord, KeyState, RotationProof};
 
@@ -180,34 +182,45 @@ impl Node {
     async fn finish_abandoned(&self, rec: &KeyRecord) -> Result<bool, NodeError> {
         let key_id = &rec.key_id;
         let committee = committee_of(rec)?;
-        let answers: Vec<_> = self
-            .committee_status(rec)
-            .await
-            .into_iter()
-            .map(|(n, answer)| match answer {
-                Ok(Outcome::ShareStatus {
-                    epoch, maintenance, ..
-                }) => Some((n, epoch, maintenance)),
-                _ => None,
-            })
-            .collect();
-        if let Some((n, _, _)) = answers.iter().flatten().find(|(_, _, m)| m.running) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "another rotation or reshare of key {key_id} is in progress on node {n}; retry \
-                 when it ends"
-            )));
-        }
         let next = crate::node::committee::next_epoch(rec)?;
-        let mut staged = answers.iter().map(|a| match a {
-            Some((_, Some(e), m)) if *e == rec.epoch => m.staged,
-            _ => None,
-        });
-        let first = staged.next().flatten();
-        let Some((epoch, proof, false)) = first.filter(|(e, _, _)| *e == next) else {
+        // A rotation every node staged within the release window may still
+        // be released by its coordinator (a failed refresh whose release is
+        // on its way): it is finished only once every node has closed the
+        // window, so a release and this activation never both happen.
+        let mut waited = false;
+        let staged = loop {
+            let staged = self.staged_everywhere(rec, &committee, next).await?;
+            let open = staged
+                .iter()
+                .flatten()
+                .map(|s| s.release_open_for)
+                .max()
+                .unwrap_or_default();
+            if open.is_zero() || waited {
+                break staged;
+            }
+            tracing::info!(
+                key = %key_id,
+                wait_ms = open.as_millis(),
+                "a staged rotation may still be released by its coordinator; waiting",
+            );
+            tokio::time::sleep(open.min(self.timeouts.release_window())).await;
+            waited = true;
+        };
+        let Some(StagedEpoch { epoch, proof, .. }) = staged.first().copied().flatten() else {
             return Ok(false);
         };
-        if !staged.all(|s| s == first) {
-            return Ok(false);
+        if staged
+            .iter()
+            .flatten()
+            .any(|s| !s.release_open_for.is_zero())
+        {
+            // Its coordinator may still activate it: replacing it now could
+            // leave some nodes on it and the others without it.
+            return Err(NodeError::Unavailable(format!(
+                "a rotation of key {key_id} to epoch {epoch} was staged moments ago and may \
+                 still be activated by its coordinator; retry in a few seconds"
+            )));
         }
         let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
             return Ok(false);
@@ -237,6 +250,58 @@ impl Node {
             )));
         }
         Ok(true)
+    }
+
+    /// The rotation to `next` each committee node staged at `rec`'s epoch,
+    /// if every node answered with the same one (ignoring how long each
+    /// still lets it be released): one entry per node, `None` where a node
+    /// staged nothing, another rotation, or did not answer. Refused while a
+    /// rotation or reshare session runs on any node (named; it ends by
+    /// itself).
+    async fn staged_everywhere(
+        &self,
+        rec: &KeyRecord,
+        committee: &[NodeName],
+        next: u64,
+    ) -> Result<Vec<Option<StagedEpoch>>, NodeError> {
+        let key_id = &rec.key_id;
+        let answers: Vec<_> = self
+            .committee_status(rec)
+            .await
+            .into_iter()
+            .map(|(n, answer)| match answer {
+                Ok(Outcome::ShareStatus {
+                    epoch, maintenance, ..
+                }) => Some((n, epoch, maintenance)),
+                _ => None,
+            })
+            .collect();
+        if let Some((n, _, _)) = answers.iter().flatten().find(|(_, _, m)| m.running) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "another rotation or reshare of key {key_id} is in progress on node {n}; retry \
+                 when it ends"
+            )));
+        }
+        let staged: Vec<Option<StagedEpoch>> = answers
+            .iter()
+            .map(|a| match a {
+                Some((_, Some(e), m)) if *e == rec.epoch => {
+                    m.staged.filter(|s| s.epoch == next && !s.reshare)
+                }
+                _ => None,
+            })
+            .collect();
+        let same = |a: &StagedEpoch, b: &StagedEpoch| a.epoch == b.epoch && a.proof == b.proof;
+        let first = staged.first().copied().flatten();
+        let all_same = staged.len() == committee.len()
+            && staged
+                .iter()
+                .all(|s| matches!((s, &first), (Some(s), Some(f)) if same(s, f)));
+        if all_same {
+            Ok(staged)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// After a failed refresh: "activating" the epoch that is already active
@@ -364,7 +429,8 @@ impl Node {
             return self.activate_generated(&rec, eid, epoch, proof);
         }
         if rec.epoch == epoch && rec.rotation != Some(proof) {
-            if self.store.discard_staged(key_id, eid.as_bytes())? {
+            let window = self.timeouts.release_window();
+            if self.store.discard_staged(key_id, eid.as_bytes(), window)? {
                 tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
             }
             return Ok(Outcome::Activated);

@@ -180,11 +180,7 @@ impl Node {
             let fresh = self.key(key_id)?;
             let moved = fresh.epoch != rec.epoch;
             let mismatch = e.reason() == Reason::EpochMismatch;
-            let culprits: Vec<NodeName> = e
-                .culprits()
-                .into_iter()
-                .filter(|n| *n != self.name)
-                .collect();
+            let culprits = self.culprits(&e);
             if moved || (mismatch && !retried_mismatch) {
                 retried_mismatch |= mismatch;
                 tracing::info!(
@@ -211,6 +207,21 @@ impl Node {
             last = Some(e);
         }
         Err(last.unwrap_or_else(|| NodeError::Internal("no signing attempt ran".into())))
+    }
+
+    /// The other nodes a failed signing session is pinned on (see
+    /// `NodeError::culprits`). A participant that refused to sign with this
+    /// node (it banned this node for the key) is one: signing goes on
+    /// without it.
+    fn culprits(&self, e: &NodeError) -> Vec<NodeName> {
+        let mut culprits = e.culprits();
+        if culprits.contains(&self.name) {
+            if let NodeError::At { node, .. } = e {
+                culprits.push(node.clone());
+            }
+        }
+        culprits.retain(|n| *n != self.name);
+        culprits
     }
 
     /// The committee as signing candidates: ourselves first, then the others
@@ -389,14 +400,17 @@ impl Node {
             // checked path brings it up to date), one that holds this request
             // signed (the checked path returns that signature), or a refusal
             // that the checked path meets again.
+            // Or a participant that failed the session (blamed, or refusing
+            // to sign with this node): the checked path signs without it.
             (Ok(()), Err(e))
                 if e.reason().is_transit()
                     || e.reason().is_precondition()
-                    || matches!(e.reason(), Reason::Unavailable | Reason::Paused) =>
+                    || matches!(e.reason(), Reason::Unavailable | Reason::Paused)
+                    || !self.culprits(&e).is_empty() =>
             {
                 // A participant that stalled or could not be reached is
                 // avoided by the checked path and by the next requests.
-                self.suspect_for_key(&request.key_id, &e.culprits());
+                self.suspect_for_key(&request.key_id, &self.culprits(&e));
                 Attempt::GaveWay(e.to_string())
             }
             (Ok(()), Err(e)) => Attempt::Failed(e),

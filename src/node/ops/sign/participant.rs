@@ -9,6 +9,7 @@ use crate::node::faults;
 use crate::node::request::{ClientAuth, SignRequest};
 use crate::node::{committee_of, names, now_unix, Node, NodeError, Outcome, Proposal};
 use crate::protocol::scheme;
+use crate::protocol::sign::Misbehave;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
 
@@ -69,6 +70,7 @@ impl Node {
                     .ok_or_else(|| NodeError::InvalidArgument("too many parties".into()))?;
                 signers.push(idx);
             }
+            self.check_not_banned(key_id, participants)?;
             let committee = committee_of(&rec)?;
             let expected = super::eid(request, epoch, participants, &p.nonce);
             if p.eid != expected {
@@ -213,9 +215,15 @@ impl Node {
             }));
         }
         #[cfg(feature = "fault-injection")]
-        let corrupt = faults::tampers(&self.name, faults::points::CORRUPT_SIGN_SHARE);
+        let corrupt = if faults::tampers(&self.name, faults::points::CORRUPT_SIGN_SHARE) {
+            Misbehave::CorruptShare
+        } else if faults::tampers(&self.name, faults::points::TAMPER_SIGN_OT) {
+            Misbehave::TamperOt
+        } else {
+            Misbehave::No
+        };
         #[cfg(not(feature = "fault-injection"))]
-        let corrupt = false;
+        let corrupt = Misbehave::No;
         #[cfg(feature = "fault-injection")]
         if faults::tampers(&self.name, faults::points::STALL_SIGN) {
             std::future::pending::<()>().await;
@@ -257,7 +265,10 @@ impl Node {
                     blamed,
                 })
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.ban_on_fault(key_id, &p.eid, &e);
+                Err(e)
+            }
         }
     }
 

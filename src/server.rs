@@ -65,7 +65,7 @@ impl Listeners {
         let b = |addr| async move {
             let give_up = tokio::time::Instant::now() + BIND_RETRY_FOR;
             loop {
-                match TcpListener::bind(addr).await {
+                match listen(addr) {
                     Ok(l) => return Ok(l),
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                         if tokio::time::Instant::now() >= give_up {
@@ -85,6 +85,27 @@ impl Listeners {
             client: b(client).await?,
         })
     }
+}
+
+/// Connections the kernel queues for a listener before this node accepts
+/// them (capped by net.core.somaxconn): deep enough that a flood of
+/// connections that never finish their handshake, accepted and cut as fast
+/// as they come, does not make a real peer's connection wait for a SYN
+/// retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr`. SO_REUSEADDR lets a restarted node bind while the
+/// previous process's connections on the port linger in TIME_WAIT (it
+/// never lets two listeners share the port).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A node serving in the background.

@@ -411,7 +411,7 @@ async fn kill_9_of_the_rotation_coordinator_at_ten_moments_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigstop_of_a_committee_node_for_20_s_fails_no_request() {
+async fn sigstop_of_a_committee_node_fails_no_request() {
     let p = Procs::start().await;
     let load = Load::start(&p, 0, 2, Duration::from_millis(50));
     settle(Duration::from_secs(2)).await;
@@ -421,12 +421,23 @@ async fn sigstop_of_a_committee_node_for_20_s_fails_no_request() {
     p.signal(1, "-CONT");
     let to = Instant::now();
     settle(Duration::from_secs(3)).await;
+    // Then c, which a's sessions do not need (a signs with b): a must not
+    // wait for c's status answer while b waits for a.
+    let c_from = Instant::now();
+    p.signal(2, "-STOP");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    p.signal(2, "-CONT");
+    let c_to = Instant::now();
+    settle(Duration::from_secs(3)).await;
     let samples = load.stop().await;
-    let failed = report(
-        "SIGSTOP of b for 20 s, load through a",
-        &samples,
-        (from, to),
-    );
+    let (first, second): (Vec<Sample>, Vec<Sample>) =
+        samples.into_iter().partition(|s| s.0 < c_from);
+    let mut failed = report("SIGSTOP of b for 20 s, load through a", &first, (from, to));
+    failed.extend(report(
+        "SIGSTOP of c (outside a's signer set) for 10 s",
+        &second,
+        (c_from, c_to),
+    ));
     assert!(
         failed.is_empty(),
         "{} failed: {failed:?}\nnode errors: {:#?}",
@@ -654,8 +665,10 @@ async fn two_thousand_half_open_connections_while_a_node_restarts_fail_no_reques
     }
     p.terminate(2);
     p.spawn(2);
-    // c coordinates a signature (with a first) and a rotation (with every
-    // node): both need c's new connections to a.
+    // c coordinates a signature and a rotation: the rotation runs a session
+    // with every committee node, so it needs c's new connections to a (and
+    // a's to c). Whether c's first signature has a or b as co-signer depends
+    // on how fast a's handshake goes on a busy machine, so it is printed.
     let d = [0x5a; 32];
     let resp =
         p.c.client(2, CLIENT)
@@ -663,9 +676,6 @@ async fn two_thousand_half_open_connections_while_a_node_restarts_fail_no_reques
             .sign("k", d, "", "")
             .await
             .unwrap();
-    let mut signers = resp.participants.clone();
-    signers.sort();
-    assert_eq!(signers, ["a", "c"], "{resp:?}");
     let r = p.c.client(2, ADMIN).unwrap().rotate_key("k").await.unwrap();
     while from.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -678,10 +688,13 @@ async fn two_thousand_half_open_connections_while_a_node_restarts_fail_no_reques
     settle(Duration::from_secs(2)).await;
     let samples = load.stop().await;
     eprintln!(
-        "{} half-open connections opened in 30 s; c restarted, signed with a, rotated to epoch {}",
+        "{} half-open connections opened in 30 s; c restarted, signed with {:?}, rotated every \
+         node to epoch {}",
         opened.load(Ordering::Relaxed),
+        resp.participants,
         r.new_epoch
     );
+    assert_eq!(r.new_epoch, 1, "{r:?}");
     let failed = report(
         "2,000 half-open connections to a's peer port for 30 s, c restarting",
         &samples,

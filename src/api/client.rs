@@ -133,7 +133,12 @@ pub(crate) fn code_name(c: tonic::Code) -> &'static str {
         Aborted => "aborted",
         ResourceExhausted => "resource exhausted",
         DataLoss => "data loss",
-        _ => "error",
+        Internal => "internal",
+        Unknown => "unknown",
+        Cancelled => "cancelled",
+        Unimplemented => "unimplemented",
+        OutOfRange => "out of range",
+        Ok => "ok",
     }
 }
 

@@ -94,7 +94,14 @@ pub(super) async fn load(
                                 .map_err(|e| format!("bad signature: {e}"))
                         }
                         Ok(_) => Err("signed under another public key".to_owned()),
-                        Err(e) => Err(error_kind(&e)),
+                        Err(e) => {
+                            let kind = error_kind(&e);
+                            if !lock(&errors).contains_key(&kind) {
+                                // The first of each kind, in full (on stderr).
+                                eprintln!("  first {kind} error: {e}");
+                            }
+                            Err(kind)
+                        }
                     };
                     lock(&samples).push(Sample {
                         at: t.duration_since(started),

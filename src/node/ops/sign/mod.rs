@@ -5,9 +5,11 @@
 //! in `participant.rs`; the checks that run beside a signature in `checks.rs`.
 
 mod checks;
+mod overlapped;
 mod participant;
 
 pub(crate) use checks::Gates;
+use overlapped::Attempt;
 
 use super::OpKind;
 use crate::domain::{ExecutionId, NodeName};
@@ -325,98 +327,6 @@ impl Node {
         self.run_sign(request, auth, rec, &participants, None).await
     }
 
-    /// Signs with `participants` while the checks the checked path makes
-    /// first run alongside: the status probe of every committee node (each
-    /// participant must answer at the key's epoch; any node's ledger may
-    /// already hold this request) and, for a slot, the watermark gossip.
-    /// This node admits the session (claims the eid, writes its ledger
-    /// entry and watermark) and sends its first message only once they
-    /// passed, and no signature can be assembled without it. The other
-    /// participants start meanwhile, so the probe's round trip overlaps
-    /// theirs instead of preceding the session.
-    #[allow(clippy::too_many_arguments)]
-    async fn sign_overlapped(
-        &self,
-        request: &SignRequest,
-        auth: &ClientAuth,
-        rec: &KeyRecord,
-        committee: &[NodeName],
-        candidates: &[NodeName],
-        participants: &[NodeName],
-        charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
-    ) -> Attempt {
-        let (gate, gate_rx) = tokio::sync::oneshot::channel();
-        let others: Vec<NodeName> = committee
-            .iter()
-            .filter(|n| !participants.contains(n))
-            .cloned()
-            .collect();
-        let checks = async {
-            // Participants are never recently down (they were picked among
-            // the unsuspected); other such nodes are not probed again yet.
-            let skipped = self.recently_down();
-            let candidates: Vec<NodeName> = candidates
-                .iter()
-                .filter(|c| !skipped.contains(c))
-                .cloned()
-                .collect();
-            let candidates = candidates.as_slice();
-            let probe = self.probe(rec, candidates, true, Some(request.request_id.as_str()));
-            let gossip = async {
-                if request.slot.is_some() {
-                    self.gossip_watermark(request, auth, &others).await
-                } else {
-                    Ok(())
-                }
-            };
-            let ((down, ledgers), gossiped) = tokio::join!(probe, gossip);
-            self.note_reachability(candidates, &down);
-            let verdict = (|| {
-                for (n, entry) in &ledgers {
-                    match self.recorded(request, entry, rec, Some(n)) {
-                        Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
-                        Ok(None) => {}
-                        Err(e) => return Err(Attempt::Failed(e)),
-                    }
-                }
-                gossiped.map_err(Attempt::Failed)?;
-                if let Some((n, why)) = down.iter().find(|(d, _)| participants.contains(d)) {
-                    return Err(Attempt::GaveWay(format!("node {n}: {why}")));
-                }
-                charge().map_err(Attempt::Failed)
-            })();
-            let _ = gate.send(verdict.is_ok());
-            verdict
-        };
-        let (signed, verdict) = tokio::join!(
-            self.run_sign(request, auth, rec, participants, Some(gate_rx)),
-            checks
-        );
-        match (verdict, signed) {
-            // The checks stopped our session before this node joined it.
-            (Err(attempt), _) => attempt,
-            (Ok(()), Ok(outcome)) => Attempt::Done(Box::new(outcome)),
-            // A participant down or slow; one behind on the key's epoch (the
-            // checked path brings it up to date), one that holds this request
-            // signed (the checked path returns that signature), or a refusal
-            // that the checked path meets again.
-            // Or a participant that failed the session (blamed, or refusing
-            // to sign with this node): the checked path signs without it.
-            (Ok(()), Err(e))
-                if e.reason().is_transit()
-                    || e.reason().is_precondition()
-                    || matches!(e.reason(), Reason::Unavailable | Reason::Paused)
-                    || !self.culprits(&e).is_empty() =>
-            {
-                // A participant that stalled or could not be reached is
-                // avoided by the checked path and by the next requests.
-                self.suspect_for_key(&request.key_id, &self.culprits(&e));
-                Attempt::GaveWay(e.to_string())
-            }
-            (Ok(()), Err(e)) => Attempt::Failed(e),
-        }
-    }
-
     /// Proposes the signing session to `participants` (ourselves first) and
     /// returns the signature. With `gate`, this node admits the session
     /// only once the gate says yes.
@@ -480,12 +390,4 @@ impl Node {
             epoch: rec.epoch,
         })
     }
-}
-
-/// How a signing attempt on the overlapped path ended.
-enum Attempt {
-    Done(Box<SignOutcome>),
-    Failed(NodeError),
-    /// Nothing was signed; the checked path should run.
-    GaveWay(String),
 }

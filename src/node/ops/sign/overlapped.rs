@@ -120,7 +120,11 @@ impl Node {
         Vec<(NodeName, crate::storage::LedgerEntry)>,
     ) {
         let rid = Some(request.request_id.as_str());
-        let bound = self.timeouts.sign_round().checked_div(4).unwrap_or_default();
+        let bound = self
+            .timeouts
+            .sign_round()
+            .checked_div(4)
+            .unwrap_or_default();
         let (inside, outside): (Vec<NodeName>, Vec<NodeName>) = candidates
             .iter()
             .cloned()

@@ -134,6 +134,16 @@ impl Procs {
         assert!(ok, "kill {sig} {pid}");
     }
 
+    /// Fails the case if any request failed, showing the nodes' errors.
+    fn assert_none_failed(&self, failed: &[String]) {
+        assert!(
+            failed.is_empty(),
+            "{} failed: {failed:?}\nnode errors: {:#?}",
+            failed.len(),
+            self.problems()
+        );
+    }
+
     /// kill -9 and reap.
     fn kill(&mut self, i: usize) {
         let mut child = self.procs[i].take().unwrap();
@@ -402,12 +412,7 @@ async fn kill_9_of_the_rotation_coordinator_at_ten_moments_fails_no_request() {
         &samples,
         (from, to),
     );
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -438,12 +443,7 @@ async fn sigstop_of_a_committee_node_fails_no_request() {
         &second,
         (c_from, c_to),
     ));
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -496,12 +496,7 @@ async fn rolling_restarts_and_certificate_reloads_fail_no_request() {
         &during_certs,
         (cert_from, cert_to),
     ));
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -556,12 +551,7 @@ async fn ctrl_c_of_keys_rotate_never_pauses_signing_and_the_next_rotation_runs_a
         &samples,
         (from, to),
     );
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -607,12 +597,7 @@ async fn a_reshare_and_a_repair_under_load_fail_no_request() {
         &later,
         (repair_from, repair_to),
     ));
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -635,12 +620,7 @@ async fn a_blackhole_of_one_nodes_peer_plane_for_20_s_fails_no_request() {
         &samples,
         (from, to),
     );
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -700,10 +680,5 @@ async fn two_thousand_half_open_connections_while_a_node_restarts_fail_no_reques
         &samples,
         (from, to),
     );
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\nnode errors: {:#?}",
-        failed.len(),
-        p.problems()
-    );
+    p.assert_none_failed(&failed);
 }

@@ -28,16 +28,9 @@ async fn a_cosigner_caught_tampering_with_ot_data_is_banned_until_an_admin_clear
     // b, listed second, tampers with its OT data: a (coordinating) signs
     // with it first, a's engine names b, and a signs again with c.
     faults::arm("b", points::TAMPER_SIGN_OT);
-    let d = [0x61; 32];
-    let resp = c
-        .client(0, CLIENT)
-        .unwrap()
-        .sign("k", d, "", "")
-        .await
-        .unwrap();
+    let signers = signed_by(&c, 0, 0x61, &info.public_key).await;
     faults::disarm_all();
-    check_signature(&resp, &d, &info.public_key);
-    assert_eq!(sorted(&resp.participants), ["a", "c"], "{resp:?}");
+    assert_eq!(signers, ["a", "c"]);
     let shown = c.client(0, ADMIN).unwrap().get_key("k").await.unwrap();
     assert_eq!(shown.bans.len(), 1, "{:?}", shown.bans);
     assert!(
@@ -53,15 +46,7 @@ async fn a_cosigner_caught_tampering_with_ot_data_is_banned_until_an_admin_clear
 
     // b, behaving now, coordinates: a refuses to sign with it, so b signs
     // with c. b's own word never bans anyone.
-    let d = [0x62; 32];
-    let resp = c
-        .client(1, CLIENT)
-        .unwrap()
-        .sign("k", d, "", "")
-        .await
-        .unwrap();
-    check_signature(&resp, &d, &info.public_key);
-    assert_eq!(sorted(&resp.participants), ["b", "c"], "{resp:?}");
+    assert_eq!(signed_by(&c, 1, 0x62, &info.public_key).await, ["b", "c"]);
 
     // One admin cannot clear the bans; two of the quorum can, on every node.
     let e = c
@@ -84,20 +69,27 @@ async fn a_cosigner_caught_tampering_with_ot_data_is_banned_until_an_admin_clear
     let shown = c.client(0, ADMIN).unwrap().get_key("k").await.unwrap();
     assert!(shown.bans.is_empty(), "{:?}", shown.bans);
     // a signs with b again.
-    let d = [0x63; 32];
+    assert_eq!(signed_by(&c, 0, 0x63, &info.public_key).await, ["a", "b"]);
+    c.stop().await;
+}
+
+/// Signs digest [byte; 32] through node `coord`, checks the signature, and
+/// returns the signers, sorted.
+async fn signed_by(
+    c: &thresig::cluster::LocalCluster,
+    coord: usize,
+    byte: u8,
+    pk: &[u8],
+) -> Vec<String> {
+    let d = [byte; 32];
     let resp = c
-        .client(0, CLIENT)
+        .client(coord, CLIENT)
         .unwrap()
         .sign("k", d, "", "")
         .await
         .unwrap();
-    check_signature(&resp, &d, &info.public_key);
-    assert_eq!(sorted(&resp.participants), ["a", "b"], "{resp:?}");
-    c.stop().await;
-}
-
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
-    v.sort();
-    v
+    check_signature(&resp, &d, pk);
+    let mut signers = resp.participants;
+    signers.sort();
+    signers
 }

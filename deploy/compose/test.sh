@@ -22,8 +22,12 @@ if ! docker info >/dev/null 2>&1; then
   echo "compose test: SKIPPED (no Docker engine answers: docker info failed)"
   exit 0
 fi
-if ! command -v docker-compose >/dev/null 2>&1; then
-  echo "compose test: SKIPPED (docker-compose is not installed)"
+if command -v docker-compose >/dev/null 2>&1; then
+  dc=(docker-compose)
+elif docker compose version >/dev/null 2>&1; then
+  dc=(docker compose)
+else
+  echo "compose test: SKIPPED (neither docker-compose nor the docker compose plugin is installed)"
   exit 0
 fi
 
@@ -35,7 +39,7 @@ if [ -z "${THRESIG_IMAGE:-}" ]; then
   export THRESIG_IMAGE="thresig:compose-test-$$"
   built_image="$THRESIG_IMAGE"
 fi
-compose() { docker-compose -f "$here/docker-compose.yml" "$@"; }
+compose() { "${dc[@]}" -f "$here/docker-compose.yml" "$@"; }
 cleanup() {
   local rc=$?
   if [ "$rc" != 0 ]; then

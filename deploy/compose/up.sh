@@ -22,11 +22,18 @@ repo="$(cd "$here/../.." && pwd)"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-thresig}"
 export THRESIG_SUBNET="${THRESIG_SUBNET:-10.213.37}"
 export THRESIG_IMAGE="${THRESIG_IMAGE:-thresig:latest}"
-compose() { docker-compose -f "$here/docker-compose.yml" "$@"; }
 say() { echo "== $*" >&2; }
 
 docker info >/dev/null 2>&1 || { echo "up.sh: no Docker engine answers (docker info failed)" >&2; exit 1; }
-command -v docker-compose >/dev/null || { echo "up.sh: docker-compose is not installed" >&2; exit 1; }
+if command -v docker-compose >/dev/null 2>&1; then
+  dc=(docker-compose)
+elif docker compose version >/dev/null 2>&1; then
+  dc=(docker compose)
+else
+  echo "up.sh: neither docker-compose nor the docker compose plugin is installed" >&2
+  exit 1
+fi
+compose() { "${dc[@]}" -f "$here/docker-compose.yml" "$@"; }
 
 bin="${THRESIG_BIN:-}"
 if [ -z "$bin" ]; then

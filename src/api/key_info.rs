@@ -29,15 +29,7 @@ pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
 /// "name (since Unix S, session EID: reason)".
 pub(crate) fn key_info_here(node: &Node, rec: &KeyRecord) -> apb::KeyInfo {
     let bans = match node.store().bans(&rec.key_id) {
-        Ok(bans) => bans
-            .into_iter()
-            .map(|b| {
-                format!(
-                    "{} (since Unix {}, session {}: {})",
-                    b.node, b.since_unix, b.eid, b.reason
-                )
-            })
-            .collect(),
+        Ok(bans) => bans.iter().map(ToString::to_string).collect(),
         Err(e) => vec![format!("? (the bans could not be read: {e})")],
     };
     apb::KeyInfo {

@@ -76,9 +76,9 @@ impl Node {
             Some(b) => Err(NodeError::Blamed {
                 node: NodeName::parse(&b.node).map_err(|e| NodeError::Internal(e.to_string()))?,
                 reason: format!(
-                    "node {} is banned for key {key} at node {} since Unix {} (session {}: {}); \
-                     an admin clears it with `thresig keys unban`",
-                    b.node, self.name, b.since_unix, b.eid, b.reason
+                    "banned for key {key} at node {}: {b}; an admin clears it with `thresig keys \
+                     unban`",
+                    self.name
                 ),
             }),
             None => Ok(()),

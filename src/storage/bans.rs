@@ -25,6 +25,17 @@ pub struct Ban {
     pub reason: String,
 }
 
+impl std::fmt::Display for Ban {
+    /// "name (since Unix S, session EID: reason)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (since Unix {}, session {}: {})",
+            self.node, self.since_unix, self.eid, self.reason
+        )
+    }
+}
+
 fn slot(key: &KeyId, node: &str) -> String {
     format!("{key}\u{0}{node}")
 }

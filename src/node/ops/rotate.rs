@@ -187,34 +187,21 @@ impl Node {
         // be released by its coordinator (a failed refresh whose release is
         // on its way): it is finished only once every node has closed the
         // window, so a release and this activation never both happen.
-        let mut waited = false;
-        let staged = loop {
-            let staged = self.staged_everywhere(rec, &committee, next).await?;
-            let open = staged
-                .iter()
-                .flatten()
-                .map(|s| s.release_open_for)
-                .max()
-                .unwrap_or_default();
-            if open.is_zero() || waited {
-                break staged;
-            }
+        let mut staged = self.staged_everywhere(rec, &committee, next).await?;
+        let open = release_open(&staged);
+        if !open.is_zero() {
             tracing::info!(
                 key = %key_id,
                 wait_ms = open.as_millis(),
                 "a staged rotation may still be released by its coordinator; waiting",
             );
             tokio::time::sleep(open.min(self.timeouts.release_window())).await;
-            waited = true;
-        };
-        let Some(StagedEpoch { epoch, proof, .. }) = staged.first().copied().flatten() else {
+            staged = self.staged_everywhere(rec, &committee, next).await?;
+        }
+        let Some(StagedEpoch { epoch, proof, .. }) = staged.first().copied() else {
             return Ok(false);
         };
-        if staged
-            .iter()
-            .flatten()
-            .any(|s| !s.release_open_for.is_zero())
-        {
+        if !release_open(&staged).is_zero() {
             // Its coordinator may still activate it: replacing it now could
             // leave some nodes on it and the others without it.
             return Err(NodeError::Unavailable(format!(
@@ -253,8 +240,8 @@ impl Node {
     }
 
     /// The rotation to `next` each committee node staged at `rec`'s epoch,
-    /// if every node answered with the same one (ignoring how long each
-    /// still lets it be released): one entry per node, `None` where a node
+    /// one entry per node, if every node answered with the same one
+    /// (ignoring how long each still lets it be released); empty if any node
     /// staged nothing, another rotation, or did not answer. Refused while a
     /// rotation or reshare session runs on any node (named; it ends by
     /// itself).
@@ -263,7 +250,7 @@ impl Node {
         rec: &KeyRecord,
         committee: &[NodeName],
         next: u64,
-    ) -> Result<Vec<Option<StagedEpoch>>, NodeError> {
+    ) -> Result<Vec<StagedEpoch>, NodeError> {
         let key_id = &rec.key_id;
         let answers: Vec<_> = self
             .committee_status(rec)
@@ -291,14 +278,14 @@ impl Node {
                 _ => None,
             })
             .collect();
-        let same = |a: &StagedEpoch, b: &StagedEpoch| a.epoch == b.epoch && a.proof == b.proof;
-        let first = staged.first().copied().flatten();
-        let all_same = staged.len() == committee.len()
-            && staged
-                .iter()
-                .all(|s| matches!((s, &first), (Some(s), Some(f)) if same(s, f)));
-        if all_same {
-            Ok(staged)
+        let Some(Some(first)) = staged.first().copied() else {
+            return Ok(Vec::new());
+        };
+        let same = |s: &Option<StagedEpoch>| {
+            s.is_some_and(|s| s.epoch == first.epoch && s.proof == first.proof)
+        };
+        if staged.len() == committee.len() && staged.iter().all(same) {
+            Ok(staged.into_iter().flatten().collect())
         } else {
             Ok(Vec::new())
         }
@@ -478,6 +465,15 @@ impl Node {
         faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;
         Ok(Outcome::Activated)
     }
+}
+
+/// How much longer the last of `staged`'s nodes lets the rotation be released.
+fn release_open(staged: &[StagedEpoch]) -> std::time::Duration {
+    staged
+        .iter()
+        .map(|s| s.release_open_for)
+        .max()
+        .unwrap_or_default()
 }
 
 /// The group key recorded in a record's public key package (compressed).

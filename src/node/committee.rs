@@ -80,9 +80,27 @@ impl Node {
         }
     }
 
-    /// Probes `nodes` concurrently; returns those that did not answer, with why.
+    /// Probes `nodes` concurrently; returns those that did not answer, with
+    /// why. A node that misses the first probe is probed once more: the
+    /// callers start key maintenance, which a node slow to connect on a busy
+    /// host (its connection attempt goes on between the probes) should not
+    /// fail, and one more probe timeout costs an admin command little.
     pub(crate) async fn unreachable(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
-        let probes = nodes.iter().filter(|n| **n != self.name).map(|n| {
+        let others: Vec<NodeName> = nodes.iter().filter(|n| **n != self.name).cloned().collect();
+        let missed: Vec<NodeName> = self
+            .probe_all(&others)
+            .await
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if missed.is_empty() {
+            return Vec::new();
+        }
+        self.probe_all(&missed).await
+    }
+
+    async fn probe_all(&self, nodes: &[NodeName]) -> Vec<(NodeName, String)> {
+        let probes = nodes.iter().map(|n| {
             let call = self.net.ping(n);
             let timeout = self.timeouts.ping;
             let n = n.clone();

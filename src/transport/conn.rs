@@ -214,8 +214,17 @@ fn check_client(
     Ok(id)
 }
 
+/// How many times the connector tries a connection whose attempt timed out.
+/// Nothing was sent on an attempt that timed out, so trying again is safe for
+/// every call; and a SYN or handshake flight lost to a full backlog or a
+/// starved peer is often answered at once by a fresh attempt, where waiting
+/// longer on the first would wait for the kernel's retransmit.
+const CONNECT_ATTEMPTS: u32 = 2;
+
 /// A lazily connected channel to node `server` at `addr`. The server must
 /// present a certificate for DNS name `server` and identity `node/<server>`.
+/// Each connection attempt may take `connect_timeout`; one that times out is
+/// tried once more (`CONNECT_ATTEMPTS`).
 pub fn dial(
     addr: SocketAddr,
     server: NodeName,
@@ -225,7 +234,11 @@ pub fn dial(
 ) -> Result<Channel, tonic::transport::Error> {
     let tls: super::tls::ClientTls = tls.into();
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(connect_timeout)
+        .connect_timeout(
+            connect_timeout
+                .saturating_mul(CONNECT_ATTEMPTS)
+                .saturating_add(Duration::from_millis(100)),
+        )
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -237,38 +250,57 @@ pub fn dial(
         // request is cancelled (a session abandoned mid-round), an inline
         // handshake would stall half-done and fail the channel's next request
         // with a stale connect timeout, seconds later.
-        let handshake = tokio::spawn(tokio::time::timeout(connect_timeout, async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(server.as_str().to_owned())?;
-            let io = tokio_rustls::TlsConnector::from(tls.get())
-                .connect(name, tcp)
-                .await?;
-            let cert = io
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .ok_or(IdentityError::NoCertificate)?;
-            let id = identity_of(cert, &td)?;
-            if id.role != Role::Node || id.name != server {
-                return Err::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    format!("dialed node {server} at {addr} but it presented {id}").into(),
-                );
+        let handshake = tokio::spawn(async move {
+            for _ in 0..CONNECT_ATTEMPTS {
+                let attempt = connect_node(addr, &server, tls.get(), &td);
+                if let Ok(done) = tokio::time::timeout(connect_timeout, attempt).await {
+                    return Some(done);
+                }
             }
-            Ok(TokioIo::new(io))
-        }));
+            None
+        });
         async move {
-            type BoxError = Box<dyn std::error::Error + Send + Sync>;
             match handshake.await {
-                Ok(Ok(connected)) => connected,
-                Ok(Err(_)) => Err::<_, BoxError>(
-                    format!("connecting to node {server_name} timed out after {connect_timeout:?}")
-                        .into(),
+                Ok(Some(connected)) => connected,
+                Ok(None) => Err::<_, BoxError>(
+                    format!(
+                        "connecting to node {server_name} timed out \
+                         ({CONNECT_ATTEMPTS} attempts of {connect_timeout:?})"
+                    )
+                    .into(),
                 ),
                 Err(e) => Err(e.into()),
             }
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One connection attempt: TCP, TLS, and a check that the server is node
+/// `server`.
+async fn connect_node(
+    addr: SocketAddr,
+    server: &NodeName,
+    tls: Arc<rustls::ClientConfig>,
+    trust_domain: &str,
+) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(server.as_str().to_owned())?;
+    let io = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    let cert = io
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or(IdentityError::NoCertificate)?;
+    let id = identity_of(cert, trust_domain)?;
+    if id.role != Role::Node || id.name != *server {
+        return Err(format!("dialed node {server} at {addr} but it presented {id}").into());
+    }
+    Ok(TokioIo::new(io))
 }

@@ -138,8 +138,8 @@ impl LocalCluster {
             let name = NodeName::parse(n).map_err(|e| ClusterError::Other(e.to_string()))?;
             peers.push(Peer {
                 name,
-                peer_addr: a.dial,
-                client_addr: a.client,
+                peer_addr: a.dial.into(),
+                client_addr: a.client.into(),
             });
         }
         let policy = root.join("policy.toml");

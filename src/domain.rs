@@ -24,6 +24,11 @@ pub enum DomainError {
     DigestHex,
     #[error("unknown key type {0:?}: use secp256k1 or p256")]
     KeyType(String),
+    #[error(
+        "invalid address {0:?}: use HOST:PORT, where HOST is an IP address ([..] around IPv6) \
+         or a DNS name"
+    )]
+    HostPort(String),
 }
 
 /// The signature scheme of a key: ECDSA on secp256k1 (the default) or on
@@ -128,6 +133,76 @@ impl fmt::Display for NodeName {
 }
 
 impl FromStr for NodeName {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Where to reach a node: an IP address or a DNS name, and a port. A name is
+/// resolved at each connection attempt, so a node that moves (a pod that is
+/// rescheduled) is found at its new address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let bad = || DomainError::HostPort(raw.to_owned());
+        if let Ok(a) = raw.parse::<std::net::SocketAddr>() {
+            return Ok(a.into());
+        }
+        let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let name = host.strip_suffix('.').unwrap_or(host);
+        if port == 0 || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The host as a resolver takes it (an IPv6 address without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl From<std::net::SocketAddr> for HostPort {
+    fn from(a: std::net::SocketAddr) -> Self {
+        Self {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for HostPort {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
@@ -359,5 +434,46 @@ mod tests {
             Digest32::from_hex(&"ab".repeat(31)).unwrap_err(),
             DomainError::DigestLength(31)
         );
+    }
+
+    #[test]
+    fn host_port_takes_ips_and_dns_names_and_refuses_the_rest() {
+        for (raw, host, port, shown) in [
+            ("127.0.0.1:7400", "127.0.0.1", 7400, "127.0.0.1:7400"),
+            ("[::1]:7400", "::1", 7400, "[::1]:7400"),
+            (
+                "a.thresig.svc.cluster.local:7400",
+                "a.thresig.svc.cluster.local",
+                7400,
+                "a.thresig.svc.cluster.local:7400",
+            ),
+            ("Signer-B:1", "signer-b", 1, "signer-b:1"),
+        ] {
+            let a = HostPort::parse(raw).unwrap();
+            assert_eq!(
+                (a.host(), a.port(), a.to_string().as_str()),
+                (host, port, shown),
+                "{raw}"
+            );
+        }
+        for raw in [
+            "a",
+            "a:",
+            ":7400",
+            "a:0",
+            "a:70000",
+            "a b:1",
+            "-a:1",
+            "a..b:1",
+            "::1:7400",
+            "a/b:1",
+            "http://a:1",
+        ] {
+            assert_eq!(
+                HostPort::parse(raw),
+                Err(DomainError::HostPort(raw.into())),
+                "{raw}"
+            );
+        }
     }
 }

@@ -177,7 +177,7 @@ pub fn start(
         .peers
         .iter()
         .filter(|p| p.name != cfg.name)
-        .map(|p| (p.name.clone(), p.peer_addr))
+        .map(|p| (p.name.clone(), p.peer_addr.clone()))
         .collect();
     let net = GrpcPeerNet::new(
         &peers,
@@ -218,7 +218,10 @@ pub fn start(
             source,
         })?;
     let (stop, stopped) = watch::channel(false);
-    let metrics = Arc::new(crate::telemetry::Metrics::default());
+    let metrics = Arc::new(crate::telemetry::Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        crate::node::WIRE_VERSION,
+    ));
     let mut ops_addr = None;
     if let Some(addr) = cfg.listen_ops {
         let bind = |source| ServerError::Bind { addr, source };
@@ -226,12 +229,9 @@ pub fn start(
         std_listener.set_nonblocking(true).map_err(bind)?;
         ops_addr = Some(std_listener.local_addr().map_err(bind)?);
         let listener = TcpListener::from_std(std_listener).map_err(bind)?;
-        tokio::spawn(crate::api::ops::serve(
-            listener,
-            node.clone(),
-            metrics.clone(),
-            stopped.clone(),
-        ));
+        let ops = crate::api::ops::OpsState::new(node.clone(), metrics.clone(), Some(tls.clone()));
+        tokio::spawn(crate::api::ops::watch(ops.clone(), stopped.clone()));
+        tokio::spawn(crate::api::ops::serve(listener, ops, stopped.clone()));
     }
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -255,7 +255,9 @@ pub fn start(
         node: node.clone(),
         tls,
     };
-    let peer_svc = PeerService::new(node.clone()).into_server();
+    let peer_svc = PeerService::new(node.clone())
+        .with_tls(reloader.tls.clone())
+        .into_server();
     let peer_task = tokio::spawn(
         Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))

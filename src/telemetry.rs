@@ -1,6 +1,14 @@
 //! Tracing setup. Log lines never carry secret material: secret types have
 //! redacted `Debug`, and nothing formats shares or passphrases.
 
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -23,36 +31,244 @@ pub fn init(format: LogFormat, default: &str) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().try_init(),
+        // One flat object per line: the event's fields at the top level, the
+        // request's (op, request_id, key, client, eid) under "span".
+        LogFormat::Json => b
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
 
-/// Operation counters, rendered in the Prometheus text format on the ops
-/// plane. Labels carry no key material and no client input.
-#[derive(Debug, Default)]
+/// The node's metrics, in the Prometheus text format on the ops plane
+/// (`/metrics`), rendered by the Prometheus project's client library. Labels
+/// carry no key material and no client input beyond key ids and node names.
+/// The series and their meaning are listed in the README ("Metrics").
 pub struct Metrics {
-    counters: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    registry: Registry,
+    requests: Family<OpLabels, Counter>,
+    latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    sessions: Gauge,
+    key_reachable: Family<KeyLabel, Gauge>,
+    key_threshold: Family<KeyLabel, Gauge>,
+    key_state: Family<KeyStateLabels, Gauge>,
+    peer_up: Family<PeerLabel, Gauge>,
+    peer_rtt: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    cert_expiry: Family<CertLabel, Gauge>,
+    audit_valid: Gauge,
+    audit_entries: Gauge,
+    health_age: Gauge<f64, AtomicU64>,
 }
 
+type OpLabels = [(&'static str, &'static str); 2];
+type KeyLabel = [(&'static str, String); 1];
+type KeyStateLabels = [(&'static str, String); 2];
+type PeerLabel = [(&'static str, String); 1];
+type CertLabel = [(&'static str, &'static str); 1];
+
+/// Buckets of the latency histograms: 5 ms to about 20 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(env!("CARGO_PKG_VERSION"), 0)
+    }
+}
+
+/// The states a key gauge reports (one series each, 1 for the current one).
+const KEY_STATES: [&str; 5] = ["active", "frozen", "repairing", "joining", "generated"];
+
 impl Metrics {
-    /// Counts one `op` ("sign", "keygen", "rotate", "repair") with `outcome` ("ok" or a status code name).
-    pub fn count(&self, op: &'static str, outcome: &'static str) {
-        if let Ok(mut g) = self.counters.lock() {
-            *g.entry((op, outcome)).or_default() += 1;
+    /// `version` and `wire_version` go into `thresig_build_info`.
+    pub fn new(version: &str, wire_version: u32) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "thresig_requests",
+            "Client and admin requests this node answered, by operation and outcome (ok or a gRPC \
+             status name)",
+            requests.clone(),
+        );
+        let latency = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "thresig_request_duration_seconds",
+            "Time to answer a client or admin request, by operation and outcome",
+            latency.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "thresig_sessions_in_flight",
+            "Protocol sessions (sign, keygen, rotate, ...) running on this node",
+            sessions.clone(),
+        );
+        let key_reachable = Family::<KeyLabel, Gauge>::default();
+        registry.register(
+            "thresig_key_reachable_nodes",
+            "Committee nodes of the key that answered the last probe (this node included when the \
+             key is active here)",
+            key_reachable.clone(),
+        );
+        let key_threshold = Family::<KeyLabel, Gauge>::default();
+        registry.register(
+            "thresig_key_threshold",
+            "Nodes a signature of the key needs (t)",
+            key_threshold.clone(),
+        );
+        let key_state = Family::<KeyStateLabels, Gauge>::default();
+        registry.register(
+            "thresig_key_state",
+            "The key's state on this node: 1 for the current state, 0 for the others",
+            key_state.clone(),
+        );
+        let peer_up = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "thresig_peer_up",
+            "Whether the roster node answered the last ping on the peer plane",
+            peer_up.clone(),
+        );
+        let peer_rtt = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "thresig_peer_rtt_seconds",
+            "Round trip of the last ping to the roster node (absent while it does not answer)",
+            peer_rtt.clone(),
+        );
+        let cert_expiry = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "thresig_certificate_expiry_seconds",
+            "Seconds until this node's certificate (certificate=\"node\") or the CA that issued \
+             it (certificate=\"ca\") expires; negative once expired",
+            cert_expiry.clone(),
+        );
+        let audit_valid = Gauge::default();
+        registry.register(
+            "thresig_audit_chain_valid",
+            "1 if the last check of this node's audit chain found every entry intact, else 0",
+            audit_valid.clone(),
+        );
+        let audit_entries = Gauge::default();
+        registry.register(
+            "thresig_audit_entries",
+            "Entries in this node's audit chain at the last check",
+            audit_entries.clone(),
+        );
+        let health_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "thresig_probe_age_seconds",
+            "Age of the peer probe behind the key and peer series",
+            health_age.clone(),
+        );
+        let build = Family::<[(&'static str, String); 2], Gauge>::default();
+        build
+            .get_or_create(&[
+                ("version", version.to_owned()),
+                ("wire_version", wire_version.to_string()),
+            ])
+            .set(1);
+        registry.register(
+            "thresig_build_info",
+            "Always 1; the labels say which thresig version and wire version this node runs",
+            build,
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            sessions,
+            key_reachable,
+            key_threshold,
+            key_state,
+            peer_up,
+            peer_rtt,
+            cert_expiry,
+            audit_valid,
+            audit_entries,
+            health_age,
         }
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP thresig_requests_total Client and admin requests handled by this node as coordinator.\n# TYPE thresig_requests_total counter\n",
-        );
-        if let Ok(g) = self.counters.lock() {
-            for ((op, outcome), n) in g.iter() {
-                out.push_str(&format!(
-                    "thresig_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}\n"
-                ));
+    /// Counts one request of `op` ("sign", "keygen", "rotate", ...) that
+    /// ended with `outcome` ("ok" or a status code name) after `took`.
+    pub fn observe(&self, op: &'static str, outcome: &'static str, took: std::time::Duration) {
+        let labels = [("op", op), ("outcome", outcome)];
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Replaces the peer, key and session series with `h` (taken `age` ago).
+    pub fn set_health(&self, h: &crate::node::Health, age: std::time::Duration) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.sessions.set(count(h.sessions_in_flight));
+        self.health_age.set(age.as_secs_f64());
+        self.peer_up.clear();
+        self.peer_rtt.clear();
+        for n in h.nodes.iter().filter(|n| !n.this_node) {
+            let label = [("peer", n.name.to_string())];
+            self.peer_up
+                .get_or_create(&label)
+                .set(i64::from(n.answer.is_ok()));
+            if n.answer.is_ok() {
+                self.peer_rtt.get_or_create(&label).set(n.rtt.as_secs_f64());
             }
+        }
+        self.key_reachable.clear();
+        self.key_threshold.clear();
+        self.key_state.clear();
+        for k in &h.keys {
+            let key = [("key", k.key_id.to_string())];
+            self.key_reachable
+                .get_or_create(&key)
+                .set(count(k.reachable));
+            self.key_threshold
+                .get_or_create(&key)
+                .set(i64::from(k.threshold));
+            for state in KEY_STATES {
+                self.key_state
+                    .get_or_create(&[("key", k.key_id.to_string()), ("state", state.to_owned())])
+                    .set(i64::from(k.state == state));
+            }
+        }
+    }
+
+    /// Seconds until the node certificate and its CA expire.
+    pub fn set_cert_expiry(&self, node_left: i64, ca_left: i64) {
+        self.cert_expiry
+            .get_or_create(&[("certificate", "node")])
+            .set(node_left);
+        self.cert_expiry
+            .get_or_create(&[("certificate", "ca")])
+            .set(ca_left);
+    }
+
+    /// The result of the last audit chain check.
+    pub fn set_audit(&self, valid: bool, entries: u64) {
+        self.audit_valid.set(i64::from(valid));
+        self.audit_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics could not be rendered");
         }
         out
     }
 }
+
+/// The content type of `Metrics::render`.
+pub const METRICS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;

@@ -515,6 +515,7 @@ async fn b_reports_a_running_session(c: &thresig::cluster::LocalCluster, id: &Ke
         op: Operation::ShareStatus {
             key_id: id.clone(),
             request_id: None,
+            watermarks: false,
         },
     };
     match Hostile::as_node(c, 0).propose("b", status).await {

@@ -301,9 +301,18 @@ async fn ops_plane_serves_health_readiness_and_request_counters() {
         out
     };
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
-    let ready = get("/readyz");
+    // Ready once the node's first probe of its peers is in (it starts at once).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let r = get("/readyz");
+        if r.starts_with("HTTP/1.1 200") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < until, "never ready: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(
-        ready.starts_with("HTTP/1.1 200") && ready.contains("ready: 1 keys"),
+        ready.contains("\"ready\":true") && ready.contains("\"keys\":1"),
         "{ready}"
     );
     let metrics = get("/metrics");

@@ -101,10 +101,28 @@ async fn thresig_status_shows_a_down_node_and_the_keys_readiness() {
             .any(|l| l.starts_with("b ") && l.contains("yes")),
         "{text}"
     );
-    assert!(text.contains("2/2 ok"), "{text}");
+    assert!(text.contains("2/2 ok, AT RISK"), "{text}");
+    assert!(
+        text.contains("ATTENTION: 2 of 3 nodes reachable (DOWN: c); 1 of 1 keys can sign"),
+        "{text}"
+    );
+    // Certificate expiry: the answering node's own, and b's from its ping.
+    for n in ["a (answering) ", "b "] {
+        let row = text.lines().find(|l| l.starts_with(n)).unwrap();
+        assert!(row.contains("d)") && row.contains("-"), "{row}");
+    }
     let out = status(true);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["keys"][0]["ready"], 2);
     assert_eq!(doc["nodes"][2]["reachable"], false);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for i in [0, 1] {
+        let left = doc["nodes"][i]["cert_not_after_unix"].as_i64().unwrap() - now;
+        assert!(left > 300 * 86_400, "node {i}: {left} s left");
+    }
+    assert_eq!(doc["nodes"][2]["cert_not_after_unix"], 0);
     c.stop().await;
 }

@@ -30,6 +30,14 @@ fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
                 release_open_ms: u64::MAX,
             }),
             maintaining: false,
+            watermarks: vec![pb::SlotWatermark {
+                scope: "s".repeat(1000),
+                height: u64::MAX,
+                round: u64::MAX,
+                step: u64::MAX,
+                digest: vec![0xEE; 32],
+                request_id: "r".into(),
+            }],
         }),
         _ => R::Refusal(pb::Refusal {
             reason: pb::Reason::Paused.into(),

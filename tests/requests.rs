@@ -241,7 +241,7 @@ operations = ["read"]
         client_signature: vec![0; 64],
     };
     let ch = thresig::transport::dial(
-        c.configs[0].listen_client,
+        c.configs[0].listen_client.into(),
         NodeName::parse("a").unwrap(),
         thresig::transport::tls::client_config(&thresig::transport::tls::TlsFiles {
             ca: c.layout.ca_cert(),
@@ -251,7 +251,10 @@ operations = ["read"]
         })
         .unwrap(),
         "thresig.local".into(),
-        std::time::Duration::from_secs(3),
+        thresig::transport::Connect {
+            timeout: std::time::Duration::from_secs(3),
+            attempts: 1,
+        },
     )
     .unwrap();
     let mut signer = thresig::proto::signer::signer_client::SignerClient::new(ch);

@@ -101,11 +101,14 @@ async fn sender_is_the_certificate_identity_not_anything_in_the_message() {
         crl: None,
     };
     let ch = thresig::transport::dial(
-        c.configs[0].listen_peer,
+        c.configs[0].listen_peer.into(),
         na.clone(),
         client_config(&tls).unwrap(),
         "thresig.local".into(),
-        Duration::from_secs(3),
+        thresig::transport::Connect {
+            timeout: Duration::from_secs(3),
+            attempts: 1,
+        },
     )
     .unwrap();
     let mut as_b = PeerClient::new(ch);

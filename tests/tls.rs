@@ -140,14 +140,25 @@ async fn identities_are_refused_on_the_wrong_plane() {
         .await
         .unwrap();
 
-    // A node certificate on the client plane.
+    // A node certificate on the client plane: every call is refused, and
+    // the refusal says which certificate the service needs.
     let err = client_with(&c, 0, files(&c.layout.dir, Role::Node, "b"))
         .public_key("k", "")
         .await
         .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(
-        err.is_connection_failure(),
+        err.to_string().contains("node/b may not call this service")
+            && err.to_string().contains("needs a client certificate"),
         "node cert on client plane: {err}"
+    );
+    let err = client_with(&c, 0, files(&c.layout.dir, Role::Node, "b"))
+        .list_keys()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs an admin certificate"),
+        "node cert on the admin service: {err}"
     );
     // An admin certificate on the signer service (right plane, wrong role).
     let err = c
@@ -165,11 +176,14 @@ async fn identities_are_refused_on_the_wrong_plane() {
     let peer = |tls: TlsFiles| {
         let cfg = thresig::transport::tls::client_config(&tls).unwrap();
         let ch = thresig::transport::dial(
-            c.configs[0].listen_peer,
+            c.configs[0].listen_peer.into(),
             c.configs[0].name.clone(),
             cfg,
             TRUST_DOMAIN.into(),
-            Duration::from_secs(3),
+            thresig::transport::Connect {
+                timeout: Duration::from_secs(3),
+                attempts: 1,
+            },
         )
         .unwrap();
         PeerClient::new(ch)

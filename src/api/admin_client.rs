@@ -288,3 +288,20 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Admin: a backup of the node's store (the backup operation): the bytes
+    /// of a backup file, as `thresig backup create` writes it.
+    pub async fn backup_store(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut stream = AdminClient::new(self.channel.clone())
+            .max_decoding_message_size(2 << 20)
+            .backup_store(crate::proto::admin::BackupStoreRequest {})
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+}

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::key_info::{key_info, key_info_here};
-use super::services::{arg, counted, require};
+use super::services::{arg, require, RequestLog};
 use super::status;
 use crate::domain::KeyId;
 use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
@@ -38,6 +39,9 @@ impl AdminService {
         .max_decoding_message_size(64 * 1024)
     }
 }
+
+/// Bytes per message of a streamed backup.
+const BACKUP_CHUNK: usize = 1 << 20;
 
 impl AdminService {
     /// The caller's admin identity, if the policy lets it run `operation`.
@@ -71,16 +75,17 @@ impl AdminService {
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
-        let s = counted(
+        let log = RequestLog::start(op.label(), &who, key.as_str(), &signed.request.request_id);
+        let r = self
+            .node
+            .change_key_state(&signed)
+            .instrument(log.span())
+            .await;
+        let s = log.finish(
             &self.metrics,
             &self.node,
-            op.label(),
-            self.node.audit_admin(
-                &who.name,
-                op.label(),
-                key.as_str(),
-                self.node.change_key_state(&signed).await,
-            ),
+            self.node
+                .audit_admin(&who.name, op.label(), key.as_str(), r),
         )?;
         tracing::info!(admin = %who, key = %key, operation = %op, applied = ?s.applied,
             not_applied = ?s.not_applied, "key state changed");
@@ -190,16 +195,12 @@ impl apb::admin_server::Admin for AdminService {
         )?;
         let key = signed.request.key_id.clone();
         let started = Instant::now();
-        let rec = counted(
+        let log = RequestLog::start("keygen", &who, key.as_str(), &signed.request.request_id);
+        let r = self.node.create_key(&signed).instrument(log.span()).await;
+        let rec = log.finish(
             &self.metrics,
             &self.node,
-            "keygen",
-            self.node.audit_admin(
-                &who.name,
-                "create",
-                key.as_str(),
-                self.node.create_key(&signed).await,
-            ),
+            self.node.audit_admin(&who.name, "create", key.as_str(), r),
         )?;
         tracing::info!(
             admin = %who,
@@ -228,11 +229,11 @@ impl apb::admin_server::Admin for AdminService {
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
-        let r = self.node.rotate(&signed).await;
-        let s = counted(
+        let log = RequestLog::start("rotate", &who, key.as_str(), &signed.request.request_id);
+        let r = self.node.rotate(&signed).instrument(log.span()).await;
+        let s = log.finish(
             &self.metrics,
             &self.node,
-            "rotate",
             self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
         )?;
         tracing::info!(
@@ -265,11 +266,11 @@ impl apb::admin_server::Admin for AdminService {
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
-        let r = self.node.repair(&signed).await;
-        let s = counted(
+        let log = RequestLog::start("repair", &who, key.as_str(), &signed.request.request_id);
+        let r = self.node.repair(&signed).instrument(log.span()).await;
+        let s = log.finish(
             &self.metrics,
             &self.node,
-            "repair",
             self.node.audit_admin(&who.name, "repair", key.as_str(), r),
         )?;
         tracing::info!(
@@ -306,16 +307,12 @@ impl apb::admin_server::Admin for AdminService {
             r.approvals,
         )?;
         let (key, threshold) = (signed.request.key_id.clone(), r.threshold);
-        let s = counted(
+        let log = RequestLog::start("reshare", &who, key.as_str(), &signed.request.request_id);
+        let r = self.node.reshare(&signed).instrument(log.span()).await;
+        let s = log.finish(
             &self.metrics,
             &self.node,
-            "reshare",
-            self.node.audit_admin(
-                &who.name,
-                "reshare",
-                key.as_str(),
-                self.node.reshare(&signed).await,
-            ),
+            self.node.audit_admin(&who.name, "reshare", key.as_str(), r),
         )?;
         tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,
             committee = ?s.key.committee, threshold, retired = ?s.retired, ms = s.elapsed.as_millis() as u64, "key reshared");
@@ -387,6 +384,7 @@ impl apb::admin_server::Admin for AdminService {
         Ok(Response::new(super::status_pb::cluster_status_to_pb(
             self.node.name(),
             status,
+            self.reloader.tls.expiry().map(|e| e.cert_not_after),
         )))
     }
 
@@ -436,6 +434,32 @@ impl apb::admin_server::Admin for AdminService {
         Ok(Response::new(apb::AuditTailResponse {
             entries: entries.into_iter().map(audit_entry).collect(),
         }))
+    }
+
+    type BackupStoreStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<apb::BackupChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn backup_store(
+        &self,
+        req: Request<apb::BackupStoreRequest>,
+    ) -> Result<Response<Self::BackupStoreStream>, Status> {
+        let who = self.admin(&req, "backup")?;
+        let node = self.node.clone();
+        let file =
+            tokio::task::spawn_blocking(move || node.store().backup(crate::node::now_unix()))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        let file = self
+            .node
+            .audit_admin(&who.name, "backup", "", file.map_err(Into::into))
+            .map_err(|e| status(self.node.name(), &e))?;
+        tracing::info!(admin = %who, bytes = file.len(), "store backup taken");
+        let chunks: Vec<Result<apb::BackupChunk, Status>> = file
+            .chunks(BACKUP_CHUNK)
+            .map(|c| Ok(apb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn audit_verify(

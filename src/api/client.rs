@@ -207,6 +207,15 @@ pub struct Client {
     preferred: usize,
 }
 
+/// A client tries each connection once: when a node does not answer in
+/// time, the next node is worth more than a second wait on the same one.
+fn client_connect(cfg: &ClientConfig) -> crate::transport::Connect {
+    crate::transport::Connect {
+        timeout: cfg.connect_timeout,
+        attempts: 1,
+    }
+}
+
 impl Client {
     /// Prepares a lazily connected channel (the first call dials).
     pub fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
@@ -214,11 +223,11 @@ impl Client {
             NodeName::parse(&cfg.server).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let tls = client_config(&cfg.tls)?;
         let channel = crate::transport::dial(
-            cfg.endpoint,
+            cfg.endpoint.into(),
             server,
             tls,
             cfg.trust_domain.clone(),
-            cfg.connect_timeout,
+            client_connect(cfg),
         )?;
         let signer = Arc::new(RequestSigner::from_files(&cfg.tls)?);
         Ok(Self {
@@ -242,11 +251,11 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let name = NodeName::parse(server).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let channel = crate::transport::dial(
-            endpoint,
+            endpoint.into(),
             name,
             client_config(&cfg.tls)?,
             cfg.trust_domain.clone(),
-            cfg.connect_timeout,
+            client_connect(cfg),
         )?;
         self.failover.push((server.to_owned(), channel));
         Ok(self)

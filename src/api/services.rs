@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::status;
 use crate::domain::{DerivationPath, Digest32, KeyId};
@@ -20,30 +21,76 @@ pub(super) fn require<T>(req: &Request<T>, role: Role) -> Result<Identity, Statu
     match req.extensions().get::<Authenticated>().map(|a| &a.identity) {
         Some(id) if id.role == role => Ok(id.clone()),
         Some(id) => Err(Status::permission_denied(format!(
-            "{id} may not call this service; it needs a {} certificate",
-            role.as_str()
+            "{id} may not call this service; it needs {} certificate",
+            role.with_article()
         ))),
         None => Err(Status::unauthenticated("no authenticated identity")),
     }
 }
 
-/// Maps a node result to gRPC and counts it for /metrics.
-pub(super) fn counted<T>(
-    metrics: &Metrics,
-    node: &Node,
+/// One request's log line and metrics. Started once the request is parsed;
+/// the node's work runs inside its span (`instrument(log.span())`), where a
+/// coordinator records the execution id of its session (`node::note_eid`);
+/// `finish` writes the line (fields: op, request_id, key, client, eid in
+/// the span; outcome and ms in the event; error on failure) and feeds the
+/// latency histogram. The README lists the fields ("Logs").
+pub(super) struct RequestLog {
     op: &'static str,
-    r: Result<T, crate::node::NodeError>,
-) -> Result<T, Status> {
-    match r {
-        Ok(v) => {
-            metrics.count(op, "ok");
-            Ok(v)
+    span: tracing::Span,
+    started: Instant,
+}
+
+impl RequestLog {
+    pub(super) fn start(op: &'static str, client: &Identity, key: &str, request_id: &str) -> Self {
+        let span = tracing::info_span!(
+            "request",
+            op,
+            request_id,
+            key,
+            client = %client,
+            eid = tracing::field::Empty,
+        );
+        Self {
+            op,
+            span,
+            started: Instant::now(),
         }
-        Err(e) => {
-            let st = status(node.name(), &e);
-            metrics.count(op, code_label(st.code()));
-            Err(st)
+    }
+
+    pub(super) fn span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
+    /// Maps a node result to gRPC, logs it and counts it for /metrics.
+    pub(super) fn finish<T>(
+        self,
+        metrics: &Metrics,
+        node: &Node,
+        r: Result<T, crate::node::NodeError>,
+    ) -> Result<T, Status> {
+        self.finish_status(metrics, r.map_err(|e| status(node.name(), &e)))
+    }
+
+    pub(super) fn finish_status<T>(
+        self,
+        metrics: &Metrics,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let took = self.started.elapsed();
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let _in = self.span.enter();
+        match &r {
+            Ok(_) => {
+                metrics.observe(self.op, "ok", took);
+                tracing::info!(outcome = "ok", ms, "request");
+            }
+            Err(st) => {
+                let outcome = code_label(st.code());
+                metrics.observe(self.op, outcome, took);
+                tracing::warn!(outcome, ms, error = %st.message(), "request");
+            }
         }
+        r
     }
 }
 
@@ -115,22 +162,23 @@ impl spb::signer_server::Signer for SignerService {
         };
         let (key, path) = (request.key_id.clone(), request.path.clone());
         let started = Instant::now();
-        let out = counted(
-            &self.metrics,
-            &self.node,
-            "sign",
-            // Retries inside (another signer set, the new epoch) stop at the
-            // client's deadline; the request id makes a resend safe.
-            match tokio::time::timeout(deadline, self.node.sign(request, auth, &who.name)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "no signature within {deadline:?} (the request's deadline); resend the \
-                         same request (same request id) to this or another node"
-                    )))
-                }
-            },
-        )?;
+        let log = RequestLog::start("sign", &who, key.as_str(), &request.request_id);
+        // Retries inside (another signer set, the new epoch) stop at the
+        // client's deadline; the request id makes a resend safe.
+        let signing = self
+            .node
+            .sign(request, auth, &who.name)
+            .instrument(log.span());
+        let out = match tokio::time::timeout(deadline, signing).await {
+            Ok(r) => log.finish(&self.metrics, &self.node, r),
+            Err(_) => log.finish_status(
+                &self.metrics,
+                Err(Status::deadline_exceeded(format!(
+                    "no signature within {deadline:?} (the request's deadline); resend the \
+                     same request (same request id) to this or another node"
+                ))),
+            ),
+        }?;
         tracing::info!(
             client = %who,
             key = %key,

@@ -5,17 +5,25 @@ use crate::node::ClusterStatus;
 use crate::proto::admin as apb;
 use crate::storage::KeyState;
 
+/// `own_cert_not_after`: when this node's certificate expires (the node
+/// layer knows no certificates).
 pub(crate) fn cluster_status_to_pb(
     node: &NodeName,
     s: ClusterStatus,
+    own_cert_not_after: Option<i64>,
 ) -> apb::ClusterStatusResponse {
     let nodes = s
         .nodes
         .into_iter()
         .map(|n| {
-            let (reachable, error, wire_version, software_version) = match n.answer {
-                Ok(v) => (true, String::new(), v.wire, v.software),
-                Err(e) => (false, e, 0, String::new()),
+            let (reachable, error, wire_version, software_version, cert) = match n.answer {
+                Ok(v) => (true, String::new(), v.wire, v.software, v.cert_not_after),
+                Err(e) => (false, e, 0, String::new(), None),
+            };
+            let cert = if n.this_node {
+                own_cert_not_after
+            } else {
+                cert
             };
             apb::NodeStatus {
                 name: n.name.to_string(),
@@ -25,6 +33,7 @@ pub(crate) fn cluster_status_to_pb(
                 wire_version,
                 software_version,
                 rtt_us: u64::try_from(n.rtt.as_micros()).unwrap_or(u64::MAX),
+                cert_not_after_unix: cert.unwrap_or(0),
             }
         })
         .collect();

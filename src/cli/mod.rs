@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod bench;
 mod certs;
 mod conn;
@@ -61,6 +62,9 @@ enum Command {
     /// Read and verify a node's hash-chained audit log (admin certificate).
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Back up a node's store, check a backup, restore one (see README, "Backups").
+    #[command(subcommand)]
+    Backup(backup::Cmd),
     /// Explain policy decisions, or reload a node's policy file.
     #[command(subcommand)]
     Policy(policy::Cmd),
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
             Command::Admin(c) => admin::run(c).await,
             Command::Policy(c) => policy::run(c).await,
             Command::Audit(c) => audit::run(c).await,
+            Command::Backup(c) => backup::run(c).await,
             Command::Sign(a) => sign::sign(a).await,
             Command::Pubkey(a) => sign::pubkey(a).await,
             Command::Bench(a) => bench::run(a).await,

@@ -1,6 +1,7 @@
 //! `thresig status`: the cluster at a glance, as one node sees it: every
-//! node (reachable, versions, round trip) and every key (type, t-of-n,
-//! state, each committee node's epoch, and whether t of them can sign).
+//! node (reachable, versions, round trip, certificate expiry) and every key
+//! (type, t-of-n, state, each committee node's epoch, and whether t of them
+//! can sign).
 
 use serde_json::json;
 
@@ -42,7 +43,33 @@ fn can_sign(k: &KeyStatus) -> bool {
     k.state == "active" && k.ready >= k.threshold
 }
 
-fn node_line(n: &NodeStatus) -> [String; 5] {
+/// Certificates that expire within this many days are flagged RENEW (the
+/// same bound as the alert in deploy/prometheus/alerts.yml).
+const RENEW_WITHIN_DAYS: i64 = 14;
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// "2027-12-01 (364d)", flagged when it is close or past.
+fn expiry(not_after: i64, now: i64) -> String {
+    if not_after == 0 {
+        return "-".into();
+    }
+    let date = time::OffsetDateTime::from_unix_timestamp(not_after)
+        .map(|t| t.date().to_string())
+        .unwrap_or_else(|_| not_after.to_string());
+    let days = not_after.saturating_sub(now) / 86_400;
+    if not_after <= now {
+        format!("EXPIRED {date}")
+    } else if days < RENEW_WITHIN_DAYS {
+        format!("{date} ({days}d) RENEW")
+    } else {
+        format!("{date} ({days}d)")
+    }
+}
+
+fn node_line(n: &NodeStatus, now: i64) -> [String; 6] {
     let name = if n.this_node {
         format!("{} (answering)", n.name)
     } else {
@@ -52,6 +79,7 @@ fn node_line(n: &NodeStatus) -> [String; 5] {
         return [
             name,
             format!("NO: {}", n.error),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),
@@ -68,6 +96,7 @@ fn node_line(n: &NodeStatus) -> [String; 5] {
         n.software_version.clone(),
         n.wire_version.to_string(),
         rtt,
+        expiry(n.cert_not_after_unix, now),
     ]
 }
 
@@ -88,12 +117,14 @@ fn key_line(k: &KeyStatus) -> [String; 6] {
     } else {
         format!("{} ({})", k.state, k.reason)
     };
-    let ready = format!(
-        "{}/{} {}",
-        k.ready,
-        k.threshold,
-        if can_sign(k) { "ok" } else { "CANNOT SIGN" }
-    );
+    let verdict = if !can_sign(k) {
+        "CANNOT SIGN"
+    } else if k.ready == k.threshold {
+        "ok, AT RISK: one more node down stops it"
+    } else {
+        "ok"
+    };
+    let ready = format!("{}/{} {verdict}", k.ready, k.threshold);
     [
         k.key_id.clone(),
         k.key_type.clone(),
@@ -130,12 +161,65 @@ fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
+/// One line that says whether anything needs attention.
+fn headline(s: &ClusterStatusResponse) -> String {
+    let down: Vec<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| !n.reachable)
+        .map(|n| n.name.as_str())
+        .collect();
+    let unable: Vec<&str> = s
+        .keys
+        .iter()
+        .filter(|k| !can_sign(k))
+        .map(|k| k.key_id.as_str())
+        .collect();
+    let mut parts = vec![format!(
+        "{} of {} nodes reachable{}",
+        s.nodes.len() - down.len(),
+        s.nodes.len(),
+        if down.is_empty() {
+            String::new()
+        } else {
+            format!(" (DOWN: {})", down.join(", "))
+        }
+    )];
+    parts.push(format!(
+        "{} of {} keys can sign{}",
+        s.keys.len() - unable.len(),
+        s.keys.len(),
+        if unable.is_empty() {
+            String::new()
+        } else {
+            format!(" (CANNOT: {})", unable.join(", "))
+        }
+    ));
+    let trouble = !down.is_empty() || !unable.is_empty();
+    format!(
+        "{}: {}\n",
+        if trouble { "ATTENTION" } else { "OK" },
+        parts.join("; ")
+    )
+}
+
 fn render(s: &ClusterStatusResponse) -> String {
-    let nodes: Vec<_> = s.nodes.iter().map(node_line).collect();
+    render_at(s, now_unix())
+}
+
+fn render_at(s: &ClusterStatusResponse, now: i64) -> String {
+    let nodes: Vec<_> = s.nodes.iter().map(|n| node_line(n, now)).collect();
     let keys: Vec<_> = s.keys.iter().map(key_line).collect();
-    let mut out = format!("cluster as node {} sees it\n\n", s.node);
+    let mut out = format!("cluster as node {} sees it\n{}\n", s.node, headline(s));
     out.push_str(&table(
-        ["NODE", "REACHABLE", "VERSION", "WIRE", "RTT"],
+        [
+            "NODE",
+            "REACHABLE",
+            "VERSION",
+            "WIRE",
+            "RTT",
+            "CERT EXPIRES",
+        ],
         &nodes,
     ));
     out.push('\n');
@@ -168,6 +252,7 @@ fn to_json(s: &ClusterStatusResponse) -> serde_json::Value {
             "software_version": n.software_version,
             "wire_version": n.wire_version,
             "rtt_us": n.rtt_us,
+            "cert_not_after_unix": n.cert_not_after_unix,
         })).collect::<Vec<_>>(),
         "keys": s.keys.iter().map(|k| json!({
             "key_id": k.key_id,
@@ -196,6 +281,9 @@ mod tests {
     use super::*;
     use crate::proto::admin::MemberStatus;
 
+    /// 2026-12-01T00:00:00Z.
+    const NOW: i64 = 1_796_083_200;
+
     #[test]
     fn the_text_output_names_the_down_node_and_whether_each_key_can_sign() {
         let node = |name: &str, this: bool, up: bool| NodeStatus {
@@ -210,6 +298,7 @@ mod tests {
             wire_version: if up { 3 } else { 0 },
             software_version: if up { "0.1.0".into() } else { String::new() },
             rtt_us: if this { 0 } else { 1234 },
+            cert_not_after_unix: if up { NOW + 10 * 86_400 } else { 0 },
         };
         let member = |n: &str, up: bool| MemberStatus {
             node: n.into(),
@@ -238,7 +327,12 @@ mod tests {
                 ready: 2,
             }],
         };
-        let text = render(&s);
+        let text = render_at(&s, NOW);
+        assert!(
+            text.contains("ATTENTION: 2 of 3 nodes reachable (DOWN: c); 1 of 1 keys can sign"),
+            "{text}"
+        );
+        assert!(text.contains("2026-12-11 (10d) RENEW"), "{text}");
         assert!(
             text.lines()
                 .any(|l| l.starts_with("c ") && l.contains("NO: unreachable (connection refused)")),
@@ -250,7 +344,8 @@ mod tests {
         assert!(text.contains("2/2 ok"), "{text}");
         let mut one_down = s.clone();
         one_down.keys[0].ready = 1;
-        assert!(render(&one_down).contains("1/2 CANNOT SIGN"));
+        assert!(render_at(&one_down, NOW).contains("1/2 CANNOT SIGN"));
+        assert!(text.contains("2/2 ok, AT RISK"), "{text}");
         assert_eq!(to_json(&s)["keys"][0]["can_sign"], true);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::NodeName;
+use crate::domain::{HostPort, NodeName};
 use crate::node::Timeouts;
 use crate::secret::SecretBytes;
 use crate::transport::tls::TlsFiles;
@@ -106,8 +106,10 @@ struct RawPeer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub name: NodeName,
-    pub peer_addr: SocketAddr,
-    pub client_addr: SocketAddr,
+    /// Where the other nodes dial this node's peer plane: an IP address or a
+    /// DNS name (resolved at each connection attempt), and a port.
+    pub peer_addr: HostPort,
+    pub client_addr: HostPort,
 }
 
 /// Where the store passphrase comes from.
@@ -206,6 +208,10 @@ fn addr(name: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| field(name, format!("{raw:?} is not an IP:port socket address")))
 }
 
+fn host_port(name: &str, raw: &str) -> Result<HostPort, ConfigError> {
+    HostPort::parse(raw).map_err(|e| field(name, e.to_string()))
+}
+
 fn rel(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
@@ -256,8 +262,8 @@ impl NodeConfig {
             }
             peers.push(Peer {
                 name: n,
-                peer_addr: addr(&format!("peers[{i}].peer_addr"), &p.peer_addr)?,
-                client_addr: addr(&format!("peers[{i}].client_addr"), &p.client_addr)?,
+                peer_addr: host_port(&format!("peers[{i}].peer_addr"), &p.peer_addr)?,
+                client_addr: host_port(&format!("peers[{i}].client_addr"), &p.client_addr)?,
             });
         }
         if !peers.iter().any(|p| p.name == name) {
@@ -390,6 +396,18 @@ client_addr = "127.0.0.1:7401"
     }
 
     #[test]
+    fn peers_may_be_named_by_dns() {
+        let named = GOOD.replace(
+            "peer_addr = \"127.0.0.1:7400\"",
+            "peer_addr = \"a.thresig.svc.cluster.local:7400\"",
+        );
+        let c = NodeConfig::parse(&named, Path::new("/")).unwrap();
+        assert_eq!(c.peers[0].peer_addr.host(), "a.thresig.svc.cluster.local");
+        let again = NodeConfig::parse(&c.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(again.peers, c.peers);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let unknown = GOOD.replace("[listen]", "[listen]\nbogus = 1");
         assert!(NodeConfig::parse(&unknown, Path::new("/"))
@@ -406,6 +424,17 @@ client_addr = "127.0.0.1:7401"
             .unwrap_err()
             .to_string()
             .contains("peers[0].name"));
+        let no_port = GOOD.replace(
+            "peer_addr = \"127.0.0.1:7400\"",
+            "peer_addr = \"a.example\"",
+        );
+        let e = NodeConfig::parse(&no_port, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("peers[0].peer_addr") && e.contains("HOST:PORT"),
+            "{e}"
+        );
         let zero = format!("{GOOD}\n[timeouts]\nround_ms = 0\n");
         assert!(NodeConfig::parse(&zero, Path::new("/"))
             .unwrap_err()

@@ -45,6 +45,7 @@ pub(crate) fn status_query(key_id: &KeyId, epoch: u64, request_id: Option<String
         op: Operation::ShareStatus {
             key_id: key_id.clone(),
             request_id,
+            watermarks: false,
         },
     }
 }
@@ -341,6 +342,7 @@ impl Node {
                     activated: None,
                     ..maintenance
                 },
+                watermarks: Vec::new(),
             },
             Some(r) if epoch.is_some() => Outcome::ShareStatus {
                 epoch,
@@ -349,6 +351,7 @@ impl Node {
                 ledger: None,
                 lifecycle,
                 maintenance,
+                watermarks: Vec::new(),
             },
             _ => Outcome::ShareStatus {
                 epoch: None,
@@ -360,6 +363,7 @@ impl Node {
                     activated: None,
                     ..maintenance
                 },
+                watermarks: Vec::new(),
             },
         }
     }

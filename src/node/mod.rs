@@ -27,6 +27,8 @@
 //! - `status.rs`: the cluster as this node sees it (`thresig status`).
 //! - `pause.rs`: the maintenance lock a rotation or reshare session holds (signing never waits for it).
 //! - `drain.rs`: graceful shutdown (no new work, in-flight work finishes).
+//! - `restored.rs`: keys restored from a backup wait for their committee's
+//!   epoch and slot watermarks before they sign here.
 //! - `faults.rs`: crash points for tests (compiled out without the
 //!   `fault-injection` feature).
 //!
@@ -52,6 +54,7 @@ mod proposal;
 mod propose;
 mod quorum;
 pub mod request;
+mod restored;
 mod router;
 mod session;
 mod shares;
@@ -74,7 +77,7 @@ pub use proposal::{
     StagedEpoch,
 };
 pub use router::{Inbound, RouteError, Router};
-pub use status::{ClusterStatus, KeyView, NodeView};
+pub use status::{ClusterStatus, Health, KeyHealth, KeyView, NodeView};
 
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::storage::Store;
@@ -265,6 +268,13 @@ pub(crate) fn committee_of(rec: &crate::storage::KeyRecord) -> Result<Vec<NodeNa
                 .map_err(|e| NodeError::Internal(format!("key {}: committee: {e}", rec.key_id)))
         })
         .collect()
+}
+
+/// Records `eid`, the execution id of the session this node coordinates for
+/// the request being served, in the request's log span (the API opens it;
+/// see `api::services::RequestLog`), so the request's log line names it.
+pub(crate) fn note_eid(eid: &ExecutionId) {
+    tracing::Span::current().record("eid", tracing::field::display(eid));
 }
 
 pub(crate) fn now_unix() -> u64 {

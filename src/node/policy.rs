@@ -39,7 +39,7 @@ use serde::Deserialize;
 use crate::domain::{DerivationPath, KeyId};
 
 /// Admin operations a policy can grant.
-pub const ADMIN_OPERATIONS: [&str; 10] = [
+pub const ADMIN_OPERATIONS: [&str; 11] = [
     "create",
     "rotate",
     "reshare",
@@ -50,6 +50,7 @@ pub const ADMIN_OPERATIONS: [&str; 10] = [
     "unban",
     "read",
     "reload-policy",
+    "backup",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -41,6 +41,8 @@ pub enum Operation {
     ShareStatus {
         key_id: KeyId,
         request_id: Option<String>,
+        /// Also every slot watermark of the key (for a restored node).
+        watermarks: bool,
     },
     /// Rebuild the share of `target` from `helpers` (all committee members).
     Repair {
@@ -136,6 +138,9 @@ pub enum Outcome {
         /// The key's maintenance here: the active epoch's activation proof,
         /// an epoch staged and not yet active, a session running.
         maintenance: Maintenance,
+        /// Every slot watermark of the key here (scope, watermark), when
+        /// asked for.
+        watermarks: Vec<(String, crate::storage::Watermark)>,
     },
     /// A new member of a reshare staged its share; every new member computed
     /// `confirmation`, and `public_key` is the key its new share belongs to.
@@ -230,4 +235,6 @@ pub struct StagedEpoch {
 pub struct PeerVersion {
     pub wire: u32,
     pub software: String,
+    /// When its certificate expires (unix seconds), if it said.
+    pub cert_not_after: Option<i64>,
 }

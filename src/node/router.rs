@@ -194,6 +194,14 @@ impl Router {
         Ok(())
     }
 
+    /// Sessions running on this node (their mailbox is open).
+    pub fn live(&self) -> usize {
+        self.inner
+            .lock()
+            .map(|g| g.live.len())
+            .unwrap_or_else(|p| p.into_inner().live.len())
+    }
+
     /// Opens the mailbox of a session among `parties`, moving in what they
     /// sent early (anything from others is dropped). Refuses an execution id
     /// that is running or has finished.

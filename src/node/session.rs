@@ -273,6 +273,7 @@ mod tests {
                 Ok(crate::node::PeerVersion {
                     wire: crate::node::WIRE_VERSION,
                     software: String::new(),
+                    cert_not_after: None,
                 })
             })
         }

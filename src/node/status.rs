@@ -48,10 +48,38 @@ pub struct ClusterStatus {
     pub keys: Vec<KeyView>,
 }
 
+/// What the ops plane watches (`/metrics`, `/readyz`): each roster node's
+/// ping, and per key how many committee nodes answer. Cheaper than
+/// `ClusterStatus`: one ping per node, no question per key.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub nodes: Vec<NodeView>,
+    pub keys: Vec<KeyHealth>,
+    pub sessions_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyHealth {
+    pub key_id: crate::domain::KeyId,
+    /// active, frozen, ... (`KeyState::label`).
+    pub state: &'static str,
+    pub threshold: u8,
+    pub committee: usize,
+    /// Committee nodes that answered their ping (this node counts when the
+    /// key is active here).
+    pub reachable: usize,
+}
+
+impl KeyHealth {
+    /// Whether t committee nodes answer.
+    pub fn quorum(&self) -> bool {
+        self.reachable >= usize::from(self.threshold)
+    }
+}
+
 impl Node {
-    /// Asks every roster node for its versions and every committee node of
-    /// each key this node holds for its share status, all at once.
-    pub async fn cluster_status(&self) -> ClusterStatus {
+    /// Pings every roster node at once (this node answers for itself).
+    pub async fn roster_pings(&self) -> Vec<NodeView> {
         let timeout = self.timeouts.ping;
         let pings = self.roster.iter().map(|n| async move {
             if *n == self.name {
@@ -60,6 +88,8 @@ impl Node {
                     answer: Ok(PeerVersion {
                         wire: super::WIRE_VERSION,
                         software: env!("CARGO_PKG_VERSION").into(),
+                        // The node knows no certificates; the API fills this in.
+                        cert_not_after: None,
                     }),
                     rtt: Duration::ZERO,
                     this_node: true,
@@ -78,16 +108,57 @@ impl Node {
                 this_node: false,
             }
         });
+        futures::future::join_all(pings).await
+    }
+
+    /// Asks every roster node for its versions and every committee node of
+    /// each key this node holds for its share status, all at once.
+    pub async fn cluster_status(&self) -> ClusterStatus {
         let records = self.store.keys().unwrap_or_default();
         let keys = records
             .into_iter()
             .filter(|r| !matches!(r.state, KeyState::Deleted(_)))
             .map(|record| self.key_view(record));
-        let (nodes, keys) = tokio::join!(
-            futures::future::join_all(pings),
-            futures::future::join_all(keys)
-        );
+        let (nodes, keys) = tokio::join!(self.roster_pings(), futures::future::join_all(keys));
         ClusterStatus { nodes, keys }
+    }
+
+    /// Pings the roster and counts, per key this node holds (not deleted or
+    /// retired), the committee nodes that answer. Errors only if the store
+    /// cannot be read.
+    pub async fn health(&self) -> Result<Health, super::NodeError> {
+        let records = self.keys()?;
+        let nodes = self.roster_pings().await;
+        let up = |n: &str| {
+            nodes
+                .iter()
+                .any(|v| v.name.as_str() == n && !v.this_node && v.answer.is_ok())
+        };
+        let keys = records
+            .into_iter()
+            .filter(|r| !matches!(r.state, KeyState::Deleted(_) | KeyState::Retired))
+            .map(|r| {
+                let here = r.state == KeyState::Active
+                    && r.committee.iter().any(|c| c == self.name.as_str());
+                let others = r
+                    .committee
+                    .iter()
+                    .filter(|c| c.as_str() != self.name.as_str() && up(c))
+                    .count();
+                KeyHealth {
+                    state: r.state.label(),
+                    threshold: r.threshold,
+                    committee: r.committee.len(),
+                    reachable: others.saturating_add(usize::from(here)),
+                    key_id: r.key_id,
+                }
+            })
+            .collect();
+        Ok(Health {
+            nodes,
+            keys,
+            sessions_in_flight: self.router.live(),
+        })
     }
 
     async fn key_view(&self, record: KeyRecord) -> KeyView {

@@ -11,9 +11,10 @@
 //! pure), `audit.rs` (the MAC-chained audit log), `seal.rs` (the KEK and
 //! AEAD sealing of shares), `mac.rs` (MACed public values), `records.rs`
 //! (the stored encodings), `bans.rs` (nodes this node no longer signs a key
-//! with).
+//! with), `backup.rs` (backup files, and the marks a restore leaves).
 
 mod audit;
+mod backup;
 mod bans;
 mod eids;
 mod epochs;
@@ -29,6 +30,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, TableDefinition};
 
 pub use audit::{AuditEntry, AuditEvent, AuditReport};
+pub use backup::{
+    backup_header, restore_backup, verify_backup, BackupInfo, BackupKey, Restored, BACKUP_FORMAT,
+};
 pub use bans::Ban;
 pub use eids::GRACE as EID_GRACE;
 pub use epochs::{release_open_for, Membership, Staged};
@@ -148,6 +152,7 @@ impl Store {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(bans::BANS).map_err(dberr)?;
+        tx.open_table(backup::RESTORED).map_err(dberr)?;
         tx.open_table(EIDS).map_err(dberr)?;
         tx.open_table(eids::SIGN_EID_EXPIRY).map_err(dberr)?;
         tx.open_table(eids::EID_HORIZON).map_err(dberr)?;
@@ -186,3 +191,6 @@ mod tests;
 
 #[cfg(test)]
 mod format_tests;
+
+#[cfg(test)]
+mod backup_tests;

@@ -13,7 +13,7 @@ use super::StorageError;
 use crate::domain::{KeyId, NodeName};
 use crate::secret::{SecretBytes, SecretKey32};
 
-const META_FILE: &str = "store.meta";
+pub(super) const META_FILE: &str = "store.meta";
 const CHECK_PLAINTEXT: &[u8] = b"thresig/kek-check/v1";
 const SHARE_SCHEMA: u16 = 1;
 /// Argon2id cost: 64 MiB, 3 passes, 1 lane.
@@ -188,6 +188,28 @@ impl Kek {
         mac.update(prev);
         mac.update(body);
         Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// MAC over a whole backup file (`storage/backup.rs`).
+    pub(super) fn backup_mac(&self, body: &[u8]) -> Result<[u8; 32], StorageError> {
+        use hmac::Mac;
+        Ok(self.backup_hmac(body)?.finalize().into_bytes().into())
+    }
+
+    /// Whether `mac` is the backup MAC of `body` (compared in constant time).
+    pub(super) fn backup_mac_matches(&self, body: &[u8], mac: &[u8]) -> Result<bool, StorageError> {
+        use hmac::Mac;
+        Ok(self.backup_hmac(body)?.verify_slice(mac).is_ok())
+    }
+
+    fn backup_hmac(&self, body: &[u8]) -> Result<hmac::Hmac<sha2::Sha256>, StorageError> {
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha2::Sha256;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .map_err(|_| StorageError::Db("HMAC key".into()))?;
+        mac.update(b"thresig/backup/v1");
+        mac.update(body);
+        Ok(mac)
     }
 
     /// Seals a share's bytes (opaque here: what `protocol::KeyShare::encode` made).

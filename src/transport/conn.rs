@@ -3,7 +3,6 @@
 //! checks that the server is the node we meant. Handshakes are bounded in
 //! time and number.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +18,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::identity::{identity_of, Identity, IdentityError};
-use crate::domain::NodeName;
+use crate::domain::{HostPort, NodeName};
 use crate::pki::Role;
 
 /// How long a connection may take to finish its TLS handshake.
@@ -85,10 +84,16 @@ pub enum Plane {
 }
 
 impl Plane {
+    /// Whether a connection with this role stays open. The peer plane keeps
+    /// only nodes. The client plane keeps every role of the trust domain:
+    /// each of its services checks the role of every call and refuses a
+    /// wrong one with PERMISSION_DENIED naming the certificate it needs, so a
+    /// client configured with a node's certificate by mistake is told why,
+    /// rather than seeing its connection dropped after the handshake.
     fn admits(self, role: Role) -> bool {
         match self {
             Self::Peer => role == Role::Node,
-            Self::Client => matches!(role, Role::Client | Role::Admin),
+            Self::Client => matches!(role, Role::Client | Role::Admin | Role::Node),
         }
     }
     fn name(self) -> &'static str {
@@ -214,36 +219,54 @@ fn check_client(
     Ok(id)
 }
 
-/// How many times the connector tries a connection whose attempt timed out.
-/// Nothing was sent on an attempt that timed out, so trying again is safe for
-/// every call; and a SYN or handshake flight lost to a full backlog or a
-/// starved peer is often answered at once by a fresh attempt, where waiting
-/// longer on the first would wait for the kernel's retransmit.
-const CONNECT_ATTEMPTS: u32 = 2;
+/// How many times a node's connector tries a connection whose attempt timed
+/// out (`Connect::attempts` for peers). Nothing was sent on an attempt that
+/// timed out, so trying again is safe for every call; and a SYN or handshake
+/// flight lost to a full backlog or a starved peer is often answered at once
+/// by a fresh attempt, where waiting longer on the first would wait for the
+/// kernel's retransmit.
+pub const PEER_CONNECT_ATTEMPTS: u32 = 2;
 
-/// A lazily connected channel to node `server` at `addr`. The server must
-/// present a certificate for DNS name `server` and identity `node/<server>`.
-/// Each connection attempt may take `connect_timeout`; one that times out is
-/// tried once more (`CONNECT_ATTEMPTS`).
+/// How a channel connects: each attempt may take `timeout`; one that times
+/// out is tried again, up to `attempts` in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect {
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+/// A lazily connected channel to node `server` at `addr` (a name in it is
+/// resolved at each attempt). The server must present a certificate for DNS
+/// name `server` and identity `node/<server>`.
 pub fn dial(
-    addr: SocketAddr,
+    addr: HostPort,
     server: NodeName,
     tls: impl Into<super::tls::ClientTls>,
     trust_domain: String,
-    connect_timeout: Duration,
+    connect: Connect,
 ) -> Result<Channel, tonic::transport::Error> {
     let tls: super::tls::ClientTls = tls.into();
+    let Connect {
+        timeout: connect_timeout,
+        attempts,
+    } = connect;
+    let attempts = attempts.max(1);
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(
             connect_timeout
-                .saturating_mul(CONNECT_ATTEMPTS)
+                .saturating_mul(attempts)
                 .saturating_add(Duration::from_millis(100)),
         )
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
     let connector = tower::service_fn(move |_uri: http::Uri| {
-        let (tls, server, td) = (tls.clone(), server.clone(), trust_domain.clone());
+        let (tls, server, td, addr) = (
+            tls.clone(),
+            server.clone(),
+            trust_domain.clone(),
+            addr.clone(),
+        );
         let server_name = server.clone();
         // The handshake runs on its own task. A lazy channel polls its
         // connection attempt only while a request waits on it: if that
@@ -251,8 +274,8 @@ pub fn dial(
         // handshake would stall half-done and fail the channel's next request
         // with a stale connect timeout, seconds later.
         let handshake = tokio::spawn(async move {
-            for _ in 0..CONNECT_ATTEMPTS {
-                let attempt = connect_node(addr, &server, tls.get(), &td);
+            for _ in 0..attempts {
+                let attempt = connect_node(&addr, &server, tls.get(), &td);
                 if let Ok(done) = tokio::time::timeout(connect_timeout, attempt).await {
                     return Some(done);
                 }
@@ -265,7 +288,7 @@ pub fn dial(
                 Ok(None) => Err::<_, BoxError>(
                     format!(
                         "connecting to node {server_name} timed out \
-                         ({CONNECT_ATTEMPTS} attempts of {connect_timeout:?})"
+                         ({attempts} attempts of {connect_timeout:?})"
                     )
                     .into(),
                 ),
@@ -281,12 +304,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One connection attempt: TCP, TLS, and a check that the server is node
 /// `server`.
 async fn connect_node(
-    addr: SocketAddr,
+    addr: &HostPort,
     server: &NodeName,
     tls: Arc<rustls::ClientConfig>,
     trust_domain: &str,
 ) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, BoxError> {
-    let tcp = TcpStream::connect(addr).await?;
+    let tcp = TcpStream::connect((addr.host(), addr.port())).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(server.as_str().to_owned())?;
     let io = tokio_rustls::TlsConnector::from(tls)

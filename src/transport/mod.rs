@@ -6,6 +6,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 
 pub mod conn;
+pub mod expiry;
 mod handshakes;
 pub mod identity;
 pub mod peer;
@@ -16,5 +17,5 @@ mod wire;
 mod wire_admin;
 mod wire_status;
 
-pub use conn::{dial, incoming, Authenticated, Plane};
+pub use conn::{dial, incoming, Authenticated, Connect, Plane};
 pub use identity::{identity_of, Identity};

@@ -3,7 +3,6 @@
 //! The sender of every message is the connection's certificate identity.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::identity::Identity;
 use super::refusal::{answer_from_pb, refusal_to_pb};
 use super::wire::{bad, check_version, outcome_to_pb, proposal_from_pb, proposal_to_pb};
-use crate::domain::{ExecutionId, NodeName};
+use crate::domain::{ExecutionId, HostPort, NodeName};
 use crate::node::{
     NetError, NetErrorKind, Node, NodeError, Outcome, PeerNet, Proposal, WIRE_VERSION,
 };
@@ -29,11 +28,19 @@ pub const MAX_GRPC_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
 /// Server side of `thresig.peer.v1.Peer`.
 pub struct PeerService {
     node: Arc<Node>,
+    /// This node's TLS material, for the certificate expiry a ping reports.
+    tls: Option<Arc<super::tls::TlsState>>,
 }
 
 impl PeerService {
     pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+        Self { node, tls: None }
+    }
+
+    /// Pings report when this node's certificate in `tls` expires.
+    pub fn with_tls(mut self, tls: Arc<super::tls::TlsState>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn into_server(self) -> pb::peer_server::PeerServer<Self> {
@@ -72,6 +79,11 @@ impl pb::peer_server::Peer for PeerService {
             wire_version: WIRE_VERSION,
             node: self.node.name().to_string(),
             software_version: env!("CARGO_PKG_VERSION").into(),
+            cert_not_after_unix: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.expiry())
+                .map_or(0, |e| e.cert_not_after),
         }))
     }
 
@@ -137,7 +149,7 @@ pub struct GrpcPeerNet {
 impl GrpcPeerNet {
     /// `peers` maps node names to peer-plane addresses.
     pub fn new(
-        peers: &[(NodeName, SocketAddr)],
+        peers: &[(NodeName, HostPort)],
         tls: super::tls::ClientTls,
         trust_domain: &str,
         connect_timeout: Duration,
@@ -145,12 +157,16 @@ impl GrpcPeerNet {
     ) -> Result<Self, tonic::transport::Error> {
         let mut channels = HashMap::new();
         for (name, addr) in peers {
+            let connect = super::conn::Connect {
+                timeout: connect_timeout,
+                attempts: super::conn::PEER_CONNECT_ATTEMPTS,
+            };
             let ch = super::conn::dial(
-                *addr,
+                addr.clone(),
                 name.clone(),
                 tls.clone(),
                 trust_domain.to_owned(),
-                connect_timeout,
+                connect,
             )?;
             channels.insert(name.clone(), ch);
         }
@@ -233,6 +249,7 @@ impl PeerNet for GrpcPeerNet {
             Ok(crate::node::PeerVersion {
                 wire: r.wire_version,
                 software: r.software_version,
+                cert_not_after: (r.cert_not_after_unix != 0).then_some(r.cert_not_after_unix),
             })
         })
     }

@@ -153,6 +153,7 @@ struct Material {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    expiry: Option<super::expiry::CertExpiry>,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -206,6 +207,11 @@ impl TlsState {
     pub fn verifier(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
         self.get().verifier
     }
+
+    /// When the certificate in use, and its CA, expire.
+    pub fn expiry(&self) -> Option<super::expiry::CertExpiry> {
+        self.get().expiry
+    }
 }
 
 impl Material {
@@ -226,7 +232,9 @@ impl Material {
                 path: files.cert.clone(),
                 reason: format!("not valid under the CA bundle {}: {e}", files.ca.display()),
             })?;
-        let cas = certs(&files.ca)?.len();
+        let ca_bundle = certs(&files.ca)?;
+        let expiry = super::expiry::CertExpiry::of(leaf, &ca_bundle);
+        let cas = ca_bundle.len();
         let revoked = crls(files.crl.as_deref())?.len();
         let summary = format!(
             "certificate {}, key {}, CA bundle {} ({cas} certificate{}), {}",
@@ -248,6 +256,7 @@ impl Material {
                 server,
                 client,
                 verifier,
+                expiry,
             },
             summary,
         ))

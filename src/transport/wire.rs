@@ -44,6 +44,7 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
         pb::propose_request::Op::ShareStatus(s) => Operation::ShareStatus {
             key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
             request_id: (!s.request_id.is_empty()).then_some(s.request_id),
+            watermarks: s.watermarks,
         },
         pb::propose_request::Op::Repair(r) => {
             let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
@@ -128,12 +129,15 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
 
 pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
     let op = match p.op {
-        Operation::ShareStatus { key_id, request_id } => {
-            pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
-                key_id: key_id.to_string(),
-                request_id: request_id.unwrap_or_default(),
-            })
-        }
+        Operation::ShareStatus {
+            key_id,
+            request_id,
+            watermarks,
+        } => pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
+            key_id: key_id.to_string(),
+            request_id: request_id.unwrap_or_default(),
+            watermarks,
+        }),
         Operation::Repair {
             key_id,
             target,
@@ -248,7 +252,12 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             ledger,
             lifecycle,
             maintenance,
+            watermarks,
         } => pb::propose_response::Result::ShareStatus(pb::ShareStatusResult {
+            watermarks: watermarks
+                .into_iter()
+                .map(|(scope, w)| super::wire_status::watermark_to_pb(scope, w))
+                .collect(),
             rotation_confirmation: maintenance_to_pb(&maintenance).0,
             staged: maintenance_to_pb(&maintenance).1,
             maintaining: maintenance.running,
@@ -440,6 +449,11 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
         pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
             maintenance: maintenance_from_pb(&s)?,
+            watermarks: s
+                .watermarks
+                .iter()
+                .map(super::wire_status::watermark_from_pb)
+                .collect::<Result<_, _>>()?,
             epoch: s.has_share.then_some(s.epoch),
             signing: s.has_share && s.signing,
             rotation: if s.rotation.is_empty() {

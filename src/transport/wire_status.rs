@@ -52,3 +52,30 @@ pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenan
         running: s.maintaining,
     })
 }
+
+/// A slot watermark, as sent in a share status answer.
+pub(super) fn watermark_to_pb(scope: String, w: crate::storage::Watermark) -> pb::SlotWatermark {
+    pb::SlotWatermark {
+        scope,
+        height: w.height,
+        round: w.round,
+        step: w.step,
+        digest: w.digest.to_vec(),
+        request_id: w.request_id,
+    }
+}
+
+pub(super) fn watermark_from_pb(
+    w: &pb::SlotWatermark,
+) -> Result<(String, crate::storage::Watermark), String> {
+    Ok((
+        w.scope.clone(),
+        crate::storage::Watermark {
+            height: w.height,
+            round: w.round,
+            step: w.step,
+            digest: arr(&w.digest, "watermark digest")?,
+            request_id: w.request_id.clone(),
+        },
+    ))
+}

@@ -177,7 +177,7 @@ impl Hostile {
             .peers
             .iter()
             .filter(|p| p.name != cfg.name)
-            .map(|p| (p.name.clone(), p.peer_addr))
+            .map(|p| (p.name.clone(), p.peer_addr.clone()))
             .collect();
         let net = thresig::transport::peer::GrpcPeerNet::new(
             &peers,

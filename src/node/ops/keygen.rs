@@ -84,6 +84,7 @@ impl Node {
         }
         let nonce = admin_nonce(signed)?;
         let eid = eid(key_id, key_type, threshold, &committee, &nonce);
+        crate::node::note_eid(&eid);
         let started = Instant::now();
         let proposal = Proposal {
             eid,

@@ -56,8 +56,10 @@ impl Node {
         }
         let committee = committee_of(&rec)?;
         let nonce = admin_nonce(signed)?;
+        let eid = eid(key_id, action, &nonce);
+        crate::node::note_eid(&eid);
         let proposal = Proposal {
-            eid: eid(key_id, action, &nonce),
+            eid,
             nonce,
             admin: Some(Box::new(signed.clone())),
             op: Operation::Lifecycle {

@@ -164,10 +164,22 @@ impl Node {
             Operation::Watermark { request, auth } => {
                 self.participate_watermark(from, &request, &auth)
             }
-            Operation::ShareStatus { key_id, request_id } => {
+            Operation::ShareStatus {
+                key_id,
+                request_id,
+                watermarks: with_watermarks,
+            } => {
                 let mut o = self.share_status_outcome(&key_id);
-                if let (Some(rid), Outcome::ShareStatus { ledger, .. }) = (request_id, &mut o) {
-                    *ledger = self.store.ledger_get(&key_id, &rid)?.map(Box::new);
+                if let Outcome::ShareStatus {
+                    ledger, watermarks, ..
+                } = &mut o
+                {
+                    if let Some(rid) = request_id {
+                        *ledger = self.store.ledger_get(&key_id, &rid)?.map(Box::new);
+                    }
+                    if with_watermarks {
+                        *watermarks = self.store.watermarks(&key_id)?;
+                    }
                 }
                 Ok(o)
             }

@@ -1,5 +1,5 @@
 //! Share repair: the coordinator side (refuse a target that still holds a
-//! live share, pick t helpers, then rotate) and the participant side as
+//! live share, one of the key's current epoch; pick t helpers, then rotate) and the participant side as
 //! helper (work from its own record; ask the target itself whether it still
 //! holds a share) or as target (assemble, check against the record, store
 //! as "repairing" until the following refresh activates).
@@ -106,17 +106,23 @@ impl Node {
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
                 request_id: None,
+                watermarks: false,
             },
         };
+        // A share of an earlier epoch is not live: the target missed a
+        // rotation it cannot catch up with, or was restored from an old backup.
         if let Outcome::ShareStatus {
             epoch: Some(e),
             signing: true,
             ..
         } = self.net.propose(target, status).await?
         {
-            return Err(NodeError::FailedPrecondition(format!(
-                "node {target} still holds a live share of key {key_id} (epoch {e}); repair refused"
-            )));
+            if e >= rec.epoch {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {target} still holds a live share of key {key_id} (epoch {e}); repair \
+                     refused"
+                )));
+            }
         }
         let committee = committee_of(&rec)?;
         let mut candidates: Vec<NodeName> = vec![self.name.clone()];
@@ -143,6 +149,7 @@ impl Node {
         members.push(target.clone());
         let nonce = admin_nonce(signed)?;
         let eid = eid(&rec, target, &members, &nonce);
+        crate::node::note_eid(&eid);
         tracing::info!(
             key = %key_id,
             %target,
@@ -230,7 +237,7 @@ impl Node {
             .map_err(|_| NodeError::InvalidArgument("repair record: package is not hex".into()))?;
 
         if is_target {
-            if let Some(epoch) = self.live_share_epoch(key_id) {
+            if let Some(epoch) = self.live_share_epoch(key_id).filter(|e| *e >= record.epoch) {
                 return Err(NodeError::FailedPrecondition(format!(
                     "this node holds a live share of key {key_id} (epoch {epoch}); nothing to repair"
                 )));
@@ -238,6 +245,20 @@ impl Node {
             match self.store.key(key_id)? {
                 // An earlier repair whose refresh did not complete: start over.
                 Some(old) if old.state == KeyState::Repairing => {
+                    self.store.remove_key(key_id)?;
+                    self.forget_opened(key_id);
+                }
+                // A share of an epoch the committee has moved past (this node
+                // was restored from an old backup, or missed a rotation it
+                // cannot catch up with) can never sign again: the rebuilt
+                // share replaces it. Ledger, watermarks and audit stay.
+                Some(old) if old.epoch < record.epoch => {
+                    tracing::warn!(
+                        key = %key_id,
+                        old_epoch = old.epoch,
+                        epoch = record.epoch,
+                        "replacing a share of a past epoch with a repaired one",
+                    );
                     self.store.remove_key(key_id)?;
                     self.forget_opened(key_id);
                 }
@@ -307,10 +328,18 @@ impl Node {
             op: Operation::ShareStatus {
                 key_id: key_id.clone(),
                 request_id: None,
+                watermarks: false,
             },
         };
         match self.net.propose(target, status).await? {
             Outcome::ShareStatus { signing: false, .. } => {}
+            // A share of an epoch before the record's is not live (see the
+            // coordinator's check).
+            Outcome::ShareStatus {
+                epoch: Some(e),
+                signing: true,
+                ..
+            } if e < record.epoch => {}
             Outcome::ShareStatus {
                 epoch: Some(e),
                 signing: true,

@@ -94,6 +94,7 @@ impl Node {
         let old_epoch = rec.epoch;
         let new_epoch = crate::node::committee::next_epoch(&rec)?;
         let eid = eid(&rec, &committee, &nonce);
+        crate::node::note_eid(&eid);
         tracing::info!(
             key = %key_id,
             old_epoch,

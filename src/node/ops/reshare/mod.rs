@@ -237,6 +237,7 @@ impl Node {
         let new_epoch = crate::node::committee::next_epoch(&rec)?;
         let nonce = admin_nonce(signed)?;
         let eid = eid(&rec, &dealers, committee, threshold, &nonce);
+        crate::node::note_eid(&eid);
         tracing::info!(
             key = %key_id, old_epoch, new_epoch,
             from = %format!("{}-of-{{{}}}", rec.threshold, names(&old_committee)),

@@ -225,6 +225,7 @@ impl Node {
                 op: Operation::ShareStatus {
                     key_id: key_id.clone(),
                     request_id: None,
+                    watermarks: false,
                 },
             };
             let call = self.net.propose(n, status);

@@ -114,6 +114,10 @@ impl Node {
             }
             Err(e) => return Err(e),
         };
+        // A replay: the log line names the session that made the signature.
+        if let Some(eid) = ExecutionId::from_slice(&entry.eid) {
+            crate::node::note_eid(&eid);
+        }
         Ok(Some(SignOutcome {
             signature,
             participants,

@@ -104,6 +104,9 @@ impl Node {
             }
         }
         self.check_can_sign(&rec).map_err(|e| e.at(&self.name))?;
+        self.check_restored(&rec)
+            .await
+            .map_err(|e| e.at(&self.name))?;
         let committee = committee_of(&rec)?;
         let candidates = self.candidates(&committee);
         let t = rec.threshold as usize;
@@ -341,6 +344,7 @@ impl Node {
         let request_id = request.request_id.clone();
         let nonce = nonce()?;
         let eid = eid(request, rec.epoch, participants, &nonce);
+        crate::node::note_eid(&eid);
         let proposal = Proposal {
             eid,
             nonce,

@@ -30,6 +30,11 @@ impl Node {
         // signature over every field (the coordinator's word counts for
         // nothing), this node's policy, the key's state and the eid binding.
         // Every decision is audited.
+        // A key restored from a backup first has its epoch and watermarks
+        // confirmed by the committee (`restored.rs`).
+        if let Ok(rec) = self.key(key_id) {
+            self.check_restored(&rec).await?;
+        }
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;
         let checked = (|| -> Result<Admitted, NodeError> {

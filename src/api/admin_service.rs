@@ -8,12 +8,12 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::admin_fields::{signed_admin, Fields};
 use super::key_info::{key_info, key_info_here};
 use super::services::{arg, require, RequestLog};
 use super::status;
 use crate::domain::KeyId;
-use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
-use crate::node::request::ClientAuth;
+use crate::node::admin_request::AdminOp;
 use crate::node::Node;
 use crate::pki::Role;
 use crate::proto::admin as apb;
@@ -99,52 +99,6 @@ impl AdminService {
                 .collect(),
         }))
     }
-}
-
-/// The request fields of an admin message other than its id, expiry and approvals.
-#[derive(Default)]
-struct Fields<'a> {
-    key_id: &'a str,
-    key_type: &'a str,
-    committee: &'a [String],
-    threshold: u32,
-    target: &'a str,
-    exclude: &'a [String],
-}
-
-/// The signed admin request an admin message carries. The node checks the
-/// approvals; this only parses.
-fn signed_admin(
-    op: AdminOp,
-    f: Fields<'_>,
-    request_id: String,
-    expiry_unix: u64,
-    approvals: Vec<apb::AdminApproval>,
-) -> Result<SignedAdmin, Status> {
-    let request = AdminRequest::from_fields(
-        op.label(),
-        f.key_id,
-        f.key_type,
-        f.committee,
-        f.threshold,
-        f.target,
-        f.exclude,
-        request_id,
-        expiry_unix,
-    )
-    .map_err(|(field, e)| arg(field, e))?;
-    let approvals = approvals
-        .into_iter()
-        .map(|a| {
-            Ok(ClientAuth {
-                chain: a.chain,
-                scheme: u16::try_from(a.signature_scheme)
-                    .map_err(|_| arg("approvals.signature_scheme", "out of range"))?,
-                signature: a.signature,
-            })
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
-    Ok(SignedAdmin { request, approvals })
 }
 
 fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {

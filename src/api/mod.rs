@@ -3,6 +3,7 @@
 //! and validators use.
 
 mod admin_client;
+mod admin_fields;
 mod admin_service;
 pub mod client;
 mod key_info;

@@ -45,7 +45,8 @@ pub fn init(format: LogFormat, default: &str) {
 /// The node's metrics, in the Prometheus text format on the ops plane
 /// (`/metrics`), rendered by the Prometheus project's client library. Labels
 /// carry no key material and no client input beyond key ids and node names.
-/// The series and their meaning are listed in the README ("Metrics").
+/// The series and their meaning are listed in the README ("Metrics, readiness
+/// and logs").
 pub struct Metrics {
     registry: Registry,
     requests: Family<OpLabels, Counter>,

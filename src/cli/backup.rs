@@ -94,7 +94,15 @@ fn describe(info: &BackupInfo) -> String {
     let when = time::OffsetDateTime::from_unix_timestamp(
         i64::try_from(info.created_unix).unwrap_or(i64::MAX),
     )
-    .map(|t| t.to_string())
+    .map(|t| {
+        format!(
+            "{} {:02}:{:02}:{:02} UTC",
+            t.date(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    })
     .unwrap_or_else(|_| info.created_unix.to_string());
     let mut out = format!(
         "backup of node {} taken {when} (format {}, store format {}), {} key(s)",
@@ -130,6 +138,13 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Create { out, config, conn } => {
+            if out.exists() {
+                return Err(UsageError(format!(
+                    "{} exists; choose a new file (a backup never overwrites one)",
+                    out.display()
+                ))
+                .into());
+            }
             let file = match config {
                 Some(c) => {
                     let cfg = NodeConfig::load(&c)?;

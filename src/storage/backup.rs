@@ -362,11 +362,11 @@ fn unpack(file: &[u8], passphrase: &SecretBytes, into: &Path) -> Result<BackupIn
     let p = split(file)?;
     let write = |name: &str, body: &[u8]| -> Result<(), StorageError> {
         let path = into.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&path).map_err(io(&path))?;
         f.write_all(body).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))
     };

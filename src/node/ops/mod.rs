@@ -15,6 +15,7 @@
 //! `on_propose` below is the participant's single entry point: it routes a
 //! proposal to its operation and audits key-changing sessions.
 
+mod abandoned;
 pub mod keygen;
 pub mod lifecycle;
 pub mod repair;

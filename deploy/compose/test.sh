@@ -102,11 +102,15 @@ echo "   c started again and serves"
 
 echo "== 2. b's network disconnected"
 net="${COMPOSE_PROJECT_NAME}_signers"
+# The failover list from the ports the containers have now (c was restarted in
+# step 1 and may have a new one; the env file has the ports from up.sh), taken
+# before b's port mapping goes with its network.
+fo="$(others a)"
 docker network disconnect "$net" "$(container b)"
 t=$(date +%s.%N)
 set +e
 out="$(timeout 30 "$THRESIG_BIN" sign --key demo --digest "$(digest)" --identity validator --server a \
-  --endpoint "127.0.0.1:$(port a)" 2>&1)"
+  --endpoint "127.0.0.1:$(port a)" --failover "$fo" 2>&1)"
 rc=$?
 set -e
 if [ "$rc" = 0 ]; then
@@ -116,6 +120,8 @@ elif [ "$rc" = 124 ]; then
   exit 1
 else
   echo "   through a while b is cut off: error in $(secs "$t"): $out"
+  echo "   node a's last log lines:"
+  compose logs --tail 6 a 2>&1 | sed 's/^/     /'
 fi
 docker network connect --ip "$THRESIG_SUBNET.12" "$net" "$(container b)"
 t=$(date +%s.%N)

@@ -80,12 +80,6 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new(env!("CARGO_PKG_VERSION"), 0)
-    }
-}
-
 /// The states a key gauge reports (one series each, 1 for the current one).
 const KEY_STATES: [&str; 5] = ["active", "frozen", "repairing", "joining", "generated"];
 
@@ -209,11 +203,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Replaces the peer, key and session series with `h` (taken `age` ago).
-    pub fn set_health(&self, h: &crate::node::Health, age: std::time::Duration) {
+    /// Replaces the peer, key and session series with `h`, just taken.
+    pub fn set_health(&self, h: &crate::node::Health) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.sessions.set(count(h.sessions_in_flight));
-        self.health_age.set(age.as_secs_f64());
+        self.health_age.set(0.0);
         self.peer_up.clear();
         self.peer_rtt.clear();
         for n in h.nodes.iter().filter(|n| !n.this_node) {
@@ -242,6 +236,11 @@ impl Metrics {
                     .set(i64::from(k.state == state));
             }
         }
+    }
+
+    /// How long ago the series of `set_health` were taken.
+    pub fn set_probe_age(&self, age: std::time::Duration) {
+        self.health_age.set(age.as_secs_f64());
     }
 
     /// Seconds until the node certificate and its CA expire.

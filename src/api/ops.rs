@@ -67,7 +67,7 @@ impl OpsState {
     pub async fn probe(&self) {
         match self.node.health().await {
             Ok(h) => {
-                self.metrics.set_health(&h, Duration::ZERO);
+                self.metrics.set_health(&h);
                 *self
                     .last
                     .write()
@@ -104,8 +104,8 @@ impl OpsState {
         if let Some((node, ca)) = self.cert_left() {
             self.metrics.set_cert_expiry(node, ca);
         }
-        if let Some((at, h)) = self.last() {
-            self.metrics.set_health(&h, at.elapsed());
+        if let Some((at, _)) = self.last() {
+            self.metrics.set_probe_age(at.elapsed());
         }
         self.metrics.render()
     }

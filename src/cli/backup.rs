@@ -58,7 +58,8 @@ pub enum Cmd {
 }
 
 /// Where the store passphrase comes from: the node's config (its
-/// passphrase_env or passphrase_file), or a file.
+/// passphrase_env or passphrase_file), or a file. Paths only: the passphrase
+/// itself is read into `SecretBytes` (redacted `Debug`), never held here.
 #[derive(Debug, clap::Args)]
 pub struct Passphrase {
     /// The node's config: its store passphrase source (and, for restore, its

@@ -64,7 +64,6 @@ pub struct KeyHealth {
     /// active, frozen, ... (`KeyState::label`).
     pub state: &'static str,
     pub threshold: u8,
-    pub committee: usize,
     /// Committee nodes that answered their ping (this node counts when the
     /// key is active here).
     pub reachable: usize,
@@ -148,7 +147,6 @@ impl Node {
                 KeyHealth {
                     state: r.state.label(),
                     threshold: r.threshold,
-                    committee: r.committee.len(),
                     reachable: others.saturating_add(usize::from(here)),
                     key_id: r.key_id,
                 }

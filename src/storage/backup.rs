@@ -17,8 +17,9 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{dberr, StorageError, Store, Watermark, WATERMARKS};
 use crate::domain::{KeyId, NodeName};
@@ -183,11 +184,23 @@ impl Store {
         };
         self.append_audit(&tx, event, now_unix)?;
         tx.commit().map_err(dberr)?;
+        self.restore_marks
+            .store(!keys.is_empty(), Ordering::Release);
         Ok(keys.len())
+    }
+
+    /// Whether any key in the store carries a restore mark.
+    pub(super) fn any_restore_marks(&self) -> Result<bool, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(RESTORED).map_err(dberr)?;
+        Ok(!t.is_empty().map_err(dberr)?)
     }
 
     /// The restore mark of `key`, if it has one.
     pub fn restored(&self, key: &KeyId) -> Result<Option<Restored>, StorageError> {
+        if !self.restore_marks.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let tx = self.db.begin_read().map_err(dberr)?;
         let t = tx.open_table(RESTORED).map_err(dberr)?;
         match t.get(key.as_str()).map_err(dberr)? {
@@ -223,7 +236,10 @@ impl Store {
             let mut r = tx.open_table(RESTORED).map_err(dberr)?;
             r.remove(key.as_str()).map_err(dberr)?;
         }
-        tx.commit().map_err(dberr)
+        tx.commit().map_err(dberr)?;
+        self.restore_marks
+            .store(self.any_restore_marks()?, Ordering::Release);
+        Ok(())
     }
 
     /// Every slot watermark of `key` here: (scope, watermark).

@@ -110,6 +110,10 @@ pub struct Store {
     kek: Kek,
     node: NodeName,
     path: PathBuf,
+    /// Whether any key carries a restore mark (`backup.rs`): while none
+    /// does, which is always but after a restore, the signing path's check
+    /// costs no read.
+    restore_marks: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,7 +168,12 @@ impl Store {
             kek,
             node: node.clone(),
             path,
+            restore_marks: std::sync::atomic::AtomicBool::new(false),
         };
+        store.restore_marks.store(
+            store.any_restore_marks()?,
+            std::sync::atomic::Ordering::Release,
+        );
         let tx = store.write()?;
         store.audit_genesis(&tx)?;
         tx.commit().map_err(dberr)?;

@@ -32,8 +32,8 @@ impl Node {
         // Every decision is audited.
         // A key restored from a backup first has its epoch and watermarks
         // confirmed by the committee (`restored.rs`).
-        if let Ok(rec) = self.key(key_id) {
-            self.check_restored(&rec).await?;
+        if self.store.restored(key_id)?.is_some() {
+            self.check_restored(&self.key(key_id)?).await?;
         }
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;

@@ -319,6 +319,10 @@ pub struct DerivationPath(Vec<u32>);
 /// First hardened child index; hardened derivation needs the whole private key.
 const HARDENED: u32 = 1 << 31;
 
+/// The most nodes a cluster roster (and so any committee, dealer or
+/// exclusion list) may name. Lists from peers are refused past it at decode.
+pub const MAX_ROSTER: usize = 64;
+
 impl DerivationPath {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let err = |reason: &str| DomainError::Path {

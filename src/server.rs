@@ -199,6 +199,9 @@ pub fn start(
             Arc::new(net),
             cfg.timeouts,
             Arc::new(verifier),
+            Arc::new(crate::transport::request_auth::NodeReceiptSigner::new(
+                &cfg.tls,
+            )),
             cfg.policy.clone(),
         )
         .map_err(|e| ServerError::Policy(e.to_string()))?,

@@ -109,6 +109,8 @@ async fn a_hostile_node_cannot_take_a_key_over_or_pause_it_without_approvals() {
                 dealers: names(&["a", "b"]),
                 committee: names(&["a", "d"]),
                 threshold: 2,
+                confirmation: [0; 32],
+                certificate: Default::default(),
             },
         };
         denied(x.propose(to, p).await, "carries no signed admin request");
@@ -516,6 +518,7 @@ async fn b_reports_a_running_session(c: &thresig::cluster::LocalCluster, id: &Ke
             key_id: id.clone(),
             request_id: None,
             watermarks: false,
+            evidence: false,
         },
     };
     match Hostile::as_node(c, 0).propose("b", status).await {

@@ -28,8 +28,11 @@ fn extreme(req: &pb::ProposeRequest) -> pb::ProposeResponse {
                 confirmation: vec![0xEE; 32],
                 reshare: true,
                 release_open_ms: u64::MAX,
+                receipt: None,
             }),
             maintaining: false,
+            certificate: Vec::new(),
+            generated_receipt: None,
             watermarks: vec![pb::SlotWatermark {
                 scope: "s".repeat(1000),
                 height: u64::MAX,

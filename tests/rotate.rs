@@ -8,7 +8,6 @@ use common::{
     approved_by, bound_nonce, check_signature, client_request, cluster, sign_proposal, Hostile,
     ADMIN, CLIENT,
 };
-use std::time::Duration;
 use thresig::client::AdminOp;
 use thresig::cluster::LocalCluster;
 use thresig::domain::{DerivationPath, KeyId, NodeName};
@@ -222,8 +221,19 @@ async fn a_rotation_left_staged_everywhere_is_finished_by_the_next_one() {
         x.propose("b", refresh.clone()),
         x.propose("c", refresh),
     );
+    let mut receipts = Vec::new();
+    let mut confirmation = [0; 32];
     for (n, r) in [("a", ra), ("b", rb), ("c", rc)] {
-        assert!(matches!(r, Ok(Outcome::Refresh { .. })), "{n}: {r:?}");
+        match r {
+            Ok(Outcome::Refresh {
+                confirmation: c,
+                receipt,
+            }) => {
+                confirmation = c;
+                receipts.push((n, *receipt));
+            }
+            other => panic!("{n}: {other:?}"),
+        }
     }
     for i in 0..3 {
         let node = &c.nodes[i].as_ref().unwrap().node;
@@ -240,34 +250,53 @@ async fn a_rotation_left_staged_everywhere_is_finished_by_the_next_one() {
         .unwrap();
     check_signature(&resp, &d, &info.public_key);
     assert_eq!(resp.epoch, 0);
-    // Once a node's release window has closed, a late release of the staged
-    // rotation is refused there (the next rotation may be finishing it, and
-    // both would split the key across epochs); the share stays staged.
-    let window = thresig::node::Timeouts {
-        round: Duration::from_secs(5),
-        ping: Duration::from_secs(1),
-    }
-    .release_window();
-    let staged_ms = b_store(&c).staged(&id).unwrap().unwrap().staged_ms;
-    while !thresig::storage::release_open_for(staged_ms, window).is_zero() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let release = Proposal {
+    // A release (an activation without a certificate) deletes nothing: the
+    // share stays staged on b, and an activation that lacks b's own receipt
+    // (a's and c's only, as a member that withheld b's last message could
+    // send) activates nothing there.
+    let activate = |certificate: Vec<thresig::node::request::ClientAuth>| Proposal {
         eid,
         nonce: Vec::new(),
         admin: None,
         op: Operation::Activate {
             key_id: id.clone(),
-            epoch: 0,
-            confirmation: [0; 32],
+            epoch: 1,
+            confirmation,
+            certificate: thresig::node::activation::Certificate(certificate),
         },
     };
-    let late = x.propose("b", release).await;
+    let release = Proposal {
+        op: Operation::Activate {
+            key_id: id.clone(),
+            epoch: 0,
+            confirmation: [0; 32],
+            certificate: Default::default(),
+        },
+        ..activate(Vec::new())
+    };
+    x.propose("b", release).await.unwrap();
+    assert_eq!(b_store(&c).pending(&id).unwrap().map(|p| p.0), Some(1));
+    let without_b: Vec<_> = receipts
+        .iter()
+        .filter(|(n, _)| *n != "b")
+        .map(|(_, r)| r.clone())
+        .collect();
+    let refused = x.propose("b", activate(without_b)).await;
     assert!(
-        matches!(&late, Err(e) if e.to_string().contains("no longer released")),
-        "{late:?}"
+        matches!(&refused, Err(e) if e.to_string().contains("no staging receipt from b")),
+        "{refused:?}"
+    );
+    let a_twice: Vec<_> = [&receipts[0].1, &receipts[0].1, &receipts[2].1]
+        .into_iter()
+        .cloned()
+        .collect();
+    let refused = x.propose("b", activate(a_twice)).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("signed twice")),
+        "{refused:?}"
     );
     assert_eq!(b_store(&c).pending(&id).unwrap().map(|p| p.0), Some(1));
+    assert_eq!(b_store(&c).key(&id).unwrap().unwrap().epoch, 0);
     // The next rotation, through b: the abandoned one is activated first.
     let r = c
         .client(1, ADMIN)

@@ -53,26 +53,17 @@ impl Node {
         signed: &SignedAdmin,
         now: u64,
     ) -> Result<VerifiedAdmin, NodeError> {
+        let approvers = approvers_of(self.verifier.as_ref(), signed, now)?;
+        self.admit_approvers(signed, approvers)
+    }
+
+    /// This node's policy on the (verified) approvers of `signed`.
+    fn admit_approvers(
+        &self,
+        signed: &SignedAdmin,
+        approvers: Vec<NodeName>,
+    ) -> Result<VerifiedAdmin, NodeError> {
         let r = &signed.request;
-        r.check_fields(now).map_err(|e| denied(r, e))?;
-        if signed.approvals.len() > MAX_APPROVALS {
-            return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
-        }
-        let bytes = r.canonical_bytes();
-        let mut approvers: Vec<NodeName> = Vec::with_capacity(signed.approvals.len());
-        for (i, a) in signed.approvals.iter().enumerate() {
-            let who = self
-                .verifier
-                .verify_admin(a, &bytes)
-                .map_err(|e| denied(r, format!("approval {}: {e}", i.saturating_add(1))))?;
-            if approvers.contains(&who) {
-                return Err(denied(
-                    r,
-                    format!("admin {who} approved twice; approvals must come from distinct admins"),
-                ));
-            }
-            approvers.push(who);
-        }
         let d = self.policy().check_approvals(r, &approvers);
         if !d.allowed {
             let _ = self.audit(AuditEvent {
@@ -119,14 +110,18 @@ impl Node {
     /// this operation, approved per this node's policy, bound by the
     /// proposal's nonce, and not used before for another operation (the use
     /// is recorded durably). Other proposals pass.
-    pub(crate) fn check_admin_proposal(&self, p: &Proposal) -> Result<(), NodeError> {
-        self.check_admin_proposal_as(p, false)
+    pub(crate) async fn check_admin_proposal(&self, p: &Proposal) -> Result<(), NodeError> {
+        self.check_admin_proposal_as(p, false).await
     }
 
     /// `check_admin_proposal`; with `missed`, for a freeze or delete that
     /// the other nodes applied while this one was down: its approvals are
     /// checked as they stood when it was made (it may have expired since).
-    pub(crate) fn check_admin_proposal_as(
+    ///
+    /// Cheapest checks first: the operation and key, the nonce binding, then
+    /// the approvals' chains and signatures (off the async workers), and only
+    /// then the proposal's parameters (linear in the bounded lists).
+    pub(crate) async fn check_admin_proposal_as(
         &self,
         p: &Proposal,
         missed: bool,
@@ -165,7 +160,9 @@ impl Node {
                 ),
             ));
         }
-        self.check_parameters(r, &p.op)?;
+        if signed.approvals.len() > MAX_APPROVALS {
+            return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
+        }
         if !signed.binds(&p.nonce) {
             return Err(denied(
                 r,
@@ -177,7 +174,14 @@ impl Node {
         } else {
             now_unix()
         };
-        let verified = self.verify_admin_request_at(signed, now)?;
+        let verifier = std::sync::Arc::clone(&self.verifier);
+        let owned = signed.clone();
+        let approvers =
+            tokio::task::spawn_blocking(move || approvers_of(verifier.as_ref(), &owned, now))
+                .await
+                .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
+        let verified = self.admit_approvers(signed, approvers)?;
+        self.check_parameters(r, &p.op)?;
         if !self
             .store
             .use_admin_request(&r.request_id, &p.nonce, step, &p.eid)?
@@ -243,10 +247,11 @@ impl Node {
                 dealers,
                 ..
             } => {
+                let excluded: std::collections::HashSet<&NodeName> = r.exclude.iter().collect();
                 if let Some(x) = dealers
                     .iter()
                     .chain(committee)
-                    .find(|n| r.exclude.contains(n))
+                    .find(|n| excluded.contains(n))
                 {
                     return Err(denied(
                         r,
@@ -289,4 +294,36 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Checks what needs no policy: the request's fields and expiry as of `now`,
+/// the number of approvals, and each approval's certificate chain, `admin`
+/// identity and signature; no admin may approve twice. Returns the
+/// approvers in order. CPU-bound (one chain and signature check per
+/// approval, at most `MAX_APPROVALS`).
+fn approvers_of(
+    verifier: &dyn crate::node::request::RequestVerifier,
+    signed: &SignedAdmin,
+    now: u64,
+) -> Result<Vec<NodeName>, NodeError> {
+    let r = &signed.request;
+    r.check_fields(now).map_err(|e| denied(r, e))?;
+    if signed.approvals.len() > MAX_APPROVALS {
+        return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
+    }
+    let bytes = r.canonical_bytes();
+    let mut approvers: Vec<NodeName> = Vec::with_capacity(signed.approvals.len());
+    for (i, a) in signed.approvals.iter().enumerate() {
+        let who = verifier
+            .verify_admin(a, &bytes)
+            .map_err(|e| denied(r, format!("approval {}: {e}", i.saturating_add(1))))?;
+        if approvers.contains(&who) {
+            return Err(denied(
+                r,
+                format!("admin {who} approved twice; approvals must come from distinct admins"),
+            ));
+        }
+        approvers.push(who);
+    }
+    Ok(approvers)
 }

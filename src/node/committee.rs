@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::activation::{Certificate, Statement};
 use super::ops::OpKind;
+use super::request::ClientAuth;
 use super::{Maintenance, Node, NodeError, Operation, Outcome, Proposal, StagedEpoch};
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::protocol::PartyIdx;
@@ -46,8 +48,20 @@ pub(crate) fn status_query(key_id: &KeyId, epoch: u64, request_id: Option<String
             key_id: key_id.clone(),
             request_id,
             watermarks: false,
+            evidence: false,
         },
     }
+}
+
+/// A share status query about `key_id` (at `epoch`) whose answer carries
+/// the evidence for activations: the active epoch's certificate and the
+/// node's receipt for what it staged or generated.
+pub(crate) fn evidence_query(key_id: &KeyId, epoch: u64) -> Proposal {
+    let mut p = status_query(key_id, epoch, None);
+    if let Operation::ShareStatus { evidence, .. } = &mut p.op {
+        *evidence = true;
+    }
+    p
 }
 
 /// "a (why), b (why)" for nodes that could not take part.
@@ -277,17 +291,23 @@ impl Node {
     /// Every committee node's answer to a status query about `rec`'s key
     /// (this node's own directly), each within the probe timeout, in
     /// committee order: the outcome, or why there was none.
+    /// With `evidence`, the answers carry certificates and receipts.
     pub(crate) async fn committee_status(
         &self,
         rec: &KeyRecord,
+        evidence: bool,
     ) -> Vec<(NodeName, Result<Outcome, String>)> {
         let committee = super::committee_of(rec).unwrap_or_default();
         let timeout = self.timeouts.ping;
         let asks = committee.into_iter().map(|n| async move {
             if n == self.name {
-                return (n, Ok(self.share_status_outcome(&rec.key_id)));
+                return (n, Ok(self.share_status_outcome(&rec.key_id, evidence)));
             }
-            let status = status_query(&rec.key_id, rec.epoch, None);
+            let status = if evidence {
+                evidence_query(&rec.key_id, rec.epoch)
+            } else {
+                status_query(&rec.key_id, rec.epoch, None)
+            };
             let answer = match tokio::time::timeout(timeout, self.net.propose(&n, status)).await {
                 Ok(Ok(o)) => Ok(o),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -298,8 +318,10 @@ impl Node {
         futures::future::join_all(asks).await
     }
 
-    /// This node's answer to a share status query (see `Outcome::ShareStatus`).
-    pub fn share_status_outcome(&self, key_id: &KeyId) -> Outcome {
+    /// This node's answer to a share status query (see `Outcome::ShareStatus`);
+    /// with `evidence`, also the active epoch's activation certificate and
+    /// its receipt for what it staged or generated and did not activate.
+    pub fn share_status_outcome(&self, key_id: &KeyId, evidence: bool) -> Outcome {
         let (epoch, signing) = self.share_status(key_id);
         let rec = self.store.key(key_id).ok().flatten();
         let joining = rec.as_ref().is_some_and(|r| {
@@ -313,8 +335,30 @@ impl Node {
             .filter(|_| !signing)
             .and_then(|_| self.lifecycle_proposal(key_id))
             .map(Box::new);
+        let staged_receipt = |s: &crate::storage::Staged| -> Option<Box<ClientAuth>> {
+            let r = rec.as_ref().filter(|_| evidence)?;
+            let st = Statement {
+                key_id,
+                key_type: r.key_type,
+                eid: &s.proof.eid,
+                epoch: s.epoch,
+                confirmation: &s.proof.confirmation,
+                public_key: &r.public_key,
+            };
+            self.receipt(&st).ok().map(Box::new)
+        };
         let maintenance = Maintenance {
             activated: rec.as_ref().and_then(|r| r.rotation),
+            certificate: if evidence {
+                self.kept_certificate(key_id)
+            } else {
+                Certificate::default()
+            },
+            generated: rec
+                .as_ref()
+                .filter(|_| evidence)
+                .and_then(|r| self.generated_receipt(r))
+                .map(Box::new),
             staged: self
                 .store
                 .staged(key_id)
@@ -328,6 +372,7 @@ impl Node {
                         s.staged_ms,
                         self.timeouts.release_window(),
                     ),
+                    receipt: staged_receipt(&s),
                 }),
             running: self.is_maintaining(key_id),
         };

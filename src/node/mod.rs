@@ -37,6 +37,7 @@
 // checked, saturating, or allowed with its reason.
 #![deny(clippy::arithmetic_side_effects)]
 
+pub mod activation;
 mod admin;
 pub mod admin_file;
 pub mod admin_request;
@@ -147,8 +148,10 @@ pub struct Node {
     /// Keys a rotation or reshare session (its eid) is running for here, until at most the given instant.
     maintaining:
         std::sync::Mutex<std::collections::HashMap<KeyId, (std::time::Instant, ExecutionId)>>,
-    /// Checks clients' request signatures.
+    /// Checks clients' request signatures (and peers' staging receipts).
     verifier: Arc<dyn request::RequestVerifier>,
+    /// Signs this node's staging receipts with its node certificate key.
+    signer: Arc<dyn activation::ReceiptSigner>,
     /// The policy file (if configured) and the policy read from it.
     policy_file: Option<std::path::PathBuf>,
     policy: std::sync::RwLock<Arc<policy::Policy>>,
@@ -188,6 +191,7 @@ impl Node {
         net: Arc<dyn PeerNet>,
         timeouts: Timeouts,
         verifier: Arc<dyn request::RequestVerifier>,
+        signer: Arc<dyn activation::ReceiptSigner>,
         policy_file: Option<std::path::PathBuf>,
     ) -> Result<Self, NodeError> {
         let policy = match &policy_file {
@@ -203,6 +207,7 @@ impl Node {
             timeouts,
             maintaining: Default::default(),
             verifier: Arc::new(request::CachedVerifier::new(verifier)),
+            signer,
             policy_file,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             limiter: policy::Limiter::default(),

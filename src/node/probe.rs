@@ -6,7 +6,7 @@
 
 use super::{Node, NodeError, Operation, Outcome, Proposal};
 use crate::domain::{ExecutionId, NodeName};
-use crate::node::committee::status_query;
+use crate::node::committee::{evidence_query, status_query};
 use crate::storage::{KeyRecord, KeyState, LedgerEntry, RotationProof};
 
 impl Node {
@@ -101,8 +101,10 @@ impl Node {
         // delete from a peer that no longer holds a share.
         let lifecycle =
             lifecycle.filter(|_| !signing && (epoch.is_none() || epoch == Some(rec.epoch)));
-        if let Some(done) = lifecycle.and_then(|p| self.catch_up_lifecycle(n, *p)) {
-            return (down(format!("the key changed there: {done}")), ledger);
+        if let Some(p) = lifecycle {
+            if let Some(done) = self.catch_up_lifecycle(n, *p).await {
+                return (down(format!("the key changed there: {done}")), ledger);
+            }
         }
         // The epoch is the peer's word: compared with checked arithmetic.
         let verdict = match (epoch, rec.rotation) {
@@ -122,6 +124,7 @@ impl Node {
                         key_id: key_id.clone(),
                         epoch: 0,
                         confirmation: proof.confirmation,
+                        certificate: self.kept_certificate(key_id),
                     },
                 };
                 match self.net.propose(n, activate).await {
@@ -153,6 +156,7 @@ impl Node {
                         key_id: key_id.clone(),
                         epoch: rec.epoch,
                         confirmation: proof.confirmation,
+                        certificate: self.kept_certificate(key_id),
                     },
                 };
                 match self.net.propose(n, activate).await {
@@ -174,7 +178,7 @@ impl Node {
             // peer's proof names it (the store checks the pair), and the
             // caller, seeing its own epoch moved, tries again at the new one.
             (Some(e), _) if rec.epoch.checked_add(1) == Some(e) => match maintenance.activated {
-                Some(proof) => match self.catch_up_to(rec, e, proof) {
+                Some(proof) => match self.catch_up_to(rec, n, e, proof).await {
                     Ok(()) => down(format!(
                         "is at epoch {e}, which this node has now activated too"
                     )),
@@ -190,21 +194,45 @@ impl Node {
         (verdict, ledger)
     }
 
-    /// Activates epoch `epoch` of `rec`'s key here with a peer's activation
-    /// proof: only the share this node staged itself under that very proof.
-    fn catch_up_to(
+    /// Activates epoch `epoch` of `rec`'s key here with the activation
+    /// certificate peer `n` keeps for it: only the share this node staged
+    /// itself under that very proof, and only with every member's receipt.
+    async fn catch_up_to(
         &self,
         rec: &KeyRecord,
+        n: &NodeName,
         epoch: u64,
         proof: RotationProof,
     ) -> Result<(), NodeError> {
         let eid = ExecutionId::from_slice(&proof.eid)
             .ok_or_else(|| NodeError::Internal("bad activation proof".into()))?;
-        self.participate_activate(&eid, &rec.key_id, epoch, proof.confirmation)?;
+        let ask = evidence_query(&rec.key_id, rec.epoch);
+        let certificate = match tokio::time::timeout(self.timeouts.ping, self.net.propose(n, ask))
+            .await
+        {
+            Ok(Ok(Outcome::ShareStatus {
+                epoch: Some(e),
+                maintenance,
+                ..
+            })) if e == epoch && maintenance.activated == Some(proof) => maintenance.certificate,
+            Ok(Ok(_)) => {
+                return Err(NodeError::Unavailable(format!(
+                    "node {n} no longer reports epoch {epoch} under that activation"
+                )))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(NodeError::Unavailable(format!(
+                    "node {n} sent no activation certificate within {:?}",
+                    self.timeouts.ping
+                )))
+            }
+        };
+        self.participate_activate(&eid, &rec.key_id, epoch, proof.confirmation, &certificate)?;
         tracing::warn!(
             key = %rec.key_id,
             epoch,
-            "this node had missed an activation; activated it with a peer's proof",
+            "this node had missed an activation; activated it with the certificate a peer kept",
         );
         Ok(())
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::activation::Certificate;
 use super::admin_request::SignedAdmin;
+use super::request::ClientAuth;
 use super::request;
 use super::NodeError;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
@@ -43,6 +45,9 @@ pub enum Operation {
         request_id: Option<String>,
         /// Also every slot watermark of the key (for a restored node).
         watermarks: bool,
+        /// Also the active epoch's activation certificate and this node's
+        /// receipt for what it staged or generated and did not activate.
+        evidence: bool,
     },
     /// Rebuild the share of `target` from `helpers` (all committee members).
     Repair {
@@ -79,17 +84,26 @@ pub enum Operation {
         dealers: Vec<NodeName>,
         committee: Vec<NodeName>,
         threshold: u8,
+        /// The reshare's confirmation and the new committee's activation
+        /// certificate: a member deletes its share only once every new
+        /// member staged its share.
+        confirmation: [u8; 32],
+        certificate: Certificate,
     },
     /// Freeze, unfreeze or delete the key (the admin request says which).
     Lifecycle {
         key_id: KeyId,
         action: super::admin_request::AdminOp,
     },
-    /// Switch to the staged `epoch`, which every participant confirmed with `confirmation`.
+    /// Switch to the staged `epoch`, which every participant confirmed with
+    /// `confirmation`, on the strength of `certificate` (every member's
+    /// staging receipt). Without a certificate: a release (the coordinator
+    /// gave up), which deletes nothing.
     Activate {
         key_id: KeyId,
         epoch: u64,
         confirmation: [u8; 32],
+        certificate: Certificate,
     },
 }
 
@@ -113,11 +127,15 @@ pub enum Outcome {
         public_key: Vec<u8>,
         chain_code: [u8; 32],
         package_hash: [u8; 32],
+        /// The node's signed receipt: it stored its share.
+        receipt: Box<ClientAuth>,
     },
     Sign(Signature),
     /// The refreshed share is staged; every party computed `confirmation`.
     Refresh {
         confirmation: [u8; 32],
+        /// The node's signed staging receipt.
+        receipt: Box<ClientAuth>,
     },
     /// The staged epoch is now active here.
     Activated,
@@ -147,6 +165,8 @@ pub enum Outcome {
     Reshared {
         confirmation: [u8; 32],
         public_key: Vec<u8>,
+        /// The node's signed staging receipt.
+        receipt: Box<ClientAuth>,
     },
     /// A dealer leaving the committee sent its dealings.
     Dealt,
@@ -210,6 +230,12 @@ pub struct Maintenance {
     /// The proof that activated the reported epoch (none for a keygen epoch
     /// before any rotation, or from a node of the previous wire version).
     pub activated: Option<crate::storage::RotationProof>,
+    /// When evidence was asked for: the certificate that activated the
+    /// reported epoch (empty if none was kept).
+    pub certificate: Certificate,
+    /// When evidence was asked for: the node's receipt for its generated,
+    /// not yet active key.
+    pub generated: Option<Box<ClientAuth>>,
     /// The epoch staged here and not yet activated, the proof it awaits, and
     /// whether a reshare (rather than a rotation) staged it.
     pub staged: Option<StagedEpoch>,
@@ -218,7 +244,7 @@ pub struct Maintenance {
 }
 
 /// An epoch staged at a node, as it reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedEpoch {
     pub epoch: u64,
     pub proof: crate::storage::RotationProof,
@@ -228,6 +254,8 @@ pub struct StagedEpoch {
     /// release it, by its own clock (zero: closed, or a node of the previous
     /// wire version).
     pub release_open_for: std::time::Duration,
+    /// When evidence was asked for: the node's signed staging receipt.
+    pub receipt: Option<Box<ClientAuth>>,
 }
 
 /// The versions a node announces in answer to a ping.

@@ -170,6 +170,9 @@ pub trait RequestVerifier: Send + Sync + 'static {
     /// The same check of an admin's approval of an admin request: the chain
     /// must carry an `admin/<name>` identity. Returns the admin's name.
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+    /// The same check of a node's staging receipt: the chain must carry a
+    /// `node/<name>` identity. Returns the node's name.
+    fn verify_node(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
     /// Forgets any verification remembered (the CA bundle or CRL changed).
     fn forget(&self) {}
 }
@@ -240,6 +243,11 @@ impl RequestVerifier for CachedVerifier {
     /// Admin approvals are rare and are not cached.
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
         self.inner.verify_admin(auth, message)
+    }
+
+    /// Receipts are checked at activations only, and are not cached.
+    fn verify_node(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        self.inner.verify_node(auth, message)
     }
 
     fn forget(&self) {
@@ -345,6 +353,10 @@ mod tests {
 
         fn verify_admin(&self, _auth: &ClientAuth, _message: &[u8]) -> Result<NodeName, String> {
             Err("not an admin".into())
+        }
+
+        fn verify_node(&self, _auth: &ClientAuth, _message: &[u8]) -> Result<NodeName, String> {
+            Err("not a node".into())
         }
     }
 

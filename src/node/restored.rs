@@ -40,6 +40,7 @@ impl Node {
                         key_id: key.clone(),
                         request_id: None,
                         watermarks: true,
+                        evidence: false,
                     },
                 };
                 let answer = match tokio::time::timeout(timeout, self.net.propose(n, ask)).await {

@@ -161,7 +161,7 @@ impl Node {
 
     async fn key_view(&self, record: KeyRecord) -> KeyView {
         let members = self
-            .committee_status(&record)
+            .committee_status(&record, false)
             .await
             .into_iter()
             .map(|(n, answer)| {

@@ -109,6 +109,7 @@ impl Store {
             copy_table!(snapshot, w, WATERMARKS);
             copy_table!(snapshot, w, super::ADMIN_REQUESTS);
             copy_table!(snapshot, w, super::LIFECYCLE);
+            copy_table!(snapshot, w, super::ACTIVATIONS);
             copy_table!(snapshot, w, super::bans::BANS);
             copy_table!(snapshot, w, super::EIDS);
             copy_table!(snapshot, w, super::eids::SIGN_EID_EXPIRY);

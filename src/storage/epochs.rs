@@ -5,8 +5,8 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::{
-    dberr, share_slot, KeyRecord, KeyState, RotationProof, StorageError, Store, KEYS, LIFECYCLE,
-    PENDING, SHARES,
+    dberr, share_slot, KeyRecord, KeyState, RotationProof, StorageError, Store, ACTIVATIONS, KEYS,
+    LIFECYCLE, PENDING, SHARES,
 };
 use crate::domain::KeyId;
 use crate::secret::SecretBytes;
@@ -26,7 +26,7 @@ struct Pending {
 }
 
 /// An epoch staged here and not yet active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staged {
     pub epoch: u64,
     /// The proof its activation must carry.
@@ -35,6 +35,9 @@ pub struct Staged {
     pub reshare: bool,
     /// When it was staged, in Unix milliseconds (0: long ago).
     pub staged_ms: u64,
+    /// The committee that activates it: a reshare's new committee (none
+    /// for a rotation, whose committee is the key's).
+    pub committee: Option<Vec<String>>,
 }
 
 /// A key's committee (node names in party order) and threshold.
@@ -165,6 +168,7 @@ impl Store {
                     proof: p.proof,
                     reshare: p.membership.is_some(),
                     staged_ms: p.staged_ms,
+                    committee: p.membership.map(|m| m.committee),
                 })
             }),
             None => Ok(None),
@@ -174,12 +178,15 @@ impl Store {
     /// Makes the staged `epoch` the active one and deletes the old epoch's
     /// share, in one durable transaction: after a crash either the old or the
     /// new epoch is active, never a mix. `proof` must name the rotation that
-    /// staged it. Returns false if that same rotation was already activated.
+    /// staged it; `certificate` (opaque here, checked by the node) is kept
+    /// with the new epoch. Returns false if that same rotation was already
+    /// activated.
     pub fn activate_epoch(
         &self,
         id: &KeyId,
         epoch: u64,
         proof: RotationProof,
+        certificate: &[u8],
     ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
@@ -240,9 +247,41 @@ impl Store {
             pending.remove(id.as_str()).map_err(dberr)?;
             let mut shares = tx.open_table(SHARES).map_err(dberr)?;
             shares.remove(share_slot(id, old).as_str()).map_err(dberr)?;
+            self.put_activation(&tx, id, certificate)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(true)
+    }
+
+    /// Inside `tx`: keeps `certificate` as the activation certificate of
+    /// `id`'s active epoch.
+    pub(super) fn put_activation(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: &KeyId,
+        certificate: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut t = tx.open_table(ACTIVATIONS).map_err(dberr)?;
+        t.insert(
+            id.as_str(),
+            self.seal_mac(id, certificate.to_vec())?.as_slice(),
+        )
+        .map_err(dberr)?;
+        Ok(())
+    }
+
+    /// The activation certificate kept with the key's active epoch, if any
+    /// (none for epochs activated before certificates were kept).
+    pub fn activation(&self, id: &KeyId) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ACTIVATIONS).map_err(dberr)?;
+        match t.get(id.as_str()).map_err(dberr)? {
+            Some(v) => Ok(Some(
+                self.open_mac(id, "activation certificate", v.value())?
+                    .to_vec(),
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Forgets the epoch staged by rotation `eid` (an abandoned rotation), so

@@ -166,11 +166,13 @@ impl Store {
     }
 
     /// Activates a generated key whose keygen `proof` names (every committee
-    /// node confirmed it). Returns false if it is already active.
+    /// node confirmed it), keeping its activation `certificate`. Returns
+    /// false if it is already active.
     pub fn activate_generated(
         &self,
         id: &KeyId,
         proof: &super::RotationProof,
+        certificate: &[u8],
     ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
@@ -190,6 +192,7 @@ impl Store {
             rec.state = KeyState::Active;
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
+            self.put_activation(&tx, id, certificate)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(true)

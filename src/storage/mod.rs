@@ -61,6 +61,10 @@ const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("watermark
 const LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle");
 /// Admin request id -> the coordinator nonce it was first used under.
 const ADMIN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_requests");
+/// Key id -> the activation certificate of the key's active epoch (opaque
+/// bytes from the node, MACed): every member's signed staging receipt, to
+/// hand to a member that missed the activation.
+const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activations");
 
 /// Store failures. Each says what was being read or written.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +156,7 @@ impl Store {
             WATERMARKS,
             ADMIN_REQUESTS,
             LIFECYCLE,
+            ACTIVATIONS,
         ] {
             tx.open_table(t).map_err(dberr)?;
         }

@@ -263,16 +263,22 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
         confirmation: [2; 32],
     };
     assert!(matches!(
-        store.activate_epoch(&id, 1, other),
+        store.activate_epoch(&id, 1, other, b"cert"),
         Err(StorageError::Conflict(_))
     ));
-    assert!(store.activate_epoch(&id, 1, proof).unwrap());
+    assert_eq!(store.activation(&id).unwrap(), None);
+    assert!(store.activate_epoch(&id, 1, proof, b"cert").unwrap());
+    assert_eq!(
+        store.activation(&id).unwrap().as_deref(),
+        Some(&b"cert"[..]),
+        "the certificate is kept with the epoch it activated"
+    );
     assert!(
-        !store.activate_epoch(&id, 1, proof).unwrap(),
+        !store.activate_epoch(&id, 1, proof, b"cert").unwrap(),
         "activation is idempotent"
     );
     assert!(matches!(
-        store.activate_epoch(&id, 1, other),
+        store.activate_epoch(&id, 1, other, b"cert"),
         Err(StorageError::Conflict(_))
     ));
     let rec1 = store.key(&id).unwrap().unwrap();
@@ -308,7 +314,7 @@ fn staged_epoch_activates_atomically_and_retires_the_old_share() {
     assert!(store.discard_staged(&id, &[9; 32], WINDOW).unwrap());
     assert!(!store.has_share(&id, 2).unwrap());
     assert!(matches!(
-        store.activate_epoch(&id, 2, abandoned),
+        store.activate_epoch(&id, 2, abandoned, b"cert"),
         Err(StorageError::NotFound(_))
     ));
     assert_eq!(store.key(&id).unwrap().unwrap().epoch, 1);
@@ -337,7 +343,7 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
     a.stage_reshare(&id, None, 1, &out[1].share, proof, b"pkg", moved.clone())
         .unwrap();
     assert_eq!(a.key(&id).unwrap().unwrap().committee, vec!["a", "b"]);
-    assert!(a.activate_epoch(&id, 1, proof).unwrap());
+    assert!(a.activate_epoch(&id, 1, proof, b"cert").unwrap());
     let after = a.key(&id).unwrap().unwrap();
     assert_eq!(
         (after.epoch, after.committee.clone(), after.threshold),
@@ -385,7 +391,7 @@ fn reshare_staging_joins_activates_with_the_new_committee_and_retires() {
         moved.clone(),
     )
     .unwrap();
-    assert!(d.activate_epoch(&id, 1, proof).unwrap());
+    assert!(d.activate_epoch(&id, 1, proof, b"cert").unwrap());
     let joined = d.key(&id).unwrap().unwrap();
     assert_eq!(
         (joined.state, joined.epoch, joined.committee),

@@ -145,6 +145,34 @@ impl RequestVerifier for CertRequestVerifier {
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
         self.verify_as(auth, message, Role::Admin)
     }
+
+    fn verify_node(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
+        self.verify_as(auth, message, Role::Node)
+    }
+}
+
+/// Signs this node's staging receipts with the key of its node certificate,
+/// read from its files at each signature (receipts are rare, and a reloaded
+/// certificate applies at once).
+#[derive(Debug)]
+pub struct NodeReceiptSigner {
+    files: TlsFiles,
+}
+
+impl NodeReceiptSigner {
+    pub fn new(files: &TlsFiles) -> Self {
+        Self {
+            files: files.clone(),
+        }
+    }
+}
+
+impl crate::node::activation::ReceiptSigner for NodeReceiptSigner {
+    fn sign(&self, message: &[u8]) -> Result<ClientAuth, String> {
+        RequestSigner::from_files(&self.files)
+            .and_then(|s| s.sign_bytes(message))
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl CertRequestVerifier {

@@ -6,10 +6,13 @@
 use tonic::Status;
 
 use super::wire_status::{maintenance_from_pb, maintenance_to_pb};
-use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName};
+use crate::domain::{
+    DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName, MAX_ROSTER,
+};
+use crate::node::activation::Certificate;
 use crate::node::admin_request::AdminOp;
 use crate::node::request::{ClientAuth, SignRequest, Slot};
-use crate::node::{Operation, Outcome, Proposal, MIN_WIRE_VERSION, WIRE_VERSION};
+use crate::node::{Maintenance, Operation, Outcome, Proposal, MIN_WIRE_VERSION, WIRE_VERSION};
 use crate::proto::peer as pb;
 use crate::protocol::sign::Signature;
 use crate::storage::{LedgerEntry, LedgerResult};
@@ -31,10 +34,93 @@ pub(super) fn bad(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
 }
 
-fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status> {
+/// A list of node names, refused past the largest roster before anything
+/// is parsed (a peer cannot make a node parse or compare more).
+pub(super) fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status> {
+    if raw.len() > MAX_ROSTER {
+        return Err(bad(
+            field,
+            format!("{} names; a cluster has at most {MAX_ROSTER} nodes", raw.len()),
+        ));
+    }
     raw.iter()
         .map(|n| NodeName::parse(n).map_err(|e| bad(field, e)))
         .collect()
+}
+
+/// Most certificates in one chain, bytes in one certificate, and bytes in
+/// one signature, in a signed request, approval or receipt from a peer.
+pub(super) const MAX_CHAIN: usize = 8;
+pub(super) const MAX_CERT_BYTES: usize = 16 * 1024;
+pub(super) const MAX_SIGNATURE_BYTES: usize = 1024;
+
+/// A certificate chain and signature from a peer, bounded in size.
+pub(super) fn signed_by(
+    chain: Vec<Vec<u8>>,
+    scheme: u32,
+    signature: Vec<u8>,
+    field: &str,
+) -> Result<ClientAuth, Status> {
+    if chain.len() > MAX_CHAIN || chain.iter().any(|c| c.len() > MAX_CERT_BYTES) {
+        return Err(bad(
+            &format!("{field}.chain"),
+            format!("at most {MAX_CHAIN} certificates of at most {MAX_CERT_BYTES} bytes"),
+        ));
+    }
+    if signature.len() > MAX_SIGNATURE_BYTES {
+        return Err(bad(
+            &format!("{field}.signature"),
+            format!("at most {MAX_SIGNATURE_BYTES} bytes"),
+        ));
+    }
+    Ok(ClientAuth {
+        chain,
+        scheme: u16::try_from(scheme)
+            .map_err(|_| bad(&format!("{field}.signature_scheme"), "out of range"))?,
+        signature,
+    })
+}
+
+fn receipt_from_pb(r: pb::NodeReceipt, field: &str) -> Result<ClientAuth, Status> {
+    signed_by(r.chain, r.signature_scheme, r.signature, field)
+}
+
+fn receipt_to_pb(r: ClientAuth) -> pb::NodeReceipt {
+    pb::NodeReceipt {
+        chain: r.chain,
+        signature_scheme: r.scheme.into(),
+        signature: r.signature,
+    }
+}
+
+/// An activation certificate from a peer: at most one receipt per node.
+pub(super) fn certificate_from_pb(
+    raw: Vec<pb::NodeReceipt>,
+    field: &str,
+) -> Result<Certificate, Status> {
+    if raw.len() > MAX_ROSTER {
+        return Err(bad(
+            field,
+            format!("{} receipts; a cluster has at most {MAX_ROSTER} nodes", raw.len()),
+        ));
+    }
+    raw.into_iter()
+        .map(|r| receipt_from_pb(r, field))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Certificate)
+}
+
+pub(super) fn certificate_to_pb(c: Certificate) -> Vec<pb::NodeReceipt> {
+    c.0.into_iter().map(receipt_to_pb).collect()
+}
+
+/// A node's receipt in an answer (required: an answer without one cannot
+/// be part of an activation certificate).
+fn answer_receipt(r: Option<pb::NodeReceipt>) -> Result<Box<ClientAuth>, String> {
+    let r = r.ok_or("the answer carries no staging receipt")?;
+    receipt_from_pb(r, "receipt")
+        .map(Box::new)
+        .map_err(|e| e.message().to_owned())
 }
 
 pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Status> {
@@ -45,6 +131,7 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
             key_id: KeyId::parse(&s.key_id).map_err(|e| bad("key_id", e))?,
             request_id: (!s.request_id.is_empty()).then_some(s.request_id),
             watermarks: s.watermarks,
+            evidence: s.evidence,
         },
         pb::propose_request::Op::Repair(r) => {
             let key_id = KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?;
@@ -77,6 +164,9 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
             dealers: names(&r.dealers, "dealers")?,
             committee: names(&r.committee, "committee")?,
             threshold: u8::try_from(r.threshold).map_err(|_| bad("threshold", "out of range"))?,
+            confirmation: arr(&r.confirmation, "confirmation")
+                .map_err(|e| bad("confirmation", e))?,
+            certificate: certificate_from_pb(r.certificate, "certificate")?,
         },
         pb::propose_request::Op::Refresh(r) => Operation::Refresh {
             key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
@@ -88,6 +178,7 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
             epoch: a.epoch,
             confirmation: arr(&a.confirmation, "confirmation")
                 .map_err(|e| bad("confirmation", e))?,
+            certificate: certificate_from_pb(a.certificate, "certificate")?,
         },
         pb::propose_request::Op::Keygen(k) => Operation::Keygen {
             key_id: KeyId::parse(&k.key_id).map_err(|e| bad("key_id", e))?,
@@ -133,7 +224,9 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             key_id,
             request_id,
             watermarks,
+            evidence,
         } => pb::propose_request::Op::ShareStatus(pb::ShareStatusProposal {
+            evidence,
             key_id: key_id.to_string(),
             request_id: request_id.unwrap_or_default(),
             watermarks,
@@ -176,12 +269,16 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             dealers,
             committee,
             threshold,
+            confirmation,
+            certificate,
         } => pb::propose_request::Op::Retire(pb::RetireProposal {
             key_id: key_id.to_string(),
             epoch,
             dealers: dealers.iter().map(ToString::to_string).collect(),
             committee: committee.iter().map(ToString::to_string).collect(),
             threshold: threshold.into(),
+            confirmation: confirmation.to_vec(),
+            certificate: certificate_to_pb(certificate),
         }),
         Operation::Refresh {
             key_id,
@@ -196,10 +293,12 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             key_id,
             epoch,
             confirmation,
+            certificate,
         } => pb::propose_request::Op::Activate(pb::ActivateProposal {
             key_id: key_id.to_string(),
             epoch,
             confirmation: confirmation.to_vec(),
+            certificate: certificate_to_pb(certificate),
         }),
         Operation::Keygen {
             key_id,
@@ -239,11 +338,13 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
 
 pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
     let result = match o {
-        Outcome::Refresh { confirmation } => {
-            pb::propose_response::Result::Refresh(pb::RefreshResult {
-                confirmation: confirmation.to_vec(),
-            })
-        }
+        Outcome::Refresh {
+            confirmation,
+            receipt,
+        } => pb::propose_response::Result::Refresh(pb::RefreshResult {
+            confirmation: confirmation.to_vec(),
+            receipt: Some(receipt_to_pb(*receipt)),
+        }),
         Outcome::Activated => pb::propose_response::Result::Activate(pb::ActivateResult {}),
         Outcome::ShareStatus {
             epoch,
@@ -261,6 +362,8 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             rotation_confirmation: maintenance_to_pb(&maintenance).0,
             staged: maintenance_to_pb(&maintenance).1,
             maintaining: maintenance.running,
+            generated_receipt: maintenance.generated.map(|r| receipt_to_pb(*r)),
+            certificate: certificate_to_pb(maintenance.certificate),
             lifecycle: lifecycle.map(|p| proposal_to_pb(*p)),
             ledger: ledger.map(|l| ledger_to_pb(&l)),
             has_share: epoch.is_some(),
@@ -271,9 +374,11 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         Outcome::Reshared {
             confirmation,
             public_key,
+            receipt,
         } => pb::propose_response::Result::Reshare(pb::ReshareResult {
             confirmation: confirmation.to_vec(),
             public_key,
+            receipt: Some(receipt_to_pb(*receipt)),
         }),
         Outcome::Dealt => pb::propose_response::Result::Dealt(pb::DealtResult {}),
         Outcome::Retired => pb::propose_response::Result::Retire(pb::RetireResult {}),
@@ -286,10 +391,12 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
             public_key,
             chain_code,
             package_hash,
+            receipt,
         } => pb::propose_response::Result::Keygen(pb::KeygenResult {
             public_key,
             chain_code: chain_code.to_vec(),
             package_hash: package_hash.to_vec(),
+            receipt: Some(receipt_to_pb(*receipt)),
         }),
         Outcome::Sign(s) => pb::propose_response::Result::Sign(pb::SignResult {
             r: s.r.to_vec(),
@@ -359,12 +466,12 @@ fn sign_request_from_pb(s: pb::SignProposal) -> Result<(SignRequest, ClientAuth)
         request_id: s.request_id,
         expiry_unix: s.expiry_unix,
     };
-    let auth = ClientAuth {
-        chain: s.client_chain,
-        scheme: u16::try_from(s.signature_scheme)
-            .map_err(|_| bad("signature_scheme", "out of range"))?,
-        signature: s.client_signature,
-    };
+    let auth = signed_by(
+        s.client_chain,
+        s.signature_scheme,
+        s.client_signature,
+        "client",
+    )?;
     Ok((request, auth))
 }
 
@@ -445,10 +552,22 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         }
         pb::propose_response::Result::Refresh(x) => Ok(Outcome::Refresh {
             confirmation: arr(&x.confirmation, "confirmation")?,
+            receipt: answer_receipt(x.receipt)?,
         }),
         pb::propose_response::Result::Activate(_) => Ok(Outcome::Activated),
-        pb::propose_response::Result::ShareStatus(s) => Ok(Outcome::ShareStatus {
-            maintenance: maintenance_from_pb(&s)?,
+        pb::propose_response::Result::ShareStatus(mut s) => Ok(Outcome::ShareStatus {
+            maintenance: Maintenance {
+                certificate: certificate_from_pb(std::mem::take(&mut s.certificate), "certificate")
+                    .map_err(|e| e.message().to_owned())?,
+                generated: match s.generated_receipt.take() {
+                    Some(r) => Some(Box::new(
+                        receipt_from_pb(r, "generated_receipt")
+                            .map_err(|e| e.message().to_owned())?,
+                    )),
+                    None => None,
+                },
+                ..maintenance_from_pb(&mut s)?
+            },
             watermarks: s
                 .watermarks
                 .iter()
@@ -472,6 +591,7 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         pb::propose_response::Result::Reshare(r) => Ok(Outcome::Reshared {
             confirmation: arr(&r.confirmation, "confirmation")?,
             public_key: r.public_key,
+            receipt: answer_receipt(r.receipt)?,
         }),
         pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
         pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
@@ -482,6 +602,7 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
             public_key: k.public_key,
             chain_code: arr(&k.chain_code, "chain_code")?,
             package_hash: arr(&k.package_hash, "package_hash")?,
+            receipt: answer_receipt(k.receipt)?,
         }),
         pb::propose_response::Result::Sign(s) => Ok(Outcome::Sign(Signature {
             r: arr(&s.r, "r")?,

@@ -4,12 +4,26 @@
 use tonic::Status;
 
 use super::wire::bad;
-use crate::domain::NodeName;
-use crate::node::admin_request::{AdminRequest, SignedAdmin};
-use crate::node::request::ClientAuth;
+use crate::domain::{NodeName, MAX_ROSTER};
+use crate::node::admin_request::{AdminRequest, SignedAdmin, MAX_APPROVALS};
 use crate::proto::peer as pb;
 
 pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, Status> {
+    // Bounded before anything is parsed or compared.
+    for (field, list) in [("admin.committee", &a.committee), ("admin.exclude", &a.exclude)] {
+        if list.len() > MAX_ROSTER {
+            return Err(bad(
+                field,
+                format!("{} names; a cluster has at most {MAX_ROSTER} nodes", list.len()),
+            ));
+        }
+    }
+    if a.approvals.len() > MAX_APPROVALS {
+        return Err(bad(
+            "admin.approvals",
+            format!("{} approvals; at most {MAX_APPROVALS}", a.approvals.len()),
+        ));
+    }
     let request = AdminRequest::from_fields(
         &a.operation,
         &a.key_id,
@@ -25,14 +39,7 @@ pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, St
     let approvals = a
         .approvals
         .into_iter()
-        .map(|x| {
-            Ok(ClientAuth {
-                chain: x.chain,
-                scheme: u16::try_from(x.signature_scheme)
-                    .map_err(|_| bad("admin.approvals.signature_scheme", "out of range"))?,
-                signature: x.signature,
-            })
-        })
+        .map(|x| super::wire::signed_by(x.chain, x.signature_scheme, x.signature, "admin.approvals"))
         .collect::<Result<Vec<_>, Status>>()?;
     Ok(SignedAdmin { request, approvals })
 }

@@ -13,19 +13,25 @@ pub(super) fn maintenance_to_pb(m: &Maintenance) -> (Vec<u8>, Option<pb::StagedE
         .activated
         .map(|p| p.confirmation.to_vec())
         .unwrap_or_default();
-    let staged = m.staged.map(|s| pb::StagedEpoch {
+    let staged = m.staged.as_ref().map(|s| pb::StagedEpoch {
         epoch: s.epoch,
         eid: s.proof.eid.to_vec(),
         confirmation: s.proof.confirmation.to_vec(),
         reshare: s.reshare,
         release_open_ms: u64::try_from(s.release_open_for.as_millis()).unwrap_or(u64::MAX),
+        receipt: s.receipt.as_deref().map(|r| pb::NodeReceipt {
+            chain: r.chain.clone(),
+            signature_scheme: r.scheme.into(),
+            signature: r.signature.clone(),
+        }),
     });
     (confirmation, staged)
 }
 
 /// The maintenance part of a status answer (all empty from a node of the
-/// previous wire version).
-pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenance, String> {
+/// previous wire version). The certificate and generated receipt are taken
+/// by the caller.
+pub(super) fn maintenance_from_pb(s: &mut pb::ShareStatusResult) -> Result<Maintenance, String> {
     let activated = match (s.rotation.is_empty(), s.rotation_confirmation.is_empty()) {
         (false, false) => Some(RotationProof {
             eid: arr(&s.rotation, "rotation")?,
@@ -33,8 +39,15 @@ pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenan
         }),
         _ => None,
     };
-    let staged = match &s.staged {
+    let staged = match s.staged.take() {
         Some(x) => Some(StagedEpoch {
+            receipt: match x.receipt {
+                Some(r) => Some(Box::new(
+                    super::wire::signed_by(r.chain, r.signature_scheme, r.signature, "staged")
+                        .map_err(|e| e.message().to_owned())?,
+                )),
+                None => None,
+            },
             epoch: x.epoch,
             proof: RotationProof {
                 eid: arr(&x.eid, "staged eid")?,
@@ -50,6 +63,7 @@ pub(super) fn maintenance_from_pb(s: &pb::ShareStatusResult) -> Result<Maintenan
         activated,
         staged,
         running: s.maintaining,
+        ..Maintenance::default()
     })
 }
 

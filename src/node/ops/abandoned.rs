@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use crate::domain::{ExecutionId, NodeName};
+use crate::node::activation::Certificate;
 use crate::node::committee::reasons;
 use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal, StagedEpoch};
 use crate::storage::KeyRecord;
@@ -33,35 +34,24 @@ impl Node {
         let key_id = &rec.key_id;
         let committee = committee_of(rec)?;
         let next = crate::node::committee::next_epoch(rec)?;
-        // A rotation every node staged within the release window may still
-        // be released by its coordinator (a failed refresh whose release is
-        // on its way): it is finished only once every node has closed the
-        // window, so a release and this activation never both happen.
-        let mut staged = self.staged_settled(rec, &committee, next).await?;
-        let open = release_open(&staged);
-        if !open.is_zero() {
-            tracing::info!(
-                key = %key_id,
-                wait_ms = open.as_millis(),
-                "a staged rotation may still be released by its coordinator; waiting",
-            );
-            tokio::time::sleep(open.min(self.timeouts.release_window())).await;
-            staged = self.staged_settled(rec, &committee, next).await?;
-        }
-        let Some(StagedEpoch { epoch, proof, .. }) = staged.first().copied() else {
+        let staged = self.staged_settled(rec, &committee, next).await?;
+        let Some(first) = staged.first() else {
             return Ok(false);
         };
-        if !release_open(&staged).is_zero() {
-            // Its coordinator may still activate it: replacing it now could
-            // leave some nodes on it and the others without it.
-            return Err(NodeError::Unavailable(format!(
-                "a rotation of key {key_id} to epoch {epoch} was staged moments ago and may \
-                 still be activated by its coordinator; retry in a few seconds"
-            )));
-        }
+        let (epoch, proof) = (first.epoch, first.proof);
         let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
             return Ok(false);
         };
+        // Every member's own signed receipt is the certificate: whatever
+        // happened to the rotation's coordinator, activation is the only way
+        // on from here (a release deletes nothing).
+        let receipts: Vec<_> = staged
+            .into_iter()
+            .filter_map(|s| s.receipt.map(|r| *r))
+            .collect();
+        if receipts.len() != committee.len() {
+            return Ok(false);
+        }
         tracing::warn!(
             key = %key_id,
             epoch,
@@ -76,6 +66,7 @@ impl Node {
                 key_id: key_id.clone(),
                 epoch,
                 confirmation: proof.confirmation,
+                certificate: Certificate(receipts),
             },
         };
         let failed = self.call_with_retries(&committee, &activate).await;
@@ -132,7 +123,7 @@ impl Node {
         next: u64,
     ) -> Result<Vec<StagedEpoch>, Running> {
         let answers: Vec<_> = self
-            .committee_status(rec)
+            .committee_status(rec, true)
             .await
             .into_iter()
             .map(|(n, answer)| match answer {
@@ -146,19 +137,20 @@ impl Node {
             return Err(Running(n.clone()));
         }
         let staged: Vec<Option<StagedEpoch>> = answers
-            .iter()
+            .into_iter()
             .map(|a| match a {
-                Some((_, Some(e), m)) if *e == rec.epoch => {
+                Some((_, Some(e), m)) if e == rec.epoch => {
                     m.staged.filter(|s| s.epoch == next && !s.reshare)
                 }
                 _ => None,
             })
             .collect();
-        let Some(Some(first)) = staged.first().copied() else {
+        let Some(Some(first)) = staged.first().cloned() else {
             return Ok(Vec::new());
         };
         let same = |s: &Option<StagedEpoch>| {
-            s.is_some_and(|s| s.epoch == first.epoch && s.proof == first.proof)
+            s.as_ref()
+                .is_some_and(|s| s.epoch == first.epoch && s.proof == first.proof)
         };
         if staged.len() == committee.len() && staged.iter().all(same) {
             Ok(staged.into_iter().flatten().collect())
@@ -166,13 +158,4 @@ impl Node {
             Ok(Vec::new())
         }
     }
-}
-
-/// How much longer the last of `staged`'s nodes lets the rotation be released.
-fn release_open(staged: &[StagedEpoch]) -> std::time::Duration {
-    staged
-        .iter()
-        .map(|s| s.release_open_for)
-        .max()
-        .unwrap_or_default()
 }

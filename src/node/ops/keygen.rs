@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, Threshold};
+use crate::node::activation::{Certificate, Statement};
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
@@ -97,19 +98,15 @@ impl Node {
                 committee: committee.clone(),
             },
         };
-        let results = match self.propose_all(&committee, proposal).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.release(key_id, eid, 0, &committee).await;
-                return Err(e);
-            }
-        };
+        let results = self.propose_all(&committee, proposal).await?;
         let mut first: Option<(Vec<u8>, [u8; 32], [u8; 32])> = None;
+        let mut receipts = Vec::with_capacity(committee.len());
         for (n, o) in results {
             let Outcome::Keygen {
                 public_key,
                 chain_code,
                 package_hash,
+                receipt,
             } = o
             else {
                 return Err(NodeError::Internal(format!(
@@ -119,7 +116,6 @@ impl Node {
             match &first {
                 None => first = Some((public_key, chain_code, package_hash)),
                 Some(f) if f.2 != package_hash || f.0 != public_key => {
-                    self.release(key_id, eid, 0, &committee).await;
                     return Err(NodeError::Aborted(format!(
                         "node {n} reports a different public key package; the key is activated \
                          nowhere"
@@ -127,6 +123,7 @@ impl Node {
                 }
                 Some(_) => {}
             }
+            receipts.push(*receipt);
         }
         let (public_key, chain_code, package_hash) =
             first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
@@ -141,6 +138,7 @@ impl Node {
                 key_id: key_id.clone(),
                 epoch: 0,
                 confirmation: package_hash,
+                certificate: Certificate(receipts),
             },
         };
         let failed = self.call_with_retries(&committee, &activate).await;
@@ -206,6 +204,16 @@ impl Node {
         }
     }
 
+    /// This node's receipt for its generated, not yet active key `rec`
+    /// (none unless it is generated and not active).
+    pub(crate) fn generated_receipt(
+        &self,
+        rec: &KeyRecord,
+    ) -> Option<crate::node::request::ClientAuth> {
+        let proof = rec.rotation.filter(|_| rec.state == KeyState::Generated)?;
+        self.receipt(&generated_statement(rec, &proof.eid)).ok()
+    }
+
     pub(crate) async fn participate_keygen(
         &self,
         p: &Proposal,
@@ -246,10 +254,25 @@ impl Node {
         self.store.insert_key(&rec, &share_bytes(&out.share)?)?;
         tracing::info!(key = %key_id, eid = %p.eid, "key generated and stored; awaits activation");
         faults::check(&self.name, faults::points::KEYGEN_AFTER_STORE)?;
+        let receipt = self.receipt(&generated_statement(&rec, p.eid.as_bytes()))?;
         Ok(Outcome::Keygen {
             public_key: rec.public_key,
             chain_code: out.chain_code,
             package_hash: out.package_hash,
+            receipt: Box::new(receipt),
         })
+    }
+}
+
+/// What a member of a keygen signs once it stored its share of `rec`
+/// (generated under `eid`; its confirmation is the public key package hash).
+pub(crate) fn generated_statement<'a>(rec: &'a KeyRecord, eid: &'a [u8; 32]) -> Statement<'a> {
+    Statement {
+        key_id: &rec.key_id,
+        key_type: rec.key_type,
+        eid,
+        epoch: 0,
+        confirmation: &rec.package_hash,
+        public_key: &rec.public_key,
     }
 }

@@ -187,7 +187,11 @@ impl Node {
     /// it. A freeze is taken only while this node has seen no freeze,
     /// unfreeze or delete of the key, so a stale freeze cannot undo a later
     /// unfreeze. Returns what this node did, if it applied it.
-    pub(crate) fn catch_up_lifecycle(&self, from: &NodeName, p: Proposal) -> Option<String> {
+    pub(crate) async fn catch_up_lifecycle(
+        &self,
+        from: &NodeName,
+        p: Proposal,
+    ) -> Option<String> {
         let Operation::Lifecycle { key_id, action } = &p.op else {
             return None;
         };
@@ -204,9 +208,10 @@ impl Node {
             return None;
         }
         let (key_id, action) = (key_id.clone(), *action);
-        let applied = self
-            .check_admin_proposal_as(&p, true)
-            .and_then(|()| self.participate_lifecycle(&p, &key_id, action));
+        let applied = match self.check_admin_proposal_as(&p, true).await {
+            Ok(()) => self.participate_lifecycle(&p, &key_id, action),
+            Err(e) => Err(e),
+        };
         match applied {
             Ok(_) => {
                 tracing::warn!(key = %key_id, %action, node = %from,

@@ -24,6 +24,7 @@ pub mod rotate;
 pub mod sign;
 
 use super::{Node, NodeError, Operation, Outcome, Proposal};
+use reshare::participant::Reshared;
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::storage::AuditEvent;
 
@@ -111,7 +112,7 @@ impl Node {
             | Operation::Watermark { .. } => None,
         };
         let eid = p.eid;
-        let result = match self.check_admin_proposal(&p) {
+        let result = match self.check_admin_proposal(&p).await {
             Ok(()) => self.dispatch(from, p).await,
             Err(e) => Err(e),
         };
@@ -169,8 +170,9 @@ impl Node {
                 key_id,
                 request_id,
                 watermarks: with_watermarks,
+                evidence,
             } => {
-                let mut o = self.share_status_outcome(&key_id);
+                let mut o = self.share_status_outcome(&key_id, evidence);
                 if let Outcome::ShareStatus {
                     ledger, watermarks, ..
                 } = &mut o
@@ -203,9 +205,17 @@ impl Node {
                 dealers,
                 committee,
                 threshold,
+                confirmation,
+                certificate,
             } => {
-                self.participate_retire(&p, &key_id, epoch, &dealers, &committee, threshold)
-                    .await
+                let reshare = Reshared {
+                    dealers: &dealers,
+                    committee: &committee,
+                    threshold,
+                    confirmation: &confirmation,
+                    certificate: &certificate,
+                };
+                self.participate_retire(&p, &key_id, epoch, reshare).await
             }
             Operation::Repair {
                 key_id,
@@ -220,7 +230,8 @@ impl Node {
                 key_id,
                 epoch,
                 confirmation,
-            } => self.participate_activate(&p.eid, &key_id, epoch, confirmation),
+                certificate,
+            } => self.participate_activate(&p.eid, &key_id, epoch, confirmation, &certificate),
             Operation::Lifecycle { key_id, action } => {
                 self.participate_lifecycle(&p, &key_id, action)
             }

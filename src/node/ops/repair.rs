@@ -107,6 +107,7 @@ impl Node {
                 key_id: key_id.clone(),
                 request_id: None,
                 watermarks: false,
+                evidence: false,
             },
         };
         // A share of an earlier epoch is not live: the target missed a
@@ -329,6 +330,7 @@ impl Node {
                 key_id: key_id.clone(),
                 request_id: None,
                 watermarks: false,
+                evidence: false,
             },
         };
         match self.net.propose(target, status).await? {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::keygen::keygen_binding;
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName};
+use crate::node::activation::{Certificate, Statement};
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
 use crate::node::committee::reasons;
@@ -111,33 +112,35 @@ impl Node {
                 committee: committee.clone(),
             },
         };
-        let refreshed = match self.propose_all(&committee, proposal).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.release(key_id, eid, old_epoch, &committee).await;
-                return Err(e);
-            }
-        };
+        // A failure from here on activates nothing anywhere: the staged
+        // shares stay, unable to sign without every member's receipt, until
+        // the next rotation replaces them.
+        let refreshed = self.propose_all(&committee, proposal).await?;
         let mut confirmation: Option<[u8; 32]> = None;
+        let mut receipts = Vec::with_capacity(committee.len());
         for (n, o) in refreshed {
-            let Outcome::Refresh { confirmation: c } = o else {
-                self.release(key_id, eid, old_epoch, &committee).await;
+            let Outcome::Refresh {
+                confirmation: c,
+                receipt,
+            } = o
+            else {
                 return Err(NodeError::Internal(format!(
                     "node {n} answered a refresh with another outcome"
                 )));
             };
             if confirmation.is_some_and(|x| x != c) {
-                self.release(key_id, eid, old_epoch, &committee).await;
                 return Err(NodeError::Aborted(format!(
                     "node {n} confirmed a different refresh; epoch {new_epoch} is not activated \
                      anywhere"
                 )));
             }
             confirmation = Some(c);
+            receipts.push(*receipt);
         }
         let confirmation =
             confirmation.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
 
+        crate::node::faults::check(&self.name, crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE)?;
         tracing::info!(key = %key_id, new_epoch, "rotation: every node confirmed; activating");
         let activate = Proposal {
             eid,
@@ -147,6 +150,7 @@ impl Node {
                 key_id: key_id.clone(),
                 epoch: new_epoch,
                 confirmation,
+                certificate: Certificate(receipts),
             },
         };
         let failed = self.call_with_retries(&committee, &activate).await;
@@ -167,49 +171,6 @@ impl Node {
             committee,
             elapsed: started.elapsed(),
         })
-    }
-
-    /// After a failed refresh: "activating" the epoch that is already active
-    /// under another proof discards the share the rotation staged, on every
-    /// node that can be reached (best effort), so it is never activated.
-    pub(crate) async fn release(
-        &self,
-        key_id: &KeyId,
-        eid: ExecutionId,
-        active_epoch: u64,
-        committee: &[NodeName],
-    ) {
-        let p = Proposal {
-            eid,
-            nonce: Vec::new(),
-            admin: None,
-            op: Operation::Activate {
-                key_id: key_id.clone(),
-                epoch: active_epoch,
-                confirmation: [0; 32],
-            },
-        };
-        let calls = committee.iter().map(|n| {
-            let p = p.clone();
-            async move {
-                let r = if *n == self.name {
-                    self.on_propose(&self.name, p).await
-                } else {
-                    self.net.propose(n, p).await
-                };
-                match r {
-                    Ok(_) => {}
-                    // A node new to the key (reshare) has nothing to release.
-                    Err(e) if e.reason() == crate::node::Reason::NotFound => {}
-                    Err(e) => {
-                        let why = "could not release the abandoned rotation";
-                        tracing::warn!(node = %n, key = %key_id, error = %e, "{why}");
-                    }
-                }
-            }
-        });
-        let all = futures::future::join_all(calls);
-        let _ = tokio::time::timeout(self.timeouts.round, all).await;
     }
 
     pub(crate) async fn participate_refresh(
@@ -268,40 +229,82 @@ impl Node {
                 .stage_epoch(key_id, next, &bytes, proof, &out.package)?;
             faults::check(&self.name, faults::points::AFTER_STAGE)?;
             tracing::info!(key = %key_id, epoch = next, eid = %p.eid, "refreshed share staged");
+            let receipt = self.receipt(&Statement {
+                key_id,
+                key_type: rec.key_type,
+                eid: p.eid.as_bytes(),
+                epoch: next,
+                confirmation: &out.confirmation,
+                public_key: &rec.public_key,
+            })?;
             Ok(Outcome::Refresh {
                 confirmation: out.confirmation,
+                receipt: Box::new(receipt),
             })
         }
         .await
     }
 
-    /// Activates the epoch staged by rotation `eid` (idempotent). Naming the
-    /// epoch that is already active, under another rotation's proof, means the
-    /// coordinator abandoned rotation `eid`: its staged share is discarded.
+    /// Activates the epoch staged under `eid` (a rotation, a reshare or a
+    /// keygen), idempotently, on the strength of `certificate`: a valid
+    /// staging receipt from every member of the committee that holds the
+    /// epoch. Without a certificate it is a release (the coordinator gave
+    /// up): nothing is activated and nothing deleted; the staged share stays,
+    /// unable to sign, until a later rotation or reshare replaces it, so a
+    /// release can never leave part of the committee behind an activation.
     pub(crate) fn participate_activate(
         &self,
         eid: &ExecutionId,
         key_id: &KeyId,
         epoch: u64,
         confirmation: [u8; 32],
+        certificate: &Certificate,
     ) -> Result<Outcome, NodeError> {
         let proof = RotationProof {
             eid: *eid.as_bytes(),
             confirmation,
         };
         let rec = self.key(key_id)?;
-        if rec.state == KeyState::Generated {
-            return self.activate_generated(&rec, eid, epoch, proof);
-        }
-        if rec.epoch == epoch && rec.rotation != Some(proof) {
-            let window = self.timeouts.release_window();
-            if self.store.discard_staged(key_id, eid.as_bytes(), window)? {
-                tracing::info!(key = %key_id, %eid, "abandoned rotation: staged share discarded");
-            }
+        if certificate.is_empty() {
+            tracing::info!(
+                key = %key_id,
+                %eid,
+                "release without a certificate: nothing activated, nothing deleted",
+            );
             return Ok(Outcome::Activated);
         }
+        if rec.state == KeyState::Generated {
+            return self.activate_generated(&rec, eid, epoch, proof, certificate);
+        }
+        if rec.epoch == epoch && rec.rotation == Some(proof) {
+            return Ok(Outcome::Activated);
+        }
+        let staged = self
+            .store
+            .staged(key_id)?
+            .filter(|s| s.epoch == epoch && s.proof == proof)
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "key {key_id}: no epoch {epoch} staged here by {eid}; nothing activated"
+                ))
+            })?;
+        let committee = staged.committee.unwrap_or_else(|| rec.committee.clone());
+        self.check_certificate(
+            &committee,
+            &Statement {
+                key_id,
+                key_type: rec.key_type,
+                eid: eid.as_bytes(),
+                epoch,
+                confirmation: &confirmation,
+                public_key: &rec.public_key,
+            },
+            certificate,
+        )?;
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
-        let changed = self.store.activate_epoch(key_id, epoch, proof)?;
+        let changed = self
+            .store
+            .activate_epoch(key_id, epoch, proof, &certificate.encode())?;
         self.forget_opened(key_id);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
@@ -312,32 +315,32 @@ impl Node {
 }
 
 impl Node {
-    /// The activation (or, with another confirmation, the release) of a key
-    /// generated here and not yet active: only its own keygen's proof counts.
+    /// The activation of a key generated here and not yet active: only its
+    /// own keygen's proof, with every member's receipt, counts.
     fn activate_generated(
         &self,
         rec: &KeyRecord,
         eid: &ExecutionId,
         epoch: u64,
         proof: RotationProof,
+        certificate: &Certificate,
     ) -> Result<Outcome, NodeError> {
         let key_id = &rec.key_id;
-        let ours = rec.rotation.map(|r| r.eid) == Some(*eid.as_bytes());
-        if !ours {
+        if epoch != 0 || rec.rotation != Some(proof) {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {key_id} was generated here by another keygen"
             )));
         }
-        if epoch != 0 || rec.rotation != Some(proof) {
-            // A release (abandoned keygen). The generated share is kept, not
-            // deleted: the key may be active elsewhere, and a release is
-            // anyone's word. It cannot sign, and a new keygen of the name by
-            // the same committee replaces it.
-            tracing::info!(key = %key_id, %eid, "keygen released: the generated share stays inactive");
-            return Ok(Outcome::Activated);
-        }
+        self.check_certificate(
+            &rec.committee,
+            &super::keygen::generated_statement(rec, eid.as_bytes()),
+            certificate,
+        )?;
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
-        if self.store.activate_generated(key_id, &proof)? {
+        if self
+            .store
+            .activate_generated(key_id, &proof, &certificate.encode())?
+        {
             tracing::info!(key = %key_id, %eid, "key activated: every committee node generated it");
         }
         faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;

@@ -5,7 +5,7 @@
 //! then stage; retire only once every new member reports the new epoch
 //! active under this reshare's execution id) is in `participant.rs`.
 
-mod participant;
+pub(crate) mod participant;
 
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
+use crate::node::activation::Certificate;
 use crate::node::committee::reasons;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::storage::{KeyRecord, KeyState};
@@ -258,51 +259,50 @@ impl Node {
                 record: Box::new(rec.clone()),
             },
         };
-        let mut everyone = present.clone();
-        everyone.extend(newcomers.iter().cloned());
-        let outcomes = match self.propose_all(&parties, proposal).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.release(key_id, eid, old_epoch, &everyone).await;
-                return Err(e);
-            }
-        };
+        let outcomes = self.propose_all(&parties, proposal).await?;
+        // Every new member's confirmation and signed staging receipt: the
+        // receipts are the activation certificate. A failure here activates
+        // nothing anywhere (the staged shares stay, unable to sign, until
+        // the next reshare or rotation replaces them).
         let mut confirmation: Option<[u8; 32]> = None;
         let mut public_key_unchanged = true;
-        for (n, o) in &outcomes {
+        let mut receipts = Vec::with_capacity(committee.len());
+        for (n, o) in outcomes {
             let fail = match o {
                 Outcome::Reshared {
                     confirmation: c,
                     public_key,
-                } if committee.contains(n) => {
-                    public_key_unchanged &= *public_key == rec.public_key;
-                    if confirmation.is_some_and(|x| x != *c) {
+                    receipt,
+                } if committee.contains(&n) => {
+                    public_key_unchanged &= public_key == rec.public_key;
+                    receipts.push(*receipt);
+                    if confirmation.is_some_and(|x| x != c) {
                         Some(format!("node {n} confirmed a different reshare"))
                     } else {
-                        confirmation = Some(*c);
+                        confirmation = Some(c);
                         None
                     }
                 }
-                Outcome::Dealt if !committee.contains(n) => None,
+                Outcome::Dealt if !committee.contains(&n) => None,
                 _ => Some(format!(
                     "node {n} answered the reshare with an unexpected outcome"
                 )),
             };
             if let Some(why) = fail {
-                self.release(key_id, eid, old_epoch, &everyone).await;
                 return Err(NodeError::Aborted(format!(
                     "{why}; epoch {new_epoch} is not activated anywhere"
                 )));
             }
         }
         let (Some(confirmation), true) = (confirmation, public_key_unchanged) else {
-            self.release(key_id, eid, old_epoch, &everyone).await;
             return Err(NodeError::Aborted(format!(
                 "the new committee did not confirm the same public key; epoch {new_epoch} is not \
                  activated anywhere"
             )));
         };
+        let certificate = Certificate(receipts);
 
+        crate::node::faults::check(&self.name, crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE)?;
         tracing::info!(key = %key_id, new_epoch, "reshare: every new member confirmed; activating");
         let activate = Proposal {
             eid,
@@ -312,6 +312,7 @@ impl Node {
                 key_id: key_id.clone(),
                 epoch: new_epoch,
                 confirmation,
+                certificate: certificate.clone(),
             },
         };
         let failed = self.call_with_retries(committee, &activate).await;
@@ -338,6 +339,8 @@ impl Node {
                 dealers: dealers.clone(),
                 committee: committee.to_vec(),
                 threshold,
+                confirmation,
+                certificate,
             },
         };
         tracing::info!(

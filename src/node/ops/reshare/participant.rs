@@ -5,6 +5,7 @@
 
 use super::{check_new_membership, reshare_parties};
 use crate::domain::{KeyId, NodeName};
+use crate::node::activation::{Certificate, Statement};
 use crate::node::committee::reasons;
 use crate::node::shares::share_bytes;
 use crate::node::{committee_of, Node, NodeError, Operation, Outcome, Proposal};
@@ -12,6 +13,18 @@ use crate::protocol::reshare::Roles;
 use crate::protocol::scheme::{self, ReshareArgs};
 use crate::protocol::PartyIdx;
 use crate::storage::{KeyRecord, KeyState, Membership, RotationProof};
+
+/// What a member leaving the committee is told of the reshare that moved
+/// the key: its fields (to recompute its eid), its confirmation and the new
+/// committee's activation certificate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reshared<'a> {
+    pub dealers: &'a [NodeName],
+    pub committee: &'a [NodeName],
+    pub threshold: u8,
+    pub confirmation: &'a [u8; 32],
+    pub certificate: &'a Certificate,
+}
 
 impl Node {
     /// A reshare, as a dealer (send each new member its point) and/or as a
@@ -179,9 +192,18 @@ impl Node {
                 joining,
                 "reshared share staged",
             );
+            let receipt = self.receipt(&Statement {
+                key_id,
+                key_type: record.key_type,
+                eid: p.eid.as_bytes(),
+                epoch: next,
+                confirmation: &out.confirmation,
+                public_key: &public_key,
+            })?;
             Ok(Outcome::Reshared {
                 confirmation: out.confirmation,
                 public_key,
+                receipt: Box::new(receipt),
             })
         }
         .await
@@ -195,10 +217,15 @@ impl Node {
         p: &Proposal,
         key_id: &KeyId,
         epoch: u64,
-        dealers: &[NodeName],
-        committee: &[NodeName],
-        threshold: u8,
+        reshare: Reshared<'_>,
     ) -> Result<Outcome, NodeError> {
+        let Reshared {
+            dealers,
+            committee,
+            threshold,
+            confirmation,
+            certificate,
+        } = reshare;
         let rec = self.key(key_id)?;
         if rec.state == KeyState::Retired {
             return Ok(Outcome::Retired);
@@ -217,6 +244,21 @@ impl Node {
             )));
         }
         let next = crate::node::committee::next_epoch(&rec)?;
+        // Every new member's receipt first: a coordinator's word that they
+        // staged counts for nothing.
+        let members: Vec<String> = committee.iter().map(ToString::to_string).collect();
+        self.check_certificate(
+            &members,
+            &Statement {
+                key_id,
+                key_type: rec.key_type,
+                eid: p.eid.as_bytes(),
+                epoch: next,
+                confirmation,
+                public_key: &rec.public_key,
+            },
+            certificate,
+        )?;
         let probes = committee.iter().map(|n| {
             let status = Proposal {
                 eid: p.eid,
@@ -226,6 +268,7 @@ impl Node {
                     key_id: key_id.clone(),
                     request_id: None,
                     watermarks: false,
+                    evidence: false,
                 },
             };
             let call = self.net.propose(n, status);

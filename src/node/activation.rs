@@ -212,7 +212,10 @@ mod tests {
             public_key: &[3; 33],
         };
         let variants = [
-            Statement { key_id: &k2, ..base },
+            Statement {
+                key_id: &k2,
+                ..base
+            },
             Statement {
                 key_type: KeyType::P256,
                 ..base
@@ -244,7 +247,12 @@ mod tests {
             signature: vec![5; 70],
         }]);
         assert_eq!(Certificate::decode(&c.encode()).unwrap(), c);
-        for junk in [&b""[..], b"[", b"[{\"chain\":[\"zz\"],\"scheme\":1,\"signature\":\"\"}]", &[0xff; 40]] {
+        for junk in [
+            &b""[..],
+            b"[",
+            b"[{\"chain\":[\"zz\"],\"scheme\":1,\"signature\":\"\"}]",
+            &[0xff; 40],
+        ] {
             assert!(Certificate::decode(junk).is_err());
         }
     }

@@ -10,8 +10,8 @@ use futures::future::BoxFuture;
 
 use super::activation::Certificate;
 use super::admin_request::SignedAdmin;
-use super::request::ClientAuth;
 use super::request;
+use super::request::ClientAuth;
 use super::NodeError;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
 use crate::protocol::sign::Signature;

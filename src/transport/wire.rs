@@ -6,9 +6,7 @@
 use tonic::Status;
 
 use super::wire_status::{maintenance_from_pb, maintenance_to_pb};
-use crate::domain::{
-    DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName, MAX_ROSTER,
-};
+use crate::domain::{DerivationPath, Digest32, ExecutionId, KeyId, KeyType, NodeName, MAX_ROSTER};
 use crate::node::activation::Certificate;
 use crate::node::admin_request::AdminOp;
 use crate::node::request::{ClientAuth, SignRequest, Slot};
@@ -40,7 +38,10 @@ pub(super) fn names(raw: &[String], field: &str) -> Result<Vec<NodeName>, Status
     if raw.len() > MAX_ROSTER {
         return Err(bad(
             field,
-            format!("{} names; a cluster has at most {MAX_ROSTER} nodes", raw.len()),
+            format!(
+                "{} names; a cluster has at most {MAX_ROSTER} nodes",
+                raw.len()
+            ),
         ));
     }
     raw.iter()
@@ -101,7 +102,10 @@ pub(super) fn certificate_from_pb(
     if raw.len() > MAX_ROSTER {
         return Err(bad(
             field,
-            format!("{} receipts; a cluster has at most {MAX_ROSTER} nodes", raw.len()),
+            format!(
+                "{} receipts; a cluster has at most {MAX_ROSTER} nodes",
+                raw.len()
+            ),
         ));
     }
     raw.into_iter()

@@ -10,11 +10,17 @@ use crate::proto::peer as pb;
 
 pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, Status> {
     // Bounded before anything is parsed or compared.
-    for (field, list) in [("admin.committee", &a.committee), ("admin.exclude", &a.exclude)] {
+    for (field, list) in [
+        ("admin.committee", &a.committee),
+        ("admin.exclude", &a.exclude),
+    ] {
         if list.len() > MAX_ROSTER {
             return Err(bad(
                 field,
-                format!("{} names; a cluster has at most {MAX_ROSTER} nodes", list.len()),
+                format!(
+                    "{} names; a cluster has at most {MAX_ROSTER} nodes",
+                    list.len()
+                ),
             ));
         }
     }
@@ -39,7 +45,9 @@ pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, St
     let approvals = a
         .approvals
         .into_iter()
-        .map(|x| super::wire::signed_by(x.chain, x.signature_scheme, x.signature, "admin.approvals"))
+        .map(|x| {
+            super::wire::signed_by(x.chain, x.signature_scheme, x.signature, "admin.approvals")
+        })
         .collect::<Result<Vec<_>, Status>>()?;
     Ok(SignedAdmin { request, approvals })
 }

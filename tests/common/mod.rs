@@ -285,11 +285,23 @@ impl thresig::proto::peer::peer_server::Peer for HostilePeer {
 
 /// Serves a hostile peer plane as node `i` (stop that node first): its real
 /// certificate, its address, and `answer` to every proposal. Stops when the
-/// returned task is aborted.
+/// returned task is aborted (connections already open stay with it; see
+/// `serve_hostile_until` to close them too).
 pub async fn serve_hostile(
     c: &thresig::cluster::LocalCluster,
     i: usize,
     answer: Answer,
+) -> tokio::task::JoinHandle<()> {
+    serve_hostile_until(c, i, answer, std::future::pending()).await
+}
+
+/// `serve_hostile`, shutting down (every connection told to go away, so the
+/// nodes reconnect to whatever serves the address next) when `stop` resolves.
+pub async fn serve_hostile_until(
+    c: &thresig::cluster::LocalCluster,
+    i: usize,
+    answer: Answer,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let cfg = &c.configs[i];
     let mut listener = None;
@@ -312,7 +324,7 @@ pub async fn serve_hostile(
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(incoming)
+            .serve_with_incoming_shutdown(incoming, stop)
             .await;
     })
 }

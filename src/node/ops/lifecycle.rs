@@ -187,11 +187,7 @@ impl Node {
     /// it. A freeze is taken only while this node has seen no freeze,
     /// unfreeze or delete of the key, so a stale freeze cannot undo a later
     /// unfreeze. Returns what this node did, if it applied it.
-    pub(crate) async fn catch_up_lifecycle(
-        &self,
-        from: &NodeName,
-        p: Proposal,
-    ) -> Option<String> {
+    pub(crate) async fn catch_up_lifecycle(&self, from: &NodeName, p: Proposal) -> Option<String> {
         let Operation::Lifecycle { key_id, action } = &p.op else {
             return None;
         };

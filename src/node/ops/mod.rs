@@ -24,9 +24,9 @@ pub mod rotate;
 pub mod sign;
 
 use super::{Node, NodeError, Operation, Outcome, Proposal};
-use reshare::participant::Reshared;
 use crate::domain::{ExecutionId, KeyId, NodeName};
 use crate::storage::AuditEvent;
+use reshare::participant::Reshared;
 
 /// What a session (or a message that travels under an execution id) does.
 /// Its label is part of every execution id, so two operations never share one.

@@ -140,7 +140,10 @@ impl Node {
         let confirmation =
             confirmation.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
 
-        crate::node::faults::check(&self.name, crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE)?;
+        crate::node::faults::check(
+            &self.name,
+            crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE,
+        )?;
         tracing::info!(key = %key_id, new_epoch, "rotation: every node confirmed; activating");
         let activate = Proposal {
             eid,

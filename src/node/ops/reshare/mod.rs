@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::OpKind;
 use crate::domain::{ExecutionId, KeyId, NodeName, Threshold};
+use crate::node::activation::Certificate;
 use crate::node::admin::admin_nonce;
 use crate::node::admin_request::{AdminOp, SignedAdmin};
-use crate::node::activation::Certificate;
 use crate::node::committee::reasons;
 use crate::node::{committee_of, names, Node, NodeError, Operation, Outcome, Proposal};
 use crate::storage::{KeyRecord, KeyState};
@@ -302,7 +302,10 @@ impl Node {
         };
         let certificate = Certificate(receipts);
 
-        crate::node::faults::check(&self.name, crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE)?;
+        crate::node::faults::check(
+            &self.name,
+            crate::node::faults::points::COORDINATOR_BEFORE_ACTIVATE,
+        )?;
         tracing::info!(key = %key_id, new_epoch, "reshare: every new member confirmed; activating");
         let activate = Proposal {
             eid,

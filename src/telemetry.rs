@@ -61,6 +61,7 @@ pub struct Metrics {
     audit_valid: Gauge,
     audit_entries: Gauge,
     health_age: Gauge<f64, AtomicU64>,
+    handshakes_cut: Family<CertLabel, Counter>,
 }
 
 type OpLabels = [(&'static str, &'static str); 2];
@@ -176,7 +177,19 @@ impl Metrics {
             "Always 1; the labels say which thresig version and wire version this node runs",
             build,
         );
+        let handshakes_cut = Family::<CertLabel, Counter>::default();
+        for plane in PLANES {
+            let _ = handshakes_cut.get_or_create(&[("plane", plane)]);
+        }
+        registry.register(
+            "thresig_handshakes_cut",
+            "Pending TLS handshakes cut to make room for newer connections, by plane: stalled \
+             ones (no bytes for 2 s), or when every pending one is live and the bound is reached, \
+             the oldest of the busiest source (counted per process)",
+            handshakes_cut.clone(),
+        );
         Self {
+            handshakes_cut,
             registry,
             requests,
             latency,
@@ -262,11 +275,37 @@ impl Metrics {
 
     /// The Prometheus text format (0.0.4).
     pub fn render(&self) -> String {
+        for (plane, total) in PLANES.iter().zip(&HANDSHAKES_CUT) {
+            let counter = self.handshakes_cut.get_or_create(&[("plane", *plane)]);
+            let total = total.load(std::sync::atomic::Ordering::Relaxed);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "metrics could not be rendered");
         }
         out
+    }
+}
+
+/// Pending TLS handshakes cut to make room for newer connections, in this
+/// process, per plane (peer, client); exported as
+/// `thresig_handshakes_cut_total`.
+static HANDSHAKES_CUT: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+const PLANES: [&str; 2] = ["peer", "client"];
+
+/// Counts `n` handshakes cut on `plane` ("peer" or "client").
+pub fn note_handshakes_cut(plane: &str, n: usize) {
+    if let Some(i) = PLANES.iter().position(|p| *p == plane) {
+        if let Some(c) = HANDSHAKES_CUT.get(i) {
+            c.fetch_add(
+                u64::try_from(n).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
     }
 }
 

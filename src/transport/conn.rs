@@ -24,13 +24,14 @@ use crate::pki::Role;
 /// How long a connection may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once on one listener, and from one address
-/// (see `handshakes.rs`: the oldest is cut to make room, not the newest).
-const MAX_HANDSHAKES: usize = 256;
+/// before that address's stalled ones are cut (see `handshakes.rs`: only a
+/// stalled handshake is cut to make room while the bound allows).
+const MAX_HANDSHAKES: usize = 1024;
 const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
 
 /// A TLS stream whose peer identity has been checked for this plane.
 pub struct Authed {
-    io: TlsStream<TcpStream>,
+    io: TlsStream<super::handshakes::Watched<TcpStream>>,
     peer: Authenticated,
 }
 
@@ -136,10 +137,12 @@ pub fn incoming(
             }
             let (slot, cut) = pending.admit(remote.ip());
             if cut > 0 {
-                tracing::debug!(
+                crate::telemetry::note_handshakes_cut(plane.name(), cut);
+                tracing::info!(
                     %remote,
+                    plane = plane.name(),
                     cut,
-                    "handshakes pending at their bound; cut the oldest to make room",
+                    "handshakes pending at their bound; cut stalled ones to make room",
                 );
             }
             // The newest material for each handshake (see `TlsState::reload`).
@@ -147,11 +150,12 @@ pub fn incoming(
             let (tx, td) = (tx.clone(), trust_domain.clone());
             tokio::spawn(async move {
                 let mut slot = slot;
+                let tcp = slot.watch(tcp);
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                 let done = tokio::select! {
                     done = handshake => done,
                     _ = &mut slot.cut => {
-                        tracing::debug!(%remote, plane = plane.name(), "unfinished handshake cut for a newer connection");
+                        tracing::info!(%remote, plane = plane.name(), "stalled handshake cut for a newer connection");
                         return;
                     }
                 };
@@ -199,7 +203,7 @@ pub fn incoming(
 }
 
 fn check_client(
-    io: &TlsStream<TcpStream>,
+    io: &TlsStream<super::handshakes::Watched<TcpStream>>,
     trust_domain: &str,
     plane: Plane,
 ) -> Result<Identity, IdentityError> {

@@ -160,3 +160,57 @@ async fn a_restored_node_never_signs_with_an_old_epoch_or_below_the_clusters_wat
     );
     c.stop().await;
 }
+
+/// A backup taken before a reshare moved the key to another committee:
+/// every other member of the restored record's committee left it and holds
+/// no share, and "no share" confirms nothing, so the restored share stays
+/// refused (issue 19, finding "restore treats holds no share as agreement").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_node_is_not_confirmed_by_nodes_without_a_share() {
+    let (_dir, mut c) = cluster(&["a", "b", "c", "d", "e"]).await;
+    let key = KeyId::parse("val").unwrap();
+    let old: Vec<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("val", 2, &old)
+        .await
+        .unwrap();
+    let backup = c.client(0, ADMIN).unwrap().backup_store().await.unwrap();
+    let pass = c.configs[0].passphrase.read().unwrap();
+    let new: Vec<String> = ["d", "e"].iter().map(|s| (*s).to_owned()).collect();
+    let r = c
+        .client(0, ADMIN)
+        .unwrap()
+        .reshare_key("val", &new, 2)
+        .await
+        .unwrap();
+    assert!(r.not_retired.is_empty(), "{:?}", r.not_retired);
+
+    c.stop_node(0).await;
+    let data = c.configs[0].data_dir.clone();
+    std::fs::rename(&data, data.with_extension("before-restore")).unwrap();
+    thresig::storage::restore_backup(&backup, &pass, &data, 1).unwrap();
+    c.start_node(0).await.unwrap();
+
+    let e = sign_at(&c, 0, 50, 0x50, "h50").await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("only once 2 other committee nodes hold its epoch 0"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("b (holds no share)") && msg.contains("c (holds no share)"),
+        "{msg}"
+    );
+    let store = c.nodes[0].as_ref().unwrap().node.store();
+    assert!(
+        store.restored(&key).unwrap().is_some(),
+        "the restore mark stays"
+    );
+    // The key lives on in its new committee.
+    let r = sign_at(&c, 3, 51, 0x51, "h51").await.unwrap();
+    check_signature(&r, &[0x51; 32], &info.public_key);
+    c.stop().await;
+}

@@ -11,7 +11,11 @@
 //!   and the mark is lifted.
 //!
 //! A committee node that does not answer keeps the mark: with one node
-//! silent, a later epoch or a higher watermark could be hiding there.
+//! silent, a later epoch or a higher watermark could be hiding there. And
+//! the mark is lifted only when at least t other committee nodes (all of
+//! them when fewer) say they hold the key's epoch themselves: a node that
+//! holds no share (it left the committee in a reshare the backup predates)
+//! confirms nothing.
 
 use super::{Node, NodeError, Operation, Outcome, Proposal};
 use crate::node::committee::status_eid;
@@ -51,6 +55,8 @@ impl Node {
                 (n.clone(), answer)
             });
         let mut silent = Vec::new();
+        let mut holders: Vec<super::NodeName> = Vec::new();
+        let mut without: Vec<String> = Vec::new();
         let mut later: Option<(super::NodeName, u64)> = None;
         let mut marks: Vec<(String, Watermark)> = Vec::new();
         for (n, answer) in futures::future::join_all(asks).await {
@@ -58,10 +64,15 @@ impl Node {
                 Ok(Outcome::ShareStatus {
                     epoch, watermarks, ..
                 }) => {
-                    if let Some(e) = epoch.filter(|e| *e > rec.epoch) {
-                        if later.as_ref().is_none_or(|(_, l)| e > *l) {
-                            later = Some((n, e));
+                    match epoch {
+                        Some(e) if e == rec.epoch => holders.push(n.clone()),
+                        Some(e) if e > rec.epoch => {
+                            if later.as_ref().is_none_or(|(_, l)| e > *l) {
+                                later = Some((n.clone(), e));
+                            }
                         }
+                        Some(e) => without.push(format!("{n} (epoch {e})")),
+                        None => without.push(format!("{n} (holds no share)")),
                     }
                     marks.extend(watermarks);
                 }
@@ -85,6 +96,18 @@ impl Node {
                  committee node has confirmed the key's epoch and slot watermarks; no answer \
                  from {}. Retry when they are up, or send the request to another node",
                 silent.join(", ")
+            )));
+        }
+        let others = committee.len().saturating_sub(1);
+        let needed = usize::from(rec.threshold).min(others);
+        if holders.len() < needed {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {me} was restored from a backup taken at Unix {}: key {key} signs here again                  only once {needed} other committee nodes hold its epoch {}; {} do ({}), and {}                  do not. The backup may predate a reshare that moved the key away: if so, this                  share must not sign again",
+                mark.backup_unix,
+                rec.epoch,
+                holders.len(),
+                super::names(&holders),
+                without.join(", ")
             )));
         }
         self.store.confirm_restored(key, &marks)?;

@@ -274,3 +274,52 @@ async fn a_deleted_key_is_gone_everywhere_and_a_node_that_was_down_learns_it() {
     drop(c_node);
     c.stop().await;
 }
+
+/// A node that was down while the admins froze the key (checklist 34,
+/// issue 19): a hostile coordinator that ignores the freeze asks it to sign.
+/// The node compares the key's state with another member before it takes
+/// part (it has not since it started), learns the freeze from it, applies
+/// it and refuses; the honest member refuses too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_missed_a_freeze_cannot_be_used_to_sign() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    c.stop_node(2).await;
+    let r = c
+        .client(0, ADMIN)
+        .unwrap()
+        .change_key_state("k", AdminOp::Freeze)
+        .await
+        .unwrap();
+    assert!(
+        r.not_applied.iter().any(|n| n.contains('c')),
+        "{:?}",
+        r.not_applied
+    );
+    c.start_node(2).await.unwrap();
+    let state = |i: usize| c.nodes[i].as_ref().unwrap().node.key(&id).unwrap().state;
+    assert_eq!(state(2), KeyState::Active, "c missed the freeze");
+
+    // Hostile a: its binary ignores the freeze and proposes a signature.
+    let request = common::client_request("k", [0x5A; 32], "", "missed-freeze", None);
+    let x = Hostile::as_node(&c, 0);
+    for (to, nonce) in [("c", 1u8), ("b", 2)] {
+        let p = common::sign_proposal(&c, &request, 0, &["a", to], vec![nonce; 32]);
+        let refused = x.propose(to, p).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("frozen")),
+            "{to}: {refused:?}"
+        );
+    }
+    assert!(
+        matches!(state(2), KeyState::Frozen(_)),
+        "c applied the freeze it learned from b: {:?}",
+        state(2)
+    );
+    c.stop().await;
+}

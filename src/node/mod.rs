@@ -47,6 +47,7 @@ pub(crate) mod committee;
 mod drain;
 mod error;
 pub mod faults;
+mod lifecycle_sync;
 pub mod ops;
 mod pause;
 pub mod policy;
@@ -164,6 +165,9 @@ pub struct Node {
     /// and since when: signing with that key avoids them for a while.
     key_suspects:
         std::sync::Mutex<std::collections::HashMap<(KeyId, NodeName), std::time::Instant>>,
+    /// When this node last compared each key's lifecycle with a committee
+    /// member other than a session's coordinator (`lifecycle_sync.rs`).
+    lifecycle_heard: std::sync::Mutex<std::collections::HashMap<KeyId, std::time::Instant>>,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
@@ -213,6 +217,7 @@ impl Node {
             limiter: policy::Limiter::default(),
             suspects: Default::default(),
             key_suspects: Default::default(),
+            lifecycle_heard: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
             work: Default::default(),

@@ -35,6 +35,11 @@ impl Node {
         if self.store.restored(key_id)?.is_some() {
             self.check_restored(&self.key(key_id)?).await?;
         }
+        // The key's lifecycle is never the coordinator's word alone
+        // (`lifecycle_sync.rs`).
+        if *from != self.name {
+            self.check_lifecycle_heard(key_id, from).await?;
+        }
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;
         let checked = (|| -> Result<Admitted, NodeError> {

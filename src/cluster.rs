@@ -164,6 +164,7 @@ impl LocalCluster {
                     cert: layout.cert(Role::Node, p.name.as_str()),
                     key: layout.key(Role::Node, p.name.as_str()),
                     crl: None,
+                    crl_grace: None,
                 },
                 passphrase: PassphraseSource::File(pass_file),
                 timeouts,

@@ -201,10 +201,11 @@ impl Ca {
         let now = time::OffsetDateTime::now_utc();
         let mut revoked_certs = Vec::new();
         for pem in revoked_cert_pems {
-            let der = rustls_pemfile::certs(&mut pem.as_bytes())
-                .next()
-                .and_then(Result::ok)
-                .ok_or(rcgen::Error::CouldNotParseCertificate)?;
+            let der = {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                    .map_err(|_| rcgen::Error::CouldNotParseCertificate)?
+            };
             let (_, x) = x509_parser::certificate::X509Certificate::from_der(&der)
                 .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
             revoked_certs.push(RevokedCertParams {

@@ -323,3 +323,105 @@ async fn a_node_that_missed_a_freeze_cannot_be_used_to_sign() {
     );
     c.stop().await;
 }
+
+/// What the hostile c answers to status queries in
+/// `a_never_applied_delete_cannot_be_replayed`: no share, and an approved
+/// delete of the key that was never sent to anyone else.
+static REPLAYED: std::sync::OnceLock<thresig::proto::peer::ShareStatusResult> =
+    std::sync::OnceLock::new();
+
+fn replays_a_delete(
+    req: &thresig::proto::peer::ProposeRequest,
+) -> thresig::proto::peer::ProposeResponse {
+    use thresig::proto::peer as pb;
+    let result = match req.op {
+        Some(pb::propose_request::Op::ShareStatus(_)) => {
+            pb::propose_response::Result::ShareStatus(REPLAYED.get().unwrap().clone())
+        }
+        _ => pb::propose_response::Result::Refusal(pb::Refusal {
+            reason: pb::Reason::Unavailable.into(),
+            message: "no".into(),
+            retry_after_ms: 0,
+            blamed: String::new(),
+        }),
+    };
+    pb::ProposeResponse {
+        result: Some(result),
+    }
+}
+
+/// A delete the admins approved and nobody carried out, kept by a
+/// compromised node and served later as "the change you missed" (issue 19):
+/// a node destroys its share only when t committee nodes report that very
+/// delete applied, so the honest nodes keep the key and sign with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_never_applied_delete_cannot_be_replayed() {
+    use thresig::proto::peer as pb;
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let signed = approved_by(&c, admin_request(AdminOp::Delete, "k"), &[ADMIN]);
+    let nonce = bound_nonce(&signed, 9);
+    let eid = thresig::node::ops::lifecycle::eid(&id, AdminOp::Delete, &nonce);
+    let r = &signed.request;
+    let delete = pb::ProposeRequest {
+        wire_version: thresig::node::WIRE_VERSION,
+        eid: eid.as_bytes().to_vec(),
+        coordinator_nonce: nonce.clone(),
+        admin: Some(pb::AdminAuthorization {
+            operation: "delete".into(),
+            key_id: "k".into(),
+            request_id: r.request_id.clone(),
+            expiry_unix: r.expiry_unix,
+            approvals: signed
+                .approvals
+                .iter()
+                .map(|a| pb::AdminApproval {
+                    chain: a.chain.clone(),
+                    signature_scheme: a.scheme.into(),
+                    signature: a.signature.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        op: Some(pb::propose_request::Op::Lifecycle(pb::LifecycleProposal {
+            key_id: "k".into(),
+            action: "delete".into(),
+        })),
+    };
+    REPLAYED
+        .set(pb::ShareStatusResult {
+            has_share: false,
+            lifecycle: Some(delete),
+            ..Default::default()
+        })
+        .unwrap();
+    c.stop_node(2).await;
+    let hostile = common::serve_hostile(&c, 2, replays_a_delete).await;
+    // Both honest nodes meet c's story (their probes ask it) and keep the key.
+    for (via, fill) in [(0, 0x61), (1, 0x62), (0, 0x63)] {
+        let d = [fill; 32];
+        let resp = c
+            .client(via, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        check_signature(&resp, &d, &info.public_key);
+    }
+    for i in [0, 1] {
+        let node = &c.nodes[i].as_ref().unwrap().node;
+        assert_eq!(node.key(&id).unwrap().state, KeyState::Active, "node {i}");
+        assert!(
+            node.store().has_share(&id, 0).unwrap(),
+            "node {i} lost its share"
+        );
+    }
+    hostile.abort();
+    c.stop().await;
+}

@@ -21,17 +21,16 @@ fn client_files(c: &LocalCluster, name: &str) -> TlsFiles {
         cert: c.layout.cert(Role::Client, name),
         key: c.layout.key(Role::Client, name),
         crl: None,
+        crl_grace: None,
     }
 }
 
 /// The DER of the first certificate in a PEM file.
 fn leaf_der(path: &Path) -> Vec<u8> {
-    let pem = std::fs::read(path).unwrap();
-    let first = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
         .unwrap()
-        .unwrap();
-    first.to_vec()
+        .to_vec()
 }
 
 /// The certificate node `i` presents to a new TLS connection on its client plane.
@@ -167,6 +166,7 @@ async fn certificate_crl_and_ca_bundle_reload_without_a_restart() {
         cert: layout2.cert(Role::Client, "rolled"),
         key: layout2.key(Role::Client, "rolled"),
         crl: None,
+        crl_grace: None,
     };
     let err = client_with(&c, 0, rolled.clone())
         .public_key("k", "")

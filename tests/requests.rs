@@ -248,6 +248,7 @@ operations = ["read"]
             cert: c.layout.cert(thresig::pki::Role::Client, CLIENT),
             key: c.layout.key(thresig::pki::Role::Client, CLIENT),
             crl: None,
+            crl_grace: None,
         })
         .unwrap(),
         "thresig.local".into(),

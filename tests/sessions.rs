@@ -99,6 +99,7 @@ async fn sender_is_the_certificate_identity_not_anything_in_the_message() {
         cert: l.cert(Role::Node, "b"),
         key: l.key(Role::Node, "b"),
         crl: None,
+        crl_grace: None,
     };
     let ch = thresig::transport::dial(
         c.configs[0].listen_peer.into(),

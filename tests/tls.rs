@@ -26,6 +26,7 @@ fn files(dir: &Path, role: Role, name: &str) -> TlsFiles {
         cert: l.cert(role, name),
         key: l.key(role, name),
         crl: None,
+        crl_grace: None,
     }
 }
 

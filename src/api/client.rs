@@ -181,6 +181,7 @@ impl ClientConfig {
                 cert: layout.cert(role, identity),
                 key: layout.key(role, identity),
                 crl: None,
+                crl_grace: None,
             },
             connect_timeout: Duration::from_secs(5),
         }

@@ -138,6 +138,7 @@ impl SignerArgs {
             cert,
             key,
             crl: None,
+            crl_grace: None,
         };
         RequestSigner::from_files(&files).context("loading the admin certificate and key")
     }

@@ -78,6 +78,7 @@ impl Conn {
                 cert,
                 key,
                 crl: None,
+                crl_grace: None,
             },
             connect_timeout: Duration::from_secs(5),
         };

@@ -101,7 +101,24 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
             let mut running = server::start(&cfg, &pass, listeners)
                 .with_context(|| format!("starting node {}", cfg.name))?;
+            // The store's key is derived: the passphrase is not kept.
             drop(pass);
+            crate::config::PassphraseSource::forget_taken();
+            // Every key's state compared with its committee before this node
+            // says it serves: a freeze or delete it missed while down is
+            // applied now, and it can take part in signing at once.
+            let (keys, silent) = running.node.sync_lifecycles().await;
+            if keys > 0 {
+                eprintln!(
+                    "node {}: compared the state of {keys} keys with their committees{}",
+                    cfg.name,
+                    if silent > 0 {
+                        format!(" ({silent} with no member answering; compared again when asked to sign)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             eprintln!(
                 "node {} serving: peer plane {}, client plane {}",
                 cfg.name, running.peer_addr, running.client_addr

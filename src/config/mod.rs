@@ -77,6 +77,8 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     crl: Option<PathBuf>,
+    /// How long past its nextUpdate a CRL is still accepted (default 24 h).
+    crl_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +164,15 @@ fn taken_passphrase(var: &str) -> Option<SecretBytes> {
 }
 
 impl PassphraseSource {
+    /// Forgets a passphrase `take_from_env` kept (it is zeroized): call once
+    /// the store's key is derived. `read` then fails for an environment
+    /// passphrase, as the variable is gone too.
+    pub fn forget_taken() {
+        *TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// For an environment passphrase: reads it now and removes the variable
     /// from the process environment, so no child process inherits it; `read`
     /// returns it from then on. Call this before any other thread exists
@@ -307,6 +318,7 @@ impl NodeConfig {
                 cert: rel(base, raw.tls.cert),
                 key: rel(base, raw.tls.key),
                 crl: raw.tls.crl.map(|c| rel(base, c)),
+                crl_grace: raw.tls.crl_grace_secs.map(std::time::Duration::from_secs),
             },
             passphrase,
             timeouts: Timeouts {
@@ -339,6 +351,9 @@ impl NodeConfig {
         );
         if let Some(crl) = &self.tls.crl {
             s += &format!("crl = {crl:?}\n");
+        }
+        if let Some(g) = self.tls.crl_grace {
+            s += &format!("crl_grace_secs = {}\n", g.as_secs());
         }
         s += "\n[store]\n";
         match &self.passphrase {
@@ -447,8 +462,28 @@ client_addr = "127.0.0.1:7401"
 mod passphrase_tests {
     use super::PassphraseSource;
 
+    /// The taken passphrase is process-wide: these tests take turns.
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_taken_passphrase_is_forgotten_once_the_store_key_is_derived() {
+        let _turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let var = "THRESIG_TEST_FORGET_PASSPHRASE";
+        std::env::set_var(var, "forget me");
+        let src = PassphraseSource::Env(var.into());
+        src.take_from_env().unwrap();
+        assert_eq!(src.read().unwrap().expose(), b"forget me");
+        PassphraseSource::forget_taken();
+        assert!(src.read().is_err(), "the passphrase outlived its use");
+    }
+
     #[test]
     fn a_passphrase_taken_from_the_environment_leaves_it() {
+        let _turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let var = "THRESIG_TEST_PASSPHRASE_LEAVES_ENV";
         std::env::set_var(var, "correct horse\n");
         let source = PassphraseSource::Env(var.into());

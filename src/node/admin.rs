@@ -10,6 +10,11 @@ use super::{names, now_unix, Node, NodeError, Operation, Proposal};
 use crate::domain::{KeyId, NodeName};
 use crate::storage::AuditEvent;
 
+/// How long after its request's expiry a missed freeze or delete is still
+/// taken from a peer (`catch_up_lifecycle`): a request expires at most 7
+/// days after it is made, so its approvals are then at most 14 days old.
+pub(crate) const MAX_MISSED_AGE_SECS: u64 = 7 * 24 * 3600;
+
 /// An admin request whose approvals checked out on this node.
 #[derive(Debug, Clone)]
 pub struct VerifiedAdmin {
@@ -167,6 +172,17 @@ impl Node {
             return Err(denied(
                 r,
                 "the proposal's nonce does not bind this request and its approvals",
+            ));
+        }
+        if missed && now_unix() > r.expiry_unix.saturating_add(MAX_MISSED_AGE_SECS) {
+            return Err(denied(
+                r,
+                format!(
+                    "it expired more than {} days ago; a missed change is taken only within {} \
+                     days of its request's expiry",
+                    MAX_MISSED_AGE_SECS / 86_400,
+                    MAX_MISSED_AGE_SECS / 86_400
+                ),
             ));
         }
         let now = if missed {

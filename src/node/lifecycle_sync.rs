@@ -3,24 +3,112 @@
 //! must have compared the key's state with a committee member other than the
 //! session's coordinator since this process started (a node that was down
 //! while the admins froze the key learns of it here, whoever coordinates),
-//! and it compares again once a minute. A freeze or delete a member applied
-//! and this node missed is checked and applied as any catch-up is
-//! (`catch_up_lifecycle`), and the session is then refused by the key state
-//! check that follows.
+//! and it compares again once a minute. `thresig node run` compares every
+//! key with the whole committee before it reports that it serves
+//! (`sync_lifecycles`), so a rolling restart finds it ready. A freeze or
+//! delete a member applied and this node missed is checked and applied as
+//! any catch-up is (`catch_up_lifecycle`), and the session is then refused by
+//! the key state check that follows.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use super::committee::status_query;
 use super::{committee_of, Node, NodeError, Outcome};
 use crate::domain::{KeyId, NodeName};
+use crate::storage::KeyState;
 
 /// How often a participant compares a key's lifecycle with another member.
 pub(crate) const RECHECK: Duration = Duration::from_secs(60);
 /// How long a recheck (after the first comparison) may hold up a session:
 /// the comparison is best effort then, and a silent member costs little.
 const RECHECK_BUDGET: Duration = Duration::from_millis(250);
+/// Keys compared at once by `sync_lifecycles`.
+const SYNC_CONCURRENCY: usize = 16;
+
+/// What this node learned from comparing keys' lifecycles since it started.
+#[derive(Debug, Default)]
+pub(crate) struct Heard {
+    /// Per key: when it was last compared, and every member that has
+    /// answered since this process started.
+    keys: std::sync::Mutex<HashMap<KeyId, (Instant, HashSet<NodeName>)>>,
+}
+
+impl Heard {
+    fn get(&self, key: &KeyId) -> Option<(Instant, HashSet<NodeName>)> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn note(&self, key: &KeyId, answered: Vec<NodeName>) {
+        let mut g = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = g
+            .entry(key.clone())
+            .or_insert_with(|| (Instant::now(), HashSet::new()));
+        entry.0 = Instant::now();
+        entry.1.extend(answered);
+    }
+}
 
 impl Node {
+    /// Compares every key this node holds a live share of with the other
+    /// members of its committee (each within the probe timeout), applying
+    /// what it missed. Returns (keys compared, keys no member answered for).
+    pub async fn sync_lifecycles(&self) -> (usize, usize) {
+        let keys: Vec<KeyId> = self
+            .store
+            .keys()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| matches!(r.state, KeyState::Active | KeyState::Frozen(_)))
+            .map(|r| r.key_id)
+            .collect();
+        let total = keys.len();
+        let silent = futures::stream::iter(keys)
+            .map(|k| async move { self.compare_key(&k).await.is_empty() })
+            .buffer_unordered(SYNC_CONCURRENCY)
+            .filter(|silent| std::future::ready(*silent))
+            .count()
+            .await;
+        (total, silent)
+    }
+
+    /// Asks every other member of `key_id`'s committee (not recently found
+    /// down) about the key; returns those that answered, and records them.
+    async fn compare_key(&self, key_id: &KeyId) -> Vec<NodeName> {
+        let Ok(rec) = self.key(key_id) else {
+            return Vec::new();
+        };
+        let down = self.recently_down();
+        let others: Vec<NodeName> = committee_of(&rec)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| *n != self.name && !down.contains(n))
+            .collect();
+        let asks = others.iter().map(|n| async move {
+            self.compare_lifecycle(key_id, rec.epoch, n)
+                .await
+                .then(|| n.clone())
+        });
+        let answered: Vec<NodeName> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if !answered.is_empty() {
+            self.lifecycle_heard.note(key_id, answered.clone());
+        }
+        answered
+    }
+
     /// Ok once this node has compared `key_id`'s lifecycle with a committee
     /// member other than `coordinator` since it started (and applied any
     /// freeze or delete it had missed); refused until then. Compares again,
@@ -30,17 +118,19 @@ impl Node {
         key_id: &KeyId,
         coordinator: &NodeName,
     ) -> Result<(), NodeError> {
-        let last = self
-            .lifecycle_heard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key_id)
-            .copied();
-        if last.is_some_and(|t| t.elapsed() < RECHECK) {
-            return Ok(());
+        let vouched = |heard: &HashSet<NodeName>| heard.iter().any(|n| n != coordinator);
+        let last = self.lifecycle_heard.get(key_id);
+        match &last {
+            Some((at, heard)) if vouched(heard) && at.elapsed() < RECHECK => return Ok(()),
+            // Heard from another member before: a recheck never holds a
+            // session up for long.
+            Some((_, heard)) if vouched(heard) => {
+                let _ = tokio::time::timeout(RECHECK_BUDGET, self.compare_key(key_id)).await;
+                return Ok(());
+            }
+            _ => {}
         }
         let rec = self.key(key_id)?;
-        let down = self.recently_down();
         let others: Vec<NodeName> = committee_of(&rec)?
             .into_iter()
             .filter(|n| *n != self.name && n != coordinator)
@@ -49,32 +139,8 @@ impl Node {
             // A committee of two: nobody else to ask.
             return Ok(());
         }
-        let asks = others
-            .iter()
-            .filter(|n| !down.contains(n))
-            .map(|n| self.compare_lifecycle(key_id, rec.epoch, n));
-        let compared = async {
-            futures::future::join_all(asks)
-                .await
-                .into_iter()
-                .any(|heard| heard)
-        };
-        let heard = if last.is_some() {
-            // Heard before: a recheck never holds a session up for long.
-            tokio::time::timeout(RECHECK_BUDGET, compared)
-                .await
-                .unwrap_or(false)
-        } else {
-            compared.await
-        };
-        if heard {
-            self.lifecycle_heard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key_id.clone(), Instant::now());
-            return Ok(());
-        }
-        if last.is_some() {
+        let answered = self.compare_key(key_id).await;
+        if answered.iter().any(|n| n != coordinator) {
             return Ok(());
         }
         Err(NodeError::Unavailable(format!(

@@ -167,7 +167,7 @@ pub struct Node {
         std::sync::Mutex<std::collections::HashMap<(KeyId, NodeName), std::time::Instant>>,
     /// When this node last compared each key's lifecycle with a committee
     /// member other than a session's coordinator (`lifecycle_sync.rs`).
-    lifecycle_heard: std::sync::Mutex<std::collections::HashMap<KeyId, std::time::Instant>>,
+    lifecycle_heard: lifecycle_sync::Heard,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).

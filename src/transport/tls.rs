@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -24,6 +25,17 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("certificate verifier: {0}")]
     Verifier(String),
+    #[error(
+        "CRL {path} is out of date: its nextUpdate (Unix {next_update}) passed {late_secs} s \
+         ago, more than the {grace_secs} s grace (tls.crl_grace_secs); fetch a fresh CRL from \
+         the CA"
+    )]
+    CrlExpired {
+        path: PathBuf,
+        next_update: i64,
+        late_secs: i64,
+        grace_secs: u64,
+    },
 }
 
 /// PEM material for one identity plus the trust anchor.
@@ -33,7 +45,14 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub crl: Option<PathBuf>,
+    /// How long past its nextUpdate the CRL is still accepted (none: the
+    /// default, `DEFAULT_CRL_GRACE`). A CRL older than that is refused at
+    /// load and reload, naming it: revocations it misses would go unseen.
+    pub crl_grace: Option<std::time::Duration>,
 }
+
+/// How long past its nextUpdate a CRL is accepted unless configured.
+pub const DEFAULT_CRL_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -48,7 +67,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let raw = read(path)?;
-    let out: Vec<_> = rustls_pemfile::certs(&mut raw.as_slice())
+    let out: Vec<_> = CertificateDer::pem_slice_iter(&raw)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),
@@ -65,15 +84,13 @@ pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 
 pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let raw = zeroize::Zeroizing::new(read(path)?);
-    rustls_pemfile::private_key(&mut raw.as_slice())
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?
-        .ok_or_else(|| TlsError::Pem {
-            path: path.to_owned(),
-            reason: "no PRIVATE KEY block found".into(),
-        })
+    PrivateKeyDer::from_pem_slice(&raw).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        reason: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY block found".into(),
+            e => e.to_string(),
+        },
+    })
 }
 
 fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
@@ -84,18 +101,58 @@ fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
-fn crls(path: Option<&Path>) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let Some(path) = path else {
+fn crls(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let Some(path) = files.crl.as_deref() else {
         return Ok(Vec::new());
     };
     let raw = read(path)?;
-    let out: Vec<_> = rustls_pemfile::crls(&mut raw.as_slice())
+    let out: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&raw)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+    let grace = files.crl_grace.unwrap_or(DEFAULT_CRL_GRACE);
+    for crl in &out {
+        check_crl_fresh(path, crl, grace, now_unix())?;
+    }
     Ok(out)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Refuses a CRL whose nextUpdate lies more than `grace` before `now`.
+fn check_crl_fresh(
+    path: &Path,
+    crl: &CertificateRevocationListDer<'_>,
+    grace: std::time::Duration,
+    now: i64,
+) -> Result<(), TlsError> {
+    use x509_parser::prelude::FromDer;
+    let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: format!("CRL does not parse: {e}"),
+        })?;
+    let Some(next) = parsed.next_update() else {
+        return Ok(());
+    };
+    let next = next.timestamp();
+    let grace_s = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    if now > next.saturating_add(grace_s) {
+        return Err(TlsError::CrlExpired {
+            path: path.to_owned(),
+            next_update: next,
+            late_secs: now.saturating_sub(next),
+            grace_secs: grace.as_secs(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks client certificates: chained to the CA, valid now, not revoked
@@ -105,7 +162,7 @@ pub(crate) fn client_cert_verifier(
     files: &TlsFiles,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
-        .with_crls(crls(files.crl.as_deref())?)
+        .with_crls(crls(files)?)
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))
 }
@@ -126,7 +183,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots(&files.ca)?, provider())
-            .with_crls(crls(files.crl.as_deref())?)
+            .with_crls(crls(files)?)
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut cfg = ClientConfig::builder_with_provider(provider())
@@ -235,7 +292,7 @@ impl Material {
         let ca_bundle = certs(&files.ca)?;
         let expiry = super::expiry::CertExpiry::of(leaf, &ca_bundle);
         let cas = ca_bundle.len();
-        let revoked = crls(files.crl.as_deref())?.len();
+        let revoked = crls(files)?.len();
         let summary = format!(
             "certificate {}, key {}, CA bundle {} ({cas} certificate{}), {}",
             files.cert.display(),
@@ -283,5 +340,32 @@ impl ClientTls {
 impl From<Arc<ClientConfig>> for ClientTls {
     fn from(c: Arc<ClientConfig>) -> Self {
         Self::Fixed(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crl_past_its_next_update_and_grace_is_refused_naming_it() {
+        let (ca, _) = crate::pki::Ca::generate("thresig.local").unwrap();
+        let pem = ca.crl(&[], 7).unwrap();
+        let crl = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let path = Path::new("/etc/thresig/crl.pem");
+        let day = 24 * 3600;
+        let now = now_unix();
+        let grace = std::time::Duration::from_secs(day as u64);
+        // Fresh, and a day past nextUpdate within a two-day grace: accepted.
+        check_crl_fresh(path, &crl, grace, now).unwrap();
+        check_crl_fresh(path, &crl, grace * 2, now + 8 * day).unwrap();
+        // Two days past nextUpdate with a one-day grace: refused, named.
+        let e = check_crl_fresh(path, &crl, grace, now + 9 * day).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, TlsError::CrlExpired { .. }), "{text}");
+        assert!(
+            text.contains("/etc/thresig/crl.pem") && text.contains("out of date"),
+            "{text}"
+        );
     }
 }

@@ -67,6 +67,7 @@ pub fn client_signer(
         cert: c.layout.cert(Role::Client, CLIENT),
         key: c.layout.key(Role::Client, CLIENT),
         crl: None,
+        crl_grace: None,
     };
     thresig::transport::request_auth::RequestSigner::from_files(&files).unwrap()
 }
@@ -133,6 +134,7 @@ pub fn admin_signer(
         cert: c.layout.cert(Role::Admin, admin),
         key: c.layout.key(Role::Admin, admin),
         crl: None,
+        crl_grace: None,
     };
     thresig::transport::request_auth::RequestSigner::from_files(&files).unwrap()
 }
@@ -413,17 +415,16 @@ pub fn raw_tls_client(
 ) -> rustls::ClientConfig {
     let l = &c.layout;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(l.ca_cert()).unwrap().as_slice()) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    for cert in CertificateDer::pem_file_iter(l.ca_cert()).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let chain: Vec<_> =
-        rustls_pemfile::certs(&mut std::fs::read(l.cert(role, name)).unwrap().as_slice())
-            .map(Result::unwrap)
-            .collect();
-    let key =
-        rustls_pemfile::private_key(&mut std::fs::read(l.key(role, name)).unwrap().as_slice())
-            .unwrap()
-            .unwrap();
+    let chain: Vec<_> = CertificateDer::pem_file_iter(l.cert(role, name))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(l.key(role, name)).unwrap();
     rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

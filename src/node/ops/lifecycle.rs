@@ -174,6 +174,36 @@ impl Node {
         })
     }
 
+    /// The committee nodes of `rec`'s key (`from` included, this node
+    /// excluded) that report they applied the lifecycle change `eid`.
+    async fn applied_by(
+        &self,
+        rec: &KeyRecord,
+        eid: &ExecutionId,
+        from: &NodeName,
+    ) -> Vec<NodeName> {
+        let others: Vec<NodeName> = committee_of(rec)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| *n != self.name && n != from)
+            .collect();
+        let asks = others.iter().map(|n| async move {
+            let ask = self.net.propose(
+                n,
+                crate::node::committee::status_query(&rec.key_id, rec.epoch, None),
+            );
+            match tokio::time::timeout(self.timeouts.ping, ask).await {
+                Ok(Ok(Outcome::ShareStatus {
+                    lifecycle: Some(p), ..
+                })) if p.eid == *eid => Some(n.clone()),
+                _ => None,
+            }
+        });
+        let mut applied: Vec<NodeName> = vec![from.clone()];
+        applied.extend(futures::future::join_all(asks).await.into_iter().flatten());
+        applied
+    }
+
     /// The last freeze, unfreeze or delete applied here, as a proposal that
     /// a node which missed it can check and apply.
     pub(crate) fn lifecycle_proposal(&self, key_id: &KeyId) -> Option<Proposal> {
@@ -184,9 +214,14 @@ impl Node {
 
     /// Applies a freeze or delete that peer `from` applied and this node
     /// missed (it was down): checked exactly as if a coordinator had sent
-    /// it. A freeze is taken only while this node has seen no freeze,
-    /// unfreeze or delete of the key, so a stale freeze cannot undo a later
-    /// unfreeze. Returns what this node did, if it applied it.
+    /// it, as of its request's expiry, and refused once that expiry is more
+    /// than `MAX_MISSED_AGE` ago. A freeze is taken only while this node has
+    /// seen no freeze, unfreeze or delete of the key, so a stale freeze
+    /// cannot undo a later unfreeze. A delete, which cannot be undone, is
+    /// taken only when t committee nodes (`from` among them) report that
+    /// they applied that very delete: one node's word, even with valid
+    /// approvals, could be a delete that was approved and never carried
+    /// out. Returns what this node did, if it applied it.
     pub(crate) async fn catch_up_lifecycle(&self, from: &NodeName, p: Proposal) -> Option<String> {
         let Operation::Lifecycle { key_id, action } = &p.op else {
             return None;
@@ -204,6 +239,20 @@ impl Node {
             return None;
         }
         let (key_id, action) = (key_id.clone(), *action);
+        if action == AdminOp::Delete {
+            let applied_by = self.applied_by(&ours, &p.eid, from).await;
+            let needed = usize::from(ours.threshold);
+            if applied_by.len() < needed {
+                tracing::warn!(
+                    key = %key_id,
+                    node = %from,
+                    applied_by = %names(&applied_by),
+                    needed,
+                    "a peer reports a delete that too few committee nodes applied; not applied here",
+                );
+                return None;
+            }
+        }
         let applied = match self.check_admin_proposal_as(&p, true).await {
             Ok(()) => self.participate_lifecycle(&p, &key_id, action),
             Err(e) => Err(e),

@@ -105,6 +105,10 @@ impl LocalCluster {
         for (cfg, l) in configs.iter().zip(listeners) {
             running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
         }
+        // As `thresig node run` does, once every node is up.
+        for n in running.iter().flatten() {
+            n.node.sync_lifecycles().await;
+        }
         Ok(Self {
             root: root.to_owned(),
             layout,
@@ -199,8 +203,20 @@ impl LocalCluster {
         }
     }
 
-    /// Starts node `i` again from its config and data directory, on its old ports.
+    /// Starts node `i` again from its config and data directory, on its old
+    /// ports, and (as `thresig node run` does before it says it serves)
+    /// compares its keys' state with their committees.
     pub async fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.start_node_unsynced(i).await?;
+        if let Some(n) = self.nodes.get(i).and_then(Option::as_ref) {
+            n.node.sync_lifecycles().await;
+        }
+        Ok(())
+    }
+
+    /// `start_node` without the comparison: a node whose comparison at start
+    /// found no committee member answering.
+    pub async fn start_node_unsynced(&mut self, i: usize) -> Result<(), ClusterError> {
         let cfg = self
             .configs
             .get(i)

@@ -261,6 +261,22 @@ pub fn start(
     let peer_svc = PeerService::new(node.clone())
         .with_tls(reloader.tls.clone())
         .into_server();
+    // Every key's state compared with its committee once a minute, so a
+    // change this node missed reaches it whoever coordinates
+    // (`node/lifecycle_sync.rs`).
+    {
+        let node = node.clone();
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::node::LIFECYCLE_RECHECK) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                node.sync_lifecycles().await;
+            }
+        });
+    }
     let peer_task = tokio::spawn(
         Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))

@@ -138,12 +138,18 @@ async fn a_blackholed_node_is_not_probed_on_every_request() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let listener = listener.expect("c's peer port stayed busy");
-    let hole = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hole = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(sock);
+            }
+        })
+    };
+    let from = std::time::Instant::now();
     // Node b is listed before c, so a signs with b; c is only probed.
     let mut ms = Vec::new();
     for i in 0..12u8 {
@@ -159,8 +165,22 @@ async fn a_blackholed_node_is_not_probed_on_every_request() {
         assert!(!resp.participants.contains(&"c".to_string()));
         check_signature(&resp, &d, &info.public_key);
     }
-    // Printed, not asserted: the first request pays the probe timeout (1 s
-    // here), the next ones do not until the recheck interval (5 s) passes.
+    // Counted: each probe of c is one connection attempt to the blackhole
+    // (two when the first times out), and c is probed again only after the
+    // recheck interval (5 s), not on every request.
+    let elapsed = from.elapsed();
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let windows = 1 + elapsed.as_secs() as usize / 5;
+    println!(
+        "blackholed c: {connections} connections to it over 12 requests in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        connections <= 2 * windows && connections < 12,
+        "c was probed {connections} times over 12 requests in {elapsed:?}"
+    );
+    // Latencies, printed: the first request pays the probe timeout (1 s
+    // here), the next ones do not.
     let rest = &mut ms[1..].to_vec();
     rest.sort_by(|a, b| a.total_cmp(b));
     println!(

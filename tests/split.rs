@@ -101,6 +101,40 @@ async fn signs(c: &LocalCluster, via: usize, pk: &[u8], fill: u8, without: &str)
     resp.epoch
 }
 
+/// A keygen whose coordinator died after every member stored its share:
+/// the first request through any node fetches the certificate from the
+/// committee's receipts and signs; every node is then active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keygen_left_generated_everywhere_activates_at_the_first_request() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    faults::arm("a", points::COORDINATOR_BEFORE_ACTIVATE);
+    let made = c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await;
+    faults::disarm_all();
+    assert!(
+        made.is_err(),
+        "the coordinator was to stop before activating"
+    );
+    let state = |i: usize| c.nodes[i].as_ref().unwrap().node.key(&key()).unwrap().state;
+    for i in 0..3 {
+        assert_eq!(state(i), thresig::storage::KeyState::Generated, "node {i}");
+    }
+    let pk = c.nodes[0]
+        .as_ref()
+        .unwrap()
+        .node
+        .key(&key())
+        .unwrap()
+        .public_key;
+    assert_eq!(signs(&c, 1, &pk, 0x51, "").await, 0);
+    assert_eq!(signs(&c, 2, &pk, 0x52, "").await, 0);
+    assert_eq!(signs(&c, 0, &pk, 0x53, "").await, 0);
+    for i in 0..3 {
+        assert_eq!(state(i), thresig::storage::KeyState::Active, "node {i}");
+    }
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_member_cannot_split_a_key_across_epochs() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

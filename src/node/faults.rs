@@ -16,7 +16,7 @@ pub mod points {
     pub const BEFORE_ACTIVATE: &str = "rotate.before_activate";
     /// Participant: activation written, answer not yet sent.
     pub const AFTER_ACTIVATE: &str = "rotate.after_activate";
-    /// Coordinator of a rotation or reshare: every member staged and sent
+    /// Coordinator of a keygen, rotation or reshare: every member staged and sent
     /// its receipt, no activation sent yet (a coordinator that dies, or turns
     /// hostile, at the moment the key is decided).
     pub const COORDINATOR_BEFORE_ACTIVATE: &str = "coordinator.before_activate";

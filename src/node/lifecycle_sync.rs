@@ -3,8 +3,9 @@
 //! must have compared the key's state with a committee member other than the
 //! session's coordinator since this process started (a node that was down
 //! while the admins froze the key learns of it here, whoever coordinates),
-//! and it compares again once a minute. `thresig node run` compares every
-//! key with the whole committee before it reports that it serves
+//! and it compares every key again once a minute, in the background
+//! (`server.rs`; never on a session's path). `thresig node run` compares
+//! every key with the whole committee before it reports that it serves
 //! (`sync_lifecycles`), so a rolling restart finds it ready. A freeze or
 //! delete a member applied and this node missed is checked and applied as
 //! any catch-up is (`catch_up_lifecycle`), and the session is then refused by
@@ -20,11 +21,8 @@ use super::{committee_of, Node, NodeError, Outcome};
 use crate::domain::{KeyId, NodeName};
 use crate::storage::KeyState;
 
-/// How often a participant compares a key's lifecycle with another member.
-pub(crate) const RECHECK: Duration = Duration::from_secs(60);
-/// How long a recheck (after the first comparison) may hold up a session:
-/// the comparison is best effort then, and a silent member costs little.
-const RECHECK_BUDGET: Duration = Duration::from_millis(250);
+/// How often a node compares every key's lifecycle with its committee.
+pub const RECHECK: Duration = Duration::from_secs(60);
 /// Keys compared at once by `sync_lifecycles`.
 const SYNC_CONCURRENCY: usize = 16;
 
@@ -59,6 +57,17 @@ impl Heard {
 }
 
 impl Node {
+    /// Records that `members` vouched for `key_id`'s state just now (a key
+    /// this node has just generated or joined: there is nothing to miss).
+    pub(crate) fn note_heard(&self, key_id: &KeyId, members: &[String]) {
+        let members = members
+            .iter()
+            .filter(|m| m.as_str() != self.name.as_str())
+            .filter_map(|m| NodeName::parse(m).ok())
+            .collect();
+        self.lifecycle_heard.note(key_id, members);
+    }
+
     /// Compares every key this node holds a live share of with the other
     /// members of its committee (each within the probe timeout), applying
     /// what it missed. Returns (keys compared, keys no member answered for).
@@ -73,7 +82,20 @@ impl Node {
             .collect();
         let total = keys.len();
         let silent = futures::stream::iter(keys)
-            .map(|k| async move { self.compare_key(&k).await.is_empty() })
+            .map(|k| async move {
+                // A member slow to connect on a busy host is asked once more.
+                let first = self.compare_key(&k).await;
+                let members = self
+                    .key(&k)
+                    .map(|r| r.committee.len().saturating_sub(1))
+                    .unwrap_or(0);
+                if first.len() < members {
+                    let again = self.compare_key(&k).await;
+                    first.is_empty() && again.is_empty()
+                } else {
+                    first.is_empty()
+                }
+            })
             .buffer_unordered(SYNC_CONCURRENCY)
             .filter(|silent| std::future::ready(*silent))
             .count()
@@ -94,41 +116,36 @@ impl Node {
             .filter(|n| *n != self.name && !down.contains(n))
             .collect();
         let asks = others.iter().map(|n| async move {
-            self.compare_lifecycle(key_id, rec.epoch, n)
-                .await
-                .then(|| n.clone())
+            let answered = self.compare_lifecycle(key_id, rec.epoch, n).await;
+            if answered {
+                self.lifecycle_heard.note(key_id, vec![n.clone()]);
+            }
+            answered.then(|| n.clone())
         });
-        let answered: Vec<NodeName> = futures::future::join_all(asks)
+        futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect();
-        if !answered.is_empty() {
-            self.lifecycle_heard.note(key_id, answered.clone());
-        }
-        answered
+            .collect()
     }
 
     /// Ok once this node has compared `key_id`'s lifecycle with a committee
     /// member other than `coordinator` since it started (and applied any
-    /// freeze or delete it had missed); refused until then. Compares again,
-    /// best effort, once `RECHECK` has passed.
+    /// freeze or delete it had missed); until then it compares now, and
+    /// refuses if no such member answers. (The comparison every minute
+    /// runs in the background, `sync_lifecycles`.)
     pub(crate) async fn check_lifecycle_heard(
         &self,
         key_id: &KeyId,
         coordinator: &NodeName,
     ) -> Result<(), NodeError> {
         let vouched = |heard: &HashSet<NodeName>| heard.iter().any(|n| n != coordinator);
-        let last = self.lifecycle_heard.get(key_id);
-        match &last {
-            Some((at, heard)) if vouched(heard) && at.elapsed() < RECHECK => return Ok(()),
-            // Heard from another member before: a recheck never holds a
-            // session up for long.
-            Some((_, heard)) if vouched(heard) => {
-                let _ = tokio::time::timeout(RECHECK_BUDGET, self.compare_key(key_id)).await;
-                return Ok(());
-            }
-            _ => {}
+        if self
+            .lifecycle_heard
+            .get(key_id)
+            .is_some_and(|(_, heard)| vouched(&heard))
+        {
+            return Ok(());
         }
         let rec = self.key(key_id)?;
         let others: Vec<NodeName> = committee_of(&rec)?

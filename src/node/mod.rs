@@ -48,6 +48,7 @@ mod drain;
 mod error;
 pub mod faults;
 mod lifecycle_sync;
+pub use lifecycle_sync::RECHECK as LIFECYCLE_RECHECK;
 pub mod ops;
 mod pause;
 pub mod policy;

@@ -127,6 +127,7 @@ impl Node {
         }
         let (public_key, chain_code, package_hash) =
             first.ok_or_else(|| NodeError::Internal("empty committee".into()))?;
+        faults::check(&self.name, faults::points::COORDINATOR_BEFORE_ACTIVATE)?;
         // Every node generated the same key: activate it everywhere with
         // that proof. From here on the key exists; a node that misses the
         // activation gets it at the next signing probe.
@@ -212,6 +213,43 @@ impl Node {
     ) -> Option<crate::node::request::ClientAuth> {
         let proof = rec.rotation.filter(|_| rec.state == KeyState::Generated)?;
         self.receipt(&generated_statement(rec, &proof.eid)).ok()
+    }
+
+    /// For a key generated here and not active: asks the committee for its
+    /// activation certificate (a member where it is active keeps one; or
+    /// every member holds the generated share and sends its receipt) and
+    /// activates it with that. Returns whether the key is active now.
+    pub(crate) async fn fetch_keygen_activation(&self, rec: &KeyRecord) -> bool {
+        let Some(proof) = rec.rotation.filter(|_| rec.state == KeyState::Generated) else {
+            return false;
+        };
+        let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
+            return false;
+        };
+        let answers = self.committee_status(rec, true).await;
+        let mut receipts = Vec::with_capacity(answers.len());
+        let mut kept: Option<Certificate> = None;
+        for (_, answer) in answers {
+            let Ok(Outcome::ShareStatus { maintenance, .. }) = answer else {
+                continue;
+            };
+            if maintenance.activated == Some(proof) && !maintenance.certificate.is_empty() {
+                kept = Some(maintenance.certificate);
+            } else if let Some(r) = maintenance.generated {
+                receipts.push(*r);
+            }
+        }
+        let certificate = kept.unwrap_or(Certificate(receipts));
+        match self.participate_activate(&eid, &rec.key_id, 0, proof.confirmation, &certificate) {
+            Ok(_) => {
+                tracing::warn!(key = %rec.key_id, "generated key activated with its committee's certificate");
+                true
+            }
+            Err(e) => {
+                tracing::info!(key = %rec.key_id, error = %e, "generated key not activated yet");
+                false
+            }
+        }
     }
 
     pub(crate) async fn participate_keygen(

@@ -305,9 +305,15 @@ impl Node {
             certificate,
         )?;
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
+        let joined = rec.state == KeyState::Joining;
         let changed = self
             .store
             .activate_epoch(key_id, epoch, proof, &certificate.encode())?;
+        if joined {
+            // New to the key: its whole state came with the reshare every
+            // new member vouched for.
+            self.note_heard(key_id, &committee);
+        }
         self.forget_opened(key_id);
         if changed {
             tracing::info!(key = %key_id, epoch, "epoch activated; old share deleted");
@@ -346,6 +352,9 @@ impl Node {
         {
             tracing::info!(key = %key_id, %eid, "key activated: every committee node generated it");
         }
+        // A key just made has no state change to miss: every member vouched
+        // for it with its receipt.
+        self.note_heard(key_id, &rec.committee);
         faults::check(&self.name, faults::points::AFTER_ACTIVATE)?;
         Ok(Outcome::Activated)
     }

@@ -97,7 +97,14 @@ impl Node {
         // recorded for it, with no new session; the same id for another
         // digest, path or slot is refused. This node's ledger first; the
         // other committee nodes' answers come with the status probe below.
-        let rec = self.key(key_id)?;
+        let mut rec = self.key(key_id)?;
+        if rec.state == crate::storage::KeyState::Generated {
+            // Its keygen's coordinator may have died after every member
+            // stored its share: the committee has the certificate.
+            if self.fetch_keygen_activation(&rec).await {
+                rec = self.key(key_id)?;
+            }
+        }
         if let Some(entry) = self.store.ledger_get(key_id, rid)? {
             if let Some(done) = self.recorded(&request, &entry, &rec, None)? {
                 return Ok(done);

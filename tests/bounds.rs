@@ -7,6 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+/// The cases here load the machine on purpose: they take turns, so that one
+/// case's load never decides another's outcome.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 use common::{check_signature, cluster, Hostile, ADMIN, CLIENT};
 use thresig::domain::{ExecutionId, KeyId, NodeName};
 use thresig::node::{Operation, Proposal};
@@ -20,6 +24,7 @@ fn many_names() -> Vec<NodeName> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_huge_proposal_is_refused_cheaply() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     let info = c
         .client(0, ADMIN)
@@ -103,6 +108,7 @@ async fn a_huge_proposal_is_refused_cheaply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_honest_connections_from_one_address_all_succeed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     let info = c
         .client(0, ADMIN)
@@ -110,17 +116,38 @@ async fn a_burst_of_honest_connections_from_one_address_all_succeed() {
         .create_key("k", 2, &[])
         .await
         .unwrap();
-    // 200 clients, each with its own connection from 127.0.0.1, all at once.
+    // 200 clients, each with its own connection from 127.0.0.1, all
+    // connecting at once: each handshake must complete (a first request on
+    // every connection, all at the same moment).
     let clients: Vec<_> = (0..200).map(|_| c.client(0, CLIENT).unwrap()).collect();
-    let signed = futures::future::join_all(clients.into_iter().enumerate().map(
-        |(i, mut client)| async move {
-            let mut d = [0u8; 32];
-            d[..4].copy_from_slice(&(i as u32).to_be_bytes());
-            let r = tokio::time::timeout(Duration::from_secs(120), client.sign("k", d, "", ""))
-                .await
-                .map_err(|_| "no answer within 120 s".to_owned())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            (d, r)
+    let connected = futures::future::join_all(clients.into_iter().map(|mut client| async move {
+        let r = tokio::time::timeout(Duration::from_secs(60), client.public_key("k", ""))
+            .await
+            .map_err(|_| "no answer within 60 s".to_owned())
+            .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
+        (client, r)
+    }))
+    .await;
+    let refused: Vec<&String> = connected.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of 200 connections failed; first: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    // Then each signs once over its connection (eight signatures at a time:
+    // the point is the connections, not a signing load on two cores).
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let signed = futures::future::join_all(connected.into_iter().enumerate().map(
+        |(i, (mut client, _))| {
+            let gate = gate.clone();
+            async move {
+                let _permit = gate.acquire().await.unwrap();
+                let mut d = [0u8; 32];
+                d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                let r = client.sign("k", d, "", "").await.map_err(|e| e.to_string());
+                (d, r)
+            }
         },
     ))
     .await;
@@ -137,5 +164,83 @@ async fn a_burst_of_honest_connections_from_one_address_all_succeed() {
     for (d, r) in &signed {
         check_signature(r.as_ref().unwrap(), d, &info.public_key);
     }
+    c.stop().await;
+}
+
+/// One roster node floods another with refused proposals (checklist 21,
+/// issue 19): the refusals are audited one by one only up to a budget, then
+/// coalesced, and past a limit its key changes are refused before any check;
+/// the flooded node keeps signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusal_floods_are_rate_limited_and_coalesced() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    use thresig::node::refusals::{AUDITED, LIMIT};
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let a = c.nodes[0].as_ref().unwrap().node.clone();
+    // Every audit entry a writes during the flood counts (it signs nothing
+    // meanwhile).
+    let entries = || a.store().audit_tail(100_000).unwrap().len();
+    let before = entries();
+    // 300 keygens with an admin request and no approvals, from c.
+    let x = Hostile::as_node(&c, 2);
+    let mut request = common::admin_request(thresig::client::AdminOp::Create, "flood");
+    request.key_type = Some(thresig::domain::KeyType::Secp256k1);
+    request.threshold = 2;
+    let signed = thresig::client::SignedAdmin {
+        request,
+        approvals: Vec::new(),
+    };
+    let committee: Vec<NodeName> = ["a", "b", "c"]
+        .iter()
+        .map(|n| NodeName::parse(n).unwrap())
+        .collect();
+    let mut refusals = Vec::new();
+    for i in 0..300u32 {
+        let mut nonce = vec![0u8; 32];
+        nonce[..4].copy_from_slice(&i.to_be_bytes());
+        nonce.extend_from_slice(&signed.digest());
+        let p = Proposal {
+            eid: ExecutionId::from_slice(&[i as u8; 32]).unwrap(),
+            nonce,
+            admin: Some(Box::new(signed.clone())),
+            op: Operation::Keygen {
+                key_id: KeyId::parse("flood").unwrap(),
+                key_type: thresig::domain::KeyType::Secp256k1,
+                threshold: 2,
+                committee: committee.clone(),
+            },
+        };
+        refusals.push(x.propose("a", p).await.expect_err("a flood proposal was accepted"));
+    }
+    let limited = refusals
+        .iter()
+        .filter(|e| e.to_string().contains("its key changes are refused until the window ends"))
+        .count();
+    let written = entries() - before;
+    println!(
+        "300 refused proposals from c: {written} audit entries on a, {limited} refused at once by \
+         the budget, {} coalesced",
+        a.coalesced_refusals()
+    );
+    // The first ones one by one, then one coalesced entry at 100 (the
+    // count may straddle a window boundary on a slow machine: two windows).
+    assert!(written >= AUDITED as usize, "{written}");
+    assert!(written <= 2 * (AUDITED as usize + 1), "{written} audit entries for 300 refusals");
+    assert!(limited >= 300 - 2 * LIMIT as usize - 1, "only {limited} refused by the budget");
+    assert!(a.coalesced_refusals() >= 300 - 2 * (AUDITED + 1));
+    // a still signs.
+    let d = [0x44; 32];
+    check_signature(
+        &c.client(0, CLIENT).unwrap().sign("k", d, "", "").await.unwrap(),
+        &d,
+        &info.public_key,
+    );
+    drop(a);
     c.stop().await;
 }

@@ -59,18 +59,21 @@ impl Node {
         now: u64,
     ) -> Result<VerifiedAdmin, NodeError> {
         let approvers = approvers_of(self.verifier.as_ref(), signed, now)?;
-        self.admit_approvers(signed, approvers)
+        self.admit_approvers(signed, approvers, true)
     }
 
-    /// This node's policy on the (verified) approvers of `signed`.
+    /// This node's policy on the (verified) approvers of `signed`; a denial
+    /// is audited here with `audit` (a peer's proposal is audited, within
+    /// that peer's budget, by the session that refuses it).
     fn admit_approvers(
         &self,
         signed: &SignedAdmin,
         approvers: Vec<NodeName>,
+        audit: bool,
     ) -> Result<VerifiedAdmin, NodeError> {
         let r = &signed.request;
         let d = self.policy().check_approvals(r, &approvers);
-        if !d.allowed {
+        if !d.allowed && audit {
             let _ = self.audit(AuditEvent {
                 kind: format!("admin.{}", r.operation),
                 actor: format!("admins/{}", names(&approvers)),
@@ -81,6 +84,8 @@ impl Node {
                 detail: d.reason.clone(),
                 ..Default::default()
             });
+        }
+        if !d.allowed {
             return Err(denied(r, d));
         }
         Ok(VerifiedAdmin { approvers })
@@ -196,7 +201,7 @@ impl Node {
             tokio::task::spawn_blocking(move || approvers_of(verifier.as_ref(), &owned, now))
                 .await
                 .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
-        let verified = self.admit_approvers(signed, approvers)?;
+        let verified = self.admit_approvers(signed, approvers, false)?;
         self.check_parameters(r, &p.op)?;
         if !self
             .store

@@ -56,6 +56,7 @@ mod probe;
 mod proposal;
 mod propose;
 mod quorum;
+pub mod refusals;
 pub mod request;
 mod restored;
 mod router;
@@ -169,6 +170,8 @@ pub struct Node {
     /// When this node last compared each key's lifecycle with a committee
     /// member other than a session's coordinator (`lifecycle_sync.rs`).
     lifecycle_heard: lifecycle_sync::Heard,
+    /// Refused proposals per peer (`refusals.rs`).
+    refusals: refusals::Refusals,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
@@ -219,6 +222,7 @@ impl Node {
             suspects: Default::default(),
             key_suspects: Default::default(),
             lifecycle_heard: Default::default(),
+            refusals: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
             work: Default::default(),

@@ -111,13 +111,17 @@ impl Node {
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. } => None,
         };
+        // A peer over its refusal budget gets no approval verified.
+        if session.is_some() {
+            self.check_refusal_budget(from)?;
+        }
         let eid = p.eid;
         let result = match self.check_admin_proposal(&p).await {
             Ok(()) => self.dispatch(from, p).await,
             Err(e) => Err(e),
         };
         if let Some((kind, key)) = session {
-            let _ = self.audit(AuditEvent {
+            let event = AuditEvent {
                 kind: format!("session.{kind}"),
                 actor: format!("node/{from}"),
                 key: key.to_string(),
@@ -130,7 +134,12 @@ impl Node {
                     .map(ToString::to_string)
                     .unwrap_or_default(),
                 ..Default::default()
-            });
+            };
+            if result.is_ok() {
+                let _ = self.audit(event);
+            } else {
+                self.audit_refusal(from, event);
+            }
         }
         result
     }

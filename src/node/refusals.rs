@@ -1,0 +1,132 @@
+//! Refused proposals from one peer, counted per window (checklist 21,
+//! issue 19): each refusal of a roster node's proposal used to append an
+//! fsync'd audit entry, so one node could make another write without bound.
+//! Now the first `AUDITED` refusals of a peer in a window are audited one by
+//! one, then one coalesced entry at each power of ten (100, 1000, ...) says
+//! how many there were; and past `LIMIT` in a window, that peer's key-change
+//! proposals are refused at once (RESOURCE_EXHAUSTED with a retry hint),
+//! before any approval is verified. Signing proposals are never refused for
+//! this (an honest coordinator's are refused during a rotation, say), only
+//! coalesced.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Node, NodeError};
+use crate::domain::NodeName;
+use crate::storage::AuditEvent;
+
+/// The window refusals are counted in.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// Refusals of one peer audited one by one in a window.
+pub const AUDITED: u64 = 10;
+/// Refusals of one peer in a window past which its key-change proposals are
+/// refused at once.
+pub const LIMIT: u64 = 50;
+
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    peers: std::sync::Mutex<HashMap<NodeName, (Instant, u64)>>,
+    /// Refusals not audited one by one, ever (for `/metrics`).
+    coalesced: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    /// Counts one refusal of `peer`'s proposal; returns its number in the
+    /// current window.
+    fn count(&self, peer: &NodeName) -> u64 {
+        let mut g = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let w = g.entry(peer.clone()).or_insert((now, 0));
+        if now.duration_since(w.0) >= WINDOW {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        w.1
+    }
+
+    /// How long `peer` must wait, if it is over `LIMIT` in this window.
+    fn over_limit(&self, peer: &NodeName) -> Option<Duration> {
+        let g = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (start, n) = g.get(peer)?;
+        let left = WINDOW.checked_sub(start.elapsed())?;
+        (*n > LIMIT).then_some(left)
+    }
+
+    /// Refusals that were not audited one by one since start.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Node {
+    /// Audits the refusal of `peer`'s proposal (see the module doc): one by
+    /// one up to `AUDITED` in a window, then coalesced.
+    pub(crate) fn audit_refusal(&self, peer: &NodeName, event: AuditEvent) {
+        if *peer == self.name {
+            let _ = self.audit(event);
+            return;
+        }
+        let n = self.refusals.count(peer);
+        if n <= AUDITED {
+            let _ = self.audit(event);
+            return;
+        }
+        self.refusals
+            .coalesced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let power_of_ten = n >= 100 && n.checked_ilog10().is_some_and(|e| 10u64.pow(e) == n);
+        if power_of_ten {
+            let _ = self.audit(AuditEvent {
+                kind: "refusals.coalesced".into(),
+                actor: format!("node/{peer}"),
+                decision: "denied".into(),
+                rule: "per-peer refusal budget".into(),
+                detail: format!(
+                    "{n} proposals from node {peer} refused within {} s; audited one by one: the \
+                     first {AUDITED}; the last: {} of key {} ({})",
+                    WINDOW.as_secs(),
+                    event.kind,
+                    event.key,
+                    event.detail
+                ),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Refuses a key-change proposal from `peer` at once while it is over
+    /// its refusal budget.
+    pub(crate) fn check_refusal_budget(&self, peer: &NodeName) -> Result<(), NodeError> {
+        if *peer == self.name {
+            return Ok(());
+        }
+        match self.refusals.over_limit(peer) {
+            Some(retry_after) => {
+                self.refusals
+                    .coalesced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(NodeError::RateLimited {
+                    message: format!(
+                        "node {peer} sent more than {LIMIT} proposals this node refused within {} \
+                         s; its key changes are refused until the window ends",
+                        WINDOW.as_secs()
+                    ),
+                    retry_after,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Refusals of peers' proposals not audited one by one, since start.
+    pub fn coalesced_refusals(&self) -> u64 {
+        self.refusals.coalesced()
+    }
+}

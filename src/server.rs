@@ -262,18 +262,26 @@ pub fn start(
         .with_tls(reloader.tls.clone())
         .into_server();
     // Every key's state compared with its committee once a minute, so a
-    // change this node missed reaches it whoever coordinates
+    // change this node missed reaches it whoever coordinates; and every 5 s
+    // the keys with a member not heard from since start (it started later,
+    // or was down), so this node soon knows every member it can fall back on
     // (`node/lifecycle_sync.rs`).
     {
         let node = node.clone();
         let mut stop = stopped.clone();
         tokio::spawn(async move {
+            let mut last_full = tokio::time::Instant::now();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(crate::node::LIFECYCLE_RECHECK) => {}
+                    _ = tokio::time::sleep(crate::node::LIFECYCLE_UNHEARD_RECHECK) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                node.sync_lifecycles().await;
+                if last_full.elapsed() >= crate::node::LIFECYCLE_RECHECK {
+                    node.sync_lifecycles().await;
+                    last_full = tokio::time::Instant::now();
+                } else {
+                    node.sync_unheard_lifecycles().await;
+                }
             }
         });
     }

@@ -128,7 +128,10 @@ async fn a_burst_of_honest_connections_from_one_address_all_succeed() {
         (client, r)
     }))
     .await;
-    let refused: Vec<&String> = connected.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    let refused: Vec<&String> = connected
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
     assert!(
         refused.is_empty(),
         "{} of 200 connections failed; first: {:?}",
@@ -216,11 +219,18 @@ async fn refusal_floods_are_rate_limited_and_coalesced() {
                 committee: committee.clone(),
             },
         };
-        refusals.push(x.propose("a", p).await.expect_err("a flood proposal was accepted"));
+        refusals.push(
+            x.propose("a", p)
+                .await
+                .expect_err("a flood proposal was accepted"),
+        );
     }
     let limited = refusals
         .iter()
-        .filter(|e| e.to_string().contains("its key changes are refused until the window ends"))
+        .filter(|e| {
+            e.to_string()
+                .contains("its key changes are refused until the window ends")
+        })
         .count();
     let written = entries() - before;
     println!(
@@ -231,13 +241,23 @@ async fn refusal_floods_are_rate_limited_and_coalesced() {
     // The first ones one by one, then one coalesced entry at 100 (the
     // count may straddle a window boundary on a slow machine: two windows).
     assert!(written >= AUDITED as usize, "{written}");
-    assert!(written <= 2 * (AUDITED as usize + 1), "{written} audit entries for 300 refusals");
-    assert!(limited >= 300 - 2 * LIMIT as usize - 1, "only {limited} refused by the budget");
+    assert!(
+        written <= 2 * (AUDITED as usize + 1),
+        "{written} audit entries for 300 refusals"
+    );
+    assert!(
+        limited >= 300 - 2 * LIMIT as usize - 1,
+        "only {limited} refused by the budget"
+    );
     assert!(a.coalesced_refusals() >= 300 - 2 * (AUDITED + 1));
     // a still signs.
     let d = [0x44; 32];
     check_signature(
-        &c.client(0, CLIENT).unwrap().sign("k", d, "", "").await.unwrap(),
+        &c.client(0, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap(),
         &d,
         &info.public_key,
     );

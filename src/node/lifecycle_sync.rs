@@ -23,6 +23,8 @@ use crate::storage::KeyState;
 
 /// How often a node compares every key's lifecycle with its committee.
 pub const RECHECK: Duration = Duration::from_secs(60);
+/// How often it compares the keys with a member not heard from since start.
+pub const UNHEARD_RECHECK: Duration = Duration::from_secs(5);
 /// Keys compared at once by `sync_lifecycles`.
 const SYNC_CONCURRENCY: usize = 16;
 
@@ -72,12 +74,32 @@ impl Node {
     /// members of its committee (each within the probe timeout), applying
     /// what it missed. Returns (keys compared, keys no member answered for).
     pub async fn sync_lifecycles(&self) -> (usize, usize) {
+        self.sync_keys(false).await
+    }
+
+    /// `sync_lifecycles` for the keys some member of whose committee has not
+    /// answered since this node started (one started before the others, or
+    /// a member was down): run every few seconds, so a node soon knows every
+    /// member it could fall back on.
+    pub async fn sync_unheard_lifecycles(&self) -> (usize, usize) {
+        self.sync_keys(true).await
+    }
+
+    async fn sync_keys(&self, only_unheard: bool) -> (usize, usize) {
         let keys: Vec<KeyId> = self
             .store
             .keys()
             .unwrap_or_default()
             .into_iter()
             .filter(|r| matches!(r.state, KeyState::Active | KeyState::Frozen(_)))
+            .filter(|r| {
+                !only_unheard
+                    || self
+                        .lifecycle_heard
+                        .get(&r.key_id)
+                        .map_or(0, |(_, h)| h.len())
+                        < r.committee.len().saturating_sub(1)
+            })
             .map(|r| r.key_id)
             .collect();
         let total = keys.len();

@@ -48,7 +48,9 @@ mod drain;
 mod error;
 pub mod faults;
 mod lifecycle_sync;
-pub use lifecycle_sync::RECHECK as LIFECYCLE_RECHECK;
+pub use lifecycle_sync::{
+    RECHECK as LIFECYCLE_RECHECK, UNHEARD_RECHECK as LIFECYCLE_UNHEARD_RECHECK,
+};
 pub mod ops;
 mod pause;
 pub mod policy;

@@ -62,6 +62,7 @@ pub struct Metrics {
     audit_entries: Gauge,
     health_age: Gauge<f64, AtomicU64>,
     handshakes_cut: Family<CertLabel, Counter>,
+    connections_refused: Family<CertLabel, Counter>,
 }
 
 type OpLabels = [(&'static str, &'static str); 2];
@@ -188,8 +189,20 @@ impl Metrics {
              the oldest of the busiest source (counted per process)",
             handshakes_cut.clone(),
         );
+        let connections_refused = Family::<CertLabel, Counter>::default();
+        for plane in PLANES {
+            let _ = connections_refused.get_or_create(&[("plane", plane)]);
+        }
+        registry.register(
+            "thresig_connections_refused",
+            "Authenticated connections refused because their identity already held its most \
+             (64 per node on the peer plane, 1024 per client or admin on the client plane), by plane \
+             (counted per process)",
+            connections_refused.clone(),
+        );
         Self {
             handshakes_cut,
+            connections_refused,
             registry,
             requests,
             latency,
@@ -275,10 +288,15 @@ impl Metrics {
 
     /// The Prometheus text format (0.0.4).
     pub fn render(&self) -> String {
-        for (plane, total) in PLANES.iter().zip(&HANDSHAKES_CUT) {
-            let counter = self.handshakes_cut.get_or_create(&[("plane", *plane)]);
-            let total = total.load(std::sync::atomic::Ordering::Relaxed);
-            counter.inc_by(total.saturating_sub(counter.get()));
+        for (family, totals) in [
+            (&self.handshakes_cut, &HANDSHAKES_CUT),
+            (&self.connections_refused, &CONNECTIONS_REFUSED),
+        ] {
+            for (plane, total) in PLANES.iter().zip(totals) {
+                let counter = family.get_or_create(&[("plane", *plane)]);
+                let total = total.load(std::sync::atomic::Ordering::Relaxed);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
         let mut out = String::new();
         if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
@@ -306,6 +324,24 @@ pub fn note_handshakes_cut(plane: &str, n: usize) {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
+    }
+}
+
+/// Authenticated connections refused because their identity held its most
+/// connections, per plane; exported as `thresig_connections_refused_total`.
+static CONNECTIONS_REFUSED: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+/// Counts one connection refused on `plane` ("peer" or "client").
+pub fn note_connection_refused(plane: &str) {
+    if let Some(c) = PLANES
+        .iter()
+        .position(|p| *p == plane)
+        .and_then(|i| CONNECTIONS_REFUSED.get(i))
+    {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

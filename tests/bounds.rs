@@ -264,3 +264,67 @@ async fn refusal_floods_are_rate_limited_and_coalesced() {
     drop(a);
     c.stop().await;
 }
+
+/// One node identity opening connection after connection to another node's
+/// peer plane (issue 19): past the per-identity cap the connection is closed
+/// after its handshake, the refusal is counted, and the honest nodes sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_per_identity_are_capped() {
+    use thresig::transport::MAX_CONNECTIONS_PER_NODE as CAP;
+    use tokio::io::AsyncReadExt;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let mut cfg = common::raw_tls_client(
+        &c,
+        thresig::pki::Role::Node,
+        "c",
+        &[&rustls::version::TLS13],
+    );
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let (mut served, mut closed) = (0usize, 0usize);
+    let mut held = Vec::new();
+    for _ in 0..CAP + 8 {
+        let tcp = tokio::net::TcpStream::connect(c.configs[0].listen_peer)
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a".to_owned()).unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        // A served connection gets the server's HTTP/2 SETTINGS at once; a
+        // refused one is closed.
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => served += 1,
+            _ => closed += 1,
+        }
+        held.push(tls);
+    }
+    println!(
+        "{} connections as node c: {served} served, {closed} closed",
+        CAP + 8
+    );
+    assert!(
+        served <= CAP,
+        "{served} connections of one node were served"
+    );
+    assert!(closed >= 8, "only {closed} refused");
+    // The honest nodes go on signing (a with b).
+    let d = [0x66; 32];
+    check_signature(
+        &c.client(0, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap(),
+        &d,
+        &info.public_key,
+    );
+    drop(held);
+    c.stop().await;
+}

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use common::{check_signature, cluster, serve_hostile_until, Hostile, ADMIN, CLIENT};
 use thresig::cluster::LocalCluster;
@@ -20,7 +20,7 @@ use thresig::node::request::ClientAuth;
 use thresig::node::{Operation, Outcome, Proposal};
 use thresig::proto::peer as pb;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn key() -> KeyId {
     KeyId::parse("k").unwrap()
@@ -106,7 +106,7 @@ async fn signs(c: &LocalCluster, via: usize, pk: &[u8], fill: u8, without: &str)
 /// committee's receipts and signs; every node is then active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keygen_left_generated_everywhere_activates_at_the_first_request() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     faults::arm("a", points::COORDINATOR_BEFORE_ACTIVATE);
     let made = c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await;
@@ -137,7 +137,7 @@ async fn a_keygen_left_generated_everywhere_activates_at_the_first_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_member_cannot_split_a_key_across_epochs() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     activation_to_one_and_release_to_the_other(false).await;
     activation_to_one_and_release_to_the_other(true).await;
     withheld_refresh_message_then_activation().await;

@@ -194,6 +194,7 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// `policy_file` is read now (and again on `reload_policy`); without
     /// one, every client and admin request is denied.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: NodeName,
         roster: Vec<NodeName>,

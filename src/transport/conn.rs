@@ -28,11 +28,61 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// stalled handshake is cut to make room while the bound allows).
 const MAX_HANDSHAKES: usize = 1024;
 const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
+/// Authenticated connections one identity may hold open at once: a node
+/// needs one or two to each peer, a client process one per channel.
+pub const MAX_CONNECTIONS_PER_NODE: usize = 64;
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
+
+/// Open authenticated connections per identity on one listener.
+#[derive(Default)]
+struct PerIdentity(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One open connection of an identity; dropping it frees its place.
+struct IdentitySlot {
+    owner: Arc<PerIdentity>,
+    who: String,
+}
+
+impl PerIdentity {
+    /// A place for one more connection of `who`, unless it holds `cap`.
+    fn take(self: &Arc<Self>, who: String, cap: usize) -> Result<IdentitySlot, usize> {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = g.entry(who.clone()).or_insert(0);
+        if *n >= cap {
+            return Err(*n);
+        }
+        *n = n.saturating_add(1);
+        Ok(IdentitySlot {
+            owner: self.clone(),
+            who,
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut g = self
+            .owner
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = g.get_mut(&self.who) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&self.who);
+            }
+        }
+    }
+}
 
 /// A TLS stream whose peer identity has been checked for this plane.
 pub struct Authed {
     io: TlsStream<super::handshakes::Watched<TcpStream>>,
     peer: Authenticated,
+    _slot: IdentitySlot,
 }
 
 /// Who is on the other end of a connection, as every request on it sees it
@@ -97,6 +147,13 @@ impl Plane {
             Self::Client => matches!(role, Role::Client | Role::Admin | Role::Node),
         }
     }
+    /// Most authenticated connections one identity may hold on this plane.
+    fn cap(self) -> usize {
+        match self {
+            Self::Peer => MAX_CONNECTIONS_PER_NODE,
+            Self::Client => MAX_CONNECTIONS_PER_CLIENT,
+        }
+    }
     fn name(self) -> &'static str {
         match self {
             Self::Peer => "peer",
@@ -116,6 +173,7 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Authed, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let pending = super::handshakes::Handshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
+    let open = Arc::new(PerIdentity::default());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -147,7 +205,7 @@ pub fn incoming(
             }
             // The newest material for each handshake (see `TlsState::reload`).
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
-            let (tx, td) = (tx.clone(), trust_domain.clone());
+            let (tx, td, open) = (tx.clone(), trust_domain.clone(), open.clone());
             tokio::spawn(async move {
                 let mut slot = slot;
                 let tcp = slot.watch(tcp);
@@ -163,6 +221,20 @@ pub fn incoming(
                 match done {
                     Ok(Ok(io)) => match check_client(&io, &td, plane) {
                         Ok(identity) => {
+                            let slot = match open.take(identity.to_string(), plane.cap()) {
+                                Ok(slot) => slot,
+                                Err(held) => {
+                                    crate::telemetry::note_connection_refused(plane.name());
+                                    tracing::info!(
+                                        %remote,
+                                        plane = plane.name(),
+                                        %identity,
+                                        held,
+                                        "connection refused: the identity holds its most connections",
+                                    );
+                                    return;
+                                }
+                            };
                             let chain = io
                                 .get_ref()
                                 .1
@@ -173,7 +245,13 @@ pub fn incoming(
                                 identity,
                                 chain: Arc::new(chain),
                             };
-                            let _ = tx.send(Ok(Authed { io, peer })).await;
+                            let _ = tx
+                                .send(Ok(Authed {
+                                    io,
+                                    peer,
+                                    _slot: slot,
+                                }))
+                                .await;
                         }
                         Err(e) => {
                             tracing::warn!(

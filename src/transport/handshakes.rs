@@ -149,12 +149,13 @@ impl Handshakes {
             }
         }
         while g.pending.len() >= self.max_total {
-            let i = match g.pending.iter().position(|e| stalled(e)) {
+            let i = match g.pending.iter().position(&stalled) {
                 Some(i) => i,
                 None => {
                     let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
                     for e in &g.pending {
-                        *per_source.entry(e.source).or_default() += 1;
+                        let n = per_source.entry(e.source).or_default();
+                        *n = n.saturating_add(1);
                     }
                     let heaviest = per_source
                         .into_iter()

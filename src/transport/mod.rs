@@ -17,5 +17,8 @@ mod wire;
 mod wire_admin;
 mod wire_status;
 
-pub use conn::{dial, incoming, Authenticated, Connect, Plane};
+pub use conn::{
+    dial, incoming, Authenticated, Connect, Plane, MAX_CONNECTIONS_PER_CLIENT,
+    MAX_CONNECTIONS_PER_NODE,
+};
 pub use identity::{identity_of, Identity};

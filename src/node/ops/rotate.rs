@@ -279,7 +279,9 @@ impl Node {
         if rec.state == KeyState::Generated {
             return self.activate_generated(&rec, eid, epoch, proof, certificate);
         }
-        if rec.epoch == epoch && rec.rotation == Some(proof) {
+        if rec.epoch == epoch {
+            // Already at that epoch (activated by this proof, or a keygen
+            // epoch a repaired share holds): nothing to activate or delete.
             return Ok(Outcome::Activated);
         }
         let staged = self
@@ -305,13 +307,14 @@ impl Node {
             certificate,
         )?;
         faults::check(&self.name, faults::points::BEFORE_ACTIVATE)?;
-        let joined = rec.state == KeyState::Joining;
+        // A node new to the key, or whose share was rebuilt, takes the
+        // key's whole state from this activation, which every member
+        // vouched for with its receipt.
+        let joined = matches!(rec.state, KeyState::Joining | KeyState::Repairing);
         let changed = self
             .store
             .activate_epoch(key_id, epoch, proof, &certificate.encode())?;
         if joined {
-            // New to the key: its whole state came with the reshare every
-            // new member vouched for.
             self.note_heard(key_id, &committee);
         }
         self.forget_opened(key_id);

@@ -181,7 +181,6 @@ impl Node {
         // forward), at the new epoch; when a participant failed it (a round
         // timed out waiting for it, a delivery to it failed, it was blamed),
         // with another signer set that avoids it and a fresh eid.
-        let mut rec = rec;
         let mut retried_mismatch = false;
         let mut last = None;
         for _ in 0..3 {

@@ -1,7 +1,8 @@
 //! A rotation that a crash or a cancelled call left behind: before a new
 //! rotation of a key, a maintenance session still running on a committee
 //! node gets a moment to end, and a rotation that every node staged and none
-//! activated is activated with its own proof (see `finish_abandoned`).
+//! activated is activated with the members' own receipts as its
+//! certificate (see `finish_abandoned`).
 
 use std::time::Instant;
 
@@ -25,8 +26,9 @@ impl Node {
     /// call was cancelled ends within moments), then refused (named; it ends
     /// by itself). A rotation that every committee node staged and none
     /// activated (its coordinator died, or its call was cancelled, before
-    /// activation) is activated everywhere with its own proof, exactly as its
-    /// coordinator would have done; returns true then. A rotation that some
+    /// activation) is activated everywhere with the certificate its members'
+    /// receipts make, exactly as its coordinator would have done; returns
+    /// true then. A rotation that some
     /// node did not stage can never be activated by anyone, and the new
     /// rotation's share replaces it. Unreachable nodes are left to the
     /// readiness check that follows.

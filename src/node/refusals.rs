@@ -20,31 +20,38 @@ use crate::storage::AuditEvent;
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Refusals of one peer audited one by one in a window.
 pub const AUDITED: u64 = 10;
-/// Refusals of one peer in a window past which its key-change proposals are
-/// refused at once.
+/// Refused key-change proposals of one peer in a window past which its
+/// key-change proposals are refused at once (refused signing proposals do
+/// not count: an honest coordinator's are refused during a rotation).
 pub const LIMIT: u64 = 50;
 
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    peers: std::sync::Mutex<HashMap<NodeName, (Instant, u64)>>,
+    /// Per peer: when its window started, its refusals in it, and how many
+    /// of those were key changes.
+    peers: std::sync::Mutex<HashMap<NodeName, (Instant, u64, u64)>>,
     /// Refusals not audited one by one, ever (for `/metrics`).
     coalesced: std::sync::atomic::AtomicU64,
 }
 
 impl Refusals {
-    /// Counts one refusal of `peer`'s proposal; returns its number in the
-    /// current window.
-    fn count(&self, peer: &NodeName) -> u64 {
+    /// Counts one refusal of `peer`'s proposal (`key_change`: of a key
+    /// change, which alone counts toward `LIMIT`); returns its number among
+    /// all refusals of the peer in the current window.
+    fn count(&self, peer: &NodeName, key_change: bool) -> u64 {
         let mut g = self
             .peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let w = g.entry(peer.clone()).or_insert((now, 0));
+        let w = g.entry(peer.clone()).or_insert((now, 0, 0));
         if now.duration_since(w.0) >= WINDOW {
-            *w = (now, 0);
+            *w = (now, 0, 0);
         }
         w.1 = w.1.saturating_add(1);
+        if key_change {
+            w.2 = w.2.saturating_add(1);
+        }
         w.1
     }
 
@@ -54,9 +61,9 @@ impl Refusals {
             .peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (start, n) = g.get(peer)?;
+        let (start, _, changes) = g.get(peer)?;
         let left = WINDOW.checked_sub(start.elapsed())?;
-        (*n > LIMIT).then_some(left)
+        (*changes > LIMIT).then_some(left)
     }
 
     /// Refusals that were not audited one by one since start.
@@ -68,12 +75,14 @@ impl Refusals {
 impl Node {
     /// Audits the refusal of `peer`'s proposal (see the module doc): one by
     /// one up to `AUDITED` in a window, then coalesced.
-    pub(crate) fn audit_refusal(&self, peer: &NodeName, event: AuditEvent) {
+    /// `key_change`: the refused proposal was a key change (only those count
+    /// toward the budget that refuses a peer's key changes at once).
+    pub(crate) fn audit_refusal(&self, peer: &NodeName, event: AuditEvent, key_change: bool) {
         if *peer == self.name {
             let _ = self.audit(event);
             return;
         }
-        let n = self.refusals.count(peer);
+        let n = self.refusals.count(peer, key_change);
         if n <= AUDITED {
             let _ = self.audit(event);
             return;

@@ -138,7 +138,7 @@ impl Node {
             if result.is_ok() {
                 let _ = self.audit(event);
             } else {
-                self.audit_refusal(from, event);
+                self.audit_refusal(from, event, true);
             }
         }
         result

@@ -127,7 +127,7 @@ impl Node {
                 let actor = verified
                     .map(|c| format!("client/{c}"))
                     .unwrap_or_else(|| "unverified client".into());
-                self.audit_refusal(from, event("denied", actor, e.to_string()));
+                self.audit_refusal(from, event("denied", actor, e.to_string()), false);
                 return Err(e);
             }
         };

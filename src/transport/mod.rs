@@ -15,6 +15,7 @@ pub mod request_auth;
 pub mod tls;
 mod wire;
 mod wire_admin;
+mod wire_auth;
 mod wire_status;
 
 pub use conn::{

@@ -46,7 +46,7 @@ pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, St
         .approvals
         .into_iter()
         .map(|x| {
-            super::wire::signed_by(x.chain, x.signature_scheme, x.signature, "admin.approvals")
+            super::wire_auth::signed_by(x.chain, x.signature_scheme, x.signature, "admin.approvals")
         })
         .collect::<Result<Vec<_>, Status>>()?;
     Ok(SignedAdmin { request, approvals })

@@ -19,11 +19,10 @@ pub(super) fn maintenance_to_pb(m: &Maintenance) -> (Vec<u8>, Option<pb::StagedE
         confirmation: s.proof.confirmation.to_vec(),
         reshare: s.reshare,
         release_open_ms: u64::try_from(s.release_open_for.as_millis()).unwrap_or(u64::MAX),
-        receipt: s.receipt.as_deref().map(|r| pb::NodeReceipt {
-            chain: r.chain.clone(),
-            signature_scheme: r.scheme.into(),
-            signature: r.signature.clone(),
-        }),
+        receipt: s
+            .receipt
+            .as_deref()
+            .map(|r| super::wire_auth::receipt_to_pb(r.clone())),
     });
     (confirmation, staged)
 }
@@ -43,7 +42,7 @@ pub(super) fn maintenance_from_pb(s: &mut pb::ShareStatusResult) -> Result<Maint
         Some(x) => Some(StagedEpoch {
             receipt: match x.receipt {
                 Some(r) => Some(Box::new(
-                    super::wire::signed_by(r.chain, r.signature_scheme, r.signature, "staged")
+                    super::wire_auth::receipt_from_pb(r, "staged")
                         .map_err(|e| e.message().to_owned())?,
                 )),
                 None => None,

@@ -175,6 +175,8 @@ impl LocalCluster {
                 connect_timeout: timeouts.ping,
                 peers: peers.clone(),
                 policy: Some(policy.clone()),
+                connection_caps: Default::default(),
+                refusal_budget: Default::default(),
             };
             let path = dir.join("node.toml");
             std::fs::write(&path, cfg.to_toml()).map_err(|e| io(&path, e))?;

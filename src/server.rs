@@ -204,7 +204,8 @@ pub fn start(
             )),
             cfg.policy.clone(),
         )
-        .map_err(|e| ServerError::Policy(e.to_string()))?,
+        .map_err(|e| ServerError::Policy(e.to_string()))?
+        .with_refusal_budget(cfg.refusal_budget),
     );
     let peer_addr = listeners
         .peer
@@ -225,6 +226,7 @@ pub fn start(
         env!("CARGO_PKG_VERSION"),
         crate::node::WIRE_VERSION,
     ));
+    metrics.set_limits(cfg.connection_caps, cfg.refusal_budget);
     let mut ops_addr = None;
     if let Some(addr) = cfg.listen_ops {
         let bind = |source| ServerError::Bind { addr, source };
@@ -247,12 +249,14 @@ pub fn start(
         tls.clone(),
         cfg.trust_domain.clone(),
         Plane::Peer,
+        cfg.connection_caps,
     );
     let client_incoming = incoming(
         listeners.client,
         tls.clone(),
         cfg.trust_domain.clone(),
         Plane::Client,
+        cfg.connection_caps,
     );
     let reloader = Reloader {
         node: node.clone(),

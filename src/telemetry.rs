@@ -63,6 +63,9 @@ pub struct Metrics {
     health_age: Gauge<f64, AtomicU64>,
     handshakes_cut: Family<CertLabel, Counter>,
     connections_refused: Family<CertLabel, Counter>,
+    limits: Family<CertLabel, Gauge>,
+    peer_refusals: Counter,
+    peer_refusals_coalesced: Counter,
 }
 
 type OpLabels = [(&'static str, &'static str); 2];
@@ -196,13 +199,37 @@ impl Metrics {
         registry.register(
             "thresig_connections_refused",
             "Authenticated connections refused because their identity already held its most \
-             (64 per node on the peer plane, 1024 per client or admin on the client plane), by plane \
-             (counted per process)",
+             ([limits] connections_per_node on the peer plane, default 64; connections_per_client \
+             on the client plane, default 1024), by plane (counted per process)",
             connections_refused.clone(),
+        );
+        let limits = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "thresig_limit",
+            "The configured budgets ([limits] in the node config), by limit: \
+             connections_per_node, connections_per_client, refusal_window_seconds, \
+             refusals_audited, refusals_per_window",
+            limits.clone(),
+        );
+        let peer_refusals = Counter::default();
+        registry.register(
+            "thresig_peer_refusals",
+            "Proposals of other nodes this node refused (every reason; counted per process)",
+            peer_refusals.clone(),
+        );
+        let peer_refusals_coalesced = Counter::default();
+        registry.register(
+            "thresig_peer_refusals_coalesced",
+            "Refused proposals of other nodes not audited one by one (past refusals_audited in a \
+             window, or refused at once by the budget); counted per process",
+            peer_refusals_coalesced.clone(),
         );
         Self {
             handshakes_cut,
             connections_refused,
+            limits,
+            peer_refusals,
+            peer_refusals_coalesced,
             registry,
             requests,
             latency,
@@ -277,6 +304,36 @@ impl Metrics {
         self.cert_expiry
             .get_or_create(&[("certificate", "ca")])
             .set(ca_left);
+    }
+
+    /// The configured connection caps and refusal budget (`thresig_limit`).
+    pub fn set_limits(
+        &self,
+        caps: crate::transport::ConnectionCaps,
+        budget: crate::node::refusals::RefusalBudget,
+    ) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let size = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        for (name, v) in [
+            ("connections_per_node", size(caps.per_node)),
+            ("connections_per_client", size(caps.per_client)),
+            ("refusal_window_seconds", n(budget.window.as_secs())),
+            ("refusals_audited", n(budget.audited)),
+            ("refusals_per_window", n(budget.limit)),
+        ] {
+            self.limits.get_or_create(&[("limit", name)]).set(v);
+        }
+    }
+
+    /// The node's refusal counts since start (`thresig_peer_refusals_total`
+    /// and `thresig_peer_refusals_coalesced_total`).
+    pub fn set_refusals(&self, total: u64, coalesced: u64) {
+        for (counter, now) in [
+            (&self.peer_refusals, total),
+            (&self.peer_refusals_coalesced, coalesced),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
     }
 
     /// The result of the last audit chain check.

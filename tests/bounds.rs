@@ -250,6 +250,12 @@ async fn refusal_floods_are_rate_limited_and_coalesced() {
         "only {limited} refused by the budget"
     );
     assert!(a.coalesced_refusals() >= 300 - 2 * (AUDITED + 1));
+    // Every refusal is counted for /metrics, audited or not.
+    assert!(
+        a.peer_refusals() >= 300,
+        "{} refusals counted",
+        a.peer_refusals()
+    );
     // a still signs.
     let d = [0x44; 32];
     check_signature(
@@ -326,5 +332,87 @@ async fn connections_per_identity_are_capped() {
         &info.public_key,
     );
     drop(held);
+    c.stop().await;
+}
+
+/// A key's ledger entries, slot watermarks and lifecycle proofs are answered
+/// only to its committee: a roster node outside it learns the epoch, not
+/// what was signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_queries_tell_key_detail_only_to_its_committee() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (_dir, c) = cluster(&["a", "b", "c", "d"]).await;
+    let committee: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &committee)
+        .await
+        .unwrap();
+    let slot = thresig::client::Slot {
+        scope: "chain".into(),
+        height: 7,
+        round: 0,
+        step: 0,
+    };
+    let resp = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign_at("k", [0x44; 32], "", "r-detail", slot)
+        .await
+        .unwrap();
+    check_signature(&resp, &[0x44; 32], &info.public_key);
+    let id = KeyId::parse("k").unwrap();
+    let ask = || Proposal {
+        eid: ExecutionId::from_slice(&[0; 32]).unwrap(),
+        nonce: Vec::new(),
+        admin: None,
+        op: Operation::ShareStatus {
+            key_id: id.clone(),
+            request_id: Some("r-detail".into()),
+            watermarks: true,
+            evidence: false,
+        },
+    };
+    // The coordinator a wrote its ledger entry and watermark before it
+    // signed; a member of the committee (c) is told both.
+    let member = Hostile::as_node(&c, 2).propose("a", ask()).await.unwrap();
+    let thresig::node::Outcome::ShareStatus {
+        epoch,
+        ledger,
+        watermarks,
+        ..
+    } = member
+    else {
+        panic!("status answer: {member:?}");
+    };
+    assert_eq!(epoch, Some(0));
+    assert!(
+        ledger.is_some(),
+        "a committee member was not told the ledger entry"
+    );
+    assert!(
+        !watermarks.is_empty(),
+        "a committee member was not told the watermarks"
+    );
+    // d is on the roster, not on the key's committee: the epoch only.
+    let outsider = Hostile::as_node(&c, 3).propose("a", ask()).await.unwrap();
+    let thresig::node::Outcome::ShareStatus {
+        epoch,
+        ledger,
+        watermarks,
+        lifecycle,
+        ..
+    } = outsider
+    else {
+        panic!("status answer: {outsider:?}");
+    };
+    assert_eq!(epoch, Some(0));
+    assert!(ledger.is_none(), "an outsider was told a ledger entry");
+    assert!(
+        watermarks.is_empty(),
+        "an outsider was told the watermarks: {watermarks:?}"
+    );
+    assert!(lifecycle.is_none());
     c.stop().await;
 }

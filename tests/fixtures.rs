@@ -63,7 +63,7 @@ async fn stores_written_by_format_v1_open_verify_and_sign() {
     let pk = hex::decode(&fx.public_key).unwrap();
 
     // Every node reads the key record as it was written.
-    for i in 0..3 {
+    for (i, name) in NAMES.iter().enumerate() {
         let info = c.client(i, ADMIN).unwrap().get_key(KEY).await.unwrap();
         assert_eq!(info.public_key, pk, "node {i}");
         assert_eq!(hex::encode(&info.chain_code), fx.chain_code, "node {i}");
@@ -75,6 +75,16 @@ async fn stores_written_by_format_v1_open_verify_and_sign() {
         let v = c.client(i, ADMIN).unwrap().audit_verify().await.unwrap();
         assert!(v.ok, "node {i}: {v:?}");
         assert!(v.good >= 2, "node {i} has only {} audit entries", v.good);
+        // Opening rewrote the store as format 2 (HKDF subkeys), once, and
+        // said so in the audit log.
+        let tail = c.client(i, ADMIN).unwrap().audit_tail(1000).await.unwrap();
+        let migrations = tail.iter().filter(|e| e.kind == "store.migrate").count();
+        assert_eq!(migrations, 1, "node {i}: {tail:?}");
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("nodes").join(name).join("data/store.meta")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["format"], serde_json::json!(2), "node {i}");
     }
 
     // The ledger answers a repeat of a recorded request with its signature.

@@ -117,6 +117,144 @@ async fn each_connection_may_open_a_bounded_number_of_streams() {
     let client =
         advertised_streams(&c, c.configs[1].listen_client, "b", Role::Client, CLIENT).await;
     assert_eq!(client, thresig::server::MAX_CLIENT_STREAMS as usize);
-    eprintln!("streams per connection: peer plane {peer}, client plane {client}");
+
+    // Enforced, not only advertised: a client that ignores the setting and
+    // opens 16 streams past it has exactly those 16 refused (REFUSED_STREAM),
+    // while the streams within the bound stay open.
+    let over = 16;
+    let refused = refused_streams(
+        &c,
+        c.configs[1].listen_client,
+        "b",
+        (Role::Client, CLIENT),
+        "/grpc.health.v1.Health/Check",
+        client + over,
+        over,
+    )
+    .await;
+    let first_over = 2 * client as u32 + 1;
+    assert_eq!(
+        refused.len(),
+        over,
+        "client plane: streams refused {refused:?} (bound {client})"
+    );
+    assert!(
+        refused.iter().all(|id| *id >= first_over),
+        "a stream within the bound was refused: {refused:?}"
+    );
+    let refused_peer = refused_streams(
+        &c,
+        c.nodes[1].as_ref().unwrap().peer_addr,
+        "b",
+        (Role::Node, "a"),
+        "/thresig.peer.v1.Peer/Deliver",
+        peer + over,
+        over,
+    )
+    .await;
+    assert_eq!(refused_peer.len(), over, "peer plane: {refused_peer:?}");
+    assert!(refused_peer.iter().all(|id| *id > 2 * peer as u32));
+    eprintln!(
+        "streams per connection: peer plane {peer}, client plane {client}; {over} past the bound \
+         refused on each"
+    );
     c.stop().await;
+}
+
+/// One HTTP/2 frame header: length, type, flags, stream id.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// HPACK literal (not indexed) of a header whose name is static-table entry
+/// `index` (`index` < 15), or a new name when 0.
+fn literal(index: u8, name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![index];
+    if index == 0 {
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// Opens `streams` gRPC streams on one connection to `addr` at once, each a
+/// request to `path` whose body never comes (so each stays open), ignoring
+/// the server's stream bound as a hostile client would; returns the ids of
+/// the streams the server reset with REFUSED_STREAM, once `expect` were.
+async fn refused_streams(
+    c: &thresig::cluster::LocalCluster,
+    addr: SocketAddr,
+    server: &str,
+    (role, me): (thresig::pki::Role, &str),
+    path: &str,
+    streams: usize,
+    expect: usize,
+) -> Vec<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = common::raw_tls_client(c, role, me, &[&rustls::version::TLS13]);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[])); // SETTINGS, none changed
+                                       // :method POST, :scheme https (indexed), :path, :authority, then
+                                       // content-type (static name 31) and te.
+    let mut block = vec![0x83, 0x87];
+    block.extend(literal(4, "", path));
+    block.extend(literal(1, "", server));
+    block.extend([0x0f, 0x10, 16]);
+    block.extend_from_slice(b"application/grpc");
+    block.extend(literal(0, "te", "trailers"));
+    for i in 0..streams as u32 {
+        // HEADERS with END_HEADERS and without END_STREAM: the request stays open.
+        out.extend(frame(0x1, 0x4, 2 * i + 1, &block));
+    }
+    tls.write_all(&out).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut refused = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Read frames until `expect` streams were refused (or the deadline; the
+    // caller's assertion then says what came). The server takes the streams
+    // in order, so a stream within the bound refused by mistake would come
+    // before the ones past it.
+    while refused.len() < expect {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match kind {
+                0x4 if flags & 0x1 == 0 => {
+                    tls.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap();
+                }
+                0x3 if payload == [0, 0, 0, 7] => refused.push(id),
+                0x3 => panic!("stream {id} reset with {payload:?}, not REFUSED_STREAM"),
+                0x7 => panic!("the server ended the connection (GOAWAY {payload:?})"),
+                _ => {}
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline.into(), tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("reading from {addr}: {e}"),
+        }
+    }
+    refused
 }

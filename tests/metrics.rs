@@ -96,8 +96,14 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     c.stop_node(0).await;
     let cfg_path = c.configs[0].data_dir.parent().unwrap().join("node.toml");
     let text = std::fs::read_to_string(&cfg_path).unwrap();
-    let with_ops = text.replacen("[listen]\n", "[listen]\nops = \"127.0.0.1:0\"\n", 1);
-    assert_ne!(with_ops, text);
+    let with_ops = text
+        .replacen("[listen]\n", "[listen]\nops = \"127.0.0.1:0\"\n", 1)
+        .replacen(
+            "connections_per_node = 64\n",
+            "connections_per_node = 40\n",
+            1,
+        );
+    assert!(with_ops.contains("ops = ") && with_ops.contains("connections_per_node = 40"));
     std::fs::write(&cfg_path, with_ops).unwrap();
     let (mut child, rx) = spawn_node_process(&c, 0);
     let serving = lines_until(&rx, "serving").expect("the node never served");
@@ -126,6 +132,20 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
         Some(1.0)
     );
     assert_eq!(value(&text, "thresig_peer_up", &["peer=\"c\""]), Some(1.0));
+    // The budgets in force: the one set in the config, the defaults otherwise.
+    assert_eq!(
+        value(&text, "thresig_limit", &["limit=\"connections_per_node\""]),
+        Some(40.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "thresig_limit", &["limit=\"refusals_per_window\""]),
+        Some(50.0)
+    );
+    assert!(
+        value(&text, "thresig_peer_refusals_total", &[]).is_some(),
+        "{text}"
+    );
     assert!(value(&text, "thresig_peer_rtt_seconds", &["peer=\"b\""]).unwrap() > 0.0);
     assert!(
         value(&text, "thresig_build_info", &["version=\""]) == Some(1.0),

@@ -131,6 +131,15 @@ async fn sender_is_the_certificate_identity_not_anything_in_the_message() {
         panic!("not a signature")
     };
     assert_eq!(sa, sc);
+    // And a blames b, whose certificate carried them: both dropped messages
+    // are counted against b, none against c.
+    let nb = NodeName::parse("b").unwrap();
+    assert_eq!(
+        a.outsider_messages(&nb),
+        2,
+        "the injected messages were not blamed on b"
+    );
+    assert_eq!(a.outsider_messages(&nc), 0, "c was blamed for b's messages");
     drop((a, cn));
     c.stop().await;
 }

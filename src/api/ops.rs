@@ -107,6 +107,8 @@ impl OpsState {
         if let Some((at, _)) = self.last() {
             self.metrics.set_probe_age(at.elapsed());
         }
+        self.metrics
+            .set_refusals(self.node.peer_refusals(), self.node.coalesced_refusals());
         self.metrics.render()
     }
 

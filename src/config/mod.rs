@@ -48,7 +48,28 @@ struct Raw {
     store: RawStore,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    limits: RawLimits,
     peers: Vec<RawPeer>,
+}
+
+/// Per-peer and per-identity budgets (all optional; defaults in
+/// `ConnectionCaps` and `RefusalBudget`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// Authenticated connections one node identity may hold on the peer plane.
+    connections_per_node: Option<u64>,
+    /// Authenticated connections one client or admin identity may hold on
+    /// the client plane.
+    connections_per_client: Option<u64>,
+    /// The window refused peer proposals are counted in.
+    refusal_window_secs: Option<u64>,
+    /// Refusals of one peer audited one by one per window.
+    refusals_audited: Option<u64>,
+    /// Refused key-change proposals of one peer per window before its key
+    /// changes are refused at once.
+    refusals_per_window: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +233,78 @@ pub struct NodeConfig {
     /// Authorization policy file (TOML, see `node::policy`); none denies
     /// every client and admin request.
     pub policy: Option<PathBuf>,
+    /// `[limits]`: connections per authenticated identity.
+    pub connection_caps: crate::transport::ConnectionCaps,
+    /// `[limits]`: refused proposals per peer.
+    pub refusal_budget: crate::node::refusals::RefusalBudget,
+}
+
+/// The `[limits]` section, each value checked against a sane range.
+fn limits(
+    raw: &RawLimits,
+) -> Result<
+    (
+        crate::transport::ConnectionCaps,
+        crate::node::refusals::RefusalBudget,
+    ),
+    ConfigError,
+> {
+    let (caps, budget) = (
+        crate::transport::ConnectionCaps::default(),
+        crate::node::refusals::RefusalBudget::default(),
+    );
+    let within = |name: &str, v: Option<u64>, default: u64, max: u64| match v {
+        None => Ok(default),
+        Some(0) => Err(field(format!("limits.{name}"), "must be above zero")),
+        Some(v) if v > max => Err(field(
+            format!("limits.{name}"),
+            format!("must be at most {max}"),
+        )),
+        Some(v) => Ok(v),
+    };
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let count = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    let per_node = within(
+        "connections_per_node",
+        raw.connections_per_node,
+        count(caps.per_node),
+        4096,
+    )?;
+    let per_client = within(
+        "connections_per_client",
+        raw.connections_per_client,
+        count(caps.per_client),
+        65_536,
+    )?;
+    let window = within(
+        "refusal_window_secs",
+        raw.refusal_window_secs,
+        budget.window.as_secs(),
+        3600,
+    )?;
+    let audited = within(
+        "refusals_audited",
+        raw.refusals_audited,
+        budget.audited,
+        100_000,
+    )?;
+    let limit = within(
+        "refusals_per_window",
+        raw.refusals_per_window,
+        budget.limit,
+        1_000_000,
+    )?;
+    Ok((
+        crate::transport::ConnectionCaps {
+            per_node: size(per_node),
+            per_client: size(per_client),
+        },
+        crate::node::refusals::RefusalBudget {
+            window: Duration::from_secs(window),
+            audited,
+            limit,
+        },
+    ))
 }
 
 fn addr(name: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
@@ -301,6 +394,7 @@ impl NodeConfig {
                 v => Ok(Duration::from_millis(v)),
             }
         };
+        let limits = limits(&raw.limits)?;
         Ok(Self {
             name,
             trust_domain: raw.node.trust_domain,
@@ -328,6 +422,8 @@ impl NodeConfig {
             connect_timeout: ms("timeouts.connect_ms", raw.timeouts.connect_ms, 2_000)?,
             peers,
             policy: raw.node.policy.map(|p| rel(base, p)),
+            connection_caps: limits.0,
+            refusal_budget: limits.1,
         })
     }
 
@@ -365,6 +461,15 @@ impl NodeConfig {
             self.timeouts.round.as_millis(),
             self.timeouts.ping.as_millis(),
             self.connect_timeout.as_millis()
+        );
+        s += &format!(
+            "\n[limits]\nconnections_per_node = {}\nconnections_per_client = {}\nrefusal_window_secs \
+             = {}\nrefusals_audited = {}\nrefusals_per_window = {}\n",
+            self.connection_caps.per_node,
+            self.connection_caps.per_client,
+            self.refusal_budget.window.as_secs(),
+            self.refusal_budget.audited,
+            self.refusal_budget.limit
         );
         for p in &self.peers {
             s += &format!(
@@ -408,6 +513,54 @@ client_addr = "127.0.0.1:7401"
         let again = NodeConfig::parse(&c.to_toml(), Path::new("/")).unwrap();
         assert_eq!(again.peers, c.peers);
         assert_eq!(again.tls.key, c.tls.key);
+    }
+
+    #[test]
+    fn limits_default_parse_round_trip_and_are_checked() {
+        let c = NodeConfig::parse(GOOD, Path::new("/")).unwrap();
+        assert_eq!(
+            c.connection_caps,
+            crate::transport::ConnectionCaps::default()
+        );
+        assert_eq!(
+            c.refusal_budget,
+            crate::node::refusals::RefusalBudget::default()
+        );
+        let set = format!(
+            "{GOOD}\n[limits]\nconnections_per_node = 8\nconnections_per_client = 20\n\
+             refusal_window_secs = 30\nrefusals_audited = 3\nrefusals_per_window = 7\n"
+        );
+        let c = NodeConfig::parse(&set, Path::new("/")).unwrap();
+        assert_eq!(
+            (c.connection_caps.per_node, c.connection_caps.per_client),
+            (8, 20)
+        );
+        assert_eq!(
+            (
+                c.refusal_budget.window,
+                c.refusal_budget.audited,
+                c.refusal_budget.limit
+            ),
+            (Duration::from_secs(30), 3, 7)
+        );
+        let again = NodeConfig::parse(&c.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(again.connection_caps, c.connection_caps);
+        assert_eq!(again.refusal_budget, c.refusal_budget);
+        for (bad, why) in [
+            ("connections_per_node = 0", "must be above zero"),
+            ("connections_per_client = 100000", "at most 65536"),
+            ("refusal_window_secs = 7200", "at most 3600"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let e = NodeConfig::parse(&format!("{GOOD}\n[limits]\n{bad}\n"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            if !bad.starts_with("bogus") {
+                let name = bad.split(' ').next().unwrap_or_default();
+                assert!(e.contains(&format!("limits.{name}")), "{bad}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -413,6 +413,24 @@ impl Node {
         }
     }
 
+    /// Whether `who` may learn a key's ledger entries, slot watermarks and
+    /// lifecycle proofs: a member of its committee here, or of the committee
+    /// a staged reshare brings.
+    pub(crate) fn sees_key_detail(&self, key_id: &KeyId, who: &NodeName) -> bool {
+        let Ok(Some(rec)) = self.store.key(key_id) else {
+            return false;
+        };
+        if rec.committee.iter().any(|c| c == who.as_str()) {
+            return true;
+        }
+        self.store
+            .staged(key_id)
+            .ok()
+            .flatten()
+            .and_then(|s| s.committee)
+            .is_some_and(|c| c.iter().any(|c| c == who.as_str()))
+    }
+
     /// The epoch of a share this node can sign with, if any.
     pub fn live_share_epoch(&self, key_id: &KeyId) -> Option<u64> {
         match self.share_status(key_id) {

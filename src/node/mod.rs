@@ -261,6 +261,13 @@ impl Node {
         )
     }
 
+    /// Protocol messages node `from` sent for sessions (or rounds) it does
+    /// not send in, refused or dropped, since start: the sender is the node
+    /// whose certificate carried them.
+    pub fn outsider_messages(&self, from: &NodeName) -> u64 {
+        self.router.outsider_messages(from)
+    }
+
     pub fn key(&self, id: &KeyId) -> Result<crate::storage::KeyRecord, NodeError> {
         self.store
             .key(id)?

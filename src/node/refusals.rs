@@ -1,11 +1,12 @@
 //! Refused proposals from one peer, counted per window (checklist 21,
 //! issue 19): each refusal of a roster node's proposal used to append an
 //! fsync'd audit entry, so one node could make another write without bound.
-//! Now the first `AUDITED` refusals of a peer in a window are audited one by
+//! Now the first `audited` refusals of a peer in a window are audited one by
 //! one, then one coalesced entry at each power of ten (100, 1000, ...) says
-//! how many there were; and past `LIMIT` in a window, that peer's key-change
+//! how many there were; and past `limit` in a window, that peer's key-change
 //! proposals are refused at once (RESOURCE_EXHAUSTED with a retry hint),
-//! before any approval is verified. Signing proposals are never refused for
+//! before any approval is verified. The numbers are the config's `[limits]`
+//! (`RefusalBudget`; defaults below). Signing proposals are never refused for
 //! this (an honest coordinator's are refused during a rotation, say), only
 //! coalesced.
 
@@ -16,20 +17,47 @@ use super::{Node, NodeError};
 use crate::domain::NodeName;
 use crate::storage::AuditEvent;
 
-/// The window refusals are counted in.
+/// The default window refusals are counted in.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Refusals of one peer audited one by one in a window.
+/// The default number of refusals of one peer audited one by one in a window.
 pub const AUDITED: u64 = 10;
-/// Refused key-change proposals of one peer in a window past which its
-/// key-change proposals are refused at once (refused signing proposals do
-/// not count: an honest coordinator's are refused during a rotation).
+/// The default number of refused key-change proposals of one peer in a
+/// window past which its key-change proposals are refused at once (refused
+/// signing proposals do not count: an honest coordinator's are refused
+/// during a rotation).
 pub const LIMIT: u64 = 50;
+
+/// How many refusals of one peer's proposals a node audits and tolerates
+/// (config `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalBudget {
+    /// The window refusals are counted in (`refusal_window_secs`).
+    pub window: Duration,
+    /// Refusals of one peer audited one by one in a window (`refusals_audited`).
+    pub audited: u64,
+    /// Refused key-change proposals of one peer in a window past which its
+    /// key changes are refused at once (`refusals_per_window`).
+    pub limit: u64,
+}
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        Self {
+            window: WINDOW,
+            audited: AUDITED,
+            limit: LIMIT,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
+    budget: RefusalBudget,
     /// Per peer: when its window started, its refusals in it, and how many
     /// of those were key changes.
     peers: std::sync::Mutex<HashMap<NodeName, (Instant, u64, u64)>>,
+    /// Refusals of peers' proposals, ever (for `/metrics`).
+    total: std::sync::atomic::AtomicU64,
     /// Refusals not audited one by one, ever (for `/metrics`).
     coalesced: std::sync::atomic::AtomicU64,
 }
@@ -39,13 +67,15 @@ impl Refusals {
     /// change, which alone counts toward `LIMIT`); returns its number among
     /// all refusals of the peer in the current window.
     fn count(&self, peer: &NodeName, key_change: bool) -> u64 {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut g = self
             .peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         let w = g.entry(peer.clone()).or_insert((now, 0, 0));
-        if now.duration_since(w.0) >= WINDOW {
+        if now.duration_since(w.0) >= self.budget.window {
             *w = (now, 0, 0);
         }
         w.1 = w.1.saturating_add(1);
@@ -62,8 +92,8 @@ impl Refusals {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (start, _, changes) = g.get(peer)?;
-        let left = WINDOW.checked_sub(start.elapsed())?;
-        (*changes > LIMIT).then_some(left)
+        let left = self.budget.window.checked_sub(start.elapsed())?;
+        (*changes > self.budget.limit).then_some(left)
     }
 
     /// Refusals that were not audited one by one since start.
@@ -73,6 +103,19 @@ impl Refusals {
 }
 
 impl Node {
+    /// This node with `budget` for refused peer proposals (the default is
+    /// `RefusalBudget::default()`).
+    #[must_use]
+    pub fn with_refusal_budget(mut self, budget: RefusalBudget) -> Self {
+        self.refusals.budget = budget;
+        self
+    }
+
+    /// The budget refused peer proposals are counted against.
+    pub fn refusal_budget(&self) -> RefusalBudget {
+        self.refusals.budget
+    }
+
     /// Audits the refusal of `peer`'s proposal (see the module doc): one by
     /// one up to `AUDITED` in a window, then coalesced.
     /// `key_change`: the refused proposal was a key change (only those count
@@ -82,8 +125,9 @@ impl Node {
             let _ = self.audit(event);
             return;
         }
+        let budget = self.refusals.budget;
         let n = self.refusals.count(peer, key_change);
-        if n <= AUDITED {
+        if n <= budget.audited {
             let _ = self.audit(event);
             return;
         }
@@ -99,8 +143,9 @@ impl Node {
                 rule: "per-peer refusal budget".into(),
                 detail: format!(
                     "{n} proposals from node {peer} refused within {} s; audited one by one: the \
-                     first {AUDITED}; the last: {} of key {} ({})",
-                    WINDOW.as_secs(),
+                     first {}; the last: {} of key {} ({})",
+                    budget.window.as_secs(),
+                    budget.audited,
                     event.kind,
                     event.key,
                     event.detail
@@ -119,13 +164,18 @@ impl Node {
         match self.refusals.over_limit(peer) {
             Some(retry_after) => {
                 self.refusals
+                    .total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.refusals
                     .coalesced
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let budget = self.refusals.budget;
                 Err(NodeError::RateLimited {
                     message: format!(
-                        "node {peer} sent more than {LIMIT} proposals this node refused within {} \
-                         s; its key changes are refused until the window ends",
-                        WINDOW.as_secs()
+                        "node {peer} sent more than {} proposals this node refused within {} s; \
+                         its key changes are refused until the window ends",
+                        budget.limit,
+                        budget.window.as_secs()
                     ),
                     retry_after,
                 })
@@ -137,5 +187,12 @@ impl Node {
     /// Refusals of peers' proposals not audited one by one, since start.
     pub fn coalesced_refusals(&self) -> u64 {
         self.refusals.coalesced()
+    }
+
+    /// Refusals of peers' proposals since start (audited or not).
+    pub fn peer_refusals(&self) -> u64 {
+        self.refusals
+            .total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }

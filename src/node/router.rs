@@ -78,9 +78,19 @@ struct Inner {
     /// Early sessions charged to each node.
     early_by_peer: HashMap<NodeName, usize>,
     finished: VecDeque<ExecutionId>,
+    /// Per sending node: its messages refused or dropped because it is not
+    /// a party of the session they name (sender from its certificate).
+    outsiders: HashMap<NodeName, u64>,
 }
 
 impl Inner {
+    /// Counts one message of `from` for a session (or round) it does not
+    /// send in (`from` is a roster node: the map stays small).
+    fn blame(&mut self, from: NodeName) {
+        let n = self.outsiders.entry(from).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
     fn expire_early(&mut self, now: Instant) {
         let expired: Vec<ExecutionId> = self
             .early
@@ -140,11 +150,23 @@ impl Drop for Mailbox {
     }
 }
 
+impl Mailbox {
+    /// Counts a message of `from` its session dropped because `from` does
+    /// not send in it (or not in that round): blamed on the node whose
+    /// certificate carried it.
+    pub fn blame_outsider(&self, from: &NodeName) {
+        if let Ok(mut g) = self.router.inner.lock() {
+            g.blame(from.clone());
+        }
+    }
+}
+
 impl Router {
     pub fn deliver(&self, eid: ExecutionId, msg: Inbound) -> Result<(), RouteError> {
         let mut g = self.inner.lock().map_err(|_| RouteError::Full(eid))?;
         if let Some((tx, parties)) = g.live.get(&eid) {
             if !parties.contains(&msg.from) {
+                g.blame(msg.from.clone());
                 return Err(RouteError::NotAParty {
                     eid,
                     from: msg.from,
@@ -194,6 +216,15 @@ impl Router {
         Ok(())
     }
 
+    /// Messages of `from` refused or dropped because it does not send in
+    /// the session they named (or not in that round), since start.
+    pub fn outsider_messages(&self, from: &NodeName) -> u64 {
+        self.inner
+            .lock()
+            .map(|g| g.outsiders.get(from).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
     /// Sessions running on this node (their mailbox is open).
     pub fn live(&self) -> usize {
         self.inner
@@ -218,8 +249,21 @@ impl Router {
             return Err(RouteError::Finished(eid));
         }
         if let Some(early) = g.take_early(&eid) {
-            for m in early.into_iter().filter(|m| parties.contains(&m.from)) {
-                let _ = tx.try_send(m);
+            for m in early {
+                if parties.contains(&m.from) {
+                    let _ = tx.try_send(m);
+                } else {
+                    // Held before the session started; now it is known not
+                    // to be that node's session. The sender is the node
+                    // whose certificate carried it, whatever it contains.
+                    tracing::warn!(
+                        %eid,
+                        from = %m.from,
+                        round = m.round,
+                        "dropped a message held for a session its sender is not a party of",
+                    );
+                    g.blame(m.from);
+                }
             }
         }
         g.live.insert(eid, (tx, parties.to_vec()));

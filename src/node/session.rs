@@ -118,6 +118,9 @@ impl Session<'_> {
                         round,
                         "dropped message from a party that does not send in this round",
                     );
+                    if let Some(name) = self.name_of(idx) {
+                        mailbox.blame_outsider(name);
+                    }
                     continue;
                 }
                 if ahead_twice.contains(&(round, idx)) {
@@ -159,6 +162,7 @@ impl Session<'_> {
                         from = %msg.from,
                         "dropped message from a node outside this session",
                     );
+                    mailbox.blame_outsider(&msg.from);
                     continue;
                 };
                 if msg.round == round {
@@ -169,6 +173,7 @@ impl Session<'_> {
                             round,
                             "dropped message from a party that does not send in this round",
                         );
+                        mailbox.blame_outsider(&msg.from);
                         continue;
                     }
                     if inbox

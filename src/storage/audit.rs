@@ -14,12 +14,12 @@ pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// the newest entries is detected too.
 pub(super) const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
 /// Stands in for a previous link when MACing the head record.
-const HEAD_DOMAIN: [u8; 32] = [0xff; 32];
+pub(super) const HEAD_DOMAIN: [u8; 32] = [0xff; 32];
 
 #[derive(Serialize, Deserialize)]
-struct Head {
-    seq: u64,
-    link: String,
+pub(super) struct Head {
+    pub seq: u64,
+    pub link: String,
 }
 
 /// What happened, as recorded.

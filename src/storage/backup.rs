@@ -388,7 +388,8 @@ fn unpack(file: &[u8], passphrase: &SecretBytes, into: &Path) -> Result<BackupIn
         f.sync_all().map_err(io(&path))
     };
     write(super::seal::META_FILE, p.meta)?;
-    let kek = super::Kek::unlock_or_init(into, passphrase)?;
+    let unlocked = super::seal::unlock_or_init(into, passphrase)?;
+    let kek = super::Kek::derive(&unlocked.root, unlocked.meta_format)?;
     if !kek.backup_mac_matches(p.signed, p.mac)? {
         return Err(corrupt(
             "its MAC does not match: the file was altered, or it was made by another store",

@@ -2,11 +2,14 @@
 //! fixture stores (`tests/fixtures/store-v1`). Each test fails if the bytes
 //! this code writes for the same value change, or if it can no longer read
 //! the bytes an earlier version wrote. A format change must add a migration
-//! and keep these passing.
+//! and keep these passing: format 2 keeps every encoding and moves each seal
+//! and MAC to its own HKDF subkey, so the tests read the fixture's bytes as
+//! written (under the format-1 key), then check what the migration made of
+//! them (the same bodies under the format-2 keys).
 
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::*;
 
@@ -22,18 +25,38 @@ fn open_a() -> (tempfile::TempDir, Store) {
     for f in ["store.meta", "thresig.redb"] {
         std::fs::copy(fixture().join("a").join(f), dir.path().join(f)).unwrap();
     }
-    let pass = std::fs::read_to_string(fixture().join("a.passphrase")).unwrap();
-    let store = Store::open(
-        dir.path(),
-        &NodeName::parse("a").unwrap(),
-        &SecretBytes::new(pass.trim_end().as_bytes().to_vec()),
-    )
-    .unwrap();
+    let store = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &pass_a()).unwrap();
     (dir, store)
 }
 
 fn raw(store: &Store, table: TableDefinition<&str, &[u8]>, slot: &str) -> Vec<u8> {
     let tx = store.db.begin_read().unwrap();
+    let t = tx.open_table(table).unwrap();
+    t.get(slot).unwrap().unwrap().value().to_vec()
+}
+
+/// The passphrase of fixture node `a`.
+fn pass_a() -> SecretBytes {
+    let pass = std::fs::read_to_string(fixture().join("a.passphrase")).unwrap();
+    SecretBytes::new(pass.trim_end().as_bytes().to_vec())
+}
+
+/// Node `a`'s fixture bytes as written (a copy, never opened as a store),
+/// and its format-1 keys.
+fn fixture_a_v1() -> (tempfile::TempDir, Database, Kek) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["store.meta", "thresig.redb"] {
+        std::fs::copy(fixture().join("a").join(f), dir.path().join(f)).unwrap();
+    }
+    let unlocked = seal::unlock_or_init(dir.path(), &pass_a()).unwrap();
+    assert_eq!(unlocked.meta_format, 1);
+    let kek = Kek::derive(&unlocked.root, 1).unwrap();
+    let db = Database::open(dir.path().join("thresig.redb")).unwrap();
+    (dir, db, kek)
+}
+
+fn raw_v1(db: &Database, table: TableDefinition<&str, &[u8]>, slot: &str) -> Vec<u8> {
+    let tx = db.begin_read().unwrap();
     let t = tx.open_table(table).unwrap();
     t.get(slot).unwrap().unwrap().value().to_vec()
 }
@@ -74,9 +97,9 @@ fn key() -> KeyId {
 
 #[test]
 fn key_record_encoding_is_pinned() {
-    let (_d, store) = open_a();
+    let (_f, v1, kek1) = fixture_a_v1();
     let want = hex::decode(recorded().key_record).unwrap();
-    assert_eq!(raw(&store, KEYS, KEY), want, "the fixture store changed");
+    assert_eq!(raw_v1(&v1, KEYS, KEY), want, "the fixture store changed");
     let (body, mac) = split_mac(&want);
     let rec = KeyRecord::decode(body).unwrap();
     assert_eq!(rec.key_id, key());
@@ -90,12 +113,31 @@ fn key_record_encoding_is_pinned() {
         body,
         "a key record now encodes differently"
     );
-    assert_eq!(store.kek.record_mac(&key(), body).unwrap(), mac);
+    assert_eq!(kek1.record_mac(&key(), body).unwrap(), mac);
+    // Migrated: the same body, MACed under the format-2 record key.
+    let (_d, store) = open_a();
+    let now = raw(&store, KEYS, KEY);
+    let (body2, mac2) = split_mac(&now);
+    assert_eq!(body2, body, "the migration changed the record's body");
+    assert_eq!(store.kek.record_mac(&key(), body).unwrap(), mac2);
+    assert_ne!(
+        mac2, mac,
+        "the record is still MACed under the format-1 key"
+    );
     assert_eq!(store.key(&key()).unwrap().unwrap(), rec);
 }
 
 #[test]
 fn ledger_entry_encoding_is_pinned() {
+    let (_f, v1, _) = fixture_a_v1();
+    let want = hex::decode(recorded().ledger_entry).unwrap();
+    let slot = format!("{KEY}\u{0}fixture-slot-request");
+    assert_eq!(
+        raw_v1(&v1, LEDGER, &slot),
+        want,
+        "the fixture store changed"
+    );
+    // Ledger entries carry no MAC: the migration leaves them as they are.
     let (_d, store) = open_a();
     let want = hex::decode(recorded().ledger_entry).unwrap();
     let slot = format!("{KEY}\u{0}fixture-slot-request");
@@ -118,11 +160,11 @@ fn ledger_entry_encoding_is_pinned() {
 
 #[test]
 fn watermark_encoding_is_pinned() {
-    let (_d, store) = open_a();
+    let (_f, v1, kek1) = fixture_a_v1();
     let want = hex::decode(recorded().watermark).unwrap();
     let slot = format!("{KEY}\u{0}fixture-chain");
     assert_eq!(
-        raw(&store, WATERMARKS, &slot),
+        raw_v1(&v1, WATERMARKS, &slot),
         want,
         "the fixture store changed"
     );
@@ -137,17 +179,22 @@ fn watermark_encoding_is_pinned() {
         body,
         "a watermark now encodes differently"
     );
-    assert_eq!(store.kek.record_mac(&key(), body).unwrap(), mac);
+    assert_eq!(kek1.record_mac(&key(), body).unwrap(), mac);
+    let (_d, store) = open_a();
+    let now = raw(&store, WATERMARKS, &slot);
+    let (body2, mac2) = split_mac(&now);
+    assert_eq!(body2, body, "the migration changed the watermark's body");
+    assert_eq!(store.kek.record_mac(&key(), body).unwrap(), mac2);
     assert_eq!(store.watermark(&key(), "fixture-chain").unwrap(), Some(w));
 }
 
 #[test]
 fn sealed_share_encoding_is_pinned() {
-    let (_d, store) = open_a();
+    let (_f, v1, kek1) = fixture_a_v1();
     let rec = recorded();
     let want = hex::decode(&rec.sealed_share).unwrap();
     assert_eq!(
-        raw(&store, SHARES, &share_slot(&key(), 0)),
+        raw_v1(&v1, SHARES, &share_slot(&key(), 0)),
         want,
         "the fixture store changed"
     );
@@ -156,12 +203,22 @@ fn sealed_share_encoding_is_pinned() {
         hex::encode(seal::share_aad(&key(), 0, &node)),
         rec.share_aad
     );
-    let plain = store.kek.open_share(&want, &key(), 0, &node).unwrap();
+    let plain = kek1.open_share(&want, &key(), 0, &node).unwrap();
     assert_eq!(
         sha256(plain.expose()),
         rec.share_plaintext_sha256,
         "the sealed plaintext changed"
     );
+    // Migrated: sealed again under the format-2 sealing key, same plaintext.
+    let (_d, store) = open_a();
+    let resealed = raw(&store, SHARES, &share_slot(&key(), 0));
+    assert_ne!(resealed, want);
+    assert!(
+        kek1.open_share(&resealed, &key(), 0, &node).is_err(),
+        "the migrated share still opens under the format-1 key"
+    );
+    let plain2 = store.kek.open_share(&resealed, &key(), 0, &node).unwrap();
+    assert_eq!(sha256(plain2.expose()), rec.share_plaintext_sha256);
     // The protocol module still reads it, and writes the same bytes back.
     let share =
         crate::protocol::KeyShare::decode(crate::domain::KeyType::Secp256k1, plain.expose())
@@ -179,6 +236,8 @@ fn sealed_share_encoding_is_pinned() {
 #[test]
 #[ignore = "writes a fixture file; run by hand for a new fixture generation"]
 fn write_encodings() {
+    // Reads the store through `Store::open`, so it records the encodings of
+    // the current format (a format-1 fixture is migrated first).
     let out = fixture().join("encodings.json");
     assert!(
         !out.exists(),
@@ -250,4 +309,117 @@ fn a_new_store_records_its_format() {
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("store.meta")).unwrap()).unwrap();
     assert_eq!(meta["format"], serde_json::json!(STORE_FORMAT));
+}
+
+/// Format 1 used the Argon2id output as the key of every seal and MAC;
+/// format 2 derives one subkey per use with HKDF. Opening a format-1 store
+/// rewrites it as format 2 once, keeps every value readable, keeps the audit
+/// chain verifiable, records the migration, and leaves nothing that the
+/// format-1 key still authenticates.
+#[test]
+fn v1_stores_migrate_to_hkdf_subkeys() {
+    let (dir, store) = open_a();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store.meta")).unwrap()).unwrap();
+    assert_eq!(meta["format"], serde_json::json!(2));
+    let report = store.audit_verify().unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    let tail = store.audit_tail(1000).unwrap();
+    let migrations: Vec<_> = tail
+        .iter()
+        .filter(|e| e.event.kind == "store.migrate")
+        .collect();
+    assert_eq!(migrations.len(), 1, "{tail:?}");
+    assert!(
+        migrations[0].event.detail.contains("1 shares")
+            && migrations[0].event.detail.contains("0 left"),
+        "{:?}",
+        migrations[0]
+    );
+    let rec = store.key(&key()).unwrap().unwrap();
+    let share = store.share(&key(), rec.epoch).unwrap();
+    assert!(!share.expose().is_empty());
+
+    // Every subkey differs from the root key and from each other: a MAC of
+    // the same bytes under the record and audit keys differs, and neither is
+    // the format-1 MAC.
+    let (_f, _v1, kek1) = fixture_a_v1();
+    let body = b"same bytes";
+    let rec2 = store.kek.record_mac(&key(), body).unwrap();
+    assert_ne!(rec2, kek1.record_mac(&key(), body).unwrap());
+    assert_ne!(
+        store.kek.audit_mac(&[0; 32], body).unwrap(),
+        kek1.audit_mac(&[0; 32], body).unwrap()
+    );
+    assert_ne!(
+        store.kek.backup_mac(body).unwrap(),
+        kek1.backup_mac(body).unwrap()
+    );
+    drop(store);
+
+    // A second open finds format 2 and migrates nothing.
+    let again = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &pass_a()).unwrap();
+    let n = again
+        .audit_tail(1000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind == "store.migrate")
+        .count();
+    assert_eq!(n, 1);
+    assert_eq!(again.audit_verify().unwrap().first_bad, None);
+    drop(again);
+
+    // A crash after the database was rewritten but before store.meta was:
+    // the next open finishes the job (the wrong passphrase is still refused).
+    std::fs::copy(
+        fixture().join("a").join("store.meta"),
+        dir.path().join("store.meta"),
+    )
+    .unwrap();
+    let wrong = Store::open(
+        dir.path(),
+        &NodeName::parse("a").unwrap(),
+        &SecretBytes::new(b"wrong".to_vec()),
+    )
+    .unwrap_err();
+    assert!(matches!(wrong, StorageError::WrongPassphrase(_)), "{wrong}");
+    let healed = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &pass_a()).unwrap();
+    assert_eq!(healed.key(&key()).unwrap().unwrap(), rec);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store.meta")).unwrap()).unwrap();
+    assert_eq!(meta["format"], serde_json::json!(2));
+    assert_eq!(healed.audit_verify().unwrap().first_bad, None);
+}
+
+/// A value that did not authenticate under format 1 is not made valid by the
+/// migration: it stays refused, and the rest of the store migrates.
+#[test]
+fn a_tampered_v1_value_stays_refused_after_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["store.meta", "thresig.redb"] {
+        std::fs::copy(fixture().join("a").join(f), dir.path().join(f)).unwrap();
+    }
+    {
+        let db = Database::open(dir.path().join("thresig.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(WATERMARKS).unwrap();
+            let slot = format!("{KEY}\u{0}fixture-chain");
+            let mut v = t.get(slot.as_str()).unwrap().unwrap().value().to_vec();
+            let at = v.iter().position(|b| *b == b'1').unwrap();
+            v[at] = b'9'; // height 100 -> 900
+            t.insert(slot.as_str(), v.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &pass_a()).unwrap();
+    let err = store.watermark(&key(), "fixture-chain").unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(store.key(&key()).unwrap().is_some());
+    let tail = store.audit_tail(1000).unwrap();
+    let m = tail
+        .iter()
+        .find(|e| e.event.kind == "store.migrate")
+        .unwrap();
+    assert!(m.event.detail.contains("1 left"), "{m:?}");
 }

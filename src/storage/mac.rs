@@ -29,7 +29,7 @@ impl Store {
             .checked_sub(32)
             .ok_or_else(|| corrupt("too short"))?;
         let (body, mac) = raw.split_at(split);
-        if !subtle_eq(&self.kek.record_mac(id, body)?, mac) {
+        if !ct_eq(&self.kek.record_mac(id, body)?, mac) {
             return Err(corrupt(
                 "authentication failed (edited, or copied from another key)",
             ));
@@ -77,6 +77,6 @@ impl Store {
 }
 
 /// Constant-time comparison of a computed MAC with a stored one.
-fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
+pub(super) fn ct_eq(a: &[u8; 32], b: &[u8]) -> bool {
     b.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

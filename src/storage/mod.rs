@@ -21,6 +21,7 @@ mod epochs;
 mod keys;
 mod ledger;
 mod mac;
+mod migrate;
 mod records;
 pub mod rules;
 mod seal;
@@ -43,6 +44,7 @@ pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof,
 pub fn records_schema() -> u16 {
     records::SCHEMA
 }
+pub use migrate::Migrated;
 pub use seal::{Kek, STORE_FORMAT};
 
 use crate::domain::{KeyId, NodeName};
@@ -144,10 +146,10 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let kek = Kek::unlock_or_init(dir, passphrase)?;
+        let unlocked = seal::unlock_or_init(dir, passphrase)?;
         let path = dir.join(Self::DB_FILE);
         let db = Database::create(&path).map_err(dberr)?;
-        let tx = db.begin_write().map_err(dberr)?;
+        let mut tx = db.begin_write().map_err(dberr)?;
         for t in [
             KEYS,
             SHARES,
@@ -167,7 +169,36 @@ impl Store {
         tx.open_table(eids::EID_HORIZON).map_err(dberr)?;
         tx.open_table(audit::AUDIT).map_err(dberr)?;
         tx.open_table(audit::AUDIT_HEAD).map_err(dberr)?;
+        let kek = Kek::derive(&unlocked.root, STORE_FORMAT)?;
+        // A database without a format mark is format 1, unless its meta file
+        // was just written at the current format (a new store). The mark and
+        // the rewritten contents commit together; the meta file follows, so
+        // a crash in between leaves a format-2 database beside a format-1
+        // meta file, which the next open completes.
+        let migrated = match (migrate::db_format(&tx)?, unlocked.meta_format) {
+            (None, meta) if meta == STORE_FORMAT => {
+                migrate::mark_format(&tx, STORE_FORMAT)?;
+                None
+            }
+            (None | Some(1), _) => {
+                let old = Kek::derive(&unlocked.root, 1)?;
+                Some(migrate::v1_to_v2(&tx, &old, &kek, node)?)
+            }
+            (Some(f), _) if f == STORE_FORMAT => None,
+            (Some(found), _) => {
+                return Err(StorageError::UnsupportedFormat {
+                    path,
+                    found,
+                    supported: STORE_FORMAT,
+                })
+            }
+        };
+        tx.set_durability(Durability::Immediate).map_err(dberr)?;
         tx.commit().map_err(dberr)?;
+        if unlocked.meta_format != STORE_FORMAT {
+            seal::upgrade_meta(dir, &unlocked.root)?;
+        }
+        drop(unlocked);
         let store = Self {
             db,
             kek,
@@ -182,6 +213,35 @@ impl Store {
         let tx = store.write()?;
         store.audit_genesis(&tx)?;
         tx.commit().map_err(dberr)?;
+        if let Some(m) = migrated {
+            tracing::info!(
+                store = %store.path.display(),
+                values = m.values,
+                shares = m.shares,
+                audit_entries = m.audit_entries,
+                left_bad = m.left_bad,
+                "store migrated from format 1 to format {STORE_FORMAT} (HKDF subkeys)"
+            );
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            store.audit_append(
+                AuditEvent {
+                    kind: "store.migrate".into(),
+                    actor: format!("node/{node}"),
+                    decision: "ok".into(),
+                    detail: format!(
+                        "format 1 -> {STORE_FORMAT}: {} values, {} shares and {} audit entries \
+                         rewritten under HKDF subkeys; {} left as they were (they did not \
+                         authenticate before)",
+                        m.values, m.shares, m.audit_entries, m.left_bad
+                    ),
+                    ..AuditEvent::default()
+                },
+                unix,
+            )?;
+        }
         Ok(store)
     }
 

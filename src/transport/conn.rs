@@ -28,10 +28,31 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// stalled handshake is cut to make room while the bound allows).
 const MAX_HANDSHAKES: usize = 1024;
 const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
-/// Authenticated connections one identity may hold open at once: a node
-/// needs one or two to each peer, a client process one per channel.
+/// Authenticated connections one identity may hold open at once, by
+/// default: a node needs one or two to each peer, a client process one per
+/// channel.
 pub const MAX_CONNECTIONS_PER_NODE: usize = 64;
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
+
+/// Authenticated connections one identity may hold open at once on each
+/// plane (config `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    /// Per node identity on the peer plane (`connections_per_node`).
+    pub per_node: usize,
+    /// Per client or admin identity on the client plane
+    /// (`connections_per_client`).
+    pub per_client: usize,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        Self {
+            per_node: MAX_CONNECTIONS_PER_NODE,
+            per_client: MAX_CONNECTIONS_PER_CLIENT,
+        }
+    }
+}
 
 /// Open authenticated connections per identity on one listener.
 #[derive(Default)]
@@ -148,10 +169,10 @@ impl Plane {
         }
     }
     /// Most authenticated connections one identity may hold on this plane.
-    fn cap(self) -> usize {
+    fn cap(self, caps: ConnectionCaps) -> usize {
         match self {
-            Self::Peer => MAX_CONNECTIONS_PER_NODE,
-            Self::Client => MAX_CONNECTIONS_PER_CLIENT,
+            Self::Peer => caps.per_node,
+            Self::Client => caps.per_client,
         }
     }
     fn name(self) -> &'static str {
@@ -170,6 +191,7 @@ pub fn incoming(
     tls: Arc<super::tls::TlsState>,
     trust_domain: String,
     plane: Plane,
+    caps: ConnectionCaps,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Authed, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let pending = super::handshakes::Handshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
@@ -221,7 +243,7 @@ pub fn incoming(
                 match done {
                     Ok(Ok(io)) => match check_client(&io, &td, plane) {
                         Ok(identity) => {
-                            let slot = match open.take(identity.to_string(), plane.cap()) {
+                            let slot = match open.take(identity.to_string(), plane.cap(caps)) {
                                 Ok(slot) => slot,
                                 Err(held) => {
                                     crate::telemetry::note_connection_refused(plane.name());

@@ -19,7 +19,7 @@ mod wire_auth;
 mod wire_status;
 
 pub use conn::{
-    dial, incoming, Authenticated, Connect, Plane, MAX_CONNECTIONS_PER_CLIENT,
+    dial, incoming, Authenticated, Connect, ConnectionCaps, Plane, MAX_CONNECTIONS_PER_CLIENT,
     MAX_CONNECTIONS_PER_NODE,
 };
 pub use identity::{identity_of, Identity};

@@ -321,6 +321,7 @@ pub async fn serve_hostile_until(
         thresig::transport::tls::TlsState::load(&cfg.tls).unwrap(),
         cfg.trust_domain.clone(),
         thresig::transport::Plane::Peer,
+        cfg.connection_caps,
     );
     let svc = thresig::proto::peer::peer_server::PeerServer::new(HostilePeer { answer });
     tokio::spawn(async move {

@@ -183,9 +183,21 @@ impl Node {
             } => {
                 let mut o = self.share_status_outcome(&key_id, evidence);
                 if let Outcome::ShareStatus {
-                    ledger, watermarks, ..
+                    ledger,
+                    watermarks,
+                    lifecycle,
+                    ..
                 } = &mut o
                 {
+                    // A key's ledger, slot watermarks and lifecycle proofs are
+                    // its committee's business: another roster node learns
+                    // the epoch and the maintenance state only (receipts and
+                    // certificates, which activate nothing without every
+                    // member, and which a leaving dealer needs).
+                    if !self.sees_key_detail(&key_id, from) {
+                        *lifecycle = None;
+                        return Ok(o);
+                    }
                     if let Some(rid) = request_id {
                         *ledger = self.store.ledger_get(&key_id, &rid)?.map(Box::new);
                     }

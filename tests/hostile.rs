@@ -242,3 +242,219 @@ async fn invented_sessions_from_one_node_do_not_break_the_others_sessions() {
     assert!(refused > 0, "c never reached its quota ({sent} sent)");
     c.stop().await;
 }
+
+/// What the hostile node answers the next watermark gossip with (see
+/// `veto`).
+static VETO: std::sync::Mutex<Option<pb::propose_response::Result>> = std::sync::Mutex::new(None);
+
+/// A hostile committee member that never signs (its status answers are
+/// refusals) and answers every watermark gossip with `VETO`.
+fn veto(req: &pb::ProposeRequest) -> pb::ProposeResponse {
+    use pb::propose_response::Result as R;
+    let result = match req.op {
+        Some(pb::propose_request::Op::Watermark(_)) => VETO.lock().unwrap().clone(),
+        _ => None,
+    };
+    pb::ProposeResponse {
+        result: Some(result.unwrap_or(R::Refusal(pb::Refusal {
+            reason: pb::Reason::Unavailable.into(),
+            message: "not signing".into(),
+            retry_after_ms: 0,
+            blamed: String::new(),
+        }))),
+    }
+}
+
+/// `request`, signed by the cluster's client, as a proposal carries it.
+fn signed_pb(
+    c: &thresig::cluster::LocalCluster,
+    request: &thresig::client::ClientRequest,
+) -> pb::SignProposal {
+    let auth = common::client_signer(c).sign(request).unwrap();
+    pb::SignProposal {
+        key_id: request.key_id.to_string(),
+        epoch: 0,
+        digest: request.digest.0.to_vec(),
+        path: request.path.to_string(),
+        request_id: request.request_id.clone(),
+        participants: Vec::new(),
+        slot: request.slot.as_ref().map(|s| pb::Slot {
+            scope: s.scope.clone(),
+            height: s.height,
+            round: s.round,
+            step: s.step,
+        }),
+        expiry_unix: request.expiry_unix,
+        signature_scheme: auth.scheme.into(),
+        client_signature: auth.signature,
+        client_chain: auth.chain,
+    }
+}
+
+/// No veto without evidence (issue 19): a committee member that answers the
+/// slot gossip with a conflict must show the client's signed request that
+/// set its watermark. Refusals, conflicts without evidence, and evidence that
+/// is forged, for another key or that does not conflict are ignored (the
+/// request is signed, the node is suspected and the decision audited); a
+/// genuine conflict still stops the request, naming the client's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_false_slot_conflict_is_ignored() {
+    use pb::propose_response::Result as R;
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("other", 2, &[])
+        .await
+        .unwrap();
+    c.stop_node(2).await;
+    let hostile = serve_hostile(&c, 2, veto).await;
+    let slot = |height| thresig::client::Slot {
+        scope: "chain".into(),
+        height,
+        round: 0,
+        step: 0,
+    };
+    let evidence = |key: &str, digest: u8, height: u64, rid: &str| {
+        signed_pb(
+            &c,
+            &common::client_request(key, [digest; 32], "", rid, Some(slot(height))),
+        )
+    };
+    let conflict = |evidence: Option<pb::SignProposal>| {
+        Some(R::Watermark(pb::WatermarkResult {
+            conflict: "slot chain 10/0/0 of key k was already signed for another digest".into(),
+            evidence,
+        }))
+    };
+    let mut forged = evidence("k", 0x0F, 10, "forged");
+    forged.digest = vec![0x0E; 32];
+    let false_vetoes = [
+        (
+            "a refusal",
+            Some(R::Refusal(pb::Refusal {
+                reason: pb::Reason::SlotConflict.into(),
+                message: "slot already signed for another digest".into(),
+                retry_after_ms: 0,
+                blamed: String::new(),
+            })),
+        ),
+        ("a conflict without evidence", conflict(None)),
+        ("forged evidence", conflict(Some(forged))),
+        (
+            "evidence for another key",
+            conflict(Some(evidence("other", 0x0F, 10, "other-key"))),
+        ),
+        (
+            "evidence below the slot",
+            conflict(Some(evidence("k", 0x0F, 9, "lower"))),
+        ),
+    ];
+    let a = c.nodes[0].as_ref().unwrap().node.clone();
+    let ignored = || {
+        a.store()
+            .audit_tail(10_000)
+            .unwrap()
+            .iter()
+            .filter(|e| e.event.kind == "watermark.conflict-ignored" && e.event.actor == "node/c")
+            .count()
+    };
+    for (i, (what, answer)) in false_vetoes.into_iter().enumerate() {
+        *VETO.lock().unwrap() = answer;
+        let height = 10 + i as u64;
+        let d = [0x30 + i as u8; 32];
+        let resp = c
+            .client(0, CLIENT)
+            .unwrap()
+            .sign_at("k", d, "", "", slot(height))
+            .await
+            .unwrap_or_else(|e| panic!("{what} stopped the request: {e}"));
+        check_signature(&resp, &d, &info.public_key);
+        assert_eq!(ignored(), i + 1, "{what} was not recorded as ignored");
+    }
+    // A genuine conflict: the client did sign slot 20 for another digest.
+    *VETO.lock().unwrap() = conflict(Some(evidence("k", 0x0F, 20, "earlier")));
+    let e = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign_at("k", [0x40; 32], "", "", slot(20))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(
+        e.to_string().contains("another digest") && e.to_string().contains("earlier"),
+        "{e}"
+    );
+    // And one at a higher slot: 21 is below it.
+    *VETO.lock().unwrap() = conflict(Some(evidence("k", 0x0F, 30, "higher")));
+    let e = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign_at("k", [0x41; 32], "", "", slot(21))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("below its watermark") && e.to_string().contains("higher"),
+        "{e}"
+    );
+    hostile.abort();
+    drop(a);
+    c.stop().await;
+}
+
+/// The honest side of the rule: a node that refuses a gossiped slot shows the
+/// client's signed request that set its watermark, and that evidence is the
+/// request it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_honest_node_shows_the_request_behind_its_watermark() {
+    use thresig::node::{Operation, Outcome, Proposal};
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let slot = thresig::client::Slot {
+        scope: "chain".into(),
+        height: 50,
+        round: 0,
+        step: 0,
+    };
+    let gossip = |digest: u8, rid: &str| {
+        let request = common::client_request("k", [digest; 32], "", rid, Some(slot.clone()));
+        let auth = common::client_signer(&c).sign(&request).unwrap();
+        Proposal {
+            eid: thresig::domain::ExecutionId::from_slice(&[digest; 32]).unwrap(),
+            nonce: Vec::new(),
+            admin: None,
+            op: Operation::Watermark {
+                request: Box::new(request),
+                auth: Box::new(auth),
+            },
+        }
+    };
+    let a = common::Hostile::as_node(&c, 0);
+    let first = gossip(0x51, "first");
+    assert_eq!(
+        a.propose("c", first.clone()).await.unwrap(),
+        Outcome::Watermarked
+    );
+    match a.propose("c", gossip(0x52, "second")).await.unwrap() {
+        Outcome::SlotConflict { reason, evidence } => {
+            assert!(reason.contains("another digest"), "{reason}");
+            let Operation::Watermark { request, auth } = first.op else {
+                unreachable!()
+            };
+            let (shown, shown_auth) = *evidence.expect("no evidence shown");
+            assert_eq!(shown, *request);
+            assert_eq!(shown_auth, *auth);
+        }
+        other => panic!("a conflicting slot was not refused: {other:?}"),
+    }
+    c.stop().await;
+}

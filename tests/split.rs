@@ -265,6 +265,17 @@ async fn withheld_refresh_message_then_activation() {
     let stopped = c.client(2, ADMIN).unwrap().rotate_key("k").await;
     faults::disarm_all();
     assert!(stopped.is_err());
+    // The rotation's error comes back as soon as b fails; a and c finish
+    // their own sessions (they got every message) and stage meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while (staged_at(&c, 0), staged_at(&c, 2)) != (Some(1), Some(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a and c never staged: {:?}",
+            (staged_at(&c, 0), staged_at(&c, 2))
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         (staged_at(&c, 0), staged_at(&c, 1), staged_at(&c, 2)),
         (Some(1), None, Some(1))

@@ -174,6 +174,15 @@ pub enum Outcome {
     Retired,
     /// The slot watermark is raised (or already there for this digest).
     Watermarked,
+    /// A watermark gossip refused: this node's watermark of the scope
+    /// conflicts (`reason`), set by the client's signed request `evidence`
+    /// (none if this node does not hold it, e.g. a watermark handed over at
+    /// a restore). The coordinator refuses the request only on valid
+    /// evidence.
+    SlotConflict {
+        reason: String,
+        evidence: Option<Box<(crate::node::request::SignRequest, ClientAuth)>>,
+    },
     /// This node's part of a repair is done.
     Repaired,
     /// A freeze, unfreeze or delete is applied here; the key's state now.

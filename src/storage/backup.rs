@@ -107,6 +107,7 @@ impl Store {
             copy_table!(snapshot, w, super::LEDGER);
             copy_table!(snapshot, w, super::PENDING);
             copy_table!(snapshot, w, WATERMARKS);
+            copy_table!(snapshot, w, super::SLOT_EVIDENCE);
             copy_table!(snapshot, w, super::ADMIN_REQUESTS);
             copy_table!(snapshot, w, super::LIFECYCLE);
             copy_table!(snapshot, w, super::ACTIVATIONS);
@@ -232,6 +233,11 @@ impl Store {
                 if ours.as_ref().is_none_or(|o| pos(mark) > pos(o)) {
                     let body = self.seal_mac_json(key, mark)?;
                     t.insert(slot.as_str(), body.as_slice()).map_err(dberr)?;
+                    // The evidence kept here was for the lower watermark.
+                    tx.open_table(super::SLOT_EVIDENCE)
+                        .map_err(dberr)?
+                        .remove(slot.as_str())
+                        .map_err(dberr)?;
                 }
             }
             let mut r = tx.open_table(RESTORED).map_err(dberr)?;

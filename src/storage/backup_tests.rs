@@ -34,7 +34,7 @@ fn a_backup_restores_every_key_marked_and_refuses_tampering_and_overwrites() {
     let share = SecretBytes::new(vec![7; 64]);
     store.insert_key(&record(&id, 0), &share).unwrap();
     store
-        .watermark_commit(&id, "chain", (5, 0, 1), [1; 32], "r5")
+        .watermark_commit(&id, "chain", (5, 0, 1), [1; 32], "r5", b"")
         .unwrap();
     let file = store.backup(1_800_000_000).unwrap();
     // The share is sealed in the file, never in the clear.

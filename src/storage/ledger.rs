@@ -7,7 +7,7 @@ use redb::{Durability, ReadableDatabase, ReadableTable};
 use super::rules::{ledger_verdict, slot_verdict, LedgerVerdict, SlotVerdict};
 use super::{
     dberr, AuditEvent, LedgerEntry, LedgerResult, StorageError, Store, Watermark, ADMIN_REQUESTS,
-    EIDS, LEDGER, WATERMARKS,
+    EIDS, LEDGER, SLOT_EVIDENCE, WATERMARKS,
 };
 use crate::domain::{ExecutionId, KeyId};
 
@@ -37,6 +37,10 @@ pub struct SlotClaim<'a> {
     pub position: (u64, u64, u64),
     pub digest: [u8; 32],
     pub request_id: &'a str,
+    /// The client's signed request behind the claim (opaque bytes from the
+    /// node), kept beside the watermark it raises so this node can show it
+    /// when it refuses a conflicting slot; empty when there is none.
+    pub evidence: &'a [u8],
 }
 
 /// What `put_ledger` did.
@@ -220,6 +224,7 @@ impl Store {
         position: (u64, u64, u64),
         digest: [u8; 32],
         request_id: &str,
+        evidence: &[u8],
     ) -> Result<(), StorageError> {
         let tx = self.write()?;
         self.raise_watermark(
@@ -230,6 +235,7 @@ impl Store {
                 position,
                 digest,
                 request_id,
+                evidence,
             },
         )?;
         tx.commit().map_err(dberr)
@@ -282,7 +288,23 @@ impl Store {
         };
         t.insert(slot.as_str(), self.seal_mac_json(key, &w)?.as_slice())
             .map_err(dberr)?;
+        let mut ev = tx.open_table(SLOT_EVIDENCE).map_err(dberr)?;
+        if c.evidence.is_empty() {
+            ev.remove(slot.as_str()).map_err(dberr)?;
+        } else {
+            ev.insert(slot.as_str(), c.evidence).map_err(dberr)?;
+        }
         Ok(())
+    }
+
+    /// The evidence kept with the watermark of (`key`, `scope`): the
+    /// client's signed request that set it, as the node stored it.
+    pub fn slot_evidence(&self, key: &KeyId, scope: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(SLOT_EVIDENCE).map_err(dberr)?;
+        let slot = format!("{key}\u{0}{scope}");
+        let v = t.get(slot.as_str()).map_err(dberr)?;
+        Ok(v.map(|v| v.value().to_vec()))
     }
 
     /// Admits a signing session in one durable transaction: claims `eid`

@@ -58,6 +58,10 @@ const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 /// "key\0scope" -> the slot watermark (MACed JSON).
 const WATERMARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("watermarks");
+/// "key\0scope" -> the client's signed request that set the slot watermark
+/// (opaque bytes from the node; it authenticates itself by the client's
+/// signature), shown when this node refuses a conflicting slot.
+const SLOT_EVIDENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("slot_evidence");
 /// Key id -> the last freeze, unfreeze or delete applied here (opaque JSON
 /// from the node, MACed), to hand to a node that missed it.
 const LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle");
@@ -159,6 +163,7 @@ impl Store {
             ADMIN_REQUESTS,
             LIFECYCLE,
             ACTIVATIONS,
+            SLOT_EVIDENCE,
         ] {
             tx.open_table(t).map_err(dberr)?;
         }

@@ -183,34 +183,41 @@ fn eids_are_single_use_and_ledger_refuses_a_second_digest() {
     // Slot watermarks: up is fine, down is refused, the same position only
     // with the same digest; scopes and keys are independent; reopening keeps them.
     store
-        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a")
+        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a", b"")
         .unwrap();
     store
-        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a2")
+        .watermark_commit(&id, "v", (5, 0, 1), [1; 32], "a2", b"")
         .unwrap();
     let e = store
-        .watermark_commit(&id, "v", (5, 0, 1), [2; 32], "b")
+        .watermark_commit(&id, "v", (5, 0, 1), [2; 32], "b", b"")
         .unwrap_err();
     assert!(e.to_string().contains("another digest"), "{e}");
     let e = store
-        .watermark_commit(&id, "v", (4, 9, 9), [1; 32], "c")
+        .watermark_commit(&id, "v", (4, 9, 9), [1; 32], "c", b"")
         .unwrap_err();
     assert!(e.to_string().contains("below its watermark"), "{e}");
     store
-        .watermark_commit(&id, "v", (5, 1, 0), [3; 32], "d")
+        .watermark_commit(&id, "v", (5, 1, 0), [3; 32], "d", b"")
         .unwrap();
     store
-        .watermark_commit(&id, "other", (1, 0, 0), [4; 32], "e")
+        .watermark_commit(&id, "other", (1, 0, 0), [4; 32], "e", b"")
         .unwrap();
     store
-        .watermark_commit(&KeyId::parse("k2").unwrap(), "v", (1, 0, 0), [5; 32], "f")
+        .watermark_commit(
+            &KeyId::parse("k2").unwrap(),
+            "v",
+            (1, 0, 0),
+            [5; 32],
+            "f",
+            b"",
+        )
         .unwrap();
     drop(store);
     let store = Store::open(dir.path(), &node, &pass).unwrap();
     let w = store.watermark(&id, "v").unwrap().unwrap();
     assert_eq!((w.height, w.round, w.step, w.digest), (5, 1, 0, [3; 32]));
     assert!(store
-        .watermark_commit(&id, "v", (5, 0, 9), [3; 32], "g")
+        .watermark_commit(&id, "v", (5, 0, 9), [3; 32], "g", b"")
         .is_err());
 }
 

@@ -313,7 +313,22 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         Outcome::Lifecycle { state } => {
             pb::propose_response::Result::Lifecycle(pb::LifecycleResult { state })
         }
-        Outcome::Watermarked => pb::propose_response::Result::Watermark(pb::WatermarkResult {}),
+        Outcome::Watermarked => {
+            pb::propose_response::Result::Watermark(pb::WatermarkResult::default())
+        }
+        Outcome::SlotConflict { reason, evidence } => {
+            pb::propose_response::Result::Watermark(pb::WatermarkResult {
+                conflict: if reason.is_empty() {
+                    "conflicting slot watermark".into()
+                } else {
+                    reason
+                },
+                evidence: evidence.map(|e| {
+                    let (request, auth) = *e;
+                    sign_request_to_pb(request, auth)
+                }),
+            })
+        }
         Outcome::Repaired => pb::propose_response::Result::Repair(pb::RepairResult {}),
         Outcome::Keygen {
             public_key,
@@ -479,7 +494,18 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
         pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
         pb::propose_response::Result::Lifecycle(l) => Ok(Outcome::Lifecycle { state: l.state }),
-        pb::propose_response::Result::Watermark(_) => Ok(Outcome::Watermarked),
+        pb::propose_response::Result::Watermark(w) if w.conflict.is_empty() => {
+            Ok(Outcome::Watermarked)
+        }
+        pb::propose_response::Result::Watermark(w) => Ok(Outcome::SlotConflict {
+            reason: bounded_text(w.conflict),
+            evidence: match w.evidence {
+                Some(e) => Some(Box::new(
+                    sign_request_from_pb(e).map_err(|s| s.message().to_owned())?,
+                )),
+                None => None,
+            },
+        }),
         pb::propose_response::Result::Repair(_) => Ok(Outcome::Repaired),
         pb::propose_response::Result::Keygen(k) => Ok(Outcome::Keygen {
             public_key: k.public_key,
@@ -495,4 +521,17 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
             key_type: KeyType::parse(&s.key_type).map_err(|e| e.to_string())?,
         })),
     }
+}
+
+/// A peer's free text, cut to at most 1 KiB (at a character boundary).
+fn bounded_text(mut s: String) -> String {
+    const MAX: usize = 1024;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end = end.saturating_sub(1);
+        }
+        s.truncate(end);
+    }
+    s
 }

@@ -6,7 +6,7 @@
 use crate::domain::{ExecutionId, NodeName};
 use crate::node::ops::OpKind;
 use crate::node::request::{ClientAuth, SignRequest};
-use crate::node::{Node, NodeError, Operation, Proposal};
+use crate::node::{Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::sign::Signature;
 use crate::storage::{KeyRecord, LedgerEntry};
 
@@ -152,8 +152,18 @@ impl Node {
         });
         for (n, r) in futures::future::join_all(calls).await {
             match r {
+                Ok(Ok(Outcome::SlotConflict { reason, evidence })) => {
+                    match self.proven_conflict(request, evidence.as_deref()) {
+                        Ok(e) => return Err(e.at(&n)),
+                        Err(why) => self.ignore_conflict(request, &n, &reason, &why),
+                    }
+                }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.reason().is_precondition() => return Err(e),
+                // A refusal is not evidence: only a conflict shown with the
+                // client's signed request stops a request.
+                Ok(Err(e)) if e.reason().is_precondition() => {
+                    self.ignore_conflict(request, &n, &e.to_string(), "it showed no evidence");
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(node = %n, error = %e, "watermark gossip not accepted");
                 }
@@ -161,6 +171,90 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The refusal of `request` that `evidence` proves: a request for the
+    /// same key and scope, signed by a client this node's policy lets sign
+    /// with the key, at the same position for another digest or at a higher
+    /// position. Why not, otherwise.
+    fn proven_conflict(
+        &self,
+        request: &SignRequest,
+        evidence: Option<&(SignRequest, ClientAuth)>,
+    ) -> Result<NodeError, String> {
+        let (theirs, auth) = evidence.ok_or("it showed no evidence")?;
+        let (Some(ours), Some(slot)) = (&request.slot, &theirs.slot) else {
+            return Err("its evidence has no slot".into());
+        };
+        if theirs.key_id != request.key_id || slot.scope != ours.scope {
+            return Err(format!(
+                "its evidence is for key {} scope {}",
+                theirs.key_id, slot.scope
+            ));
+        }
+        let conflicts = slot.position() > ours.position()
+            || (slot.position() == ours.position() && theirs.digest != request.digest);
+        if !conflicts {
+            return Err(format!(
+                "its evidence (slot {slot}) does not conflict with slot {ours}"
+            ));
+        }
+        // The client's signature, not the request's age: the evidence may
+        // be long expired; it only has to have been signed.
+        let client = self
+            .verifier
+            .verify(auth, &theirs.canonical_bytes())
+            .map_err(|e| format!("its evidence is not a client's signed request: {e}"))?;
+        self.authorize_sign(&client, theirs, false).map_err(|e| {
+            format!("its evidence was signed by client {client}, who may not sign: {e}")
+        })?;
+        let msg = if slot.position() == ours.position() {
+            format!(
+                "slot {ours} of key {} was already signed for another digest (request {} of \
+                 client {client}); refused (double-sign protection)",
+                request.key_id, theirs.request_id
+            )
+        } else {
+            format!(
+                "slot {ours} of key {} is below its watermark {}/{}/{} (request {} of client \
+                 {client}; double-sign protection)",
+                request.key_id, slot.height, slot.round, slot.step, theirs.request_id
+            )
+        };
+        Ok(if slot.position() == ours.position() {
+            NodeError::SlotConflict(msg)
+        } else {
+            NodeError::BelowWatermark(msg)
+        })
+    }
+
+    /// A conflict answer without valid evidence: the request goes on, the
+    /// node is suspected for the key (passed over as a signer for a while)
+    /// and the decision is audited.
+    fn ignore_conflict(&self, request: &SignRequest, node: &NodeName, reason: &str, why: &str) {
+        tracing::warn!(
+            %node,
+            key = %request.key_id,
+            request_id = %request.request_id,
+            %reason,
+            %why,
+            "slot conflict answer ignored: no valid evidence",
+        );
+        self.suspect_for_key(&request.key_id, std::slice::from_ref(node));
+        self.audit_refusal(
+            node,
+            crate::storage::AuditEvent {
+                kind: "watermark.conflict-ignored".into(),
+                actor: format!("node/{node}"),
+                key: request.key_id.to_string(),
+                request_id: request.request_id.clone(),
+                decision: "denied".into(),
+                rule: "no veto without evidence".into(),
+                detail: format!("{reason}; ignored: {why}"),
+                ..Default::default()
+            },
+            false,
+        );
     }
 }
 

@@ -137,12 +137,21 @@ impl Node {
         // raised (double-sign protection: durable before any message of this
         // session leaves, and refused before the session opens, so that
         // refusal is what the coordinator hears), and the decision is audited.
+        // The client's signed request is kept beside the watermark it
+        // raises: the evidence this node shows if it ever refuses a
+        // conflicting slot (no veto without evidence).
+        let evidence = if request.slot.is_some() {
+            crate::node::request::encode_signed(request, auth).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let slot = request.slot.as_ref().map(|s| SlotClaim {
             key: key_id,
             scope: &s.scope,
             position: s.position(),
             digest: digest.0,
             request_id,
+            evidence: &evidence,
         });
         let allowed = event(
             "allowed",
@@ -319,6 +328,7 @@ impl Node {
                 return Err(e);
             }
         };
+        let evidence = crate::node::request::encode_signed(request, auth).unwrap_or_default();
         let r = self
             .store
             .watermark_commit(
@@ -327,6 +337,7 @@ impl Node {
                 slot.position(),
                 request.digest.0,
                 &request.request_id,
+                &evidence,
             )
             .map_err(NodeError::from);
         let _ = self.audit(AuditEvent {
@@ -342,6 +353,22 @@ impl Node {
             ),
             ..Default::default()
         });
-        r.map(|()| Outcome::Watermarked)
+        match r {
+            Ok(()) => Ok(Outcome::Watermarked),
+            // A conflict is answered with the signed request that set this
+            // node's watermark, so the coordinator can check it.
+            Err(e @ (NodeError::SlotConflict(_) | NodeError::BelowWatermark(_))) => {
+                let evidence = self
+                    .store
+                    .slot_evidence(&request.key_id, &slot.scope)?
+                    .and_then(|b| crate::node::request::decode_signed(&b).ok())
+                    .map(Box::new);
+                Ok(Outcome::SlotConflict {
+                    reason: e.to_string(),
+                    evidence,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }

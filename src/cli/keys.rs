@@ -135,7 +135,9 @@ pub enum Cmd {
     /// failure, an equivocated broadcast); it then refuses to sign the key
     /// with it. `keys show` lists a node's bans. Find out what happened
     /// first: such a fault may have leaked bits of a share to the banned
-    /// node, and a rotation (`keys rotate`) renews every share.
+    /// node, and a rotation (`keys rotate`) renews every share. It also ends
+    /// any elimination a node runs after an invalid final signature (the key
+    /// signs with any signer set again).
     Unban {
         /// The key's name.
         key: String,

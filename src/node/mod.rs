@@ -169,6 +169,9 @@ pub struct Node {
     /// and since when: signing with that key avoids them for a while.
     key_suspects:
         std::sync::Mutex<std::collections::HashMap<(KeyId, NodeName), std::time::Instant>>,
+    /// Per key under elimination (`bans.rs`): how many requests this node
+    /// coordinated since, so that each leaves out the next suspect in turn.
+    elimination_turns: std::sync::Mutex<std::collections::HashMap<KeyId, usize>>,
     /// When this node last compared each key's lifecycle with a committee
     /// member other than a session's coordinator (`lifecycle_sync.rs`).
     lifecycle_heard: lifecycle_sync::Heard,
@@ -224,6 +227,7 @@ impl Node {
             limiter: policy::Limiter::default(),
             suspects: Default::default(),
             key_suspects: Default::default(),
+            elimination_turns: Default::default(),
             lifecycle_heard: Default::default(),
             refusals: Default::default(),
             gates: Default::default(),

@@ -112,6 +112,7 @@ impl Store {
             copy_table!(snapshot, w, super::LIFECYCLE);
             copy_table!(snapshot, w, super::ACTIVATIONS);
             copy_table!(snapshot, w, super::bans::BANS);
+            copy_table!(snapshot, w, super::bans::ELIMINATIONS);
             copy_table!(snapshot, w, super::EIDS);
             copy_table!(snapshot, w, super::eids::SIGN_EID_EXPIRY);
             copy_table!(snapshot, w, super::eids::EID_HORIZON);

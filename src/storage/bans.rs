@@ -12,6 +12,22 @@ use crate::domain::{KeyId, NodeName};
 
 /// "key\0node" -> the ban (MACed JSON).
 pub(super) const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
+/// Key id -> the elimination in progress (MACed JSON): after a final
+/// signature failed with nobody blamed, the nodes one of which sent the bad
+/// share, as far as this node can tell.
+pub(super) const ELIMINATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("eliminations");
+
+/// The search for the sender of a bad signature share (`node/bans.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Elimination {
+    /// The nodes still suspected: the other signers of every failed session
+    /// since the search began (one of them sent the bad share).
+    pub suspects: Vec<String>,
+    /// When the search began (Unix seconds).
+    pub since_unix: u64,
+    /// The sessions that failed (hex execution ids), oldest first.
+    pub sessions: Vec<String>,
+}
 
 /// A node this node refuses to sign a key with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,10 +96,48 @@ impl Store {
         Ok(out)
     }
 
-    /// Clears every ban of `key` here; returns how many there were.
+    /// The elimination in progress for `key` here, if any.
+    pub fn elimination(&self, key: &KeyId) -> Result<Option<Elimination>, StorageError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(ELIMINATIONS).map_err(dberr)?;
+        let v = t.get(key.as_str()).map_err(dberr)?;
+        match v {
+            Some(v) => self.open_mac_json(key, "elimination", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records (or, with `None`, ends) the elimination of `key`, durably.
+    pub fn set_elimination(
+        &self,
+        key: &KeyId,
+        e: Option<&Elimination>,
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        {
+            let mut t = tx.open_table(ELIMINATIONS).map_err(dberr)?;
+            match e {
+                Some(e) => {
+                    let body = self.seal_mac_json(key, e)?;
+                    t.insert(key.as_str(), body.as_slice()).map_err(dberr)?;
+                }
+                None => {
+                    t.remove(key.as_str()).map_err(dberr)?;
+                }
+            }
+        }
+        tx.commit().map_err(dberr)
+    }
+
+    /// Clears every ban of `key` here, and any elimination in progress;
+    /// returns how many bans there were.
     pub fn clear_bans(&self, key: &KeyId) -> Result<usize, StorageError> {
         let from = slot(key, "");
         let tx = self.write()?;
+        tx.open_table(ELIMINATIONS)
+            .map_err(dberr)?
+            .remove(key.as_str())
+            .map_err(dberr)?;
         let n = {
             let mut t = tx.open_table(BANS).map_err(dberr)?;
             let mut slots = Vec::new();

@@ -34,7 +34,7 @@ pub use audit::{AuditEntry, AuditEvent, AuditReport};
 pub use backup::{
     backup_header, restore_backup, verify_backup, BackupInfo, BackupKey, Restored, BACKUP_FORMAT,
 };
-pub use bans::Ban;
+pub use bans::{Ban, Elimination};
 pub use eids::GRACE as EID_GRACE;
 pub use epochs::{release_open_for, Membership, Staged};
 pub use ledger::{Admission, SlotClaim};
@@ -168,6 +168,7 @@ impl Store {
             tx.open_table(t).map_err(dberr)?;
         }
         tx.open_table(bans::BANS).map_err(dberr)?;
+        tx.open_table(bans::ELIMINATIONS).map_err(dberr)?;
         tx.open_table(backup::RESTORED).map_err(dberr)?;
         tx.open_table(EIDS).map_err(dberr)?;
         tx.open_table(eids::SIGN_EID_EXPIRY).map_err(dberr)?;

@@ -143,6 +143,10 @@ impl Node {
         // alongside; this node joins the session once they passed.
         let mut suspects = self.suspects();
         suspects.extend(self.key_suspects(key_id));
+        // While an elimination runs here, each request leaves out the next
+        // suspect in turn (`bans.rs`).
+        let leave_out = self.elimination_leave_out(key_id);
+        suspects.extend(leave_out.clone());
         let preferred: Vec<NodeName> = candidates
             .iter()
             .filter(|c| !suspects.contains(c))
@@ -184,7 +188,10 @@ impl Node {
         let mut retried_mismatch = false;
         let mut last = None;
         for _ in 0..3 {
-            let e = match self.sign_checked(&request, &auth, &rec, &charge).await {
+            let e = match self
+                .sign_checked(&request, &auth, &rec, &charge, leave_out.as_ref())
+                .await
+            {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
@@ -257,6 +264,7 @@ impl Node {
         auth: &ClientAuth,
         rec: &KeyRecord,
         charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
+        leave_out: Option<&NodeName>,
     ) -> Result<SignOutcome, NodeError> {
         let key_id = &request.key_id;
         // Our own ledger first: an attempt may have finished here.
@@ -274,7 +282,7 @@ impl Node {
         let failed_here = self.key_suspects(key_id);
         let probed: Vec<NodeName> = candidates
             .iter()
-            .filter(|c| !skipped.contains(c) && !failed_here.contains(c))
+            .filter(|c| !skipped.contains(c) && !failed_here.contains(c) && Some(*c) != leave_out)
             .cloned()
             .collect();
         let (mut down, ledgers) = self
@@ -291,6 +299,12 @@ impl Node {
             if candidates.contains(&s) && !down.iter().any(|(d, _)| *d == s) {
                 let why = "failed a signing session of this key moments ago";
                 down.push((s, why.to_owned()));
+            }
+        }
+        if let Some(s) = leave_out {
+            if candidates.contains(s) && !down.iter().any(|(d, _)| d == s) {
+                let why = "left out in turn by the elimination running here after a bad signature";
+                down.push((s.clone(), why.to_owned()));
             }
         }
         let mut recorded = None;

@@ -81,6 +81,7 @@ impl Node {
                 signers.push(idx);
             }
             self.check_not_banned(key_id, participants)?;
+            self.check_elimination(key_id, participants, from)?;
             let committee = committee_of(&rec)?;
             let expected = super::eid(request, epoch, participants, &p.nonce);
             if p.eid != expected {
@@ -269,12 +270,23 @@ impl Node {
                 error: ProtocolError::InvalidSignature,
                 blamed,
             }) => {
+                let (named, suspects) = self.eliminate(key_id, &p.eid, participants)?;
+                if let Some(node) = named {
+                    // Found by elimination: an abort that names a node.
+                    return Err(NodeError::Protocol {
+                        error: ProtocolError::InvalidSignature,
+                        blamed: Some(node),
+                    });
+                }
                 let why = format!(
                     "final signature of session {} (signers {}) failed verification at Unix {}; \
-                     no party was blamed",
+                     no party was blamed (suspects here: {}; after an unfreeze the key signs only \
+                     with signer sets that leave one of them out, until a second failure names \
+                     one or an admin runs `thresig keys unban`)",
                     p.eid,
                     names(participants),
-                    crate::node::now_unix()
+                    crate::node::now_unix(),
+                    suspects.join(", ")
                 );
                 self.store
                     .set_state(key_id, KeyState::Frozen(why.clone()))?;

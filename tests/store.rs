@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{cluster, ADMIN};
+use common::{cluster, ADMIN, CLIENT};
 use k256::elliptic_curve::ff::PrimeField;
 use thresig::domain::KeyId;
 use thresig::secret::SecretBytes;
@@ -156,6 +156,99 @@ async fn node_process_runs_without_core_dumps() {
         &fields[4..6],
         &["0", "0"],
         "core dumps still enabled: {core}"
+    );
+    c.stop().await;
+}
+
+/// Checklist 23: a flipped bit in a sealed share makes the node refuse that
+/// key, saying why (no silent fallback; the other nodes sign without it),
+/// and a truncated store file makes it refuse to start, naming the store,
+/// with the data directory left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_store_is_refused_and_says_why() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    // One bit of c's sealed share of k, flipped while c is down.
+    c.stop_node(2).await;
+    let db_path = c.configs[2].data_dir.join(Store::DB_FILE);
+    {
+        let db = redb::Database::open(&db_path).unwrap();
+        let shares: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("shares");
+        let slot = format!("k\u{0}{:020}", 0);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(shares).unwrap();
+            let mut v = t.get(slot.as_str()).unwrap().unwrap().value().to_vec();
+            let at = v.len() / 2;
+            v[at] ^= 0x01;
+            t.insert(slot.as_str(), v.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert!(read
+            .open_table(shares)
+            .unwrap()
+            .get(slot.as_str())
+            .unwrap()
+            .is_some());
+    }
+    c.start_node(2).await.unwrap();
+    // Asked to sign k through c: c says its share is damaged.
+    let e = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("k", [0x23; 32], "", "")
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("share of key k epoch 0") && text.contains("authentication failed"),
+        "{text}"
+    );
+    // a and b sign k without c.
+    for i in [0, 1] {
+        let d = [0x24 + i as u8; 32];
+        let resp = c
+            .client(i, CLIENT)
+            .unwrap()
+            .sign("k", d, "", "")
+            .await
+            .unwrap();
+        common::check_signature(&resp, &d, &info.public_key);
+        assert!(
+            !resp.participants.contains(&"c".to_owned()),
+            "{:?}",
+            resp.participants
+        );
+    }
+
+    // A truncated store file: c refuses to start, naming the store, and
+    // writes nothing (no new, empty store in its place).
+    c.stop_node(2).await;
+    let len = std::fs::metadata(&db_path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db_path)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let before = snapshot(&c.configs[2].data_dir);
+    let err = c.start_node(2).await.unwrap_err().to_string();
+    eprintln!("signing through c with a flipped share bit: {text}\ntruncated store: {err}");
+    assert!(
+        err.contains(Store::DB_FILE) && err.contains("corrupt") && err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&c.configs[2].data_dir),
+        before,
+        "a refused start changed the damaged store"
     );
     c.stop().await;
 }

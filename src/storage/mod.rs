@@ -152,7 +152,7 @@ impl Store {
         })?;
         let unlocked = seal::unlock_or_init(dir, passphrase)?;
         let path = dir.join(Self::DB_FILE);
-        let db = Database::create(&path).map_err(dberr)?;
+        let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
         let mut tx = db.begin_write().map_err(dberr)?;
         for t in [
             KEYS,
@@ -259,6 +259,28 @@ impl Store {
         let mut tx = self.db.begin_write().map_err(dberr)?;
         tx.set_durability(Durability::Immediate).map_err(dberr)?;
         Ok(tx)
+    }
+}
+
+/// Why the database file at `path` did not open, naming it.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StorageError {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => StorageError::Corrupt {
+            what: path.display().to_string(),
+            reason: format!(
+                "{why} (the store cannot be opened; restore it from a backup, or move it away and \
+                 have the committee rebuild this node's shares with `thresig keys repair`)"
+            ),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StorageError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Db(format!(
+            "{} is open in another process (is a node already running on this data directory?)",
+            path.display()
+        )),
+        other => StorageError::Db(format!("{}: {other}", path.display())),
     }
 }
 

@@ -107,7 +107,7 @@ async fn signs(c: &LocalCluster, via: usize, pk: &[u8], fill: u8, without: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keygen_left_generated_everywhere_activates_at_the_first_request() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
     faults::arm("a", points::COORDINATOR_BEFORE_ACTIVATE);
     let made = c.client(0, ADMIN).unwrap().create_key("k", 2, &[]).await;
     faults::disarm_all();
@@ -115,10 +115,33 @@ async fn a_keygen_left_generated_everywhere_activates_at_the_first_request() {
         made.is_err(),
         "the coordinator was to stop before activating"
     );
-    let state = |i: usize| c.nodes[i].as_ref().unwrap().node.key(&key()).unwrap().state;
-    for i in 0..3 {
-        assert_eq!(state(i), thresig::storage::KeyState::Generated, "node {i}");
+    fn state(c: &LocalCluster, i: usize) -> thresig::storage::KeyState {
+        c.nodes[i].as_ref().unwrap().node.key(&key()).unwrap().state
     }
+    for i in 0..3 {
+        assert_eq!(
+            state(&c, i),
+            thresig::storage::KeyState::Generated,
+            "node {i}"
+        );
+    }
+    // keys show says what the key waits for: c's receipt, while c is down.
+    c.stop_node(2).await;
+    let shown = c.client(1, ADMIN).unwrap().get_key("k").await.unwrap();
+    assert!(
+        shown
+            .state
+            .starts_with("generated: waiting for its activation certificate")
+            && shown.state.contains("missing c"),
+        "{}",
+        shown.state
+    );
+    // With c back, asking is enough: keys show fetches the certificate.
+    c.start_node(2).await.unwrap();
+    let shown = c.client(1, ADMIN).unwrap().get_key("k").await.unwrap();
+    assert_eq!(shown.state, "active");
+    assert_eq!(state(&c, 1), thresig::storage::KeyState::Active);
+    let state = |i: usize| state(&c, i);
     let pk = c.nodes[0]
         .as_ref()
         .unwrap()

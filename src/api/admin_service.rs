@@ -452,10 +452,29 @@ impl apb::admin_server::Admin for AdminService {
     ) -> Result<Response<apb::KeyInfo>, Status> {
         self.admin(&req, "read")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
-        let rec = self
+        let mut rec = self
             .node
             .key(&key)
             .map_err(|e| status(self.node.name(), &e))?;
-        Ok(Response::new(key_info_here(&self.node, &rec)))
+        // A key generated here and not active: its committee may hold the
+        // certificate (its keygen's coordinator died after every member
+        // stored its share); otherwise say what it waits for.
+        let mut waiting = None;
+        if rec.state == crate::storage::KeyState::Generated {
+            match self.node.keygen_activation(&rec).await {
+                Ok(()) => {
+                    rec = self
+                        .node
+                        .key(&key)
+                        .map_err(|e| status(self.node.name(), &e))?;
+                }
+                Err(why) => waiting = Some(why),
+            }
+        }
+        let mut info = key_info_here(&self.node, &rec);
+        if let Some(why) = waiting {
+            info.state = format!("generated: {why}");
+        }
+        Ok(Response::new(info))
     }
 }

@@ -220,34 +220,62 @@ impl Node {
     /// every member holds the generated share and sends its receipt) and
     /// activates it with that. Returns whether the key is active now.
     pub(crate) async fn fetch_keygen_activation(&self, rec: &KeyRecord) -> bool {
+        self.keygen_activation(rec).await.is_ok()
+    }
+
+    /// `fetch_keygen_activation`, saying what the key still waits for when
+    /// it cannot be activated yet (for `keys show`).
+    pub(crate) async fn keygen_activation(&self, rec: &KeyRecord) -> Result<(), String> {
         let Some(proof) = rec.rotation.filter(|_| rec.state == KeyState::Generated) else {
-            return false;
+            return Err(format!(
+                "key {} is {} here, not generated",
+                rec.key_id,
+                rec.state.label()
+            ));
         };
         let Some(eid) = ExecutionId::from_slice(&proof.eid) else {
-            return false;
+            return Err("its keygen proof is malformed".into());
         };
         let answers = self.committee_status(rec, true).await;
         let mut receipts = Vec::with_capacity(answers.len());
         let mut kept: Option<Certificate> = None;
-        for (_, answer) in answers {
-            let Ok(Outcome::ShareStatus { maintenance, .. }) = answer else {
-                continue;
-            };
-            if maintenance.activated == Some(proof) && !maintenance.certificate.is_empty() {
-                kept = Some(maintenance.certificate);
-            } else if let Some(r) = maintenance.generated {
-                receipts.push(*r);
+        let mut have = vec![self.name.to_string()];
+        let mut missing = Vec::new();
+        for (n, answer) in answers {
+            match answer {
+                Ok(Outcome::ShareStatus { maintenance, .. }) => {
+                    if maintenance.activated == Some(proof) && !maintenance.certificate.is_empty() {
+                        kept = Some(maintenance.certificate);
+                        have.push(n.to_string());
+                    } else if let Some(r) = maintenance.generated {
+                        receipts.push(*r);
+                        have.push(n.to_string());
+                    } else {
+                        missing.push(format!("{n} (holds no share of this keygen)"));
+                    }
+                }
+                Ok(_) => missing.push(format!("{n} (an unexpected answer)")),
+                Err(e) => missing.push(format!("{n} ({e})")),
             }
         }
         let certificate = kept.unwrap_or(Certificate(receipts));
         match self.participate_activate(&eid, &rec.key_id, 0, proof.confirmation, &certificate) {
             Ok(_) => {
                 tracing::warn!(key = %rec.key_id, "generated key activated with its committee's certificate");
-                true
+                Ok(())
             }
             Err(e) => {
                 tracing::info!(key = %rec.key_id, error = %e, "generated key not activated yet");
-                false
+                if missing.is_empty() {
+                    Err(format!("waiting for its activation certificate: {e}"))
+                } else {
+                    Err(format!(
+                        "waiting for its activation certificate: every member's receipt is needed; \
+                         have {}; missing {}",
+                        have.join(", "),
+                        missing.join(", ")
+                    ))
+                }
             }
         }
     }

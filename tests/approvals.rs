@@ -135,6 +135,72 @@ async fn a_hostile_node_cannot_take_a_key_over_or_pause_it_without_approvals() {
         );
     }
 
+    // Checklist 34, the rest: a keygen (squatting a key name), a repair of
+    // c, a delete and an unfreeze, each without approvals, are refused by
+    // every honest node they reach.
+    let squat = Proposal {
+        eid: thresig::domain::ExecutionId::from_slice(&[0x34; 32]).unwrap(),
+        nonce: vec![0x34; 64],
+        admin: None,
+        op: Operation::Keygen {
+            key_id: KeyId::parse("squat").unwrap(),
+            key_type: thresig::domain::KeyType::Secp256k1,
+            threshold: 2,
+            committee: names(&["a", "b", "c"]),
+        },
+    };
+    for to in ["b", "c"] {
+        denied(
+            x.propose(to, squat.clone()).await,
+            "carries no signed admin request",
+        );
+    }
+    let repair = Proposal {
+        eid: thresig::domain::ExecutionId::from_slice(&[0x35; 32]).unwrap(),
+        nonce: vec![0x35; 64],
+        admin: None,
+        op: Operation::Repair {
+            key_id: id.clone(),
+            target: NodeName::parse("c").unwrap(),
+            helpers: names(&["a", "b"]),
+            record: Box::new(rec.clone()),
+        },
+    };
+    for to in ["b", "c"] {
+        denied(
+            x.propose(to, repair.clone()).await,
+            "carries no signed admin request",
+        );
+    }
+    for (fill, action) in [(0x36, AdminOp::Delete), (0x37, AdminOp::Unfreeze)] {
+        let p = Proposal {
+            eid: thresig::domain::ExecutionId::from_slice(&[fill; 32]).unwrap(),
+            nonce: vec![fill; 64],
+            admin: None,
+            op: Operation::Lifecycle {
+                key_id: id.clone(),
+                action,
+            },
+        };
+        for to in ["b", "c"] {
+            denied(
+                x.propose(to, p.clone()).await,
+                "carries no signed admin request",
+            );
+        }
+    }
+    for i in [1, 2] {
+        assert!(
+            c.nodes[i]
+                .as_ref()
+                .unwrap()
+                .node
+                .key(&KeyId::parse("squat").unwrap())
+                .is_err(),
+            "node {i} took part in an unapproved keygen"
+        );
+    }
+
     // Nothing changed on any honest node: same record, nothing staged, no
     // share deleted, d holds nothing; and the key signs at once through b
     // and c (no pause), with b and c alone.

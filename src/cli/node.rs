@@ -49,7 +49,7 @@ pub enum Cmd {
 const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long `node run` keeps asking committee members it has not heard from
 /// before it says it serves (members that are down cost this once).
-const STARTUP_COMPARE_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+const STARTUP_COMPARE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
@@ -110,19 +110,10 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             // Every key's state compared with its committee before this node
             // says it serves: a freeze or delete it missed while down is
             // applied now, and it can take part in signing at once.
-            let (keys, mut silent) = running.node.sync_lifecycles().await;
-            // A member slow to answer on a busy host is asked again for a
-            // moment (a rolling restart may take the next node down as soon
-            // as this one serves).
-            let until = std::time::Instant::now() + STARTUP_COMPARE_FOR;
-            while std::time::Instant::now() < until {
-                let (unheard, still_silent) = running.node.sync_unheard_lifecycles().await;
-                silent = still_silent;
-                if unheard == 0 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
+            let (keys, silent) = running
+                .node
+                .sync_lifecycles_at_start(STARTUP_COMPARE_FOR)
+                .await;
             if keys > 0 {
                 eprintln!(
                     "node {}: compared the state of {keys} keys with their committees{}",

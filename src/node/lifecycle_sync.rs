@@ -74,7 +74,28 @@ impl Node {
     /// members of its committee (each within the probe timeout), applying
     /// what it missed. Returns (keys compared, keys no member answered for).
     pub async fn sync_lifecycles(&self) -> (usize, usize) {
-        self.sync_keys(false).await
+        self.sync_keys(false, false).await
+    }
+
+    /// At start, before this node says it serves: `sync_lifecycles`, then
+    /// for at most `for_at_most` the keys some member has not answered for
+    /// yet, asking every member again (even one that failed moments ago, and
+    /// with a longer wait than a probe: a member slow to answer on a busy
+    /// host, or just restarted, must not leave this node unvouched when a
+    /// rolling restart takes the next member down as soon as this one
+    /// serves). Returns (keys compared, keys no member answered for).
+    pub async fn sync_lifecycles_at_start(&self, for_at_most: Duration) -> (usize, usize) {
+        let (keys, mut silent) = self.sync_keys(false, true).await;
+        let started = Instant::now();
+        while started.elapsed() < for_at_most {
+            let (unheard, still_silent) = self.sync_keys(true, true).await;
+            silent = still_silent;
+            if unheard == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (keys, silent)
     }
 
     /// `sync_lifecycles` for the keys some member of whose committee has not
@@ -82,10 +103,12 @@ impl Node {
     /// a member was down): run every few seconds, so a node soon knows every
     /// member it could fall back on.
     pub async fn sync_unheard_lifecycles(&self) -> (usize, usize) {
-        self.sync_keys(true).await
+        self.sync_keys(true, false).await
     }
 
-    async fn sync_keys(&self, only_unheard: bool) -> (usize, usize) {
+    /// `patient`: ask members found down moments ago too, and wait three
+    /// probe timeouts for each answer.
+    async fn sync_keys(&self, only_unheard: bool, patient: bool) -> (usize, usize) {
         let keys: Vec<KeyId> = self
             .store
             .keys()
@@ -106,13 +129,13 @@ impl Node {
         let silent = futures::stream::iter(keys)
             .map(|k| async move {
                 // A member slow to connect on a busy host is asked once more.
-                let first = self.compare_key(&k).await;
+                let first = self.compare_key(&k, patient).await;
                 let members = self
                     .key(&k)
                     .map(|r| r.committee.len().saturating_sub(1))
                     .unwrap_or(0);
                 if first.len() < members {
-                    let again = self.compare_key(&k).await;
+                    let again = self.compare_key(&k, patient).await;
                     first.is_empty() && again.is_empty()
                 } else {
                     first.is_empty()
@@ -126,19 +149,29 @@ impl Node {
     }
 
     /// Asks every other member of `key_id`'s committee (not recently found
-    /// down) about the key; returns those that answered, and records them.
-    async fn compare_key(&self, key_id: &KeyId) -> Vec<NodeName> {
+    /// down, unless `patient`) about the key; returns those that answered,
+    /// and records them.
+    async fn compare_key(&self, key_id: &KeyId, patient: bool) -> Vec<NodeName> {
         let Ok(rec) = self.key(key_id) else {
             return Vec::new();
         };
-        let down = self.recently_down();
+        let down = if patient {
+            Vec::new()
+        } else {
+            self.recently_down()
+        };
+        let wait = if patient {
+            self.timeouts.ping.saturating_mul(3)
+        } else {
+            self.timeouts.ping
+        };
         let others: Vec<NodeName> = committee_of(&rec)
             .unwrap_or_default()
             .into_iter()
             .filter(|n| *n != self.name && !down.contains(n))
             .collect();
         let asks = others.iter().map(|n| async move {
-            let answered = self.compare_lifecycle(key_id, rec.epoch, n).await;
+            let answered = self.compare_lifecycle(key_id, rec.epoch, n, wait).await;
             if answered {
                 self.lifecycle_heard.note(key_id, vec![n.clone()]);
             }
@@ -178,7 +211,7 @@ impl Node {
             // A committee of two: nobody else to ask.
             return Ok(());
         }
-        let answered = self.compare_key(key_id).await;
+        let answered = self.compare_key(key_id, false).await;
         if answered.iter().any(|n| n != coordinator) {
             return Ok(());
         }
@@ -193,9 +226,15 @@ impl Node {
 
     /// Asks `n` about `key_id`: true if it answered. A freeze or delete it
     /// applied that this node missed is applied here first.
-    async fn compare_lifecycle(&self, key_id: &KeyId, epoch: u64, n: &NodeName) -> bool {
+    async fn compare_lifecycle(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        n: &NodeName,
+        wait: Duration,
+    ) -> bool {
         let ask = self.net.propose(n, status_query(key_id, epoch, None));
-        match tokio::time::timeout(self.timeouts.ping, ask).await {
+        match tokio::time::timeout(wait, ask).await {
             Ok(Ok(Outcome::ShareStatus {
                 lifecycle, signing, ..
             })) => {

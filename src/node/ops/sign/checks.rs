@@ -161,7 +161,12 @@ impl Node {
                 Ok(Ok(_)) => {}
                 // A refusal is not evidence: only a conflict shown with the
                 // client's signed request stops a request.
-                Ok(Err(e)) if e.reason().is_precondition() => {
+                Ok(Err(e))
+                    if matches!(
+                        e.reason(),
+                        crate::node::Reason::SlotConflict | crate::node::Reason::BelowWatermark
+                    ) =>
+                {
                     self.ignore_conflict(request, &n, &e.to_string(), "it showed no evidence");
                 }
                 Ok(Err(e)) => {

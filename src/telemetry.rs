@@ -66,6 +66,9 @@ pub struct Metrics {
     limits: Family<CertLabel, Gauge>,
     peer_refusals: Counter,
     peer_refusals_coalesced: Counter,
+    /// Serialises the catch-up of the counters above (two scrapes at once
+    /// must not both add the same difference).
+    refusals_sync: std::sync::Mutex<()>,
 }
 
 type OpLabels = [(&'static str, &'static str); 2];
@@ -230,6 +233,7 @@ impl Metrics {
             limits,
             peer_refusals,
             peer_refusals_coalesced,
+            refusals_sync: std::sync::Mutex::new(()),
             registry,
             requests,
             latency,
@@ -328,6 +332,10 @@ impl Metrics {
     /// The node's refusal counts since start (`thresig_peer_refusals_total`
     /// and `thresig_peer_refusals_coalesced_total`).
     pub fn set_refusals(&self, total: u64, coalesced: u64) {
+        let _one = self
+            .refusals_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (counter, now) in [
             (&self.peer_refusals, total),
             (&self.peer_refusals_coalesced, coalesced),

@@ -458,3 +458,54 @@ async fn an_honest_node_shows_the_request_behind_its_watermark() {
     }
     c.stop().await;
 }
+
+/// A hostile member picked as a signer refuses the slot at admission,
+/// claiming a conflict it cannot show: the request is signed again without
+/// it (as a non-signer it gets the slot by gossip, where a conflict counts
+/// only with evidence).
+fn refuse_slot(req: &pb::ProposeRequest) -> pb::ProposeResponse {
+    let reason = match req.op {
+        Some(pb::propose_request::Op::Sign(_)) => pb::Reason::SlotConflict,
+        _ => pb::Reason::Unavailable,
+    };
+    pb::ProposeResponse {
+        result: Some(pb::propose_response::Result::Refusal(pb::Refusal {
+            reason: reason.into(),
+            message: "slot already signed for another digest".into(),
+            retry_after_ms: 0,
+            blamed: String::new(),
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signer_refusing_a_slot_without_evidence_is_signed_around() {
+    let (_dir, mut c) = cluster(&["a", "b", "c", "d"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 3, &[])
+        .await
+        .unwrap();
+    c.stop_node(2).await;
+    let hostile = serve_hostile(&c, 2, refuse_slot).await;
+    let slot = thresig::client::Slot {
+        scope: "chain".into(),
+        height: 5,
+        round: 0,
+        step: 0,
+    };
+    let d = [0x55; 32];
+    let resp = c
+        .client(0, CLIENT)
+        .unwrap()
+        .sign_at("k", d, "", "", slot)
+        .await
+        .unwrap();
+    check_signature(&resp, &d, &info.public_key);
+    let mut signers = resp.participants.clone();
+    signers.sort();
+    assert_eq!(signers, ["a", "b", "d"]);
+    hostile.abort();
+    c.stop().await;
+}

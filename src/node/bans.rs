@@ -108,6 +108,12 @@ impl Node {
             .filter(|p| **p != self.name)
             .map(ToString::to_string)
             .collect();
+        // With t = n every signer set holds every suspect: nothing to leave
+        // out, so no elimination (the key stays frozen until an unfreeze).
+        let rec = self.key(key)?;
+        if rec.committee.len() <= usize::from(rec.threshold) {
+            return Ok((None, others));
+        }
         let fresh = || Elimination {
             suspects: others.clone(),
             since_unix: now_unix(),

@@ -85,17 +85,20 @@ impl Node {
     /// rolling restart takes the next member down as soon as this one
     /// serves). Returns (keys compared, keys no member answered for).
     pub async fn sync_lifecycles_at_start(&self, for_at_most: Duration) -> (usize, usize) {
-        let (keys, mut silent) = self.sync_keys(false, true).await;
-        let started = Instant::now();
-        while started.elapsed() < for_at_most {
-            let (unheard, still_silent) = self.sync_keys(true, true).await;
-            silent = still_silent;
-            if unheard == 0 {
-                break;
+        let (keys, first) = self.sync_keys(false, false).await;
+        let silent = std::sync::atomic::AtomicUsize::new(first);
+        let again = async {
+            loop {
+                let (unheard, still_silent) = self.sync_keys(true, true).await;
+                silent.store(still_silent, std::sync::atomic::Ordering::Relaxed);
+                if unheard == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        (keys, silent)
+        };
+        let _ = tokio::time::timeout(for_at_most, again).await;
+        (keys, silent.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// `sync_lifecycles` for the keys some member of whose committee has not

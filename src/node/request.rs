@@ -173,6 +173,18 @@ pub trait RequestVerifier: Send + Sync + 'static {
     /// The same check of a node's staging receipt: the chain must carry a
     /// `node/<name>` identity. Returns the node's name.
     fn verify_node(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String>;
+    /// `verify`, with the certificate's validity taken at `at_unix` rather
+    /// than now: for evidence that a client signed a request in the past
+    /// (its certificate may have expired since). The CA and CRL are today's.
+    fn verify_at(
+        &self,
+        auth: &ClientAuth,
+        message: &[u8],
+        at_unix: u64,
+    ) -> Result<NodeName, String> {
+        let _ = at_unix;
+        self.verify(auth, message)
+    }
     /// Forgets any verification remembered (the CA bundle or CRL changed).
     fn forget(&self) {}
 }
@@ -238,6 +250,16 @@ impl RequestVerifier for CachedVerifier {
         }
         seen.insert(fp, (now, client.clone()));
         Ok(client)
+    }
+
+    /// Evidence of past requests is rare and is not cached.
+    fn verify_at(
+        &self,
+        auth: &ClientAuth,
+        message: &[u8],
+        at_unix: u64,
+    ) -> Result<NodeName, String> {
+        self.inner.verify_at(auth, message, at_unix)
     }
 
     /// Admin approvals are rare and are not cached.

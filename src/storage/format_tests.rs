@@ -423,3 +423,27 @@ fn a_tampered_v1_value_stays_refused_after_migration() {
         .unwrap();
     assert!(m.event.detail.contains("1 left"), "{m:?}");
 }
+
+/// A format-1 store opened under another node's name: no share opens (each
+/// is bound to its node), so nothing is migrated and the open is refused,
+/// leaving the files as they were; under the right name it then migrates.
+#[test]
+fn a_v1_store_opened_under_the_wrong_name_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["store.meta", "thresig.redb"] {
+        std::fs::copy(fixture().join("a").join(f), dir.path().join(f)).unwrap();
+    }
+    let meta_before = std::fs::read(dir.path().join("store.meta")).unwrap();
+    let err = Store::open(dir.path(), &NodeName::parse("b").unwrap(), &pass_a()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("none of its 1 shares opens for node b"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("store.meta")).unwrap(),
+        meta_before
+    );
+    let store = Store::open(dir.path(), &NodeName::parse("a").unwrap(), &pass_a()).unwrap();
+    assert!(store.share(&key(), 0).is_ok());
+}

@@ -96,6 +96,8 @@ pub(super) fn v1_to_v2(
     {
         let mut t = tx.open_table(super::SHARES).map_err(dberr)?;
         let rows = collect(&t)?;
+        let total = rows.len();
+        let mut unopened = 0usize;
         for (slot, sealed) in rows {
             let parsed = slot
                 .split_once('\u{0}')
@@ -108,6 +110,7 @@ pub(super) fn v1_to_v2(
                 Ok(s) => s,
                 Err(_) => {
                     done.left_bad += 1;
+                    unopened += 1;
                     continue;
                 }
             };
@@ -115,6 +118,19 @@ pub(super) fn v1_to_v2(
             t.insert(slot.as_str(), resealed.as_slice())
                 .map_err(dberr)?;
             done.shares += 1;
+        }
+        // Not one share opens: the store is not this node's as named (a
+        // share is bound to the node name), not a tampered share or two.
+        // Migrating would leave every share sealed under a key no later
+        // open uses; nothing is committed instead.
+        if total > 0 && unopened == total {
+            return Err(StorageError::Corrupt {
+                what: "store".into(),
+                reason: format!(
+                    "none of its {total} shares opens for node {node} under its format-1 key: is \
+                     `node.name` right for this data directory? The store was left as it was"
+                ),
+            });
         }
     }
     relink_audit(tx, old, new, &mut done)?;

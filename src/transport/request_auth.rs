@@ -139,15 +139,25 @@ fn algorithm(
 
 impl RequestVerifier for CertRequestVerifier {
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
-        self.verify_as(auth, message, Role::Client)
+        self.verify_as(auth, message, Role::Client, UnixTime::now())
+    }
+
+    fn verify_at(
+        &self,
+        auth: &ClientAuth,
+        message: &[u8],
+        at_unix: u64,
+    ) -> Result<NodeName, String> {
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at_unix));
+        self.verify_as(auth, message, Role::Client, at)
     }
 
     fn verify_admin(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
-        self.verify_as(auth, message, Role::Admin)
+        self.verify_as(auth, message, Role::Admin, UnixTime::now())
     }
 
     fn verify_node(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
-        self.verify_as(auth, message, Role::Node)
+        self.verify_as(auth, message, Role::Node, UnixTime::now())
     }
 }
 
@@ -178,7 +188,13 @@ impl crate::node::activation::ReceiptSigner for NodeReceiptSigner {
 impl CertRequestVerifier {
     /// Chain to the pinned CA (validity, CRL), a `role` identity, and its
     /// signature over `message`.
-    fn verify_as(&self, auth: &ClientAuth, message: &[u8], role: Role) -> Result<NodeName, String> {
+    fn verify_as(
+        &self,
+        auth: &ClientAuth,
+        message: &[u8],
+        role: Role,
+        at: UnixTime,
+    ) -> Result<NodeName, String> {
         let who = role.as_str();
         let (leaf, rest) = auth
             .chain
@@ -191,7 +207,7 @@ impl CertRequestVerifier {
             .collect();
         self.chain
             .get()
-            .verify_client_cert(&leaf, &intermediates, UnixTime::now())
+            .verify_client_cert(&leaf, &intermediates, at)
             .map_err(|e| format!("{who} certificate refused: {e}"))?;
         let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
         if id.role != role {

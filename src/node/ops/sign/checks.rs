@@ -153,8 +153,10 @@ impl Node {
         for (n, r) in futures::future::join_all(calls).await {
             match r {
                 Ok(Ok(Outcome::SlotConflict { reason, evidence })) => {
-                    match self.proven_conflict(request, evidence.as_deref()) {
-                        Ok(e) => return Err(e.at(&n)),
+                    // A proven conflict ends the request (it names the node
+                    // that showed it, and is not that node's failure).
+                    match self.proven_conflict(request, evidence.as_deref(), &n) {
+                        Ok(e) => return Err(e),
                         Err(why) => self.ignore_conflict(request, &n, &reason, &why),
                     }
                 }
@@ -179,13 +181,14 @@ impl Node {
     }
 
     /// The refusal of `request` that `evidence` proves: a request for the
-    /// same key and scope, signed by a client this node's policy lets sign
-    /// with the key, at the same position for another digest or at a higher
-    /// position. Why not, otherwise.
+    /// same key and scope, signed by a client of this cluster, at the same
+    /// position for another digest or at a higher position. Why not,
+    /// otherwise.
     fn proven_conflict(
         &self,
         request: &SignRequest,
         evidence: Option<&(SignRequest, ClientAuth)>,
+        shown_by: &NodeName,
     ) -> Result<NodeError, String> {
         let (theirs, auth) = evidence.ok_or("it showed no evidence")?;
         let (Some(ours), Some(slot)) = (&request.slot, &theirs.slot) else {
@@ -205,24 +208,26 @@ impl Node {
             ));
         }
         // The client's signature, not the request's age: the evidence may
-        // be long expired; it only has to have been signed.
+        // be long expired; it only has to have been signed by a client of
+        // this cluster whose certificate was valid then (the request was
+        // signed before its expiry). Not this node's policy of today: the
+        // holder took it under its own policy when it was signed, and an
+        // honest conflict must not be ignored for a policy change.
+        let then = theirs.expiry_unix.min(crate::node::now_unix());
         let client = self
             .verifier
-            .verify(auth, &theirs.canonical_bytes())
+            .verify_at(auth, &theirs.canonical_bytes(), then)
             .map_err(|e| format!("its evidence is not a client's signed request: {e}"))?;
-        self.authorize_sign(&client, theirs, false).map_err(|e| {
-            format!("its evidence was signed by client {client}, who may not sign: {e}")
-        })?;
         let msg = if slot.position() == ours.position() {
             format!(
                 "slot {ours} of key {} was already signed for another digest (request {} of \
-                 client {client}); refused (double-sign protection)",
+                 client {client}, shown by node {shown_by}); refused (double-sign protection)",
                 request.key_id, theirs.request_id
             )
         } else {
             format!(
                 "slot {ours} of key {} is below its watermark {}/{}/{} (request {} of client \
-                 {client}; double-sign protection)",
+                 {client}, shown by node {shown_by}; double-sign protection)",
                 request.key_id, slot.height, slot.round, slot.step, theirs.request_id
             )
         };

@@ -238,6 +238,20 @@ impl Node {
                 culprits.push(node.clone());
             }
         }
+        // Another participant that refused the slot: no veto without
+        // evidence. The request is signed again without it; as a non-signer
+        // it then gets the slot by gossip, where a conflict counts only with
+        // the client's signed request behind it (`checks.rs`).
+        if let NodeError::At { node, error } = e {
+            if *node != self.name
+                && matches!(
+                    error.reason(),
+                    Reason::SlotConflict | Reason::BelowWatermark
+                )
+            {
+                culprits.push(node.clone());
+            }
+        }
         culprits.retain(|n| *n != self.name);
         culprits
     }

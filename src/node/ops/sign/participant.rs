@@ -270,14 +270,18 @@ impl Node {
                 error: ProtocolError::InvalidSignature,
                 blamed,
             }) => {
-                let (named, suspects) = self.eliminate(key_id, &p.eid, participants)?;
-                if let Some(node) = named {
+                let suspects = match self.eliminate(key_id, &p.eid, participants) {
                     // Found by elimination: an abort that names a node.
-                    return Err(NodeError::Protocol {
-                        error: ProtocolError::InvalidSignature,
-                        blamed: Some(node),
-                    });
-                }
+                    Ok((Some(node), _)) => {
+                        return Err(NodeError::Protocol {
+                            error: ProtocolError::InvalidSignature,
+                            blamed: Some(node),
+                        })
+                    }
+                    Ok((None, suspects)) => suspects,
+                    // The freeze never depends on the elimination's bookkeeping.
+                    Err(e) => vec![format!("? (the elimination could not be recorded: {e})")],
+                };
                 let why = format!(
                     "final signature of session {} (signers {}) failed verification at Unix {}; \
                      no party was blamed (suspects here: {}; after an unfreeze the key signs only \

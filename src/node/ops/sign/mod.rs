@@ -198,7 +198,7 @@ impl Node {
             let fresh = self.key(key_id)?;
             let moved = fresh.epoch != rec.epoch;
             let mismatch = e.reason() == Reason::EpochMismatch;
-            let culprits = self.culprits(&e);
+            let culprits = self.culprits(&e, &request);
             if moved || (mismatch && !retried_mismatch) {
                 retried_mismatch |= mismatch;
                 tracing::info!(
@@ -231,7 +231,7 @@ impl Node {
     /// `NodeError::culprits`). A participant that refused to sign with this
     /// node (it banned this node for the key) is one: signing goes on
     /// without it.
-    fn culprits(&self, e: &NodeError) -> Vec<NodeName> {
+    fn culprits(&self, e: &NodeError, request: &SignRequest) -> Vec<NodeName> {
         let mut culprits = e.culprits();
         if culprits.contains(&self.name) {
             if let NodeError::At { node, .. } = e {
@@ -242,18 +242,38 @@ impl Node {
         // evidence. The request is signed again without it; as a non-signer
         // it then gets the slot by gossip, where a conflict counts only with
         // the client's signed request behind it (`checks.rs`).
+        // (Unless this node's own watermark refuses the slot too: then the
+        // refusal stands, whoever reported it first.)
         if let NodeError::At { node, error } = e {
             if *node != self.name
                 && matches!(
                     error.reason(),
                     Reason::SlotConflict | Reason::BelowWatermark
                 )
+                && !self.own_watermark_refuses(request)
             {
                 culprits.push(node.clone());
             }
         }
         culprits.retain(|n| *n != self.name);
         culprits
+    }
+
+    /// Whether this node's own watermark refuses `request`'s slot: a higher
+    /// position, or the same one for another digest.
+    fn own_watermark_refuses(&self, request: &SignRequest) -> bool {
+        let Some(slot) = &request.slot else {
+            return false;
+        };
+        match self.store.watermark(&request.key_id, &slot.scope) {
+            Ok(Some(w)) => {
+                let held = (w.height, w.round, w.step);
+                held > slot.position() || (held == slot.position() && w.digest != request.digest.0)
+            }
+            Ok(None) => false,
+            // Unreadable: err towards refusing.
+            Err(_) => true,
+        }
     }
 
     /// The committee as signing candidates: ourselves first, then the others

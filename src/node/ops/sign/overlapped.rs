@@ -92,11 +92,11 @@ impl Node {
                 if e.reason().is_transit()
                     || e.reason().is_precondition()
                     || matches!(e.reason(), Reason::Unavailable | Reason::Paused)
-                    || !self.culprits(&e).is_empty() =>
+                    || !self.culprits(&e, request).is_empty() =>
             {
                 // A participant that stalled or could not be reached is
                 // avoided by the checked path and by the next requests.
-                self.suspect_for_key(&request.key_id, &self.culprits(&e));
+                self.suspect_for_key(&request.key_id, &self.culprits(&e, request));
                 Attempt::GaveWay(e.to_string())
             }
             (Ok(()), Err(e)) => Attempt::Failed(e),

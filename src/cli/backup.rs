@@ -60,7 +60,7 @@ pub enum Cmd {
 /// Where the store passphrase comes from: the node's config (its
 /// passphrase_env or passphrase_file), or a file. Paths only: the passphrase
 /// itself is read into `SecretBytes` (redacted `Debug`), never held here.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct Passphrase {
     /// The node's config: its store passphrase source (and, for restore, its
     /// data_dir).
@@ -69,6 +69,17 @@ pub struct Passphrase {
     /// A file holding the store passphrase (a trailing newline is ignored).
     #[arg(long, conflicts_with = "config")]
     passphrase_file: Option<PathBuf>,
+}
+
+/// Written by hand, though it holds only paths: it names where the
+/// passphrase comes from, never anything read from there.
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passphrase")
+            .field("config", &self.config)
+            .field("passphrase_file", &self.passphrase_file)
+            .finish()
+    }
 }
 
 impl Passphrase {

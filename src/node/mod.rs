@@ -64,6 +64,7 @@ mod restored;
 mod router;
 mod session;
 mod shares;
+pub mod signed_evidence;
 mod status;
 
 use std::sync::Arc;

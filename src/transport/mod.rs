@@ -16,6 +16,7 @@ pub mod tls;
 mod wire;
 mod wire_admin;
 mod wire_auth;
+mod wire_records;
 mod wire_status;
 
 pub use conn::{

@@ -8,6 +8,7 @@ use crate::node::ops::OpKind;
 use crate::node::request::{ClientAuth, SignRequest};
 use crate::node::{Node, NodeError, Operation, Outcome, Proposal};
 use crate::protocol::sign::Signature;
+use crate::storage::rules::{slot_verdict, SlotVerdict};
 use crate::storage::{KeyRecord, LedgerEntry};
 
 use super::SignOutcome;
@@ -200,9 +201,19 @@ impl Node {
                 theirs.key_id, slot.scope
             ));
         }
-        let conflicts = slot.position() > ours.position()
-            || (slot.position() == ours.position() && theirs.digest != request.digest);
-        if !conflicts {
+        // The double-sign rule itself, with their request as the watermark.
+        let held = crate::storage::Watermark {
+            height: slot.height,
+            round: slot.round,
+            step: slot.step,
+            digest: theirs.digest.0,
+            request_id: theirs.request_id.clone(),
+        };
+        let verdict = slot_verdict(Some(&held), ours.position(), &request.digest.0);
+        if !matches!(
+            verdict,
+            SlotVerdict::Below { .. } | SlotVerdict::OtherDigest { .. }
+        ) {
             return Err(format!(
                 "its evidence (slot {slot}) does not conflict with slot {ours}"
             ));
@@ -218,7 +229,8 @@ impl Node {
             .verifier
             .verify_at(auth, &theirs.canonical_bytes(), then)
             .map_err(|e| format!("its evidence is not a client's signed request: {e}"))?;
-        let msg = if slot.position() == ours.position() {
+        let same_slot = matches!(verdict, SlotVerdict::OtherDigest { .. });
+        let msg = if same_slot {
             format!(
                 "slot {ours} of key {} was already signed for another digest (request {} of \
                  client {client}, shown by node {shown_by}); refused (double-sign protection)",
@@ -231,7 +243,7 @@ impl Node {
                 request.key_id, slot.height, slot.round, slot.step, theirs.request_id
             )
         };
-        Ok(if slot.position() == ours.position() {
+        Ok(if same_slot {
             NodeError::SlotConflict(msg)
         } else {
             NodeError::BelowWatermark(msg)

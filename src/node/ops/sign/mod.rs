@@ -265,12 +265,12 @@ impl Node {
         let Some(slot) = &request.slot else {
             return false;
         };
+        use crate::storage::rules::{slot_verdict, SlotVerdict};
         match self.store.watermark(&request.key_id, &slot.scope) {
-            Ok(Some(w)) => {
-                let held = (w.height, w.round, w.step);
-                held > slot.position() || (held == slot.position() && w.digest != request.digest.0)
-            }
-            Ok(None) => false,
+            Ok(w) => matches!(
+                slot_verdict(w.as_ref(), slot.position(), &request.digest.0),
+                SlotVerdict::Below { .. } | SlotVerdict::OtherDigest { .. }
+            ),
             // Unreadable: err towards refusing.
             Err(_) => true,
         }

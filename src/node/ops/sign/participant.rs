@@ -142,7 +142,7 @@ impl Node {
         // raises: the evidence this node shows if it ever refuses a
         // conflicting slot (no veto without evidence).
         let evidence = if request.slot.is_some() {
-            crate::node::request::encode_signed(request, auth).unwrap_or_default()
+            crate::node::signed_evidence::encode_signed(request, auth).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -344,7 +344,8 @@ impl Node {
                 return Err(e);
             }
         };
-        let evidence = crate::node::request::encode_signed(request, auth).unwrap_or_default();
+        let evidence =
+            crate::node::signed_evidence::encode_signed(request, auth).unwrap_or_default();
         let r = self
             .store
             .watermark_commit(
@@ -377,7 +378,7 @@ impl Node {
                 let evidence = self
                     .store
                     .slot_evidence(&request.key_id, &slot.scope)?
-                    .and_then(|b| crate::node::request::decode_signed(&b).ok())
+                    .and_then(|b| crate::node::signed_evidence::decode_signed(&b).ok())
                     .map(Box::new);
                 Ok(Outcome::SlotConflict {
                     reason: e.to_string(),

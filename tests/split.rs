@@ -284,13 +284,14 @@ async fn withheld_refresh_message_then_activation() {
         .create_key("k", 2, &[])
         .await
         .unwrap();
+    // b stops at BEFORE_STAGE, and waits there until a and c (the
+    // rotation's coordinator, whose own session would be cancelled by b's
+    // failure) have staged: as if c had withheld its last message from b.
     faults::arm("b", points::BEFORE_STAGE);
-    let stopped = c.client(2, ADMIN).unwrap().rotate_key("k").await;
-    faults::disarm_all();
-    assert!(stopped.is_err());
-    // The rotation's error comes back as soon as b fails; a and c finish
-    // their own sessions (they got every message) and stage meanwhile.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    faults::hold("b", points::BEFORE_STAGE);
+    let mut admin = c.client(2, ADMIN).unwrap();
+    let rotation = tokio::spawn(async move { admin.rotate_key("k").await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while (staged_at(&c, 0), staged_at(&c, 2)) != (Some(1), Some(1)) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -299,6 +300,10 @@ async fn withheld_refresh_message_then_activation() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    faults::release_holds();
+    let stopped = rotation.await.unwrap();
+    faults::disarm_all();
+    assert!(stopped.is_err(), "b was to stop before staging");
     assert_eq!(
         (staged_at(&c, 0), staged_at(&c, 1), staged_at(&c, 2)),
         (Some(1), None, Some(1))

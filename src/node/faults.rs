@@ -58,6 +58,33 @@ mod imp {
     static ARMED: Mutex<Option<HashSet<(String, &'static str)>>> = Mutex::new(None);
     /// Nodes that hit a crash point: "dead" until `disarm_all`.
     static DEAD: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    /// Points at which a node waits (as if its process were paused) until
+    /// `release_holds` or `disarm_all`.
+    static HELD: Mutex<Option<HashSet<(String, &'static str)>>> = Mutex::new(None);
+
+    /// Makes `node` wait at `point` until `release_holds` (then any crash
+    /// armed at the same point fires): a test can see what the others do
+    /// while one node is stuck there, without racing it.
+    pub fn hold(node: &str, point: &'static str) {
+        if let Ok(mut g) = HELD.lock() {
+            g.get_or_insert_with(HashSet::new)
+                .insert((node.to_owned(), point));
+        }
+    }
+
+    /// Lets every held node go on.
+    pub fn release_holds() {
+        if let Ok(mut g) = HELD.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn is_held(node: &str, point: &'static str) -> bool {
+        HELD.lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|s| s.contains(&(node.to_owned(), point))))
+            .unwrap_or(false)
+    }
 
     /// Arms `point` on `node` until `disarm_all`.
     pub fn arm(node: &str, point: &'static str) {
@@ -69,6 +96,7 @@ mod imp {
 
     /// Disarms every point and revives every node (the "process" restarts clean).
     pub fn disarm_all() {
+        release_holds();
         if let Ok(mut g) = ARMED.lock() {
             *g = None;
         }
@@ -101,7 +129,16 @@ mod imp {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use imp::{arm, disarm_all, kill};
+pub use imp::{arm, disarm_all, hold, kill, release_holds};
+
+/// Waits while `point` is held on `node` (fault-injection builds only).
+pub async fn wait_if_held(node: &crate::domain::NodeName, point: &'static str) {
+    #[cfg(feature = "fault-injection")]
+    while imp::is_held(node.as_str(), point) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = (node, point);
+}
 
 /// Returns an error if `point` is armed on `node` (fault-injection builds only).
 #[inline]

@@ -222,6 +222,7 @@ impl Node {
             let out = session
                 .run_session(scheme::refresh(share, &package, p.eid.as_bytes()))
                 .await?;
+            faults::wait_if_held(&self.name, faults::points::BEFORE_STAGE).await;
             faults::check(&self.name, faults::points::BEFORE_STAGE)?;
             let proof = RotationProof {
                 eid: *p.eid.as_bytes(),

@@ -64,6 +64,15 @@ fn io(path: &Path, e: std::io::Error) -> ClusterError {
 }
 
 impl LocalCluster {
+    /// The cluster admin requests for this cluster name (its trust domain
+    /// and the cluster id of its CA).
+    pub fn cluster(&self) -> String {
+        crate::pki::cluster_name(
+            TRUST_DOMAIN,
+            &crate::transport::tls::cluster_id(&self.layout.ca_cert()).unwrap_or_default(),
+        )
+    }
+
     /// Creates certificates, passphrase files and configs under `root`, then
     /// starts every node.
     pub async fn start(

@@ -97,6 +97,49 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+/// The organizational unit of a CA certificate made by `certs init` starts
+/// with this, then the cluster's id (16 random bytes in hex). Admin requests
+/// name the trust domain and that id (`node/admin_request.rs`), so that
+/// approvals for one cluster are refused by another.
+pub const CLUSTER_OU_PREFIX: &str = "thresig-cluster ";
+
+/// The cluster id the CA certificates of a bundle carry: empty when none
+/// does (a CA made elsewhere); an error when two carry different ids (a CA
+/// rollover's new CA must carry the old one's id).
+pub fn cluster_id_of(bundle: &[rustls::pki_types::CertificateDer<'_>]) -> Result<String, String> {
+    use x509_parser::prelude::FromDer;
+    let mut found: Option<String> = None;
+    for (i, der) in bundle.iter().enumerate() {
+        let (_, x) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| format!("CA certificate {}: {e}", i.saturating_add(1)))?;
+        for ou in x.subject().iter_organizational_unit() {
+            let Some(id) = ou.as_str().ok().and_then(|s| s.strip_prefix(CLUSTER_OU_PREFIX)) else {
+                continue;
+            };
+            match &found {
+                Some(other) if other != id => {
+                    return Err(format!(
+                        "the CA bundle names two clusters ({other} and {id}); a new CA must \
+                         carry the cluster id of the one it replaces"
+                    ))
+                }
+                _ => found = Some(id.to_owned()),
+            }
+        }
+    }
+    Ok(found.unwrap_or_default())
+}
+
+/// The cluster an admin request is for: "<trust domain>/<cluster id>", or
+/// the trust domain alone when the CA carries no cluster id.
+pub fn cluster_name(trust_domain: &str, cluster_id: &str) -> String {
+    if cluster_id.is_empty() {
+        trust_domain.to_owned()
+    } else {
+        format!("{trust_domain}/{cluster_id}")
+    }
+}
+
 /// The SPIFFE URI of an identity.
 pub fn spiffe_uri(trust_domain: &str, role: Role, name: &str) -> String {
     format!("spiffe://{trust_domain}/{}/{name}", role.as_str())
@@ -119,6 +162,12 @@ impl Ca {
                 "thresig cluster CA ({trust_domain}) {today} {}",
                 hex::encode(tag)
             ),
+        );
+        let mut cluster = [0u8; 16];
+        getrandom::fill(&mut cluster).map_err(|e| PkiError::Other(e.to_string()))?;
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            format!("{CLUSTER_OU_PREFIX}{}", hex::encode(cluster)),
         );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![

@@ -274,6 +274,7 @@ fn signed_pb(
     pb::SignProposal {
         key_id: request.key_id.to_string(),
         epoch: 0,
+        lifecycle_seq: 0,
         digest: request.digest.0.to_vec(),
         path: request.path.to_string(),
         request_id: request.request_id.clone(),

@@ -33,6 +33,7 @@ fn tampered(
         nonce,
         admin: None,
         op: Operation::Sign {
+            lifecycle_seq: 0,
             epoch: 0,
             request: Box::new(altered),
             auth: Box::new(auth),

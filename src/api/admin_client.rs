@@ -52,8 +52,10 @@ fn approvals(v: &[ClientAuth]) -> Vec<AdminApproval> {
 
 impl AdminRequest {
     /// A new request for `operation` on `key` with a random request id,
-    /// valid for `valid_for` (at most 7 days). Set the fields the operation
-    /// takes (committee, threshold, target, key type) on the result.
+    /// issued now and valid for `valid_for` (at most 7 days). Set the fields
+    /// the operation takes (committee, threshold, target, key type, the
+    /// lifecycle sequence of a freeze, unfreeze or delete) and the cluster
+    /// (`Client::cluster`) on the result.
     pub fn new(operation: AdminOp, key: &str, valid_for: Duration) -> Result<Self, ClientError> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| invalid(format!("rng: {e}")))?;
@@ -69,7 +71,10 @@ impl AdminRequest {
             threshold: 0,
             target: None,
             exclude: Vec::new(),
+            cluster: String::new(),
+            lifecycle_seq: 0,
             request_id: format!("adm-{}", hex::encode(id)),
+            issued_unix: now,
             expiry_unix: now.saturating_add(valid_for.as_secs()),
         })
     }
@@ -95,6 +100,7 @@ impl Client {
         let key_type = r.key_type.map(|t| t.to_string()).unwrap_or_default();
         let committee: Vec<String> = r.committee.iter().map(ToString::to_string).collect();
         let (request_id, expiry_unix) = (r.request_id.clone(), r.expiry_unix);
+        let (issued_unix, cluster) = (r.issued_unix, r.cluster.clone());
         let approvals = approvals(&signed.approvals);
         let exclude: Vec<String> = r.exclude.iter().map(ToString::to_string).collect();
         if !exclude.is_empty() && r.operation != AdminOp::Reshare {
@@ -111,6 +117,8 @@ impl Client {
                         request_id,
                         expiry_unix,
                         approvals,
+                        issued_unix,
+                        cluster,
                     })
                     .await?
                     .into_inner(),
@@ -123,6 +131,8 @@ impl Client {
                         request_id,
                         expiry_unix,
                         approvals,
+                        issued_unix,
+                        cluster,
                     })
                     .await?
                     .into_inner(),
@@ -140,6 +150,8 @@ impl Client {
                         request_id,
                         expiry_unix,
                         approvals,
+                        issued_unix,
+                        cluster,
                     })
                     .await?
                     .into_inner(),
@@ -151,6 +163,9 @@ impl Client {
                     request_id,
                     expiry_unix,
                     approvals,
+                    issued_unix,
+                    cluster,
+                    lifecycle_seq: r.lifecycle_seq,
                 };
                 let resp = match r.operation {
                     AdminOp::Freeze => admin.freeze_key(req).await?,
@@ -171,6 +186,8 @@ impl Client {
                         request_id,
                         expiry_unix,
                         approvals,
+                        issued_unix,
+                        cluster,
                     })
                     .await?
                     .into_inner(),
@@ -181,8 +198,11 @@ impl Client {
     /// Approves `request` alone and sends it.
     async fn approve_and_submit(
         &mut self,
-        request: AdminRequest,
+        mut request: AdminRequest,
     ) -> Result<AdminOutcome, ClientError> {
+        if request.cluster.is_empty() {
+            request.cluster = self.cluster.clone();
+        }
         let approval = self.approve(&request)?;
         self.submit_admin(&SignedAdmin {
             request,
@@ -275,13 +295,17 @@ impl Client {
     }
 
     /// Admin: freezes, unfreezes or deletes `key` (`op` is one of those) on
-    /// every node of its committee.
+    /// every node of its committee. The request names the key's lifecycle
+    /// sequence as the connected node reports it.
     pub async fn change_key_state(
         &mut self,
         key: &str,
         op: AdminOp,
     ) -> Result<KeyStateResponse, ClientError> {
-        let r = AdminRequest::new(op, key, DEFAULT_ADMIN_EXPIRY)?;
+        let mut r = AdminRequest::new(op, key, DEFAULT_ADMIN_EXPIRY)?;
+        if op.takes_lifecycle_seq() {
+            r.lifecycle_seq = self.get_key(key).await?.lifecycle_seq;
+        }
         match self.approve_and_submit(r).await? {
             AdminOutcome::StateChanged(k) => Ok(k),
             other => Err(invalid(format!("unexpected answer {other:?}"))),

@@ -4,7 +4,7 @@
 use tonic::Status;
 
 use super::services::arg;
-use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
+use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin, Stamp};
 use crate::node::request::ClientAuth;
 use crate::proto::admin as apb;
 
@@ -24,8 +24,7 @@ pub(super) struct Fields<'a> {
 pub(super) fn signed_admin(
     op: AdminOp,
     f: Fields<'_>,
-    request_id: String,
-    expiry_unix: u64,
+    stamp: Stamp,
     approvals: Vec<apb::AdminApproval>,
 ) -> Result<SignedAdmin, Status> {
     let request = AdminRequest::from_fields(
@@ -36,8 +35,7 @@ pub(super) fn signed_admin(
         f.threshold,
         f.target,
         f.exclude,
-        request_id,
-        expiry_unix,
+        stamp,
     )
     .map_err(|(field, e)| arg(field, e))?;
     let approvals = approvals

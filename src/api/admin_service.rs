@@ -13,6 +13,7 @@ use super::key_info::{key_info, key_info_here};
 use super::services::{arg, require, RequestLog};
 use super::status;
 use crate::domain::KeyId;
+use crate::node::admin_request::Stamp;
 use crate::node::admin_request::AdminOp;
 use crate::node::Node;
 use crate::pki::Role;
@@ -70,8 +71,13 @@ impl AdminService {
                 key_type: &r.key_type,
                 ..Fields::default()
             },
-            r.request_id,
-            r.expiry_unix,
+            Stamp {
+                cluster: r.cluster,
+                lifecycle_seq: r.lifecycle_seq,
+                request_id: r.request_id,
+                issued_unix: r.issued_unix,
+                expiry_unix: r.expiry_unix,
+            },
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -143,8 +149,13 @@ impl apb::admin_server::Admin for AdminService {
                 threshold: r.threshold,
                 ..Fields::default()
             },
-            r.request_id,
-            r.expiry_unix,
+            Stamp {
+                cluster: r.cluster,
+                lifecycle_seq: 0,
+                request_id: r.request_id,
+                issued_unix: r.issued_unix,
+                expiry_unix: r.expiry_unix,
+            },
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -178,8 +189,13 @@ impl apb::admin_server::Admin for AdminService {
                 key_type: &r.key_type,
                 ..Fields::default()
             },
-            r.request_id,
-            r.expiry_unix,
+            Stamp {
+                cluster: r.cluster,
+                lifecycle_seq: 0,
+                request_id: r.request_id,
+                issued_unix: r.issued_unix,
+                expiry_unix: r.expiry_unix,
+            },
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -215,8 +231,13 @@ impl apb::admin_server::Admin for AdminService {
                 target: &r.node,
                 ..Fields::default()
             },
-            r.request_id,
-            r.expiry_unix,
+            Stamp {
+                cluster: r.cluster,
+                lifecycle_seq: 0,
+                request_id: r.request_id,
+                issued_unix: r.issued_unix,
+                expiry_unix: r.expiry_unix,
+            },
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -256,8 +277,13 @@ impl apb::admin_server::Admin for AdminService {
                 exclude: &r.exclude,
                 ..Fields::default()
             },
-            r.request_id,
-            r.expiry_unix,
+            Stamp {
+                cluster: r.cluster,
+                lifecycle_seq: 0,
+                request_id: r.request_id,
+                issued_unix: r.issued_unix,
+                expiry_unix: r.expiry_unix,
+            },
             r.approvals,
         )?;
         let (key, threshold) = (signed.request.key_id.clone(), r.threshold);

@@ -206,6 +206,9 @@ pub struct Client {
     failover: Vec<(String, Channel)>,
     /// Index into [primary, failover...] of the node that answered last.
     preferred: usize,
+    /// The cluster admin requests made through this client name: the trust
+    /// domain and the cluster id of the CA bundle (`pki::cluster_name`).
+    pub(super) cluster: String,
 }
 
 /// A client tries each connection once: when a node does not answer in
@@ -218,6 +221,12 @@ fn client_connect(cfg: &ClientConfig) -> crate::transport::Connect {
 }
 
 impl Client {
+    /// The cluster admin requests made through this client are for:
+    /// "<trust domain>/<cluster id of the CA>".
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     /// Prepares a lazily connected channel (the first call dials).
     pub fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
         let server =
@@ -231,11 +240,16 @@ impl Client {
             client_connect(cfg),
         )?;
         let signer = Arc::new(RequestSigner::from_files(&cfg.tls)?);
+        let cluster = crate::pki::cluster_name(
+            &cfg.trust_domain,
+            &crate::transport::tls::cluster_id(&cfg.tls.ca)?,
+        );
         Ok(Self {
             channel,
             signer,
             failover: Vec::new(),
             preferred: 0,
+            cluster,
         })
     }
 

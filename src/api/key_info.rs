@@ -22,6 +22,7 @@ pub(crate) fn key_info(rec: &KeyRecord) -> apb::KeyInfo {
         chain_code: rec.chain_code.to_vec(),
         key_type: rec.key_type.to_string(),
         bans: Vec::new(),
+        lifecycle_seq: rec.lifecycle_seq,
     }
 }
 

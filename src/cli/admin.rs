@@ -53,6 +53,19 @@ pub enum Cmd {
         /// reshare: current members that take no part (a recovery reshare).
         #[arg(long, value_delimiter = ',')]
         exclude: Vec<String>,
+        /// freeze, unfreeze, delete (required): the key's lifecycle sequence
+        /// the change applies to, as `thresig keys show <key>` prints it. A
+        /// node at another sequence (a later change was applied) refuses,
+        /// so an approved change cannot be replayed after the next one.
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// The cluster's SPIFFE trust domain (part of what the admins sign).
+        #[arg(long, env = "THRESIG_TRUST_DOMAIN", default_value = "thresig.local")]
+        trust_domain: String,
+        /// The cluster's CA bundle, whose cluster id the request names
+        /// (default: ca.pem in --certs).
+        #[arg(long, env = "THRESIG_TLS_CA")]
+        ca: Option<PathBuf>,
         /// How long the request (and every approval of it) stays valid: a
         /// number with s, m, h or d, at most 7d.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -183,6 +196,15 @@ fn print_request(signed: &SignedAdmin, names: &[String]) {
     let now = now_unix();
     println!("request      {}", r.request_id);
     println!("asks to      {}", r.describe());
+    println!("cluster      {}", r.cluster);
+    if r.operation.takes_lifecycle_seq() {
+        println!("at sequence  {} (the key's lifecycle sequence it applies to)", r.lifecycle_seq);
+    }
+    println!(
+        "issued       Unix {} ({} ago)",
+        r.issued_unix,
+        crate::node::policy::human_age(now.saturating_sub(r.issued_unix))
+    );
     if r.expiry_unix >= now {
         let left = r.expiry_unix.saturating_sub(now);
         println!(
@@ -215,11 +237,43 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             threshold,
             node,
             exclude,
+            sequence,
+            trust_domain,
+            ca,
             valid_for,
             out,
             signer,
         } => {
             let mut r = AdminRequest::new(operation, &key, valid_for)?;
+            let ca = ca
+                .or_else(|| signer.certs.as_ref().map(|d| Layout { dir: d.clone() }.ca_cert()))
+                .ok_or_else(|| {
+                    UsageError(
+                        "no CA bundle: pass --ca <ca.pem> (or --certs <dir>); the request names \
+                         the cluster id it carries"
+                            .into(),
+                    )
+                })?;
+            let cluster_id = crate::transport::tls::cluster_id(&ca)
+                .with_context(|| format!("reading the cluster id of {}", ca.display()))?;
+            r.cluster = crate::pki::cluster_name(&trust_domain, &cluster_id);
+            match (operation.takes_lifecycle_seq(), sequence) {
+                (true, Some(s)) => r.lifecycle_seq = s,
+                (true, None) => {
+                    return Err(UsageError(format!(
+                        "a {operation} request names the key's lifecycle sequence: pass \
+                         --sequence N, with N as `thresig keys show {key}` prints it"
+                    ))
+                    .into())
+                }
+                (false, Some(_)) => {
+                    return Err(UsageError(format!(
+                        "--sequence is for freeze, unfreeze and delete, not {operation}"
+                    ))
+                    .into())
+                }
+                (false, None) => {}
+            }
             r.key_type = key_type;
             r.committee = committee
                 .iter()
@@ -341,18 +395,7 @@ fn parse_key_type(s: &str) -> Result<KeyType, String> {
 
 /// "90s", "10m", "24h", "7d" (or plain seconds), at most 7 days.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with s, m, h or d, e.g. 24h"))?;
-    let secs = match unit {
-        "" | "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{s:?}: expected a number with s, m, h or d, e.g. 24h"))?;
+    let secs = crate::node::policy::parse_age(s)?;
     if secs == 0 || secs > crate::node::admin_request::MAX_ADMIN_EXPIRY_AHEAD_SECS {
         return Err(format!("{s:?}: must be more than 0 and at most 7d"));
     }

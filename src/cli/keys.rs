@@ -171,6 +171,10 @@ pub fn print_key(k: &KeyInfo) {
     println!("committee    {}", k.committee.join(", "));
     println!("epoch        {}", k.epoch);
     println!("state        {}", k.state);
+    println!(
+        "lifecycle    sequence {} (what a freeze, unfreeze or delete request names)",
+        k.lifecycle_seq
+    );
     for b in &k.bans {
         println!("banned       {b}");
     }

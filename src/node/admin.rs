@@ -10,10 +10,13 @@ use super::{names, now_unix, Node, NodeError, Operation, Proposal};
 use crate::domain::{KeyId, NodeName};
 use crate::storage::AuditEvent;
 
-/// How long after its request's expiry a missed freeze or delete is still
-/// taken from a peer (`catch_up_lifecycle`): a request expires at most 7
-/// days after it is made, so its approvals are then at most 14 days old.
-pub(crate) const MAX_MISSED_AGE_SECS: u64 = 7 * 24 * 3600;
+/// What a request's cluster and issue time are checked against: this
+/// node's cluster, its policy's `max_approval_age` and its clock.
+struct Stamped {
+    cluster: String,
+    max_age_secs: u64,
+    now: u64,
+}
 
 /// An admin request whose approvals checked out on this node.
 #[derive(Debug, Clone)]
@@ -58,8 +61,16 @@ impl Node {
         signed: &SignedAdmin,
         now: u64,
     ) -> Result<VerifiedAdmin, NodeError> {
-        let approvers = approvers_of(self.verifier.as_ref(), signed, now)?;
+        let approvers = approvers_of(self.verifier.as_ref(), signed, now, &self.stamped())?;
         self.admit_approvers(signed, approvers, true)
+    }
+
+    fn stamped(&self) -> Stamped {
+        Stamped {
+            cluster: self.verifier.cluster(),
+            max_age_secs: self.policy().max_approval_age_secs(),
+            now: now_unix(),
+        }
     }
 
     /// This node's policy on the (verified) approvers of `signed`; a denial
@@ -179,17 +190,6 @@ impl Node {
                 "the proposal's nonce does not bind this request and its approvals",
             ));
         }
-        if missed && now_unix() > r.expiry_unix.saturating_add(MAX_MISSED_AGE_SECS) {
-            return Err(denied(
-                r,
-                format!(
-                    "it expired more than {} days ago; a missed change is taken only within {} \
-                     days of its request's expiry",
-                    MAX_MISSED_AGE_SECS / 86_400,
-                    MAX_MISSED_AGE_SECS / 86_400
-                ),
-            ));
-        }
         let now = if missed {
             now_unix().min(r.expiry_unix)
         } else {
@@ -197,8 +197,9 @@ impl Node {
         };
         let verifier = std::sync::Arc::clone(&self.verifier);
         let owned = signed.clone();
+        let stamped = self.stamped();
         let approvers =
-            tokio::task::spawn_blocking(move || approvers_of(verifier.as_ref(), &owned, now))
+            tokio::task::spawn_blocking(move || approvers_of(verifier.as_ref(), &owned, now, &stamped))
                 .await
                 .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
         let verified = self.admit_approvers(signed, approvers, false)?;
@@ -326,9 +327,33 @@ fn approvers_of(
     verifier: &dyn crate::node::request::RequestVerifier,
     signed: &SignedAdmin,
     now: u64,
+    stamped: &Stamped,
 ) -> Result<Vec<NodeName>, NodeError> {
     let r = &signed.request;
     r.check_fields(now).map_err(|e| denied(r, e))?;
+    if r.cluster != stamped.cluster {
+        return Err(denied(
+            r,
+            format!(
+                "it is for cluster {:?}; this node is in cluster {:?} (its trust domain and the \
+                 cluster id of its CA)",
+                r.cluster, stamped.cluster
+            ),
+        ));
+    }
+    let age = stamped.now.saturating_sub(r.issued_unix);
+    if age > stamped.max_age_secs {
+        return Err(denied(
+            r,
+            format!(
+                "it was issued {} ago (Unix {}); this node takes approvals up to {} old \
+                 (policy limits.max_approval_age): collect new approvals",
+                crate::node::policy::human_age(age),
+                r.issued_unix,
+                crate::node::policy::human_age(stamped.max_age_secs)
+            ),
+        ));
+    }
     if signed.approvals.len() > MAX_APPROVALS {
         return Err(denied(r, format!("more than {MAX_APPROVALS} approvals")));
     }

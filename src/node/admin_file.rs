@@ -10,7 +10,7 @@ use super::request::ClientAuth;
 use crate::domain::NodeName;
 
 /// What a request file says it is.
-pub const FILE_FORMAT: &str = "thresig-admin-request/v1";
+pub const FILE_FORMAT: &str = "thresig-admin-request/v2";
 
 /// A request file: the request's fields and the approvals collected so far.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +37,13 @@ pub struct RequestFields {
     pub target: String,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The cluster the request is for: "<trust domain>/<cluster id>".
+    pub cluster: String,
+    /// freeze, unfreeze, delete: the key's lifecycle sequence it applies to.
+    #[serde(default)]
+    pub lifecycle_seq: u64,
     pub request_id: String,
+    pub issued_unix: u64,
     pub expiry_unix: u64,
 }
 
@@ -73,7 +79,10 @@ impl RequestFile {
                     .map(ToString::to_string)
                     .unwrap_or_default(),
                 exclude: list(&r.exclude),
+                cluster: r.cluster.clone(),
+                lifecycle_seq: r.lifecycle_seq,
                 request_id: r.request_id.clone(),
+                issued_unix: r.issued_unix,
                 expiry_unix: r.expiry_unix,
             },
             approvals: signed
@@ -94,7 +103,9 @@ impl RequestFile {
     pub fn signed(&self) -> Result<(SignedAdmin, Vec<String>), String> {
         if self.format != FILE_FORMAT {
             return Err(format!(
-                "not a thresig admin request file (format {:?}, expected {FILE_FORMAT:?})",
+                "not a thresig admin request file of this version (format {:?}, expected \
+                 {FILE_FORMAT:?}; a version 1 file names no cluster or issue time: propose \
+                 it again)",
                 self.format
             ));
         }
@@ -107,8 +118,13 @@ impl RequestFile {
             f.threshold,
             &f.target,
             &f.exclude,
-            f.request_id.clone(),
-            f.expiry_unix,
+            super::admin_request::Stamp {
+                cluster: f.cluster.clone(),
+                lifecycle_seq: f.lifecycle_seq,
+                request_id: f.request_id.clone(),
+                issued_unix: f.issued_unix,
+                expiry_unix: f.expiry_unix,
+            },
         )
         .map_err(|(field, e)| format!("request.{field}: {e}"))?;
         let mut approvals = Vec::new();

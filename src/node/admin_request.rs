@@ -10,17 +10,29 @@
 //! big-endian byte count:
 //!
 //! ```text
-//! field("thresig/admin-request/v1")
-//! field(operation, UTF-8: create | rotate | repair | reshare | freeze | unfreeze | delete)
+//! field("thresig/admin-request/v2")
+//! field(cluster, UTF-8: "<trust domain>/<cluster id>", the cluster id from the
+//!       OU "thresig-cluster <id>" of the CA certificate `certs init` made;
+//!       "<trust domain>" alone for a CA without one)
+//! field(operation, UTF-8: create | rotate | repair | reshare | freeze | unfreeze | delete | unban)
 //! field(key id, UTF-8)
 //! field(key type, UTF-8: secp256k1 | p256; empty when not given)
 //! field(committee)     field(name) for each node, in party order (create, reshare)
 //! field(threshold, u32 big-endian; 0 when the operation takes none)
 //! field(target node, UTF-8; empty unless repair)
 //! field(excluded nodes) field(name) for each (empty: none)
+//! field(lifecycle sequence, u64 big-endian: freeze, unfreeze, delete: the
+//!       key's lifecycle sequence the change applies to (`keys show`); 0 otherwise)
 //! field(request id, UTF-8, 1-128 bytes, single use on every node)
-//! field(expiry, u64 big-endian Unix seconds, at most 7 days ahead)
+//! field(issued at, u64 big-endian Unix seconds)
+//! field(expiry, u64 big-endian Unix seconds, at most 7 days after issued at)
 //! ```
+//!
+//! A node refuses a request for another cluster, one issued more than 5
+//! minutes ahead of its clock, and one issued longer ago than its policy's
+//! `limits.max_approval_age` (7 days unless set): also when it catches up on
+//! a change it missed. Version 1 requests (no cluster, sequence or issue
+//! time) are refused.
 //!
 //! The execution id of the operation binds the request and its approvals:
 //! the coordinator's nonce is 32 random bytes followed by
@@ -32,7 +44,12 @@ use super::request::ClientAuth;
 use crate::domain::{KeyId, KeyType, NodeName};
 
 /// Domain tag of the canonical admin request bytes.
-pub const ADMIN_REQUEST_TAG: &str = "thresig/admin-request/v1";
+pub const ADMIN_REQUEST_TAG: &str = "thresig/admin-request/v2";
+/// The longest cluster name a request may carry (a trust domain, '/', and a
+/// 32-digit id).
+pub const MAX_CLUSTER_LEN: usize = 300;
+/// How far ahead of a node's clock a request may say it was issued.
+pub const MAX_ISSUED_AHEAD_SECS: u64 = 300;
 /// How far in the future an admin request's expiry may lie: approvals are
 /// collected offline, but not for longer than a week.
 pub const MAX_ADMIN_EXPIRY_AHEAD_SECS: u64 = 7 * 24 * 3600;
@@ -104,6 +121,24 @@ impl std::fmt::Display for AdminOp {
     }
 }
 
+/// The fields of an admin request that say which cluster, key state and
+/// time it is for, and its id (as they travel beside the operation's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub cluster: String,
+    pub lifecycle_seq: u64,
+    pub request_id: String,
+    pub issued_unix: u64,
+    pub expiry_unix: u64,
+}
+
+impl AdminOp {
+    /// Does a request for this operation name the key's lifecycle sequence?
+    pub fn takes_lifecycle_seq(self) -> bool {
+        matches!(self, Self::Freeze | Self::Unfreeze | Self::Delete)
+    }
+}
+
 /// Every field of an admin request the approving admins sign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminRequest {
@@ -121,7 +156,13 @@ pub struct AdminRequest {
     pub target: Option<NodeName>,
     /// Nodes that must not take part (empty: none).
     pub exclude: Vec<NodeName>,
+    /// The cluster the request is for: "<trust domain>/<cluster id>".
+    pub cluster: String,
+    /// freeze, unfreeze, delete: the key's lifecycle sequence the change
+    /// applies to. 0 otherwise.
+    pub lifecycle_seq: u64,
     pub request_id: String,
+    pub issued_unix: u64,
     pub expiry_unix: u64,
 }
 
@@ -144,6 +185,7 @@ impl AdminRequest {
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         field(&mut out, ADMIN_REQUEST_TAG.as_bytes());
+        field(&mut out, self.cluster.as_bytes());
         field(&mut out, self.operation.label().as_bytes());
         field(&mut out, self.key_id.as_str().as_bytes());
         field(
@@ -161,7 +203,9 @@ impl AdminRequest {
                 .as_bytes(),
         );
         field(&mut out, &name_list(&self.exclude));
+        field(&mut out, &self.lifecycle_seq.to_be_bytes());
         field(&mut out, self.request_id.as_bytes());
+        field(&mut out, &self.issued_unix.to_be_bytes());
         field(&mut out, &self.expiry_unix.to_be_bytes());
         out
     }
@@ -187,6 +231,30 @@ impl AdminRequest {
         if op == AdminOp::Create && self.key_type.is_none() {
             return Err("a create request names the key type".into());
         }
+        if self.lifecycle_seq != 0 && !op.takes_lifecycle_seq() {
+            return Err(format!(
+                "a {op} request names no lifecycle sequence (only freeze, unfreeze and delete do)"
+            ));
+        }
+        if self.cluster.is_empty() {
+            return Err(
+                "the admin request names no cluster (version 1 requests are no longer taken: \
+                 propose it again with this version's `thresig admin propose`)"
+                    .into(),
+            );
+        }
+        if self.issued_unix > now_unix.saturating_add(MAX_ISSUED_AHEAD_SECS) {
+            return Err(format!(
+                "the admin request {} says it was issued at Unix {}, {} s ahead of this node's \
+                 clock; check the clocks",
+                self.request_id,
+                self.issued_unix,
+                self.issued_unix.saturating_sub(now_unix)
+            ));
+        }
+        if self.expiry_unix < self.issued_unix {
+            return Err("the admin request expires before it was issued".into());
+        }
         if self.expiry_unix < now_unix {
             return Err(format!(
                 "the admin request {} expired {} s ago (at Unix time {}); every approval of it \
@@ -196,9 +264,13 @@ impl AdminRequest {
                 self.expiry_unix
             ));
         }
-        if self.expiry_unix > now_unix.saturating_add(MAX_ADMIN_EXPIRY_AHEAD_SECS) {
+        if self.expiry_unix > now_unix.saturating_add(MAX_ADMIN_EXPIRY_AHEAD_SECS)
+            || self.expiry_unix.saturating_sub(self.issued_unix) > MAX_ADMIN_EXPIRY_AHEAD_SECS
+        {
             return Err(
-                "the admin request expires more than 7 days ahead of this node's clock".into(),
+                "the admin request expires more than 7 days ahead of this node's clock or of its \
+                 issue time"
+                    .into(),
             );
         }
         Ok(())
@@ -215,14 +287,22 @@ impl AdminRequest {
         threshold: u32,
         target: &str,
         exclude: &[String],
-        request_id: String,
-        expiry_unix: u64,
+        stamp: Stamp,
     ) -> Result<Self, (&'static str, String)> {
         let names = |raw: &[String], f: &'static str| {
             raw.iter()
                 .map(|n| NodeName::parse(n).map_err(|e| (f, e.to_string())))
                 .collect::<Result<Vec<_>, _>>()
         };
+        if stamp.cluster.len() > MAX_CLUSTER_LEN {
+            return Err((
+                "cluster",
+                format!("{} bytes; at most {MAX_CLUSTER_LEN}", stamp.cluster.len()),
+            ));
+        }
+        if stamp.request_id.len() > 128 {
+            return Err(("request_id", "at most 128 bytes".into()));
+        }
         Ok(Self {
             operation: AdminOp::parse(operation).map_err(|e| ("operation", e))?,
             key_id: KeyId::parse(key_id).map_err(|e| ("key_id", e.to_string()))?,
@@ -239,8 +319,11 @@ impl AdminRequest {
                 Some(NodeName::parse(target).map_err(|e| ("target", e.to_string()))?)
             },
             exclude: names(exclude, "exclude")?,
-            request_id,
-            expiry_unix,
+            cluster: stamp.cluster,
+            lifecycle_seq: stamp.lifecycle_seq,
+            request_id: stamp.request_id,
+            issued_unix: stamp.issued_unix,
+            expiry_unix: stamp.expiry_unix,
         })
     }
 
@@ -342,7 +425,10 @@ mod tests {
             threshold: 2,
             target: None,
             exclude: vec![NodeName::parse("a").unwrap()],
+            cluster: "thresig.local/00ff".into(),
+            lifecycle_seq: 0,
             request_id: "r1".into(),
+            issued_unix: 900,
             expiry_unix: 1_000,
         }
     }
@@ -381,6 +467,15 @@ mod tests {
         let mut r = req();
         r.expiry_unix += 1;
         variants.push(r);
+        let mut r = req();
+        r.issued_unix += 1;
+        variants.push(r);
+        let mut r = req();
+        r.cluster = "thresig.local/00fe".into();
+        variants.push(r);
+        let mut r = req();
+        r.lifecycle_seq = 1;
+        variants.push(r);
         for v in variants {
             assert_ne!(v.canonical_bytes(), base, "{v:?}");
         }
@@ -396,10 +491,29 @@ mod tests {
         let r = req();
         assert!(r.check_fields(999).is_ok());
         assert!(r.check_fields(1_001).unwrap_err().contains("expired"));
-        assert!(r.check_fields(0).is_ok(), "a week ahead is allowed");
+        assert!(r.check_fields(900).is_ok(), "a week ahead is allowed");
         let mut far = req();
         far.expiry_unix = 999 + MAX_ADMIN_EXPIRY_AHEAD_SECS + 1;
         assert!(far.check_fields(999).unwrap_err().contains("7 days"));
+        let mut long = req();
+        long.issued_unix = 0;
+        long.expiry_unix = MAX_ADMIN_EXPIRY_AHEAD_SECS + 1;
+        assert!(long.check_fields(999).unwrap_err().contains("issue time"));
+        assert!(
+            req().check_fields(900 - MAX_ISSUED_AHEAD_SECS - 1).unwrap_err().contains("ahead"),
+            "issued in the future"
+        );
+        let mut r = req();
+        r.cluster.clear();
+        assert!(r.check_fields(999).unwrap_err().contains("version 1"));
+        let mut r = req();
+        r.lifecycle_seq = 3;
+        assert!(r.check_fields(999).unwrap_err().contains("lifecycle sequence"));
+        r.operation = AdminOp::Freeze;
+        r.committee.clear();
+        r.threshold = 0;
+        r.exclude.clear();
+        assert!(r.check_fields(999).is_ok());
         let mut r = req();
         r.request_id.clear();
         assert!(r.check_fields(999).is_err());

@@ -327,12 +327,13 @@ impl Node {
         let joining = rec.as_ref().is_some_and(|r| {
             r.state == KeyState::Joining && self.store.pending(key_id).ok().flatten().is_some()
         });
-        // Only a node that cannot sign hands out its last freeze or delete
-        // (the receiver takes it from no other), so the signing path's status
-        // queries do not read it.
+        // The last freeze, unfreeze or delete applied here, for a member
+        // that missed it (it takes it only with t members' word and a later
+        // lifecycle sequence than its own). A key never changed has none to
+        // read.
         let lifecycle = rec
             .as_ref()
-            .filter(|_| !signing)
+            .filter(|r| !signing || r.lifecycle_seq > 0)
             .and_then(|_| self.lifecycle_proposal(key_id))
             .map(Box::new);
         let staged_receipt = |s: &crate::storage::Staged| -> Option<Box<ClientAuth>> {

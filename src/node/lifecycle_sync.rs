@@ -227,6 +227,39 @@ impl Node {
         )))
     }
 
+    /// A session's coordinator holds `key_id` at lifecycle sequence
+    /// `theirs`: Ok if this node does too. A node behind first compares the
+    /// key with its committee (and catches up on what t members applied);
+    /// a coordinator behind this node (it missed a freeze, or ignores it) is
+    /// refused.
+    pub(crate) async fn check_lifecycle_seq(
+        &self,
+        key_id: &KeyId,
+        theirs: u64,
+        coordinator: &NodeName,
+    ) -> Result<(), NodeError> {
+        let mut ours = self.key(key_id)?.lifecycle_seq;
+        if ours < theirs {
+            self.compare_key(key_id, false).await;
+            ours = self.key(key_id)?.lifecycle_seq;
+        }
+        match ours.cmp(&theirs) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => Err(NodeError::FailedPrecondition(format!(
+                "key {key_id} is at lifecycle sequence {ours} on node {}, the coordinator \
+                 {coordinator} says {theirs}: it missed (or ignores) a freeze, unfreeze or \
+                 delete; refused",
+                self.name
+            ))),
+            std::cmp::Ordering::Less => Err(NodeError::Unavailable(format!(
+                "key {key_id} is at lifecycle sequence {ours} on node {}, the coordinator \
+                 {coordinator} says {theirs}, and t committee members did not confirm the \
+                 change this node missed; it takes no part until they do",
+                self.name
+            ))),
+        }
+    }
+
     /// Asks `n` about `key_id`: true if it answered. A freeze or delete it
     /// applied that this node missed is applied here first.
     async fn compare_lifecycle(
@@ -238,10 +271,8 @@ impl Node {
     ) -> bool {
         let ask = self.net.propose(n, status_query(key_id, epoch, None));
         match tokio::time::timeout(wait, ask).await {
-            Ok(Ok(Outcome::ShareStatus {
-                lifecycle, signing, ..
-            })) => {
-                if let Some(p) = lifecycle.filter(|_| !signing) {
+            Ok(Ok(Outcome::ShareStatus { lifecycle, .. })) => {
+                if let Some(p) = lifecycle {
                     if let Some(done) = self.catch_up_lifecycle(n, *p).await {
                         tracing::warn!(key = %key_id, node = %n, %done, "learned a missed key state change");
                     }

@@ -84,6 +84,52 @@ pub struct QuorumRule {
 pub struct Limits {
     /// A keygen or reshare to a lower threshold is refused.
     pub min_threshold: Option<u32>,
+    /// An admin request issued longer ago than this is refused, also when a
+    /// node catches up on a change it missed: a number with s, m, h or d,
+    /// at most 30d. 7 days unless set.
+    pub max_approval_age: Option<String>,
+}
+
+/// `limits.max_approval_age` when the policy sets none.
+pub const DEFAULT_MAX_APPROVAL_AGE_SECS: u64 = 7 * 86_400;
+/// The longest `limits.max_approval_age` a policy may set.
+pub const MAX_APPROVAL_AGE_CAP_SECS: u64 = 30 * 86_400;
+
+/// Parses a number of seconds with an optional unit: s, m, h or d ("24h").
+pub fn parse_age(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let bad = || format!("{s:?}: expected a number with s, m, h or d, e.g. 24h");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)
+}
+
+/// A number of seconds in words: "3d 4h", "15m", "42s".
+pub fn human_age(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+impl Policy {
+    /// `limits.max_approval_age` in seconds (checked when the policy loads).
+    pub fn max_approval_age_secs(&self) -> u64 {
+        self.limits
+            .max_approval_age
+            .as_deref()
+            .and_then(|s| parse_age(s).ok())
+            .unwrap_or(DEFAULT_MAX_APPROVAL_AGE_SECS)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

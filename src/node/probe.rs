@@ -92,15 +92,13 @@ impl Node {
                 }
             };
         let ledger = ledger.map(|l| (n.clone(), *l));
-        // A freeze or delete the peer applied and this node missed: checked
-        // here as if its coordinator had sent it.
-        // Only from a peer that cannot sign with the key itself (a freeze
-        // that a later activation ended does not count).
-        // A freeze counts only from a peer at this node's epoch (one left on
-        // an older epoch may hold a freeze a recovery reshare ended); a
-        // delete from a peer that no longer holds a share.
-        let lifecycle =
-            lifecycle.filter(|_| !signing && (epoch.is_none() || epoch == Some(rec.epoch)));
+        // A freeze, unfreeze or delete the peer applied and this node
+        // missed: checked here as if its coordinator had sent it, taken only
+        // at this node's lifecycle sequence or a later one and when t members
+        // applied it (`catch_up_lifecycle`). Only from a peer at this node's
+        // epoch (one left on an older epoch may hold a freeze a recovery
+        // reshare ended), or one that no longer holds a share (a delete).
+        let lifecycle = lifecycle.filter(|_| epoch.is_none() || epoch == Some(rec.epoch));
         if let Some(p) = lifecycle {
             if let Some(done) = self.catch_up_lifecycle(n, *p).await {
                 return (down(format!("the key changed there: {done}")), ledger);

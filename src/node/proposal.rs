@@ -28,6 +28,8 @@ pub enum Operation {
     /// Sign the client's `request`, which `auth` signs, with `participants`.
     Sign {
         epoch: u64,
+        /// The key's lifecycle sequence at the coordinator.
+        lifecycle_seq: u64,
         request: Box<request::SignRequest>,
         auth: Box<request::ClientAuth>,
         participants: Vec<NodeName>,

@@ -39,6 +39,15 @@ impl Policy {
         if self.limits.min_threshold.is_some_and(|t| t < 2) {
             return Err("limits.min_threshold must be at least 2".into());
         }
+        if let Some(age) = &self.limits.max_approval_age {
+            let secs = super::policy::parse_age(age)
+                .map_err(|e| format!("limits.max_approval_age: {e}"))?;
+            if secs == 0 || secs > super::policy::MAX_APPROVAL_AGE_CAP_SECS {
+                return Err(format!(
+                    "limits.max_approval_age: {age:?} must be more than 0 and at most 30d"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -159,7 +168,10 @@ min_threshold = 2
             threshold,
             target: None,
             exclude: vec![],
+            cluster: "thresig.local".into(),
+            lifecycle_seq: 0,
             request_id: "r".into(),
+            issued_unix: 0,
             expiry_unix: 0,
         }
     }

@@ -187,6 +187,9 @@ pub trait RequestVerifier: Send + Sync + 'static {
     }
     /// Forgets any verification remembered (the CA bundle or CRL changed).
     fn forget(&self) {}
+    /// The cluster this node is in, as admin requests name it: "<trust
+    /// domain>/<cluster id of the CA>" (`pki::cluster_name`).
+    fn cluster(&self) -> String;
 }
 
 /// Remembers, for a short while, which (message, chain, signature) triples
@@ -229,6 +232,10 @@ impl CachedVerifier {
 }
 
 impl RequestVerifier for CachedVerifier {
+    fn cluster(&self) -> String {
+        self.inner.cluster()
+    }
+
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
         let fp = Self::fingerprint(auth, message);
         let now = Instant::now();
@@ -379,6 +386,10 @@ mod tests {
 
         fn verify_node(&self, _auth: &ClientAuth, _message: &[u8]) -> Result<NodeName, String> {
             Err("not a node".into())
+        }
+
+        fn cluster(&self) -> String {
+            "test".into()
         }
     }
 

@@ -144,6 +144,7 @@ mod tests {
             rotation: None,
             created_unix: 0,
             key_type: KeyType::Secp256k1,
+            lifecycle_seq: 0,
         }
     }
 

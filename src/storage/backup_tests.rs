@@ -18,6 +18,7 @@ fn record(id: &KeyId, epoch: u64) -> KeyRecord {
         rotation: None,
         created_unix: 0,
         key_type: KeyType::Secp256k1,
+        lifecycle_seq: 0,
     }
 }
 

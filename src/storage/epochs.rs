@@ -393,8 +393,14 @@ impl Store {
     /// record as a `Deleted` tombstone, in one durable transaction. The
     /// ledger and audit entries stay, and so does `proof` (what deleted it,
     /// opaque to the store). Returns false if already deleted.
-    pub fn delete_key(&self, id: &KeyId, why: String, proof: &[u8]) -> Result<bool, StorageError> {
-        self.end_key(id, KeyState::Deleted(why), Some(proof))
+    pub fn delete_key(
+        &self,
+        id: &KeyId,
+        why: String,
+        lifecycle_seq: u64,
+        proof: &[u8],
+    ) -> Result<bool, StorageError> {
+        self.end_key(id, KeyState::Deleted(why), Some((lifecycle_seq, proof)))
     }
 
     /// Drops every share of `id` and sets its record to `end` (Retired or
@@ -403,7 +409,7 @@ impl Store {
         &self,
         id: &KeyId,
         end: KeyState,
-        proof: Option<&[u8]>,
+        proof: Option<(u64, &[u8])>,
     ) -> Result<bool, StorageError> {
         let tx = self.write()?;
         {
@@ -417,7 +423,8 @@ impl Store {
             }
             self.drop_shares(&tx, id, rec.epoch)?;
             rec.state = end;
-            if let Some(proof) = proof {
+            if let Some((seq, proof)) = proof {
+                rec.lifecycle_seq = seq;
                 let mut t = tx.open_table(LIFECYCLE).map_err(dberr)?;
                 t.insert(id.as_str(), self.seal_mac(id, proof.to_vec())?.as_slice())
                     .map_err(dberr)?;

@@ -134,6 +134,7 @@ impl Store {
         &self,
         id: &KeyId,
         state: KeyState,
+        lifecycle_seq: u64,
         proof: &[u8],
     ) -> Result<(), StorageError> {
         let tx = self.write()?;
@@ -144,6 +145,7 @@ impl Store {
                 None => return Err(StorageError::NotFound(format!("key {id}"))),
             };
             rec.state = state;
+            rec.lifecycle_seq = lifecycle_seq;
             keys.insert(id.as_str(), self.seal_record(&rec)?.as_slice())
                 .map_err(dberr)?;
             let mut t = tx.open_table(LIFECYCLE).map_err(dberr)?;

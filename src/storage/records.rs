@@ -75,6 +75,17 @@ pub struct KeyRecord {
     /// none), so their encoding is unchanged.
     #[serde(default, skip_serializing_if = "KeyType::is_default")]
     pub key_type: KeyType,
+    /// How many freezes, unfreezes and deletes were applied to the key here.
+    /// A freeze, unfreeze or delete request names the sequence it applies
+    /// to, and a signing session the sequence its coordinator holds: a node
+    /// at another sequence refuses both. Absent (0) in records written before
+    /// it existed, so their encoding is unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lifecycle_seq: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Names one rotation: its execution id and the confirmation every party agreed on.
@@ -207,6 +218,7 @@ mod tests {
             rotation: None,
             created_unix: 0,
             key_type,
+            lifecycle_seq: 0,
         }
     }
 

@@ -24,6 +24,7 @@ fn rec(id: &KeyId, pk: [u8; 33]) -> KeyRecord {
         rotation: None,
         created_unix: 0,
         key_type: KeyType::Secp256k1,
+        lifecycle_seq: 0,
     }
 }
 

@@ -95,7 +95,10 @@ impl CertRequestVerifier {
     /// Trusts `files.ca` (and applies `files.crl`), as the client plane does.
     pub fn new(files: &TlsFiles, trust_domain: &str) -> Result<Self, TlsError> {
         Ok(Self {
-            chain: Chain::Fixed(tls::client_cert_verifier(files)?),
+            chain: Chain::Fixed(
+                tls::client_cert_verifier(files)?,
+                tls::cluster_id(&files.ca)?,
+            ),
             trust_domain: trust_domain.to_owned(),
         })
     }
@@ -112,15 +115,23 @@ impl CertRequestVerifier {
 
 /// The chain check a verifier uses: fixed, or a node's current one.
 enum Chain {
-    Fixed(Arc<dyn ClientCertVerifier>),
+    /// A chain check and the cluster id of its CA bundle.
+    Fixed(Arc<dyn ClientCertVerifier>, String),
     Node(Arc<tls::TlsState>),
 }
 
 impl Chain {
     fn get(&self) -> Arc<dyn ClientCertVerifier> {
         match self {
-            Self::Fixed(v) => v.clone(),
+            Self::Fixed(v, _) => v.clone(),
             Self::Node(s) => s.verifier(),
+        }
+    }
+
+    fn cluster_id(&self) -> String {
+        match self {
+            Self::Fixed(_, id) => id.clone(),
+            Self::Node(s) => s.cluster_id(),
         }
     }
 }
@@ -138,6 +149,10 @@ fn algorithm(
 }
 
 impl RequestVerifier for CertRequestVerifier {
+    fn cluster(&self) -> String {
+        crate::pki::cluster_name(&self.trust_domain, &self.chain.cluster_id())
+    }
+
     fn verify(&self, auth: &ClientAuth, message: &[u8]) -> Result<NodeName, String> {
         self.verify_as(auth, message, Role::Client, UnixTime::now())
     }

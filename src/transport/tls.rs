@@ -93,6 +93,14 @@ pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The cluster id the CA bundle at `path` carries (`pki::cluster_id_of`).
+pub fn cluster_id(path: &Path) -> Result<String, TlsError> {
+    crate::pki::cluster_id_of(&certs(path)?).map_err(|reason| TlsError::Pem {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
 fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for c in certs(path)? {
@@ -211,6 +219,8 @@ struct Material {
     client: Arc<ClientConfig>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     expiry: Option<super::expiry::CertExpiry>,
+    /// The cluster id of the CA bundle (`pki::cluster_id_of`).
+    cluster_id: String,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -265,6 +275,11 @@ impl TlsState {
         self.get().verifier
     }
 
+    /// The cluster id the CA bundle in use carries.
+    pub fn cluster_id(&self) -> String {
+        self.get().cluster_id
+    }
+
     /// When the certificate in use, and its CA, expire.
     pub fn expiry(&self) -> Option<super::expiry::CertExpiry> {
         self.get().expiry
@@ -290,6 +305,10 @@ impl Material {
                 reason: format!("not valid under the CA bundle {}: {e}", files.ca.display()),
             })?;
         let ca_bundle = certs(&files.ca)?;
+        let cluster_id = crate::pki::cluster_id_of(&ca_bundle).map_err(|reason| TlsError::Pem {
+            path: files.ca.clone(),
+            reason,
+        })?;
         let expiry = super::expiry::CertExpiry::of(leaf, &ca_bundle);
         let cas = ca_bundle.len();
         let revoked = crls(files)?.len();
@@ -314,6 +333,7 @@ impl Material {
                 client,
                 verifier,
                 expiry,
+                cluster_id,
             },
             summary,
         ))

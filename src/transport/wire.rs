@@ -116,10 +116,11 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
         },
         pb::propose_request::Op::Sign(s) => {
             let participants = names(&s.participants, "participants")?;
-            let epoch = s.epoch;
+            let (epoch, lifecycle_seq) = (s.epoch, s.lifecycle_seq);
             let (request, auth) = sign_request_from_pb(s)?;
             Operation::Sign {
                 epoch,
+                lifecycle_seq,
                 request: Box::new(request),
                 auth: Box::new(auth),
                 participants,
@@ -241,11 +242,13 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
         }),
         Operation::Sign {
             epoch,
+            lifecycle_seq,
             request,
             auth,
             participants,
         } => pb::propose_request::Op::Sign(pb::SignProposal {
             epoch,
+            lifecycle_seq,
             participants: participants.iter().map(ToString::to_string).collect(),
             ..sign_request_to_pb(*request, *auth)
         }),

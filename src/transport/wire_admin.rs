@@ -38,8 +38,13 @@ pub(super) fn admin_from_pb(a: pb::AdminAuthorization) -> Result<SignedAdmin, St
         a.threshold,
         &a.target,
         &a.exclude,
-        a.request_id,
-        a.expiry_unix,
+        crate::node::admin_request::Stamp {
+            cluster: a.cluster,
+            lifecycle_seq: a.lifecycle_seq,
+            request_id: a.request_id,
+            issued_unix: a.issued_unix,
+            expiry_unix: a.expiry_unix,
+        },
     )
     .map_err(|(field, e)| bad(&format!("admin.{field}"), e))?;
     let approvals = a
@@ -65,6 +70,9 @@ pub(super) fn admin_to_pb(a: SignedAdmin) -> pb::AdminAuthorization {
         exclude: names(r.exclude),
         request_id: r.request_id,
         expiry_unix: r.expiry_unix,
+        cluster: r.cluster,
+        lifecycle_seq: r.lifecycle_seq,
+        issued_unix: r.issued_unix,
         approvals: a
             .approvals
             .into_iter()

@@ -119,6 +119,7 @@ pub(super) fn sign_request_to_pb(request: SignRequest, auth: ClientAuth) -> pb::
     pb::SignProposal {
         key_id: request.key_id.to_string(),
         epoch: 0,
+        lifecycle_seq: 0,
         digest: request.digest.0.to_vec(),
         path: request.path.to_string(),
         request_id: request.request_id,

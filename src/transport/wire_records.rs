@@ -31,6 +31,7 @@ pub(super) fn record_from_pb(
         rotation: None,
         created_unix: r.created_unix,
         key_type: KeyType::parse(&r.key_type).map_err(|e| bad("key_type", e))?,
+        lifecycle_seq: r.lifecycle_seq,
     })
 }
 
@@ -45,6 +46,7 @@ pub(super) fn record_to_pb(r: &crate::storage::KeyRecord) -> pb::KeyRecord {
         package: hex::decode(&r.package).unwrap_or_default(),
         created_unix: r.created_unix,
         key_type: r.key_type.as_str().to_owned(),
+        lifecycle_seq: r.lifecycle_seq,
     }
 }
 

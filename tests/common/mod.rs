@@ -116,6 +116,7 @@ pub fn sign_proposal(
         admin: None,
         op: thresig::node::Operation::Sign {
             epoch,
+            lifecycle_seq: 0,
             request: Box::new(request.clone()),
             auth: Box::new(auth),
             participants,
@@ -142,9 +143,12 @@ pub fn admin_signer(
 /// `request` approved by each of `admins` (certificates in the cluster's layout).
 pub fn approved_by(
     c: &thresig::cluster::LocalCluster,
-    request: thresig::client::AdminRequest,
+    mut request: thresig::client::AdminRequest,
     admins: &[&str],
 ) -> thresig::client::SignedAdmin {
+    if request.cluster.is_empty() {
+        request.cluster = c.cluster();
+    }
     let approvals = admins
         .iter()
         .map(|a| admin_signer(c, a).approve(&request).unwrap())

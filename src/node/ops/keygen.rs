@@ -173,6 +173,7 @@ impl Node {
                 rotation: None,
                 created_unix: crate::node::now_unix(),
                 key_type,
+                lifecycle_seq: 0,
             }),
         }
     }
@@ -315,6 +316,7 @@ impl Node {
             }),
             created_unix: now_unix(),
             key_type,
+            lifecycle_seq: 0,
         };
         faults::check(&self.name, faults::points::KEYGEN_BEFORE_STORE)?;
         self.store.insert_key(&rec, &share_bytes(&out.share)?)?;

@@ -54,6 +54,17 @@ impl Node {
                 "key {key_id} is retired here; send the request to a node of its committee"
             )));
         }
+        if action.takes_lifecycle_seq() && signed.request.lifecycle_seq != rec.lifecycle_seq {
+            return Err(NodeError::FailedPrecondition(format!(
+                "admin request {} applies to lifecycle sequence {} of key {key_id}, which is at \
+                 {} on node {} (`thresig keys show {key_id}`); propose it again with --sequence {}",
+                signed.request.request_id,
+                signed.request.lifecycle_seq,
+                rec.lifecycle_seq,
+                self.name,
+                rec.lifecycle_seq
+            )));
+        }
         let committee = committee_of(&rec)?;
         let nonce = admin_nonce(signed)?;
         let eid = eid(key_id, action, &nonce);
@@ -93,12 +104,17 @@ impl Node {
         })
     }
 
-    /// Applies a checked freeze, unfreeze or delete here.
+    /// Applies a checked freeze, unfreeze or delete here. Live (from the
+    /// coordinator), the request must name the key's lifecycle sequence
+    /// here; `catching_up` (a change t members applied and this node
+    /// missed), it may name a later one. The key is at the request's
+    /// sequence + 1 afterwards.
     pub(crate) fn participate_lifecycle(
         &self,
         p: &Proposal,
         key_id: &KeyId,
         action: AdminOp,
+        catching_up: bool,
     ) -> Result<Outcome, NodeError> {
         if p.eid != eid(key_id, action, &p.nonce) {
             return Err(NodeError::PermissionDenied(
@@ -108,11 +124,34 @@ impl Node {
         let rec = self.key(key_id)?;
         // Each change applies once: the same proposal again (a retry, or a
         // replay of an old unfreeze after a newer freeze) changes nothing.
+        if self.store.eid_used(&p.eid)? {
+            return Ok(Outcome::Lifecycle {
+                state: rec.state.label().to_owned(),
+            });
+        }
+        let seq = p.admin.as_deref().map_or(0, |a| a.request.lifecycle_seq);
+        if action.takes_lifecycle_seq()
+            && !matches!(rec.state, KeyState::Deleted(_))
+            && (seq < rec.lifecycle_seq || (seq > rec.lifecycle_seq && !catching_up))
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the {action} applies to lifecycle sequence {seq} of key {key_id}, which is at {} \
+                 on node {}{}",
+                rec.lifecycle_seq,
+                self.name,
+                if seq < rec.lifecycle_seq {
+                    ": a later change was applied since"
+                } else {
+                    ": this node missed a change and catches up from its committee first"
+                }
+            )));
+        }
         if !self.store.claim_eid(&p.eid, now_unix())? {
             return Ok(Outcome::Lifecycle {
                 state: rec.state.label().to_owned(),
             });
         }
+        let next = seq.saturating_add(1);
         if action == AdminOp::Unban {
             // Not a state change: not kept as the key's last lifecycle
             // proof (a node that missed it keeps its bans until asked).
@@ -135,23 +174,26 @@ impl Node {
         let state = match (action, &rec.state) {
             (_, KeyState::Deleted(_)) => rec.state.clone(),
             (AdminOp::Delete, _) => {
-                self.store.delete_key(key_id, why.clone(), &proof)?;
+                self.store.delete_key(key_id, why.clone(), next, &proof)?;
                 self.forget_opened(key_id);
                 KeyState::Deleted(why)
             }
             (AdminOp::Freeze, KeyState::Active) => {
                 let frozen = KeyState::Frozen(why);
                 self.store
-                    .set_state_with_proof(key_id, frozen.clone(), &proof)?;
+                    .set_state_with_proof(key_id, frozen.clone(), next, &proof)?;
                 frozen
             }
-            (AdminOp::Freeze, KeyState::Frozen(_)) => rec.state.clone(),
-            (AdminOp::Unfreeze, KeyState::Frozen(_)) => {
+            (AdminOp::Freeze, KeyState::Frozen(_)) => {
                 self.store
-                    .set_state_with_proof(key_id, KeyState::Active, &proof)?;
+                    .set_state_with_proof(key_id, rec.state.clone(), next, &proof)?;
+                rec.state.clone()
+            }
+            (AdminOp::Unfreeze, KeyState::Frozen(_) | KeyState::Active) => {
+                self.store
+                    .set_state_with_proof(key_id, KeyState::Active, next, &proof)?;
                 KeyState::Active
             }
-            (AdminOp::Unfreeze, KeyState::Active) => KeyState::Active,
             (_, other) => {
                 return Err(NodeError::KeyNotActive(format!(
                     "key {key_id} is {} here; {action} applies to an active or frozen key",
@@ -212,49 +254,45 @@ impl Node {
         proof.proposal().ok()
     }
 
-    /// Applies a freeze or delete that peer `from` applied and this node
-    /// missed (it was down): checked exactly as if a coordinator had sent
-    /// it, as of its request's expiry, and refused once that expiry is more
-    /// than `MAX_MISSED_AGE` ago. A freeze is taken only while this node has
-    /// seen no freeze, unfreeze or delete of the key, so a stale freeze
-    /// cannot undo a later unfreeze. A delete, which cannot be undone, is
-    /// taken only when t committee nodes (`from` among them) report that
-    /// they applied that very delete: one node's word, even with valid
-    /// approvals, could be a delete that was approved and never carried
-    /// out. Returns what this node did, if it applied it.
+    /// Applies a freeze, unfreeze or delete that peer `from` applied and
+    /// this node missed (it was down), when the change names this node's
+    /// lifecycle sequence or a later one, and t committee nodes (`from`
+    /// among them) report that they applied that very change: one node's
+    /// word, even with valid approvals, could be a change that was approved
+    /// and never carried out. The approvals are checked as if a coordinator
+    /// had sent them, as of their request's expiry, and refused once the
+    /// request was issued longer ago than the policy's `max_approval_age`.
+    /// Returns what this node did, if it applied it.
     pub(crate) async fn catch_up_lifecycle(&self, from: &NodeName, p: Proposal) -> Option<String> {
         let Operation::Lifecycle { key_id, action } = &p.op else {
             return None;
         };
         let ours = self.store.key(key_id).ok().flatten()?;
-        let take = match action {
-            AdminOp::Delete => !matches!(ours.state, KeyState::Deleted(_)),
-            AdminOp::Freeze => {
-                ours.state == KeyState::Active
-                    && self.store.lifecycle_proof(key_id).ok().flatten().is_none()
-            }
-            _ => false,
-        };
+        let seq = p.admin.as_deref()?.request.lifecycle_seq;
+        let take = action.takes_lifecycle_seq()
+            && !matches!(ours.state, KeyState::Deleted(_))
+            && seq >= ours.lifecycle_seq
+            && !self.store.eid_used(&p.eid).unwrap_or(true);
         if !take {
             return None;
         }
         let (key_id, action) = (key_id.clone(), *action);
-        if action == AdminOp::Delete {
-            let applied_by = self.applied_by(&ours, &p.eid, from).await;
-            let needed = usize::from(ours.threshold);
-            if applied_by.len() < needed {
-                tracing::warn!(
-                    key = %key_id,
-                    node = %from,
-                    applied_by = %names(&applied_by),
-                    needed,
-                    "a peer reports a delete that too few committee nodes applied; not applied here",
-                );
-                return None;
-            }
+        let applied_by = self.applied_by(&ours, &p.eid, from).await;
+        let needed = usize::from(ours.threshold);
+        if applied_by.len() < needed {
+            tracing::warn!(
+                key = %key_id,
+                node = %from,
+                %action,
+                applied_by = %names(&applied_by),
+                needed,
+                "a peer reports a key state change that too few committee nodes applied; not \
+                 applied here",
+            );
+            return None;
         }
         let applied = match self.check_admin_proposal_as(&p, true).await {
-            Ok(()) => self.participate_lifecycle(&p, &key_id, action),
+            Ok(()) => self.participate_lifecycle(&p, &key_id, action, true),
             Err(e) => Err(e),
         };
         match applied {

@@ -157,11 +157,16 @@ impl Node {
             }
             Operation::Sign {
                 epoch,
+                lifecycle_seq,
                 request,
                 auth,
                 participants,
             } => {
-                self.participate_sign(from, &p, epoch, &request, &auth, &participants)
+                let at = sign::At {
+                    epoch,
+                    lifecycle_seq,
+                };
+                self.participate_sign(from, &p, at, &request, &auth, &participants)
                     .await
             }
             Operation::Refresh {
@@ -254,7 +259,7 @@ impl Node {
                 certificate,
             } => self.participate_activate(&p.eid, &key_id, epoch, confirmation, &certificate),
             Operation::Lifecycle { key_id, action } => {
-                self.participate_lifecycle(&p, &key_id, action)
+                self.participate_lifecycle(&p, &key_id, action, false)
             }
         }
     }

@@ -29,7 +29,9 @@ pub fn repair_binding(target: &NodeName, rec: &KeyRecord) -> Vec<u8> {
 }
 
 /// SHA-256 over every field of a key's public record that a repair or a
-/// reshare depends on (not its state, rotation proof or creation time).
+/// reshare depends on (not its state, rotation proof or creation time). The
+/// lifecycle sequence is one: a node that repairs or joins takes it from the
+/// proposal, and only members at that same sequence take part.
 pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
@@ -47,6 +49,7 @@ pub(super) fn record_digest(rec: &KeyRecord) -> [u8; 32] {
     field(&rec.package_hash);
     field(rec.package.as_bytes());
     field(rec.key_type.as_str().as_bytes());
+    field(&rec.lifecycle_seq.to_be_bytes());
     h.finalize().into()
 }
 

@@ -7,6 +7,7 @@
 mod checks;
 mod overlapped;
 mod participant;
+pub(crate) use participant::At;
 
 pub(crate) use checks::Gates;
 use overlapped::Attempt;
@@ -405,6 +406,7 @@ impl Node {
             admin: None,
             op: Operation::Sign {
                 epoch: rec.epoch,
+                lifecycle_seq: rec.lifecycle_seq,
                 request: Box::new(request.clone()),
                 auth: Box::new(auth.clone()),
                 participants: participants.to_vec(),

@@ -13,12 +13,20 @@ use crate::protocol::sign::Misbehave;
 use crate::protocol::{PartyIdx, ProtocolError};
 use crate::storage::{Admission, AuditEvent, KeyRecord, KeyState, LedgerEntry, SlotClaim};
 
+/// Where the coordinator says the key is: the epoch it signs at and the
+/// key's lifecycle sequence there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct At {
+    pub epoch: u64,
+    pub lifecycle_seq: u64,
+}
+
 impl Node {
     pub(crate) async fn participate_sign(
         &self,
         from: &NodeName,
         p: &Proposal,
-        epoch: u64,
+        at: At,
         request: &SignRequest,
         auth: &ClientAuth,
         participants: &[NodeName],
@@ -39,7 +47,10 @@ impl Node {
         // (`lifecycle_sync.rs`).
         if *from != self.name {
             self.check_lifecycle_heard(key_id, from).await?;
+            self.check_lifecycle_seq(key_id, at.lifecycle_seq, from)
+                .await?;
         }
+        let epoch = at.epoch;
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;
         let checked = (|| -> Result<Admitted, NodeError> {

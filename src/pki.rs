@@ -113,7 +113,11 @@ pub fn cluster_id_of(bundle: &[rustls::pki_types::CertificateDer<'_>]) -> Result
         let (_, x) = x509_parser::certificate::X509Certificate::from_der(der)
             .map_err(|e| format!("CA certificate {}: {e}", i.saturating_add(1)))?;
         for ou in x.subject().iter_organizational_unit() {
-            let Some(id) = ou.as_str().ok().and_then(|s| s.strip_prefix(CLUSTER_OU_PREFIX)) else {
+            let Some(id) = ou
+                .as_str()
+                .ok()
+                .and_then(|s| s.strip_prefix(CLUSTER_OU_PREFIX))
+            else {
                 continue;
             };
             match &found {

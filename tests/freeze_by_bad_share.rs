@@ -8,7 +8,8 @@
 mod common;
 
 use common::{
-    admin_request, approved_by, check_signature, cluster, issue_admins, set_policy, ADMIN, CLIENT,
+    approved_by, check_signature, cluster, issue_admins, lifecycle_request, set_policy, ADMIN,
+    CLIENT,
 };
 use thresig::client::AdminOp;
 use thresig::node::faults::{self, points};
@@ -66,7 +67,7 @@ async fn a_bad_share_freezes_the_key_and_a_quorum_unfreezes_it() {
     assert!(e.to_string().contains("missing approvals"), "{e}");
     let both = approved_by(
         &c,
-        admin_request(AdminOp::Unfreeze, "k"),
+        lifecycle_request(&c, AdminOp::Unfreeze, "k"),
         &["ops-1", "sec-1"],
     );
     c.client(1, ADMIN)

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    admin_request, approved_by, bound_nonce, check_signature, cluster, issue_admins, set_policy,
-    Hostile, ADMIN, CLIENT,
+    approved_by, bound_nonce, check_signature, cluster, issue_admins, lifecycle_request,
+    set_policy, Hostile, ADMIN, CLIENT,
 };
 use thresig::client::{AdminOp, AdminOutcome};
 use thresig::domain::KeyId;
@@ -74,7 +74,11 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
-    let alone = approved_by(&c, admin_request(AdminOp::Unfreeze, "k"), &["ops-1"]);
+    let alone = approved_by(
+        &c,
+        lifecycle_request(&c, AdminOp::Unfreeze, "k"),
+        &["ops-1"],
+    );
     let e = c
         .client(0, ADMIN)
         .unwrap()
@@ -88,7 +92,7 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
     }
     let both = approved_by(
         &c,
-        admin_request(AdminOp::Unfreeze, "k"),
+        lifecycle_request(&c, AdminOp::Unfreeze, "k"),
         &["ops-1", "sec-1"],
     );
     let out = c
@@ -119,7 +123,7 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
     assert!(sign_everywhere(0x73).await.iter().all(|r| r.is_err()));
     let both = approved_by(
         &c,
-        admin_request(AdminOp::Unfreeze, "k"),
+        lifecycle_request(&c, AdminOp::Unfreeze, "k"),
         &["sec-1", "ops-1"],
     );
     c.client(2, ADMIN)
@@ -141,7 +145,7 @@ async fn freeze_stops_signing_everywhere_and_unfreeze_needs_its_quorum() {
         .unwrap();
     let unfreeze = approved_by(
         &c,
-        admin_request(AdminOp::Unfreeze, "k"),
+        lifecycle_request(&c, AdminOp::Unfreeze, "k"),
         &["ops-1", "sec-1"],
     );
     let nonce = bound_nonce(&unfreeze, 7);
@@ -208,7 +212,11 @@ async fn a_deleted_key_is_gone_everywhere_and_a_node_that_was_down_learns_it() {
 
     // c is down; a and b delete their shares with two approvals.
     c.stop_node(2).await;
-    let delete = approved_by(&c, admin_request(AdminOp::Delete, "k"), &["ops-1", "sec-1"]);
+    let delete = approved_by(
+        &c,
+        lifecycle_request(&c, AdminOp::Delete, "k"),
+        &["ops-1", "sec-1"],
+    );
     let out = c
         .client(0, ADMIN)
         .unwrap()
@@ -311,6 +319,12 @@ async fn a_node_that_missed_a_freeze_cannot_be_used_to_sign() {
             matches!(&refused, Err(e) if e.to_string().contains("frozen")),
             "{to}: {refused:?}"
         );
+        // The proposal carries the coordinator's old lifecycle sequence:
+        // both refuse it by the sequence, before anything else about the key.
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("lifecycle sequence 1")),
+            "{to}: {refused:?}"
+        );
     }
     assert!(
         matches!(state(2), KeyState::Frozen(_)),
@@ -361,7 +375,7 @@ async fn a_never_applied_delete_cannot_be_replayed() {
         .await
         .unwrap();
     let id = KeyId::parse("k").unwrap();
-    let signed = approved_by(&c, admin_request(AdminOp::Delete, "k"), &[ADMIN]);
+    let signed = approved_by(&c, lifecycle_request(&c, AdminOp::Delete, "k"), &[ADMIN]);
     let nonce = bound_nonce(&signed, 9);
     let eid = thresig::node::ops::lifecycle::eid(&id, AdminOp::Delete, &nonce);
     let r = &signed.request;
@@ -374,6 +388,9 @@ async fn a_never_applied_delete_cannot_be_replayed() {
             key_id: "k".into(),
             request_id: r.request_id.clone(),
             expiry_unix: r.expiry_unix,
+            issued_unix: r.issued_unix,
+            cluster: r.cluster.clone(),
+            lifecycle_seq: r.lifecycle_seq,
             approvals: signed
                 .approvals
                 .iter()
@@ -442,5 +459,138 @@ async fn a_node_back_from_downtime_learns_a_missed_freeze_before_it_serves() {
     c.start_node(2).await.unwrap();
     let state = c.nodes[2].as_ref().unwrap().node.key(&id).unwrap().state;
     assert!(matches!(state, KeyState::Frozen(_)), "{state:?}");
+    c.stop().await;
+}
+
+/// Each freeze, unfreeze or delete names the key's lifecycle sequence it
+/// applies to, and the cluster and time it was issued for (issue 19): an
+/// approved change is refused after a later one was applied (through the
+/// coordinator, and sent by a hostile node straight to a member), as is a
+/// request for another cluster or one older than the policy's
+/// max_approval_age. A node that missed a freeze and the unfreeze after it
+/// catches up on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_change_is_refused_after_a_later_one_or_elsewhere_or_when_old() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    let info = c
+        .client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let seq = |c: &thresig::cluster::LocalCluster, i: usize| {
+        let rec = c.nodes[i].as_ref().unwrap().node.key(&id).unwrap();
+        (rec.lifecycle_seq, rec.state.label().to_owned())
+    };
+    // A delete approved at sequence 0, kept back; then c goes down and the
+    // key is frozen and unfrozen (sequence 2 on a and b).
+    let stale = approved_by(&c, lifecycle_request(&c, AdminOp::Delete, "k"), &[ADMIN]);
+    assert_eq!(stale.request.lifecycle_seq, 0);
+    c.stop_node(2).await;
+    for op in [AdminOp::Freeze, AdminOp::Unfreeze] {
+        let r = c
+            .client(0, ADMIN)
+            .unwrap()
+            .change_key_state("k", op)
+            .await
+            .unwrap();
+        assert_eq!(r.applied.len(), 2, "{op}: {r:?}");
+    }
+    assert_eq!(seq(&c, 0), (2, "active".to_owned()));
+    assert_eq!(seq(&c, 1), (2, "active".to_owned()));
+    // c comes back: it learns both changes from a and b (t members applied
+    // the unfreeze) and is at sequence 2, active, and signs.
+    c.start_node(2).await.unwrap();
+    assert_eq!(seq(&c, 2), (2, "active".to_owned()), "c caught up");
+    let d = [0x91; 32];
+    let resp = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("k", d, "", "")
+        .await
+        .unwrap();
+    check_signature(&resp, &d, &info.public_key);
+
+    // The stale delete, through a coordinator: refused with the sequences.
+    let e = c
+        .client(1, ADMIN)
+        .unwrap()
+        .submit_admin(&stale)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(
+        e.to_string().contains("applies to lifecycle sequence 0")
+            && e.to_string().contains("which is at 2"),
+        "{e}"
+    );
+    // Sent by hostile a straight to b and c: each refuses it by its own
+    // sequence, and keeps its share.
+    let nonce = bound_nonce(&stale, 7);
+    let p = Proposal {
+        eid: thresig::node::ops::lifecycle::eid(&id, AdminOp::Delete, &nonce),
+        nonce,
+        admin: Some(Box::new(stale.clone())),
+        op: Operation::Lifecycle {
+            key_id: id.clone(),
+            action: AdminOp::Delete,
+        },
+    };
+    let x = Hostile::as_node(&c, 0);
+    for to in ["b", "c"] {
+        let refused = x.propose(to, p.clone()).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("a later change was applied since")),
+            "{to}: {refused:?}"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(seq(&c, i), (2, "active".to_owned()), "node {i}");
+        let node = &c.nodes[i].as_ref().unwrap().node;
+        assert!(node.store().has_share(&id, 0).unwrap(), "node {i}");
+    }
+
+    // A request for another cluster (same trust domain, another CA's id).
+    let mut elsewhere = lifecycle_request(&c, AdminOp::Freeze, "k");
+    elsewhere.cluster = "thresig.local/00000000000000000000000000000000".into();
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&approved_by(&c, elsewhere, &[ADMIN]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("is for cluster"), "{e}");
+
+    // A request issued two hours ago, under a policy that takes approvals up
+    // to one hour old; the same request issued now is taken.
+    let policy = std::fs::read_to_string(c.configs[0].policy.as_ref().unwrap()).unwrap();
+    common::set_policy(
+        &c,
+        &format!("{policy}\n[limits]\nmax_approval_age = \"1h\"\n"),
+    );
+    let mut old = lifecycle_request(&c, AdminOp::Freeze, "k");
+    old.issued_unix -= 7200;
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&approved_by(&c, old, &[ADMIN]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    assert!(
+        e.to_string().contains("issued 2h 0m ago") && e.to_string().contains("up to 1h 0m old"),
+        "{e}"
+    );
+    let fresh = approved_by(&c, lifecycle_request(&c, AdminOp::Freeze, "k"), &[ADMIN]);
+    c.client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&fresh)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(seq(&c, i), (3, "frozen".to_owned()), "node {i}");
+    }
     c.stop().await;
 }

@@ -198,7 +198,10 @@ fn print_request(signed: &SignedAdmin, names: &[String]) {
     println!("asks to      {}", r.describe());
     println!("cluster      {}", r.cluster);
     if r.operation.takes_lifecycle_seq() {
-        println!("at sequence  {} (the key's lifecycle sequence it applies to)", r.lifecycle_seq);
+        println!(
+            "at sequence  {} (the key's lifecycle sequence it applies to)",
+            r.lifecycle_seq
+        );
     }
     println!(
         "issued       Unix {} ({} ago)",
@@ -246,7 +249,12 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let mut r = AdminRequest::new(operation, &key, valid_for)?;
             let ca = ca
-                .or_else(|| signer.certs.as_ref().map(|d| Layout { dir: d.clone() }.ca_cert()))
+                .or_else(|| {
+                    signer
+                        .certs
+                        .as_ref()
+                        .map(|d| Layout { dir: d.clone() }.ca_cert())
+                })
                 .ok_or_else(|| {
                     UsageError(
                         "no CA bundle: pass --ca <ca.pem> (or --certs <dir>); the request names \

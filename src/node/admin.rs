@@ -198,10 +198,11 @@ impl Node {
         let verifier = std::sync::Arc::clone(&self.verifier);
         let owned = signed.clone();
         let stamped = self.stamped();
-        let approvers =
-            tokio::task::spawn_blocking(move || approvers_of(verifier.as_ref(), &owned, now, &stamped))
-                .await
-                .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
+        let approvers = tokio::task::spawn_blocking(move || {
+            approvers_of(verifier.as_ref(), &owned, now, &stamped)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
         let verified = self.admit_approvers(signed, approvers, false)?;
         self.check_parameters(r, &p.op)?;
         if !self

@@ -252,9 +252,6 @@ impl AdminRequest {
                 self.issued_unix.saturating_sub(now_unix)
             ));
         }
-        if self.expiry_unix < self.issued_unix {
-            return Err("the admin request expires before it was issued".into());
-        }
         if self.expiry_unix < now_unix {
             return Err(format!(
                 "the admin request {} expired {} s ago (at Unix time {}); every approval of it \
@@ -263,6 +260,9 @@ impl AdminRequest {
                 now_unix.saturating_sub(self.expiry_unix),
                 self.expiry_unix
             ));
+        }
+        if self.expiry_unix < self.issued_unix {
+            return Err("the admin request expires before it was issued".into());
         }
         if self.expiry_unix > now_unix.saturating_add(MAX_ADMIN_EXPIRY_AHEAD_SECS)
             || self.expiry_unix.saturating_sub(self.issued_unix) > MAX_ADMIN_EXPIRY_AHEAD_SECS
@@ -500,7 +500,10 @@ mod tests {
         long.expiry_unix = MAX_ADMIN_EXPIRY_AHEAD_SECS + 1;
         assert!(long.check_fields(999).unwrap_err().contains("issue time"));
         assert!(
-            req().check_fields(900 - MAX_ISSUED_AHEAD_SECS - 1).unwrap_err().contains("ahead"),
+            req()
+                .check_fields(900 - MAX_ISSUED_AHEAD_SECS - 1)
+                .unwrap_err()
+                .contains("ahead"),
             "issued in the future"
         );
         let mut r = req();
@@ -508,7 +511,10 @@ mod tests {
         assert!(r.check_fields(999).unwrap_err().contains("version 1"));
         let mut r = req();
         r.lifecycle_seq = 3;
-        assert!(r.check_fields(999).unwrap_err().contains("lifecycle sequence"));
+        assert!(r
+            .check_fields(999)
+            .unwrap_err()
+            .contains("lifecycle sequence"));
         r.operation = AdminOp::Freeze;
         r.committee.clear();
         r.threshold = 0;

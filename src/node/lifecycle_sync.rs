@@ -238,17 +238,19 @@ impl Node {
         theirs: u64,
         coordinator: &NodeName,
     ) -> Result<(), NodeError> {
-        let mut ours = self.key(key_id)?.lifecycle_seq;
-        if ours < theirs {
+        let mut rec = self.key(key_id)?;
+        if rec.lifecycle_seq < theirs {
             self.compare_key(key_id, false).await;
-            ours = self.key(key_id)?.lifecycle_seq;
+            rec = self.key(key_id)?;
         }
+        let ours = rec.lifecycle_seq;
         match ours.cmp(&theirs) {
             std::cmp::Ordering::Equal => Ok(()),
             std::cmp::Ordering::Greater => Err(NodeError::FailedPrecondition(format!(
-                "key {key_id} is at lifecycle sequence {ours} on node {}, the coordinator \
+                "key {key_id} is {} at lifecycle sequence {ours} on node {}, the coordinator \
                  {coordinator} says {theirs}: it missed (or ignores) a freeze, unfreeze or \
                  delete; refused",
+                rec.state.label(),
                 self.name
             ))),
             std::cmp::Ordering::Less => Err(NodeError::Unavailable(format!(

@@ -317,6 +317,20 @@ impl Policy {
                 ),
             ));
         }
+        // An admin who approves key changes reads the keys it approves for
+        // (a freeze, unfreeze or delete names the key's lifecycle sequence).
+        if operation == "read" {
+            if let Some(i) = self
+                .quorum
+                .iter()
+                .position(|q| q.admins.iter().any(|a| a == admin))
+            {
+                return Decision::allow(
+                    format!("quorum[{i}]"),
+                    "an admin of a quorum may read the keys".into(),
+                );
+            }
+        }
         match why_not {
             Some((rule, reason)) => Decision::deny(rule, reason),
             None => Decision::deny(

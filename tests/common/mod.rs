@@ -168,6 +168,20 @@ pub fn admin_request(op: thresig::client::AdminOp, key: &str) -> thresig::client
     thresig::client::AdminRequest::new(op, key, Duration::from_secs(60)).unwrap()
 }
 
+/// A new freeze, unfreeze or delete request for `key`, naming the key's
+/// lifecycle sequence as the first running node holds it.
+pub fn lifecycle_request(
+    c: &thresig::cluster::LocalCluster,
+    op: thresig::client::AdminOp,
+    key: &str,
+) -> thresig::client::AdminRequest {
+    let id = thresig::domain::KeyId::parse(key).unwrap();
+    let node = c.nodes.iter().flatten().next().expect("no node running");
+    let mut r = admin_request(op, key);
+    r.lifecycle_seq = node.node.key(&id).unwrap().lifecycle_seq;
+    r
+}
+
 /// A hostile node: it holds node `i`'s real certificate of the roster and
 /// sends whatever peer RPCs a test builds to the other nodes, which see it as
 /// that node (the sender is the certificate identity).

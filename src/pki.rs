@@ -150,8 +150,17 @@ pub fn spiffe_uri(trust_domain: &str, role: Role, name: &str) -> String {
 }
 
 impl Ca {
-    /// Creates a new CA valid for ten years.
+    /// Creates a new CA valid for ten years, for a new cluster.
     pub fn generate(trust_domain: &str) -> Result<(Self, Issued), PkiError> {
+        Self::generate_for(trust_domain, None)
+    }
+
+    /// Creates a new CA valid for ten years; with `cluster_id`, for that
+    /// existing cluster (a CA rollover), else for a new one.
+    pub fn generate_for(
+        trust_domain: &str,
+        cluster_id: Option<&str>,
+    ) -> Result<(Self, Issued), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         // A name of its own (creation date and a random tag): during a CA
@@ -167,11 +176,17 @@ impl Ca {
                 hex::encode(tag)
             ),
         );
-        let mut cluster = [0u8; 16];
-        getrandom::fill(&mut cluster).map_err(|e| PkiError::Other(e.to_string()))?;
+        let cluster = match cluster_id {
+            Some(id) => id.to_owned(),
+            None => {
+                let mut fresh = [0u8; 16];
+                getrandom::fill(&mut fresh).map_err(|e| PkiError::Other(e.to_string()))?;
+                hex::encode(fresh)
+            }
+        };
         params.distinguished_name.push(
             DnType::OrganizationalUnitName,
-            format!("{CLUSTER_OU_PREFIX}{}", hex::encode(cluster)),
+            format!("{CLUSTER_OU_PREFIX}{cluster}"),
         );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -326,6 +341,21 @@ pub fn init(
     nodes: &[String],
     clients: &[String],
     admins: &[String],
+    progress: impl FnMut(Role, &str),
+) -> Result<Layout, PkiError> {
+    init_for(out, trust_domain, None, nodes, clients, admins, progress)
+}
+
+/// `init`; with `cluster_id`, the CA is for that existing cluster (a CA
+/// rollover: the new CA carries the cluster id of the one it replaces, so
+/// admin requests stay valid while both sit in one bundle).
+pub fn init_for(
+    out: &Path,
+    trust_domain: &str,
+    cluster_id: Option<&str>,
+    nodes: &[String],
+    clients: &[String],
+    admins: &[String],
     mut progress: impl FnMut(Role, &str),
 ) -> Result<Layout, PkiError> {
     let layout = Layout {
@@ -345,7 +375,7 @@ pub fn init(
             }
         }
     }
-    let (ca, issued) = Ca::generate(trust_domain)?;
+    let (ca, issued) = Ca::generate_for(trust_domain, cluster_id)?;
     write_new(&layout.ca_cert(), issued.cert_pem.as_bytes(), 0o644)?;
     write_new(&layout.ca_key(), issued.key_pem.expose(), 0o600)?;
     for (role, names) in [

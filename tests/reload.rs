@@ -149,10 +149,13 @@ async fn certificate_crl_and_ca_bundle_reload_without_a_restart() {
     // 4. CA rollover: every node trusts a bundle of the old and the new CA,
     // then a client with a certificate from the new CA signs (every
     // participant checks its request signature against the bundle).
+    // The new CA carries the old one's cluster id (`certs init --rollover-of`).
     let new_dir = c.layout.dir.join("ca2");
-    let layout2 = thresig::pki::init(
+    let cluster_id = thresig::transport::tls::cluster_id(&c.layout.ca_cert()).unwrap();
+    let layout2 = thresig::pki::init_for(
         &new_dir,
         TRUST_DOMAIN,
+        Some(&cluster_id),
         &[],
         &["rolled".into()],
         &[],

@@ -13,6 +13,9 @@ pub enum Cmd {
     /// Layout: <out>/ca.pem, <out>/ca.key, <out>/nodes/<name>.{pem,key},
     /// <out>/clients/<name>.{pem,key}, <out>/admins/<name>.{pem,key}.
     /// Keys are written with mode 0600; existing files are never overwritten.
+    /// The CA certificate carries a new cluster id (its OU "thresig-cluster
+    /// <id>"), which every admin request names; for a CA rollover pass
+    /// --rollover-of <old ca.pem> to carry the old CA's id instead.
     Init {
         /// SPIFFE trust domain, e.g. thresig.local.
         #[arg(long, default_value = "thresig.local")]
@@ -29,6 +32,10 @@ pub enum Cmd {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// A CA rollover: the new CA is for the cluster of this CA bundle
+        /// (it carries the same cluster id), so both can sit in one bundle.
+        #[arg(long)]
+        rollover_of: Option<PathBuf>,
     },
     /// Issue one more certificate from an existing CA directory.
     Issue {
@@ -55,14 +62,35 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             clients,
             admins,
             out,
+            rollover_of,
         } => {
+            let cluster_id = match &rollover_of {
+                Some(old) => {
+                    let id = crate::transport::tls::cluster_id(old)
+                        .with_context(|| format!("reading the cluster id of {}", old.display()))?;
+                    if id.is_empty() {
+                        return Err(super::UsageError(format!(
+                            "{} carries no cluster id (it was not made by `thresig certs init`)",
+                            old.display()
+                        ))
+                        .into());
+                    }
+                    Some(id)
+                }
+                None => None,
+            };
             println!(
-                "creating cluster CA for trust domain {trust_domain} in {}",
-                out.display()
+                "creating cluster CA for trust domain {trust_domain} in {}{}",
+                out.display(),
+                cluster_id
+                    .as_deref()
+                    .map(|id| format!(" (rollover: cluster {id})"))
+                    .unwrap_or_default()
             );
-            let layout = pki::init(
+            let layout = pki::init_for(
                 &out,
                 &trust_domain,
+                cluster_id.as_deref(),
                 &nodes,
                 &clients,
                 &admins,

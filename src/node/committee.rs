@@ -217,6 +217,15 @@ impl Node {
             .retain(|(k, _), _| k != key);
     }
 
+    /// Forgets that `nodes` failed a signing session of `key` (they answer
+    /// again); bans stay.
+    pub(crate) fn forget_key_suspects_of(&self, key: &KeyId, nodes: &[NodeName]) {
+        self.key_suspects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(k, n), _| k != key || !nodes.contains(n));
+    }
+
     fn failed_recently(&self, key: &KeyId) -> Vec<NodeName> {
         let now = Instant::now();
         let mut s = self

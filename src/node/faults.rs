@@ -33,6 +33,11 @@ pub mod points {
     /// Signing participant: admit the session, then never send a round
     /// message (a node that answers probes but stalls its rounds).
     pub const STALL_SIGN: &str = "sign.stall";
+    /// Signing participant: once it has admitted a session (its ledger entry
+    /// durable, the session open everywhere), the session's coordinator is
+    /// cut off from every node, both ways, as by a network partition, until
+    /// `disarm_all`.
+    pub const PARTITION_COORDINATOR: &str = "sign.partition_coordinator";
     /// Signing participant: slot watermark committed, no message sent yet.
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
     /// Every rotation crash point, for tests that walk them all.
@@ -72,6 +77,24 @@ mod imp {
         }
     }
 
+    /// Nodes cut off from every other (a partition), until `disarm_all`.
+    static ISOLATED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+    /// Cuts `node` off from every other node, both ways.
+    pub fn isolate(node: &str) {
+        if let Ok(mut g) = ISOLATED.lock() {
+            g.get_or_insert_with(HashSet::new).insert(node.to_owned());
+        }
+    }
+
+    pub fn is_isolated(node: &str) -> bool {
+        ISOLATED
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|s| s.contains(node)))
+            .unwrap_or(false)
+    }
+
     /// Lets every held node go on.
     pub fn release_holds() {
         if let Ok(mut g) = HELD.lock() {
@@ -97,6 +120,9 @@ mod imp {
     /// Disarms every point and revives every node (the "process" restarts clean).
     pub fn disarm_all() {
         release_holds();
+        if let Ok(mut g) = ISOLATED.lock() {
+            *g = None;
+        }
         if let Ok(mut g) = ARMED.lock() {
             *g = None;
         }
@@ -129,7 +155,23 @@ mod imp {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use imp::{arm, disarm_all, hold, kill, release_holds};
+pub use imp::{arm, disarm_all, hold, isolate, kill, release_holds};
+
+/// A message between `from` and `to` while either is cut off
+/// (`isolate`; fault-injection builds only) is lost: this waits as long as
+/// the cut lasts, then returns false (the caller drops the message), as a
+/// network that drops packets would. True at once when nothing is cut.
+pub async fn passes(from: &crate::domain::NodeName, to: &crate::domain::NodeName) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if imp::is_isolated(from.as_str()) || imp::is_isolated(to.as_str()) {
+        while imp::is_isolated(from.as_str()) || imp::is_isolated(to.as_str()) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        return false;
+    }
+    let _ = (from, to);
+    true
+}
 
 /// Waits while `point` is held on `node` (fault-injection builds only).
 pub async fn wait_if_held(node: &crate::domain::NodeName, point: &'static str) {

@@ -273,6 +273,11 @@ impl Node {
         self.router.outsider_messages(from)
     }
 
+    /// Sessions running on this node (their mailbox is open).
+    pub fn live_sessions(&self) -> usize {
+        self.router.live()
+    }
+
     pub fn key(&self, id: &KeyId) -> Result<crate::storage::KeyRecord, NodeError> {
         self.store
             .key(id)?

@@ -14,6 +14,8 @@
 
 pub mod curve;
 mod echo;
+#[cfg(test)]
+mod garbage_tests;
 pub mod inproc;
 pub mod keygen;
 pub mod refresh;

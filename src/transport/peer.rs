@@ -50,6 +50,18 @@ impl PeerService {
     }
 }
 
+/// A call across a partition injected by a test (`faults::isolate`): it
+/// waits while the partition lasts, then fails; at once Ok otherwise.
+async fn lost(from: &NodeName, me: &NodeName) -> Result<(), Status> {
+    if crate::node::faults::passes(from, me).await {
+        Ok(())
+    } else {
+        Err(Status::unavailable(
+            "lost in a network partition (injected)",
+        ))
+    }
+}
+
 fn sender<T>(req: &Request<T>) -> Result<NodeName, Status> {
     match req
         .extensions()
@@ -73,8 +85,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        sender(&req)?;
+        let from = sender(&req)?;
         check_version(req.get_ref().wire_version)?;
+        lost(&from, self.node.name()).await?;
         Ok(Response::new(pb::PingResponse {
             wire_version: WIRE_VERSION,
             node: self.node.name().to_string(),
@@ -92,6 +105,7 @@ impl pb::peer_server::Peer for PeerService {
         req: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
         let from = sender(&req)?;
+        lost(&from, self.node.name()).await?;
         let proposal = proposal_from_pb(req.into_inner())?;
         // A refusal is an answer, with its reason code: only failures of the
         // call itself (identity, version, a malformed proposal) are statuses.
@@ -108,6 +122,7 @@ impl pb::peer_server::Peer for PeerService {
         req: Request<pb::Envelope>,
     ) -> Result<Response<pb::DeliverAck>, Status> {
         let from = sender(&req)?;
+        lost(&from, self.node.name()).await?;
         let env = req.into_inner();
         check_version(env.wire_version)?;
         let eid =

@@ -320,10 +320,51 @@ impl Node {
             .filter(|c| !skipped.contains(c) && !failed_here.contains(c) && Some(*c) != leave_out)
             .cloned()
             .collect();
-        let (mut down, ledgers) = self
+        let (mut down, mut ledgers) = self
             .probe(rec, &probed, true, Some(request.request_id.as_str()))
             .await;
         self.note_reachability(&probed, &down);
+        // Nodes passed over for failing moments ago get a second chance
+        // when the others are too few to sign: a fresh probe (one probe
+        // timeout, only when the request would fail without them), so a
+        // healed partition or a restarted node is used at once.
+        // (A node banned for the key gets none.)
+        let banned = self.banned(key_id);
+        let passed_over: Vec<NodeName> = candidates
+            .iter()
+            .filter(|c| {
+                (skipped.contains(c) || failed_here.contains(c))
+                    && !banned.contains(c)
+                    && !probed.contains(c)
+                    && Some(*c) != leave_out
+            })
+            .cloned()
+            .collect();
+        let answered = probed.len().saturating_sub(down.len());
+        let (skipped, failed_here) = if answered < t && !passed_over.is_empty() {
+            let (again_down, again_ledgers) = self
+                .probe(rec, &passed_over, true, Some(request.request_id.as_str()))
+                .await;
+            self.note_reachability(&passed_over, &again_down);
+            ledgers.extend(again_ledgers);
+            let back: Vec<NodeName> = passed_over
+                .iter()
+                .filter(|n| !again_down.iter().any(|(d, _)| d == *n))
+                .cloned()
+                .collect();
+            if !back.is_empty() {
+                self.forget_key_suspects_of(key_id, &back);
+                tracing::info!(
+                    key = %key_id,
+                    nodes = %crate::node::names(&back),
+                    "nodes that failed moments ago answer again",
+                );
+            }
+            down.extend(again_down);
+            (Vec::new(), banned)
+        } else {
+            (skipped, failed_here)
+        };
         down.extend(
             skipped
                 .into_iter()

@@ -259,6 +259,10 @@ impl Node {
         if faults::tampers(&self.name, faults::points::STALL_SIGN) {
             std::future::pending::<()>().await;
         }
+        #[cfg(feature = "fault-injection")]
+        if faults::tampers(&self.name, faults::points::PARTITION_COORDINATOR) {
+            faults::isolate(from.as_str());
+        }
         let proto = scheme::sign_as(&share, path, &signers, digest, p.eid.as_bytes(), corrupt);
         drop(share);
         // The ledger entry was made durable at admission.

@@ -293,6 +293,7 @@ pub fn start(
         Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .max_concurrent_streams(Some(MAX_PEER_STREAMS))
+            .layer(crate::api::too_large::TooLargeLayer)
             .add_service(peer_svc)
             .serve_with_incoming_shutdown(peer_incoming, signal(stopped.clone())),
     );
@@ -300,6 +301,7 @@ pub fn start(
         Server::builder()
             .max_concurrent_streams(Some(MAX_CLIENT_STREAMS))
             .concurrency_limit_per_connection(256)
+            .layer(crate::api::too_large::TooLargeLayer)
             .add_service(health)
             .add_service(SignerService::new(node.clone(), metrics.clone()))
             .add_service(AdminService::new(reloader.clone(), metrics.clone()))

@@ -12,6 +12,7 @@ mod reload;
 mod services;
 mod status;
 mod status_pb;
+pub mod too_large;
 
 pub use admin_service::AdminService;
 pub use reload::{ReloadReport, Reloader};

@@ -178,6 +178,9 @@ pub struct Node {
     lifecycle_heard: lifecycle_sync::Heard,
     /// Refused proposals per peer (`refusals.rs`).
     refusals: refusals::Refusals,
+    /// Sign requests refused for a client's rate limit, per client
+    /// (`refusals.rs`): audited one by one up to the budget, then coalesced.
+    client_refusals: refusals::Refusals,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
@@ -231,6 +234,7 @@ impl Node {
             elimination_turns: Default::default(),
             lifecycle_heard: Default::default(),
             refusals: Default::default(),
+            client_refusals: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
             work: Default::default(),

@@ -108,6 +108,7 @@ impl Node {
     #[must_use]
     pub fn with_refusal_budget(mut self, budget: RefusalBudget) -> Self {
         self.refusals.budget = budget;
+        self.client_refusals.budget = budget;
         self
     }
 
@@ -125,24 +126,51 @@ impl Node {
             let _ = self.audit(event);
             return;
         }
-        let budget = self.refusals.budget;
-        let n = self.refusals.count(peer, key_change);
+        self.coalesce(&self.refusals, peer, event, key_change, "node", "proposals");
+    }
+
+    /// Audits a sign request of `client` refused for a rate limit: one by
+    /// one up to the budget's `audited` in a window, then coalesced (a
+    /// client flooding past its limit makes the node write a handful of
+    /// entries, not one fsync per request).
+    pub(crate) fn audit_client_refusal(&self, client: &NodeName, event: AuditEvent) {
+        self.coalesce(
+            &self.client_refusals,
+            client,
+            event,
+            false,
+            "client",
+            "sign requests",
+        );
+    }
+
+    fn coalesce(
+        &self,
+        counts: &Refusals,
+        who: &NodeName,
+        event: AuditEvent,
+        key_change: bool,
+        role: &str,
+        what: &str,
+    ) {
+        let budget = counts.budget;
+        let n = counts.count(who, key_change);
         if n <= budget.audited {
             let _ = self.audit(event);
             return;
         }
-        self.refusals
+        counts
             .coalesced
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let power_of_ten = n >= 100 && n.checked_ilog10().is_some_and(|e| 10u64.pow(e) == n);
         if power_of_ten {
             let _ = self.audit(AuditEvent {
                 kind: "refusals.coalesced".into(),
-                actor: format!("node/{peer}"),
+                actor: format!("{role}/{who}"),
                 decision: "denied".into(),
-                rule: "per-peer refusal budget".into(),
+                rule: format!("per-{role} refusal budget"),
                 detail: format!(
-                    "{n} proposals from node {peer} refused within {} s; audited one by one: the \
+                    "{n} {what} from {role} {who} refused within {} s; audited one by one: the \
                      first {}; the last: {} of key {} ({})",
                     budget.window.as_secs(),
                     budget.audited,

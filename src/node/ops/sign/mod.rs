@@ -118,27 +118,34 @@ impl Node {
         let committee = committee_of(&rec)?;
         let candidates = self.candidates(&committee);
         let t = rec.threshold as usize;
-        // A request that runs a session counts against this node's limits,
-        // once, whichever path below signs it; one answered from a ledger
-        // does not.
+        // A request counts against this node's limits once, whichever path
+        // below signs it.
         let charged = std::sync::atomic::AtomicBool::new(false);
         let charge = || -> Result<(), NodeError> {
             if charged.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
             }
             self.charge_rate(client, &request).inspect_err(|e| {
-                let _ = self.audit(crate::storage::AuditEvent {
-                    kind: "sign.request".into(),
-                    actor: format!("client/{client}"),
-                    key: key_id.to_string(),
-                    request_id: request.request_id.clone(),
-                    decision: "denied".into(),
-                    rule: "rate limit".into(),
-                    detail: e.to_string(),
-                    ..Default::default()
-                });
+                self.audit_client_refusal(
+                    client,
+                    crate::storage::AuditEvent {
+                        kind: "sign.request".into(),
+                        actor: format!("client/{client}"),
+                        key: key_id.to_string(),
+                        request_id: request.request_id.clone(),
+                        decision: "denied".into(),
+                        rule: "rate limit".into(),
+                        detail: e.to_string(),
+                        ..Default::default()
+                    },
+                );
             })
         };
+        // The rate limits are charged before any other node is asked
+        // anything: a client over its limit costs the committee no probe, no
+        // admission and no ledger entry. (A retry answered from this node's
+        // ledger, above, costs nothing.)
+        charge()?;
         // Overlapped path: when no candidate is under suspicion, propose the
         // session to the first t at once and run the committee checks
         // alongside; this node joins the session once they passed.

@@ -40,7 +40,13 @@ pub mod points {
     pub const PARTITION_COORDINATOR: &str = "sign.partition_coordinator";
     /// Signing participant: slot watermark committed, no message sent yet.
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
-    /// Every rotation crash point, for tests that walk them all.
+    /// A member a reshare moved the key away from: every new member
+    /// activated, its old share not yet deleted.
+    pub const BEFORE_RETIRE: &str = "reshare.before_retire";
+    /// A leaving member: its old share deleted, answer not yet sent.
+    pub const AFTER_RETIRE: &str = "reshare.after_retire";
+    /// Every rotation crash point, for tests that walk them all (a reshare's
+    /// staging and activation pass the same points).
     pub const ALL: [&str; 4] = [BEFORE_STAGE, AFTER_STAGE, BEFORE_ACTIVATE, AFTER_ACTIVATE];
     /// Keygen participant: keygen finished, generated share not yet written.
     pub const KEYGEN_BEFORE_STORE: &str = "keygen.before_store";

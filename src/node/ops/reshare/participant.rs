@@ -48,7 +48,19 @@ impl Node {
         // the key takes the proposed one, which the eid binds, so it can only
         // run with dealers that hold that same record.
         let own = self.store.key(key_id)?;
+        // A member that an earlier reshare moved the key away from, and that
+        // never got its retirement (the reshare's coordinator gave up before
+        // every new member was active), still holds its record as active at
+        // an older epoch, in a committee the proposal's record no longer
+        // names: it joins like a node new to the key. (Its old share is
+        // useless: the members that stayed moved on.)
+        let left_behind = |r: &KeyRecord| {
+            r.epoch < epoch
+                && !is_dealer
+                && !proposed.committee.iter().any(|m| m == self.name.as_str())
+        };
         let joining = match &own {
+            Some(r) if r.state == KeyState::Active && left_behind(r) => true,
             Some(r) if r.state == KeyState::Active => false,
             // A frozen key may be moved only by an approved recovery reshare.
             Some(r)
@@ -176,6 +188,7 @@ impl Node {
                 threshold,
             };
             let next = crate::node::committee::next_epoch(&record)?;
+            crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_STAGE)?;
             self.store.stage_reshare(
                 key_id,
                 joining.then_some(&record),
@@ -185,6 +198,7 @@ impl Node {
                 &out.package,
                 membership,
             )?;
+            crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_STAGE)?;
             tracing::info!(
                 key = %key_id,
                 epoch = next,
@@ -303,7 +317,9 @@ impl Node {
                 reasons(&missing)
             )));
         }
+        crate::node::faults::check(&self.name, crate::node::faults::points::BEFORE_RETIRE)?;
         self.store.retire(key_id)?;
+        crate::node::faults::check(&self.name, crate::node::faults::points::AFTER_RETIRE)?;
         self.forget_opened(key_id);
         tracing::info!(
             key = %key_id,

@@ -106,8 +106,8 @@ impl Store {
                 // An active record at an older epoch: a member left behind by
                 // a reshare it missed the retirement of (the caller checked).
                 (Some(old), Some(new))
-                    if !matches!(old.state, KeyState::Retired | KeyState::Joining)
-                        && !(old.state == KeyState::Active && old.epoch < new.epoch) =>
+                    if !(matches!(old.state, KeyState::Retired | KeyState::Joining)
+                        || (old.state == KeyState::Active && old.epoch < new.epoch)) =>
                 {
                     return Err(StorageError::Conflict(format!(
                         "key {id} is {} here; a joining record cannot replace it",

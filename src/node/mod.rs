@@ -92,11 +92,17 @@ use crate::storage::Store;
 /// Wire version of the peer protocol; peers with another version are refused.
 /// 2: a participant's refusal travels as an answer with a reason code.
 /// 3: key changes carry the signed admin request and its approvals.
-pub const WIRE_VERSION: u32 = 3;
+/// 4: admin requests name their cluster, issue time and (freeze, unfreeze,
+///    delete) the key's lifecycle sequence; signing proposals carry the
+///    coordinator's lifecycle sequence; key records in repair and reshare
+///    proposals carry it too.
+pub const WIRE_VERSION: u32 = 4;
 /// The oldest wire version a node still accepts (N-1, for rolling upgrades).
-/// A version-2 node's key changes carry no admin request and are refused as
-/// unapproved; its signing works.
-pub const MIN_WIRE_VERSION: u32 = 2;
+/// A version-3 node's key changes carry version-1 admin requests and are
+/// refused; its signing works while the key's lifecycle sequence is 0 (it
+/// sends none), and is refused by an upgraded member of a key that was
+/// frozen, unfrozen or deleted since (sequence > 0).
+pub const MIN_WIRE_VERSION: u32 = 3;
 
 /// Timeouts of a node.
 #[derive(Debug, Clone, Copy)]

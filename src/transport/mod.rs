@@ -16,6 +16,8 @@ pub mod tls;
 mod wire;
 mod wire_admin;
 mod wire_auth;
+#[cfg(test)]
+mod wire_fuzz_tests;
 mod wire_records;
 mod wire_status;
 

@@ -468,7 +468,8 @@ async fn a_node_back_from_downtime_learns_a_missed_freeze_before_it_serves() {
 /// coordinator, and sent by a hostile node straight to a member), as is a
 /// request for another cluster or one older than the policy's
 /// max_approval_age. A node that missed a freeze and the unfreeze after it
-/// catches up on both.
+/// ends where the others are (sequence 2, active): it takes the unfreeze,
+/// which t members applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approved_change_is_refused_after_a_later_one_or_elsewhere_or_when_old() {
     let (_dir, mut c) = cluster(&["a", "b", "c"]).await;

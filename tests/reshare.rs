@@ -216,3 +216,65 @@ async fn reshare_moves_the_key_through_three_committees_and_retires_who_left() {
     );
     c.stop().await;
 }
+
+/// A node that held the key (here retired by a reshare) joins a later
+/// reshare only of the same key: a hostile coordinator with approvals for
+/// a reshare back to {a, b, c} cannot make c take a record under another
+/// public key (its accomplices' key), whatever epoch and dealers it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_former_member_joins_only_the_same_key() {
+    use thresig::client::AdminOp;
+    use thresig::node::{Operation, Proposal};
+    let (_dir, c) = cluster(&NAMES).await;
+    let old: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &old)
+        .await
+        .unwrap();
+    let new: Vec<String> = ["a", "b", "d"].map(String::from).to_vec();
+    let r = c
+        .client(0, ADMIN)
+        .unwrap()
+        .reshare_key("k", &new, 2)
+        .await
+        .unwrap();
+    assert!(r.not_retired.is_empty(), "{r:?}");
+    let id = KeyId::parse("k").unwrap();
+    assert_eq!(node(&c, "c").key(&id).unwrap().state, KeyState::Retired);
+
+    // Hostile a: an approved reshare back to {a, b, c}, with a record of the
+    // key at epoch 1 whose public key is another.
+    let mut req = common::admin_request(AdminOp::Reshare, "k");
+    req.committee = ["a", "b", "c"]
+        .map(|n| NodeName::parse(n).unwrap())
+        .to_vec();
+    req.threshold = 2;
+    let signed = common::approved_by(&c, req, &[ADMIN]);
+    let nonce = common::bound_nonce(&signed, 3);
+    let mut forged = node(&c, "a").key(&id).unwrap();
+    forged.public_key[1] ^= 1;
+    let dealers = vec![NodeName::parse("a").unwrap(), NodeName::parse("d").unwrap()];
+    let committee = signed.request.committee.clone();
+    let eid = thresig::node::ops::reshare::eid(&forged, &dealers, &committee, 2, &nonce);
+    let p = Proposal {
+        eid,
+        nonce,
+        admin: Some(Box::new(signed)),
+        op: Operation::Reshare {
+            key_id: id.clone(),
+            epoch: forged.epoch,
+            dealers,
+            committee,
+            threshold: 2,
+            record: Box::new(forged),
+        },
+    };
+    let refused = common::Hostile::as_node(&c, idx("a")).propose("c", p).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("names another public key")),
+        "{refused:?}"
+    );
+    assert_eq!(node(&c, "c").key(&id).unwrap().state, KeyState::Retired);
+    c.stop().await;
+}

@@ -465,7 +465,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::ListKeysRequest>,
     ) -> Result<Response<apb::ListKeysResponse>, Status> {
-        self.admin(&req, "read")?;
+        self.admin(&req, "read-keys")?;
         let keys = self.node.keys().map_err(|e| status(self.node.name(), &e))?;
         Ok(Response::new(apb::ListKeysResponse {
             keys: keys.iter().map(|k| key_info_here(&self.node, k)).collect(),
@@ -476,7 +476,7 @@ impl apb::admin_server::Admin for AdminService {
         &self,
         req: Request<apb::GetKeyRequest>,
     ) -> Result<Response<apb::KeyInfo>, Status> {
-        self.admin(&req, "read")?;
+        self.admin(&req, "read-keys")?;
         let key = KeyId::parse(&req.get_ref().key_id).map_err(|e| arg("key_id", e))?;
         let mut rec = self
             .node

@@ -28,6 +28,10 @@ pub const UNHEARD_RECHECK: Duration = Duration::from_secs(5);
 /// Keys compared at once by `sync_lifecycles`.
 const SYNC_CONCURRENCY: usize = 16;
 
+/// How often a node behind a coordinator's lifecycle sequence compares the
+/// key with its committee again.
+const SEQ_RECHECK: Duration = Duration::from_secs(2);
+
 /// What this node learned from comparing keys' lifecycles since it started.
 #[derive(Debug, Default)]
 pub(crate) struct Heard {
@@ -239,7 +243,14 @@ impl Node {
         coordinator: &NodeName,
     ) -> Result<(), NodeError> {
         let mut rec = self.key(key_id)?;
-        if rec.lifecycle_seq < theirs {
+        // Behind: compare with the committee, at most once per
+        // `SEQ_RECHECK` (a coordinator that names a far sequence on every
+        // proposal costs one round of questions, not one per proposal).
+        let compared_lately = self
+            .lifecycle_heard
+            .get(key_id)
+            .is_some_and(|(at, _)| at.elapsed() < SEQ_RECHECK);
+        if rec.lifecycle_seq < theirs && !compared_lately {
             self.compare_key(key_id, false).await;
             rec = self.key(key_id)?;
         }

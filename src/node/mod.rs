@@ -187,6 +187,9 @@ pub struct Node {
     /// Sign requests refused for a client's rate limit, per client
     /// (`refusals.rs`): audited one by one up to the budget, then coalesced.
     client_refusals: refusals::Refusals,
+    /// Lifecycle changes offered by a peer that t members did not confirm
+    /// (`ops/lifecycle.rs`), asked about again only after a while.
+    lifecycle_unconfirmed: ops::lifecycle::Unconfirmed,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
     /// Shares opened for signing (see `shares.rs`).
@@ -241,6 +244,7 @@ impl Node {
             lifecycle_heard: Default::default(),
             refusals: Default::default(),
             client_refusals: Default::default(),
+            lifecycle_unconfirmed: Default::default(),
             gates: Default::default(),
             opened: Default::default(),
             work: Default::default(),

@@ -306,7 +306,11 @@ impl Policy {
                 continue;
             }
             let rule = format!("admin[{i}] ({})", a.name);
-            if a.operations.iter().any(|o| o == "*" || o == operation) {
+            // "read" covers reading the keys ("read-keys") too.
+            if a.operations
+                .iter()
+                .any(|o| o == "*" || o == operation || (o == "read" && operation == "read-keys"))
+            {
                 return Decision::allow(rule, format!("operation {operation} is listed"));
             }
             why_not.get_or_insert((
@@ -318,8 +322,9 @@ impl Policy {
             ));
         }
         // An admin who approves key changes reads the keys it approves for
-        // (a freeze, unfreeze or delete names the key's lifecycle sequence).
-        if operation == "read" {
+        // (a freeze, unfreeze or delete names the key's lifecycle sequence);
+        // nothing else (not the audit log, not the cluster status).
+        if operation == "read-keys" {
             if let Some(i) = self
                 .quorum
                 .iter()

@@ -200,6 +200,21 @@ min_threshold = 2
     }
 
     #[test]
+    fn quorum_admins_read_the_keys_and_nothing_else() {
+        let pol = Policy::parse(TEXT).unwrap();
+        let d = pol.check_admin("sec-1", "read-keys");
+        assert!(d.allowed && d.rule == "quorum[0]", "{d}");
+        assert!(
+            !pol.check_admin("sec-1", "read").allowed,
+            "audit and status stay closed"
+        );
+        assert!(!pol.check_admin("sec-1", "rotate").allowed);
+        // "read" in an [[admin]] rule covers the keys too.
+        assert!(pol.check_admin("reader", "read-keys").allowed);
+        assert!(!pol.check_admin("stranger", "read-keys").allowed);
+    }
+
+    #[test]
     fn operations_no_quorum_names_need_one_admin_allowed_by_its_rule() {
         let pol = Policy::parse(TEXT).unwrap();
         let rotate = request(AdminOp::Rotate, 0);

@@ -1,7 +1,9 @@
-//! Checklist 6: a truncated, garbage, padded or oversized message of any
-//! round of any protocol (keygen, signing, refresh, reshare, repair) makes
-//! its receiver abort, blaming the sender. Party 1 mangles what it sends to
-//! party 2 in one round at a time; party 2 must fail naming party 1.
+//! Checklist 6: a truncated, emptied, garbage, padded or oversized message
+//! makes its receiver abort, blaming the sender, in keygen, signing,
+//! refresh, reshare and repair. Party 1 damages what it sends to party 2 in
+//! one round per run: each round in which it sends to party 2 is damaged at
+//! least once, and each kind of damage at least once per protocol (kinds in
+//! turn, not every pair); party 2 must fail naming party 1.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

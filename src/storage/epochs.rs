@@ -114,11 +114,18 @@ impl Store {
                         old.state.label()
                     )))
                 }
-                (_, Some(new)) => {
+                (old, Some(new)) => {
                     if new.key_id != *id {
                         return Err(StorageError::Conflict(
                             "joining record names another key".into(),
                         ));
+                    }
+                    // A member left behind at an older epoch: its old share
+                    // (and anything it staged) goes with its old record.
+                    if let Some(old) = old.filter(|o| o.state == KeyState::Active) {
+                        drop(keys);
+                        self.drop_shares(&tx, id, old.epoch)?;
+                        keys = tx.open_table(KEYS).map_err(dberr)?;
                     }
                     let mut new = new.clone();
                     new.state = KeyState::Joining;

@@ -146,6 +146,19 @@ impl Node {
                 }
             )));
         }
+        // A state the change cannot apply to is refused before the eid is
+        // claimed, so the change can still be taken once the key is back.
+        if matches!(action, AdminOp::Freeze | AdminOp::Unfreeze)
+            && !matches!(
+                rec.state,
+                KeyState::Active | KeyState::Frozen(_) | KeyState::Deleted(_)
+            )
+        {
+            return Err(NodeError::KeyNotActive(format!(
+                "key {key_id} is {} here; {action} applies to an active or frozen key",
+                rec.state.label()
+            )));
+        }
         if !self.store.claim_eid(&p.eid, now_unix())? {
             return Ok(Outcome::Lifecycle {
                 state: rec.state.label().to_owned(),
@@ -259,7 +272,8 @@ impl Node {
     /// lifecycle sequence or a later one, and t committee nodes (`from`
     /// among them) report that they applied that very change: one node's
     /// word, even with valid approvals, could be a change that was approved
-    /// and never carried out. The approvals are checked as if a coordinator
+    /// and never carried out. (A freeze at this node's own sequence is
+    /// taken from one member: it cannot undo anything later.) The approvals are checked as if a coordinator
     /// had sent them, as of their request's expiry, and refused once the
     /// request was issued longer ago than the policy's `max_approval_age`.
     /// Returns what this node did, if it applied it.
@@ -277,9 +291,30 @@ impl Node {
             return None;
         }
         let (key_id, action) = (key_id.clone(), *action);
-        let applied_by = self.applied_by(&ours, &p.eid, from).await;
-        let needed = usize::from(ours.threshold);
+        // A freeze at this node's own sequence is taken on one member's word
+        // (with the approvals): it cannot undo a later change, and stopping
+        // is the safe side (a freeze that reached fewer than t members still
+        // spreads). Anything else needs t members that applied it.
+        let lone_freeze = action == AdminOp::Freeze
+            && seq == ours.lifecycle_seq
+            && ours.state == KeyState::Active;
+        if !lone_freeze && self.lifecycle_unconfirmed.recently(&p.eid) {
+            return None;
+        }
+        let applied_by = if lone_freeze {
+            vec![from.clone()]
+        } else {
+            self.applied_by(&ours, &p.eid, from).await
+        };
+        let needed = if lone_freeze {
+            1
+        } else {
+            usize::from(ours.threshold)
+        };
         if applied_by.len() < needed {
+            // Not asked again for a minute (a peer that keeps offering it
+            // costs one round of questions per minute, not one per probe).
+            self.lifecycle_unconfirmed.note(p.eid);
             tracing::warn!(
                 key = %key_id,
                 node = %from,
@@ -307,5 +342,39 @@ impl Node {
                 None
             }
         }
+    }
+}
+
+/// Lifecycle changes a peer offered that too few committee members
+/// confirmed, and when: not asked about again for `RECHECK`.
+#[derive(Debug, Default)]
+pub(crate) struct Unconfirmed {
+    seen: std::sync::Mutex<std::collections::HashMap<ExecutionId, std::time::Instant>>,
+}
+
+impl Unconfirmed {
+    const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+    const MAX: usize = 1024;
+
+    fn recently(&self, eid: &ExecutionId) -> bool {
+        let g = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.get(eid).is_some_and(|at| at.elapsed() < Self::RECHECK)
+    }
+
+    fn note(&self, eid: ExecutionId) {
+        let mut g = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() >= Self::MAX {
+            g.retain(|_, at| at.elapsed() < Self::RECHECK);
+            if g.len() >= Self::MAX {
+                g.clear();
+            }
+        }
+        g.insert(eid, std::time::Instant::now());
     }
 }

@@ -59,6 +59,26 @@ impl Node {
                 && !is_dealer
                 && !proposed.committee.iter().any(|m| m == self.name.as_str())
         };
+        // A node that held the key joins only the same key: the proposed
+        // record names its public key, chain code and type (a coordinator
+        // cannot swap in a key its accomplices made; the dealers' shares
+        // must then add up to this key's secret, which t real members alone
+        // hold).
+        if let Some(r) = &own {
+            let rejoining = matches!(r.state, KeyState::Retired | KeyState::Joining)
+                || (r.state == KeyState::Active && left_behind(r));
+            if rejoining
+                && !is_dealer
+                && (proposed.public_key != r.public_key
+                    || proposed.chain_code != r.chain_code
+                    || proposed.key_type != r.key_type)
+            {
+                return Err(NodeError::PermissionDenied(format!(
+                    "the reshare's record of key {key_id} names another public key, chain code \
+                     or key type than this node held"
+                )));
+            }
+        }
         let joining = match &own {
             Some(r) if r.state == KeyState::Active && left_behind(r) => true,
             Some(r) if r.state == KeyState::Active => false,

@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::{check_signature, cluster, lines_until, spawn_node_process, ADMIN, CLIENT};
-use thresig::domain::NodeName;
 
 /// The peak resident memory of process `pid`, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -72,25 +71,7 @@ async fn a_100_mb_request_and_10_000_concurrent_requests_leave_the_node_healthy(
     let baseline = peak_rss_kib(pid);
 
     // A 100 MB request (its request id), straight on the wire.
-    let ch = thresig::transport::dial(
-        c.configs[0].listen_client.into(),
-        NodeName::parse("a").unwrap(),
-        thresig::transport::tls::client_config(&thresig::transport::tls::TlsFiles {
-            ca: c.layout.ca_cert(),
-            cert: c.layout.cert(thresig::pki::Role::Client, CLIENT),
-            key: c.layout.key(thresig::pki::Role::Client, CLIENT),
-            crl: None,
-            crl_grace: None,
-        })
-        .unwrap(),
-        "thresig.local".into(),
-        thresig::transport::Connect {
-            timeout: Duration::from_secs(3),
-            attempts: 1,
-        },
-    )
-    .unwrap();
-    let mut signer = thresig::proto::signer::signer_client::SignerClient::new(ch);
+    let mut signer = common::raw_signer(&c, 0);
     let huge = thresig::proto::signer::SignRequest {
         key_id: "k".into(),
         digest: vec![1; 32],

@@ -241,25 +241,7 @@ operations = ["read"]
         signature_scheme: 0x0403,
         client_signature: vec![0; 64],
     };
-    let ch = thresig::transport::dial(
-        c.configs[0].listen_client.into(),
-        NodeName::parse("a").unwrap(),
-        thresig::transport::tls::client_config(&thresig::transport::tls::TlsFiles {
-            ca: c.layout.ca_cert(),
-            cert: c.layout.cert(thresig::pki::Role::Client, CLIENT),
-            key: c.layout.key(thresig::pki::Role::Client, CLIENT),
-            crl: None,
-            crl_grace: None,
-        })
-        .unwrap(),
-        "thresig.local".into(),
-        thresig::transport::Connect {
-            timeout: std::time::Duration::from_secs(3),
-            attempts: 1,
-        },
-    )
-    .unwrap();
-    let mut signer = thresig::proto::signer::signer_client::SignerClient::new(ch);
+    let mut signer = common::raw_signer(&c, 0);
     for (req, code) in [
         (raw(vec![1; 31], "", "k1"), tonic::Code::InvalidArgument),
         (raw(vec![1; 33], "", "k1"), tonic::Code::InvalidArgument),

@@ -72,11 +72,8 @@ impl AdminService {
                 ..Fields::default()
             },
             Stamp {
-                cluster: r.cluster,
                 lifecycle_seq: r.lifecycle_seq,
-                request_id: r.request_id,
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
+                ..Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix)
             },
             r.approvals,
         )?;
@@ -149,13 +146,7 @@ impl apb::admin_server::Admin for AdminService {
                 threshold: r.threshold,
                 ..Fields::default()
             },
-            Stamp {
-                cluster: r.cluster,
-                lifecycle_seq: 0,
-                request_id: r.request_id,
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
-            },
+            Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -189,13 +180,7 @@ impl apb::admin_server::Admin for AdminService {
                 key_type: &r.key_type,
                 ..Fields::default()
             },
-            Stamp {
-                cluster: r.cluster,
-                lifecycle_seq: 0,
-                request_id: r.request_id,
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
-            },
+            Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -231,13 +216,7 @@ impl apb::admin_server::Admin for AdminService {
                 target: &r.node,
                 ..Fields::default()
             },
-            Stamp {
-                cluster: r.cluster,
-                lifecycle_seq: 0,
-                request_id: r.request_id,
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
-            },
+            Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
         let key = signed.request.key_id.clone();
@@ -277,13 +256,7 @@ impl apb::admin_server::Admin for AdminService {
                 exclude: &r.exclude,
                 ..Fields::default()
             },
-            Stamp {
-                cluster: r.cluster,
-                lifecycle_seq: 0,
-                request_id: r.request_id,
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
-            },
+            Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
         let (key, threshold) = (signed.request.key_id.clone(), r.threshold);

@@ -51,6 +51,7 @@ mod lifecycle_sync;
 pub use lifecycle_sync::{
     RECHECK as LIFECYCLE_RECHECK, UNHEARD_RECHECK as LIFECYCLE_UNHEARD_RECHECK,
 };
+pub mod limiter;
 pub mod ops;
 mod pause;
 pub mod policy;
@@ -167,7 +168,7 @@ pub struct Node {
     /// The policy file (if configured) and the policy read from it.
     policy_file: Option<std::path::PathBuf>,
     policy: std::sync::RwLock<Arc<policy::Policy>>,
-    limiter: policy::Limiter,
+    limiter: limiter::Limiter,
     /// Nodes that recently failed a probe (see `committee.rs`).
     /// Since when, and whether it was unreachable (not just not ready).
     suspects: std::sync::Mutex<std::collections::HashMap<NodeName, (std::time::Instant, bool)>>,
@@ -237,7 +238,7 @@ impl Node {
             signer,
             policy_file,
             policy: std::sync::RwLock::new(Arc::new(policy)),
-            limiter: policy::Limiter::default(),
+            limiter: limiter::Limiter::default(),
             suspects: Default::default(),
             key_suspects: Default::default(),
             elimination_turns: Default::default(),

@@ -25,6 +25,33 @@ impl Node {
         self.probe(rec, nodes, to_sign, None).await.0
     }
 
+    /// `probe` of members passed over for failing moments ago (a second
+    /// chance when the others are too few to sign); those that answer are
+    /// no longer suspected for the key.
+    pub(crate) async fn probe_again(
+        &self,
+        rec: &KeyRecord,
+        nodes: &[NodeName],
+        request_id: &str,
+    ) -> (Vec<(NodeName, String)>, Vec<(NodeName, LedgerEntry)>) {
+        let (down, ledgers) = self.probe(rec, nodes, true, Some(request_id)).await;
+        self.note_reachability(nodes, &down);
+        let back: Vec<NodeName> = nodes
+            .iter()
+            .filter(|n| !down.iter().any(|(d, _)| d == *n))
+            .cloned()
+            .collect();
+        if !back.is_empty() {
+            self.forget_key_suspects_of(&rec.key_id, &back);
+            tracing::info!(
+                key = %rec.key_id,
+                nodes = %super::names(&back),
+                "nodes that failed moments ago answer again",
+            );
+        }
+        (down, ledgers)
+    }
+
     /// `not_ready`, and with `request_id` also what each node that answered
     /// recorded in its ledger for that request (in the same round trip).
     pub(crate) async fn probe(

@@ -124,6 +124,33 @@ pub fn sign_proposal(
     }
 }
 
+/// A raw gRPC signer client to node `i`'s client plane, as the cluster's
+/// client (for requests the `Client` would not build).
+pub fn raw_signer(
+    c: &thresig::cluster::LocalCluster,
+    i: usize,
+) -> thresig::proto::signer::signer_client::SignerClient<tonic::transport::Channel> {
+    let ch = thresig::transport::dial(
+        c.configs[i].listen_client.into(),
+        c.configs[i].name.clone(),
+        thresig::transport::tls::client_config(&thresig::transport::tls::TlsFiles {
+            ca: c.layout.ca_cert(),
+            cert: c.layout.cert(thresig::pki::Role::Client, CLIENT),
+            key: c.layout.key(thresig::pki::Role::Client, CLIENT),
+            crl: None,
+            crl_grace: None,
+        })
+        .unwrap(),
+        "thresig.local".into(),
+        thresig::transport::Connect {
+            timeout: Duration::from_secs(3),
+            attempts: 1,
+        },
+    )
+    .unwrap();
+    thresig::proto::signer::signer_client::SignerClient::new(ch)
+}
+
 /// The local cluster admin's request signer (its certificate key).
 pub fn admin_signer(
     c: &thresig::cluster::LocalCluster,

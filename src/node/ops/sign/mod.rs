@@ -350,23 +350,9 @@ impl Node {
         let answered = probed.len().saturating_sub(down.len());
         let (skipped, failed_here) = if answered < t && !passed_over.is_empty() {
             let (again_down, again_ledgers) = self
-                .probe(rec, &passed_over, true, Some(request.request_id.as_str()))
+                .probe_again(rec, &passed_over, &request.request_id)
                 .await;
-            self.note_reachability(&passed_over, &again_down);
             ledgers.extend(again_ledgers);
-            let back: Vec<NodeName> = passed_over
-                .iter()
-                .filter(|n| !again_down.iter().any(|(d, _)| d == *n))
-                .cloned()
-                .collect();
-            if !back.is_empty() {
-                self.forget_key_suspects_of(key_id, &back);
-                tracing::info!(
-                    key = %key_id,
-                    nodes = %crate::node::names(&back),
-                    "nodes that failed moments ago answer again",
-                );
-            }
             down.extend(again_down);
             (Vec::new(), banned)
         } else {

@@ -40,6 +40,7 @@ pub use api::client;
 pub mod domain;
 pub mod hardening;
 pub mod node;
+pub mod payload;
 pub mod pki;
 pub mod proto;
 pub mod protocol;

@@ -1,0 +1,587 @@
+//! Ethereum: unsigned EIP-2718 transactions (legacy with an EIP-155 chain
+//! id, EIP-2930, EIP-1559), EIP-191 `personal_sign` messages and EIP-712
+//! typed data, decoded and hashed with the alloy crates.
+//!
+//! A transaction is accepted only in its canonical signing encoding (alloy
+//! encodes the decoded transaction again and the bytes must be the same),
+//! so the policy reads exactly the transaction whose hash is signed.
+
+use alloy_consensus::{SignableTransaction, Transaction, TypedTransaction};
+use alloy_dyn_abi::TypedData;
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, Signature, B256, U256};
+use alloy_sol_types::SolCall;
+
+use super::{Content, Decoded, Finished, Kind, PayloadError, Sig, Target};
+use crate::domain::DerivationPath;
+
+alloy_sol_types::sol! {
+    /// ERC-20 `transfer`.
+    function transfer(address to, uint256 amount) external returns (bool);
+    /// ERC-20 `approve`.
+    function approve(address spender, uint256 amount) external returns (bool);
+}
+
+/// What an Ethereum transaction does, for the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EthTx {
+    /// 0 legacy, 1 EIP-2930, 2 EIP-1559.
+    pub tx_type: u8,
+    pub chain_id: u64,
+    pub nonce: u64,
+    /// The recipient; `None` creates a contract.
+    pub to: Option<Address>,
+    /// Wei sent.
+    pub value: U256,
+    pub gas_limit: u64,
+    /// The gas price of legacy and EIP-2930 transactions.
+    pub max_fee_per_gas: u128,
+    /// EIP-1559 only.
+    pub max_priority_fee_per_gas: Option<u128>,
+    /// The call's 4-byte function selector, when the data has one.
+    pub selector: Option<[u8; 4]>,
+    pub data_len: usize,
+    /// An ERC-20 `transfer` or `approve` to the contract `to`.
+    pub token: Option<TokenCall>,
+}
+
+/// A decoded ERC-20 call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCall {
+    Transfer { to: Address, amount: U256 },
+    Approve { spender: Address, amount: U256 },
+}
+
+/// An EIP-712 domain and the message's primary type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedDomain {
+    pub name: Option<String>,
+    pub chain_id: Option<U256>,
+    pub verifying_contract: Option<Address>,
+    pub primary_type: String,
+}
+
+const FIELD_TX: &str = "eth_transaction";
+
+fn decode_unsigned(bytes: &[u8]) -> Result<TypedTransaction, PayloadError> {
+    let mut buf = bytes;
+    let tx = TypedTransaction::decode_unsigned(&mut buf).map_err(|e| {
+        PayloadError::new(
+            FIELD_TX,
+            format!("not an unsigned EIP-2718 transaction: {e}"),
+        )
+    })?;
+    if !buf.is_empty() {
+        return Err(PayloadError::new(
+            FIELD_TX,
+            format!("{} bytes follow the transaction", buf.len()),
+        ));
+    }
+    match &tx {
+        TypedTransaction::Legacy(t) if t.chain_id.is_none() => {
+            return Err(PayloadError::new(
+                FIELD_TX,
+                "a legacy transaction must carry an EIP-155 chain id (no replay across chains)",
+            ))
+        }
+        TypedTransaction::Legacy(_)
+        | TypedTransaction::Eip2930(_)
+        | TypedTransaction::Eip1559(_) => {}
+        other => {
+            return Err(PayloadError::new(
+                FIELD_TX,
+                format!(
+                    "transaction type {} is not accepted (legacy, EIP-2930 and EIP-1559 are)",
+                    u8::from(other.tx_type())
+                ),
+            ))
+        }
+    }
+    if tx.encoded_for_signing() != bytes {
+        return Err(PayloadError::new(
+            FIELD_TX,
+            "not in canonical signing encoding (re-encoding the decoded transaction gives other \
+             bytes)",
+        ));
+    }
+    Ok(tx)
+}
+
+pub(super) fn decode_tx(bytes: &[u8], path: &DerivationPath) -> Result<Decoded, PayloadError> {
+    let tx = decode_unsigned(bytes)?;
+    let chain_id = tx
+        .chain_id()
+        .ok_or_else(|| PayloadError::new(FIELD_TX, "carries no chain id"))?;
+    let input = tx.input();
+    let selector = input.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok());
+    let token = match (tx.to(), selector) {
+        (Some(_), Some(sel)) if sel == transferCall::SELECTOR => {
+            let c = transferCall::abi_decode(input).map_err(|e| {
+                PayloadError::new("eth_transaction.data", format!("ERC-20 transfer: {e}"))
+            })?;
+            Some(TokenCall::Transfer {
+                to: c.to,
+                amount: c.amount,
+            })
+        }
+        (Some(_), Some(sel)) if sel == approveCall::SELECTOR => {
+            let c = approveCall::abi_decode(input).map_err(|e| {
+                PayloadError::new("eth_transaction.data", format!("ERC-20 approve: {e}"))
+            })?;
+            Some(TokenCall::Approve {
+                spender: c.spender,
+                amount: c.amount,
+            })
+        }
+        _ => None,
+    };
+    let facts = EthTx {
+        tx_type: u8::from(tx.tx_type()),
+        chain_id,
+        nonce: tx.nonce(),
+        to: tx.to(),
+        value: tx.value(),
+        gas_limit: tx.gas_limit(),
+        max_fee_per_gas: tx.max_fee_per_gas(),
+        max_priority_fee_per_gas: tx.max_priority_fee_per_gas(),
+        selector,
+        data_len: input.len(),
+        token,
+    };
+    let digest = tx.signature_hash();
+    Ok(Decoded {
+        kind: Kind::EthTransaction,
+        targets: vec![Target {
+            digest: digest.0,
+            path: path.clone(),
+        }],
+        summary: facts.summary(),
+        content: Content::EthTx(facts),
+    })
+}
+
+/// Wei in ether, with up to 18 decimals and no trailing zeros.
+pub fn ether(wei: U256) -> String {
+    let s = alloy_primitives::utils::format_ether(wei);
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.').unwrap_or(s).to_owned()
+}
+
+fn gwei(wei: u128) -> String {
+    alloy_primitives::utils::format_units(wei, "gwei")
+        .map(|s| {
+            let s = s.trim_end_matches('0');
+            s.strip_suffix('.').unwrap_or(s).to_owned()
+        })
+        .unwrap_or_else(|_| format!("{wei} wei"))
+}
+
+impl EthTx {
+    /// One line in plain words.
+    pub fn summary(&self) -> String {
+        let kind = match self.tx_type {
+            0 => "legacy",
+            1 => "EIP-2930",
+            _ => "EIP-1559",
+        };
+        let what = match (&self.to, &self.token) {
+            (None, _) => format!(
+                "create a contract ({} bytes of code) with {} ETH",
+                self.data_len,
+                ether(self.value)
+            ),
+            (Some(token), Some(TokenCall::Transfer { to, amount })) => format!(
+                "ERC-20 transfer of {amount} units of token {token} to {to}{}",
+                eth_also(self.value)
+            ),
+            (Some(token), Some(TokenCall::Approve { spender, amount })) => format!(
+                "ERC-20 approve of {amount} units of token {token} for {spender}{}",
+                eth_also(self.value)
+            ),
+            (Some(to), None) if self.data_len == 0 => {
+                format!("send {} ETH to {to}", ether(self.value))
+            }
+            (Some(to), None) => format!(
+                "call {to}{} with {} bytes of data and {} ETH",
+                self.selector
+                    .map(|s| format!(" (selector 0x{})", hex::encode(s)))
+                    .unwrap_or_default(),
+                self.data_len,
+                ether(self.value)
+            ),
+        };
+        let fees = match self.max_priority_fee_per_gas {
+            Some(tip) => format!(
+                "max fee {} gwei, tip {} gwei",
+                gwei(self.max_fee_per_gas),
+                gwei(tip)
+            ),
+            None => format!("gas price {} gwei", gwei(self.max_fee_per_gas)),
+        };
+        format!(
+            "{kind} transaction on chain {}, nonce {}: {what}; gas limit {}, {fees}",
+            self.chain_id, self.nonce, self.gas_limit
+        )
+    }
+}
+
+fn eth_also(value: U256) -> String {
+    if value.is_zero() {
+        String::new()
+    } else {
+        format!(", also sending {} ETH", ether(value))
+    }
+}
+
+pub(super) fn decode_message(bytes: &[u8], path: &DerivationPath) -> Decoded {
+    let digest = alloy_primitives::eip191_hash_message(bytes);
+    let shown = match std::str::from_utf8(bytes) {
+        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\n') => {
+            let mut s: String = s.chars().take(60).collect();
+            if s.len() < bytes.len() {
+                s.push('…');
+            }
+            format!("{s:?}")
+        }
+        _ => format!("0x{}", hex::encode(&bytes[..bytes.len().min(32)])),
+    };
+    Decoded {
+        kind: Kind::EthMessage,
+        targets: vec![Target {
+            digest: digest.0,
+            path: path.clone(),
+        }],
+        summary: format!("EIP-191 personal message of {} bytes: {shown}", bytes.len()),
+        content: Content::EthMessage { len: bytes.len() },
+    }
+}
+
+pub(super) fn decode_typed_data(
+    bytes: &[u8],
+    path: &DerivationPath,
+) -> Result<Decoded, PayloadError> {
+    let data: TypedData = serde_json::from_slice(bytes)
+        .map_err(|e| PayloadError::new("eth_typed_data", format!("not EIP-712 typed data: {e}")))?;
+    let digest: B256 = data
+        .eip712_signing_hash()
+        .map_err(|e| PayloadError::new("eth_typed_data", format!("cannot hash: {e}")))?;
+    let d = &data.domain;
+    let domain = TypedDomain {
+        name: d.name.as_ref().map(|n| n.to_string()),
+        chain_id: d.chain_id,
+        verifying_contract: d.verifying_contract,
+        primary_type: data.primary_type.clone(),
+    };
+    Ok(Decoded {
+        kind: Kind::EthTypedData,
+        targets: vec![Target {
+            digest: digest.0,
+            path: path.clone(),
+        }],
+        summary: domain.summary(),
+        content: Content::EthTypedData(domain),
+    })
+}
+
+impl TypedDomain {
+    pub fn summary(&self) -> String {
+        format!(
+            "EIP-712 {} for domain {:?}{}{}",
+            self.primary_type,
+            self.name.as_deref().unwrap_or(""),
+            self.chain_id
+                .map(|c| format!(" on chain {c}"))
+                .unwrap_or_default(),
+            self.verifying_contract
+                .map(|c| format!(" (contract {c})"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn alloy_sig(sig: &Sig) -> Signature {
+    Signature::new(
+        U256::from_be_bytes(sig.r),
+        U256::from_be_bytes(sig.s),
+        sig.recovery_id & 1 == 1,
+    )
+}
+
+/// The sender of `digest` signed with `sig`, checked against the key that
+/// made it.
+fn sender(sig: &Sig, digest: &B256) -> Result<Address, PayloadError> {
+    let recovered = alloy_sig(sig)
+        .recover_address_from_prehash(digest)
+        .map_err(|e| PayloadError::new("signature", format!("recovers no address: {e}")))?;
+    let expected = crate::bip32::eth_address(&sig.public_key)
+        .map_err(|e| PayloadError::new("signature", e))?;
+    if recovered.to_checksum(None) != expected {
+        return Err(PayloadError::new(
+            "signature",
+            format!("recovers {recovered}, not the signing key's address {expected}"),
+        ));
+    }
+    Ok(recovered)
+}
+
+pub(super) fn finish_tx(bytes: &[u8], sig: &Sig) -> Result<Finished, PayloadError> {
+    let tx = decode_unsigned(bytes)?;
+    let digest = tx.signature_hash();
+    let from = sender(sig, &digest)?;
+    let envelope = tx.into_envelope(alloy_sig(sig));
+    Ok(Finished {
+        signed: envelope.encoded_2718(),
+        tx_hash: envelope.tx_hash().0.to_vec(),
+        sender: from.to_checksum(None),
+        signature: rsv27(sig),
+        psbt: Vec::new(),
+    })
+}
+
+/// r || s || v with v = 27 + y parity, as `personal_sign` and
+/// `eth_signTypedData_v4` return.
+fn rsv27(sig: &Sig) -> Vec<u8> {
+    let mut out = Vec::with_capacity(65);
+    out.extend_from_slice(&sig.r);
+    out.extend_from_slice(&sig.s);
+    out.push(27 + (sig.recovery_id & 1));
+    out
+}
+
+pub(super) fn finish_message(sig: &Sig) -> Finished {
+    Finished {
+        signature: rsv27(sig),
+        ..Finished::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::KeyType;
+    use crate::payload::{decode, finish, KeyView};
+    use alloy_primitives::keccak256;
+
+    fn view<'a>(pk: &'a [u8], path: &'a DerivationPath) -> KeyView<'a> {
+        KeyView {
+            key_type: KeyType::Secp256k1,
+            public_key: pk,
+            chain_code: &[0; 32],
+            path,
+        }
+    }
+
+    /// Signs `digest` with a plain k256 key (the test stands in for the
+    /// cluster; the code under test is the decoding and finishing).
+    fn sign(sk: &k256::ecdsa::SigningKey, digest: &[u8; 32]) -> Sig {
+        let (sig, recid) = sk.sign_prehash_recoverable(digest);
+        let sig = sig.normalize_s();
+        let recid = {
+            // Normalizing s flips the parity of the recovery id.
+            let vk = sk.verifying_key();
+            (0..2u8)
+                .find(|id| {
+                    k256::ecdsa::VerifyingKey::recover_from_prehash(
+                        digest,
+                        &sig,
+                        k256::ecdsa::RecoveryId::from_byte(*id).unwrap(),
+                    )
+                    .is_ok_and(|k| k == *vk)
+                })
+                .unwrap_or(recid.to_byte())
+        };
+        let bytes = sig.to_bytes();
+        Sig {
+            r: bytes[..32].try_into().unwrap(),
+            s: bytes[32..].try_into().unwrap(),
+            recovery_id: recid,
+            public_key: sk
+                .verifying_key()
+                .to_sec1_point(true)
+                .as_bytes()
+                .try_into()
+                .unwrap(),
+        }
+    }
+
+    /// EIP-155's own example: the signing data, its hash, and (with the
+    /// example's key 0x4646…46) the signed transaction.
+    #[test]
+    fn eip155_example_signing_hash_and_signed_transaction() {
+        let unsigned = hex::decode(
+            "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080",
+        )
+        .unwrap();
+        let path = DerivationPath::parse("m").unwrap();
+        let sk = k256::ecdsa::SigningKey::from_slice(&[0x46; 32]).unwrap();
+        let pk = sign(&sk, &[0; 32]).public_key;
+        let d = decode(Kind::EthTransaction, &unsigned, &view(&pk, &path)).unwrap();
+        assert_eq!(
+            hex::encode(d.targets[0].digest),
+            "daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53"
+        );
+        let Content::EthTx(tx) = &d.content else {
+            panic!("{:?}", d.content)
+        };
+        assert_eq!((tx.chain_id, tx.nonce, tx.gas_limit), (1, 9, 21000));
+        assert_eq!(tx.value, U256::from(10u128.pow(18)));
+        assert_eq!(tx.max_fee_per_gas, 20_000_000_000);
+        assert!(d.summary.contains("send 1 ETH to 0x3535"), "{}", d.summary);
+        let sig = sign(&sk, &d.targets[0].digest);
+        let done = finish(Kind::EthTransaction, &unsigned, &view(&pk, &path), &[sig]).unwrap();
+        assert_eq!(
+            hex::encode(&done.signed),
+            "f86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a76400008025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83"
+        );
+        assert_eq!(done.sender, "0x9d8A62f656a8d1615C1294fd71e9CFb3E4855A4F");
+        assert_eq!(done.tx_hash, keccak256(&done.signed).0.to_vec());
+    }
+
+    #[test]
+    fn non_canonical_unknown_type_and_chainless_transactions_are_refused() {
+        let path = DerivationPath::parse("m").unwrap();
+        let pk = [2u8; 33];
+        let v = view(&pk, &path);
+        // Pre-EIP-155 legacy form (six fields, no chain id).
+        let chainless = hex::decode(
+            "e9098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080",
+        )
+        .unwrap();
+        let e = decode(Kind::EthTransaction, &chainless, &v).unwrap_err();
+        assert!(e.reason.contains("EIP-155"), "{e}");
+        // The nine-field form with a non-zero r: decodes, but is not canonical.
+        let mut odd = hex::decode(
+            "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080010180",
+        )
+        .unwrap();
+        let e = decode(Kind::EthTransaction, &odd, &v).unwrap_err();
+        assert!(e.reason.contains("canonical"), "{e}");
+        odd.push(0);
+        assert!(decode(Kind::EthTransaction, &odd, &v).is_err());
+        // A blob transaction type byte.
+        let e = decode(Kind::EthTransaction, &[3, 0xc0], &v).unwrap_err();
+        assert_eq!(e.field, "eth_transaction");
+    }
+
+    #[test]
+    fn erc20_transfer_is_decoded_for_the_policy() {
+        let token: Address = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+            .parse()
+            .unwrap();
+        let to: Address = "0x1111111111111111111111111111111111111111"
+            .parse()
+            .unwrap();
+        let data = transferCall {
+            to,
+            amount: U256::from(5_000_000u64),
+        }
+        .abi_encode();
+        let tx = alloy_consensus::TxEip1559 {
+            chain_id: 1,
+            nonce: 3,
+            gas_limit: 60_000,
+            max_fee_per_gas: 30_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: alloy_primitives::TxKind::Call(token),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: data.into(),
+        };
+        let bytes = tx.encoded_for_signing();
+        let path = DerivationPath::parse("m/0").unwrap();
+        let pk = [2u8; 33];
+        let d = decode(Kind::EthTransaction, &bytes, &view(&pk, &path)).unwrap();
+        let Content::EthTx(facts) = d.content else {
+            panic!()
+        };
+        assert_eq!(facts.tx_type, 2);
+        assert_eq!(
+            facts.token,
+            Some(TokenCall::Transfer {
+                to,
+                amount: U256::from(5_000_000u64)
+            })
+        );
+        assert_eq!(d.targets[0].path, path);
+        assert!(
+            d.summary.contains("ERC-20 transfer of 5000000"),
+            "{}",
+            d.summary
+        );
+    }
+
+    /// EIP-712's own "Mail" example and its published digest.
+    pub(crate) const MAIL: &str = r#"{
+      "types": {
+        "EIP712Domain": [
+          {"name": "name", "type": "string"},
+          {"name": "version", "type": "string"},
+          {"name": "chainId", "type": "uint256"},
+          {"name": "verifyingContract", "type": "address"}
+        ],
+        "Person": [
+          {"name": "name", "type": "string"},
+          {"name": "wallet", "type": "address"}
+        ],
+        "Mail": [
+          {"name": "from", "type": "Person"},
+          {"name": "to", "type": "Person"},
+          {"name": "contents", "type": "string"}
+        ]
+      },
+      "primaryType": "Mail",
+      "domain": {
+        "name": "Ether Mail",
+        "version": "1",
+        "chainId": 1,
+        "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"
+      },
+      "message": {
+        "from": {"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},
+        "to": {"name": "Bob", "wallet": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},
+        "contents": "Hello, Bob!"
+      }
+    }"#;
+
+    #[test]
+    fn eip712_mail_example_digest() {
+        let path = DerivationPath::parse("m").unwrap();
+        let pk = [2u8; 33];
+        let d = decode(Kind::EthTypedData, MAIL.as_bytes(), &view(&pk, &path)).unwrap();
+        assert_eq!(
+            hex::encode(d.targets[0].digest),
+            "be609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2"
+        );
+        let Content::EthTypedData(domain) = d.content else {
+            panic!()
+        };
+        assert_eq!(domain.name.as_deref(), Some("Ether Mail"));
+        assert_eq!(domain.chain_id, Some(U256::from(1)));
+        assert_eq!(domain.primary_type, "Mail");
+    }
+
+    #[test]
+    fn personal_message_hash_and_rsv() {
+        let path = DerivationPath::parse("m").unwrap();
+        let sk = k256::ecdsa::SigningKey::from_slice(&[0x11; 32]).unwrap();
+        let pk = sign(&sk, &[0; 32]).public_key;
+        let d = decode(Kind::EthMessage, b"hello world", &view(&pk, &path)).unwrap();
+        // keccak256("\x19Ethereum Signed Message:\n11hello world")
+        assert_eq!(
+            hex::encode(d.targets[0].digest),
+            "d9eba16ed0ecae432b71fe008c98cc872bb4cc214d3220a36f365326cf807d68"
+        );
+        let sig = sign(&sk, &d.targets[0].digest);
+        let done = finish(Kind::EthMessage, b"hello world", &view(&pk, &path), &[sig]).unwrap();
+        assert_eq!(done.signature.len(), 65);
+        assert!(matches!(done.signature[64], 27 | 28));
+        let parsed = Signature::from_raw(&done.signature).unwrap();
+        let addr = parsed
+            .recover_address_from_msg(b"hello world".as_slice())
+            .unwrap();
+        assert_eq!(
+            addr.to_checksum(None),
+            crate::bip32::eth_address(&pk).unwrap()
+        );
+    }
+}

@@ -81,6 +81,7 @@ async fn a_100_mb_request_and_10_000_concurrent_requests_leave_the_node_healthy(
         expiry_unix: 0,
         signature_scheme: 0x0403,
         client_signature: vec![0; 64],
+        payload: None,
     };
     let err = signer.sign(huge).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");

@@ -289,6 +289,7 @@ fn signed_pb(
         signature_scheme: auth.scheme.into(),
         client_signature: auth.signature,
         client_chain: auth.chain,
+        ..Default::default()
     }
 }
 

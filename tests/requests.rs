@@ -240,6 +240,7 @@ operations = ["read"]
         expiry_unix: 0,
         signature_scheme: 0x0403,
         client_signature: vec![0; 64],
+        payload: None,
     };
     let mut signer = common::raw_signer(&c, 0);
     for (req, code) in [

@@ -370,7 +370,42 @@ impl Client {
             slot,
             request_id,
             expiry_unix: now + DEFAULT_EXPIRY.as_secs(),
+            payload: None,
         })
+    }
+
+    /// Signs a typed payload (see `crate::payload`): every node decodes it,
+    /// computes what it signs and applies its content policy. `path` is
+    /// ignored for a PSBT (its derivations name the paths).
+    pub async fn sign_payload(
+        &mut self,
+        key: &str,
+        kind: crate::payload::Kind,
+        bytes: &[u8],
+        path: &str,
+        request_id: &str,
+    ) -> Result<SignResponse, ClientError> {
+        let req = self.payload_request(key, kind, bytes, path, request_id)?;
+        self.sign_request(&req).await
+    }
+
+    /// Builds a typed-payload request the way `sign_payload` does.
+    pub fn payload_request(
+        &self,
+        key: &str,
+        kind: crate::payload::Kind,
+        bytes: &[u8],
+        path: &str,
+        request_id: &str,
+    ) -> Result<ClientRequest, ClientError> {
+        let path = if kind.paths_from_payload() { "m" } else { path };
+        let mut req = self.request(key, [0; 32], path, request_id, None)?;
+        req.payload = Some(crate::node::request::Payload {
+            kind,
+            bytes: bytes.into(),
+            item: 0,
+        });
+        Ok(req)
     }
 
     /// Signs `request` (every field as given) with this client's certificate
@@ -382,7 +417,15 @@ impl Client {
         let auth = self.signer.sign(request)?;
         let proto = SignRequest {
             key_id: request.key_id.to_string(),
-            digest: request.digest.0.to_vec(),
+            digest: if request.payload.is_some() {
+                Vec::new()
+            } else {
+                request.digest.0.to_vec()
+            },
+            payload: request
+                .payload
+                .as_ref()
+                .map(|p| payload_to_pb(p.kind, p.bytes.to_vec())),
             path: request.path.to_string(),
             request_id: request.request_id.clone(),
             slot: request.slot.as_ref().map(|x| crate::proto::signer::Slot {
@@ -492,5 +535,36 @@ impl Client {
             .get_key(GetKeyRequest { key_id: key.into() })
             .await?
             .into_inner())
+    }
+}
+
+/// A payload as the signer protocol's `oneof payload`.
+pub fn payload_to_pb(
+    kind: crate::payload::Kind,
+    bytes: Vec<u8>,
+) -> crate::proto::signer::sign_request::Payload {
+    use crate::payload::Kind;
+    use crate::proto::signer::sign_request::Payload as P;
+    match kind {
+        Kind::EthTransaction => P::EthTransaction(bytes),
+        Kind::EthMessage => P::EthMessage(bytes),
+        Kind::EthTypedData => P::EthTypedData(bytes),
+        Kind::BitcoinPsbt => P::BitcoinPsbt(bytes),
+        Kind::CosmosSignDoc => P::CosmosSignDoc(bytes),
+    }
+}
+
+/// The signer protocol's `oneof payload` as a kind and its bytes.
+pub fn payload_from_pb(
+    p: crate::proto::signer::sign_request::Payload,
+) -> (crate::payload::Kind, Vec<u8>) {
+    use crate::payload::Kind;
+    use crate::proto::signer::sign_request::Payload as P;
+    match p {
+        P::EthTransaction(b) => (Kind::EthTransaction, b),
+        P::EthMessage(b) => (Kind::EthMessage, b),
+        P::EthTypedData(b) => (Kind::EthTypedData, b),
+        P::BitcoinPsbt(b) => (Kind::BitcoinPsbt, b),
+        P::CosmosSignDoc(b) => (Kind::CosmosSignDoc, b),
     }
 }

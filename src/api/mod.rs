@@ -10,6 +10,7 @@ mod key_info;
 pub mod ops;
 mod reload;
 mod services;
+mod sign_response;
 mod status;
 mod status_pb;
 pub mod too_large;

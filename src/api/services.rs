@@ -123,7 +123,7 @@ pub struct SignerService {
 impl SignerService {
     pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> spb::signer_server::SignerServer<Self> {
         spb::signer_server::SignerServer::new(Self { node, metrics })
-            .max_decoding_message_size(64 * 1024)
+            .max_decoding_message_size(320 * 1024)
     }
 }
 
@@ -141,9 +141,19 @@ impl spb::signer_server::Signer for SignerService {
             .unwrap_or_default();
         let deadline = client_deadline(req.metadata());
         let r = req.into_inner();
+        let payload = r.payload.map(crate::api::client::payload_from_pb);
         let request = SignRequest {
             key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
-            digest: Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?,
+            digest: match &payload {
+                Some(_) if !r.digest.is_empty() => {
+                    return Err(arg(
+                        "digest",
+                        "must be empty with a payload: every node computes what it signs",
+                    ))
+                }
+                Some(_) => Digest32([0; 32]),
+                None => Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?,
+            },
             path: DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?,
             slot: r.slot.map(|x| Slot {
                 scope: x.scope,
@@ -153,6 +163,23 @@ impl spb::signer_server::Signer for SignerService {
             }),
             request_id: r.request_id,
             expiry_unix: r.expiry_unix,
+            payload: match payload {
+                Some((kind, bytes)) => {
+                    if bytes.len() > crate::payload::MAX_PAYLOAD_BYTES {
+                        return Err(Status::resource_exhausted(format!(
+                            "{kind}: {} bytes; at most {} are accepted",
+                            bytes.len(),
+                            crate::payload::MAX_PAYLOAD_BYTES
+                        )));
+                    }
+                    Some(crate::node::request::Payload {
+                        kind,
+                        bytes: bytes.into(),
+                        item: 0,
+                    })
+                }
+                None => None,
+            },
         };
         let auth = ClientAuth {
             chain,
@@ -163,21 +190,40 @@ impl spb::signer_server::Signer for SignerService {
         let (key, path) = (request.key_id.clone(), request.path.clone());
         let started = Instant::now();
         let log = RequestLog::start("sign", &who, key.as_str(), &request.request_id);
+        let late = || {
+            Status::deadline_exceeded(format!(
+                "no signature within {deadline:?} (the request's deadline); resend the \
+                 same request (same request id) to this or another node"
+            ))
+        };
         // Retries inside (another signer set, the new epoch) stop at the
         // client's deadline; the request id makes a resend safe.
+        if request.payload.is_some() {
+            let signing = self
+                .node
+                .sign_payload(request, auth, &who.name)
+                .instrument(log.span());
+            let out = match tokio::time::timeout(deadline, signing).await {
+                Ok(r) => log.finish(&self.metrics, &self.node, r),
+                Err(_) => log.finish_status(&self.metrics, Err(late())),
+            }?;
+            tracing::info!(
+                client = %who,
+                key = %key,
+                kind = out.decoded.kind.as_str(),
+                summary = %out.decoded.summary,
+                ms = started.elapsed().as_millis() as u64,
+                "signed",
+            );
+            return super::sign_response::payload_response(&out).map(Response::new);
+        }
         let signing = self
             .node
             .sign(request, auth, &who.name)
             .instrument(log.span());
         let out = match tokio::time::timeout(deadline, signing).await {
             Ok(r) => log.finish(&self.metrics, &self.node, r),
-            Err(_) => log.finish_status(
-                &self.metrics,
-                Err(Status::deadline_exceeded(format!(
-                    "no signature within {deadline:?} (the request's deadline); resend the \
-                     same request (same request id) to this or another node"
-                ))),
-            ),
+            Err(_) => log.finish_status(&self.metrics, Err(late())),
         }?;
         tracing::info!(
             client = %who,
@@ -187,26 +233,7 @@ impl spb::signer_server::Signer for SignerService {
             ms = started.elapsed().as_millis() as u64,
             "signed",
         );
-        let sig = &out.signature;
-        let der = sig
-            .der()
-            .map_err(|_| Status::internal("signature encoding"))?;
-        let mut rsv = Vec::with_capacity(65);
-        rsv.extend_from_slice(&sig.r);
-        rsv.extend_from_slice(&sig.s);
-        rsv.push(sig.recovery_id);
-        Ok(Response::new(spb::SignResponse {
-            r: sig.r.to_vec(),
-            s: sig.s.to_vec(),
-            recovery_id: sig.recovery_id.into(),
-            der,
-            rsv,
-            public_key: sig.public_key.to_vec(),
-            participants: out.participants.iter().map(ToString::to_string).collect(),
-            request_id: out.request_id,
-            epoch: out.epoch,
-            key_type: sig.key_type.to_string(),
-        }))
+        super::sign_response::sign_response(&out).map(Response::new)
     }
 
     async fn get_public_key(

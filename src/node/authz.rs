@@ -88,23 +88,37 @@ impl Node {
         client: &NodeName,
         req: &SignRequest,
         charge: bool,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<String>, NodeError> {
         let policy = self.policy();
-        let d = policy.check_sign(client.as_str(), &req.key_id, &req.path);
+        // A typed payload is decoded here, by this node, and its item must
+        // be what the session signs; the policy reads what it says.
+        let decoded = match &req.payload {
+            Some(_) => self.check_payload(req, &self.key(&req.key_id)?)?,
+            None => None,
+        };
+        let d =
+            policy.check_sign_content(client.as_str(), &req.key_id, &req.path, decoded.as_deref());
         if !d.allowed {
             tracing::warn!(
                 %client,
                 key = %req.key_id,
                 path = %req.path,
+                kind = req.kind_name(),
                 rule = %d.rule,
                 "sign request denied by policy",
             );
-            return Err(NodeError::PermissionDenied(format!("client {client}: {d}")));
+            let what = decoded
+                .as_ref()
+                .map(|d| format!(" (signing: {})", d.summary))
+                .unwrap_or_default();
+            return Err(NodeError::PermissionDenied(format!(
+                "client {client}: {d}{what}"
+            )));
         }
         if charge {
             self.charge_rate(client, req)?;
         }
-        Ok(())
+        Ok(decoded.map(|d| d.summary.clone()))
     }
 
     /// May `client` read the public key of `key` at `path`? The same rule as

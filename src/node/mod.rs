@@ -44,6 +44,7 @@ pub mod admin_request;
 mod authz;
 mod bans;
 pub(crate) mod committee;
+pub mod content_policy;
 mod drain;
 mod error;
 pub mod faults;
@@ -193,6 +194,8 @@ pub struct Node {
     lifecycle_unconfirmed: ops::lifecycle::Unconfirmed,
     /// Gates of the signing sessions this node coordinates (see `ops/sign`).
     gates: ops::sign::Gates,
+    /// Typed payloads decoded moments ago (`ops/sign/payload.rs`).
+    payload_cache: ops::sign::DecodeCache,
     /// Shares opened for signing (see `shares.rs`).
     opened: shares::OpenedShares,
     /// Draining and work in flight (see `drain.rs`).
@@ -247,6 +250,7 @@ impl Node {
             client_refusals: Default::default(),
             lifecycle_unconfirmed: Default::default(),
             gates: Default::default(),
+            payload_cache: Default::default(),
             opened: Default::default(),
             work: Default::default(),
         })

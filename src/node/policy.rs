@@ -32,7 +32,9 @@
 
 use serde::Deserialize;
 
+use super::content_policy::{BitcoinRule, ContentRule, CosmosRule, EthRule};
 use crate::domain::{DerivationPath, KeyId};
+use crate::payload::Decoded;
 
 /// Admin operations a policy can grant.
 pub const ADMIN_OPERATIONS: [&str; 11] = [
@@ -136,6 +138,26 @@ pub struct ClientRule {
     pub paths: Vec<String>,
     pub rate_per_s: Option<f64>,
     pub burst: Option<f64>,
+    /// Typed payload kinds this client may send (`content_policy.rs`);
+    /// unset: raw digests only.
+    pub payloads: Option<Vec<String>>,
+    /// With `payloads`: whether raw 32-byte digests are still allowed.
+    pub raw_digest: Option<bool>,
+    pub eth: Option<EthRule>,
+    pub bitcoin: Option<BitcoinRule>,
+    pub cosmos: Option<CosmosRule>,
+}
+
+impl ClientRule {
+    pub fn content(&self) -> ContentRule<'_> {
+        ContentRule {
+            payloads: self.payloads.as_deref(),
+            raw_digest: self.raw_digest,
+            eth: self.eth.as_ref(),
+            bitcoin: self.bitcoin.as_ref(),
+            cosmos: self.cosmos.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +241,7 @@ impl Policy {
                 DerivationPath::parse(path).map_err(|e| format!("{at}: path {path:?}: {e}"))?;
             }
             in_range(c.rate_per_s, &format!("{at}: rate_per_s"), 0.001)?;
+            c.content().validate().map_err(|e| format!("{at}: {e}"))?;
             in_range(c.burst, &format!("{at}: burst"), 1.0)?;
         }
         for (i, k) in p.key.iter().enumerate() {
@@ -251,9 +274,36 @@ impl Policy {
         Self::parse(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
     }
 
-    /// May `client` sign with `key` at `path`?
+    /// May `client` sign with `key` at `path`? (Its key and path rules
+    /// only: reading a public key, and the first check of a request.)
     pub fn check_sign(&self, client: &str, key: &KeyId, path: &DerivationPath) -> Decision {
+        self.check_sign_with(client, key, path, |_| Ok(()))
+    }
+
+    /// May `client` sign `decoded` (`None`: a raw digest) with `key` at
+    /// `path`? Every rule for the client that lists the key and path is
+    /// tried; a refusal names the first such rule and its knob.
+    pub fn check_sign_content(
+        &self,
+        client: &str,
+        key: &KeyId,
+        path: &DerivationPath,
+        decoded: Option<&Decoded>,
+    ) -> Decision {
+        self.check_sign_with(client, key, path, |c| c.content().check(decoded))
+    }
+
+    fn check_sign_with(
+        &self,
+        client: &str,
+        key: &KeyId,
+        path: &DerivationPath,
+        content: impl Fn(&ClientRule) -> Result<(), super::content_policy::Refusal>,
+    ) -> Decision {
         let mut why_not = Vec::new();
+        // A rule that lists the key and path but refuses the content is the
+        // reason given, before rules that do not list them.
+        let mut refused: Option<(String, String)> = None;
         for (i, c) in self.client.iter().enumerate() {
             if c.name != client {
                 continue;
@@ -270,12 +320,17 @@ impl Policy {
                 DerivationPath::parse(p).is_ok_and(|p| path.indices().starts_with(p.indices()))
             });
             match prefix {
-                Some(p) => {
-                    return Decision::allow(
-                        rule,
-                        format!("key {key} is listed and path {path} is under {p}"),
-                    )
-                }
+                Some(p) => match content(c) {
+                    Ok(()) => {
+                        return Decision::allow(
+                            rule,
+                            format!("key {key} is listed and path {path} is under {p}"),
+                        )
+                    }
+                    Err(r) => {
+                        refused.get_or_insert((format!("{rule} {}", r.knob), r.reason));
+                    }
+                },
                 None => why_not.push((
                     rule,
                     format!(
@@ -285,7 +340,7 @@ impl Policy {
                 )),
             }
         }
-        match why_not.into_iter().next() {
+        match refused.or_else(|| why_not.into_iter().next()) {
             Some((rule, reason)) => Decision::deny(rule, reason),
             None => Decision::deny(
                 "default deny".into(),

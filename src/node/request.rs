@@ -17,6 +17,21 @@
 //! field(request id, UTF-8)
 //! field(expiry, u64 big-endian Unix seconds)
 //! ```
+//!
+//! A request with a typed payload (`crate::payload`) is signed as v2: the
+//! client signs the payload's kind and bytes instead of a digest, and every
+//! participant decodes the payload and computes the digest itself:
+//!
+//! ```text
+//! field("thresig/sign-request/v2")
+//! field(key id, UTF-8)
+//! field(payload kind, UTF-8, e.g. "eth_transaction")
+//! field(payload bytes)
+//! field(derivation path, UTF-8; "m" for bitcoin_psbt, whose paths come from the PSBT)
+//! field(slot)          always empty: a payload carries its own replay protection
+//! field(request id, UTF-8)
+//! field(expiry, u64 big-endian Unix seconds)
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +43,8 @@ use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
 
 /// Domain tag of the canonical request bytes.
 pub const REQUEST_TAG: &str = "thresig/sign-request/v1";
+/// Domain tag of the canonical bytes of a request with a typed payload.
+pub const REQUEST_TAG_V2: &str = "thresig/sign-request/v2";
 /// How far in the future a request's expiry may lie (bounds replay windows
 /// and clock skew).
 pub const MAX_EXPIRY_AHEAD_SECS: u64 = 600;
@@ -76,7 +93,9 @@ impl std::fmt::Display for Slot {
     }
 }
 
-/// Every field of a sign request the client signs.
+/// Every field of a sign request the client signs. With a typed payload,
+/// `digest` and `path` are those of one of the payload's targets (its
+/// `item`): every participant derives them from the payload again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignRequest {
     pub key_id: KeyId,
@@ -85,6 +104,26 @@ pub struct SignRequest {
     pub slot: Option<Slot>,
     pub request_id: String,
     pub expiry_unix: u64,
+    pub payload: Option<Payload>,
+}
+
+/// A typed payload as the client sent it, and which of its targets (a
+/// PSBT's inputs to sign, in order; 0 for every other kind) a session signs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub kind: crate::payload::Kind,
+    pub bytes: std::sync::Arc<[u8]>,
+    pub item: u32,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("kind", &self.kind)
+            .field("len", &self.bytes.len())
+            .field("item", &self.item)
+            .finish()
+    }
 }
 
 fn field(out: &mut Vec<u8>, b: &[u8]) {
@@ -95,6 +134,22 @@ fn field(out: &mut Vec<u8>, b: &[u8]) {
 impl SignRequest {
     /// The bytes the client signs (see the module documentation).
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        if let Some(p) = &self.payload {
+            let mut out = Vec::with_capacity(p.bytes.len().saturating_add(160));
+            field(&mut out, REQUEST_TAG_V2.as_bytes());
+            field(&mut out, self.key_id.as_str().as_bytes());
+            field(&mut out, p.kind.as_str().as_bytes());
+            field(&mut out, &p.bytes);
+            if p.kind.paths_from_payload() {
+                field(&mut out, b"m");
+            } else {
+                field(&mut out, self.path.to_string().as_bytes());
+            }
+            field(&mut out, &[]);
+            field(&mut out, self.request_id.as_bytes());
+            field(&mut out, &self.expiry_unix.to_be_bytes());
+            return out;
+        }
         let mut out = Vec::with_capacity(160);
         field(&mut out, REQUEST_TAG.as_bytes());
         field(&mut out, self.key_id.as_str().as_bytes());
@@ -113,9 +168,34 @@ impl SignRequest {
         out
     }
 
-    /// SHA-256 of the canonical bytes: what a signing eid binds.
+    /// SHA-256 of the canonical bytes: what a signing eid binds. With a
+    /// payload, also the item, digest and path the session signs.
     pub fn binding(&self) -> [u8; 32] {
-        Sha256::digest(self.canonical_bytes()).into()
+        let mut h = Sha256::new();
+        h.update(self.canonical_bytes());
+        if let Some(p) = &self.payload {
+            h.update(p.item.to_be_bytes());
+            h.update(self.digest.0);
+            h.update(self.path.to_string().as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// The id this session's ledger entry has: the request id, and for a
+    /// PSBT's later inputs the request id, a unit separator and the item.
+    pub fn ledger_id(&self) -> String {
+        match &self.payload {
+            Some(p) if p.item > 0 => format!("{}\u{1f}{}", self.request_id, p.item),
+            _ => self.request_id.clone(),
+        }
+    }
+
+    /// The payload kind, or "raw digest".
+    pub fn kind_name(&self) -> &'static str {
+        self.payload
+            .as_ref()
+            .map(|p| p.kind.as_str())
+            .unwrap_or("raw digest")
     }
 
     /// Checks the fields a participant can check alone: request id, slot,
@@ -123,6 +203,17 @@ impl SignRequest {
     pub fn check_fields(&self, now_unix: u64) -> Result<(), String> {
         if self.request_id.is_empty() || self.request_id.len() > 128 {
             return Err("request id must be 1-128 bytes".into());
+        }
+        if let Some(p) = &self.payload {
+            if self.request_id.chars().any(char::is_control) {
+                return Err("request id must not contain control characters".into());
+            }
+            if self.slot.is_some() {
+                return Err(format!(
+                    "a {} request takes no slot: its replay protection comes from the payload",
+                    p.kind
+                ));
+            }
         }
         if let Some(s) = &self.slot {
             s.validate()?;
@@ -305,6 +396,7 @@ mod tests {
             }),
             request_id: "r1".into(),
             expiry_unix: 1_000,
+            payload: None,
         }
     }
 

@@ -70,6 +70,8 @@ pub fn decode_signed(b: &[u8]) -> Result<(SignRequest, ClientAuth), String> {
         }),
         request_id: s.request_id,
         expiry_unix: s.expiry_unix,
+        // Slots are for raw digests only (`SignRequest::check_fields`).
+        payload: None,
     };
     let auth = ClientAuth {
         chain: s.chain,
@@ -98,6 +100,7 @@ mod signed_evidence_tests {
             }),
             request_id: "r".into(),
             expiry_unix: 99,
+            payload: None,
         };
         let auth = ClientAuth {
             chain: vec![vec![1, 2, 3]],

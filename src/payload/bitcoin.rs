@@ -87,12 +87,14 @@ fn our_path(
     for c in path {
         match c {
             ChildNumber::Normal { index } => text.push_str(&format!("/{index}")),
-            ChildNumber::Hardened { .. } => return Err(PayloadError::new(
-                field,
-                format!(
+            ChildNumber::Hardened { .. } => {
+                return Err(PayloadError::new(
+                    field,
+                    format!(
                     "path {path} is hardened; a threshold key derives only non-hardened children"
                 ),
-            )),
+                ))
+            }
         }
     }
     DerivationPath::parse(&text).map_err(|e| PayloadError::new(field, e))

@@ -21,7 +21,7 @@ pub use eth::{ether, EthTx, TokenCall, TypedDomain};
 use crate::domain::{DerivationPath, KeyType};
 
 /// The most bytes a payload may have (a PSBT with many inputs fits easily).
-pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
 /// The kinds of payload a client can ask a key to sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

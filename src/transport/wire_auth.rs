@@ -8,7 +8,7 @@ use tonic::Status;
 use super::wire::bad;
 use crate::domain::{DerivationPath, Digest32, KeyId, MAX_ROSTER};
 use crate::node::activation::Certificate;
-use crate::node::request::{ClientAuth, SignRequest, Slot};
+use crate::node::request::{ClientAuth, Payload, SignRequest, Slot};
 use crate::proto::peer as pb;
 
 /// Most certificates in one chain, bytes in one certificate, and bytes in
@@ -105,6 +105,7 @@ pub(super) fn sign_request_from_pb(
         }),
         request_id: s.request_id,
         expiry_unix: s.expiry_unix,
+        payload: payload_from_pb(&s.payload_kind, s.payload, s.payload_item)?,
     };
     let auth = signed_by(
         s.client_chain,
@@ -115,8 +116,42 @@ pub(super) fn sign_request_from_pb(
     Ok((request, auth))
 }
 
+/// A proposal's payload fields: none with an empty kind.
+fn payload_from_pb(kind: &str, bytes: Vec<u8>, item: u32) -> Result<Option<Payload>, Status> {
+    if kind.is_empty() {
+        if !bytes.is_empty() {
+            return Err(bad("payload", "bytes without a payload kind"));
+        }
+        return Ok(None);
+    }
+    let kind = crate::payload::Kind::parse(kind)
+        .ok_or_else(|| bad("payload_kind", format!("unknown kind {kind:?}")))?;
+    if bytes.len() > crate::payload::MAX_PAYLOAD_BYTES {
+        return Err(bad(
+            "payload",
+            format!(
+                "{} bytes; at most {} are accepted",
+                bytes.len(),
+                crate::payload::MAX_PAYLOAD_BYTES
+            ),
+        ));
+    }
+    Ok(Some(Payload {
+        kind,
+        bytes: bytes.into(),
+        item,
+    }))
+}
+
 pub(super) fn sign_request_to_pb(request: SignRequest, auth: ClientAuth) -> pb::SignProposal {
+    let (payload_kind, payload, payload_item) = match &request.payload {
+        Some(p) => (p.kind.as_str().to_owned(), p.bytes.to_vec(), p.item),
+        None => (String::new(), Vec::new(), 0),
+    };
     pb::SignProposal {
+        payload_kind,
+        payload,
+        payload_item,
         key_id: request.key_id.to_string(),
         epoch: 0,
         lifecycle_seq: 0,

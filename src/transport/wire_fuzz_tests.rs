@@ -37,6 +37,7 @@ fn samples() -> Vec<Vec<u8>> {
         }),
         request_id: "r".into(),
         expiry_unix: 1_000,
+        payload: None,
     };
     let admin = SignedAdmin {
         request: AdminRequest {

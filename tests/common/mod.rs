@@ -91,6 +91,7 @@ pub fn client_request(
         slot,
         request_id: request_id.into(),
         expiry_unix: now + 60,
+        payload: None,
     }
 }
 

@@ -7,7 +7,10 @@
 mod checks;
 mod overlapped;
 mod participant;
+mod payload;
 pub(crate) use participant::At;
+pub(crate) use payload::DecodeCache;
+pub use payload::{PayloadOutcome, MAX_TARGETS};
 
 pub(crate) use checks::Gates;
 use overlapped::Attempt;
@@ -93,7 +96,8 @@ impl Node {
             return Err(e);
         }
         let key_id = &request.key_id;
-        let rid = request.request_id.as_str();
+        let ledger_id = request.ledger_id();
+        let rid = ledger_id.as_str();
         // The request id is the idempotency key: a repeat gets the signature
         // recorded for it, with no new session; the same id for another
         // digest, path or slot is refused. This node's ledger first; the
@@ -310,7 +314,7 @@ impl Node {
     ) -> Result<SignOutcome, NodeError> {
         let key_id = &request.key_id;
         // Our own ledger first: an attempt may have finished here.
-        if let Some(entry) = self.store.ledger_get(key_id, &request.request_id)? {
+        if let Some(entry) = self.store.ledger_get(key_id, &request.ledger_id())? {
             if let Some(done) = self.recorded(request, &entry, rec, None)? {
                 return Ok(done);
             }
@@ -328,7 +332,7 @@ impl Node {
             .cloned()
             .collect();
         let (mut down, mut ledgers) = self
-            .probe(rec, &probed, true, Some(request.request_id.as_str()))
+            .probe(rec, &probed, true, Some(request.ledger_id().as_str()))
             .await;
         self.note_reachability(&probed, &down);
         // Nodes passed over for failing moments ago get a second chance
@@ -350,7 +354,7 @@ impl Node {
         let answered = probed.len().saturating_sub(down.len());
         let (skipped, failed_here) = if answered < t && !passed_over.is_empty() {
             let (again_down, again_ledgers) = self
-                .probe_again(rec, &passed_over, &request.request_id)
+                .probe_again(rec, &passed_over, &request.ledger_id())
                 .await;
             ledgers.extend(again_ledgers);
             down.extend(again_down);

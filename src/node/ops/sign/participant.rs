@@ -34,6 +34,8 @@ impl Node {
         let key_id = &request.key_id;
         let (digest, path, request_id) =
             (request.digest, &request.path, request.request_id.as_str());
+        // A PSBT's later inputs have ledger entries of their own.
+        let ledger_id = request.ledger_id();
         // Every check runs before anything is written: the client's own
         // signature over every field (the coordinator's word counts for
         // nothing), this node's policy, the key's state and the eid binding.
@@ -60,12 +62,13 @@ impl Node {
         let epoch = at.epoch;
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;
+        let mut summary: Option<String> = None;
         let checked = (|| -> Result<Admitted, NodeError> {
             let client = self
                 .verify_client_request(request, auth, "sign request")?
                 .client;
             verified = Some(client.clone());
-            self.authorize_sign(&client, request, false)?;
+            summary = self.authorize_sign(&client, request, false)?;
             let rec = self.key(key_id)?;
             self.check_can_sign(&rec)?;
             if rec.epoch != epoch {
@@ -117,7 +120,7 @@ impl Node {
             }
             // A request signed again (another signer set, the new epoch)
             // is charged once: its ledger entry is here from the first try.
-            if *from != self.name && self.store.ledger_get(key_id, request_id)?.is_none() {
+            if *from != self.name && self.store.ledger_get(key_id, &ledger_id)?.is_none() {
                 self.charge_rate(&client, request)?;
             }
             Ok((client, rec, signers, committee))
@@ -131,12 +134,16 @@ impl Node {
             rule,
             eid: p.eid.to_string(),
             detail: format!(
-                "digest {} path {path}{} coordinator {from}",
+                "digest {} path {path}{}{} coordinator {from}",
                 hex::encode(digest.0),
                 request
                     .slot
                     .as_ref()
                     .map(|s| format!(" slot {s}"))
+                    .unwrap_or_default(),
+                summary
+                    .as_ref()
+                    .map(|s| format!(" {}: {s}", request.kind_name()))
                     .unwrap_or_default()
             ),
         };
@@ -181,7 +188,7 @@ impl Node {
         // the session opens, let alone before the partial signature leaves.
         let entry = LedgerEntry {
             schema: 1,
-            request_id: request_id.to_owned(),
+            request_id: ledger_id.clone(),
             digest: digest.0,
             path: path.to_string(),
             eid: *p.eid.as_bytes(),
@@ -285,7 +292,7 @@ impl Node {
                     epoch,
                 };
                 self.store
-                    .ledger_complete_lazy(key_id, request_id, result)?;
+                    .ledger_complete_lazy(key_id, &ledger_id, result)?;
                 Ok(Outcome::Sign(sig))
             }
             Err(NodeError::Protocol {

@@ -142,6 +142,13 @@ impl spb::signer_server::Signer for SignerService {
         let deadline = client_deadline(req.metadata());
         let r = req.into_inner();
         let payload = r.payload.map(crate::api::client::payload_from_pb);
+        if payload.is_some() && r.slot.is_some() {
+            return Err(arg(
+                "slot",
+                "a typed payload takes no slot: every node derives its replay protection from \
+                 the payload (an Ethereum nonce, a Cosmos sequence, a Bitcoin outpoint)",
+            ));
+        }
         let request = SignRequest {
             key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
             digest: match &payload {

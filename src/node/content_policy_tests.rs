@@ -64,6 +64,7 @@ fn decoded(kind: Kind, content: Content) -> Decoded {
         targets: vec![Target {
             digest: [0; 32],
             path: DerivationPath::default(),
+            replay: None,
         }],
         summary: String::new(),
         content,

@@ -28,7 +28,8 @@
 //! field(payload kind, UTF-8, e.g. "eth_transaction")
 //! field(payload bytes)
 //! field(derivation path, UTF-8; "m" for bitcoin_psbt, whose paths come from the PSBT)
-//! field(slot)          always empty: a payload carries its own replay protection
+//! field(slot)          always empty: every node derives the payload's slot
+//!                      (an Ethereum nonce, a Cosmos sequence, a Bitcoin outpoint)
 //! field(request id, UTF-8)
 //! field(expiry, u64 big-endian Unix seconds)
 //! ```
@@ -169,14 +170,24 @@ impl SignRequest {
     }
 
     /// SHA-256 of the canonical bytes: what a signing eid binds. With a
-    /// payload, also the item, digest and path the session signs.
+    /// payload, also the item, digest, path and slot the session signs.
     pub fn binding(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.canonical_bytes());
         if let Some(p) = &self.payload {
             h.update(p.item.to_be_bytes());
             h.update(self.digest.0);
-            h.update(self.path.to_string().as_bytes());
+            let mut rest = Vec::new();
+            field(&mut rest, self.path.to_string().as_bytes());
+            field(
+                &mut rest,
+                self.slot
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            h.update(rest);
         }
         h.finalize().into()
     }
@@ -204,18 +215,13 @@ impl SignRequest {
         if self.request_id.is_empty() || self.request_id.len() > 128 {
             return Err("request id must be 1-128 bytes".into());
         }
-        if let Some(p) = &self.payload {
+        // A payload's slot is derived from the payload by every node
+        // (`ops/sign/payload.rs`); a client names slots for raw digests only.
+        if self.payload.is_some() {
             if self.request_id.chars().any(char::is_control) {
                 return Err("request id must not contain control characters".into());
             }
-            if self.slot.is_some() {
-                return Err(format!(
-                    "a {} request takes no slot: its replay protection comes from the payload",
-                    p.kind
-                ));
-            }
-        }
-        if let Some(s) = &self.slot {
+        } else if let Some(s) = &self.slot {
             s.validate()?;
         }
         if self.expiry_unix < now_unix {

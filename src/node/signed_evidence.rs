@@ -22,8 +22,16 @@ struct StoredSigned {
 }
 
 /// The most bytes a kept signed request may take (a request, a client
-/// certificate chain and a signature are a few KiB).
-pub const MAX_SIGNED_EVIDENCE: usize = 64 << 10;
+/// certificate chain and a signature are a few KiB; a typed payload adds at
+/// most `payload::MAX_PAYLOAD_BYTES`).
+pub const MAX_SIGNED_EVIDENCE: usize = crate::payload::MAX_PAYLOAD_BYTES + (64 << 10);
+
+/// The tag of a kept request with a typed payload (its slot is derived from
+/// the payload; the client signed the payload).
+const WITH_PAYLOAD: &str = "thresig/evidence/v2";
+
+/// A typed payload as kept: kind, bytes, item.
+type StoredPayload = (String, Vec<u8>, u32);
 
 /// `request` and its signature `auth` as evidence bytes.
 pub fn encode_signed(request: &SignRequest, auth: &ClientAuth) -> Result<Vec<u8>, String> {
@@ -41,7 +49,13 @@ pub fn encode_signed(request: &SignRequest, auth: &ClientAuth) -> Result<Vec<u8>
         scheme: auth.scheme,
         signature: auth.signature.clone(),
     };
-    let out = crate::codec::encode(&s)?;
+    let out = match &request.payload {
+        None => crate::codec::encode(&s)?,
+        Some(p) => {
+            let payload: StoredPayload = (p.kind.as_str().to_owned(), p.bytes.to_vec(), p.item);
+            crate::codec::encode(&(WITH_PAYLOAD, &s, payload))?
+        }
+    };
     if out.len() > MAX_SIGNED_EVIDENCE {
         return Err(format!(
             "a signed request of {} bytes exceeds {MAX_SIGNED_EVIDENCE}",
@@ -57,7 +71,19 @@ pub fn decode_signed(b: &[u8]) -> Result<(SignRequest, ClientAuth), String> {
     if b.len() > MAX_SIGNED_EVIDENCE {
         return Err(format!("{} bytes exceeds {MAX_SIGNED_EVIDENCE}", b.len()));
     }
-    let s: StoredSigned = crate::codec::decode(b)?;
+    let (s, payload) = match crate::codec::decode::<(String, StoredSigned, StoredPayload)>(b) {
+        Ok((tag, s, (kind, bytes, item))) if tag == WITH_PAYLOAD => {
+            let kind = crate::payload::Kind::parse(&kind)
+                .ok_or_else(|| format!("unknown payload kind {kind:?}"))?;
+            let payload = super::request::Payload {
+                kind,
+                bytes: bytes.into(),
+                item,
+            };
+            (s, Some(payload))
+        }
+        _ => (crate::codec::decode::<StoredSigned>(b)?, None),
+    };
     let request = SignRequest {
         key_id: KeyId::parse(&s.key_id).map_err(|e| e.to_string())?,
         digest: Digest32(s.digest),
@@ -70,8 +96,7 @@ pub fn decode_signed(b: &[u8]) -> Result<(SignRequest, ClientAuth), String> {
         }),
         request_id: s.request_id,
         expiry_unix: s.expiry_unix,
-        // Slots are for raw digests only (`SignRequest::check_fields`).
-        payload: None,
+        payload,
     };
     let auth = ClientAuth {
         chain: s.chain,
@@ -111,6 +136,16 @@ mod signed_evidence_tests {
         assert_eq!(r, request);
         assert_eq!(r.canonical_bytes(), request.canonical_bytes());
         assert_eq!(a, auth);
+        // With a typed payload (its slot derived from it): the payload too.
+        let mut with = request.clone();
+        with.payload = Some(crate::node::request::Payload {
+            kind: crate::payload::Kind::EthTransaction,
+            bytes: vec![2, 0xc0].into(),
+            item: 3,
+        });
+        let (r, _) = decode_signed(&encode_signed(&with, &auth).unwrap()).unwrap();
+        assert_eq!(r, with);
+        assert_eq!(r.canonical_bytes(), with.canonical_bytes());
     }
 
     proptest! {

@@ -328,6 +328,10 @@ pub(super) fn decode_psbt(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Pa
             .map(|p| Target {
                 digest: p.digest,
                 path: p.path.clone(),
+                replay: Some(super::Replay {
+                    scope: format!("btc:{}", tx.input[p.input].previous_output),
+                    position: 0,
+                }),
             })
             .collect(),
         summary: facts.summary(),

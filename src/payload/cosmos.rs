@@ -160,6 +160,23 @@ fn parse(bytes: &[u8], key: &KeyView<'_>) -> Result<Parsed, PayloadError> {
     })
 }
 
+/// The replay scope of an account: "cosmos:<chain id>:<account number>",
+/// or the chain id's SHA-256 when it has characters a scope cannot.
+fn scope(chain_id: &str, account: u64) -> String {
+    let plain = chain_id.len() <= 64
+        && chain_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain {
+        format!("cosmos:{chain_id}:{account}")
+    } else {
+        format!(
+            "cosmos:{}:{account}",
+            hex::encode(&Sha256::digest(chain_id)[..16])
+        )
+    }
+}
+
 pub(super) fn decode_sign_doc(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, PayloadError> {
     let parsed = parse(bytes, key)?;
     Ok(Decoded {
@@ -167,6 +184,10 @@ pub(super) fn decode_sign_doc(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded
         targets: vec![Target {
             digest: Sha256::digest(bytes).into(),
             path: key.path.clone(),
+            replay: Some(super::Replay {
+                scope: scope(&parsed.facts.chain_id, parsed.facts.account_number),
+                position: parsed.facts.sequence,
+            }),
         }],
         summary: parsed.facts.summary(),
         content: Content::Cosmos(parsed.facts),

@@ -12,7 +12,7 @@ use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Signature, B256, U256};
 use alloy_sol_types::SolCall;
 
-use super::{Content, Decoded, Finished, Kind, PayloadError, Sig, Target};
+use super::{Content, Decoded, Finished, KeyView, Kind, PayloadError, Sig, Target};
 use crate::domain::DerivationPath;
 
 alloy_sol_types::sol! {
@@ -107,7 +107,8 @@ fn decode_unsigned(bytes: &[u8]) -> Result<TypedTransaction, PayloadError> {
     Ok(tx)
 }
 
-pub(super) fn decode_tx(bytes: &[u8], path: &DerivationPath) -> Result<Decoded, PayloadError> {
+pub(super) fn decode_tx(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, PayloadError> {
+    let path = key.path;
     let tx = decode_unsigned(bytes)?;
     let chain_id = tx
         .chain_id()
@@ -149,11 +150,23 @@ pub(super) fn decode_tx(bytes: &[u8], path: &DerivationPath) -> Result<Decoded, 
         token,
     };
     let digest = tx.signature_hash();
+    // The sender is the key at the path: its nonces are the replay scope.
+    let (child, _) =
+        crate::bip32::derive_public(key.key_type, key.public_key, key.chain_code, path)
+            .map_err(|e| PayloadError::new("key", e))?;
+    let sender = crate::bip32::eth_address(&child).map_err(|e| PayloadError::new("key", e))?;
     Ok(Decoded {
         kind: Kind::EthTransaction,
         targets: vec![Target {
             digest: digest.0,
             path: path.clone(),
+            replay: Some(super::Replay {
+                scope: format!(
+                    "eth:{chain_id}:{}",
+                    sender.trim_start_matches("0x").to_ascii_lowercase()
+                ),
+                position: facts.nonce,
+            }),
         }],
         summary: facts.summary(),
         content: Content::EthTx(facts),
@@ -250,6 +263,7 @@ pub(super) fn decode_message(bytes: &[u8], path: &DerivationPath) -> Decoded {
         targets: vec![Target {
             digest: digest.0,
             path: path.clone(),
+            replay: None,
         }],
         summary: format!("EIP-191 personal message of {} bytes: {shown}", bytes.len()),
         content: Content::EthMessage { len: bytes.len() },
@@ -277,6 +291,7 @@ pub(super) fn decode_typed_data(
         targets: vec![Target {
             digest: digest.0,
             path: path.clone(),
+            replay: None,
         }],
         summary: domain.summary(),
         content: Content::EthTypedData(domain),

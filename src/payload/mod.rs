@@ -102,11 +102,24 @@ pub struct KeyView<'a> {
     pub path: &'a DerivationPath,
 }
 
-/// One digest to sign, and the path of the key that signs it.
+/// One digest to sign, the path of the key that signs it, and the replay
+/// position the payload itself names (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub digest: [u8; 32],
     pub path: DerivationPath,
+    pub replay: Option<Replay>,
+}
+
+/// Double-sign protection derived from a payload: per scope, positions only
+/// go up, and one position is signed for one digest only. An Ethereum
+/// transaction's scope is its chain and sender and its position the nonce;
+/// a Cosmos SignDoc's, its chain and account number and the sequence; a
+/// Bitcoin input's, the outpoint it spends (position 0: one spend ever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub scope: String,
+    pub position: u64,
 }
 
 /// What a payload says, for the content policy.
@@ -186,7 +199,7 @@ pub fn decode(kind: Kind, bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Pa
     match kind {
         Kind::EthTransaction => {
             needs_secp("an Ethereum transaction")?;
-            eth::decode_tx(bytes, key.path)
+            eth::decode_tx(bytes, key)
         }
         Kind::EthMessage => {
             needs_secp("an Ethereum message")?;

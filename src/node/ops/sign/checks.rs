@@ -195,6 +195,15 @@ impl Node {
         let (Some(ours), Some(slot)) = (&request.slot, &theirs.slot) else {
             return Err("its evidence has no slot".into());
         };
+        // A payload's slot, digest and path must be the ones its payload
+        // names (the client signed the payload, not them).
+        if theirs.payload.is_some() {
+            let rec = self
+                .key(&theirs.key_id)
+                .map_err(|e| format!("its evidence names key {}: {e}", theirs.key_id))?;
+            self.check_payload(theirs, &rec)
+                .map_err(|e| format!("its evidence does not match its payload: {e}"))?;
+        }
         if theirs.key_id != request.key_id || slot.scope != ours.scope {
             return Err(format!(
                 "its evidence is for key {} scope {}",

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::SignOutcome;
 use crate::domain::{Digest32, NodeName};
-use crate::node::request::{ClientAuth, SignRequest};
+use crate::node::request::{ClientAuth, SignRequest, Slot};
 use crate::node::{Node, NodeError};
 use crate::payload::{Decoded, Finished, KeyView, Sig};
 use crate::storage::KeyRecord;
@@ -69,6 +69,10 @@ fn decode_path(request: &SignRequest) -> crate::domain::DerivationPath {
         Some(p) if p.kind.paths_from_payload() => crate::domain::DerivationPath::default(),
         _ => request.path.clone(),
     }
+}
+
+fn show_slot(s: Option<&Slot>) -> String {
+    s.map(ToString::to_string).unwrap_or_else(|| "none".into())
 }
 
 /// A finished payload request: every target's signature and the output.
@@ -141,6 +145,21 @@ impl Node {
                     decoded.targets.len()
                 ))
             })?;
+        let slot = target.replay.as_ref().map(|r| Slot {
+            scope: r.scope.clone(),
+            height: r.position,
+            round: 0,
+            step: 0,
+        });
+        if request.slot != slot {
+            return Err(NodeError::PermissionDenied(format!(
+                "the {} names replay slot {} for item {item}; the proposal says {}: a \
+                 coordinator cannot substitute what is signed",
+                decoded.kind,
+                show_slot(slot.as_ref()),
+                show_slot(request.slot.as_ref()),
+            )));
+        }
         if target.digest != request.digest.0 || target.path != request.path {
             return Err(NodeError::PermissionDenied(format!(
                 "the {} hashes to {} at {} for item {item}; the proposal says {} at {}: a \
@@ -200,6 +219,12 @@ impl Node {
                 let mut r = request.clone();
                 r.digest = Digest32(t.digest);
                 r.path = t.path.clone();
+                r.slot = t.replay.as_ref().map(|x| Slot {
+                    scope: x.scope.clone(),
+                    height: x.position,
+                    round: 0,
+                    step: 0,
+                });
                 if let Some(p) = r.payload.as_mut() {
                     p.item = u32::try_from(i).unwrap_or(u32::MAX);
                 }

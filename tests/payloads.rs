@@ -272,21 +272,30 @@ async fn a_coordinator_cannot_substitute_what_is_signed() {
         .unwrap();
     // The digest the payload really hashes to, as the coordinator would set it.
     let pk = client_pk(&c).await;
-    signed.digest = Digest32(
-        thresig::payload::decode(
-            Kind::EthTransaction,
-            &honest_tx,
-            &thresig::payload::KeyView {
-                key_type: thresig::domain::KeyType::Secp256k1,
-                public_key: &pk.0,
-                chain_code: &pk.1,
-                path: &signed.path,
-            },
-        )
-        .unwrap()
-        .targets[0]
-            .digest,
-    );
+    let target = thresig::payload::decode(
+        Kind::EthTransaction,
+        &honest_tx,
+        &thresig::payload::KeyView {
+            key_type: thresig::domain::KeyType::Secp256k1,
+            public_key: &pk.0,
+            chain_code: &pk.1,
+            path: &signed.path,
+        },
+    )
+    .unwrap()
+    .targets
+    .remove(0);
+    signed.digest = Digest32(target.digest);
+    let replay = target.replay.unwrap();
+    signed.slot = Some(thresig::client::Slot {
+        scope: replay.scope,
+        height: replay.position,
+        round: 0,
+        step: 0,
+    });
+    // Another slot (a nonce the transaction does not have).
+    let mut other_slot = signed.clone();
+    other_slot.slot.as_mut().unwrap().height = 7;
     // Another transaction's digest under the honest payload.
     let mut other_digest = signed.clone();
     other_digest.digest = Digest32(*transfer(10u128.pow(18)).signature_hash());
@@ -301,7 +310,8 @@ async fn a_coordinator_cannot_substitute_what_is_signed() {
     other_path.path = thresig::domain::DerivationPath::parse("m/1").unwrap();
     let na = NodeName::parse("a").unwrap();
     for (what, altered, needle) in [
-        ("digest", other_digest, "cannot substitute what is signed"),
+        ("digest", other_digest, "hashes to"),
+        ("slot", other_slot, "names replay slot"),
         ("payload", other_payload, "does not cover this request"),
         ("item", other_item, "names item 1"),
         ("path", other_path, "does not cover this request"),
@@ -562,4 +572,102 @@ fn sign_doc(pk: &[u8], amount: u64) -> Vec<u8> {
         account_number: 9,
     }
     .encode_to_vec()
+}
+
+/// Runs the thresig binary as client `CLIENT` of node a; (success, stdout,
+/// stderr).
+async fn cli(c: &LocalCluster, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_thresig"));
+    cmd.args(args)
+        .arg("--endpoint")
+        .arg(c.configs[0].listen_client.to_string())
+        .arg("--certs")
+        .arg(&c.layout.dir)
+        .arg("--identity")
+        .arg(CLIENT);
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_shows_what_it_signs_and_dry_runs_a_policy() {
+    let (dir, c) = setup().await;
+    let file = dir.path().join("tx.bin");
+    std::fs::write(&file, transfer(10u128.pow(17)).encoded_for_signing()).unwrap();
+    let path = file.to_str().unwrap();
+    // A dry run: every node's verdict, nothing signed.
+    let (ok, out, err) = cli(
+        &c,
+        &[
+            "sign",
+            "--key",
+            "k",
+            "--path",
+            "m/0",
+            "--eth-tx",
+            path,
+            "--dry-run",
+            "--request-id",
+            "dry-1",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("would sign   EIP-1559 transaction on chain 1337"),
+        "{out}"
+    );
+    for n in ["a", "b", "c"] {
+        assert!(out.contains(&format!("node {n:<8} allowed")), "{out}");
+    }
+    assert!(out.contains("nothing was signed"), "{out}");
+    let key = thresig::domain::KeyId::parse("k").unwrap();
+    for n in c.nodes.iter().flatten() {
+        assert!(
+            n.node.store().ledger_get(&key, "dry-1").unwrap().is_none(),
+            "a dry run recorded a signature"
+        );
+    }
+    // One node's stricter policy shows up as that node's refusal (exit 1).
+    let strict = policy("").replace("max_value = \"1 ether\"", "max_value = \"0.01 ether\"");
+    std::fs::write(c.configs[2].policy.as_ref().unwrap(), strict).unwrap();
+    c.nodes[2].as_ref().unwrap().node.reload_policy().unwrap();
+    let (ok, out, _) = cli(
+        &c,
+        &[
+            "sign",
+            "--key",
+            "k",
+            "--path",
+            "m/0",
+            "--eth-tx",
+            path,
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("node c        REFUSED"), "{out}");
+    assert!(out.contains("eth.max_value"), "{out}");
+    assert!(out.contains("node a        allowed"), "{out}");
+    // Signing prints the summary first, then the signed transaction.
+    let (ok, out, err) = cli(
+        &c,
+        &["sign", "--key", "k", "--path", "m/0", "--eth-tx", path],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let summary = out.find("signing      EIP-1559").unwrap();
+    let signed = out.find("signed tx    0x02").unwrap();
+    assert!(summary < signed, "{out}");
+    assert!(out.contains("sender       0x"), "{out}");
+    // A payload that does not decode is refused here, naming the field.
+    let (ok, _, err) = cli(&c, &["sign", "--key", "k", "--eth-tx", "0x02c180"]).await;
+    assert!(!ok);
+    assert!(err.contains("eth_transaction"), "{err}");
+    c.stop().await;
 }

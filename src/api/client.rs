@@ -408,12 +408,42 @@ impl Client {
         Ok(req)
     }
 
+    /// A dry run of `request`: every committee node decodes it and
+    /// evaluates its policy, and nothing is signed.
+    pub async fn evaluate_request(
+        &mut self,
+        request: &ClientRequest,
+    ) -> Result<crate::proto::signer::EvaluateResponse, ClientError> {
+        let proto = self.wire_request(request)?;
+        self.each_node(|channel, timeout| {
+            let mut req = tonic::Request::new(proto.clone());
+            if let Some(t) = timeout {
+                req.set_timeout(t);
+            }
+            async move { SignerClient::new(channel).evaluate(req).await }
+        })
+        .await
+    }
+
     /// Signs `request` (every field as given) with this client's certificate
     /// key and sends it.
     pub async fn sign_request(
         &mut self,
         request: &ClientRequest,
     ) -> Result<SignResponse, ClientError> {
+        let proto = self.wire_request(request)?;
+        self.each_node(|channel, timeout| {
+            let mut req = tonic::Request::new(proto.clone());
+            if let Some(t) = timeout {
+                req.set_timeout(t);
+            }
+            async move { SignerClient::new(channel).sign(req).await }
+        })
+        .await
+    }
+
+    /// `request` signed with this client's certificate key, as it travels.
+    fn wire_request(&self, request: &ClientRequest) -> Result<SignRequest, ClientError> {
         let auth = self.signer.sign(request)?;
         let proto = SignRequest {
             key_id: request.key_id.to_string(),
@@ -438,14 +468,7 @@ impl Client {
             signature_scheme: auth.scheme.into(),
             client_signature: auth.signature,
         };
-        self.each_node(|channel, timeout| {
-            let mut req = tonic::Request::new(proto.clone());
-            if let Some(t) = timeout {
-                req.set_timeout(t);
-            }
-            async move { SignerClient::new(channel).sign(req).await }
-        })
-        .await
+        Ok(proto)
     }
 
     pub async fn public_key(

@@ -140,60 +140,7 @@ impl spb::signer_server::Signer for SignerService {
             .map(|a| a.chain.as_ref().clone())
             .unwrap_or_default();
         let deadline = client_deadline(req.metadata());
-        let r = req.into_inner();
-        let payload = r.payload.map(crate::api::client::payload_from_pb);
-        if payload.is_some() && r.slot.is_some() {
-            return Err(arg(
-                "slot",
-                "a typed payload takes no slot: every node derives its replay protection from \
-                 the payload (an Ethereum nonce, a Cosmos sequence, a Bitcoin outpoint)",
-            ));
-        }
-        let request = SignRequest {
-            key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
-            digest: match &payload {
-                Some(_) if !r.digest.is_empty() => {
-                    return Err(arg(
-                        "digest",
-                        "must be empty with a payload: every node computes what it signs",
-                    ))
-                }
-                Some(_) => Digest32([0; 32]),
-                None => Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?,
-            },
-            path: DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?,
-            slot: r.slot.map(|x| Slot {
-                scope: x.scope,
-                height: x.height,
-                round: x.round,
-                step: x.step,
-            }),
-            request_id: r.request_id,
-            expiry_unix: r.expiry_unix,
-            payload: match payload {
-                Some((kind, bytes)) => {
-                    if bytes.len() > crate::payload::MAX_PAYLOAD_BYTES {
-                        return Err(Status::resource_exhausted(format!(
-                            "{kind}: {} bytes; at most {} are accepted",
-                            bytes.len(),
-                            crate::payload::MAX_PAYLOAD_BYTES
-                        )));
-                    }
-                    Some(crate::node::request::Payload {
-                        kind,
-                        bytes: bytes.into(),
-                        item: 0,
-                    })
-                }
-                None => None,
-            },
-        };
-        let auth = ClientAuth {
-            chain,
-            scheme: u16::try_from(r.signature_scheme)
-                .map_err(|_| arg("signature_scheme", "out of range"))?,
-            signature: r.client_signature,
-        };
+        let (request, auth) = request_from_pb(req.into_inner(), chain)?;
         let (key, path) = (request.key_id.clone(), request.path.clone());
         let started = Instant::now();
         let log = RequestLog::start("sign", &who, key.as_str(), &request.request_id);
@@ -241,6 +188,42 @@ impl spb::signer_server::Signer for SignerService {
             "signed",
         );
         super::sign_response::sign_response(&out).map(Response::new)
+    }
+
+    async fn evaluate(
+        &self,
+        req: Request<spb::SignRequest>,
+    ) -> Result<Response<spb::EvaluateResponse>, Status> {
+        let who = require(&req, Role::Client)?;
+        let chain = req
+            .extensions()
+            .get::<Authenticated>()
+            .map(|a| a.chain.as_ref().clone())
+            .unwrap_or_default();
+        let (request, auth) = request_from_pb(req.into_inner(), chain)?;
+        let log = RequestLog::start(
+            "evaluate",
+            &who,
+            request.key_id.as_str(),
+            &request.request_id,
+        );
+        let r = self
+            .node
+            .evaluate(request, auth, &who.name)
+            .instrument(log.span())
+            .await;
+        let (summary, verdicts) = log.finish(&self.metrics, &self.node, r)?;
+        Ok(Response::new(spb::EvaluateResponse {
+            summary,
+            verdicts: verdicts
+                .into_iter()
+                .map(|v| spb::NodeVerdict {
+                    node: v.node.to_string(),
+                    allowed: v.allowed,
+                    detail: v.detail,
+                })
+                .collect(),
+        }))
     }
 
     async fn get_public_key(
@@ -306,6 +289,68 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
         "n" => Some(Duration::from_nanos(n)),
         _ => None,
     }
+}
+
+/// A client's sign request off the wire: its fields, checked, and its
+/// signature with the certificate chain of the connection.
+fn request_from_pb(
+    r: spb::SignRequest,
+    chain: Vec<Vec<u8>>,
+) -> Result<(SignRequest, ClientAuth), Status> {
+    let payload = r.payload.map(crate::api::client::payload_from_pb);
+    if payload.is_some() && r.slot.is_some() {
+        return Err(arg(
+            "slot",
+            "a typed payload takes no slot: every node derives its replay protection from \
+                 the payload (an Ethereum nonce, a Cosmos sequence, a Bitcoin outpoint)",
+        ));
+    }
+    let request = SignRequest {
+        key_id: KeyId::parse(&r.key_id).map_err(|e| arg("key_id", e))?,
+        digest: match &payload {
+            Some(_) if !r.digest.is_empty() => {
+                return Err(arg(
+                    "digest",
+                    "must be empty with a payload: every node computes what it signs",
+                ))
+            }
+            Some(_) => Digest32([0; 32]),
+            None => Digest32::from_slice(&r.digest).map_err(|e| arg("digest", e))?,
+        },
+        path: DerivationPath::parse(&r.path).map_err(|e| arg("path", e))?,
+        slot: r.slot.map(|x| Slot {
+            scope: x.scope,
+            height: x.height,
+            round: x.round,
+            step: x.step,
+        }),
+        request_id: r.request_id,
+        expiry_unix: r.expiry_unix,
+        payload: match payload {
+            Some((kind, bytes)) => {
+                if bytes.len() > crate::payload::MAX_PAYLOAD_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "{kind}: {} bytes; at most {} are accepted",
+                        bytes.len(),
+                        crate::payload::MAX_PAYLOAD_BYTES
+                    )));
+                }
+                Some(crate::node::request::Payload {
+                    kind,
+                    bytes: bytes.into(),
+                    item: 0,
+                })
+            }
+            None => None,
+        },
+    };
+    let auth = ClientAuth {
+        chain,
+        scheme: u16::try_from(r.signature_scheme)
+            .map_err(|_| arg("signature_scheme", "out of range"))?,
+        signature: r.client_signature,
+    };
+    Ok((request, auth))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod keys;
 mod node;
 mod policy;
 mod sign;
+mod sign_payload;
 mod status;
 
 use std::process::ExitCode;
@@ -68,7 +69,9 @@ enum Command {
     /// Explain policy decisions, or reload a node's policy file.
     #[command(subcommand)]
     Policy(policy::Cmd),
-    /// Sign a 32-byte digest (client certificate).
+    /// Sign a typed payload (an Ethereum transaction, message or typed data,
+    /// a Bitcoin PSBT, a Cosmos SignDoc) or a raw 32-byte digest (client
+    /// certificate); --dry-run asks every node's policy without signing.
     Sign(sign::SignArgs),
     /// Print the public key and Ethereum address of a key or a derived child.
     Pubkey(sign::PubkeyArgs),

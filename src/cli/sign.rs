@@ -12,9 +12,13 @@ pub struct SignArgs {
     /// Key name.
     #[arg(long)]
     key: String,
-    /// The 32-byte message hash to sign, as 64 hex characters (0x prefix allowed).
-    #[arg(long)]
-    digest: String,
+    /// The 32-byte message hash to sign, as 64 hex characters (0x prefix
+    /// allowed): blind signing, which a policy may turn off. Or give one of
+    /// the typed payloads below, which every node decodes and checks itself.
+    #[arg(long, required_unless_present_any = ["eth_tx", "eth_message", "eth_typed_data", "psbt", "cosmos_sign_doc"])]
+    digest: Option<String>,
+    #[command(flatten)]
+    payload: super::sign_payload::PayloadArgs,
     /// Non-hardened BIP32 path, e.g. m/0/1 (default: the key itself).
     #[arg(long, default_value = "")]
     path: String,
@@ -49,7 +53,32 @@ pub struct PubkeyArgs {
 }
 
 pub async fn sign(a: SignArgs) -> anyhow::Result<()> {
-    let digest = Digest32::from_hex(&a.digest)?;
+    if let Some((kind, bytes)) = a.payload.read()? {
+        if a.digest.is_some() || a.slot.is_some() {
+            anyhow::bail!(
+                "--digest and --slot go with raw digests only: a typed payload is hashed by every \
+                 node, and its replay protection comes from the payload"
+            );
+        }
+        let mut c = a.conn.client(Role::Client)?;
+        return super::sign_payload::run(
+            &mut c,
+            super::sign_payload::Job {
+                key: &a.key,
+                path: &a.path,
+                request_id: &a.request_id,
+                kind,
+                bytes: &bytes,
+                dry_run: a.payload.dry_run,
+                json: a.json,
+            },
+        )
+        .await;
+    }
+    if a.payload.dry_run {
+        anyhow::bail!("--dry-run needs a typed payload (--eth-tx, --eth-message, --eth-typed-data, --psbt or --cosmos-sign-doc)");
+    }
+    let digest = Digest32::from_hex(a.digest.as_deref().unwrap_or_default())?;
     DerivationPath::parse(&a.path)?;
     let mut c = a.conn.client(Role::Client)?;
     let started = Instant::now();

@@ -162,6 +162,7 @@ impl Node {
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
+            | Operation::Evaluate { .. }
             | Operation::Activate { .. } => return Ok(()),
         };
         let Some(signed) = p.admin.as_deref() else {
@@ -313,6 +314,7 @@ impl Node {
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
+            | Operation::Evaluate { .. }
             | Operation::Activate { .. } => {}
         }
         Ok(())

@@ -98,13 +98,14 @@ use crate::storage::Store;
 ///    delete) the key's lifecycle sequence; signing proposals carry the
 ///    coordinator's lifecycle sequence; key records in repair and reshare
 ///    proposals carry it too.
-pub const WIRE_VERSION: u32 = 4;
+/// 5: signing proposals carry typed payloads (and the slot each node
+///    derives from one); a dry run (`Evaluate`) asks a node's verdict.
+pub const WIRE_VERSION: u32 = 5;
 /// The oldest wire version a node still accepts (N-1, for rolling upgrades).
-/// A version-3 node's key changes carry version-1 admin requests and are
-/// refused; its signing works while the key's lifecycle sequence is 0 (it
-/// sends none), and is refused by an upgraded member of a key that was
-/// frozen, unfrozen or deleted since (sequence > 0).
-pub const MIN_WIRE_VERSION: u32 = 3;
+/// A version-4 node reads no payload in a signing proposal: it checks the
+/// client's signature over the v1 bytes, which a typed-payload request does
+/// not have, and refuses it; raw-digest signing works across the upgrade.
+pub const MIN_WIRE_VERSION: u32 = 4;
 
 /// Timeouts of a node.
 #[derive(Debug, Clone, Copy)]

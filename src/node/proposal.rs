@@ -77,6 +77,12 @@ pub enum Operation {
         request: Box<request::SignRequest>,
         auth: Box<request::ClientAuth>,
     },
+    /// A dry run: check the client's signed request and this node's policy
+    /// on it as a signer would, and sign nothing.
+    Evaluate {
+        request: Box<request::SignRequest>,
+        auth: Box<request::ClientAuth>,
+    },
     /// Asked of a member the reshare (the proposal's eid and nonce) removed
     /// from the key, once every new member has activated: delete its share.
     /// The fields are those of the reshare, so the node can recompute its eid.
@@ -176,6 +182,12 @@ pub enum Outcome {
     Retired,
     /// The slot watermark is raised (or already there for this digest).
     Watermarked,
+    /// A dry run's verdict: this node would sign it (what it decoded, and
+    /// the rule that allows it).
+    Evaluated {
+        summary: String,
+        allowed_by: String,
+    },
     /// A watermark gossip refused: this node's watermark of the scope
     /// conflicts (`reason`), set by the client's signed request `evidence`
     /// (none if this node does not hold it, e.g. a watermark handed over at

@@ -134,6 +134,14 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
                 auth: Box::new(auth),
             }
         }
+        pb::propose_request::Op::Evaluate(w) => {
+            let (request, auth) =
+                sign_request_from_pb(w.request.ok_or_else(|| bad("request", "missing"))?)?;
+            Operation::Evaluate {
+                request: Box::new(request),
+                auth: Box::new(auth),
+            }
+        }
     };
     Ok(Proposal {
         eid,
@@ -257,6 +265,11 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
                 request: Some(sign_request_to_pb(*request, *auth)),
             })
         }
+        Operation::Evaluate { request, auth } => {
+            pb::propose_request::Op::Evaluate(pb::EvaluateProposal {
+                request: Some(sign_request_to_pb(*request, *auth)),
+            })
+        }
     };
     pb::ProposeRequest {
         wire_version: WIRE_VERSION,
@@ -319,6 +332,13 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         Outcome::Watermarked => {
             pb::propose_response::Result::Watermark(pb::WatermarkResult::default())
         }
+        Outcome::Evaluated {
+            summary,
+            allowed_by,
+        } => pb::propose_response::Result::Evaluate(pb::EvaluateResult {
+            summary,
+            allowed_by,
+        }),
         Outcome::SlotConflict { reason, evidence } => {
             pb::propose_response::Result::Watermark(pb::WatermarkResult {
                 conflict: if reason.is_empty() {
@@ -416,6 +436,10 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         pb::propose_response::Result::Watermark(w) if w.conflict.is_empty() => {
             Ok(Outcome::Watermarked)
         }
+        pb::propose_response::Result::Evaluate(e) => Ok(Outcome::Evaluated {
+            summary: bounded_text(e.summary),
+            allowed_by: bounded_text(e.allowed_by),
+        }),
         pb::propose_response::Result::Watermark(w) => Ok(Outcome::SlotConflict {
             reason: bounded_text(w.conflict),
             evidence: match w.evidence {

@@ -43,6 +43,8 @@ pub enum OpKind {
     Status,
     /// Freeze, unfreeze or delete (no session).
     Lifecycle,
+    /// A dry run of a sign request (no session, nothing recorded).
+    Evaluate,
 }
 
 impl OpKind {
@@ -56,6 +58,7 @@ impl OpKind {
             Self::Watermark => "watermark",
             Self::Status => "status",
             Self::Lifecycle => "lifecycle",
+            Self::Evaluate => "evaluate",
         }
     }
 
@@ -109,7 +112,8 @@ impl Node {
             Operation::Lifecycle { key_id, action } => Some((action.label(), key_id.clone())),
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
-            | Operation::Watermark { .. } => None,
+            | Operation::Watermark { .. }
+            | Operation::Evaluate { .. } => None,
         };
         // A peer over its refusal budget gets no approval verified.
         if session.is_some() {
@@ -180,6 +184,7 @@ impl Node {
             Operation::Watermark { request, auth } => {
                 self.participate_watermark(from, &request, &auth)
             }
+            Operation::Evaluate { request, auth } => self.participate_evaluate(&request, &auth),
             Operation::ShareStatus {
                 key_id,
                 request_id,

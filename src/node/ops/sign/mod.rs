@@ -10,7 +10,7 @@ mod participant;
 mod payload;
 pub(crate) use participant::At;
 pub(crate) use payload::DecodeCache;
-pub use payload::{PayloadOutcome, MAX_TARGETS};
+pub use payload::{PayloadOutcome, Verdict, MAX_TARGETS};
 
 pub(crate) use checks::Gates;
 use overlapped::Attempt;

@@ -263,3 +263,126 @@ impl Node {
         })
     }
 }
+
+/// A committee node's verdict in a dry run.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub node: NodeName,
+    pub allowed: bool,
+    /// The rule that allowed it, or why not.
+    pub detail: String,
+}
+
+impl Node {
+    /// A dry run at a participant: the client's signature, the key and
+    /// this node's policy (on the decoded payload), as for signing; nothing
+    /// is recorded and no rate is charged.
+    pub(crate) fn participate_evaluate(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+    ) -> Result<crate::node::Outcome, NodeError> {
+        let client = self.verify_client_request(request, auth, "dry run")?.client;
+        let rec = self.key(&request.key_id)?;
+        self.check_can_sign(&rec)?;
+        let summary = self
+            .authorize_sign(&client, request, false)?
+            .unwrap_or_default();
+        let decoded = self.decode_payload(request, &rec)?;
+        let d = self.policy().check_sign_content(
+            client.as_str(),
+            &request.key_id,
+            &request.path,
+            decoded.as_deref(),
+        );
+        Ok(crate::node::Outcome::Evaluated {
+            summary,
+            allowed_by: format!("{}: {}", d.rule, d.reason),
+        })
+    }
+
+    /// A dry run of `request`: every committee node (this one included)
+    /// decodes it and evaluates its policy; nothing is signed. A payload's
+    /// first target stands for it (every target has the same content).
+    pub async fn evaluate(
+        &self,
+        request: SignRequest,
+        auth: ClientAuth,
+        client: &NodeName,
+    ) -> Result<(String, Vec<Verdict>), NodeError> {
+        let signer = self
+            .verify_client_request(&request, &auth, "dry run")
+            .map_err(|e| e.at(&self.name))?
+            .client;
+        if signer != *client {
+            return Err(NodeError::PermissionDenied(format!(
+                "the request is signed by client {signer} but was sent by client {client}"
+            ))
+            .at(&self.name));
+        }
+        let rec = self.key(&request.key_id).map_err(|e| e.at(&self.name))?;
+        let mut request = request;
+        let mut summary = String::new();
+        if let Some(decoded) = self
+            .decode_payload(&request, &rec)
+            .map_err(|e| e.at(&self.name))?
+        {
+            summary = decoded.summary.clone();
+            if let Some(t) = decoded.targets.first() {
+                request.digest = Digest32(t.digest);
+                request.path = t.path.clone();
+                request.slot = t.replay.as_ref().map(|x| Slot {
+                    scope: x.scope.clone(),
+                    height: x.position,
+                    round: 0,
+                    step: 0,
+                });
+            }
+        }
+        let committee = crate::node::committee_of(&rec)?;
+        let p = crate::node::Proposal {
+            eid: crate::node::ops::OpKind::Evaluate.eid(
+                &request.key_id,
+                0,
+                &[],
+                &request.binding(),
+                &[],
+            ),
+            nonce: Vec::new(),
+            admin: None,
+            op: crate::node::Operation::Evaluate {
+                request: Box::new(request.clone()),
+                auth: Box::new(auth.clone()),
+            },
+        };
+        let timeout = self.timeouts.ping.saturating_mul(2);
+        let asks = committee.iter().map(|n| {
+            let p = p.clone();
+            let request = &request;
+            let auth = &auth;
+            async move {
+                let r = if *n == self.name {
+                    self.participate_evaluate(request, auth)
+                } else {
+                    match tokio::time::timeout(timeout, self.net.propose(n, p)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(NodeError::Unavailable(format!(
+                            "no answer within {timeout:?}"
+                        ))),
+                    }
+                };
+                let (allowed, detail) = match r {
+                    Ok(crate::node::Outcome::Evaluated { allowed_by, .. }) => (true, allowed_by),
+                    Ok(_) => (false, "answered with another outcome".to_owned()),
+                    Err(e) => (false, e.cause().to_string()),
+                };
+                Verdict {
+                    node: n.clone(),
+                    allowed,
+                    detail,
+                }
+            }
+        });
+        Ok((summary, futures::future::join_all(asks).await))
+    }
+}

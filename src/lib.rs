@@ -14,6 +14,9 @@
 //!   operation, generic over the curve; `protocol::scheme` picks the curve
 //!   from a key type, and shares are opaque (`KeyShare`) above it.
 //! - `bip32`: independent public derivation for both curves.
+//! - `payload`: typed payloads (Ethereum, Bitcoin PSBT, Cosmos SignDoc)
+//!   decoded and hashed with each chain's crates, and the finished output;
+//!   no I/O, beside `protocol` in the layering.
 //! - `storage`: the node's store (records, sealed shares, ledger,
 //!   watermarks, eids, audit), with pure double-sign rules and pinned formats.
 //! - `node`: orchestration, one room per operation (`node/ops`), committee

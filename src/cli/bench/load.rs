@@ -19,6 +19,59 @@ pub struct Load {
     pub elapsed: Duration,
     /// Every request: when it was sent, how long it took, how it failed.
     pub samples: Vec<Sample>,
+    /// With a payload mix: the successful latencies of each kind ("raw",
+    /// "eth-tx"), from the same run.
+    pub by_kind: BTreeMap<&'static str, Vec<Duration>>,
+}
+
+/// What the load signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Raw 32-byte digests only.
+    Raw,
+    /// Every other request an EIP-1559 transfer (a typed payload every node
+    /// decodes, checks and derives a nonce slot from), the rest raw digests,
+    /// each worker at its own path m/<worker>.
+    EthTx,
+}
+
+/// The recipient of the bench's transfers (the bench policy lists it).
+pub const BENCH_TO: &str = "0x00000000000000000000000000000000000b3c4f";
+/// The bench's chain id.
+pub const BENCH_CHAIN: u64 = 1337;
+
+/// The unsigned transfer a bench worker signs at `nonce`.
+fn bench_tx(nonce: u64) -> Vec<u8> {
+    use alloy_consensus::SignableTransaction;
+    alloy_consensus::TxEip1559 {
+        chain_id: BENCH_CHAIN,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 20_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: alloy_primitives::TxKind::Call(BENCH_TO.parse().unwrap_or_default()),
+        value: alloy_primitives::U256::from(1u8),
+        access_list: Default::default(),
+        input: Default::default(),
+    }
+    .encoded_for_signing()
+}
+
+/// Checks a signed transfer: it decodes, and its signer is `address`.
+fn check_tx(resp: &crate::client::SignResponse, address: &str) -> Result<(), String> {
+    use alloy_consensus::transaction::SignerRecoverable;
+    use alloy_eips::eip2718::Decodable2718;
+    let out = resp.payload.as_ref().ok_or("no payload result")?;
+    let env = alloy_consensus::TxEnvelope::decode_2718(&mut out.signed_transaction.as_slice())
+        .map_err(|e| format!("signed transaction does not decode: {e}"))?;
+    let signer = env
+        .recover_signer()
+        .map_err(|e| format!("no signer: {e}"))?;
+    if signer.to_checksum(None) == address {
+        Ok(())
+    } else {
+        Err(format!("signed by {signer}, not {address}"))
+    }
 }
 
 /// One request of the load.
@@ -52,15 +105,38 @@ pub(super) async fn warm_up(client: &Client, key: &str) -> anyhow::Result<()> {
 }
 
 /// Sends `requests` signing requests, `concurrency` at a time, each for a
-/// distinct digest, and checks every signature against `public_key`.
-pub(super) async fn load(
+/// distinct digest, and checks every signature against `public_key`; with
+/// `Payload::EthTx`, every other request is a typed EIP-1559 transfer.
+pub(super) async fn load_mix(
     client: &Client,
     key: &str,
     public_key: &[u8],
     requests: u32,
     concurrency: u32,
+    payload: Payload,
 ) -> anyhow::Result<Load> {
     eprintln!("signing: {requests} requests, concurrency {concurrency}");
+    // With a payload mix each worker signs at its own path (its own sender,
+    // so its nonces only go up); raw digests at the same path.
+    let mut paths = Vec::new();
+    for w in 0..concurrency.min(requests) {
+        let path = match payload {
+            Payload::Raw => String::new(),
+            Payload::EthTx => format!("m/{w}"),
+        };
+        let (pk, address) = if path.is_empty() {
+            (public_key.to_vec(), String::new())
+        } else {
+            let info = client
+                .clone()
+                .public_key(key, &path)
+                .await
+                .with_context(|| format!("public key at {path}"))?;
+            (info.public_key, info.eth_address)
+        };
+        paths.push((path, pk, address));
+    }
+    let by_kind: Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>> = Arc::default();
     let next = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicU32::new(0));
     let failed = Arc::new(AtomicU32::new(0));
@@ -70,10 +146,13 @@ pub(super) async fn load(
     let mut salt = [0u8; 4];
     getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("rng: {e}"))?;
     let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency.min(requests))
-        .map(|_| {
+    let workers: Vec<_> = paths
+        .into_iter()
+        .map(|(path, pk, address)| {
             let mut client = client.clone();
-            let (key, pk) = (key.to_owned(), public_key.to_vec());
+            let key = key.to_owned();
+            let by_kind = by_kind.clone();
+            let mut nonce = 0u64;
             let (next, done, failed) = (next.clone(), done.clone(), failed.clone());
             let (latencies, errors, samples) = (latencies.clone(), errors.clone(), samples.clone());
             tokio::spawn(async move {
@@ -85,10 +164,25 @@ pub(super) async fn load(
                     let mut d = [0u8; 32];
                     d[..4].copy_from_slice(&salt);
                     d[4..8].copy_from_slice(&i.to_be_bytes());
+                    let typed = payload == Payload::EthTx && i % 2 == 1;
                     let t = Instant::now();
-                    let r = client.sign(&key, d, "", "").await;
+                    let r = if typed {
+                        nonce += 1;
+                        client
+                            .sign_payload(
+                                &key,
+                                crate::payload::Kind::EthTransaction,
+                                &bench_tx(nonce),
+                                &path,
+                                "",
+                            )
+                            .await
+                    } else {
+                        client.sign(&key, d, &path, "").await
+                    };
                     let took = t.elapsed();
                     let outcome = match r {
+                        Ok(sig) if typed => check_tx(&sig, &address),
                         Ok(sig) if sig.public_key == pk => {
                             super::super::demo::verify(&pk, &d, &sig.r, &sig.s, sig.recovery_id)
                                 .map_err(|e| format!("bad signature: {e}"))
@@ -109,7 +203,13 @@ pub(super) async fn load(
                         error: outcome.as_ref().err().cloned(),
                     });
                     match outcome {
-                        Ok(()) => lock(&latencies).push(took),
+                        Ok(()) => {
+                            lock(&latencies).push(took);
+                            if payload != Payload::Raw {
+                                let kind = if typed { "eth-tx" } else { "raw" };
+                                lock(&by_kind).entry(kind).or_default().push(took);
+                            }
+                        }
                         Err(kind) => {
                             *lock(&errors).entry(kind).or_default() += 1;
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -144,12 +244,14 @@ pub(super) async fn load(
     let latencies = std::mem::take(&mut *lock(&latencies));
     let errors = std::mem::take(&mut *lock(&errors));
     let samples = std::mem::take(&mut *lock(&samples));
+    let by_kind = std::mem::take(&mut *lock(&by_kind));
     Ok(Load {
         requests,
         latencies,
         errors,
         elapsed,
         samples,
+        by_kind,
     })
 }
 

@@ -21,8 +21,8 @@ use crate::node::Timeouts;
 use crate::pki::Role;
 use crate::protocol::inproc;
 use crate::protocol::scheme;
-use load::{load, warm_up};
-pub use load::{Load, Sample};
+use load::{load_mix, warm_up};
+pub use load::{Load, Payload, Sample};
 use procs::ProcessCluster;
 use report::{Baseline, Report};
 
@@ -34,6 +34,9 @@ Examples:
   thresig bench --local --threshold 3 --nodes 5          3-of-5 on 5 node processes
   thresig bench --local --rtt-ms 30                      nodes 30 ms apart (delaying proxies)
   thresig bench --local --json > bench.json              the figures as JSON on stdout
+  thresig bench --local --payload eth-tx                 every other request an EIP-1559
+                                                         transfer: p50 of each kind, and
+                                                         their ratio
   thresig bench --local --requests 2000 --concurrency 2 --fault stop
                                                          SIGSTOP one node mid-load; figures
                                                          before, during and after
@@ -100,6 +103,12 @@ pub struct Args {
     /// p99). The load's client then fails over to every node.
     #[arg(long, value_enum)]
     fault: Option<fault::Fault>,
+    /// What to sign: raw digests, or every other request an EIP-1559
+    /// transfer (decoded, checked against the policy and replay-protected by
+    /// every node), to compare the two in one run (--local writes a policy
+    /// that allows the transfers).
+    #[arg(long, value_enum, default_value = "raw")]
+    payload: Payload,
     /// --fault: the node to break, by index (0 is the one the client asks
     /// first). Default: the last committee node.
     #[arg(long)]
@@ -175,6 +184,9 @@ async fn local(a: Args) -> anyhow::Result<()> {
         ping: Duration::from_secs(2),
     };
     let mut cluster = ProcessCluster::start(tmp.path(), &refs, timeouts, one_way).await?;
+    if a.payload == Payload::EthTx {
+        allow_bench_transfers(&cluster).await?;
+    }
     eprintln!("distributed key generation {t}-of-{n} ...");
     let started = Instant::now();
     let info = cluster
@@ -193,7 +205,15 @@ async fn local(a: Args) -> anyhow::Result<()> {
     let before = cluster.cpu_seconds()?;
     let (load, fault) = match a.fault {
         None => (
-            load(&client, &key, &info.public_key, a.requests, a.concurrency).await?,
+            load_mix(
+                &client,
+                &key,
+                &info.public_key,
+                a.requests,
+                a.concurrency,
+                a.payload,
+            )
+            .await?,
             None,
         ),
         Some(kind) => {
@@ -205,7 +225,14 @@ async fn local(a: Args) -> anyhow::Result<()> {
             };
             let started = Instant::now();
             let (load, window) = tokio::join!(
-                load(&client, &key, &info.public_key, a.requests, a.concurrency),
+                load_mix(
+                    &client,
+                    &key,
+                    &info.public_key,
+                    a.requests,
+                    a.concurrency,
+                    a.payload
+                ),
                 fault::inject(&mut cluster, plan, started)
             );
             let (load, window) = (load?, window?);
@@ -277,7 +304,15 @@ async fn remote(a: Args) -> anyhow::Result<()> {
     );
     let baseline = baseline(t, n, a.baseline_signs).await?;
     warm_up(&client, &key).await?;
-    let load = load(&client, &key, &pk.public_key, a.requests, a.concurrency).await?;
+    let load = load_mix(
+        &client,
+        &key,
+        &pk.public_key,
+        a.requests,
+        a.concurrency,
+        a.payload,
+    )
+    .await?;
     let report = Report {
         mode: "remote",
         threshold: t,
@@ -293,6 +328,30 @@ async fn remote(a: Args) -> anyhow::Result<()> {
         fault: None,
     };
     report.print(a.json)
+}
+
+/// Lets the bench client sign its transfers (and raw digests, as before)
+/// on every node of a local cluster: a second rule for it, then a reload.
+async fn allow_bench_transfers(cluster: &ProcessCluster) -> anyhow::Result<()> {
+    let policy = format!(
+        "{}\n[[client]]\nname = \"{CLIENT}\"\nkeys = [\"*\"]\npaths = [\"m\"]\n\
+         payloads = [\"eth_transaction\"]\nraw_digest = true\n\n[client.eth]\n\
+         chain_ids = [{}]\nrecipients = [{{ address = \"{}\", label = \"bench\" }}]\n",
+        crate::cluster::DEV_POLICY,
+        load::BENCH_CHAIN,
+        load::BENCH_TO
+    );
+    for (i, cfg) in cluster.configs.iter().enumerate() {
+        if let Some(path) = &cfg.policy {
+            std::fs::write(path, &policy).with_context(|| format!("writing {}", path.display()))?;
+        }
+        cluster
+            .client(i, ADMIN)?
+            .reload_policy()
+            .await
+            .context("reloading the bench policy")?;
+    }
+    Ok(())
 }
 
 fn cores() -> usize {

@@ -81,7 +81,18 @@ impl Report {
         let bound_latency = b.busiest_party_ms + trips * self.rtt_ms / 2.0;
         let rounds_x_rtt = f64::from(b.rounds) * self.rtt_ms;
         let cpu_ms = self.cpu_s_per_signature.map(|c| c * 1e3);
+        // A payload mix: each kind's p50 from the same run.
+        let kind_p50 = |k: &str| {
+            self.load.by_kind.get(k).and_then(|v| {
+                let mut v = v.clone();
+                v.sort();
+                percentile(&v, 50.0)
+            })
+        };
+        let (raw_p50, payload_p50) = (kind_p50("raw"), kind_p50("eth-tx"));
+        let payload_ratio = payload_p50.zip(raw_p50).map(|(a, b)| a / b);
         let ratios = json!({
+            "payload_p50_vs_raw_p50": payload_ratio,
             "p50_vs_inprocess": ratio(p50, b.sign_ms),
             "throughput_vs_bound": throughput / bound_throughput,
             "p50_vs_latency_bound": ratio(p50, bound_latency),
@@ -117,6 +128,13 @@ impl Report {
                 "ratios": ratios,
                 "other_ms": self.extra.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "fault": self.fault.as_ref().map(|(what, phases)| json!({ "what": what, "phases": phases })),
+                "payload": payload_p50.map(|p| json!({
+                    "kind": "eth-tx",
+                    "p50_ms": p,
+                    "raw_p50_ms": raw_p50,
+                    "samples": self.load.by_kind.get("eth-tx").map_or(0, Vec::len),
+                    "raw_samples": self.load.by_kind.get("raw").map_or(0, Vec::len),
+                })),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(());
@@ -158,6 +176,15 @@ impl Report {
             fmt(p99, " ms"),
             fmt(max, " ms")
         );
+        if payload_p50.is_some() {
+            println!(
+                "typed payload:         EIP-1559 transfer p50 {} vs raw digest p50 {} = {} x \
+                 (decode, policy and nonce slot on every node)",
+                fmt(payload_p50, " ms"),
+                fmt(raw_p50, " ms"),
+                fmt(payload_ratio, "")
+            );
+        }
         println!("throughput:            {throughput:.1} signatures/s");
         match cpu_ms {
             Some(c) => println!(

@@ -30,6 +30,7 @@ recipients = [{{ address = "{TO}" }}]
 
 [client.bitcoin]
 network = "regtest"
+max_fee_sat = 20000
 destinations = [
   {{ address = "bcrt1qq5zs2pg9q5zs2pg9q5zs2pg9q5zs2pg9ajutfp" }},
   {{ address = "bcrt1qqcrqvpsxqcrqvpsxqcrqvpsxqcrqvpsxvk6wzh" }},

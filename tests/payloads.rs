@@ -49,6 +49,7 @@ chain_ids = ["cosmoshub-4"]
 messages = ["/cosmos.bank.v1beta1.MsgSend"]
 recipients = [{{ address = "cosmos1to" }}]
 max_amount = {{ uatom = "2000" }}
+max_fee = {{ uatom = "1000" }}
 {extra}
 [[admin]]
 name = "{ADMIN}"

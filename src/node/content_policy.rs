@@ -21,7 +21,7 @@
 //! max_gas = 500000
 //! contract_creation = false
 //! recipients = [{ address = "0x1111111111111111111111111111111111111111", label = "cold wallet" }]
-//! contracts = [{ address = "0x2222222222222222222222222222222222222222", selectors = ["0xa9059cbb"], label = "router" }]
+//! contracts = [{ address = "0x2222222222222222222222222222222222222222", selectors = ["0x12345678"], label = "router" }]
 //! tokens = [{ address = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", label = "USDC", max_amount = "1000000000" }]
 //! typed_data_domains = [{ name = "Permit2", chain_id = 1, verifying_contract = "0x000000000022D473030F116dDEE9F6B43aC78BA3" }]
 //!
@@ -37,6 +37,7 @@
 //! messages = ["/cosmos.bank.v1beta1.MsgSend"]
 //! recipients = [{ address = "cosmos1...", label = "exchange" }]
 //! max_amount = { uatom = "5000000" }  # per MsgSend and denom
+//! max_fee = { uatom = "20000" }       # per transaction and denom
 //! ```
 
 use std::collections::BTreeMap;
@@ -127,11 +128,16 @@ pub struct CosmosRule {
     pub recipients: Vec<Labeled>,
     #[serde(default)]
     pub max_amount: BTreeMap<String, String>,
+    /// The most fee per denom; a fee in a denom not named is refused.
+    #[serde(default)]
+    pub max_fee: BTreeMap<String, String>,
 }
 
 /// The content parts of a client rule.
 #[derive(Debug, Clone, Copy)]
 pub struct ContentRule<'a> {
+    /// The rule's path prefixes (a PSBT's change must be under one).
+    pub paths: &'a [String],
     pub payloads: Option<&'a [String]>,
     pub raw_digest: Option<bool>,
     pub eth: Option<&'a EthRule>,
@@ -222,6 +228,13 @@ impl ContentRule<'_> {
                 }
             }
             for d in &e.typed_data_domains {
+                if d.name.is_none() && d.chain_id.is_none() && d.verifying_contract.is_none() {
+                    return Err(
+                        "eth.typed_data_domains: an entry must name at least one of name, \
+                         chain_id, verifying_contract"
+                            .into(),
+                    );
+                }
                 if let Some(c) = &d.verifying_contract {
                     parse_address(c).map_err(|x| format!("eth.typed_data_domains: {x}"))?;
                 }
@@ -239,7 +252,7 @@ impl ContentRule<'_> {
             }
         }
         if let Some(c) = self.cosmos {
-            for (denom, amount) in &c.max_amount {
+            for (denom, amount) in c.max_amount.iter().chain(&c.max_fee) {
                 amount.parse::<u128>().map_err(|_| {
                     format!("cosmos.max_amount.{denom}: {amount:?} is not a whole number")
                 })?;
@@ -277,7 +290,7 @@ impl ContentRule<'_> {
             Content::EthTx(tx) => check_eth_tx(self.eth, tx),
             Content::EthMessage { .. } => Ok(()),
             Content::EthTypedData(domain) => check_typed(self.eth, domain),
-            Content::Bitcoin(tx) => check_bitcoin(self.bitcoin, tx),
+            Content::Bitcoin(tx) => check_bitcoin(self.bitcoin, tx, self.paths),
             Content::Cosmos(doc) => check_cosmos(self.cosmos, doc),
         }
     }
@@ -465,14 +478,33 @@ fn check_typed(rule: Option<&EthRule>, d: &TypedDomain) -> Result<(), Refusal> {
     }
 }
 
-fn check_bitcoin(rule: Option<&BitcoinRule>, tx: &crate::payload::BtcTx) -> Result<(), Refusal> {
+fn check_bitcoin(
+    rule: Option<&BitcoinRule>,
+    tx: &crate::payload::BtcTx,
+    paths: &[String],
+) -> Result<(), Refusal> {
     let Some(rule) = rule else {
         return refuse(
             "bitcoin",
             "no [client.bitcoin] table: Bitcoin transactions are denied",
         );
     };
-    for o in tx.outputs.iter().filter(|o| !o.change) {
+    // Change is the key's own output at a path this client may use; the
+    // key's outputs elsewhere (another client's paths) are destinations.
+    let is_change = |o: &crate::payload::BtcOutput| {
+        o.change_path.as_ref().is_some_and(|p| {
+            paths.iter().any(|prefix| {
+                crate::domain::DerivationPath::parse(prefix)
+                    .is_ok_and(|pre| p.indices().starts_with(pre.indices()))
+            })
+        })
+    };
+    let leaving: u64 = tx
+        .outputs
+        .iter()
+        .filter(|o| !is_change(o))
+        .fold(0u64, |a, o| a.saturating_add(o.amount_sat));
+    for o in tx.outputs.iter().filter(|o| !is_change(o)) {
         let allowed = rule.destinations.iter().any(|d| {
             crate::payload::script_of(&d.address, &rule.network).is_ok_and(|s| s == o.script_pubkey)
         });
@@ -489,27 +521,32 @@ fn check_bitcoin(rule: Option<&BitcoinRule>, tx: &crate::payload::BtcTx) -> Resu
         }
     }
     if let Some(max) = rule.max_amount_sat {
-        if tx.leaving_sat() > max {
+        if leaving > max {
             return refuse(
                 "bitcoin.max_amount_sat",
-                format!("{} sat leaving is over {max} sat", tx.leaving_sat()),
+                format!("{leaving} sat leaving is over {max} sat"),
             );
         }
     }
-    if rule.max_fee_sat.is_some() || rule.max_fee_rate.is_some() {
+    // The fee is money leaving too: it must be known and capped.
+    {
         let Some(fee) = tx.fee_sat else {
             return refuse(
                 "bitcoin.max_fee_sat",
                 "the fee is unknown: an input's previous output is missing from the PSBT",
             );
         };
-        if let Some(max) = rule.max_fee_sat {
-            if fee > max {
-                return refuse(
-                    "bitcoin.max_fee_sat",
-                    format!("fee {fee} sat is over {max} sat"),
-                );
-            }
+        let Some(max) = rule.max_fee_sat else {
+            return refuse(
+                "bitcoin.max_fee_sat",
+                "is not set: without it the fee is unlimited (default deny)",
+            );
+        };
+        if fee > max {
+            return refuse(
+                "bitcoin.max_fee_sat",
+                format!("fee {fee} sat is over {max} sat"),
+            );
         }
         if let Some(max) = rule.max_fee_rate {
             let rate = fee as f64 / tx.vsize.max(1) as f64;
@@ -539,6 +576,21 @@ fn check_cosmos(rule: Option<&CosmosRule>, doc: &crate::payload::CosmosDoc) -> R
                 doc.chain_id, rule.chain_ids
             ),
         );
+    }
+    for c in &doc.fee {
+        let Some(max) = rule.max_fee.get(&c.denom) else {
+            return refuse(
+                "cosmos.max_fee",
+                format!("a fee in {} has no max_fee (default deny)", c.denom),
+            );
+        };
+        let max: u128 = max.parse().unwrap_or(0);
+        if c.amount > max {
+            return refuse(
+                "cosmos.max_fee",
+                format!("fee {}{} is over {max}{}", c.amount, c.denom, c.denom),
+            );
+        }
     }
     for m in &doc.messages {
         if !rule.messages.iter().any(|t| t == m.type_url()) {

@@ -40,6 +40,7 @@ chain_ids = ["cosmoshub-4"]
 messages = ["/cosmos.bank.v1beta1.MsgSend"]
 recipients = [{ address = "cosmos1to" }]
 max_amount = { uatom = "2000" }
+max_fee = { uatom = "700" }
 
 [[client]]
 name = "legacy"
@@ -236,6 +237,7 @@ fn btc(outputs: Vec<(Vec<u8>, u64, bool)>, fee: Option<u64>) -> Decoded {
                     script_pubkey,
                     amount_sat,
                     change,
+                    change_path: change.then(|| DerivationPath::parse("m/1/0").unwrap()),
                 })
                 .collect(),
             fee_sat: fee,
@@ -289,13 +291,37 @@ fn each_bitcoin_knob_refuses_by_name() {
     );
     let reason = refused_by(
         "app",
-        &btc(vec![(exchange, 1, false)], None),
+        &btc(vec![(exchange.clone(), 1, false)], None),
         "bitcoin.max_fee_sat",
     );
     assert!(reason.contains("unknown"), "{reason}");
+    // The key's own output under a path this client may not use is no
+    // change: it is a destination like any other.
+    let narrow = Policy::parse(&POLICY.replace(
+        "name = \"app\"\nkeys = [\"k\"]\npaths = [\"m\"]",
+        "name = \"app\"\nkeys = [\"k\"]\npaths = [\"m/0\"]",
+    ))
+    .unwrap();
+    let d = narrow.check_sign_content(
+        "app",
+        &KeyId::parse("k").unwrap(),
+        &DerivationPath::parse("m/0").unwrap(),
+        Some(&btc(
+            vec![(exchange, 1, false), (change, 5, true)],
+            Some(10),
+        )),
+    );
+    assert!(
+        !d.allowed && d.rule.ends_with("bitcoin.destinations"),
+        "change at m/1/0 counted for a client of m/0: {d}"
+    );
 }
 
 fn cosmos(chain: &str, messages: Vec<CosmosMsg>) -> Decoded {
+    cosmos_fee(chain, messages, Vec::new())
+}
+
+fn cosmos_fee(chain: &str, messages: Vec<CosmosMsg>, fee: Vec<CosmosCoin>) -> Decoded {
     decoded(
         Kind::CosmosSignDoc,
         Content::Cosmos(CosmosDoc {
@@ -303,7 +329,7 @@ fn cosmos(chain: &str, messages: Vec<CosmosMsg>) -> Decoded {
             account_number: 1,
             sequence: 1,
             messages,
-            fee: Vec::new(),
+            fee,
             gas_limit: 1,
             memo: String::new(),
         }),
@@ -359,6 +385,28 @@ fn each_cosmos_knob_refuses_by_name() {
         "app",
         &cosmos("cosmoshub-4", vec![msg_send("cosmos1to", "uosmo", 1)]),
         "cosmos.max_amount",
+    );
+    let fee = |denom: &str, amount| {
+        vec![CosmosCoin {
+            denom: denom.into(),
+            amount,
+        }]
+    };
+    let ok = vec![msg_send("cosmos1to", "uatom", 1)];
+    assert!(check(
+        "app",
+        Some(&cosmos_fee("cosmoshub-4", ok.clone(), fee("uatom", 700)))
+    )
+    .is_ok());
+    refused_by(
+        "app",
+        &cosmos_fee("cosmoshub-4", ok.clone(), fee("uatom", 701)),
+        "cosmos.max_fee",
+    );
+    refused_by(
+        "app",
+        &cosmos_fee("cosmoshub-4", ok, fee("uosmo", 1)),
+        "cosmos.max_fee",
     );
 }
 

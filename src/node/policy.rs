@@ -151,6 +151,7 @@ pub struct ClientRule {
 impl ClientRule {
     pub fn content(&self) -> ContentRule<'_> {
         ContentRule {
+            paths: &self.paths,
             payloads: self.payloads.as_deref(),
             raw_digest: self.raw_digest,
             eth: self.eth.as_ref(),

@@ -215,14 +215,16 @@ impl SignRequest {
         if self.request_id.is_empty() || self.request_id.len() > 128 {
             return Err("request id must be 1-128 bytes".into());
         }
+        // (A PSBT's later inputs use the unit separator in their ledger ids.)
+        if self.request_id.chars().any(char::is_control) {
+            return Err("request id must not contain control characters".into());
+        }
         // A payload's slot is derived from the payload by every node
         // (`ops/sign/payload.rs`); a client names slots for raw digests only.
-        if self.payload.is_some() {
-            if self.request_id.chars().any(char::is_control) {
-                return Err("request id must not contain control characters".into());
+        if self.payload.is_none() {
+            if let Some(s) = &self.slot {
+                s.validate()?;
             }
-        } else if let Some(s) = &self.slot {
-            s.validate()?;
         }
         if self.expiry_unix < now_unix {
             return Err(format!(

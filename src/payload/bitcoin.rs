@@ -45,6 +45,9 @@ pub struct BtcOutput {
     pub amount_sat: u64,
     /// The script is this key's own at the output's BIP-32 path.
     pub change: bool,
+    /// That path, when `change`: a policy counts the output as change only
+    /// under the paths its client may use.
+    pub change_path: Option<DerivationPath>,
 }
 
 const FIELD: &str = "bitcoin_psbt";
@@ -293,20 +296,21 @@ pub(super) fn decode_psbt(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Pa
     let mut outputs = Vec::with_capacity(tx.output.len());
     for (i, out) in tx.output.iter().enumerate() {
         let field = format!("{FIELD}.outputs[{i}].bip32_derivation");
-        let change = match psbt.outputs.get(i) {
+        let change_path = match psbt.outputs.get(i) {
             Some(o) => match named_child(&secp, &xpub, &o.bip32_derivation, &field)? {
-                Some((pk, _)) => {
+                Some((pk, path)) => {
                     let (a, b, c) = spks(&pk);
-                    [a, b, c].contains(&out.script_pubkey)
+                    [a, b, c].contains(&out.script_pubkey).then_some(path)
                 }
-                None => false,
+                None => None,
             },
-            None => false,
+            None => None,
         };
         outputs.push(BtcOutput {
             script_pubkey: out.script_pubkey.to_bytes(),
             amount_sat: out.value.to_sat(),
-            change,
+            change: change_path.is_some(),
+            change_path,
         });
     }
     let fee_sat = psbt.fee().ok().map(Amount::to_sat);
@@ -329,7 +333,7 @@ pub(super) fn decode_psbt(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Pa
                 digest: p.digest,
                 path: p.path.clone(),
                 replay: Some(super::Replay {
-                    scope: format!("btc:{}", tx.input[p.input].previous_output),
+                    scope: format!("#btc:{}", tx.input[p.input].previous_output),
                     position: 0,
                 }),
             })

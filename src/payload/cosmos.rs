@@ -99,6 +99,24 @@ fn parse(bytes: &[u8], key: &KeyView<'_>) -> Result<Parsed, PayloadError> {
             "extension options are not accepted",
         ));
     }
+    // A tip moves the signer's funds to whoever relays the transaction, and
+    // another fee payer or granter changes who pays: not accepted.
+    #[allow(deprecated)] // deprecated in the SDK, still decoded: refused here
+    let tip = auth.tip.is_some();
+    if tip {
+        return Err(PayloadError::new(
+            format!("{FIELD}.auth_info_bytes.tip"),
+            "tips are not accepted",
+        ));
+    }
+    if let Some(fee) = &auth.fee {
+        if !fee.payer.is_empty() || !fee.granter.is_empty() {
+            return Err(PayloadError::new(
+                format!("{FIELD}.auth_info_bytes.fee"),
+                "a fee payer or granter other than the signer is not accepted",
+            ));
+        }
+    }
     if doc.chain_id.is_empty() {
         return Err(PayloadError::new(format!("{FIELD}.chain_id"), "is empty"));
     }
@@ -168,10 +186,10 @@ fn scope(chain_id: &str, account: u64) -> String {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if plain {
-        format!("cosmos:{chain_id}:{account}")
+        format!("#cosmos:{chain_id}:{account}")
     } else {
         format!(
-            "cosmos:{}:{account}",
+            "#cosmos:{}:{account}",
             hex::encode(&Sha256::digest(chain_id)[..16])
         )
     }

@@ -117,7 +117,7 @@ pub(super) fn decode_tx(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Payl
     let selector = input.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok());
     let token = match (tx.to(), selector) {
         (Some(_), Some(sel)) if sel == transferCall::SELECTOR => {
-            let c = transferCall::abi_decode(input).map_err(|e| {
+            let c = transferCall::abi_decode_validate(input).map_err(|e| {
                 PayloadError::new("eth_transaction.data", format!("ERC-20 transfer: {e}"))
             })?;
             Some(TokenCall::Transfer {
@@ -126,7 +126,7 @@ pub(super) fn decode_tx(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Payl
             })
         }
         (Some(_), Some(sel)) if sel == approveCall::SELECTOR => {
-            let c = approveCall::abi_decode(input).map_err(|e| {
+            let c = approveCall::abi_decode_validate(input).map_err(|e| {
                 PayloadError::new("eth_transaction.data", format!("ERC-20 approve: {e}"))
             })?;
             Some(TokenCall::Approve {
@@ -162,7 +162,7 @@ pub(super) fn decode_tx(bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Payl
             path: path.clone(),
             replay: Some(super::Replay {
                 scope: format!(
-                    "eth:{chain_id}:{}",
+                    "#eth:{chain_id}:{}",
                     sender.trim_start_matches("0x").to_ascii_lowercase()
                 ),
                 position: facts.nonce,

@@ -112,7 +112,9 @@ pub struct Target {
 }
 
 /// Double-sign protection derived from a payload: per scope, positions only
-/// go up, and one position is signed for one digest only. An Ethereum
+/// go up, and one position is signed for one digest only. Scopes start with
+/// `#`, which a client's own slot scope cannot contain, so no client can
+/// name (and so burn) a payload's replay position with a raw-digest slot. An Ethereum
 /// transaction's scope is its chain and sender and its position the nonce;
 /// a Cosmos SignDoc's, its chain and account number and the sequence; a
 /// Bitcoin input's, the outpoint it spends (position 0: one spend ever).

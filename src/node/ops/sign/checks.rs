@@ -290,8 +290,8 @@ impl Node {
 }
 
 /// Gates of signing sessions this node coordinates on the overlapped path:
-/// our own participant side takes the gate of its eid, admits the session,
-/// and waits on the gate before it opens the session.
+/// our own participant side takes the gate of its eid and waits on it
+/// before it admits the session.
 #[derive(Default)]
 pub(crate) struct Gates(
     std::sync::Mutex<std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>>,

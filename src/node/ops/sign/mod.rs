@@ -424,8 +424,8 @@ impl Node {
     }
 
     /// Proposes the signing session to `participants` (ourselves first) and
-    /// returns the signature. With `gate`, this node opens the session (it
-    /// may admit it before) only once the gate says yes.
+    /// returns the signature. With `gate`, this node admits the session
+    /// only once the gate says yes.
     async fn run_sign(
         &self,
         request: &SignRequest,

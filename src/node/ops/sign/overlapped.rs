@@ -1,8 +1,7 @@
 //! The overlapped signing path: the session is proposed to the first t
 //! unsuspected candidates at once, while the committee checks of the
 //! checked path (status probe, ledgers, slot gossip) run alongside; this
-//! node admits the session while they run and sends nothing of it until
-//! they passed.
+//! node joins the session only once they passed.
 
 use crate::domain::NodeName;
 use crate::node::request::{ClientAuth, SignRequest};
@@ -17,11 +16,10 @@ impl Node {
     /// participant must answer at the key's epoch; any node's ledger may
     /// already hold this request) and, for a slot, the watermark gossip.
     /// This node admits the session (claims the eid, writes its ledger
-    /// entry and watermark) while they run, and opens the session (sends
-    /// its first message) only once they passed; no signature can be
-    /// assembled without it. The other participants start meanwhile, so the
-    /// probe's and the gossip's round trips overlap the session's start and
-    /// this node's own durable write instead of preceding them.
+    /// entry and watermark) and sends its first message only once they
+    /// passed, and no signature can be assembled without it. The other
+    /// participants start meanwhile, so the probe's round trip overlaps
+    /// theirs instead of preceding the session.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn sign_overlapped(
         &self,
@@ -121,7 +119,8 @@ impl Node {
         Vec<(NodeName, String)>,
         Vec<(NodeName, crate::storage::LedgerEntry)>,
     ) {
-        let rid = Some(request.request_id.as_str());
+        let ledger_id = request.ledger_id();
+        let rid = Some(ledger_id.as_str());
         let bound = self
             .timeouts
             .sign_round()

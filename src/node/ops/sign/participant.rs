@@ -196,18 +196,19 @@ impl Node {
             result: None,
             slot: request.slot.as_ref().map(ToString::to_string),
         };
-        // As the coordinator on the overlapped path, the committee checks
-        // (status probe, slot gossip) run alongside: this node's durable
-        // admission is written while they run (the two waits overlap), and
-        // nothing of the session leaves this node until they have passed,
-        // so no signature can exist before. A refused request may leave its
-        // watermark and ledger entry here, as at any signer: an extra
-        // refusal later, never a second signature.
-        let gate = if *from == self.name {
-            self.gates.take(&p.eid)
-        } else {
-            None
-        };
+        // As the coordinator on the overlapped path, admit only once the
+        // committee checks running alongside have passed: until then this
+        // node has written nothing for the request.
+        if *from == self.name {
+            if let Some(gate) = self.gates.take(&p.eid) {
+                if let Err(e) = gate.await {
+                    // Drop what the other participants sent for it already.
+                    drop(self.router.open(p.eid, participants));
+                    let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
         let admitted = self.store.admit_sign(
             (&p.eid, request.expiry_unix),
             now_unix(),
@@ -240,14 +241,6 @@ impl Node {
         if let Some(e) = refused {
             let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
             return Err(e);
-        }
-        if let Some(gate) = gate {
-            if let Err(e) = gate.await {
-                // Drop what the other participants sent for it already.
-                drop(self.router.open(p.eid, participants));
-                let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
-                return Err(e);
-            }
         }
         if request.slot.is_some() {
             faults::check(&self.name, faults::points::AFTER_WATERMARK)?;

@@ -320,6 +320,10 @@ impl Node {
             ))
             .at(&self.name));
         }
+        // A dry run costs every committee node a decode: it counts against
+        // the client's rate limits here, as a signature would.
+        self.charge_rate(client, &request)
+            .map_err(|e| e.at(&self.name))?;
         let rec = self.key(&request.key_id).map_err(|e| e.at(&self.name))?;
         let mut request = request;
         let mut summary = String::new();

@@ -97,10 +97,8 @@ fn read_psbt(raw: &str) -> anyhow::Result<Vec<u8>> {
     if let Ok(b) = hex::decode(text.trim_start_matches("0x")) {
         return Ok(b);
     }
-    let psbt: bitcoin::psbt::Psbt = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--psbt: not hex, base64 or a PSBT file: {e}"))?;
-    Ok(psbt.serialize())
+    crate::payload::psbt_from_base64(text)
+        .map_err(|e| anyhow::anyhow!("--psbt: not hex, base64 or a PSBT file: {e}"))
 }
 
 pub struct Job<'a> {

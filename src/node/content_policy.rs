@@ -42,7 +42,8 @@
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, U256};
+pub use crate::payload::eth_values::parse_wei;
+use crate::payload::eth_values::{parse_address, parse_selector, parse_u256, Address, U256};
 use serde::Deserialize;
 
 use crate::payload::{Content, CosmosMsg, Decoded, EthTx, Kind, TokenCall, TypedDomain};
@@ -157,38 +158,6 @@ fn refuse(knob: &'static str, reason: impl Into<String>) -> Result<(), Refusal> 
         knob,
         reason: reason.into(),
     })
-}
-
-/// Wei from "2.5 ether", "30 gwei" or "12345" (wei).
-pub fn parse_wei(s: &str) -> Result<U256, String> {
-    let mut parts = s.split_whitespace();
-    let (num, unit) = (parts.next().unwrap_or(""), parts.next().unwrap_or("wei"));
-    if parts.next().is_some() || !matches!(unit, "wei" | "gwei" | "ether") {
-        return Err(format!(
-            "{s:?}: expected a number and wei, gwei or ether (\"2.5 ether\")"
-        ));
-    }
-    alloy_primitives::utils::parse_units(num, unit)
-        .map(|u| u.get_absolute())
-        .map_err(|e| format!("{s:?}: {e}"))
-}
-
-fn parse_u256(s: &str) -> Result<U256, String> {
-    s.parse::<U256>()
-        .map_err(|e| format!("{s:?}: expected a whole number: {e}"))
-}
-
-fn parse_address(s: &str) -> Result<Address, String> {
-    s.parse::<Address>()
-        .map_err(|e| format!("address {s:?}: {e}"))
-}
-
-fn parse_selector(s: &str) -> Result<[u8; 4], String> {
-    let h = s.strip_prefix("0x").unwrap_or(s);
-    hex::decode(h)
-        .ok()
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .ok_or_else(|| format!("selector {s:?}: expected 4 bytes of hex, e.g. 0xa9059cbb"))
 }
 
 impl ContentRule<'_> {

@@ -1,7 +1,7 @@
 //! One refusal per knob, each naming its rule, and the allowed cases beside
 //! them; the decoded payloads are built as `crate::payload` returns them.
 
-use alloy_primitives::{Address, U256};
+use crate::payload::eth_values::{Address, U256};
 
 use crate::domain::{DerivationPath, KeyId};
 use crate::node::policy::Policy;

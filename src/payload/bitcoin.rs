@@ -372,6 +372,13 @@ impl BtcTx {
     }
 }
 
+/// A PSBT's binary form from its base64 text.
+pub fn psbt_from_base64(text: &str) -> Result<Vec<u8>, String> {
+    text.parse::<Psbt>()
+        .map(|p| p.serialize())
+        .map_err(|e| e.to_string())
+}
+
 /// A script's address on `network` ("bitcoin", "testnet", "signet",
 /// "regtest"), for messages; the hex of the script when it has none.
 pub fn address_of(script: &[u8], network: &str) -> String {

@@ -11,10 +11,11 @@
 mod bitcoin;
 mod cosmos;
 mod eth;
+pub mod eth_values;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use self::bitcoin::{address_of, script_of, BtcInput, BtcOutput, BtcTx};
+pub use self::bitcoin::{address_of, psbt_from_base64, script_of, BtcInput, BtcOutput, BtcTx};
 pub use cosmos::{CosmosCoin, CosmosDoc, CosmosMsg};
 pub use eth::{ether, EthTx, TokenCall, TypedDomain};
 

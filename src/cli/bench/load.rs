@@ -42,32 +42,14 @@ pub const BENCH_CHAIN: u64 = 1337;
 
 /// The unsigned transfer a bench worker signs at `nonce`.
 fn bench_tx(nonce: u64) -> Vec<u8> {
-    use alloy_consensus::SignableTransaction;
-    alloy_consensus::TxEip1559 {
-        chain_id: BENCH_CHAIN,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 20_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
-        to: alloy_primitives::TxKind::Call(BENCH_TO.parse().unwrap_or_default()),
-        value: alloy_primitives::U256::from(1u8),
-        access_list: Default::default(),
-        input: Default::default(),
-    }
-    .encoded_for_signing()
+    crate::payload::eth_values::transfer(BENCH_CHAIN, nonce, BENCH_TO, 1).unwrap_or_default()
 }
 
 /// Checks a signed transfer: it decodes, and its signer is `address`.
 fn check_tx(resp: &crate::client::SignResponse, address: &str) -> Result<(), String> {
-    use alloy_consensus::transaction::SignerRecoverable;
-    use alloy_eips::eip2718::Decodable2718;
     let out = resp.payload.as_ref().ok_or("no payload result")?;
-    let env = alloy_consensus::TxEnvelope::decode_2718(&mut out.signed_transaction.as_slice())
-        .map_err(|e| format!("signed transaction does not decode: {e}"))?;
-    let signer = env
-        .recover_signer()
-        .map_err(|e| format!("no signer: {e}"))?;
-    if signer.to_checksum(None) == address {
+    let signer = crate::payload::eth_values::signer_of(&out.signed_transaction)?;
+    if signer == address {
         Ok(())
     } else {
         Err(format!("signed by {signer}, not {address}"))

@@ -437,6 +437,7 @@ async fn an_honest_node_shows_the_request_behind_its_watermark() {
             op: Operation::Watermark {
                 request: Box::new(request),
                 auth: Box::new(auth),
+                release: false,
             },
         }
     };
@@ -449,7 +450,7 @@ async fn an_honest_node_shows_the_request_behind_its_watermark() {
     match a.propose("c", gossip(0x52, "second")).await.unwrap() {
         Outcome::SlotConflict { reason, evidence } => {
             assert!(reason.contains("another digest"), "{reason}");
-            let Operation::Watermark { request, auth } = first.op else {
+            let Operation::Watermark { request, auth, .. } = first.op else {
                 unreachable!()
             };
             let (shown, shown_auth) = *evidence.expect("no evidence shown");

@@ -18,7 +18,8 @@ pub fn code(reason: Reason) -> Code {
         Reason::AlreadyExists | Reason::RequestIdReused | Reason::AlreadySigned => {
             Code::AlreadyExists
         }
-        Reason::PermissionDenied => Code::PermissionDenied,
+        // A rolling-window limit is the policy refusing.
+        Reason::PermissionDenied | Reason::WindowExceeded => Code::PermissionDenied,
         Reason::NotInCommittee
         | Reason::SlotConflict
         | Reason::BelowWatermark

@@ -9,6 +9,15 @@ use super::request::{ClientAuth, SignRequest};
 use super::{now_unix, policy, Node, NodeError};
 use crate::domain::{DerivationPath, KeyId, NodeName};
 
+/// What this node's policy allowed a sign request: the decoded payload's
+/// one-line summary (none for a raw digest) and what it spends against the
+/// deciding rule's rolling-window limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Authorized {
+    pub summary: Option<String>,
+    pub windows: Vec<super::content_policy::WindowSpend>,
+}
+
 /// A client request whose signature, chain and identity checked out: the
 /// client it came from.
 #[derive(Debug, Clone)]
@@ -88,7 +97,7 @@ impl Node {
         client: &NodeName,
         req: &SignRequest,
         charge: bool,
-    ) -> Result<Option<String>, NodeError> {
+    ) -> Result<Authorized, NodeError> {
         let policy = self.policy();
         // A typed payload is decoded here, by this node, and its item must
         // be what the session signs; the policy reads what it says.
@@ -118,7 +127,10 @@ impl Node {
         if charge {
             self.charge_rate(client, req)?;
         }
-        Ok(decoded.map(|d| d.summary.clone()))
+        Ok(Authorized {
+            summary: decoded.map(|d| d.summary.clone()),
+            windows: d.windows,
+        })
     }
 
     /// May `client` read the public key of `key` at `path`? The same rule as

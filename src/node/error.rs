@@ -41,6 +41,9 @@ pub enum NodeError {
     /// Double-sign protection: the slot is below the watermark.
     #[error("{0}")]
     BelowWatermark(String),
+    /// A rolling-window limit of the policy would be passed.
+    #[error("{0}")]
+    WindowExceeded(String),
     /// A node holds the key at another epoch than the proposal.
     #[error("{0}")]
     EpochMismatch(String),
@@ -122,6 +125,7 @@ pub enum Reason {
     NotInCommittee,
     SlotConflict,
     BelowWatermark,
+    WindowExceeded,
     EpochMismatch,
     KeyNotActive,
     FailedPrecondition,
@@ -138,7 +142,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tables and tests.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::AlreadyExists,
@@ -148,6 +152,7 @@ impl Reason {
         Self::NotInCommittee,
         Self::SlotConflict,
         Self::BelowWatermark,
+        Self::WindowExceeded,
         Self::EpochMismatch,
         Self::KeyNotActive,
         Self::FailedPrecondition,
@@ -174,6 +179,7 @@ impl Reason {
             Self::NotInCommittee => "not-in-committee",
             Self::SlotConflict => "slot-conflict",
             Self::BelowWatermark => "below-watermark",
+            Self::WindowExceeded => "window-exceeded",
             Self::EpochMismatch => "epoch-mismatch",
             Self::KeyNotActive => "key-not-active",
             Self::FailedPrecondition => "failed-precondition",
@@ -233,6 +239,7 @@ impl NodeError {
             Self::NotInCommittee(_) => Reason::NotInCommittee,
             Self::SlotConflict(_) => Reason::SlotConflict,
             Self::BelowWatermark(_) => Reason::BelowWatermark,
+            Self::WindowExceeded(_) => Reason::WindowExceeded,
             Self::EpochMismatch(_) => Reason::EpochMismatch,
             Self::KeyNotActive(_) => Reason::KeyNotActive,
             Self::FailedPrecondition(_) => Reason::FailedPrecondition,
@@ -345,6 +352,7 @@ impl NodeError {
             Reason::NotInCommittee => Self::NotInCommittee(message),
             Reason::SlotConflict => Self::SlotConflict(message),
             Reason::BelowWatermark => Self::BelowWatermark(message),
+            Reason::WindowExceeded => Self::WindowExceeded(message),
             Reason::EpochMismatch => Self::EpochMismatch(message),
             Reason::KeyNotActive => Self::KeyNotActive(message),
             Reason::FailedPrecondition => Self::FailedPrecondition(message),
@@ -388,6 +396,7 @@ impl From<StorageError> for NodeError {
         match e {
             StorageError::SlotOtherDigest(m) => Self::SlotConflict(m),
             StorageError::SlotBelowWatermark(m) => Self::BelowWatermark(m),
+            StorageError::WindowExceeded(m) => Self::WindowExceeded(m),
             other => Self::Storage(other),
         }
     }

@@ -68,6 +68,7 @@ mod session;
 mod shares;
 pub mod signed_evidence;
 mod status;
+mod windows;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -183,6 +183,9 @@ pub struct Decision {
     /// The rule that decided, e.g. `client[0] (validator-1)`, or `default deny`.
     pub rule: String,
     pub reason: String,
+    /// What an allowed payload spends against the deciding rule's
+    /// rolling-window limits.
+    pub windows: Vec<super::content_policy::WindowSpend>,
 }
 
 impl Decision {
@@ -191,6 +194,7 @@ impl Decision {
             allowed: true,
             rule,
             reason,
+            windows: Vec::new(),
         }
     }
     pub(super) fn deny(rule: String, reason: String) -> Self {
@@ -198,6 +202,7 @@ impl Decision {
             allowed: false,
             rule,
             reason,
+            windows: Vec::new(),
         }
     }
 }
@@ -278,7 +283,7 @@ impl Policy {
     /// May `client` sign with `key` at `path`? (Its key and path rules
     /// only: reading a public key, and the first check of a request.)
     pub fn check_sign(&self, client: &str, key: &KeyId, path: &DerivationPath) -> Decision {
-        self.check_sign_with(client, key, path, |_| Ok(()))
+        self.check_sign_with(client, key, path, |_| Ok(Vec::new()))
     }
 
     /// May `client` sign `decoded` (`None`: a raw digest) with `key` at
@@ -299,7 +304,12 @@ impl Policy {
         client: &str,
         key: &KeyId,
         path: &DerivationPath,
-        content: impl Fn(&ClientRule) -> Result<(), super::content_policy::Refusal>,
+        content: impl Fn(
+            &ClientRule,
+        ) -> Result<
+            Vec<super::content_policy::WindowSpend>,
+            super::content_policy::Refusal,
+        >,
     ) -> Decision {
         let mut why_not = Vec::new();
         // A rule that lists the key and path but refuses the content is the
@@ -322,11 +332,14 @@ impl Policy {
             });
             match prefix {
                 Some(p) => match content(c) {
-                    Ok(()) => {
-                        return Decision::allow(
-                            rule,
-                            format!("key {key} is listed and path {path} is under {p}"),
-                        )
+                    Ok(windows) => {
+                        return Decision {
+                            windows,
+                            ..Decision::allow(
+                                rule,
+                                format!("key {key} is listed and path {path} is under {p}"),
+                            )
+                        }
                     }
                     Err(r) => {
                         refused.get_or_insert((format!("{rule} {}", r.knob), r.reason));

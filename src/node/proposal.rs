@@ -71,11 +71,14 @@ pub enum Operation {
         record: Box<crate::storage::KeyRecord>,
     },
     /// Gossip before a slot-carrying signature: raise this node's watermark
-    /// for the client's signed request (checked like a sign proposal), or
-    /// refuse if it conflicts.
+    /// for the client's signed request (checked like a sign proposal) and
+    /// reserve its rolling-window spends, or refuse if either conflicts.
+    /// With `release`, the sender's reservations for the request that no
+    /// session was admitted with are released instead.
     Watermark {
         request: Box<request::SignRequest>,
         auth: Box<request::ClientAuth>,
+        release: bool,
     },
     /// A dry run: check the client's signed request and this node's policy
     /// on it as a signer would, and sign nothing.

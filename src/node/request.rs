@@ -201,6 +201,21 @@ impl SignRequest {
         }
     }
 
+    /// What identifies the payload's spend in a rolling window: the hash
+    /// of its kind, path and bytes (the same transaction from the same
+    /// address under another request id, or a PSBT's every input, counts
+    /// once; the same bytes from another address are another spend).
+    pub fn spend_id(&self) -> Option<String> {
+        let p = self.payload.as_ref()?;
+        let mut h = Sha256::new();
+        for f in [p.kind.as_str().as_bytes(), self.path.to_string().as_bytes()] {
+            h.update((f.len() as u32).to_be_bytes());
+            h.update(f);
+        }
+        h.update(&p.bytes[..]);
+        Some(hex::encode(h.finalize()))
+    }
+
     /// The payload kind, or "raw digest".
     pub fn kind_name(&self) -> &'static str {
         self.payload

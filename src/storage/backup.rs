@@ -108,6 +108,7 @@ impl Store {
             copy_table!(snapshot, w, super::PENDING);
             copy_table!(snapshot, w, WATERMARKS);
             copy_table!(snapshot, w, super::SLOT_EVIDENCE);
+            copy_table!(snapshot, w, super::windows::WINDOWS);
             copy_table!(snapshot, w, super::ADMIN_REQUESTS);
             copy_table!(snapshot, w, super::LIFECYCLE);
             copy_table!(snapshot, w, super::ACTIVATIONS);

@@ -137,6 +137,7 @@ mod tests {
                     now,
                     (&id, &entry),
                     None,
+                    &[],
                     AuditEvent::default(),
                 )
                 .unwrap()

@@ -226,9 +226,7 @@ impl Store {
         request_id: &str,
         evidence: &[u8],
     ) -> Result<(), StorageError> {
-        let tx = self.write()?;
-        self.raise_watermark(
-            &tx,
+        self.gossip_commit(
             &SlotClaim {
                 key,
                 scope,
@@ -237,7 +235,27 @@ impl Store {
                 request_id,
                 evidence,
             },
-        )?;
+            &[],
+            0,
+            "",
+        )
+    }
+
+    /// What a committee node records of a request it hears of by gossip,
+    /// in one transaction: the slot's watermark and the request's
+    /// rolling-window spends, reserved for the node that sent it (`owner`).
+    /// Either refusal leaves nothing.
+    pub fn gossip_commit(
+        &self,
+        slot: &SlotClaim<'_>,
+        windows: &[super::WindowClaim<'_>],
+        now_unix: u64,
+        owner: &str,
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        self.raise_watermark(&tx, slot)?;
+        let hold = super::windows::Hold::Reserve(owner);
+        self.claim_windows(&tx, slot.key, windows, now_unix, hold)?;
         tx.commit().map_err(dberr)
     }
 
@@ -320,6 +338,7 @@ impl Store {
         now_unix: u64,
         ledger: (&KeyId, &LedgerEntry),
         slot: Option<SlotClaim<'_>>,
+        windows: &[super::WindowClaim<'_>],
         event: AuditEvent,
     ) -> Result<Admission, StorageError> {
         let tx = self.write()?;
@@ -352,6 +371,13 @@ impl Store {
         if let Some(c) = &slot {
             self.raise_watermark(&tx, c)?;
         }
+        self.claim_windows(
+            &tx,
+            ledger.0,
+            windows,
+            now_unix,
+            super::windows::Hold::Admit,
+        )?;
         self.append_audit(&tx, event, now_unix)?;
         tx.commit().map_err(dberr)?;
         Ok(Admission::Admitted)

@@ -25,6 +25,7 @@ mod migrate;
 mod records;
 pub mod rules;
 mod seal;
+mod windows;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,7 @@ pub use eids::GRACE as EID_GRACE;
 pub use epochs::{release_open_for, Membership, Staged};
 pub use ledger::{Admission, SlotClaim};
 pub use records::{KeyRecord, KeyState, LedgerEntry, LedgerResult, RotationProof, Watermark};
+pub use windows::WindowClaim;
 
 /// Schema version written into new records.
 pub fn records_schema() -> u16 {
@@ -108,6 +110,9 @@ pub enum StorageError {
     /// Double-sign protection: the slot is below its watermark.
     #[error("{0}")]
     SlotBelowWatermark(String),
+    /// A rolling-window limit would be passed.
+    #[error("{0}")]
+    WindowExceeded(String),
 }
 
 fn dberr<E: std::fmt::Display>(e: E) -> StorageError {
@@ -175,6 +180,7 @@ impl Store {
         tx.open_table(eids::EID_HORIZON).map_err(dberr)?;
         tx.open_table(audit::AUDIT).map_err(dberr)?;
         tx.open_table(audit::AUDIT_HEAD).map_err(dberr)?;
+        tx.open_table(windows::WINDOWS).map_err(dberr)?;
         let kek = Kek::derive(&unlocked.root, STORE_FORMAT)?;
         // A database without a format mark is format 1, unless its meta file
         // was just written at the current format (a new store). The mark and
@@ -296,3 +302,6 @@ mod format_tests;
 
 #[cfg(test)]
 mod backup_tests;
+
+#[cfg(test)]
+mod window_tests;

@@ -442,6 +442,7 @@ fn admission_writes_the_ledger_entry_and_refuses_a_signed_or_conflicting_request
             1,
             (&id, entry),
             None,
+            &[],
             AuditEvent::default(),
         )
     };

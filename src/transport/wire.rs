@@ -132,6 +132,7 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
             Operation::Watermark {
                 request: Box::new(request),
                 auth: Box::new(auth),
+                release: w.release,
             }
         }
         pb::propose_request::Op::Evaluate(w) => {
@@ -260,11 +261,14 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             participants: participants.iter().map(ToString::to_string).collect(),
             ..sign_request_to_pb(*request, *auth)
         }),
-        Operation::Watermark { request, auth } => {
-            pb::propose_request::Op::Watermark(pb::WatermarkProposal {
-                request: Some(sign_request_to_pb(*request, *auth)),
-            })
-        }
+        Operation::Watermark {
+            request,
+            auth,
+            release,
+        } => pb::propose_request::Op::Watermark(pb::WatermarkProposal {
+            request: Some(sign_request_to_pb(*request, *auth)),
+            release,
+        }),
         Operation::Evaluate { request, auth } => {
             pb::propose_request::Op::Evaluate(pb::EvaluateProposal {
                 request: Some(sign_request_to_pb(*request, *auth)),

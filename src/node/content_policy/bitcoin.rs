@@ -1,12 +1,12 @@
 //! The Bitcoin knobs: destinations (change excluded), amount and fee caps.
 
-use super::{refuse, BitcoinRule, Refusal};
+use super::{refuse, spend, BitcoinRule, Refusal, WindowSpend};
 
 pub(super) fn check(
     rule: Option<&BitcoinRule>,
     tx: &crate::payload::BtcTx,
     paths: &[String],
-) -> Result<(), Refusal> {
+) -> Result<Vec<WindowSpend>, Refusal> {
     let Some(rule) = rule else {
         return refuse(
             "bitcoin",
@@ -82,5 +82,15 @@ pub(super) fn check(
             }
         }
     }
-    Ok(())
+    let mut out = Vec::new();
+    if let (Some(limit), true) = (rule.amount_per_24h_sat, leaving > 0) {
+        out.push(spend(
+            "bitcoin.amount_per_24h_sat",
+            format!("bitcoin:{}", rule.network),
+            format!("sat leaving on {} (change excluded)", rule.network),
+            u128::from(leaving),
+            u128::from(limit),
+        )?);
+    }
+    Ok(out)
 }

@@ -1,13 +1,13 @@
 //! The Cosmos knobs: chain ids, message types, MsgSend recipients and
 //! amounts, fees.
 
-use super::{refuse, CosmosRule, Refusal};
+use super::{parse_limit, refuse, spend, CosmosRule, Refusal, WindowSpend};
 use crate::payload::CosmosMsg;
 
 pub(super) fn check(
     rule: Option<&CosmosRule>,
     doc: &crate::payload::CosmosDoc,
-) -> Result<(), Refusal> {
+) -> Result<Vec<WindowSpend>, Refusal> {
     let Some(rule) = rule else {
         return refuse(
             "cosmos",
@@ -76,5 +76,28 @@ pub(super) fn check(
             }
         }
     }
-    Ok(())
+    // MsgSend amounts per denom, against that denom's window.
+    let mut sent: std::collections::BTreeMap<&str, u128> = Default::default();
+    for m in &doc.messages {
+        if let CosmosMsg::Send { amount, .. } = m {
+            for c in amount {
+                let total = sent.entry(c.denom.as_str()).or_default();
+                *total = total.saturating_add(c.amount);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (denom, amount) in sent {
+        if let Some(limit) = rule.amount_per_24h.get(denom) {
+            let chain = &doc.chain_id;
+            out.push(spend(
+                "cosmos.amount_per_24h",
+                format!("cosmos:{chain}:{denom}"),
+                format!("{denom} sent on {chain}"),
+                amount,
+                parse_limit("cosmos.amount_per_24h", limit)?,
+            )?);
+        }
+    }
+    Ok(out)
 }

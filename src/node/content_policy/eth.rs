@@ -1,7 +1,7 @@
 //! The Ethereum knobs: chain ids, value and fee caps, recipients, contracts
 //! and selectors, ERC-20 tokens, EIP-712 domains.
 
-use super::{refuse, DomainRule, EthRule, Refusal};
+use super::{parse_limit, refuse, spend, DomainRule, EthRule, Refusal, WindowSpend};
 use crate::payload::eth_values::{
     parse_address, parse_selector, parse_u256, parse_wei, Address, U256,
 };
@@ -156,6 +156,59 @@ pub(super) fn check_tx(rule: Option<&EthRule>, tx: &EthTx) -> Result<(), Refusal
             ),
         )
     }
+}
+
+/// `value_per_24h` in wei (below 2^128).
+pub(super) fn value_limit(v: &str) -> Result<u128, Refusal> {
+    let knob = "eth.value_per_24h";
+    let wei = parse_wei(v).map_err(|reason| Refusal { knob, reason })?;
+    u128::try_from(wei).map_err(|_| Refusal {
+        knob,
+        reason: format!("{v} is not below 2^128 wei"),
+    })
+}
+
+/// What an allowed transaction spends against the rule's windows: its
+/// value per chain, and a listed token's `transfer` or `approve` amount.
+pub(super) fn windows(rule: Option<&EthRule>, tx: &EthTx) -> Result<Vec<WindowSpend>, Refusal> {
+    let Some(rule) = rule else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let chain = tx.chain_id;
+    if let (Some(limit), false) = (&rule.value_per_24h, tx.value.is_zero()) {
+        // A value of 2^128 wei or more counts as the most a limit can be.
+        let amount = u128::try_from(tx.value).unwrap_or(u128::MAX);
+        out.push(spend(
+            "eth.value_per_24h",
+            format!("eth:{chain}:value"),
+            format!("value sent on chain {chain} (wei)"),
+            amount,
+            value_limit(limit)?,
+        )?);
+    }
+    if let (Some(to), Some(call)) = (tx.to, tx.token) {
+        let token = rule
+            .tokens
+            .iter()
+            .find(|t| parse_address(&t.address).is_ok_and(|a| a == to));
+        if let Some((token, Some(limit))) = token.map(|t| (t, &t.amount_per_24h)) {
+            let (TokenCall::Transfer { amount, .. } | TokenCall::Approve { amount, .. }) = call;
+            let name = if token.label.is_empty() {
+                to.to_string()
+            } else {
+                token.label.clone()
+            };
+            out.push(spend(
+                "eth.tokens.amount_per_24h",
+                format!("eth:{chain}:token:{to}"),
+                format!("{name} moved on chain {chain} (token units)"),
+                u128::try_from(amount).unwrap_or(u128::MAX),
+                parse_limit("eth.tokens.amount_per_24h", limit)?,
+            )?);
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn check_typed(rule: Option<&EthRule>, d: &TypedDomain) -> Result<(), Refusal> {

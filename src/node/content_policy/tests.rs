@@ -59,7 +59,7 @@ fn policy() -> Policy {
     Policy::parse(POLICY).unwrap()
 }
 
-fn decoded(kind: Kind, content: Content) -> Decoded {
+pub(super) fn decoded(kind: Kind, content: Content) -> Decoded {
     Decoded {
         kind,
         targets: vec![Target {
@@ -72,11 +72,11 @@ fn decoded(kind: Kind, content: Content) -> Decoded {
     }
 }
 
-fn addr(b: u8) -> Address {
+pub(super) fn addr(b: u8) -> Address {
     Address::repeat_byte(b)
 }
 
-fn send(to: Address, wei: u128) -> EthTx {
+pub(super) fn send(to: Address, wei: u128) -> EthTx {
     EthTx {
         tx_type: 2,
         chain_id: 1,
@@ -120,7 +120,7 @@ fn refused_by(client: &str, d: &Decoded, knob: &str) -> String {
     }
 }
 
-fn eth(tx: EthTx) -> Decoded {
+pub(super) fn eth(tx: EthTx) -> Decoded {
     decoded(Kind::EthTransaction, Content::EthTx(tx))
 }
 
@@ -222,7 +222,7 @@ fn typed_data_domains_must_be_listed() {
     refused_by("app", &domain("Seaport", 1), "eth.typed_data_domains");
 }
 
-fn btc(outputs: Vec<(Vec<u8>, u64, bool)>, fee: Option<u64>) -> Decoded {
+pub(super) fn btc(outputs: Vec<(Vec<u8>, u64, bool)>, fee: Option<u64>) -> Decoded {
     decoded(
         Kind::BitcoinPsbt,
         Content::Bitcoin(BtcTx {
@@ -317,7 +317,7 @@ fn each_bitcoin_knob_refuses_by_name() {
     );
 }
 
-fn cosmos(chain: &str, messages: Vec<CosmosMsg>) -> Decoded {
+pub(super) fn cosmos(chain: &str, messages: Vec<CosmosMsg>) -> Decoded {
     cosmos_fee(chain, messages, Vec::new())
 }
 
@@ -336,7 +336,7 @@ fn cosmos_fee(chain: &str, messages: Vec<CosmosMsg>, fee: Vec<CosmosCoin>) -> De
     )
 }
 
-fn msg_send(to: &str, denom: &str, amount: u128) -> CosmosMsg {
+pub(super) fn msg_send(to: &str, denom: &str, amount: u128) -> CosmosMsg {
     CosmosMsg::Send {
         to: to.into(),
         amount: vec![CosmosCoin {

@@ -181,9 +181,11 @@ impl Node {
                 self.participate_refresh(&p, &key_id, epoch, &committee)
                     .await
             }
-            Operation::Watermark { request, auth } => {
-                self.participate_watermark(from, &request, &auth)
-            }
+            Operation::Watermark {
+                request,
+                auth,
+                release,
+            } => self.participate_watermark(from, &request, &auth, release),
             Operation::Evaluate { request, auth } => self.participate_evaluate(&request, &auth),
             Operation::ShareStatus {
                 key_id,

@@ -5,8 +5,9 @@
 
 use crate::domain::{ExecutionId, NodeName};
 use crate::node::ops::OpKind;
+use crate::node::propose::nonce;
 use crate::node::request::{ClientAuth, SignRequest};
-use crate::node::{Node, NodeError, Operation, Outcome, Proposal};
+use crate::node::{Node, NodeError, Operation, Outcome, Proposal, Reason};
 use crate::protocol::sign::Signature;
 use crate::storage::rules::{slot_verdict, SlotVerdict};
 use crate::storage::{KeyRecord, LedgerEntry};
@@ -127,15 +128,70 @@ impl Node {
         }))
     }
 
-    /// Sends the slot of `request` to `nodes`; returns the first conflict
-    /// one of them reports. Nodes that do not answer within the ping timeout
-    /// are passed over (their watermark catches up when they next sign).
+    /// Sends the slot of `request` (and with it, the payload each node
+    /// derives its rolling-window spends from) to `nodes`; returns the first
+    /// conflict one of them reports, or the first full window. Nodes that do
+    /// not answer within the ping timeout are passed over (their watermark
+    /// catches up when they next sign).
     pub(crate) async fn gossip_watermark(
         &self,
         request: &SignRequest,
         auth: &ClientAuth,
         nodes: &[NodeName],
     ) -> Result<(), NodeError> {
+        self.gossip(request, auth, nodes, false).await.1
+    }
+
+    /// Reserves `request`'s rolling-window spends (with its slot) at every
+    /// committee node, this one included, before any session is proposed:
+    /// the request goes on only once every node that answered counted it.
+    /// Refused anywhere, what the attempt reserved is released again, so a
+    /// request that is not signed holds no window; when other nodes had
+    /// room (concurrent spends contending for the last of a window) it is
+    /// tried again after a short random pause, at most four times.
+    pub(crate) async fn reserve_windows(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        committee: &[NodeName],
+    ) -> Result<(), NodeError> {
+        const TRIES: u64 = 4;
+        for tried in 1..=TRIES {
+            let (accepted, r) = self.gossip(request, auth, committee, false).await;
+            let Err(e) = r else { return Ok(()) };
+            let (released, _) = self.gossip(request, auth, committee, true).await;
+            let contended = e.reason() == Reason::WindowExceeded && !accepted.is_empty();
+            tracing::info!(
+                key = %request.key_id,
+                request_id = %request.request_id,
+                reason = %e,
+                accepted = accepted.len(),
+                released = released.len(),
+                tried,
+                "rolling-window reservation refused; what it reserved was released",
+            );
+            if !contended || tried == TRIES {
+                return Err(e);
+            }
+            let jitter = nonce().ok().and_then(|b| b.first().copied()).unwrap_or(0);
+            let pause = tried
+                .saturating_mul(20)
+                .saturating_add(u64::from(jitter % 40));
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        Err(NodeError::Internal("no reservation attempt ran".into()))
+    }
+
+    /// The gossip itself (or, with `release`, the release of what it
+    /// reserved): the nodes that took it, and the first conflict or full
+    /// window one of them reported. This node answers its own part here.
+    async fn gossip(
+        &self,
+        request: &SignRequest,
+        auth: &ClientAuth,
+        nodes: &[NodeName],
+        release: bool,
+    ) -> (Vec<NodeName>, Result<(), NodeError>) {
         let p = Proposal {
             eid: watermark_eid(request),
             nonce: Vec::new(),
@@ -143,34 +199,52 @@ impl Node {
             op: Operation::Watermark {
                 request: Box::new(request.clone()),
                 auth: Box::new(auth.clone()),
+                release,
             },
         };
         let timeout = self.timeouts.ping;
         let calls = nodes.iter().map(|n| {
-            let call = self.net.propose(n, p.clone());
-            let n = n.clone();
-            async move { (n, tokio::time::timeout(timeout, call).await) }
+            let p = p.clone();
+            async move {
+                let answer = if *n == self.name {
+                    Ok(self.participate_watermark(n, request, auth, release))
+                } else {
+                    tokio::time::timeout(timeout, self.net.propose(n, p)).await
+                };
+                (n.clone(), answer)
+            }
         });
+        let mut accepted = Vec::new();
+        let mut first: Result<(), NodeError> = Ok(());
         for (n, r) in futures::future::join_all(calls).await {
             match r {
                 Ok(Ok(Outcome::SlotConflict { reason, evidence })) => {
                     // A proven conflict ends the request (it names the node
                     // that showed it, and is not that node's failure).
                     match self.proven_conflict(request, evidence.as_deref(), &n) {
-                        Ok(e) => return Err(e),
+                        Ok(e) => {
+                            if first.is_ok() {
+                                first = Err(e);
+                            }
+                        }
                         Err(why) => self.ignore_conflict(request, &n, &reason, &why),
                     }
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => accepted.push(n),
                 // A refusal is not evidence: only a conflict shown with the
                 // client's signed request stops a request.
                 Ok(Err(e))
-                    if matches!(
-                        e.reason(),
-                        crate::node::Reason::SlotConflict | crate::node::Reason::BelowWatermark
-                    ) =>
+                    if matches!(e.reason(), Reason::SlotConflict | Reason::BelowWatermark) =>
                 {
                     self.ignore_conflict(request, &n, &e.to_string(), "it showed no evidence");
+                }
+                // A rolling window full at a committee node ends the
+                // request: every committee node that answers counts every
+                // spend, or the limit would not hold across signer sets.
+                Ok(Err(e)) if e.reason() == Reason::WindowExceeded => {
+                    if first.is_ok() {
+                        first = Err(e.at(&n));
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(node = %n, error = %e, "watermark gossip not accepted");
@@ -178,7 +252,7 @@ impl Node {
                 Err(_) => tracing::warn!(node = %n, "watermark gossip: no answer in time"),
             }
         }
-        Ok(())
+        (accepted, first)
     }
 
     /// The refusal of `request` that `evidence` proves: a request for the

@@ -75,26 +75,33 @@ impl Node {
                     "the request is signed by client {signer} but was sent by client {client}"
                 )));
             }
-            self.authorize_sign(client, &request, false)
+            let allowed = self.authorize_sign(client, &request, false)?;
+            // This node's own windows first: a request over a limit here
+            // costs no other node a record.
+            self.check_windows(client, &request, &allowed.windows)?;
+            Ok(!allowed.windows.is_empty())
         })()
         .map_err(|e| e.at(&self.name));
-        if let Err(e) = checked {
-            let _ = self.audit(crate::storage::AuditEvent {
-                kind: "sign.request".into(),
-                actor: format!("client/{client}"),
-                key: request.key_id.to_string(),
-                request_id: request.request_id.clone(),
-                decision: "denied".into(),
-                rule: e.to_string(),
-                detail: format!(
-                    "digest {} path {}",
-                    hex::encode(request.digest.0),
-                    request.path
-                ),
-                ..Default::default()
-            });
-            return Err(e);
-        }
+        let spends = match checked {
+            Ok(spends) => spends,
+            Err(e) => {
+                let _ = self.audit(crate::storage::AuditEvent {
+                    kind: "sign.request".into(),
+                    actor: format!("client/{client}"),
+                    key: request.key_id.to_string(),
+                    request_id: request.request_id.clone(),
+                    decision: "denied".into(),
+                    rule: e.to_string(),
+                    detail: format!(
+                        "digest {} path {}",
+                        hex::encode(request.digest.0),
+                        request.path
+                    ),
+                    ..Default::default()
+                });
+                return Err(e);
+            }
+        };
         let key_id = &request.key_id;
         let ledger_id = request.ledger_id();
         let rid = ledger_id.as_str();
@@ -150,6 +157,12 @@ impl Node {
         // admission and no ledger entry. (A retry answered from this node's
         // ledger, above, costs nothing.)
         charge()?;
+        // A payload under a rolling-window limit is counted by every
+        // committee node that answers before any session is proposed
+        // (`windows.rs`).
+        if spends {
+            self.reserve_windows(&request, &auth, &committee).await?;
+        }
         // Overlapped path: when no candidate is under suspicion, propose the
         // session to the first t at once and run the committee checks
         // alongside; this node joins the session once they passed.

@@ -63,12 +63,15 @@ impl Node {
         type Admitted = (NodeName, KeyRecord, Vec<PartyIdx>, Vec<NodeName>);
         let mut verified: Option<NodeName> = None;
         let mut summary: Option<String> = None;
+        let mut spends = Vec::new();
         let checked = (|| -> Result<Admitted, NodeError> {
             let client = self
                 .verify_client_request(request, auth, "sign request")?
                 .client;
             verified = Some(client.clone());
-            summary = self.authorize_sign(&client, request, false)?;
+            let allowed = self.authorize_sign(&client, request, false)?;
+            summary = allowed.summary;
+            spends = allowed.windows;
             let rec = self.key(key_id)?;
             self.check_can_sign(&rec)?;
             if rec.epoch != epoch {
@@ -209,11 +212,17 @@ impl Node {
                 }
             }
         }
+        // The payload's rolling-window spends are counted in the same
+        // transaction: two spends that would together pass a limit are
+        // never both admitted here.
+        let spend_id = request.spend_id().unwrap_or_default();
+        let windows = crate::node::windows::claims(&client, &spend_id, &spends);
         let admitted = self.store.admit_sign(
             (&p.eid, request.expiry_unix),
             now_unix(),
             (key_id, &entry),
             slot,
+            &windows,
             allowed,
         );
         let refused = match admitted {
@@ -232,9 +241,9 @@ impl Node {
                  gets the recorded signature"
             ))),
             Err(e) => match NodeError::from(e) {
-                refusal @ (NodeError::SlotConflict(_) | NodeError::BelowWatermark(_)) => {
-                    Some(refusal)
-                }
+                refusal @ (NodeError::SlotConflict(_)
+                | NodeError::BelowWatermark(_)
+                | NodeError::WindowExceeded(_)) => Some(refusal),
                 other => return Err(other),
             },
         };
@@ -336,28 +345,32 @@ impl Node {
         }
     }
 
-    /// A committee node outside the signing set learns of a slot before any
-    /// signature for it can exist: it checks the client's request like a
-    /// signer would and raises its watermark, or refuses a conflict.
+    /// A committee node learns of a slot before any signature for it can
+    /// exist: it checks the client's request like a signer would, raises its
+    /// watermark and reserves the payload's rolling-window spends for the
+    /// sender, or refuses a conflict or a full window. With `release`, it
+    /// releases what the sender reserved for the request instead (nothing
+    /// a signing session was admitted with).
     pub(crate) fn participate_watermark(
         &self,
         from: &NodeName,
         request: &SignRequest,
         auth: &ClientAuth,
+        release: bool,
     ) -> Result<Outcome, NodeError> {
         let slot = request
             .slot
             .as_ref()
             .ok_or_else(|| NodeError::InvalidArgument("watermark gossip without a slot".into()))?;
-        let checked: Result<NodeName, NodeError> = (|| {
+        let checked: Result<(NodeName, Vec<_>), NodeError> = (|| {
             let client = self
                 .verify_client_request(request, auth, "watermark")?
                 .client;
-            self.authorize_sign(&client, request, false)?;
+            let allowed = self.authorize_sign(&client, request, false)?;
             self.key(&request.key_id)?;
-            Ok(client)
+            Ok((client, allowed.windows))
         })();
-        let client = match checked {
+        let (client, spends) = match checked {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.audit(AuditEvent {
@@ -373,17 +386,38 @@ impl Node {
                 return Err(e);
             }
         };
+        let spend_id = request.spend_id().unwrap_or_default();
+        let windows = crate::node::windows::claims(&client, &spend_id, &spends);
+        if release {
+            let released = self
+                .store
+                .release_windows(&request.key_id, &windows, from.as_str())?;
+            tracing::info!(
+                key = %request.key_id,
+                request_id = %request.request_id,
+                coordinator = %from,
+                released,
+                "rolling-window reservations released: the request went no further",
+            );
+            return Ok(Outcome::Watermarked);
+        }
         let evidence =
             crate::node::signed_evidence::encode_signed(request, auth).unwrap_or_default();
+        // The slot and the payload's window spends, in one transaction.
         let r = self
             .store
-            .watermark_commit(
-                &request.key_id,
-                &slot.scope,
-                slot.position(),
-                request.digest.0,
-                &request.request_id,
-                &evidence,
+            .gossip_commit(
+                &SlotClaim {
+                    key: &request.key_id,
+                    scope: &slot.scope,
+                    position: slot.position(),
+                    digest: request.digest.0,
+                    request_id: &request.request_id,
+                    evidence: &evidence,
+                },
+                &windows,
+                now_unix(),
+                from.as_str(),
             )
             .map_err(NodeError::from);
         let _ = self.audit(AuditEvent {
@@ -392,7 +426,11 @@ impl Node {
             key: request.key_id.to_string(),
             request_id: request.request_id.clone(),
             decision: if r.is_ok() { "allowed" } else { "denied" }.into(),
-            rule: "slot watermark".into(),
+            rule: match &r {
+                Err(e) => e.to_string(),
+                Ok(()) if windows.is_empty() => "slot watermark".into(),
+                Ok(()) => "slot watermark and rolling windows".into(),
+            },
             detail: format!(
                 "slot {slot} digest {} via node {from}",
                 hex::encode(request.digest.0)

@@ -285,9 +285,10 @@ impl Node {
         let client = self.verify_client_request(request, auth, "dry run")?.client;
         let rec = self.key(&request.key_id)?;
         self.check_can_sign(&rec)?;
-        let summary = self
-            .authorize_sign(&client, request, false)?
-            .unwrap_or_default();
+        let allowed = self.authorize_sign(&client, request, false)?;
+        // The windows as this node counts them now (nothing is recorded).
+        self.check_windows(&client, request, &allowed.windows)?;
+        let summary = allowed.summary.unwrap_or_default();
         let decoded = self.decode_payload(request, &rec)?;
         let d = self.policy().check_sign_content(
             client.as_str(),

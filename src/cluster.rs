@@ -126,6 +126,65 @@ impl LocalCluster {
         })
     }
 
+    /// Starts the cluster written under `root` by an earlier `start` again,
+    /// with its certificates, passphrases and stores (so its keys), on new
+    /// loopback ports chosen by the OS: every `node.toml` is rewritten with
+    /// them. The nodes are `root/nodes/*`, in name order.
+    pub async fn reopen(root: &Path, timeouts: Timeouts) -> Result<Self, ClusterError> {
+        let nodes_dir = root.join("nodes");
+        let mut names: Vec<String> = std::fs::read_dir(&nodes_dir)
+            .map_err(|e| io(&nodes_dir, e))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("node.toml").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(ClusterError::Other(format!(
+                "{} holds no node.toml: not a local cluster's directory",
+                nodes_dir.display()
+            )));
+        }
+        let mut configs = Vec::new();
+        let mut listeners = Vec::new();
+        for n in &names {
+            let mut cfg = NodeConfig::load(&nodes_dir.join(n).join("node.toml"))?;
+            let l = Listeners::bind(loopback()?, loopback()?).await?;
+            cfg.listen_peer = local(&l.peer)?;
+            cfg.listen_client = local(&l.client)?;
+            cfg.timeouts = timeouts;
+            cfg.connect_timeout = timeouts.ping;
+            listeners.push(l);
+            configs.push(cfg);
+        }
+        let peers: Vec<Peer> = configs
+            .iter()
+            .map(|c| Peer {
+                name: c.name.clone(),
+                peer_addr: c.listen_peer.into(),
+                client_addr: c.listen_client.into(),
+            })
+            .collect();
+        let mut running = Vec::new();
+        for (cfg, l) in configs.iter_mut().zip(listeners) {
+            cfg.peers = peers.clone();
+            let path = nodes_dir.join(cfg.name.as_str()).join("node.toml");
+            std::fs::write(&path, cfg.to_toml()).map_err(|e| io(&path, e))?;
+            running.push(Some(server::start(cfg, &cfg.passphrase.read()?, l)?));
+        }
+        for n in running.iter().flatten() {
+            n.node.sync_lifecycles().await;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            layout: Layout {
+                dir: root.join("certs"),
+            },
+            configs,
+            nodes: running,
+        })
+    }
+
     /// Writes the cluster's certificates (one CA; nodes `names`, clients
     /// `CLIENT` and `CLIENT2`, admin `ADMIN`), `DEV_POLICY`, and per node a
     /// passphrase file and `nodes/<name>/node.toml`, without starting

@@ -8,6 +8,7 @@ mod bench;
 mod certs;
 mod conn;
 mod demo;
+mod dev;
 mod keys;
 mod node;
 mod policy;
@@ -46,6 +47,10 @@ pub struct Cli {
 enum Command {
     /// Run a local 3-node 2-of-3 cluster: keygen, sign, verify, shut down.
     Demo(demo::Args),
+    /// Run a local cluster for development until Ctrl-C: nodes on 127.0.0.1,
+    /// a fresh PKI, a permissive policy, optional keys; prints the endpoints
+    /// and the export lines for the CLI and clients. State stays in --dir.
+    Dev(dev::Args),
     /// Create a development CA and certificates (or issue one more).
     #[command(subcommand)]
     Certs(certs::Cmd),
@@ -94,7 +99,10 @@ pub fn main() -> ExitCode {
         }
     };
     // The demo and bench print their own progress; node logs would interleave.
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Dev(_) | Command::Bench(_)
+    );
     crate::telemetry::init(cli.log_format, if quiet { "warn" } else { "info" });
     // A node's environment passphrase leaves the environment before any other
     // thread exists (errors are reported by the command itself).
@@ -116,6 +124,7 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Demo(a) => demo::run(a).await,
+            Command::Dev(a) => dev::run(a).await,
             Command::Certs(c) => certs::run(c),
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,

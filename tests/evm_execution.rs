@@ -3,11 +3,8 @@
 //! recovered by eth-account, then executed by py-evm on an in-process chain
 //! (eth-tester), with the balance changes the transaction says.
 //!
-//! The Python side is `tests/evm/py_evm_chain.py`. Its interpreter is
-//! `THRESIG_EVM_PYTHON` when set, or a virtual environment this test makes
-//! once under cargo's target directory with pinned packages from PyPI
-//! (`python3 -m venv`, then pip). Without python3 or PyPI the test fails,
-//! saying which step did.
+//! The Python side is `tests/evm/py_evm_chain.py`, run by the interpreter
+//! `common::evm::python` sets up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -22,51 +19,6 @@ use common::{cluster, ADMIN, CLIENT};
 use thresig::payload::Kind;
 
 const TO: &str = "0x1111111111111111111111111111111111111111";
-const PACKAGES: [&str; 3] = [
-    "eth-tester[py-evm]==0.14.0b1",
-    "py-evm==0.12.1b1",
-    "eth-account==0.14.0",
-];
-
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The interpreter with eth-tester and py-evm installed.
-fn evm_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("THRESIG_EVM_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-evm-venv");
-    let python = venv.join("bin").join("python");
-    let ready = venv.join("installed");
-    let wanted = PACKAGES.join(" ");
-    if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
-        eprintln!("setting up {} with {wanted} (once)", venv.display());
-        run(
-            "python3 -m venv",
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        );
-        run(
-            "pip install",
-            Command::new(&python)
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-                .args(PACKAGES),
-        );
-        std::fs::write(&ready, &wanted).unwrap();
-    }
-    python
-}
-
 /// The chain process; killed when dropped.
 struct Chain {
     child: Child,
@@ -77,7 +29,7 @@ struct Chain {
 impl Chain {
     fn start() -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/evm/py_evm_chain.py");
-        let mut child = Command::new(evm_python())
+        let mut child = Command::new(common::evm::python())
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -9,6 +9,7 @@ mod certs;
 mod conn;
 mod demo;
 mod dev;
+mod eth_rpc;
 mod keys;
 mod node;
 mod policy;
@@ -51,6 +52,9 @@ enum Command {
     /// a fresh PKI, a permissive policy, optional keys; prints the endpoints
     /// and the export lines for the CLI and clients. State stays in --dir.
     Dev(dev::Args),
+    /// Serve Ethereum JSON-RPC (Web3Signer's eth1 methods) in front of the
+    /// cluster: wallet libraries sign through threshold keys unchanged.
+    EthRpc(eth_rpc::Args),
     /// Create a development CA and certificates (or issue one more).
     #[command(subcommand)]
     Certs(certs::Cmd),
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(a) => demo::run(a).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::EthRpc(a) => eth_rpc::run(a).await,
             Command::Certs(c) => certs::run(c),
             Command::Node(c) => node::run(c).await,
             Command::Keys(c) => keys::run(c).await,

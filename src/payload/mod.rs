@@ -12,6 +12,7 @@ mod bitcoin;
 mod cosmos;
 mod eth;
 pub mod eth_values;
+pub mod eth_wallet;
 #[cfg(test)]
 mod fuzz_tests;
 

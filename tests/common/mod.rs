@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod evm;
+
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use thresig::client::SignResponse;

@@ -1,0 +1,142 @@
+//! `thresig eth-rpc` with a wallet library that does not know it (issue 21,
+//! item 1): web3.py, unchanged, lists the accounts, sends a transfer (eth-rpc
+//! fills the nonce, gas and fees from the upstream node, the cluster signs
+//! the typed payload, the upstream executes it), signs a message and typed
+//! data (recovered by eth-account), and gets a policy refusal as a JSON-RPC
+//! error naming the knob. The upstream is an eth-tester chain (py-evm) served
+//! over HTTP by `tests/evm/web3_through_eth_rpc.py`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{cluster, ADMIN, CLIENT};
+
+const TO: &str = "0x1111111111111111111111111111111111111111";
+
+/// Kills the child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn json_line(r: &mut impl BufRead, who: &str) -> serde_json::Value {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{who} said {line:?}: {e}"));
+    assert!(v.get("error").is_none(), "{who} failed: {v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn web3_py_sends_and_signs_through_eth_rpc_unchanged() {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/evm/web3_through_eth_rpc.py");
+    let mut py = Killed(
+        Command::new(tokio::task::block_in_place(common::evm::python))
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut py_in = py.0.stdin.take().unwrap();
+    let mut py_out = BufReader::new(py.0.stdout.take().unwrap());
+    let hello = tokio::task::block_in_place(|| json_line(&mut py_out, "the upstream"));
+    let chain_id = hello["chain_id"].as_u64().unwrap();
+    let upstream = hello["upstream"].as_str().unwrap().to_owned();
+
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    common::set_policy(
+        &c,
+        &format!(
+            r#"
+[[client]]
+name = "{CLIENT}"
+keys = ["k"]
+paths = ["m"]
+payloads = ["eth_transaction", "eth_message", "eth_typed_data"]
+
+[client.eth]
+chain_ids = [{chain_id}]
+recipients = [{{ address = "{TO}" }}]
+max_value = "1 ether"
+typed_data_domains = [{{ name = "thresig-test", chain_id = {chain_id} }}]
+
+[[admin]]
+name = "{ADMIN}"
+operations = ["*"]
+"#
+        ),
+    );
+    let node_a = c.nodes[0].as_ref().unwrap();
+    let mut rpc = Killed(
+        Command::new(env!("CARGO_BIN_EXE_thresig"))
+            .args(["eth-rpc", "--listen", "127.0.0.1:0", "--account", "k:m/3"])
+            .args(["--upstream", &upstream])
+            .arg("--certs")
+            .arg(&c.layout.dir)
+            .args(["--identity", CLIENT, "--server", "a"])
+            .args(["--endpoint", &node_a.client_addr.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut rpc_out = BufReader::new(rpc.0.stdout.take().unwrap());
+    let (address, url) = tokio::task::block_in_place(|| {
+        let mut address = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                rpc_out.read_line(&mut line).unwrap() > 0,
+                "eth-rpc exited before serving"
+            );
+            print!("eth-rpc| {line}");
+            if let Some(rest) = line.strip_prefix("account ") {
+                address = rest.split_whitespace().next().unwrap().to_owned();
+            }
+            if let Some(url) = line.trim().strip_prefix("serving Ethereum JSON-RPC on ") {
+                return (address, url.to_owned());
+            }
+        }
+    });
+    let got = tokio::task::block_in_place(|| {
+        writeln!(py_in, "{}", serde_json::json!({ "eth_rpc": url })).unwrap();
+        py_in.flush().unwrap();
+        json_line(&mut py_out, "web3.py")
+    });
+    println!("web3.py: {got}");
+    assert_eq!(got["accounts"], serde_json::json!([address]));
+    assert_eq!(got["status"], 1, "the transfer failed on chain");
+    assert_eq!(got["from"], address.as_str());
+    assert_eq!(
+        got["nonce"], 0,
+        "eth-rpc filled the nonce from the upstream"
+    );
+    assert_eq!(got["type"], 2, "an EIP-1559 transaction");
+    assert_eq!(got["received"].as_u64(), Some(100_000_000_000_000_000));
+    assert_eq!(got["message_signer"], address.as_str());
+    assert_eq!(got["typed_signer"], address.as_str());
+    let refusal = got["refusal"].as_str().expect("a stranger was paid");
+    assert!(
+        refusal.contains("eth.recipients") && refusal.contains("node "),
+        "{refusal}"
+    );
+    drop(rpc);
+    c.stop().await;
+}

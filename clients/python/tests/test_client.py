@@ -1,0 +1,156 @@
+"""The Python client against a real local cluster (`thresig dev`).
+
+THRESIG_BIN names the thresig binary (default: `thresig` on PATH). Run by
+tests/python_client.rs in the repository (`cargo test`), or by hand:
+    pip install './clients/python[test]' && THRESIG_BIN=target/debug/thresig pytest clients/python/tests
+"""
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from thresig_client import Client, Endpoint, PayloadKind, Slot, ThresigError, canonical_bytes_v1
+
+BIN = os.environ.get("THRESIG_BIN", "thresig")
+POLICY = """
+[[client]]
+name = "validator"
+keys = ["*"]
+paths = ["m"]
+payloads = ["eth_message"]
+raw_digest = true
+
+[[admin]]
+name = "ops"
+operations = ["*"]
+"""
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    d = tempfile.mkdtemp(prefix="thresig-py-")
+    proc = subprocess.Popen(
+        [BIN, "dev", "--dir", d, "--keys", "k:secp256k1,pk:p256"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    env = {}
+    deadline = time.time() + 120
+    for line in proc.stdout:
+        if line.startswith("export "):
+            k, v = line[len("export "):].strip().split("=", 1)
+            env[k] = v
+        if line.startswith("ready;") or time.time() > deadline:
+            break
+    assert "THRESIG_ENDPOINT" in env, "thresig dev did not print its exports"
+    endpoints = [Endpoint(env["THRESIG_SERVER"], env["THRESIG_ENDPOINT"])]
+    for f in env["THRESIG_FAILOVER"].split(","):
+        name, addr = f.split("@")
+        endpoints.append(Endpoint(name, addr))
+    # This test's policy: raw digests and EIP-191 messages.
+    with open(os.path.join(d, "policy.toml"), "w") as f:
+        f.write(POLICY)
+    for e in endpoints:
+        subprocess.run(
+            [BIN, "policy", "reload", "--endpoint", e.address, "--server", e.name,
+             "--certs", env["THRESIG_CERTS"], "--identity", "ops"],
+            check=True,
+            capture_output=True,
+        )
+    yield env["THRESIG_CERTS"], endpoints
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def client(cluster, endpoints=None):
+    certs, eps = cluster
+    return Client.from_certs(certs, "validator", endpoints or eps)
+
+
+def test_a_digest_signature_verifies_against_the_key(cluster):
+    digest = hashlib.sha256(b"python client").digest()
+    sig = client(cluster).sign("k", digest, path="m/1")
+    assert len(sig.participants) == 2 and sig.key_type == "secp256k1"
+    pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), sig.public_key)
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    pk.verify(sig.der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    assert decode_dss_signature(sig.der) == (int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big"))
+    # The public key read back is the one that signed.
+    assert client(cluster).public_key("k", "m/1").public_key == sig.public_key
+
+
+def test_a_p256_key_signs_too(cluster):
+    digest = hashlib.sha256(b"p256").digest()
+    sig = client(cluster).sign("pk", digest)
+    pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sig.public_key)
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    pk.verify(encode_dss_signature(int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big")),
+              digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+
+def test_a_repeated_request_id_returns_the_same_signature(cluster):
+    c = client(cluster)
+    digest = hashlib.sha256(b"idempotent").digest()
+    a = c.sign("k", digest, request_id="py-idem-1")
+    b = c.sign("k", digest, request_id="py-idem-1")
+    assert a.rsv == b.rsv
+    with pytest.raises(ThresigError) as e:
+        c.sign("k", hashlib.sha256(b"other").digest(), request_id="py-idem-1")
+    assert e.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert e.value.reason == "request-id-reused"
+
+
+def test_a_slot_is_never_signed_twice_for_different_digests(cluster):
+    c = client(cluster)
+    slot = Slot("py-val", 10, 0, 1)
+    c.sign("k", hashlib.sha256(b"vote a").digest(), slot=slot)
+    with pytest.raises(ThresigError) as e:
+        c.sign("k", hashlib.sha256(b"vote b").digest(), slot=slot)
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert e.value.reason == "slot-conflict"
+    assert "double-sign" in e.value.message
+
+
+def test_an_unavailable_endpoint_fails_over_to_the_next(cluster):
+    _, eps = cluster
+    dead = Endpoint(eps[0].name, "127.0.0.1:1")
+    sig = client(cluster, [dead] + eps[1:]).sign("k", hashlib.sha256(b"failover").digest())
+    assert len(sig.rsv) == 65
+
+
+def test_an_eip191_message_is_signed_and_recovers_the_address(cluster):
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    c = client(cluster)
+    sig = c.sign_payload("k", PayloadKind.ETH_MESSAGE, b"hello from python", path="m/2")
+    signer = Account.recover_message(encode_defunct(b"hello from python"), signature=sig.payload.signature)
+    assert signer == c.public_key("k", "m/2").eth_address
+
+
+def test_a_policy_refusal_names_the_node_and_rule(cluster):
+    with pytest.raises(ThresigError) as e:
+        client(cluster).sign_payload("k", PayloadKind.ETH_TYPED_DATA, b"{}")
+    assert e.value.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "node " in e.value.message
+    with pytest.raises(ThresigError) as e:
+        client(cluster).sign("no-such-key", bytes(32))
+    assert e.value.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_the_v1_bytes_are_the_readme_layout():
+    b = canonical_bytes_v1("k", bytes(32), "m/0", Slot("s", 1, 2, 3), "r", 7)
+    assert b[:4] == (23).to_bytes(4, "big") and b[4:27] == b"thresig/sign-request/v1"
+    assert b.endswith((8).to_bytes(4, "big") + (7).to_bytes(8, "big"))
+    slot = (1).to_bytes(4, "big") + b"s" + b"".join(i.to_bytes(8, "big") for i in (1, 2, 3))
+    assert (len(slot).to_bytes(4, "big") + slot) in b

@@ -90,8 +90,14 @@ fn thresig_dev_runs_a_cluster_the_cli_uses_and_keeps_its_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster");
     let path = path.to_str().unwrap();
+    let started = std::time::Instant::now();
     let (child, rx) = dev(&["--dir", path, "--keys", "val:secp256k1,pk:p256"]);
     let (lines, env) = exports(&rx);
+    // Reported, not asserted (timings belong in benchmarks).
+    println!(
+        "thresig dev: ready with two new keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     for want in [
         "THRESIG_ENDPOINT",
         "THRESIG_SERVER",
@@ -105,6 +111,22 @@ fn thresig_dev_runs_a_cluster_the_cli_uses_and_keeps_its_keys() {
         );
     }
     assert!(lines.iter().any(|l| l.starts_with("key pk  p256  2-of-3")));
+    // The command it suggests works as printed, with only the exports.
+    let suggested = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("# try: thresig "))
+        .expect("no suggested command");
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(suggested.split_whitespace())
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`thresig {suggested}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = public_key(&sign(&env, "val"));
     assert!(lines.iter().any(|l| l.contains(&first)), "{lines:?}");
     public_key(&sign(&env, "pk"));

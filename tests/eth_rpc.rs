@@ -37,7 +37,7 @@ fn json_line(r: &mut impl BufRead, who: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn web3_py_sends_and_signs_through_eth_rpc_unchanged() {
+async fn eth_rpc_serves_web3_py_unchanged() {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/evm/web3_through_eth_rpc.py");
     let mut py = Killed(
@@ -136,6 +136,13 @@ operations = ["*"]
     assert!(
         refusal.contains("eth.recipients") && refusal.contains("node "),
         "{refusal}"
+    );
+    let over = got["over_limit"]
+        .as_str()
+        .expect("2 ether passed a 1 ether max_value");
+    assert!(
+        over.contains("eth.max_value") && over.contains("-32000"),
+        "{over}"
     );
     drop(rpc);
     c.stop().await;

@@ -183,6 +183,15 @@ async fn serve(cluster: &LocalCluster, keys: &[(String, KeyType)], t: u8) -> any
         "# policy: {} (edit it, then `thresig policy reload` on each node)",
         cluster.root.join("policy.toml").display()
     );
+    if let Some(k) = listed.first() {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(b"hello thresig");
+        println!(
+            "# try: thresig sign --key {} --digest {}",
+            k.key_id,
+            hex::encode(digest)
+        );
+    }
     println!();
     println!("ready; Ctrl-C stops the cluster");
     shutdown_signal().await;

@@ -84,7 +84,7 @@ def main():
     w3 = Web3(Web3.HTTPProvider(json.loads(sys.stdin.readline())["eth_rpc"]))
     accounts = w3.eth.accounts
     me = accounts[0]
-    chain.eth.send_transaction({"from": chain.eth.accounts[0], "to": me, "value": 10**18})
+    chain.eth.send_transaction({"from": chain.eth.accounts[0], "to": me, "value": 5 * 10**18})
 
     before = chain.eth.get_balance(TO)
     tx_hash = w3.eth.send_transaction({"from": me, "to": TO, "value": 10**17})
@@ -96,11 +96,15 @@ def main():
     typed_sig = w3.eth.sign_typed_data(me, TYPED)
     typed_by = Account.recover_message(encode_typed_data(full_message=TYPED), signature=typed_sig)
 
-    try:
-        w3.eth.send_transaction({"from": me, "to": STRANGER, "value": 1})
-        refusal = None
-    except Exception as e:  # web3 raises the JSON-RPC error
-        refusal = str(e)
+    def refused(tx):
+        try:
+            w3.eth.send_transaction(tx)
+            return None
+        except Exception as e:  # web3 raises the JSON-RPC error
+            return str(e)
+
+    refusal = refused({"from": me, "to": STRANGER, "value": 1})
+    over_limit = refused({"from": me, "to": TO, "value": 2 * 10**18})
 
     print(
         json.dumps(
@@ -114,6 +118,7 @@ def main():
                 "message_signer": signed_by,
                 "typed_signer": typed_by,
                 "refusal": refusal,
+                "over_limit": over_limit,
             }
         ),
         flush=True,

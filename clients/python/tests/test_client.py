@@ -25,8 +25,13 @@ POLICY = """
 name = "validator"
 keys = ["*"]
 paths = ["m"]
-payloads = ["eth_message"]
+payloads = ["eth_message", "eth_transaction"]
 raw_digest = true
+
+[client.eth]
+chain_ids = [1337]
+recipients = [{ address = "0x1111111111111111111111111111111111111111" }]
+max_value = "1 ether"
 
 [[admin]]
 name = "ops"
@@ -136,6 +141,41 @@ def test_an_eip191_message_is_signed_and_recovers_the_address(cluster):
     sig = c.sign_payload("k", PayloadKind.ETH_MESSAGE, b"hello from python", path="m/2")
     signer = Account.recover_message(encode_defunct(b"hello from python"), signature=sig.payload.signature)
     assert signer == c.public_key("k", "m/2").eth_address
+
+
+def unsigned_eip1559(value: int) -> bytes:
+    """The unsigned EIP-1559 signing encoding, built by eth-account's own
+    serializer (and checked against its signing hash)."""
+    import rlp
+    from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
+    from eth_account.typed_transactions import TypedTransaction
+    from eth_utils import keccak
+
+    tx = TypedTransaction.from_dict({
+        "type": 2, "chainId": 1337, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
+        "value": value, "gas": 21000, "maxFeePerGas": 2 * 10**9, "maxPriorityFeePerGas": 10**9,
+        "data": b"", "accessList": [],
+    }).transaction
+    fields = {k: v for k, v in tx.dictionary.items() if k not in ("v", "r", "s")}
+    serializer = type(tx)._unsigned_transaction_serializer
+    unsigned = b"\x02" + rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields)))
+    assert keccak(unsigned) == tx.hash()
+    return unsigned
+
+
+def test_an_eip1559_transaction_is_signed_and_its_sender_is_the_key(cluster):
+    from eth_account import Account
+
+    c = client(cluster)
+    sig = c.sign_payload("k", PayloadKind.ETH_TRANSACTION, unsigned_eip1559(10**15), path="m/4")
+    raw = sig.payload.signed_transaction
+    assert raw[0] == 2
+    address = c.public_key("k", "m/4").eth_address
+    assert Account.recover_transaction(raw) == address == sig.payload.sender
+    # Over the policy's max_value: refused, naming the knob.
+    with pytest.raises(ThresigError) as e:
+        c.sign_payload("k", PayloadKind.ETH_TRANSACTION, unsigned_eip1559(2 * 10**18), path="m/5")
+    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED and "eth.max_value" in e.value.message
 
 
 def test_a_policy_refusal_names_the_node_and_rule(cluster):

@@ -147,3 +147,105 @@ operations = ["*"]
     drop(rpc);
     c.stop().await;
 }
+
+/// Beyond loopback eth-rpc refuses to start without TLS and a bearer token;
+/// with them, a request without the token is refused (HTTP 401) and one
+/// with it is answered, over HTTPS checked against the served certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eth_rpc_beyond_loopback_needs_tls_and_a_bearer_token() {
+    let (dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let node_a = c.nodes[0].as_ref().unwrap();
+    let base = |listen: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thresig"));
+        cmd.args(["eth-rpc", "--listen", listen, "--account", "k"])
+            .arg("--certs")
+            .arg(&c.layout.dir)
+            .args(["--identity", CLIENT, "--server", "a"])
+            .args(["--endpoint", &node_a.client_addr.to_string()]);
+        cmd
+    };
+    let out = tokio::task::block_in_place(|| base("0.0.0.0:0").output().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("--https-cert") && err.contains("--token-file"),
+        "{err}"
+    );
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_pem, key_pem, token) = (
+        dir.path().join("rpc.pem"),
+        dir.path().join("rpc.key"),
+        dir.path().join("rpc.token"),
+    );
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&token, "a-long-enough-test-token\n").unwrap();
+    let mut rpc = Killed(
+        base("127.0.0.1:0")
+            .arg("--https-cert")
+            .arg(&cert_pem)
+            .arg("--https-key")
+            .arg(&key_pem)
+            .arg("--token-file")
+            .arg(&token)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut rpc_out = BufReader::new(rpc.0.stdout.take().unwrap());
+    let url = tokio::task::block_in_place(|| loop {
+        let mut line = String::new();
+        assert!(rpc_out.read_line(&mut line).unwrap() > 0, "eth-rpc exited");
+        if let Some(rest) = line.trim().strip_prefix("serving Ethereum JSON-RPC on ") {
+            assert!(rest.ends_with("(bearer token required)"), "{rest}");
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+    });
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The served certificate names localhost; dial it so.
+    let url = url.replace("127.0.0.1", "localhost");
+    let ask = |auth: &str| {
+        let script = format!(
+            r#"
+import json, ssl, urllib.request, urllib.error
+ctx = ssl.create_default_context(cafile={ca:?})
+req = urllib.request.Request({url:?}, data=b'{{"jsonrpc":"2.0","id":1,"method":"eth_accounts","params":[]}}',
+                             headers={{"Content-Type": "application/json", "Authorization": {auth:?}}})
+try:
+    r = urllib.request.urlopen(req, context=ctx)
+    print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"#,
+            ca = cert_pem.display().to_string(),
+        );
+        let out = Command::new(common::evm::python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = tokio::task::block_in_place(|| ask("Bearer wrong-token-of-the-same"));
+    assert!(
+        refused.starts_with("401 ") && refused.contains("unauthorized"),
+        "{refused}"
+    );
+    let answered = tokio::task::block_in_place(|| ask("Bearer a-long-enough-test-token"));
+    assert!(
+        answered.starts_with("200 ") && answered.contains("\"result\":[\"0x"),
+        "{answered}"
+    );
+    drop(rpc);
+    c.stop().await;
+}

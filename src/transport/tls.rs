@@ -186,6 +186,18 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(cfg))
 }
 
+/// An HTTPS server that asks for no client certificate (`thresig eth-rpc`,
+/// whose callers authenticate with a bearer token): TLS 1.2 or 1.3,
+/// HTTP/1.1.
+pub fn https_server_config(cert: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs(cert)?, key(key_file)?)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Client side (node-to-node, or a client/admin dialing a node). The server's
 /// certificate is checked against the CA and, when configured, the CRL.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {

@@ -42,10 +42,21 @@ eth_signTypedData_v4. Everything else is passed to --upstream unchanged. A polic
 refusal is a JSON-RPC error (-32000) whose message names the node, rule and knob."
 )]
 pub struct Args {
-    /// Address to serve JSON-RPC over HTTP on. Loopback only: listening
-    /// beyond it needs TLS and a bearer token, which are not built yet.
+    /// Address to serve JSON-RPC on. Beyond loopback it needs --https-cert,
+    /// --https-key and --token-file.
     #[arg(long, default_value = "127.0.0.1:8545")]
     listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM)...
+    #[arg(long, requires = "https_key")]
+    https_cert: Option<std::path::PathBuf>,
+    /// ...and its private key (PEM).
+    #[arg(long, requires = "https_cert")]
+    https_key: Option<std::path::PathBuf>,
+    /// Require `Authorization: Bearer <token>` on every request, the token
+    /// being this file's content (at least 16 characters; never on the
+    /// command line).
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     /// An account to serve, as KEY or KEY:PATH (a non-hardened BIP-32 path,
     /// default m); repeat for more. Its address is the key's at that path.
     #[arg(long = "account", required = true, value_name = "KEY[:PATH]")]
@@ -69,6 +80,8 @@ struct Account {
 
 struct State {
     client: Client,
+    /// The bearer token every request must carry, if one is required.
+    token: Option<String>,
     accounts: Vec<Account>,
     upstream: Option<Upstream>,
     chain_id: Option<u64>,
@@ -78,14 +91,39 @@ struct State {
 const MAX_REQUEST: usize = 4 << 20;
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    if !a.listen.ip().is_loopback() {
+    if !a.listen.ip().is_loopback() && (a.https_cert.is_none() || a.token_file.is_none()) {
         return Err(UsageError(format!(
-            "--listen {}: eth-rpc serves loopback only; listening beyond it needs TLS and a \
-             bearer token, which are not built yet",
+            "--listen {}: beyond loopback, eth-rpc needs --https-cert, --https-key and --token-file \
+             (anyone who reaches it could otherwise ask for signatures as this client)",
             a.listen
         ))
         .into());
     }
+    let tls = match (&a.https_cert, &a.https_key) {
+        (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::transport::tls::https_server_config(c, k).with_context(|| {
+                format!("--https-cert {} / --https-key {}", c.display(), k.display())
+            })?,
+        )),
+        _ => None,
+    };
+    let token = match &a.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .trim()
+                .to_owned();
+            if t.len() < 16 {
+                return Err(UsageError(format!(
+                    "--token-file {}: the token must be at least 16 characters",
+                    f.display()
+                ))
+                .into());
+            }
+            Some(t)
+        }
+        None => None,
+    };
     let upstream = a.upstream.as_deref().map(Upstream::parse).transpose()?;
     let mut client = a.conn.client(Role::Client)?;
     let mut accounts = Vec::new();
@@ -112,29 +150,47 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", a.listen))?;
     let state = Arc::new(State {
         client,
+        token,
         accounts,
         upstream,
         chain_id: a.chain_id,
     });
     println!(
-        "serving Ethereum JSON-RPC on http://{}",
-        listener.local_addr()?
+        "serving Ethereum JSON-RPC on {}://{}{}",
+        if tls.is_some() { "https" } else { "http" },
+        listener.local_addr()?,
+        if state.token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        }
     );
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((sock, _)) = accepted else { continue };
                 let state = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(state.answer(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(sock), service)
-                        .await;
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10));
+                    match tls {
+                        Some(tls) => {
+                            let handshake =
+                                tokio::time::timeout(Duration::from_secs(10), tls.accept(sock));
+                            if let Ok(Ok(stream)) = handshake.await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(sock), service).await;
+                        }
+                    }
                 });
             }
             _ = tokio::signal::ctrl_c() => {
@@ -168,6 +224,18 @@ fn invalid(message: impl Into<String>) -> RpcError {
 
 impl State {
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(token) = &self.token {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same(given.as_bytes(), token.as_bytes()) {
+                let e = RpcError::new(-32001, "unauthorized: send Authorization: Bearer <token>");
+                return reply(StatusCode::UNAUTHORIZED, &error_body(&Value::Null, &e));
+            }
+        }
         if req.method() != hyper::Method::POST {
             let e = RpcError::new(-32600, "JSON-RPC requests are POSTed");
             return reply(
@@ -400,6 +468,11 @@ impl MaybeUpstream<'_> {
             )),
         }
     }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn param(params: &Value, i: usize) -> &Value {

@@ -39,44 +39,61 @@ operations = ["*"]
 """
 
 
+def _start_node(d, name):
+    return subprocess.Popen(
+        [BIN, "node", "run", "--config", os.path.join(d, "nodes", name, "node.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture(scope="session")
 def cluster():
+    """`thresig dev` makes the cluster and its keys; then each node runs as
+    its own `thresig node run` process (on the ports dev wrote into each
+    node.toml), so that a test can stop one."""
     d = tempfile.mkdtemp(prefix="thresig-py-")
-    proc = subprocess.Popen(
+    dev = subprocess.Popen(
         [BIN, "dev", "--dir", d, "--keys", "k:secp256k1,pk:p256"],
         stdout=subprocess.PIPE,
         text=True,
     )
     env = {}
-    deadline = time.time() + 120
-    for line in proc.stdout:
+    for line in dev.stdout:
         if line.startswith("export "):
             k, v = line[len("export "):].strip().split("=", 1)
             env[k] = v
-        if line.startswith("ready;") or time.time() > deadline:
+        if line.startswith("ready;"):
             break
+    dev.terminate()
+    assert dev.wait(timeout=60) == 0
     assert "THRESIG_ENDPOINT" in env, "thresig dev did not print its exports"
     endpoints = [Endpoint(env["THRESIG_SERVER"], env["THRESIG_ENDPOINT"])]
     for f in env["THRESIG_FAILOVER"].split(","):
         name, addr = f.split("@")
         endpoints.append(Endpoint(name, addr))
-    # This test's policy: raw digests and EIP-191 messages.
+    # This test's policy, read by each node at start.
     with open(os.path.join(d, "policy.toml"), "w") as f:
         f.write(POLICY)
-    for e in endpoints:
-        subprocess.run(
-            [BIN, "policy", "reload", "--endpoint", e.address, "--server", e.name,
-             "--certs", env["THRESIG_CERTS"], "--identity", "ops"],
-            check=True,
-            capture_output=True,
-        )
-    yield env["THRESIG_CERTS"], endpoints
-    proc.terminate()
-    proc.wait(timeout=60)
+    nodes = {e.name: _start_node(d, e.name) for e in endpoints}
+    certs = env["THRESIG_CERTS"]
+    deadline = time.time() + 60
+    while True:
+        try:
+            for e in endpoints:
+                Client.from_certs(certs, "validator", [e]).public_key("k")
+            break
+        except ThresigError:
+            assert time.time() < deadline, "the nodes did not come up"
+            time.sleep(0.2)
+    yield certs, endpoints, d, nodes
+    for p in nodes.values():
+        p.terminate()
+        p.wait(timeout=60)
 
 
 def client(cluster, endpoints=None):
-    certs, eps = cluster
+    certs, eps = cluster[0], cluster[1]
     return Client.from_certs(certs, "validator", endpoints or eps)
 
 
@@ -127,7 +144,7 @@ def test_a_slot_is_never_signed_twice_for_different_digests(cluster):
 
 
 def test_an_unavailable_endpoint_fails_over_to_the_next(cluster):
-    _, eps = cluster
+    eps = cluster[1]
     dead = Endpoint(eps[0].name, "127.0.0.1:1")
     sig = client(cluster, [dead] + eps[1:]).sign("k", hashlib.sha256(b"failover").digest())
     assert len(sig.rsv) == 65
@@ -194,3 +211,24 @@ def test_the_v1_bytes_are_the_readme_layout():
     assert b.endswith((8).to_bytes(4, "big") + (7).to_bytes(8, "big"))
     slot = (1).to_bytes(4, "big") + b"s" + b"".join(i.to_bytes(8, "big") for i in (1, 2, 3))
     assert (len(slot).to_bytes(4, "big") + slot) in b
+
+
+def test_with_one_node_stopped_the_client_fails_over_and_the_others_sign(cluster):
+    certs, eps, d, nodes = cluster
+    first = eps[0]
+    nodes[first.name].terminate()
+    nodes[first.name].wait(timeout=60)
+    try:
+        sig = client(cluster).sign("k", hashlib.sha256(b"one node down").digest())
+        assert first.name not in sig.participants
+        assert sorted(sig.participants) == sorted(e.name for e in eps[1:])
+    finally:
+        nodes[first.name] = _start_node(d, first.name)
+        deadline = time.time() + 60
+        while True:
+            try:
+                Client.from_certs(certs, "validator", [first]).public_key("k")
+                break
+            except ThresigError:
+                assert time.time() < deadline, f"node {first.name} did not come back"
+                time.sleep(0.2)

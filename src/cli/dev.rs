@@ -192,25 +192,47 @@ async fn serve(cluster: &LocalCluster, keys: &[(String, KeyType)], t: u8) -> any
             hex::encode(digest)
         );
     }
+    // The handlers are in place before "ready" is printed: a signal sent as
+    // soon as it is read stops the cluster cleanly.
+    let stop = ShutdownSignal::install()?;
     println!();
     println!("ready; Ctrl-C stops the cluster");
-    shutdown_signal().await;
+    stop.wait().await;
     Ok(())
 }
 
-/// Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
+/// Ctrl-C, or SIGTERM where there is one, registered when installed.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
         {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -25,8 +25,13 @@ POLICY = """
 name = "validator"
 keys = ["*"]
 paths = ["m"]
-payloads = ["eth_message", "eth_transaction"]
+payloads = ["eth_message", "eth_transaction", "bitcoin_psbt"]
 raw_digest = true
+
+[client.bitcoin]
+network = "regtest"
+destinations = [{ address = "bcrt1qq5zs2pg9q5zs2pg9q5zs2pg9q5zs2pg9ajutfp" }]
+max_fee_sat = 20000
 
 [client.eth]
 chain_ids = [1337]
@@ -232,3 +237,32 @@ def test_with_one_node_stopped_the_client_fails_over_and_the_others_sign(cluster
             except ThresigError:
                 assert time.time() < deadline, f"node {first.name} did not come back"
                 time.sleep(0.2)
+
+
+def test_a_psbt_input_of_the_key_is_signed_and_finalized(cluster):
+    """A one-input P2WPKH PSBT built by embit (a library this project did
+    not write), its partial signature checked by embit against its own
+    BIP-143 sighash."""
+    from embit import hashes
+    from embit.ec import PublicKey, Signature as EcSignature
+    from embit.psbt import PSBT, DerivationPath
+    from embit.script import address_to_scriptpubkey, p2pkh, p2wpkh
+    from embit.transaction import Transaction, TransactionInput, TransactionOutput
+
+    c = client(cluster)
+    master = c.public_key("k").public_key
+    child = PublicKey.parse(c.public_key("k", "m/0/1").public_key)
+    fingerprint = hashes.hash160(master)[:4]
+    dest = address_to_scriptpubkey("bcrt1qq5zs2pg9q5zs2pg9q5zs2pg9q5zs2pg9ajutfp")
+    tx = Transaction(vin=[TransactionInput(bytes([7]) * 32, 0)], vout=[TransactionOutput(90_000, dest)])
+    psbt = PSBT(tx)
+    psbt.inputs[0].witness_utxo = TransactionOutput(100_000, p2wpkh(child))
+    psbt.inputs[0].bip32_derivations[child] = DerivationPath(fingerprint, [0, 1])
+    sig = c.sign_payload("k", PayloadKind.BITCOIN_PSBT, psbt.serialize())
+    signed = PSBT.parse(sig.payload.psbt)
+    partial = signed.inputs[0].partial_sigs[child]
+    assert partial[-1] == 1, "SIGHASH_ALL"
+    script_code = p2pkh(child)  # BIP-143: a P2WPKH input is signed with the P2PKH script
+    assert child.verify(EcSignature.parse(partial[:-1]), signed.tx.sighash_segwit(0, script_code, 100_000))
+    final = Transaction.parse(sig.payload.signed_transaction)
+    assert final.vin[0].witness.items[1] == child.sec()

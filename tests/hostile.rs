@@ -437,7 +437,7 @@ async fn an_honest_node_shows_the_request_behind_its_watermark() {
             op: Operation::Watermark {
                 request: Box::new(request),
                 auth: Box::new(auth),
-                release: false,
+                window: thresig::node::WindowStep::Gossip,
             },
         }
     };

@@ -182,3 +182,26 @@ async fn a_window_with_nodes_down_stays_within_n_over_t_of_its_limit() {
     }
     c.stop().await;
 }
+
+/// A spend refused by another node's window (the coordinator had room)
+/// leaves nothing behind: not its reservation, and not the slot. The same
+/// sender's next transaction at that nonce, within the limit, is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_spend_does_not_burn_its_nonce() {
+    let (_dir, mut c) = setup().await;
+    let half = LIMIT / 2;
+    // c misses a 5 gwei spend, so its window differs from a's and b's.
+    c.stop_node(2).await;
+    send(&c, 0, 1337, 1, half).await.unwrap();
+    c.start_node(2).await.unwrap();
+    // Through c (which has room): 6 gwei from m/2 at nonce 0 is refused by
+    // a and b, whose windows hold 5 already.
+    over_window(&send(&c, 2, 1337, 2, half + GWEI).await.unwrap_err());
+    // Another transaction from m/2 at nonce 0, within the limit: signed,
+    // through any coordinator (no slot raised for the refused one, and no
+    // window left holding it).
+    send(&c, 2, 1337, 2, GWEI).await.unwrap();
+    send(&c, 0, 1337, 3, 4 * GWEI).await.unwrap();
+    over_window(&send(&c, 1, 1337, 4, 1).await.unwrap_err());
+    c.stop().await;
+}

@@ -67,7 +67,9 @@ fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    if a.threshold < 2 || a.threshold > a.nodes {
+    // A cluster already in --dir has its own node count (checked once open).
+    let new = !a.dir.join("nodes").is_dir();
+    if a.threshold < 2 || (new && a.threshold > a.nodes) {
         return Err(UsageError(format!(
             "--threshold {} must be between 2 and --nodes ({})",
             a.threshold, a.nodes
@@ -105,7 +107,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating a cluster in {}", dir.display()))?
     };
-    let result = serve(&cluster, &keys, a.threshold).await;
+    let n = cluster.configs.len();
+    let result = if !keys.is_empty() && usize::from(a.threshold) > n {
+        Err(UsageError(format!(
+            "--threshold {} is more than this cluster's {n} nodes (--nodes applies to a new \
+             cluster only)",
+            a.threshold
+        ))
+        .into())
+    } else {
+        serve(&cluster, &keys, a.threshold).await
+    };
     println!("stopping the nodes");
     cluster.stop().await;
     result?;

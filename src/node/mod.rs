@@ -84,7 +84,7 @@ pub use ops::sign::SignOutcome;
 pub use ops::OpKind;
 pub use proposal::{
     Maintenance, NetError, NetErrorKind, Operation, Outcome, PeerNet, PeerVersion, Proposal,
-    StagedEpoch,
+    StagedEpoch, WindowStep,
 };
 pub use router::{Inbound, RouteError, Router};
 pub use status::{ClusterStatus, Health, KeyHealth, KeyView, NodeView};

@@ -16,6 +16,19 @@ use super::NodeError;
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName};
 use crate::protocol::sign::Signature;
 
+/// What a `Watermark` proposal does with the request's rolling-window
+/// spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStep {
+    /// The slot gossip: raise the watermark and count the spends.
+    Gossip,
+    /// Reserve the spends for the sender's attempt (the proposal's nonce),
+    /// the slot untouched.
+    Reserve,
+    /// Release what that attempt reserved.
+    Release,
+}
+
 /// What a coordinator asks a participant to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
@@ -72,13 +85,12 @@ pub enum Operation {
     },
     /// Gossip before a slot-carrying signature: raise this node's watermark
     /// for the client's signed request (checked like a sign proposal) and
-    /// reserve its rolling-window spends, or refuse if either conflicts.
-    /// With `release`, the sender's reservations for the request that no
-    /// session was admitted with are released instead.
+    /// count its rolling-window spends, or refuse if either conflicts. Or a
+    /// window step alone (`WindowStep`).
     Watermark {
         request: Box<request::SignRequest>,
         auth: Box<request::ClientAuth>,
-        release: bool,
+        window: WindowStep,
     },
     /// A dry run: check the client's signed request and this node's policy
     /// on it as a signer would, and sign nothing.

@@ -207,8 +207,15 @@ impl SignRequest {
     /// once; the same bytes from another address are another spend).
     pub fn spend_id(&self) -> Option<String> {
         let p = self.payload.as_ref()?;
+        // A PSBT's items carry their inputs' paths; the client signed "m",
+        // and the whole PSBT is one spend.
+        let path = if p.kind.paths_from_payload() {
+            "m".to_owned()
+        } else {
+            self.path.to_string()
+        };
         let mut h = Sha256::new();
-        for f in [p.kind.as_str().as_bytes(), self.path.to_string().as_bytes()] {
+        for f in [p.kind.as_str().as_bytes(), path.as_bytes()] {
             h.update((f.len() as u32).to_be_bytes());
             h.update(f);
         }

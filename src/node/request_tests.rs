@@ -141,3 +141,46 @@ fn the_verification_cache_remembers_only_exact_successes() {
     assert!(cached.verify(&bad, &msg).is_err());
     assert_eq!(calls(), 6);
 }
+
+#[test]
+fn a_spend_is_one_per_payload_and_path_and_a_psbt_is_one_whatever_its_inputs() {
+    let with = |kind: crate::payload::Kind, path: &str, item: u32, bytes: &[u8]| SignRequest {
+        path: DerivationPath::parse(path).unwrap(),
+        slot: None,
+        payload: Some(Payload {
+            kind,
+            bytes: bytes.to_vec().into(),
+            item,
+        }),
+        ..req()
+    };
+    use crate::payload::Kind;
+    let tx = with(Kind::EthTransaction, "m/0", 0, b"tx");
+    assert_eq!(
+        tx.spend_id(),
+        with(Kind::EthTransaction, "m/0", 0, b"tx").spend_id()
+    );
+    let retried = SignRequest {
+        request_id: "another id".into(),
+        ..with(Kind::EthTransaction, "m/0", 0, b"tx")
+    };
+    assert_eq!(
+        tx.spend_id(),
+        retried.spend_id(),
+        "a retry is the same spend"
+    );
+    // The same bytes from another address are another spend.
+    assert_ne!(
+        tx.spend_id(),
+        with(Kind::EthTransaction, "m/1", 0, b"tx").spend_id()
+    );
+    assert_ne!(
+        tx.spend_id(),
+        with(Kind::EthTransaction, "m/0", 0, b"tx2").spend_id()
+    );
+    // A PSBT's items carry each input's own path: still one spend.
+    let input0 = with(Kind::BitcoinPsbt, "m/0/1", 0, b"psbt");
+    let input1 = with(Kind::BitcoinPsbt, "m/0/7", 1, b"psbt");
+    assert_eq!(input0.spend_id(), input1.spend_id());
+    assert_eq!(req().spend_id(), None, "a raw digest spends nothing");
+}

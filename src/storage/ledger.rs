@@ -243,18 +243,19 @@ impl Store {
 
     /// What a committee node records of a request it hears of by gossip,
     /// in one transaction: the slot's watermark and the request's
-    /// rolling-window spends, reserved for the node that sent it (`owner`).
+    /// rolling-window spends, held by `holder` (the sender; the slot gossip's
+    /// holding is never released).
     /// Either refusal leaves nothing.
     pub fn gossip_commit(
         &self,
         slot: &SlotClaim<'_>,
         windows: &[super::WindowClaim<'_>],
         now_unix: u64,
-        owner: &str,
+        holder: &str,
     ) -> Result<(), StorageError> {
         let tx = self.write()?;
         self.raise_watermark(&tx, slot)?;
-        let hold = super::windows::Hold::Reserve(owner);
+        let hold = super::windows::Hold::Reserve(holder);
         self.claim_windows(&tx, slot.key, windows, now_unix, hold)?;
         tx.commit().map_err(dberr)
     }

@@ -183,3 +183,28 @@ fn reservations_are_released_by_their_owner_only_and_never_once_admitted() {
     ));
     assert_eq!(store.watermark(&k, "#eth:1:0xdef").unwrap(), None);
 }
+
+#[test]
+fn a_spend_held_by_two_attempts_stays_until_both_release() {
+    let (_dir, store) = open();
+    let k = KeyId::parse("k").unwrap();
+    let tx1 = [claim("app", "tx1", 6)];
+    let total = || {
+        store
+            .window_total(&k, "app", "eth:1:value", 100, 1_000)
+            .unwrap()
+    };
+    // The same payload reserved by two coordinators (a client's failover),
+    // or by two attempts of one: counted once, held by both.
+    store.window_reserve(&k, &tx1, 1_000, "a/01").unwrap();
+    store.window_reserve(&k, &tx1, 1_000, "b/02").unwrap();
+    assert_eq!(total(), 6);
+    // One releasing (a late release of an earlier attempt) leaves it.
+    assert_eq!(store.release_windows(&k, &tx1, "a/01").unwrap(), 0);
+    assert_eq!(total(), 6);
+    assert_eq!(store.release_windows(&k, &tx1, "a/01").unwrap(), 0);
+    assert_eq!(store.release_windows(&k, &tx1, "b/02").unwrap(), 1);
+    assert_eq!(total(), 0);
+    // A reservation touches no slot watermark.
+    assert_eq!(store.watermark(&k, "#eth:1:0xabc").unwrap(), None);
+}

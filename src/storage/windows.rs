@@ -7,11 +7,13 @@
 //! pass the limit are never both admitted here.
 //!
 //! A spend is first *reserved* by the coordinator's gossip to every
-//! committee node, before any session is proposed; a coordinator whose
-//! reservation was refused somewhere releases what it reserved (only its
-//! own reservations, and only those no signing session was admitted with).
-//! A signing admission marks the spend *admitted*, and that is never
-//! released: it is the node's own record of what it may have signed.
+//! committee node, before any session is proposed, under that node's name
+//! and attempt (its *holder*); a coordinator whose reservation was refused
+//! somewhere releases its own holding, and a spend is dropped only once no
+//! holder is left and no signing session was admitted with it. A signing
+//! admission marks the spend *admitted*, and that is never released: it is
+//! the node's own record of what it may have signed. The slot gossip holds
+//! a spend under a holder no release names.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -46,18 +48,23 @@ struct Spent {
     /// A signing session was admitted with it here.
     #[serde(default)]
     admitted: bool,
-    /// The node whose gossip reserved it (it alone may release it).
+    /// Who reserved it ("node/attempt"); each may release only its own.
     #[serde(default)]
-    owner: String,
+    holders: Vec<String>,
 }
+
+/// The most holders one spend keeps (coordinators and their attempts);
+/// past it a new holder shares the spend without being recorded, so its
+/// release cannot drop it.
+const MAX_HOLDERS: usize = 16;
 
 /// How a claim holds its spend.
 #[derive(Debug, Clone, Copy)]
 pub enum Hold<'a> {
     /// A signing admission: counted for good.
     Admit,
-    /// A coordinator's reservation (that node's name): released if the
-    /// request goes no further.
+    /// A reservation by a holder ("node/attempt"): released if the request
+    /// goes no further.
     Reserve(&'a str),
 }
 
@@ -133,8 +140,9 @@ impl Store {
             }
             let slot = format!("{}{}", prefix(key, c.client, c.scope), c.entry);
             let spent = if recorded {
-                // Counted already; an admission makes it permanent.
-                let Hold::Admit = hold else { continue };
+                // Counted already: an admission makes it permanent, another
+                // reservation adds its holder (so that one holder's release
+                // cannot drop what another still relies on).
                 let raw = t
                     .get(slot.as_str())
                     .map_err(dberr)?
@@ -144,7 +152,20 @@ impl Store {
                 if spent.admitted {
                     continue;
                 }
-                spent.admitted = true;
+                match hold {
+                    Hold::Admit => spent.admitted = true,
+                    Hold::Reserve(holder) => {
+                        if spent.holders.iter().any(|h| h == holder) {
+                            continue;
+                        }
+                        if spent.holders.len() >= MAX_HOLDERS {
+                            // Kept for good rather than forgotten.
+                            spent.admitted = true;
+                        } else {
+                            spent.holders.push(holder.to_owned());
+                        }
+                    }
+                }
                 spent
             } else {
                 verdict(key, c, total)?;
@@ -152,9 +173,9 @@ impl Store {
                     unix: now_unix,
                     amount: c.amount.to_string(),
                     admitted: matches!(hold, Hold::Admit),
-                    owner: match hold {
-                        Hold::Admit => String::new(),
-                        Hold::Reserve(owner) => owner.to_owned(),
+                    holders: match hold {
+                        Hold::Admit => Vec::new(),
+                        Hold::Reserve(holder) => vec![holder.to_owned()],
                     },
                 }
             };
@@ -164,13 +185,28 @@ impl Store {
         Ok(())
     }
 
-    /// Releases the reservations `owner` made for `claims` that no signing
-    /// session was admitted with; anything else stays.
+    /// Reserves `claims` for `holder` (checked against their windows) in a
+    /// transaction of its own; the slot is not touched.
+    pub fn window_reserve(
+        &self,
+        key: &KeyId,
+        claims: &[WindowClaim<'_>],
+        now_unix: u64,
+        holder: &str,
+    ) -> Result<(), StorageError> {
+        let tx = self.write()?;
+        self.claim_windows(&tx, key, claims, now_unix, Hold::Reserve(holder))?;
+        tx.commit().map_err(dberr)
+    }
+
+    /// Drops `holder`'s reservation of each of `claims`; a spend goes once
+    /// no holder is left and no signing session was admitted with it.
+    /// Returns how many spends went.
     pub fn release_windows(
         &self,
         key: &KeyId,
         claims: &[WindowClaim<'_>],
-        owner: &str,
+        holder: &str,
     ) -> Result<usize, StorageError> {
         let tx = self.write()?;
         let mut released = 0;
@@ -183,10 +219,17 @@ impl Store {
                     .map_err(dberr)?
                     .map(|v| v.value().to_vec());
                 let Some(raw) = raw else { continue };
-                let spent: Spent = self.open_mac_json(key, "window spend", &raw)?;
-                if !spent.admitted && spent.owner == owner {
+                let mut spent: Spent = self.open_mac_json(key, "window spend", &raw)?;
+                if spent.admitted || !spent.holders.iter().any(|h| h == holder) {
+                    continue;
+                }
+                spent.holders.retain(|h| h != holder);
+                if spent.holders.is_empty() {
                     t.remove(slot.as_str()).map_err(dberr)?;
                     released += 1;
+                } else {
+                    t.insert(slot.as_str(), self.seal_mac_json(key, &spent)?.as_slice())
+                        .map_err(dberr)?;
                 }
             }
         }

@@ -13,7 +13,9 @@ use super::wire_records::{ledger_from_pb, ledger_to_pb, record_from_pb, record_t
 use super::wire_status::{maintenance_from_pb, maintenance_to_pb};
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, MAX_ROSTER};
 use crate::node::admin_request::AdminOp;
-use crate::node::{Maintenance, Operation, Outcome, Proposal, MIN_WIRE_VERSION, WIRE_VERSION};
+use crate::node::{
+    Maintenance, Operation, Outcome, Proposal, WindowStep, MIN_WIRE_VERSION, WIRE_VERSION,
+};
 use crate::proto::peer as pb;
 use crate::protocol::sign::Signature;
 
@@ -127,12 +129,17 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
             }
         }
         pb::propose_request::Op::Watermark(w) => {
+            let window = match w.window() {
+                pb::WindowStep::Gossip => WindowStep::Gossip,
+                pb::WindowStep::Reserve => WindowStep::Reserve,
+                pb::WindowStep::Release => WindowStep::Release,
+            };
             let (request, auth) =
                 sign_request_from_pb(w.request.ok_or_else(|| bad("request", "missing"))?)?;
             Operation::Watermark {
                 request: Box::new(request),
                 auth: Box::new(auth),
-                release: w.release,
+                window,
             }
         }
         pb::propose_request::Op::Evaluate(w) => {
@@ -264,10 +271,15 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
         Operation::Watermark {
             request,
             auth,
-            release,
+            window,
         } => pb::propose_request::Op::Watermark(pb::WatermarkProposal {
             request: Some(sign_request_to_pb(*request, *auth)),
-            release,
+            window: match window {
+                WindowStep::Gossip => pb::WindowStep::Gossip,
+                WindowStep::Reserve => pb::WindowStep::Reserve,
+                WindowStep::Release => pb::WindowStep::Release,
+            }
+            .into(),
         }),
         Operation::Evaluate { request, auth } => {
             pb::propose_request::Op::Evaluate(pb::EvaluateProposal {

@@ -80,7 +80,7 @@ fn samples() -> Vec<Vec<u8>> {
             Operation::Watermark {
                 request: Box::new(request),
                 auth: Box::new(auth),
-                release: true,
+                window: crate::node::WindowStep::Release,
             },
         ),
         (

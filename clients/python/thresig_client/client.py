@@ -132,7 +132,19 @@ def canonical_bytes_v2(
 
 
 def _canonical_path(path: str) -> str:
-    return "m" if path in ("", "m") else path
+    """The path as the nodes render it: "m", or "m/0/1" (no leading zeros).
+    Hardened steps are refused: threshold keys derive publicly."""
+    if path in ("", "m"):
+        return "m"
+    parts = path.split("/")
+    if parts[0] != "m" or len(parts) < 2:
+        raise ValueError(f"path {path!r}: expected m or m/<index>/...")
+    out = ["m"]
+    for p in parts[1:]:
+        if not p.isdigit() or int(p) >= 2**31:
+            raise ValueError(f"path {path!r}: {p!r} is not a non-hardened index (0 to 2^31-1)")
+        out.append(str(int(p)))
+    return "/".join(out)
 
 
 class Client:

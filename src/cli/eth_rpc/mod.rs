@@ -229,8 +229,10 @@ impl State {
                 .headers()
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+                .and_then(|v| v.split_once(' '))
+                // The scheme name is case-insensitive (RFC 7235).
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, t)| t.trim());
             if !same(given.as_bytes(), token.as_bytes()) {
                 let e = RpcError::new(-32001, "unauthorized: send Authorization: Bearer <token>");
                 return reply(StatusCode::UNAUTHORIZED, &error_body(&Value::Null, &e));
@@ -258,6 +260,10 @@ impl State {
             }
         };
         let answer = match parsed {
+            Value::Array(calls) if calls.is_empty() => error_body(
+                &Value::Null,
+                &RpcError::new(-32600, "invalid request: an empty batch"),
+            ),
             Value::Array(calls) => {
                 let mut out = Vec::with_capacity(calls.len());
                 for c in calls {
@@ -409,6 +415,8 @@ impl State {
                     Err(_) => 1_000_000_000,
                 },
             };
+            // A tip over a given max fee would be refused by the chain.
+            let tip = tx.max_fee_per_gas.map_or(tip, |max| tip.min(max));
             tx.max_priority_fee_per_gas = Some(tip);
             if tx.max_fee_per_gas.is_none() {
                 let block = up

@@ -184,8 +184,8 @@ impl Node {
             Operation::Watermark {
                 request,
                 auth,
-                release,
-            } => self.participate_watermark(from, &request, &auth, release),
+                window,
+            } => self.participate_watermark(from, &request, &auth, window, &p.nonce),
             Operation::Evaluate { request, auth } => self.participate_evaluate(&request, &auth),
             Operation::ShareStatus {
                 key_id,

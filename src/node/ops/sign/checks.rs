@@ -7,7 +7,7 @@ use crate::domain::{ExecutionId, NodeName};
 use crate::node::ops::OpKind;
 use crate::node::propose::nonce;
 use crate::node::request::{ClientAuth, SignRequest};
-use crate::node::{Node, NodeError, Operation, Outcome, Proposal, Reason};
+use crate::node::{Node, NodeError, Operation, Outcome, Proposal, Reason, WindowStep};
 use crate::protocol::sign::Signature;
 use crate::storage::rules::{slot_verdict, SlotVerdict};
 use crate::storage::{KeyRecord, LedgerEntry};
@@ -139,7 +139,9 @@ impl Node {
         auth: &ClientAuth,
         nodes: &[NodeName],
     ) -> Result<(), NodeError> {
-        self.gossip(request, auth, nodes, false).await.1
+        self.gossip(request, auth, nodes, WindowStep::Gossip, &[])
+            .await
+            .1
     }
 
     /// Reserves `request`'s rolling-window spends (with its slot) at every
@@ -157,10 +159,19 @@ impl Node {
     ) -> Result<(), NodeError> {
         const TRIES: u64 = 4;
         for tried in 1..=TRIES {
-            let (accepted, r) = self.gossip(request, auth, committee, false).await;
+            // Each attempt reserves under its own id, so a late release of
+            // an earlier one cannot take this one's reservations.
+            let attempt = nonce()?;
+            let (accepted, r) = self
+                .gossip(request, auth, committee, WindowStep::Reserve, &attempt)
+                .await;
             let Err(e) = r else { return Ok(()) };
-            let (released, _) = self.gossip(request, auth, committee, true).await;
-            let contended = e.reason() == Reason::WindowExceeded && !accepted.is_empty();
+            let (released, _) = self
+                .gossip(request, auth, committee, WindowStep::Release, &attempt)
+                .await;
+            // Contended: another node had room (this one looked first).
+            let contended =
+                e.reason() == Reason::WindowExceeded && accepted.iter().any(|n| *n != self.name);
             tracing::info!(
                 key = %request.key_id,
                 request_id = %request.request_id,
@@ -182,24 +193,25 @@ impl Node {
         Err(NodeError::Internal("no reservation attempt ran".into()))
     }
 
-    /// The gossip itself (or, with `release`, the release of what it
-    /// reserved): the nodes that took it, and the first conflict or full
-    /// window one of them reported. This node answers its own part here.
+    /// The gossip itself, or a window step of `attempt`: the nodes that
+    /// took it, and the first conflict or full window one of them reported.
+    /// This node answers its own part here.
     async fn gossip(
         &self,
         request: &SignRequest,
         auth: &ClientAuth,
         nodes: &[NodeName],
-        release: bool,
+        window: WindowStep,
+        attempt: &[u8],
     ) -> (Vec<NodeName>, Result<(), NodeError>) {
         let p = Proposal {
             eid: watermark_eid(request),
-            nonce: Vec::new(),
+            nonce: attempt.to_vec(),
             admin: None,
             op: Operation::Watermark {
                 request: Box::new(request.clone()),
                 auth: Box::new(auth.clone()),
-                release,
+                window,
             },
         };
         let timeout = self.timeouts.ping;
@@ -207,7 +219,7 @@ impl Node {
             let p = p.clone();
             async move {
                 let answer = if *n == self.name {
-                    Ok(self.participate_watermark(n, request, auth, release))
+                    Ok(self.participate_watermark(n, request, auth, window, attempt))
                 } else {
                     tokio::time::timeout(timeout, self.net.propose(n, p)).await
                 };

@@ -347,16 +347,18 @@ impl Node {
 
     /// A committee node learns of a slot before any signature for it can
     /// exist: it checks the client's request like a signer would, raises its
-    /// watermark and reserves the payload's rolling-window spends for the
-    /// sender, or refuses a conflict or a full window. With `release`, it
-    /// releases what the sender reserved for the request instead (nothing
-    /// a signing session was admitted with).
+    /// watermark and counts the payload's rolling-window spends, or refuses
+    /// a conflict or a full window. A window step alone (`WindowStep`)
+    /// reserves the spends for the sender's `attempt` without touching the
+    /// slot, or releases what that attempt reserved (never a spend a signing
+    /// session was admitted with).
     pub(crate) fn participate_watermark(
         &self,
         from: &NodeName,
         request: &SignRequest,
         auth: &ClientAuth,
-        release: bool,
+        window: crate::node::WindowStep,
+        attempt: &[u8],
     ) -> Result<Outcome, NodeError> {
         let slot = request
             .slot
@@ -388,18 +390,29 @@ impl Node {
         };
         let spend_id = request.spend_id().unwrap_or_default();
         let windows = crate::node::windows::claims(&client, &spend_id, &spends);
-        if release {
-            let released = self
-                .store
-                .release_windows(&request.key_id, &windows, from.as_str())?;
-            tracing::info!(
-                key = %request.key_id,
-                request_id = %request.request_id,
-                coordinator = %from,
-                released,
-                "rolling-window reservations released: the request went no further",
-            );
-            return Ok(Outcome::Watermarked);
+        // Who holds a reservation: the sender (its mTLS identity) and its
+        // attempt; a release names the same pair.
+        let holder = format!("{from}/{}", hex::encode(attempt));
+        match window {
+            crate::node::WindowStep::Release => {
+                let released = self
+                    .store
+                    .release_windows(&request.key_id, &windows, &holder)?;
+                tracing::info!(
+                    key = %request.key_id,
+                    request_id = %request.request_id,
+                    coordinator = %from,
+                    released,
+                    "rolling-window reservations released: the request went no further",
+                );
+                return Ok(Outcome::Watermarked);
+            }
+            crate::node::WindowStep::Reserve => {
+                self.store
+                    .window_reserve(&request.key_id, &windows, now_unix(), &holder)?;
+                return Ok(Outcome::Watermarked);
+            }
+            crate::node::WindowStep::Gossip => {}
         }
         let evidence =
             crate::node::signed_evidence::encode_signed(request, auth).unwrap_or_default();
@@ -417,7 +430,7 @@ impl Node {
                 },
                 &windows,
                 now_unix(),
-                from.as_str(),
+                &holder,
             )
             .map_err(NodeError::from);
         let _ = self.audit(AuditEvent {

@@ -54,8 +54,8 @@ struct Spent {
 }
 
 /// The most holders one spend keeps (coordinators and their attempts);
-/// past it a new holder shares the spend without being recorded, so its
-/// release cannot drop it.
+/// one more makes the spend permanent, as if admitted (it is counted for
+/// its window rather than dropped by some holder's release).
 const MAX_HOLDERS: usize = 16;
 
 /// How a claim holds its spend.

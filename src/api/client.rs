@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin_reads;
 mod payload;
 pub use payload::{payload_from_pb, payload_to_pb};
 
@@ -29,7 +30,6 @@ use crate::domain::{DerivationPath, Digest32, KeyId, NodeName};
 pub use crate::node::request::{SignRequest as ClientRequest, Slot};
 use crate::pki::{Layout, Role};
 pub use crate::proto::admin::KeyInfo;
-use crate::proto::admin::{admin_client::AdminClient, GetKeyRequest, ListKeysRequest};
 use crate::proto::signer::{signer_client::SignerClient, GetPublicKeyRequest, SignRequest};
 pub use crate::proto::signer::{GetPublicKeyResponse, SignResponse};
 use crate::transport::request_auth::RequestSigner;
@@ -440,75 +440,5 @@ impl Client {
             async move { SignerClient::new(channel).get_public_key(req).await }
         })
         .await
-    }
-
-    /// Admin: makes the node reread its policy file; returns its summary.
-    pub async fn reload_policy(&mut self) -> Result<String, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .reload_policy(crate::proto::admin::ReloadPolicyRequest {})
-            .await?
-            .into_inner()
-            .summary)
-    }
-
-    /// Admin: the cluster as the node sees it (`thresig status`).
-    pub async fn cluster_status(
-        &mut self,
-    ) -> Result<crate::proto::admin::ClusterStatusResponse, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .cluster_status(crate::proto::admin::ClusterStatusRequest {})
-            .await?
-            .into_inner())
-    }
-
-    /// Admin: makes the node reread its policy and its certificate, key, CA
-    /// bundle and CRL; says what each part did.
-    pub async fn reload_node(&mut self) -> Result<crate::api::ReloadReport, ClientError> {
-        let r = AdminClient::new(self.channel.clone())
-            .reload_node(crate::proto::admin::ReloadNodeRequest {})
-            .await?
-            .into_inner();
-        let part = |ok: bool, s: String| if ok { Ok(s) } else { Err(s) };
-        Ok(crate::api::ReloadReport {
-            policy: part(r.policy_reloaded, r.policy),
-            tls: part(r.tls_reloaded, r.tls),
-        })
-    }
-
-    /// Admin: the newest `count` entries of the node's audit log.
-    pub async fn audit_tail(
-        &mut self,
-        count: u32,
-    ) -> Result<Vec<crate::proto::admin::AuditEntry>, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .audit_tail(crate::proto::admin::AuditTailRequest { count })
-            .await?
-            .into_inner()
-            .entries)
-    }
-
-    /// Admin: checks the node's whole audit chain.
-    pub async fn audit_verify(
-        &mut self,
-    ) -> Result<crate::proto::admin::AuditVerifyResponse, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .audit_verify(crate::proto::admin::AuditVerifyRequest {})
-            .await?
-            .into_inner())
-    }
-
-    pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .list_keys(ListKeysRequest {})
-            .await?
-            .into_inner()
-            .keys)
-    }
-
-    pub async fn get_key(&mut self, key: &str) -> Result<KeyInfo, ClientError> {
-        Ok(AdminClient::new(self.channel.clone())
-            .get_key(GetKeyRequest { key_id: key.into() })
-            .await?
-            .into_inner())
     }
 }

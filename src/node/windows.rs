@@ -14,6 +14,15 @@ use super::{now_unix, Node, NodeError};
 use crate::domain::NodeName;
 use crate::storage::WindowClaim;
 
+/// The spend id of `request` when it spends against a window (the payload
+/// is hashed only then: no cost on the signing path otherwise).
+pub(crate) fn entry(request: &SignRequest, spends: &[WindowSpend]) -> String {
+    if spends.is_empty() {
+        return String::new();
+    }
+    request.spend_id().unwrap_or_default()
+}
+
 /// The claims of `spends` by `client` for `request`'s payload (`entry`).
 pub(crate) fn claims<'a>(
     client: &'a NodeName,
@@ -45,9 +54,10 @@ impl Node {
         request: &SignRequest,
         spends: &[WindowSpend],
     ) -> Result<(), NodeError> {
-        let Some(entry) = request.spend_id().filter(|_| !spends.is_empty()) else {
+        let entry = entry(request, spends);
+        if entry.is_empty() {
             return Ok(());
-        };
+        }
         self.store
             .window_check(&request.key_id, &claims(client, &entry, spends), now_unix())
             .map_err(NodeError::from)

@@ -24,19 +24,7 @@ pub(super) fn check(
         );
     }
     for c in &doc.fee {
-        let Some(max) = rule.max_fee.get(&c.denom) else {
-            return refuse(
-                "cosmos.max_fee",
-                format!("a fee in {} has no max_fee (default deny)", c.denom),
-            );
-        };
-        let max: u128 = max.parse().unwrap_or(0);
-        if c.amount > max {
-            return refuse(
-                "cosmos.max_fee",
-                format!("fee {}{} is over {max}{}", c.amount, c.denom, c.denom),
-            );
-        }
+        denom_cap(&rule.max_fee, c, "cosmos.max_fee", "a fee in", "fee ")?;
     }
     for m in &doc.messages {
         if !rule.messages.iter().any(|t| t == m.type_url()) {
@@ -60,19 +48,7 @@ pub(super) fn check(
                 );
             }
             for c in amount {
-                let Some(max) = rule.max_amount.get(&c.denom) else {
-                    return refuse(
-                        "cosmos.max_amount",
-                        format!("denom {} has no max_amount (default deny)", c.denom),
-                    );
-                };
-                let max: u128 = max.parse().unwrap_or(0);
-                if c.amount > max {
-                    return refuse(
-                        "cosmos.max_amount",
-                        format!("{}{} is over {max}{}", c.amount, c.denom, c.denom),
-                    );
-                }
+                denom_cap(&rule.max_amount, c, "cosmos.max_amount", "denom", "")?;
             }
         }
     }
@@ -100,4 +76,30 @@ pub(super) fn check(
         }
     }
     Ok(out)
+}
+
+/// `c` against its denom's cap in `caps` (a denom not named is refused:
+/// default deny). `what` and `prefix` word the refusals.
+fn denom_cap(
+    caps: &std::collections::BTreeMap<String, String>,
+    c: &crate::payload::CosmosCoin,
+    knob: &'static str,
+    what: &str,
+    prefix: &str,
+) -> Result<(), Refusal> {
+    let name = knob.trim_start_matches("cosmos.");
+    let Some(max) = caps.get(&c.denom) else {
+        return refuse(
+            knob,
+            format!("{what} {} has no {name} (default deny)", c.denom),
+        );
+    };
+    let max: u128 = max.parse().unwrap_or(0);
+    if c.amount > max {
+        return refuse(
+            knob,
+            format!("{prefix}{}{} is over {max}{}", c.amount, c.denom, c.denom),
+        );
+    }
+    Ok(())
 }

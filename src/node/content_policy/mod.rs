@@ -341,13 +341,13 @@ impl ContentRule<'_> {
             Content::EthTypedData(domain) => {
                 eth::check_typed(self.eth, domain).map(|()| Vec::new())
             }
-            Content::Bitcoin(tx) => bitcoin::check(self.bitcoin, tx, self.paths),
+            Content::Bitcoin(tx) => btc::check(self.bitcoin, tx, self.paths),
             Content::Cosmos(doc) => cosmos::check(self.cosmos, doc),
         }
     }
 }
 
-mod bitcoin;
+mod btc;
 mod cosmos;
 mod eth;
 

@@ -215,7 +215,7 @@ impl Node {
         // The payload's rolling-window spends are counted in the same
         // transaction: two spends that would together pass a limit are
         // never both admitted here.
-        let spend_id = request.spend_id().unwrap_or_default();
+        let spend_id = crate::node::windows::entry(request, &spends);
         let windows = crate::node::windows::claims(&client, &spend_id, &spends);
         let admitted = self.store.admit_sign(
             (&p.eid, request.expiry_unix),
@@ -388,7 +388,7 @@ impl Node {
                 return Err(e);
             }
         };
-        let spend_id = request.spend_id().unwrap_or_default();
+        let spend_id = crate::node::windows::entry(request, &spends);
         let windows = crate::node::windows::claims(&client, &spend_id, &spends);
         // Who holds a reservation: the sender (its mTLS identity) and its
         // attempt; a release names the same pair.

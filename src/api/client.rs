@@ -83,10 +83,15 @@ impl ClientError {
     /// True when the connection itself failed or was refused (TLS handshake,
     /// certificate not accepted, node down), as opposed to a refused request.
     pub fn is_connection_failure(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
-        )
+        match self {
+            Self::Rpc(s) => {
+                matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) || closing_connection(s)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -100,7 +105,23 @@ fn retryable(s: &tonic::Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Cancelled
             | tonic::Code::Unknown
-    )
+    ) || closing_connection(s)
+}
+
+/// True when the call failed because the node closed the connection with
+/// an HTTP/2 GOAWAY (a node draining for a restart): tonic reports that as
+/// INTERNAL ("h2 protocol error: ... not a result of an error"), but the
+/// node never took the request (or a repeat of it under the same request id
+/// gets the recorded signature), so another node may.
+fn closing_connection(s: &tonic::Status) -> bool {
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote();
+        }
+        src = e.source();
+    }
+    false
 }
 
 /// The source chain of a status (e.g. the TLS error behind "transport error").
@@ -111,7 +132,10 @@ fn causes(s: &tonic::Status) -> String {
         out.push_str(&format!(": {e}"));
         src = e.source();
     }
-    if s.code() == tonic::Code::Cancelled || s.code() == tonic::Code::Unknown {
+    if s.code() == tonic::Code::Cancelled
+        || s.code() == tonic::Code::Unknown
+        || closing_connection(s)
+    {
         out.push_str(
             " (the node closed the connection: it may be restarting, or may not accept this \
              certificate on this plane)",

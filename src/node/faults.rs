@@ -40,6 +40,9 @@ pub mod points {
     pub const PARTITION_COORDINATOR: &str = "sign.partition_coordinator";
     /// Signing participant: slot watermark committed, no message sent yet.
     pub const AFTER_WATERMARK: &str = "sign.after_watermark";
+    /// A committee node outside a signing session: a slot gossip received,
+    /// not yet taken (a hold point: the node waits, as if paused).
+    pub const BEFORE_GOSSIP: &str = "sign.before_gossip";
     /// A member a reshare moved the key away from: every new member
     /// activated, its old share not yet deleted.
     pub const BEFORE_RETIRE: &str = "reshare.before_retire";

@@ -52,6 +52,7 @@ pub(super) fn nonce() -> Result<Vec<u8>, NodeError> {
 pub(crate) struct OpenSession<'a> {
     session: Session<'a>,
     mailbox: Mailbox,
+    hold: Option<super::session::Hold>,
 }
 
 impl OpenSession<'_> {
@@ -65,7 +66,7 @@ impl OpenSession<'_> {
         P::Output: Send + 'static,
     {
         let proto = proto.map_err(|e| self.session.protocol_error(e))?;
-        self.session.run(proto, &mut self.mailbox).await
+        self.session.run(proto, &mut self.mailbox, self.hold).await
     }
 }
 
@@ -73,6 +74,12 @@ impl OpenSession<'_> {
     /// Rounds of this session wait at most `limit` (signing's shorter bound).
     pub(crate) fn rounds_within(mut self, limit: std::time::Duration) -> Self {
         self.session.round_timeout = limit;
+        self
+    }
+
+    /// This party's partial signature leaves only once `hold` passed.
+    pub(crate) fn hold_partial_signature(mut self, hold: Option<super::session::Hold>) -> Self {
+        self.hold = hold;
         self
     }
 }
@@ -97,6 +104,7 @@ impl Node {
                 round_timeout: self.timeouts.round,
             },
             mailbox,
+            hold: None,
         })
     }
 

@@ -19,6 +19,10 @@ const MAX_AHEAD: u32 = 3;
 /// A session's deliveries in flight.
 type Sending = FuturesUnordered<tokio::task::JoinHandle<Result<(), NodeError>>>;
 
+/// What a session waits for before its partial signature leaves (the
+/// coordinator's slot gossip on the overlapped path).
+pub(crate) type Hold = futures::future::BoxFuture<'static, Result<(), NodeError>>;
+
 pub(crate) struct Session<'a> {
     pub eid: ExecutionId,
     /// Party i is `parties[i - 1]`.
@@ -87,8 +91,15 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Runs `proto` to the end.
-    pub async fn run<P>(&self, mut proto: P, mailbox: &mut Mailbox) -> Result<P::Output, NodeError>
+    /// Runs `proto` to the end. With `hold`, the round that carries this
+    /// party's partial signature is sent only once `hold` passed (and the
+    /// session fails if it did not): the earlier rounds run meanwhile.
+    pub async fn run<P>(
+        &self,
+        mut proto: P,
+        mailbox: &mut Mailbox,
+        mut hold: Option<Hold>,
+    ) -> Result<P::Output, NodeError>
     where
         P: Protocol + Send + 'static,
         P::Output: Send + 'static,
@@ -207,7 +218,15 @@ impl Session<'_> {
             match advanced.map_err(|e| self.protocol_error(e))? {
                 // A partial signature may leave: its ledger entry was made
                 // durable when the session was admitted, before it opened.
-                Step::Send { messages, .. } => {
+                Step::Send {
+                    messages,
+                    partial_signature,
+                } => {
+                    if partial_signature {
+                        if let Some(hold) = hold.take() {
+                            hold.await?;
+                        }
+                    }
                     out = messages;
                     round = round
                         .checked_add(1)
@@ -373,7 +392,7 @@ mod tests {
             net: net.clone(),
             round_timeout: Duration::from_millis(500),
         };
-        let out = session.run(toy(), &mut mailbox).await;
+        let out = session.run(toy(), &mut mailbox, None).await;
         let sent = net.0.lock().unwrap().clone();
         (out, sent)
     }

@@ -238,6 +238,7 @@ impl Store {
             &[],
             0,
             "",
+            None,
         )
     }
 
@@ -245,18 +246,24 @@ impl Store {
     /// in one transaction: the slot's watermark and the request's
     /// rolling-window spends, held by `holder` (the sender; the slot gossip's
     /// holding is never released).
-    /// Either refusal leaves nothing.
+    /// Either refusal leaves nothing. `allowed`, the audit entry of the
+    /// decision, is written in the same transaction (one durable commit
+    /// per gossip, not two); a refusal's entry is the caller's to write.
     pub fn gossip_commit(
         &self,
         slot: &SlotClaim<'_>,
         windows: &[super::WindowClaim<'_>],
         now_unix: u64,
         holder: &str,
+        allowed: Option<super::AuditEvent>,
     ) -> Result<(), StorageError> {
         let tx = self.write()?;
         self.raise_watermark(&tx, slot)?;
         let hold = super::windows::Hold::Reserve(holder);
         self.claim_windows(&tx, slot.key, windows, now_unix, hold)?;
+        if let Some(event) = allowed {
+            self.append_audit(&tx, event, now_unix)?;
+        }
         tx.commit().map_err(dberr)
     }
 

@@ -137,7 +137,7 @@ fn reservations_are_released_by_their_owner_only_and_never_once_admitted() {
             .unwrap()
     };
     let tx1 = [claim("app", "tx1", 6)];
-    store.gossip_commit(&slot, &tx1, 1_000, "a").unwrap();
+    store.gossip_commit(&slot, &tx1, 1_000, "a", None).unwrap();
     assert_eq!(total(), 6);
     // Another node cannot release a's reservation; a can.
     assert_eq!(store.release_windows(&k, &tx1, "b").unwrap(), 0);
@@ -145,7 +145,7 @@ fn reservations_are_released_by_their_owner_only_and_never_once_admitted() {
     assert_eq!(store.release_windows(&k, &tx1, "a").unwrap(), 1);
     assert_eq!(total(), 0);
     // Reserved, then admitted by a signing session: it stays for good.
-    store.gossip_commit(&slot, &tx1, 1_000, "a").unwrap();
+    store.gossip_commit(&slot, &tx1, 1_000, "a", None).unwrap();
     let entry = LedgerEntry {
         schema: 1,
         request_id: "r1".into(),
@@ -178,7 +178,7 @@ fn reservations_are_released_by_their_owner_only_and_never_once_admitted() {
         ..slot
     };
     assert!(matches!(
-        store.gossip_commit(&next, &over, 1_000, "a"),
+        store.gossip_commit(&next, &over, 1_000, "a", None),
         Err(StorageError::WindowExceeded(_))
     ));
     assert_eq!(store.watermark(&k, "#eth:1:0xdef").unwrap(), None);

@@ -185,7 +185,14 @@ impl Node {
                 request,
                 auth,
                 window,
-            } => self.participate_watermark(from, &request, &auth, window, &p.nonce),
+            } => {
+                crate::node::faults::wait_if_held(
+                    &self.name,
+                    crate::node::faults::points::BEFORE_GOSSIP,
+                )
+                .await;
+                self.participate_watermark(from, &request, &auth, window, &p.nonce)
+            }
             Operation::Evaluate { request, auth } => self.participate_evaluate(&request, &auth),
             Operation::ShareStatus {
                 key_id,

@@ -376,12 +376,18 @@ impl Node {
 }
 
 /// Gates of signing sessions this node coordinates on the overlapped path:
-/// our own participant side takes the gate of its eid and waits on it
-/// before it admits the session.
+/// our own participant side takes the gate of its eid, waits on its
+/// admission half before it admits the session, and holds its partial
+/// signature until the release half passed (the slot gossip).
 #[derive(Default)]
-pub(crate) struct Gates(
-    std::sync::Mutex<std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>>,
-);
+pub(crate) struct Gates(std::sync::Mutex<std::collections::HashMap<ExecutionId, Gate>>);
+
+/// The two halves of a gate: the committee checks that admission waits
+/// for, and the slot gossip that the partial signature waits for.
+pub(crate) struct Gate {
+    pub admit: tokio::sync::oneshot::Receiver<bool>,
+    pub release: tokio::sync::oneshot::Receiver<bool>,
+}
 
 /// Removes a gate nobody took when the session ends.
 pub(crate) struct HeldGate<'a> {
@@ -396,34 +402,29 @@ impl Drop for HeldGate<'_> {
 }
 
 impl Gates {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<ExecutionId, tokio::sync::oneshot::Receiver<bool>>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ExecutionId, Gate>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn hold(
-        &self,
-        eid: ExecutionId,
-        gate: tokio::sync::oneshot::Receiver<bool>,
-    ) -> HeldGate<'_> {
+    pub(crate) fn hold(&self, eid: ExecutionId, gate: Gate) -> HeldGate<'_> {
         self.lock().insert(eid, gate);
         HeldGate { gates: self, eid }
     }
 
-    /// The gate of `eid`, as a future that fails unless the checks passed.
+    /// The gate of `eid`: a future that fails unless the admission checks
+    /// passed, and one that fails unless the slot gossip did.
     pub(crate) fn take(
         &self,
         eid: &ExecutionId,
-    ) -> Option<futures::future::BoxFuture<'static, Result<(), NodeError>>> {
-        let gate = self.lock().remove(eid)?;
-        Some(Box::pin(async move {
-            match gate.await {
+    ) -> Option<(
+        futures::future::BoxFuture<'static, Result<(), NodeError>>,
+        crate::node::session::Hold,
+    )> {
+        let Gate { admit, release } = self.lock().remove(eid)?;
+        let admit = Box::pin(async move {
+            match admit.await {
                 Ok(true) => Ok(()),
                 _ => Err(NodeError::FailedPrecondition(
                     "the coordinator's committee checks stopped this signature before it was \
@@ -431,6 +432,17 @@ impl Gates {
                         .into(),
                 )),
             }
-        }))
+        });
+        let release: crate::node::session::Hold = Box::pin(async move {
+            match release.await {
+                Ok(true) => Ok(()),
+                _ => Err(NodeError::FailedPrecondition(
+                    "the coordinator's slot gossip to the committee stopped this signature \
+                     before its partial signature left"
+                        .into(),
+                )),
+            }
+        });
+        Some((admit, release))
     }
 }

@@ -397,7 +397,7 @@ impl Node {
         auth: &ClientAuth,
         rec: &KeyRecord,
         participants: &[NodeName],
-        gate: Option<tokio::sync::oneshot::Receiver<bool>>,
+        gate: Option<checks::Gate>,
     ) -> Result<SignOutcome, NodeError> {
         let request_id = request.request_id.clone();
         let nonce = nonce()?;

@@ -16,10 +16,13 @@ impl Node {
     /// participant must answer at the key's epoch; any node's ledger may
     /// already hold this request) and, for a slot, the watermark gossip.
     /// This node admits the session (claims the eid, writes its ledger
-    /// entry and watermark) and sends its first message only once they
-    /// passed, and no signature can be assembled without it. The other
-    /// participants start meanwhile, so the probe's round trip overlaps
-    /// theirs instead of preceding the session.
+    /// entry and watermark) and sends its first message only once the probe
+    /// passed, and its partial signature only once the gossip did (every
+    /// committee node that answered holds the slot durably): no signature
+    /// can be assembled without it. The other participants start meanwhile,
+    /// so the probe's round trip overlaps theirs instead of preceding the
+    /// session, and the gossip's (a durable write at each node outside the
+    /// session) overlaps the session's first rounds.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn sign_overlapped(
         &self,
@@ -31,7 +34,8 @@ impl Node {
         participants: &[NodeName],
         charge: &(dyn Fn() -> Result<(), NodeError> + Sync),
     ) -> Attempt {
-        let (gate, gate_rx) = tokio::sync::oneshot::channel();
+        let (gate, admit) = tokio::sync::oneshot::channel();
+        let (released, release) = tokio::sync::oneshot::channel();
         let others: Vec<NodeName> = committee
             .iter()
             .filter(|n| !participants.contains(n))
@@ -47,35 +51,49 @@ impl Node {
                 .cloned()
                 .collect();
             let candidates = candidates.as_slice();
-            let probe = self.probe_for_session(rec, candidates, participants, request);
+            let admission = async {
+                let (down, ledgers) = self
+                    .probe_for_session(rec, candidates, participants, request)
+                    .await;
+                self.note_reachability(candidates, &down);
+                let verdict = (|| {
+                    for (n, entry) in &ledgers {
+                        match self.recorded(request, entry, rec, Some(n)) {
+                            Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
+                            Ok(None) => {}
+                            Err(e) => return Err(Attempt::Failed(e)),
+                        }
+                    }
+                    if let Some((n, why)) = down.iter().find(|(d, _)| participants.contains(d)) {
+                        return Err(Attempt::GaveWay(format!("node {n}: {why}")));
+                    }
+                    charge().map_err(Attempt::Failed)
+                })();
+                let _ = gate.send(verdict.is_ok());
+                verdict
+            };
             let gossip = async {
-                if request.slot.is_some() {
+                let gossiped = if request.slot.is_some() {
                     self.gossip_watermark(request, auth, &others).await
                 } else {
                     Ok(())
-                }
+                };
+                let _ = released.send(gossiped.is_ok());
+                gossiped
             };
-            let ((down, ledgers), gossiped) = tokio::join!(probe, gossip);
-            self.note_reachability(candidates, &down);
-            let verdict = (|| {
-                for (n, entry) in &ledgers {
-                    match self.recorded(request, entry, rec, Some(n)) {
-                        Ok(Some(done)) => return Err(Attempt::Done(Box::new(done))),
-                        Ok(None) => {}
-                        Err(e) => return Err(Attempt::Failed(e)),
-                    }
-                }
-                gossiped.map_err(Attempt::Failed)?;
-                if let Some((n, why)) = down.iter().find(|(d, _)| participants.contains(d)) {
-                    return Err(Attempt::GaveWay(format!("node {n}: {why}")));
-                }
-                charge().map_err(Attempt::Failed)
-            })();
-            let _ = gate.send(verdict.is_ok());
-            verdict
+            let (verdict, gossiped) = tokio::join!(admission, gossip);
+            match (verdict, gossiped) {
+                (done @ Err(Attempt::Done(_)), _) => done,
+                // A conflict the gossip found is the answer even when the
+                // probe found a participant down (the checked path would
+                // meet it).
+                (_, Err(e)) => Err(Attempt::Failed(e)),
+                (verdict, Ok(())) => verdict,
+            }
         };
+        let gate = super::checks::Gate { admit, release };
         let (signed, verdict) = tokio::join!(
-            self.run_sign(request, auth, rec, participants, Some(gate_rx)),
+            self.run_sign(request, auth, rec, participants, Some(gate)),
             checks
         );
         match (verdict, signed) {

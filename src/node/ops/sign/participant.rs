@@ -202,14 +202,18 @@ impl Node {
         // As the coordinator on the overlapped path, admit only once the
         // committee checks running alongside have passed: until then this
         // node has written nothing for the request.
+        // Its partial signature then waits for the slot gossip to the
+        // committee nodes outside the session, which runs meanwhile.
+        let mut hold = None;
         if *from == self.name {
-            if let Some(gate) = self.gates.take(&p.eid) {
-                if let Err(e) = gate.await {
+            if let Some((admit, release)) = self.gates.take(&p.eid) {
+                if let Err(e) = admit.await {
                     // Drop what the other participants sent for it already.
                     drop(self.router.open(p.eid, participants));
                     let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
                     return Err(e);
                 }
+                hold = Some(release);
             }
         }
         // The payload's rolling-window spends are counted in the same
@@ -256,7 +260,8 @@ impl Node {
         }
         let session = self
             .open_session(p.eid, &committee)?
-            .rounds_within(self.timeouts.sign_round());
+            .rounds_within(self.timeouts.sign_round())
+            .hold_partial_signature(hold);
         let share = self.signing_share(&rec, epoch)?;
         let share_pk = share
             .public_key()
@@ -416,7 +421,25 @@ impl Node {
         }
         let evidence =
             crate::node::signed_evidence::encode_signed(request, auth).unwrap_or_default();
-        // The slot and the payload's window spends, in one transaction.
+        let audited = |r: &Result<(), NodeError>| AuditEvent {
+            kind: "watermark".into(),
+            actor: format!("client/{client}"),
+            key: request.key_id.to_string(),
+            request_id: request.request_id.clone(),
+            decision: if r.is_ok() { "allowed" } else { "denied" }.into(),
+            rule: match r {
+                Err(e) => e.to_string(),
+                Ok(()) if windows.is_empty() => "slot watermark".into(),
+                Ok(()) => "slot watermark and rolling windows".into(),
+            },
+            detail: format!(
+                "slot {slot} digest {} via node {from}",
+                hex::encode(request.digest.0)
+            ),
+            ..Default::default()
+        };
+        // The slot, the payload's window spends and the audit entry, in one
+        // transaction (a refusal is audited on its own).
         let r = self
             .store
             .gossip_commit(
@@ -431,25 +454,12 @@ impl Node {
                 &windows,
                 now_unix(),
                 &holder,
+                Some(audited(&Ok(()))),
             )
             .map_err(NodeError::from);
-        let _ = self.audit(AuditEvent {
-            kind: "watermark".into(),
-            actor: format!("client/{client}"),
-            key: request.key_id.to_string(),
-            request_id: request.request_id.clone(),
-            decision: if r.is_ok() { "allowed" } else { "denied" }.into(),
-            rule: match &r {
-                Err(e) => e.to_string(),
-                Ok(()) if windows.is_empty() => "slot watermark".into(),
-                Ok(()) => "slot watermark and rolling windows".into(),
-            },
-            detail: format!(
-                "slot {slot} digest {} via node {from}",
-                hex::encode(request.digest.0)
-            ),
-            ..Default::default()
-        });
+        if r.is_err() {
+            let _ = self.audit(audited(&r));
+        }
         match r {
             Ok(()) => Ok(Outcome::Watermarked),
             // A conflict is answered with the signed request that set this

@@ -21,16 +21,43 @@ pub enum Bip32Error {
 
 /// `CKDpub` along `path` on the curve of `key_type`. Returns the child's
 /// compressed key and chain code.
+///
+/// Results are remembered (public values only, at most `MEMO_MAX`): every
+/// node derives the key at a request's path to check the payload's sender,
+/// and one account signs at the same path again and again.
 pub fn derive_public(
     key_type: KeyType,
     pk: &[u8],
     chain_code: &[u8; 32],
     path: &DerivationPath,
 ) -> Result<([u8; 33], [u8; 32]), Bip32Error> {
-    match key_type {
+    let memo_key = (key_type, pk.to_vec(), *chain_code, path.indices().to_vec());
+    if let Some(hit) = memo().get(&memo_key) {
+        return Ok(*hit);
+    }
+    let derived = match key_type {
         KeyType::Secp256k1 => derive_k256(pk, chain_code, path),
         KeyType::P256 => derive_p256(pk, chain_code, path),
+    }?;
+    let mut m = memo();
+    if m.len() >= MEMO_MAX {
+        m.clear();
     }
+    m.insert(memo_key, derived);
+    Ok(derived)
+}
+
+/// How many derivations `derive_public` remembers.
+const MEMO_MAX: usize = 4096;
+
+type MemoKey = (KeyType, Vec<u8>, [u8; 32], Vec<u32>);
+type Memo = std::collections::HashMap<MemoKey, ([u8; 33], [u8; 32])>;
+
+fn memo() -> std::sync::MutexGuard<'static, Memo> {
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<Memo>> = std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One `derive` per curve crate (their APIs have the same shape).

@@ -322,32 +322,19 @@ fn alloy_sig(sig: &Sig) -> Signature {
     )
 }
 
-/// The sender of `digest` signed with `sig`, checked against the key that
-/// made it.
-fn sender(sig: &Sig, digest: &B256) -> Result<Address, PayloadError> {
-    let recovered = alloy_sig(sig)
-        .recover_address_from_prehash(digest)
-        .map_err(|e| PayloadError::new("signature", format!("recovers no address: {e}")))?;
-    let expected = crate::bip32::eth_address(&sig.public_key)
-        .map_err(|e| PayloadError::new("signature", e))?;
-    if recovered.to_checksum(None) != expected {
-        return Err(PayloadError::new(
-            "signature",
-            format!("recovers {recovered}, not the signing key's address {expected}"),
-        ));
-    }
-    Ok(recovered)
-}
-
+/// The signed transaction. `sig` was verified against the transaction's
+/// signing hash and the key at the path, recovery id included (see
+/// `finish`), so the sender is that key's address: it is not recovered
+/// again here (an elliptic-curve recovery on every transaction's path).
 pub(super) fn finish_tx(bytes: &[u8], sig: &Sig) -> Result<Finished, PayloadError> {
     let tx = decode_unsigned(bytes)?;
-    let digest = tx.signature_hash();
-    let from = sender(sig, &digest)?;
+    let from = crate::bip32::eth_address(&sig.public_key)
+        .map_err(|e| PayloadError::new("signature", e))?;
     let envelope = tx.into_envelope(alloy_sig(sig));
     Ok(Finished {
         signed: envelope.encoded_2718(),
         tx_hash: envelope.tx_hash().0.to_vec(),
-        sender: from.to_checksum(None),
+        sender: from,
         signature: rsv27(sig),
         psbt: Vec::new(),
     })

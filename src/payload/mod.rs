@@ -225,7 +225,11 @@ pub fn decode(kind: Kind, bytes: &[u8], key: &KeyView<'_>) -> Result<Decoded, Pa
 }
 
 /// Builds the finished output of `bytes` signed with `sigs` (one per target
-/// of `decode`, in order).
+/// of `decode`, in order). Each signature must already have been verified
+/// against its target's digest and the key at its path, recovery id
+/// included: the node's signing path does so for every signature it
+/// returns (`protocol::sign::verify`, or its own engine), and this does not
+/// repeat it.
 pub fn finish(
     kind: Kind,
     bytes: &[u8],

@@ -101,6 +101,17 @@ async fn a_partial_signature_waits_for_the_slot_gossip() {
     // For as long as the node outside is held, it has no signature. (A
     // check that cannot fail falsely: with the wait in place no signature
     // can exist, however slow this machine is.)
+    // The coordinator admitted its own side while the gossip waits (the
+    // gossip runs alongside the session, not before it).
+    let coordinator_entry = || node(0).store().ledger_get(&key, "second").unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while coordinator_entry().is_none() {
+        assert!(
+            Instant::now() < until,
+            "the coordinator did not admit its session while the gossip waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let held_since = Instant::now();
     while held_since.elapsed() < HELD_FOR {
         assert!(

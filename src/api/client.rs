@@ -109,15 +109,16 @@ fn retryable(s: &tonic::Status) -> bool {
 }
 
 /// True when the call failed because the node closed the connection with
-/// an HTTP/2 GOAWAY (a node draining for a restart): tonic reports that as
-/// INTERNAL ("h2 protocol error: ... not a result of an error"), but the
-/// node never took the request (or a repeat of it under the same request id
-/// gets the recorded signature), so another node may.
+/// a graceful HTTP/2 GOAWAY (NO_ERROR: a node draining for a restart).
+/// tonic reports that as INTERNAL ("h2 protocol error: ... not a result of
+/// an error"). A stream the GOAWAY cut off was not taken by the node, and
+/// one it did take is safe to send again anyway: a repeat under the same
+/// request id gets the recorded signature. So another node may take it.
 fn closing_connection(s: &tonic::Status) -> bool {
     let mut src = std::error::Error::source(s);
     while let Some(e) = src {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() && h2.is_remote();
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
         }
         src = e.source();
     }

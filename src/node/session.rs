@@ -349,12 +349,13 @@ mod tests {
             if self.round == 3 {
                 return Ok(Step::Done(self.got.clone()));
             }
+            // Its third round stands for the one with the partial signature.
             Ok(Step::Send {
                 messages: vec![Outgoing {
                     to: 2,
                     payload: vec![self.round + 1],
                 }],
-                partial_signature: false,
+                partial_signature: self.round == 2,
             })
         }
     }
@@ -368,6 +369,13 @@ mod tests {
     }
 
     async fn run_with(arrivals: &[(u32, u8)]) -> (Result<Vec<Vec<u8>>, NodeError>, Vec<u32>) {
+        run_holding(arrivals, None).await
+    }
+
+    async fn run_holding(
+        arrivals: &[(u32, u8)],
+        hold: Option<Hold>,
+    ) -> (Result<Vec<Vec<u8>>, NodeError>, Vec<u32>) {
         let router = Router::default();
         let eid = ExecutionId::from_slice(&[1; 32]).unwrap();
         let b = NodeName::parse("b").unwrap();
@@ -392,7 +400,7 @@ mod tests {
             net: net.clone(),
             round_timeout: Duration::from_millis(500),
         };
-        let out = session.run(toy(), &mut mailbox, None).await;
+        let out = session.run(toy(), &mut mailbox, hold).await;
         let sent = net.0.lock().unwrap().clone();
         (out, sent)
     }
@@ -424,5 +432,24 @@ mod tests {
             matches!(out, Err(NodeError::Timeout { round: 1, .. })),
             "{out:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_partial_signature_round_waits_for_the_hold_and_a_failed_hold_ends_the_session() {
+        let all = [(1, 11), (2, 12), (3, 13)];
+        let passed: Hold = Box::pin(async { Ok(()) });
+        let (out, sent) = run_holding(&all, Some(passed)).await;
+        assert_eq!(out.unwrap(), vec![vec![11], vec![12], vec![13]]);
+        assert_eq!(sent, vec![1, 2, 3]);
+        // A hold that fails (the slot gossip met a conflict, or its sender
+        // went away): the round with the partial signature never leaves.
+        let failed: Hold =
+            Box::pin(async { Err(NodeError::FailedPrecondition("gossip refused".into())) });
+        let (out, sent) = run_holding(&all, Some(failed)).await;
+        assert!(
+            matches!(&out, Err(NodeError::FailedPrecondition(m)) if m == "gossip refused"),
+            "{out:?}"
+        );
+        assert_eq!(sent, vec![1, 2]);
     }
 }

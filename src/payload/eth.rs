@@ -323,11 +323,25 @@ fn alloy_sig(sig: &Sig) -> Signature {
 }
 
 /// The signed transaction. `sig` was verified against the transaction's
-/// signing hash and the key at the path, recovery id included (see
-/// `finish`), so the sender is that key's address: it is not recovered
-/// again here (an elliptic-curve recovery on every transaction's path).
-pub(super) fn finish_tx(bytes: &[u8], sig: &Sig) -> Result<Finished, PayloadError> {
+/// signing hash and its public key, recovery id included (see `finish`),
+/// so once that key is the key at the path, the sender is its address: it
+/// is not recovered again here (an elliptic-curve recovery on every
+/// transaction's path).
+pub(super) fn finish_tx(
+    bytes: &[u8],
+    key: &KeyView<'_>,
+    sig: &Sig,
+) -> Result<Finished, PayloadError> {
     let tx = decode_unsigned(bytes)?;
+    let (child, _) =
+        crate::bip32::derive_public(key.key_type, key.public_key, key.chain_code, key.path)
+            .map_err(|e| PayloadError::new("key", e))?;
+    if child != sig.public_key {
+        return Err(PayloadError::new(
+            "signature",
+            "made under another public key than the key at the path",
+        ));
+    }
     let from = crate::bip32::eth_address(&sig.public_key)
         .map_err(|e| PayloadError::new("signature", e))?;
     let envelope = tx.into_envelope(alloy_sig(sig));

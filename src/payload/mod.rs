@@ -246,7 +246,7 @@ pub fn finish(
         }
     };
     match kind {
-        Kind::EthTransaction => eth::finish_tx(bytes, one()?),
+        Kind::EthTransaction => eth::finish_tx(bytes, key, one()?),
         Kind::EthMessage | Kind::EthTypedData => Ok(eth::finish_message(one()?)),
         Kind::BitcoinPsbt => self::bitcoin::finish_psbt(bytes, key, sigs),
         Kind::CosmosSignDoc => cosmos::finish_sign_doc(bytes, key, one()?),

@@ -248,7 +248,10 @@ impl Store {
     /// holding is never released).
     /// Either refusal leaves nothing. `allowed`, the audit entry of the
     /// decision, is written in the same transaction (one durable commit
-    /// per gossip, not two); a refusal's entry is the caller's to write.
+    /// per gossip, not two), as a signer's admission is: a node that cannot
+    /// append to its audit log does not take the slot either (the
+    /// coordinator logs the gossip as not accepted). A refusal's entry is
+    /// the caller's to write.
     pub fn gossip_commit(
         &self,
         slot: &SlotClaim<'_>,

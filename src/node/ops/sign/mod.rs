@@ -166,7 +166,8 @@ impl Node {
         }
         // Overlapped path: when no candidate is under suspicion, propose the
         // session to the first t at once and run the committee checks
-        // alongside; this node joins the session once they passed.
+        // alongside; this node joins the session once the probe passed and
+        // sends its partial signature once the slot gossip did.
         let mut suspects = self.suspects();
         suspects.extend(self.key_suspects(key_id));
         // While an elimination runs here, each request leaves out the next

@@ -1,7 +1,8 @@
 //! The overlapped signing path: the session is proposed to the first t
 //! unsuspected candidates at once, while the committee checks of the
 //! checked path (status probe, ledgers, slot gossip) run alongside; this
-//! node joins the session only once they passed.
+//! node joins the session once the probe passed, and sends its partial
+//! signature only once the gossip did.
 
 use crate::domain::NodeName;
 use crate::node::request::{ClientAuth, SignRequest};

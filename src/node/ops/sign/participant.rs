@@ -200,11 +200,13 @@ impl Node {
             slot: request.slot.as_ref().map(ToString::to_string),
         };
         // As the coordinator on the overlapped path, admit only once the
-        // committee checks running alongside have passed: until then this
-        // node has written nothing for the request.
-        // Its partial signature then waits for the slot gossip to the
-        // committee nodes outside the session, which runs meanwhile.
+        // status probe running alongside has passed: until then this node
+        // has written nothing for the request. Its partial signature then
+        // waits for the slot gossip to the committee nodes outside the
+        // session, which runs meanwhile; if the gossip stops the request,
+        // the session ends here and the refusal is audited.
         let mut hold = None;
+        let held_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if *from == self.name {
             if let Some((admit, release)) = self.gates.take(&p.eid) {
                 if let Err(e) = admit.await {
@@ -213,6 +215,12 @@ impl Node {
                     let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
                     return Err(e);
                 }
+                let flag = held_back.clone();
+                let release: crate::node::session::Hold = Box::pin(async move {
+                    let r = release.await;
+                    flag.store(r.is_err(), std::sync::atomic::Ordering::Relaxed);
+                    r
+                });
                 hold = Some(release);
             }
         }
@@ -344,6 +352,9 @@ impl Node {
                 })
             }
             Err(e) => {
+                if held_back.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = self.audit(event("denied", format!("client/{client}"), e.to_string()));
+                }
                 self.ban_on_fault(key_id, &p.eid, &e);
                 Err(e)
             }

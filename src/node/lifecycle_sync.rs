@@ -110,7 +110,10 @@ impl Node {
     /// a member was down): run every few seconds, so a node soon knows every
     /// member it could fall back on.
     pub async fn sync_unheard_lifecycles(&self) -> (usize, usize) {
-        self.sync_keys(true, false).await
+        // Patient: a member found down moments ago is asked too (it may
+        // have been found down while it was still starting, and a node
+        // that skipped it would stay unvouched for the next 30 s).
+        self.sync_keys(true, true).await
     }
 
     /// `patient`: ask members found down moments ago too, and wait three
@@ -159,18 +162,29 @@ impl Node {
     /// down, unless `patient`) about the key; returns those that answered,
     /// and records them.
     async fn compare_key(&self, key_id: &KeyId, patient: bool) -> Vec<NodeName> {
-        let Ok(rec) = self.key(key_id) else {
-            return Vec::new();
-        };
-        let down = if patient {
-            Vec::new()
-        } else {
-            self.recently_down()
-        };
         let wait = if patient {
             self.timeouts.ping.saturating_mul(3)
         } else {
             self.timeouts.ping
+        };
+        self.compare_key_with(key_id, patient, wait).await
+    }
+
+    /// `compare_key`, asking members recently found down too when
+    /// `ask_down`, and waiting `wait` for each answer.
+    async fn compare_key_with(
+        &self,
+        key_id: &KeyId,
+        ask_down: bool,
+        wait: Duration,
+    ) -> Vec<NodeName> {
+        let Ok(rec) = self.key(key_id) else {
+            return Vec::new();
+        };
+        let down = if ask_down {
+            Vec::new()
+        } else {
+            self.recently_down()
         };
         let others: Vec<NodeName> = committee_of(&rec)
             .unwrap_or_default()
@@ -218,7 +232,11 @@ impl Node {
             // A committee of two: nobody else to ask.
             return Ok(());
         }
-        let answered = self.compare_key(key_id, false).await;
+        // Every other member is asked, even one found down moments ago (it
+        // may be back; without an answer this node refuses anyway).
+        let answered = self
+            .compare_key_with(key_id, true, self.timeouts.ping)
+            .await;
         if answered.iter().any(|n| n != coordinator) {
             return Ok(());
         }

@@ -88,34 +88,28 @@ async fn a_partial_signature_waits_for_the_slot_gossip() {
             .sign_at("val", [0x02; 32], "", "second", slot(2))
             .await
     });
-    let entry = || node(signer).store().ledger_get(&key, "second").unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while entry().is_none() {
-        assert!(
-            Instant::now() < until,
-            "the other signer never admitted the session"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let entry = |i: usize| node(i).store().ledger_get(&key, "second").unwrap();
+    // Both signers admit the session while the gossip waits: the other
+    // signer at once, the coordinator after its status probe (the gossip
+    // runs alongside the session, not before it).
+    for (i, who) in [(signer, "the other signer"), (0, "the coordinator")] {
+        let until = Instant::now() + Duration::from_secs(30);
+        while entry(i).is_none() {
+            assert!(
+                Instant::now() < until,
+                "{who} did not admit the session while the gossip waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
-    // Its session is open; three message rounds take milliseconds here.
-    // For as long as the node outside is held, it has no signature. (A
+    // The session is open; three message rounds take milliseconds here.
+    // For as long as the node outside is held, there is no signature. (A
     // check that cannot fail falsely: with the wait in place no signature
     // can exist, however slow this machine is.)
-    // The coordinator admitted its own side while the gossip waits (the
-    // gossip runs alongside the session, not before it).
-    let coordinator_entry = || node(0).store().ledger_get(&key, "second").unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while coordinator_entry().is_none() {
-        assert!(
-            Instant::now() < until,
-            "the coordinator did not admit its session while the gossip waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let held_since = Instant::now();
     while held_since.elapsed() < HELD_FOR {
         assert!(
-            entry().unwrap().result.is_none(),
+            entry(signer).unwrap().result.is_none(),
             "node {} assembled the signature while the slot gossip to {name} was still waiting",
             c.configs[signer].name
         );

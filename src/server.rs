@@ -165,11 +165,33 @@ pub const MAX_PEER_STREAMS: u32 = 1024;
 /// flight beyond this wait in the client).
 pub const MAX_CLIENT_STREAMS: u32 = 256;
 
-/// Opens the store and starts serving on `listeners`.
+/// Whether a started node reports ready at once, or only once the caller
+/// has compared every key's state with its committee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// Ready as soon as it listens (in-process clusters).
+    Ready,
+    /// `/readyz` reports not ready until the caller ends the start-up
+    /// comparison (`Node::set_comparing_at_start(false)`, which
+    /// `Node::sync_lifecycles_at_start` does): `thresig node run`.
+    ComparingFirst,
+}
+
+/// Opens the store and starts serving on `listeners`, ready at once.
 pub fn start(
     cfg: &NodeConfig,
     passphrase: &SecretBytes,
     listeners: Listeners,
+) -> Result<RunningNode, ServerError> {
+    start_with(cfg, passphrase, listeners, Startup::Ready)
+}
+
+/// Opens the store and starts serving on `listeners`.
+pub fn start_with(
+    cfg: &NodeConfig,
+    passphrase: &SecretBytes,
+    listeners: Listeners,
+    startup: Startup,
 ) -> Result<RunningNode, ServerError> {
     let store = Store::open(&cfg.data_dir, &cfg.name, passphrase)?;
     let tls = TlsState::load(&cfg.tls)?;
@@ -207,6 +229,7 @@ pub fn start(
         .map_err(|e| ServerError::Policy(e.to_string()))?
         .with_refusal_budget(cfg.refusal_budget),
     );
+    node.set_comparing_at_start(startup == Startup::ComparingFirst);
     let peer_addr = listeners
         .peer
         .local_addr()
@@ -307,7 +330,9 @@ pub fn start(
             .add_service(AdminService::new(reloader.clone(), metrics.clone()))
             .serve_with_incoming_shutdown(client_incoming, signal(stopped)),
     );
-    tracing::info!(node = %cfg.name, %peer_addr, %client_addr, ops = ?ops_addr, "serving");
+    // "listening", not "serving": `thresig node run` says it serves only
+    // once it has compared every key's state with its committee.
+    tracing::info!(node = %cfg.name, %peer_addr, %client_addr, ops = ?ops_addr, "listening");
     Ok(RunningNode {
         node,
         peer_addr,

@@ -109,10 +109,9 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     let serving = lines_until(&rx, "serving").expect("the node never served");
     let line = serving.last().unwrap();
     let ops: SocketAddr = line
-        .split("ops=Some(")
+        .split(", ops plane ")
         .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|a| a.parse().ok())
+        .and_then(|a| a.trim().parse().ok())
         .unwrap_or_else(|| panic!("no ops address in {line}"));
 
     // Every committee node answers: 3 reachable, t = 2, and a is ready.
@@ -216,6 +215,72 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     assert_eq!(get(ops, "/healthz").0, 200);
     assert_eq!(get(ops, "/nope").0, 404);
 
+    child.kill().unwrap();
+    child.wait().unwrap();
+    c.stop().await;
+}
+
+/// `thresig node run` reports ready on `/readyz`, and logs that it serves,
+/// only once it has compared its keys' state with their committee members
+/// (or after 10 s): a rolling restart that waits for either never takes
+/// down the next member before this one has heard from it (it would then
+/// refuse to sign with the remaining member as coordinator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_process_is_ready_only_once_it_has_heard_from_its_committee() {
+    let (_dir, mut c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.stop_node(i).await;
+    }
+    let cfg_path = c.configs[0].data_dir.parent().unwrap().join("node.toml");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let with_ops = text.replacen("[listen]\n", "[listen]\nops = \"127.0.0.1:0\"\n", 1);
+    assert!(with_ops.contains("ops = "));
+    std::fs::write(&cfg_path, with_ops).unwrap();
+    // a starts while b and c are down: it listens, and keeps asking them.
+    let (mut child, rx) = spawn_node_process(&c, 0);
+    let lines = lines_until(&rx, "listening").expect("the node never listened");
+    assert!(!lines.iter().any(|l| l.contains("serving")), "{lines:#?}");
+    let line = lines.last().unwrap();
+    let ops: SocketAddr = line
+        .split("ops=Some(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no ops address in {line}"));
+    let (code, body) = get(ops, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("starting: comparing every key's state with its committee members"),
+        "{body}"
+    );
+    // b and c come back: a hears from both, then says it serves and turns
+    // ready.
+    c.start_node(1).await.unwrap();
+    c.start_node(2).await.unwrap();
+    let lines = lines_until(&rx, "serving").expect("the node never served");
+    let serving = lines.last().unwrap();
+    assert!(serving.contains(&format!("ops plane {ops}")), "{serving}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("compared the state of 1 keys with their committees")),
+        "{lines:#?}"
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = get(ops, "/readyz");
+        if code == 200 {
+            break;
+        }
+        assert!(!body.contains("starting"), "{body}");
+        assert!(Instant::now() < until, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     c.stop().await;

@@ -121,6 +121,11 @@ impl OpsState {
         if self.node.is_draining() {
             why_not.push("shutting down: taking no new sessions".into());
         }
+        if self.node.is_comparing_at_start() {
+            why_not.push(
+                "starting: comparing every key's state with its committee members first".into(),
+            );
+        }
         let store = match self.node.keys() {
             Ok(k) => json!({"ok": true, "keys": k.len()}),
             Err(e) => {

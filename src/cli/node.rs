@@ -102,8 +102,9 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             let pass = cfg.passphrase.read()?;
             let listeners = Listeners::bind(cfg.listen_peer, cfg.listen_client).await?;
-            let mut running = server::start(&cfg, &pass, listeners)
-                .with_context(|| format!("starting node {}", cfg.name))?;
+            let mut running =
+                server::start_with(&cfg, &pass, listeners, server::Startup::ComparingFirst)
+                    .with_context(|| format!("starting node {}", cfg.name))?;
             // The store's key is derived: the passphrase is not kept.
             drop(pass);
             crate::config::PassphraseSource::forget_taken();
@@ -126,8 +127,14 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 );
             }
             eprintln!(
-                "node {} serving: peer plane {}, client plane {}",
-                cfg.name, running.peer_addr, running.client_addr
+                "node {} serving: peer plane {}, client plane {}{}",
+                cfg.name,
+                running.peer_addr,
+                running.client_addr,
+                running
+                    .ops_addr
+                    .map(|a| format!(", ops plane {a}"))
+                    .unwrap_or_default()
             );
             loop {
                 tokio::select! {

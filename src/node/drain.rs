@@ -14,6 +14,11 @@ use super::{Node, NodeError};
 pub(crate) struct Work {
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// `thresig node run` is still comparing every key's state with its
+    /// committee (`sync_lifecycles_at_start`): `/readyz` reports not ready,
+    /// so a rolling restart does not take the next member down before this
+    /// one has heard from it.
+    comparing_at_start: AtomicBool,
 }
 
 /// Counts one piece of work in flight until dropped.
@@ -36,6 +41,19 @@ impl Node {
 
     pub fn is_draining(&self) -> bool {
         self.work.draining.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start-up comparison of key states as running (`true`) or
+    /// done; see `Work::comparing_at_start`.
+    pub fn set_comparing_at_start(&self, comparing: bool) {
+        self.work
+            .comparing_at_start
+            .store(comparing, Ordering::SeqCst);
+    }
+
+    /// Whether the start-up comparison of key states is still running.
+    pub fn is_comparing_at_start(&self) -> bool {
+        self.work.comparing_at_start.load(Ordering::SeqCst)
     }
 
     /// Proposals and client requests being worked on now.

@@ -87,7 +87,9 @@ impl Node {
     /// with a longer wait than a probe: a member slow to answer on a busy
     /// host, or just restarted, must not leave this node unvouched when a
     /// rolling restart takes the next member down as soon as this one
-    /// serves). Returns (keys compared, keys no member answered for).
+    /// serves). `/readyz` reports ready from its end on (see
+    /// `server::Startup`). Returns (keys compared, keys no member answered
+    /// for).
     pub async fn sync_lifecycles_at_start(&self, for_at_most: Duration) -> (usize, usize) {
         let (keys, first) = self.sync_keys(false, false).await;
         let silent = std::sync::atomic::AtomicUsize::new(first);
@@ -102,6 +104,7 @@ impl Node {
             }
         };
         let _ = tokio::time::timeout(for_at_most, again).await;
+        self.set_comparing_at_start(false);
         (keys, silent.load(std::sync::atomic::Ordering::Relaxed))
     }
 

@@ -42,7 +42,16 @@ impl Store {
         self.seal_mac(&rec.key_id, rec.encode()?)
     }
 
+    /// The key record `raw` (as stored under `id`) holds, once its MAC
+    /// checks. Records read often (every signing session reads its key's
+    /// several times at each node) are remembered by their stored bytes: a
+    /// record byte for byte equal to one already opened under the same id is
+    /// the same record, so it is not checked and decoded again; any change
+    /// to the stored bytes is opened afresh.
     pub(super) fn open_record(&self, id: &KeyId, raw: &[u8]) -> Result<KeyRecord, StorageError> {
+        if let Some(rec) = self.opened_records.get(id, raw) {
+            return Ok(rec);
+        }
         let rec = KeyRecord::decode(self.open_mac(id, "record", raw)?)?;
         if rec.key_id != *id {
             return Err(StorageError::Corrupt {
@@ -50,6 +59,7 @@ impl Store {
                 reason: "record names another key".into(),
             });
         }
+        self.opened_records.put(id, raw, &rec);
         Ok(rec)
     }
 
@@ -79,4 +89,38 @@ impl Store {
 /// Constant-time comparison of a computed MAC with a stored one.
 pub(super) fn ct_eq(a: &[u8; 32], b: &[u8]) -> bool {
     b.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Key records already opened, by key id, with the stored bytes they were
+/// opened from (see `Store::open_record`); at most `OpenedRecords::MAX`.
+#[derive(Debug, Default)]
+pub(super) struct OpenedRecords(
+    std::sync::Mutex<std::collections::HashMap<KeyId, (Vec<u8>, KeyRecord)>>,
+);
+
+impl OpenedRecords {
+    const MAX: usize = 4096;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<KeyId, (Vec<u8>, KeyRecord)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &KeyId, raw: &[u8]) -> Option<KeyRecord> {
+        self.lock()
+            .get(id)
+            .filter(|(stored, _)| stored.as_slice() == raw)
+            .map(|(_, rec)| rec.clone())
+    }
+
+    fn put(&self, id: &KeyId, raw: &[u8], rec: &KeyRecord) {
+        let mut m = self.lock();
+        if m.len() >= Self::MAX && !m.contains_key(id) {
+            m.clear();
+        }
+        m.insert(id.clone(), (raw.to_vec(), rec.clone()));
+    }
 }

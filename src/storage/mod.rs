@@ -129,6 +129,8 @@ pub struct Store {
     /// does, which is always but after a restore, the signing path's check
     /// costs no read.
     restore_marks: std::sync::atomic::AtomicBool,
+    /// Key records already opened (`mac.rs`).
+    opened_records: mac::OpenedRecords,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,6 +219,7 @@ impl Store {
             node: node.clone(),
             path,
             restore_marks: std::sync::atomic::AtomicBool::new(false),
+            opened_records: Default::default(),
         };
         store.restore_marks.store(
             store.any_restore_marks()?,

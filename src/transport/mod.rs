@@ -5,6 +5,7 @@
 // checked, saturating, or allowed with its reason.
 #![deny(clippy::arithmetic_side_effects)]
 
+mod chain_memo;
 pub mod conn;
 pub mod expiry;
 mod handshakes;

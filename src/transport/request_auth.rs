@@ -2,7 +2,8 @@
 //! approving admin) uses (`RequestSigner`) and the check every participant
 //! runs (`CertRequestVerifier`: chain to the pinned CA, validity, CRL when
 //! configured, `client/<name>` or `admin/<name>` identity, signature over
-//! the canonical bytes).
+//! the canonical bytes). A chain checked lately by the same trust material
+//! is not checked again (`chain_memo.rs`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::SignatureScheme;
 
+use super::chain_memo::{self, ChainMemo};
 use super::identity::identity_of;
 use super::tls::{self, TlsError, TlsFiles};
 use crate::domain::NodeName;
@@ -62,7 +64,7 @@ impl RequestSigner {
         self.sign_bytes(&req.canonical_bytes())
     }
 
-    fn sign_bytes(&self, message: &[u8]) -> Result<ClientAuth, TlsError> {
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<ClientAuth, TlsError> {
         let signer = self.key.choose_scheme(&SCHEMES).ok_or_else(|| {
             TlsError::Verifier(
                 "the client key supports none of ECDSA P-256/P-384, Ed25519, RSA-PSS".into(),
@@ -81,6 +83,8 @@ impl RequestSigner {
 pub struct CertRequestVerifier {
     chain: Chain,
     trust_domain: String,
+    /// Chains checked lately (`chain_memo.rs`).
+    checked: ChainMemo,
 }
 
 impl std::fmt::Debug for CertRequestVerifier {
@@ -100,6 +104,7 @@ impl CertRequestVerifier {
                 tls::cluster_id(&files.ca)?,
             ),
             trust_domain: trust_domain.to_owned(),
+            checked: ChainMemo::default(),
         })
     }
 
@@ -109,6 +114,7 @@ impl CertRequestVerifier {
         Self {
             chain: Chain::Node(state),
             trust_domain: trust_domain.to_owned(),
+            checked: ChainMemo::default(),
         }
     }
 }
@@ -220,11 +226,18 @@ impl CertRequestVerifier {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        self.chain
-            .get()
-            .verify_client_cert(&leaf, &intermediates, at)
-            .map_err(|e| format!("{who} certificate refused: {e}"))?;
-        let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
+        let by = self.chain.get();
+        let fp = chain_memo::fingerprint(&leaf, &intermediates);
+        let id = match self.checked.get(&fp, &by, at) {
+            Some(id) => id,
+            None => {
+                by.verify_client_cert(&leaf, &intermediates, at)
+                    .map_err(|e| format!("{who} certificate refused: {e}"))?;
+                let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
+                self.checked.put(fp, by, &leaf, id.clone());
+                id
+            }
+        };
         if id.role != role {
             return Err(format!("{id} is not {} identity", role.with_article()));
         }

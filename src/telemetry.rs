@@ -55,6 +55,8 @@ pub struct Metrics {
     key_reachable: Family<KeyLabel, Gauge>,
     key_threshold: Family<KeyLabel, Gauge>,
     key_state: Family<KeyStateLabels, Gauge>,
+    keys: Family<CertLabel, Gauge>,
+    keys_quorum: Family<CertLabel, Gauge>,
     peer_up: Family<PeerLabel, Gauge>,
     peer_rtt: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     cert_expiry: Family<CertLabel, Gauge>,
@@ -85,6 +87,16 @@ fn latency_histogram() -> Histogram {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// "healthy" (more than t committee nodes answer), "at_risk" (exactly t)
+/// or "lost" (fewer).
+fn quorum_of(k: &crate::node::KeyHealth) -> &'static str {
+    match k.reachable.cmp(&usize::from(k.threshold)) {
+        std::cmp::Ordering::Greater => "healthy",
+        std::cmp::Ordering::Equal => "at_risk",
+        std::cmp::Ordering::Less => "lost",
     }
 }
 
@@ -134,6 +146,19 @@ impl Metrics {
             "thresig_key_state",
             "The key's state on this node: 1 for the current state, 0 for the others",
             key_state.clone(),
+        );
+        let keys = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "thresig_keys",
+            "Keys this node holds, by state (a fixed set of series, whatever the number of keys)",
+            keys.clone(),
+        );
+        let keys_quorum = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "thresig_keys_quorum",
+            "Keys this node holds, by how many committee nodes answered the last probe: \
+             healthy (more than t), at_risk (exactly t), lost (fewer than t)",
+            keys_quorum.clone(),
         );
         let peer_up = Family::<PeerLabel, Gauge>::default();
         registry.register(
@@ -241,6 +266,8 @@ impl Metrics {
             key_reachable,
             key_threshold,
             key_state,
+            keys,
+            keys_quorum,
             peer_up,
             peer_rtt,
             cert_expiry,
@@ -260,7 +287,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Replaces the peer, key and session series with `h`, just taken.
+    /// Replaces the peer, key and session series with `h`, just taken: the
+    /// key counts by state and quorum, and the own series of each key in
+    /// trouble.
     pub fn set_health(&self, h: &crate::node::Health) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.sessions.set(count(h.sessions_in_flight));
@@ -279,7 +308,25 @@ impl Metrics {
         self.key_reachable.clear();
         self.key_threshold.clear();
         self.key_state.clear();
-        for k in &h.keys {
+        for state in KEY_STATES {
+            let n = h.keys.iter().filter(|k| k.state == state).count();
+            self.keys.get_or_create(&[("state", state)]).set(count(n));
+        }
+        for quorum in ["healthy", "at_risk", "lost"] {
+            let n = h.keys.iter().filter(|k| quorum_of(k) == quorum).count();
+            self.keys_quorum
+                .get_or_create(&[("quorum", quorum)])
+                .set(count(n));
+        }
+        // One key's own series only while it is in trouble (not active
+        // here, or one node failure from losing its quorum): the series
+        // count stays bounded whatever the number of healthy keys, and the
+        // alerts on a key's series fire as before.
+        for k in h
+            .keys
+            .iter()
+            .filter(|k| k.state != "active" || quorum_of(k) != "healthy")
+        {
             let key = [("key", k.key_id.to_string())];
             self.key_reachable
                 .get_or_create(&key)
@@ -412,3 +459,79 @@ pub fn note_connection_refused(plane: &str) {
 
 /// The content type of `Metrics::render`.
 pub const METRICS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Health, KeyHealth};
+
+    fn key(i: usize, state: &'static str, reachable: usize) -> KeyHealth {
+        KeyHealth {
+            key_id: crate::domain::KeyId::parse(&format!("k{i}")).unwrap(),
+            state,
+            threshold: 2,
+            reachable,
+        }
+    }
+
+    fn series(m: &Metrics, keys: Vec<KeyHealth>) -> (usize, String) {
+        m.set_health(&Health {
+            nodes: Vec::new(),
+            keys,
+            sessions_in_flight: 0,
+        });
+        let text = m.render();
+        let n = text.lines().filter(|l| !l.starts_with('#')).count();
+        (n, text)
+    }
+
+    #[test]
+    fn the_series_count_does_not_grow_with_healthy_keys_and_keys_in_trouble_are_listed() {
+        let m = Metrics::new("test", 1);
+        let healthy = |n: usize| (0..n).map(|i| key(i, "active", 3)).collect::<Vec<_>>();
+        let (ten, text) = series(&m, healthy(10));
+        assert!(text.contains("thresig_keys{state=\"active\"} 10"), "{text}");
+        assert!(
+            text.contains("thresig_keys_quorum{quorum=\"healthy\"} 10"),
+            "{text}"
+        );
+        let (two_hundred, text) = series(&m, healthy(200));
+        assert_eq!(ten, two_hundred, "{text}");
+        assert!(
+            text.contains("thresig_keys{state=\"active\"} 200"),
+            "{text}"
+        );
+        assert!(!text.contains("key=\"k7\""), "{text}");
+        // One key at risk, one frozen, one without quorum: each listed with
+        // its own series (3 of its own each: reachable, threshold and 5
+        // states), the healthy ones still not.
+        let mut keys = healthy(200);
+        keys[7] = key(7, "active", 2);
+        keys[8] = key(8, "frozen", 3);
+        keys[9] = key(9, "active", 1);
+        let (troubled, text) = series(&m, keys);
+        assert_eq!(troubled, two_hundred + 3 * 7, "{text}");
+        assert!(
+            text.contains("thresig_key_reachable_nodes{key=\"k7\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thresig_key_state{key=\"k8\",state=\"frozen\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thresig_key_reachable_nodes{key=\"k9\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thresig_keys_quorum{quorum=\"at_risk\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thresig_keys_quorum{quorum=\"lost\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("thresig_keys{state=\"frozen\"} 1"), "{text}");
+        assert!(!text.contains("key=\"k6\""), "{text}");
+    }
+}

@@ -53,7 +53,8 @@ fn scrape_until(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> St
 }
 
 /// The alert rules and the Grafana dashboard name only series a node
-/// exports (`text` is a scrape after signing, so every series is present).
+/// exports (`text` is a scrape after signing, with a key at risk, so every
+/// series is present).
 fn every_series_the_alerts_and_dashboard_use_is_exported(text: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut checked = 0;
@@ -114,21 +115,19 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or_else(|| panic!("no ops address in {line}"));
 
-    // Every committee node answers: 3 reachable, t = 2, and a is ready.
-    let text = scrape_until(ops, "all three nodes reachable", |t| {
-        value(t, "thresig_key_reachable_nodes", &["key=\"k\""]) == Some(3.0)
+    // Every committee node answers (3 of t = 2): the key counts as healthy
+    // and active, and has no series of its own (a healthy key adds none).
+    let text = scrape_until(ops, "the key healthy", |t| {
+        value(t, "thresig_keys_quorum", &["quorum=\"healthy\""]) == Some(1.0)
     });
     assert_eq!(
-        value(&text, "thresig_key_threshold", &["key=\"k\""]),
-        Some(2.0)
+        value(&text, "thresig_keys", &["state=\"active\""]),
+        Some(1.0)
     );
     assert_eq!(
-        value(
-            &text,
-            "thresig_key_state",
-            &["key=\"k\"", "state=\"active\""]
-        ),
-        Some(1.0)
+        value(&text, "thresig_key_reachable_nodes", &["key=\"k\""]),
+        None,
+        "{text}"
     );
     assert_eq!(value(&text, "thresig_peer_up", &["peer=\"c\""]), Some(1.0));
     // The budgets in force: the one set in the config, the defaults otherwise.
@@ -183,13 +182,30 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     );
     assert!(value(&text, "thresig_request_duration_seconds_sum", &ok).unwrap() > 0.0);
     assert_eq!(value(&text, "thresig_requests_total", &ok), Some(3.0));
-    every_series_the_alerts_and_dashboard_use_is_exported(&text);
 
-    // c stops: the quorum gauge drops to 2 (still t), c is down.
+    // c stops: 2 nodes answer (exactly t), so the key is at risk and has
+    // its own series again; c is down.
     c.stop_node(2).await;
     let text = scrape_until(ops, "c down", |t| {
         value(t, "thresig_key_reachable_nodes", &["key=\"k\""]) == Some(2.0)
     });
+    assert_eq!(
+        value(&text, "thresig_key_threshold", &["key=\"k\""]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "thresig_key_state",
+            &["key=\"k\"", "state=\"active\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "thresig_keys_quorum", &["quorum=\"at_risk\""]),
+        Some(1.0)
+    );
+    every_series_the_alerts_and_dashboard_use_is_exported(&text);
     assert_eq!(value(&text, "thresig_peer_up", &["peer=\"c\""]), Some(0.0));
     assert_eq!(
         value(&text, "thresig_peer_rtt_seconds", &["peer=\"c\""]),

@@ -322,11 +322,7 @@ impl Metrics {
         // here, or one node failure from losing its quorum): the series
         // count stays bounded whatever the number of healthy keys, and the
         // alerts on a key's series fire as before.
-        for k in h
-            .keys
-            .iter()
-            .filter(|k| k.state != "active" || quorum_of(k) != "healthy")
-        {
+        for k in h.keys.iter().filter(|k| k.in_trouble()) {
             let key = [("key", k.key_id.to_string())];
             self.key_reachable
                 .get_or_create(&key)

@@ -159,6 +159,10 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     assert_eq!(code, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], true, "{body}");
+    // A healthy key is counted, not listed.
+    assert_eq!(ready["key_counts"]["total"], 1, "{body}");
+    assert_eq!(ready["key_counts"]["in_trouble"], 0, "{body}");
+    assert_eq!(ready["keys"], serde_json::json!([]), "{body}");
 
     // Three signatures through a: the histogram counts them, and its
     // buckets add up to the count.
@@ -228,6 +232,7 @@ async fn metrics_of_a_node_process_count_signatures_and_follow_the_quorum() {
     );
     assert!(why.contains("k: 1 of t=2"), "{body}");
     assert_eq!(ready["keys"][0]["quorum"], false, "{body}");
+    assert_eq!(ready["key_counts"]["in_trouble"], 1, "{body}");
     assert_eq!(get(ops, "/healthz").0, 200);
     assert_eq!(get(ops, "/nope").0, 404);
 

@@ -30,6 +30,11 @@ pub const READYZ: &str = "/readyz";
 /// Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 
+/// Keys in trouble `/readyz` lists at most (`key_counts` counts all).
+const LISTED_KEYS: usize = 100;
+/// Keys its "no key has t ..." reason names at most.
+const LISTED_KEYS_IN_REASON: usize = 10;
+
 const MAX_CONNECTIONS: usize = 64;
 /// How long one connection may take, request and answer.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,16 +160,26 @@ impl OpsState {
                 let signable: Vec<_> = h.keys.iter().filter(|k| k.state != "frozen").collect();
                 if !signable.is_empty() && !signable.iter().any(|k| k.quorum()) {
                     why_not.push(format!(
-                        "no key has t committee nodes answering ({})",
+                        "no key has t committee nodes answering ({}{})",
                         signable
                             .iter()
+                            .take(LISTED_KEYS_IN_REASON)
                             .map(|k| format!("{}: {} of t={}", k.key_id, k.reachable, k.threshold))
                             .collect::<Vec<_>>()
-                            .join(", ")
+                            .join(", "),
+                        match signable.len().saturating_sub(LISTED_KEYS_IN_REASON) {
+                            0 => String::new(),
+                            more => format!(", and {more} more"),
+                        }
                     ));
                 }
+                // Only the keys in trouble, at most `LISTED_KEYS`: the body
+                // stays small whatever the number of keys (`key_counts`
+                // counts them all).
                 h.keys
                     .iter()
+                    .filter(|k| k.in_trouble())
+                    .take(LISTED_KEYS)
                     .map(|k| {
                         json!({
                             "key": k.key_id.to_string(),
@@ -191,10 +206,20 @@ impl OpsState {
                     .collect()
             },
         );
+        let key_counts = last.as_ref().map_or_else(
+            || json!(null),
+            |(_, h)| {
+                json!({
+                    "total": h.keys.len(),
+                    "in_trouble": h.keys.iter().filter(|k| k.in_trouble()).count(),
+                })
+            },
+        );
         let ready = why_not.is_empty();
         let body = json!({
             "ready": ready,
             "node": self.node.name().to_string(),
+            "key_counts": key_counts,
             "why_not": why_not,
             "store": store,
             "certificate": certificate,

@@ -74,6 +74,13 @@ impl KeyHealth {
     pub fn quorum(&self) -> bool {
         self.reachable >= usize::from(self.threshold)
     }
+
+    /// Not active on this node, or one committee node failure (or none)
+    /// from losing its quorum: such a key is listed on its own in
+    /// `/metrics` and `/readyz`, the healthy ones only counted.
+    pub fn in_trouble(&self) -> bool {
+        self.state != "active" || self.reachable <= usize::from(self.threshold)
+    }
 }
 
 impl Node {

@@ -356,3 +356,108 @@ async fn a_node_back_from_downtime_learns_a_missed_freeze_before_it_serves() {
     assert!(matches!(state, KeyState::Frozen(_)), "{state:?}");
     c.stop().await;
 }
+
+/// `Submit` and the fixed-operation methods run one path (issue 21, item
+/// 5): a freeze sent by `FreezeKey` and the unfreeze by `Submit` both apply
+/// on every committee node. A request carrying parameters its operation
+/// does not take is refused by the node it is sent to, with the field
+/// named, and, slipped past a coordinator (a node's certificate proposing
+/// it), by each participant, which checks the request itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submit_and_the_fixed_operation_methods_take_one_path() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    c.client(0, ADMIN)
+        .unwrap()
+        .create_key("k", 2, &[])
+        .await
+        .unwrap();
+    let id = KeyId::parse("k").unwrap();
+    let state = |i: usize| c.nodes[i].as_ref().unwrap().node.key(&id).unwrap().state;
+    let admin = c.client(0, ADMIN).unwrap();
+
+    let freeze = approved_by(&c, lifecycle_request(&c, AdminOp::Freeze, "k"), &[ADMIN]);
+    let f = thresig::node::admin_request::RequestFields::of(&freeze.request);
+    let by_method = thresig::proto::admin::KeyStateRequest {
+        key_id: f.key_id,
+        key_type: f.key_type,
+        request_id: f.request_id,
+        expiry_unix: f.expiry_unix,
+        approvals: freeze
+            .approvals
+            .iter()
+            .map(|a| thresig::proto::admin::AdminApproval {
+                chain: a.chain.clone(),
+                signature_scheme: a.scheme.into(),
+                signature: a.signature.clone(),
+            })
+            .collect(),
+        issued_unix: f.issued_unix,
+        cluster: f.cluster,
+        lifecycle_seq: f.lifecycle_seq,
+    };
+    let r = admin
+        .admin_api()
+        .freeze_key(by_method)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.applied.len(), 3, "{r:?}");
+    for i in 0..3 {
+        assert_eq!(state(i).label(), "frozen", "node {i}");
+    }
+
+    let unfreeze = approved_by(&c, lifecycle_request(&c, AdminOp::Unfreeze, "k"), &[ADMIN]);
+    let mut with_params = unfreeze.clone();
+    with_params.request.params = vec![0x42; 4];
+    let with_params = approved_by(&c, with_params.request, &[ADMIN]);
+    let e = admin
+        .admin_api()
+        .submit(thresig::client::signed_admin_pb(&with_params))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains("an unfreeze request takes no parameters"),
+        "{e:?}"
+    );
+    // The same request proposed to the participants directly.
+    let x = Hostile::as_node(&c, 0);
+    for to in ["b", "c"] {
+        let nonce = bound_nonce(&with_params, 9);
+        let p = Proposal {
+            eid: thresig::node::ops::lifecycle::eid(&id, AdminOp::Unfreeze, &nonce),
+            nonce,
+            admin: Some(Box::new(with_params.clone())),
+            op: Operation::Lifecycle {
+                key_id: id.clone(),
+                action: AdminOp::Unfreeze,
+            },
+        };
+        let refused = x.propose(to, p).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("takes no parameters")),
+            "{to}: {refused:?}"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(state(i).label(), "frozen", "node {i}");
+    }
+
+    let result = admin
+        .admin_api()
+        .submit(thresig::client::signed_admin_pb(&unfreeze))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(result.operation, "unfreeze");
+    assert_eq!(result.node, "a");
+    let Some(thresig::proto::admin::admin_result::Outcome::StateChanged(r)) = result.outcome else {
+        panic!("{result:?}")
+    };
+    assert_eq!(r.applied.len(), 3, "{r:?}");
+    for i in 0..3 {
+        assert_eq!(state(i), KeyState::Active, "node {i}");
+    }
+    c.stop().await;
+}

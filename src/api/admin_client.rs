@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use super::admin_fields::signed_to_pb;
 use super::client::{Client, ClientError};
 use crate::domain::{KeyId, KeyType, NodeName};
 use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 use crate::node::request::ClientAuth;
+use crate::proto::admin::admin_result::Outcome;
 use crate::proto::admin::{
     admin_client::AdminClient, AdminApproval, CreateKeyRequest, KeyInfo, KeyStateRequest,
     KeyStateResponse, RepairKeyRequest, RepairKeyResponse, ReshareKeyRequest, ReshareKeyResponse,
@@ -76,6 +78,7 @@ impl AdminRequest {
             request_id: format!("adm-{}", hex::encode(id)),
             issued_unix: now,
             expiry_unix: now.saturating_add(valid_for.as_secs()),
+            params: Vec::new(),
         })
     }
 }
@@ -88,9 +91,39 @@ impl Client {
     }
 
     /// Sends a signed admin request (with every approval it carries) to the
-    /// node, which coordinates the operation. Every node taking part checks
-    /// the approvals against its own policy.
+    /// node, which coordinates the operation (`Submit`; a node of an older
+    /// version gets the operation's own method). Every node taking part
+    /// checks the approvals against its own policy.
     pub async fn submit_admin(
+        &mut self,
+        signed: &SignedAdmin,
+    ) -> Result<AdminOutcome, ClientError> {
+        let mut admin = AdminClient::new(self.channel.clone());
+        let result = match admin.submit(signed_to_pb(signed)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                return self.submit_admin_by_method(signed).await
+            }
+            Err(s) => return Err(s.into()),
+        };
+        Ok(match result.outcome {
+            Some(Outcome::Created(k)) => AdminOutcome::Created(k),
+            Some(Outcome::Rotated(r)) => AdminOutcome::Rotated(r),
+            Some(Outcome::Repaired(r)) => AdminOutcome::Repaired(r),
+            Some(Outcome::Reshared(r)) => AdminOutcome::Reshared(r),
+            Some(Outcome::StateChanged(r)) => AdminOutcome::StateChanged(r),
+            None => {
+                return Err(invalid(format!(
+                    "node {} answered the {} request without its outcome ({})",
+                    result.node, result.operation, result.summary
+                )))
+            }
+        })
+    }
+
+    /// `submit_admin` through the fixed-operation methods, for a node of a
+    /// version before `Submit`.
+    async fn submit_admin_by_method(
         &mut self,
         signed: &SignedAdmin,
     ) -> Result<AdminOutcome, ClientError> {
@@ -103,8 +136,12 @@ impl Client {
         let (issued_unix, cluster) = (r.issued_unix, r.cluster.clone());
         let approvals = approvals(&signed.approvals);
         let exclude: Vec<String> = r.exclude.iter().map(ToString::to_string).collect();
-        if !exclude.is_empty() && r.operation != AdminOp::Reshare {
-            return Err(invalid("only a reshare can exclude nodes"));
+        if !r.params.is_empty() {
+            return Err(invalid(format!(
+                "node does not take {} requests with parameters (it predates `Submit`): \
+                 upgrade it",
+                r.operation
+            )));
         }
         Ok(match r.operation {
             AdminOp::Create => AdminOutcome::Created(
@@ -193,6 +230,13 @@ impl Client {
                     .into_inner(),
             ),
         })
+    }
+
+    /// The admin API's generated client on this client's connection, for
+    /// calls it has no method of its own for (the fixed-operation methods
+    /// such as `FreezeKey`, which `submit_admin` reaches through `Submit`).
+    pub fn admin_api(&self) -> AdminClient<tonic::transport::Channel> {
+        AdminClient::new(self.channel.clone())
     }
 
     /// Approves `request` alone and sends it.

@@ -3,14 +3,11 @@
 //! input into domain types and call the node; they hold no logic of their own.
 
 use std::sync::Arc;
-use std::time::Instant;
-
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
-use super::admin_fields::{signed_admin, Fields};
-use super::key_info::{key_info, key_info_here};
-use super::services::{arg, require, RequestLog};
+use super::admin_fields::{signed_admin, signed_from_pb, Fields};
+use super::key_info::key_info_here;
+use super::services::{arg, require};
 use super::status;
 use crate::domain::KeyId;
 use crate::node::admin_request::AdminOp;
@@ -20,6 +17,8 @@ use crate::pki::Role;
 use crate::proto::admin as apb;
 use crate::telemetry::Metrics;
 use crate::transport::Identity;
+
+use apb::admin_result::Outcome;
 
 pub struct AdminService {
     node: Arc<Node>,
@@ -56,7 +55,15 @@ impl AdminService {
 }
 
 impl AdminService {
-    /// Freeze, unfreeze or delete.
+    pub(super) fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Freeze, unfreeze, delete or unban.
     async fn change_state(
         &self,
         req: Request<apb::KeyStateRequest>,
@@ -77,40 +84,13 @@ impl AdminService {
             },
             r.approvals,
         )?;
-        let key = signed.request.key_id.clone();
-        let log = RequestLog::start(op.label(), &who, key.as_str(), &signed.request.request_id);
-        let r = self
-            .node
-            .change_key_state(&signed)
-            .instrument(log.span())
-            .await;
-        let s = log.finish(
-            &self.metrics,
-            &self.node,
-            self.node
-                .audit_admin(&who.name, op.label(), key.as_str(), r),
-        )?;
-        tracing::info!(admin = %who, key = %key, operation = %op, applied = ?s.applied,
-            not_applied = ?s.not_applied, "key state changed");
-        Ok(Response::new(apb::KeyStateResponse {
-            key: Some(key_info(&s.key)),
-            applied: s.applied.iter().map(ToString::to_string).collect(),
-            not_applied: s
-                .not_applied
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect(),
-        }))
-    }
-}
-
-fn rotate_response(s: &crate::node::RotateSummary) -> apb::RotateKeyResponse {
-    apb::RotateKeyResponse {
-        key: Some(key_info(&s.key)),
-        old_epoch: s.old_epoch,
-        new_epoch: s.new_epoch,
-        public_key_unchanged: s.public_key_unchanged,
-        duration_ms: s.elapsed.as_millis() as u64,
+        let resp = self
+            .run_for(&who, &signed, |o| match o {
+                Outcome::StateChanged(s) => Some(s),
+                _ => None,
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 }
 
@@ -131,6 +111,15 @@ fn audit_entry(e: crate::storage::AuditEntry) -> apb::AuditEntry {
 
 #[tonic::async_trait]
 impl apb::admin_server::Admin for AdminService {
+    async fn submit(
+        &self,
+        req: Request<apb::SignedAdminRequest>,
+    ) -> Result<Response<apb::AdminResult>, Status> {
+        let who = require(&req, Role::Admin)?;
+        let signed = signed_from_pb(req.into_inner())?;
+        Ok(Response::new(self.run(&who, &signed).await?))
+    }
+
     async fn create_key(
         &self,
         req: Request<apb::CreateKeyRequest>,
@@ -149,22 +138,13 @@ impl apb::admin_server::Admin for AdminService {
             Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
-        let key = signed.request.key_id.clone();
-        let started = Instant::now();
-        let log = RequestLog::start("keygen", &who, key.as_str(), &signed.request.request_id);
-        let r = self.node.create_key(&signed).instrument(log.span()).await;
-        let rec = log.finish(
-            &self.metrics,
-            &self.node,
-            self.node.audit_admin(&who.name, "create", key.as_str(), r),
-        )?;
-        tracing::info!(
-            admin = %who,
-            key = %key,
-            ms = started.elapsed().as_millis() as u64,
-            "key created",
-        );
-        Ok(Response::new(key_info(&rec)))
+        let key = self
+            .run_for(&who, &signed, |o| match o {
+                Outcome::Created(k) => Some(k),
+                _ => None,
+            })
+            .await?;
+        Ok(Response::new(key))
     }
 
     async fn rotate_key(
@@ -183,23 +163,13 @@ impl apb::admin_server::Admin for AdminService {
             Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
-        let key = signed.request.key_id.clone();
-        let log = RequestLog::start("rotate", &who, key.as_str(), &signed.request.request_id);
-        let r = self.node.rotate(&signed).instrument(log.span()).await;
-        let s = log.finish(
-            &self.metrics,
-            &self.node,
-            self.node.audit_admin(&who.name, "rotate", key.as_str(), r),
-        )?;
-        tracing::info!(
-            admin = %who,
-            key = %key,
-            old_epoch = s.old_epoch,
-            new_epoch = s.new_epoch,
-            ms = s.elapsed.as_millis() as u64,
-            "key rotated",
-        );
-        Ok(Response::new(rotate_response(&s)))
+        let resp = self
+            .run_for(&who, &signed, |o| match o {
+                Outcome::Rotated(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 
     async fn repair_key(
@@ -219,25 +189,13 @@ impl apb::admin_server::Admin for AdminService {
             Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
-        let key = signed.request.key_id.clone();
-        let log = RequestLog::start("repair", &who, key.as_str(), &signed.request.request_id);
-        let r = self.node.repair(&signed).instrument(log.span()).await;
-        let s = log.finish(
-            &self.metrics,
-            &self.node,
-            self.node.audit_admin(&who.name, "repair", key.as_str(), r),
-        )?;
-        tracing::info!(
-            admin = %who,
-            key = %key,
-            target = %s.target,
-            helpers = ?s.helpers,
-            "share repaired",
-        );
-        Ok(Response::new(apb::RepairKeyResponse {
-            rotation: Some(rotate_response(&s.rotation)),
-            helpers: s.helpers.iter().map(ToString::to_string).collect(),
-        }))
+        let resp = self
+            .run_for(&who, &signed, |o| match o {
+                Outcome::Repaired(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 
     async fn reshare_key(
@@ -259,32 +217,13 @@ impl apb::admin_server::Admin for AdminService {
             Stamp::new(r.cluster, r.request_id, r.issued_unix, r.expiry_unix),
             r.approvals,
         )?;
-        let (key, threshold) = (signed.request.key_id.clone(), r.threshold);
-        let log = RequestLog::start("reshare", &who, key.as_str(), &signed.request.request_id);
-        let r = self.node.reshare(&signed).instrument(log.span()).await;
-        let s = log.finish(
-            &self.metrics,
-            &self.node,
-            self.node.audit_admin(&who.name, "reshare", key.as_str(), r),
-        )?;
-        tracing::info!(admin = %who, key = %key, old_epoch = s.old_epoch, new_epoch = s.new_epoch,
-            committee = ?s.key.committee, threshold, retired = ?s.retired, ms = s.elapsed.as_millis() as u64, "key reshared");
-        Ok(Response::new(apb::ReshareKeyResponse {
-            key: Some(key_info(&s.key)),
-            old_epoch: s.old_epoch,
-            new_epoch: s.new_epoch,
-            old_committee: s.old_committee.iter().map(ToString::to_string).collect(),
-            old_threshold: s.old_threshold.into(),
-            dealers: s.dealers.iter().map(ToString::to_string).collect(),
-            retired: s.retired.iter().map(ToString::to_string).collect(),
-            not_retired: s
-                .not_retired
-                .iter()
-                .map(|(n, why)| format!("{n} ({why})"))
-                .collect(),
-            public_key_unchanged: s.public_key_unchanged,
-            duration_ms: s.elapsed.as_millis() as u64,
-        }))
+        let resp = self
+            .run_for(&who, &signed, |o| match o {
+                Outcome::Reshared(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 
     async fn freeze_key(

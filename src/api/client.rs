@@ -23,6 +23,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 pub use super::admin_client::AdminOutcome;
+pub use super::admin_fields::signed_to_pb as signed_admin_pb;
 pub use crate::node::admin_request::{AdminOp, AdminRequest, SignedAdmin};
 pub use crate::proto::admin::{RepairKeyResponse, ReshareKeyResponse, RotateKeyResponse};
 

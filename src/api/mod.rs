@@ -5,6 +5,7 @@
 mod admin_client;
 mod admin_fields;
 mod admin_service;
+mod admin_submit;
 pub mod client;
 mod key_info;
 pub mod ops;

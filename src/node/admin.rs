@@ -116,13 +116,11 @@ impl Node {
                 r.request_id, r.operation
             )));
         }
-        if !r.exclude.is_empty() && op != AdminOp::Reshare {
-            return Err(NodeError::InvalidArgument(format!(
-                "admin request {}: only a reshare can exclude nodes ({})",
-                r.request_id,
-                names(&r.exclude)
-            )));
-        }
+        // What the operation takes (the table in admin_ops.rs): a malformed
+        // request, not a matter of approvals.
+        super::admin_ops::check_takes(r).map_err(|e| {
+            NodeError::InvalidArgument(format!("admin request {}: {e}", r.request_id))
+        })?;
         self.verify_admin_request(signed)
     }
 
@@ -147,18 +145,14 @@ impl Node {
         p: &Proposal,
         missed: bool,
     ) -> Result<(), NodeError> {
-        let (ops, key_id, step): (&[AdminOp], &KeyId, &str) = match &p.op {
-            Operation::Keygen { key_id, .. } => (&[AdminOp::Create], key_id, "keygen"),
+        let (ops, key_id, step): (Vec<AdminOp>, &KeyId, &str) = match &p.op {
+            Operation::Keygen { key_id, .. } => (vec![AdminOp::Create], key_id, "keygen"),
             // A repair ends with a refresh under the repair's request.
-            Operation::Refresh { key_id, .. } => {
-                (&[AdminOp::Rotate, AdminOp::Repair], key_id, "refresh")
-            }
-            Operation::Repair { key_id, .. } => (&[AdminOp::Repair], key_id, "repair"),
-            Operation::Reshare { key_id, .. } => (&[AdminOp::Reshare], key_id, "reshare"),
-            Operation::Retire { key_id, .. } => (&[AdminOp::Reshare], key_id, "retire"),
-            Operation::Lifecycle { key_id, action } => {
-                (std::slice::from_ref(action), key_id, action.label())
-            }
+            Operation::Refresh { key_id, .. } => (AdminOp::refreshing(), key_id, "refresh"),
+            Operation::Repair { key_id, .. } => (vec![AdminOp::Repair], key_id, "repair"),
+            Operation::Reshare { key_id, .. } => (vec![AdminOp::Reshare], key_id, "reshare"),
+            Operation::Retire { key_id, .. } => (vec![AdminOp::Reshare], key_id, "retire"),
+            Operation::Lifecycle { key_id, action } => (vec![*action], key_id, action.label()),
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
@@ -167,9 +161,8 @@ impl Node {
         };
         let Some(signed) = p.admin.as_deref() else {
             return Err(NodeError::PermissionDenied(format!(
-                "{} of key {key_id} refused: the proposal carries no signed admin request, so \
-                 none of the approvals this node's policy requires",
-                ops[0]
+                "{step} of key {key_id} refused: the proposal carries no signed admin request, \
+                 so none of the approvals this node's policy requires"
             )));
         };
         let r = &signed.request;
@@ -177,8 +170,7 @@ impl Node {
             return Err(denied(
                 r,
                 format!(
-                    "the proposal is a {} of key {key_id}, which the request does not ask for",
-                    ops[0]
+                    "the proposal is a {step} of key {key_id}, which the request does not ask for"
                 ),
             ));
         }

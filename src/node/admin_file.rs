@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::admin_request::{AdminRequest, SignedAdmin};
+pub use super::admin_request::RequestFields;
+use super::admin_request::SignedAdmin;
 use super::request::ClientAuth;
-use crate::domain::NodeName;
 
 /// What a request file says it is.
 pub const FILE_FORMAT: &str = "thresig-admin-request/v2";
@@ -20,31 +20,6 @@ pub struct RequestFile {
     pub request: RequestFields,
     #[serde(default)]
     pub approvals: Vec<ApprovalFile>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestFields {
-    pub operation: String,
-    pub key_id: String,
-    #[serde(default)]
-    pub key_type: String,
-    #[serde(default)]
-    pub committee: Vec<String>,
-    #[serde(default)]
-    pub threshold: u32,
-    #[serde(default)]
-    pub target: String,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// The cluster the request is for: "<trust domain>/<cluster id>".
-    pub cluster: String,
-    /// freeze, unfreeze, delete: the key's lifecycle sequence it applies to.
-    #[serde(default)]
-    pub lifecycle_seq: u64,
-    pub request_id: String,
-    pub issued_unix: u64,
-    pub expiry_unix: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,28 +38,9 @@ pub struct ApprovalFile {
 impl RequestFile {
     /// The file for `signed`, its approvers named `names` (informational).
     pub fn new(signed: &SignedAdmin, names: &[String]) -> Self {
-        let r = &signed.request;
-        let list = |v: &[NodeName]| v.iter().map(ToString::to_string).collect();
         Self {
             format: FILE_FORMAT.into(),
-            request: RequestFields {
-                operation: r.operation.label().into(),
-                key_id: r.key_id.to_string(),
-                key_type: r.key_type.map(|t| t.to_string()).unwrap_or_default(),
-                committee: list(&r.committee),
-                threshold: r.threshold,
-                target: r
-                    .target
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                exclude: list(&r.exclude),
-                cluster: r.cluster.clone(),
-                lifecycle_seq: r.lifecycle_seq,
-                request_id: r.request_id.clone(),
-                issued_unix: r.issued_unix,
-                expiry_unix: r.expiry_unix,
-            },
+            request: RequestFields::of(&signed.request),
             approvals: signed
                 .approvals
                 .iter()
@@ -109,24 +65,11 @@ impl RequestFile {
                 self.format
             ));
         }
-        let f = &self.request;
-        let request = AdminRequest::from_fields(
-            &f.operation,
-            &f.key_id,
-            &f.key_type,
-            &f.committee,
-            f.threshold,
-            &f.target,
-            &f.exclude,
-            super::admin_request::Stamp {
-                cluster: f.cluster.clone(),
-                lifecycle_seq: f.lifecycle_seq,
-                request_id: f.request_id.clone(),
-                issued_unix: f.issued_unix,
-                expiry_unix: f.expiry_unix,
-            },
-        )
-        .map_err(|(field, e)| format!("request.{field}: {e}"))?;
+        let request = self
+            .request
+            .clone()
+            .parse()
+            .map_err(|(field, e)| format!("request.{field}: {e}"))?;
         let mut approvals = Vec::new();
         for (i, a) in self.approvals.iter().enumerate() {
             let bad =

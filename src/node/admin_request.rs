@@ -14,7 +14,8 @@
 //! field(cluster, UTF-8: "<trust domain>/<cluster id>", the cluster id from the
 //!       OU "thresig-cluster <id>" of the CA certificate `certs init` made;
 //!       "<trust domain>" alone for a CA without one)
-//! field(operation, UTF-8: create | rotate | repair | reshare | freeze | unfreeze | delete | unban)
+//! field(operation, UTF-8: create | rotate | repair | reshare | freeze | unfreeze | delete | unban;
+//!       what each takes: `admin_ops.rs`)
 //! field(key id, UTF-8)
 //! field(key type, UTF-8: secp256k1 | p256; empty when not given)
 //! field(committee)     field(name) for each node, in party order (create, reshare)
@@ -26,6 +27,9 @@
 //! field(request id, UTF-8, 1-128 bytes, single use on every node)
 //! field(issued at, u64 big-endian Unix seconds)
 //! field(expiry, u64 big-endian Unix seconds, at most 7 days after issued at)
+//! field(params: the operation's typed parameters, in the encoding its file
+//!       under `ops/` defines; this field is absent, not empty, when the
+//!       request has none, as for every operation that takes none)
 //! ```
 //!
 //! A node refuses a request for another cluster, one issued more than 5
@@ -38,10 +42,12 @@
 //! the coordinator's nonce is 32 random bytes followed by
 //! `SignedAdmin::digest`, and every node checks that suffix.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use super::admin_ops::{AdminOp, OpSpec, Takes};
 use super::request::ClientAuth;
-use crate::domain::{KeyId, KeyType, NodeName};
+use crate::domain::{KeyId, KeyType, NodeName, MAX_ROSTER};
 
 /// Domain tag of the canonical admin request bytes.
 pub const ADMIN_REQUEST_TAG: &str = "thresig/admin-request/v2";
@@ -53,73 +59,12 @@ pub const MAX_ISSUED_AHEAD_SECS: u64 = 300;
 /// How far in the future an admin request's expiry may lie: approvals are
 /// collected offline, but not for longer than a week.
 pub const MAX_ADMIN_EXPIRY_AHEAD_SECS: u64 = 7 * 24 * 3600;
+/// The largest typed parameters an operation's request may carry.
+pub const MAX_PARAMS: usize = 32 * 1024;
 /// At most this many approvals travel with one request.
 pub const MAX_APPROVALS: usize = 16;
 /// Length of the random part of a coordinator nonce for an admin operation.
 pub const NONCE_RANDOM: usize = 32;
-
-/// An admin operation that changes a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AdminOp {
-    Create,
-    Rotate,
-    Repair,
-    Reshare,
-    /// Emergency stop: the key stops signing on every node that applies it.
-    Freeze,
-    /// A frozen key signs again.
-    Unfreeze,
-    /// Every committee node destroys its shares; a tombstone stays.
-    Delete,
-    /// Every committee node clears its bans of the key (nodes it caught
-    /// misbehaving in a session and stopped signing with).
-    Unban,
-}
-
-impl AdminOp {
-    pub const ALL: [AdminOp; 8] = [
-        Self::Create,
-        Self::Rotate,
-        Self::Repair,
-        Self::Reshare,
-        Self::Freeze,
-        Self::Unfreeze,
-        Self::Delete,
-        Self::Unban,
-    ];
-
-    /// The operation's name in requests, policies and audit entries.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Create => "create",
-            Self::Rotate => "rotate",
-            Self::Repair => "repair",
-            Self::Reshare => "reshare",
-            Self::Freeze => "freeze",
-            Self::Unfreeze => "unfreeze",
-            Self::Delete => "delete",
-            Self::Unban => "unban",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|o| o.label() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown admin operation {s:?}; known: create, rotate, repair, reshare, \
-                     freeze, unfreeze, delete, unban"
-                )
-            })
-    }
-}
-
-impl std::fmt::Display for AdminOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
 
 /// The fields of an admin request that say which cluster, key state and
 /// time it is for, and its id (as they travel beside the operation's own).
@@ -142,13 +87,6 @@ impl Stamp {
             issued_unix,
             expiry_unix,
         }
-    }
-}
-
-impl AdminOp {
-    /// Does a request for this operation name the key's lifecycle sequence?
-    pub fn takes_lifecycle_seq(self) -> bool {
-        matches!(self, Self::Freeze | Self::Unfreeze | Self::Delete)
     }
 }
 
@@ -177,6 +115,10 @@ pub struct AdminRequest {
     pub request_id: String,
     pub issued_unix: u64,
     pub expiry_unix: u64,
+    /// The operation's own typed parameters, in the encoding its file under
+    /// `ops/` defines (at most `MAX_PARAMS` bytes); empty for an operation
+    /// that takes none (every one before `import`).
+    pub params: Vec<u8>,
 }
 
 fn field(out: &mut Vec<u8>, b: &[u8]) {
@@ -220,6 +162,9 @@ impl AdminRequest {
         field(&mut out, self.request_id.as_bytes());
         field(&mut out, &self.issued_unix.to_be_bytes());
         field(&mut out, &self.expiry_unix.to_be_bytes());
+        if !self.params.is_empty() {
+            field(&mut out, &self.params);
+        }
         out
     }
 
@@ -230,25 +175,13 @@ impl AdminRequest {
         if self.request_id.is_empty() || self.request_id.len() > 128 {
             return Err("the admin request id must be 1-128 bytes".into());
         }
-        let op = self.operation;
-        let takes_committee = matches!(op, AdminOp::Create | AdminOp::Reshare);
-        if !takes_committee && (!self.committee.is_empty() || self.threshold != 0) {
-            return Err(format!("a {op} request takes no committee or threshold"));
-        }
-        if op == AdminOp::Reshare && self.committee.is_empty() {
-            return Err("a reshare request names the new committee".into());
-        }
-        if (op == AdminOp::Repair) != self.target.is_some() {
-            return Err("a repair request, and only a repair request, names a target node".into());
-        }
-        if op == AdminOp::Create && self.key_type.is_none() {
-            return Err("a create request names the key type".into());
-        }
-        if self.lifecycle_seq != 0 && !op.takes_lifecycle_seq() {
+        if self.params.len() > MAX_PARAMS {
             return Err(format!(
-                "a {op} request names no lifecycle sequence (only freeze, unfreeze and delete do)"
+                "the request's parameters are {} bytes; at most {MAX_PARAMS}",
+                self.params.len()
             ));
         }
+        super::admin_ops::check_takes(self)?;
         if self.cluster.is_empty() {
             return Err(
                 "the admin request names no cluster (version 1 requests are no longer taken: \
@@ -289,103 +222,140 @@ impl AdminRequest {
         Ok(())
     }
 
-    /// Builds a request from the text fields of a proto message or request
-    /// file; an error names the field.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_fields(
-        operation: &str,
-        key_id: &str,
-        key_type: &str,
-        committee: &[String],
-        threshold: u32,
-        target: &str,
-        exclude: &[String],
-        stamp: Stamp,
-    ) -> Result<Self, (&'static str, String)> {
+    /// The request in plain words, for the approving admin and for logs.
+    pub fn describe(&self) -> String {
+        super::admin_ops::describe(self)
+    }
+}
+
+/// The text form of an admin request: the one codec behind the admin API's
+/// messages, the peer wire's `AdminAuthorization` and the JSON request file
+/// (each moves its fields here; only `parse` reads them). In JSON, `params`
+/// is hex and left out when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFields {
+    pub operation: String,
+    pub key_id: String,
+    #[serde(default)]
+    pub key_type: String,
+    #[serde(default)]
+    pub committee: Vec<String>,
+    #[serde(default)]
+    pub threshold: u32,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The cluster the request is for: "<trust domain>/<cluster id>".
+    pub cluster: String,
+    /// freeze, unfreeze, delete: the key's lifecycle sequence it applies to.
+    #[serde(default)]
+    pub lifecycle_seq: u64,
+    pub request_id: String,
+    pub issued_unix: u64,
+    pub expiry_unix: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "hex_out",
+        deserialize_with = "hex_in"
+    )]
+    pub params: Vec<u8>,
+}
+
+fn hex_out<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(b))
+}
+
+fn hex_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    hex::decode(text).map_err(serde::de::Error::custom)
+}
+
+impl RequestFields {
+    /// The text form of `r`.
+    pub fn of(r: &AdminRequest) -> Self {
+        let list = |v: &[NodeName]| v.iter().map(ToString::to_string).collect();
+        Self {
+            operation: r.operation.label().into(),
+            key_id: r.key_id.to_string(),
+            key_type: r.key_type.map(|t| t.to_string()).unwrap_or_default(),
+            committee: list(&r.committee),
+            threshold: r.threshold,
+            target: r
+                .target
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            exclude: list(&r.exclude),
+            cluster: r.cluster.clone(),
+            lifecycle_seq: r.lifecycle_seq,
+            request_id: r.request_id.clone(),
+            issued_unix: r.issued_unix,
+            expiry_unix: r.expiry_unix,
+            params: r.params.clone(),
+        }
+    }
+
+    /// The request, every field parsed into the node's types (bounded
+    /// before anything is parsed); an error names the field. Whether the
+    /// operation takes each field is `AdminRequest::check_fields`'s call.
+    pub fn parse(self) -> Result<AdminRequest, (&'static str, String)> {
+        for (f, list) in [("committee", &self.committee), ("exclude", &self.exclude)] {
+            if list.len() > MAX_ROSTER {
+                return Err((
+                    f,
+                    format!(
+                        "{} names; a cluster has at most {MAX_ROSTER} nodes",
+                        list.len()
+                    ),
+                ));
+            }
+        }
+        if self.cluster.len() > MAX_CLUSTER_LEN {
+            return Err((
+                "cluster",
+                format!("{} bytes; at most {MAX_CLUSTER_LEN}", self.cluster.len()),
+            ));
+        }
+        if self.request_id.len() > 128 {
+            return Err(("request_id", "at most 128 bytes".into()));
+        }
+        if self.params.len() > MAX_PARAMS {
+            return Err((
+                "params",
+                format!("{} bytes; at most {MAX_PARAMS}", self.params.len()),
+            ));
+        }
         let names = |raw: &[String], f: &'static str| {
             raw.iter()
                 .map(|n| NodeName::parse(n).map_err(|e| (f, e.to_string())))
                 .collect::<Result<Vec<_>, _>>()
         };
-        if stamp.cluster.len() > MAX_CLUSTER_LEN {
-            return Err((
-                "cluster",
-                format!("{} bytes; at most {MAX_CLUSTER_LEN}", stamp.cluster.len()),
-            ));
-        }
-        if stamp.request_id.len() > 128 {
-            return Err(("request_id", "at most 128 bytes".into()));
-        }
-        Ok(Self {
-            operation: AdminOp::parse(operation).map_err(|e| ("operation", e))?,
-            key_id: KeyId::parse(key_id).map_err(|e| ("key_id", e.to_string()))?,
-            key_type: if key_type.is_empty() {
+        Ok(AdminRequest {
+            operation: AdminOp::parse(&self.operation).map_err(|e| ("operation", e))?,
+            key_id: KeyId::parse(&self.key_id).map_err(|e| ("key_id", e.to_string()))?,
+            key_type: if self.key_type.is_empty() {
                 None
             } else {
-                Some(KeyType::parse(key_type).map_err(|e| ("key_type", e.to_string()))?)
+                Some(KeyType::parse(&self.key_type).map_err(|e| ("key_type", e.to_string()))?)
             },
-            committee: names(committee, "committee")?,
-            threshold,
-            target: if target.is_empty() {
+            committee: names(&self.committee, "committee")?,
+            threshold: self.threshold,
+            target: if self.target.is_empty() {
                 None
             } else {
-                Some(NodeName::parse(target).map_err(|e| ("target", e.to_string()))?)
+                Some(NodeName::parse(&self.target).map_err(|e| ("target", e.to_string()))?)
             },
-            exclude: names(exclude, "exclude")?,
-            cluster: stamp.cluster,
-            lifecycle_seq: stamp.lifecycle_seq,
-            request_id: stamp.request_id,
-            issued_unix: stamp.issued_unix,
-            expiry_unix: stamp.expiry_unix,
+            exclude: names(&self.exclude, "exclude")?,
+            cluster: self.cluster,
+            lifecycle_seq: self.lifecycle_seq,
+            request_id: self.request_id,
+            issued_unix: self.issued_unix,
+            expiry_unix: self.expiry_unix,
+            params: self.params,
         })
-    }
-
-    /// The request in plain words, for the approving admin and for logs.
-    pub fn describe(&self) -> String {
-        let names = |v: &[NodeName]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
-        let mut s = match self.operation {
-            AdminOp::Create => format!(
-                "create a {} key {}, {}-of-n, committee: {}",
-                self.key_type.map(|t| t.as_str()).unwrap_or("?"),
-                self.key_id,
-                self.threshold,
-                if self.committee.is_empty() {
-                    "every node of the cluster".to_owned()
-                } else {
-                    names(&self.committee)
-                }
-            ),
-            AdminOp::Rotate => format!("rotate every share of key {}", self.key_id),
-            AdminOp::Repair => format!(
-                "rebuild node {}'s share of key {}, then rotate the key",
-                self.target.as_ref().map(|t| t.as_str()).unwrap_or("?"),
-                self.key_id
-            ),
-            AdminOp::Reshare => format!(
-                "move key {} to the committee {} with threshold {} (same public key)",
-                self.key_id,
-                names(&self.committee),
-                self.threshold
-            ),
-            AdminOp::Freeze => {
-                format!("freeze key {}: it stops signing on every node", self.key_id)
-            }
-            AdminOp::Unfreeze => format!("unfreeze key {}: it signs again", self.key_id),
-            AdminOp::Unban => format!(
-                "clear the bans of key {}: every committee node signs it again with the nodes it \
-                 caught misbehaving",
-                self.key_id
-            ),
-            AdminOp::Delete => format!(
-                "DELETE key {}: every committee node destroys its shares for good (the name is \
-                 not reused)",
-                self.key_id
-            ),
-        };
-        if !self.exclude.is_empty() {
-            s.push_str(&format!(", excluding {}", names(&self.exclude)));
-        }
-        s
     }
 }
 

@@ -16,6 +16,7 @@ fn req() -> AdminRequest {
         request_id: "r1".into(),
         issued_unix: 900,
         expiry_unix: 1_000,
+        params: Vec::new(),
     }
 }
 
@@ -286,3 +287,115 @@ fn request_files_keep_their_json() {
 }
 
 const REQUEST_FILE: &str = r#"{"format":"thresig-admin-request/v2","request":{"operation":"reshare","key_id":"k","key_type":"secp256k1","committee":["b","c"],"threshold":2,"target":"","exclude":["a"],"cluster":"thresig.local/00ff","lifecycle_seq":0,"request_id":"r1","issued_unix":900,"expiry_unix":1000},"approvals":[{"admin":"ops-1","chain":["3082","3001"],"signature_scheme":1027,"signature":"abababab"}]}"#;
+
+/// The operation's typed parameters are the last signed field, present only
+/// when given: a request without them keeps the bytes it always had.
+#[test]
+fn params_are_signed_as_a_last_field_only_when_given() {
+    let base = req().canonical_bytes();
+    let mut r = req();
+    r.params = vec![0xee; 5];
+    let mut expected = base.clone();
+    expected.extend_from_slice(&5u32.to_be_bytes());
+    expected.extend_from_slice(&[0xee; 5]);
+    assert_eq!(r.canonical_bytes(), expected);
+    let mut other = r.clone();
+    other.params[4] = 0xef;
+    assert_ne!(other.canonical_bytes(), r.canonical_bytes());
+    // No operation of this version takes parameters: each refuses them.
+    for op in AdminOp::ALL {
+        let mut r = one_of_each()
+            .into_iter()
+            .find(|x| x.operation == op)
+            .unwrap();
+        r.params = vec![1];
+        let e = r.check_fields(950).unwrap_err();
+        assert!(
+            e.contains(&format!("{} takes no parameters", op.a_request())),
+            "{e}"
+        );
+    }
+    let mut big = req();
+    big.params = vec![0; MAX_PARAMS + 1];
+    assert!(big.check_fields(950).unwrap_err().contains("at most"));
+    let mut fields = RequestFields::of(&big);
+    assert_eq!(fields.clone().parse().unwrap_err().0, "params");
+    fields.params.truncate(MAX_PARAMS);
+    assert_eq!(fields.parse().unwrap().params.len(), MAX_PARAMS);
+}
+
+/// The one text form carries every field, parameters as hex in JSON, and
+/// leaves the parameters out of the JSON of a request without them.
+#[test]
+fn the_text_form_round_trips_every_field() {
+    let mut r = req();
+    r.params = vec![0x01, 0xab];
+    let fields = RequestFields::of(&r);
+    let json = serde_json::to_string(&fields).unwrap();
+    assert!(json.ends_with(r#","params":"01ab"}"#), "{json}");
+    let back: RequestFields = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.parse().unwrap(), r);
+    let plain = serde_json::to_string(&RequestFields::of(&req())).unwrap();
+    assert!(!plain.contains("params"), "{plain}");
+    let bad = json.replace("01ab", "0x");
+    assert!(serde_json::from_str::<RequestFields>(&bad).is_err());
+    // A field that does not parse is named.
+    let mut f = RequestFields::of(&req());
+    f.target = "not a node!".into();
+    assert_eq!(f.parse().unwrap_err().0, "target");
+    let mut f = RequestFields::of(&req());
+    f.committee = vec!["x".into(); crate::domain::MAX_ROSTER + 1];
+    assert_eq!(f.parse().unwrap_err().0, "committee");
+}
+
+/// Each field an operation does not take is refused, with the operation
+/// and the operations that do take it named from the table.
+#[test]
+fn each_operation_takes_only_its_fields() {
+    let n = |s: &str| NodeName::parse(s).unwrap();
+    for base in one_of_each() {
+        let op = base.operation;
+        let spec = op.spec();
+        if spec.target == Takes::No {
+            let mut r = base.clone();
+            r.target = Some(n("a"));
+            let e = r.check_fields(950).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "{} names no target node (only repair requests do)",
+                    op.a_request()
+                )),
+                "{e}"
+            );
+        }
+        if spec.exclude == Takes::No {
+            let mut r = base.clone();
+            r.exclude = vec![n("a")];
+            let e = r.check_fields(950).unwrap_err();
+            assert!(e.contains("only reshare requests can"), "{e}");
+        }
+        if spec.lifecycle_seq == Takes::No {
+            let mut r = base.clone();
+            r.lifecycle_seq = 1;
+            let e = r.check_fields(950).unwrap_err();
+            assert!(
+                e.contains("only freeze, unfreeze and delete requests do"),
+                "{e}"
+            );
+        }
+        if spec.committee == Takes::No {
+            let mut r = base.clone();
+            r.threshold = 2;
+            assert!(r.check_fields(950).unwrap_err().contains("no committee"));
+        }
+        if spec.committee == Takes::Required {
+            let mut r = base.clone();
+            r.committee.clear();
+            assert!(r.check_fields(950).unwrap_err().contains("new committee"));
+        }
+    }
+    assert_eq!(AdminOp::refreshing(), [AdminOp::Rotate, AdminOp::Repair]);
+    assert!(AdminOp::parse("import")
+        .unwrap_err()
+        .contains("known: create, rotate, repair, reshare, freeze, unfreeze, delete and unban"));
+}

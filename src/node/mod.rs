@@ -40,6 +40,7 @@
 pub mod activation;
 mod admin;
 pub mod admin_file;
+pub mod admin_ops;
 pub mod admin_request;
 mod authz;
 mod bans;

@@ -173,6 +173,7 @@ min_threshold = 2
             request_id: "r".into(),
             issued_unix: 0,
             expiry_unix: 0,
+            params: Vec::new(),
         }
     }
 

@@ -53,6 +53,7 @@ fn samples() -> Vec<Vec<u8>> {
             request_id: "adm".into(),
             issued_unix: 1,
             expiry_unix: 2,
+            params: vec![7; 3],
         },
         approvals: vec![auth.clone()],
     };

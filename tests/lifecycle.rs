@@ -443,6 +443,32 @@ async fn submit_and_the_fixed_operation_methods_take_one_path() {
     for i in 0..3 {
         assert_eq!(state(i).label(), "frozen", "node {i}");
     }
+    // The generic admin step crosses the wire and is checked like every key
+    // change: without a signed request it is refused for that; with one, an
+    // operation that has a proposal of its own is not taken this way.
+    let step = |admin: Option<thresig::client::SignedAdmin>, nonce: Vec<u8>| Proposal {
+        eid: thresig::node::ops::lifecycle::eid(&id, AdminOp::Unfreeze, &nonce),
+        nonce,
+        admin: admin.map(Box::new),
+        op: Operation::Admin {
+            key_id: id.clone(),
+            action: AdminOp::Unfreeze,
+            body: vec![1, 2, 3],
+        },
+    };
+    let refused = x.propose("b", step(None, vec![3; 64])).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("carries no signed admin request")),
+        "{refused:?}"
+    );
+    let refused = x
+        .propose("b", step(Some(unfreeze.clone()), bound_nonce(&unfreeze, 4)))
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("does not run through the generic admin proposal")),
+        "{refused:?}"
+    );
+    assert_eq!(state(1).label(), "frozen");
 
     let result = admin
         .admin_api()

@@ -152,7 +152,9 @@ impl Node {
             Operation::Repair { key_id, .. } => (vec![AdminOp::Repair], key_id, "repair"),
             Operation::Reshare { key_id, .. } => (vec![AdminOp::Reshare], key_id, "reshare"),
             Operation::Retire { key_id, .. } => (vec![AdminOp::Reshare], key_id, "retire"),
-            Operation::Lifecycle { key_id, action } => (vec![*action], key_id, action.label()),
+            Operation::Lifecycle { key_id, action } | Operation::Admin { key_id, action, .. } => {
+                (vec![*action], key_id, action.label())
+            }
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
@@ -226,6 +228,18 @@ impl Node {
         {
             return Err(denied(r, "only a reshare can exclude nodes"));
         }
+        if let Operation::Admin { action, .. } = op {
+            if !action.spec().generic {
+                // Refused before the request id is spent.
+                return Err(denied(
+                    r,
+                    format!(
+                        "{action} does not run through the generic admin proposal (it has a \
+                         proposal of its own)"
+                    ),
+                ));
+            }
+        }
         match op {
             Operation::Keygen {
                 key_type,
@@ -296,7 +310,9 @@ impl Node {
                     return Err(mismatch("threshold"));
                 }
             }
-            Operation::Refresh { key_id, .. } | Operation::Lifecycle { key_id, .. } => {
+            Operation::Refresh { key_id, .. }
+            | Operation::Lifecycle { key_id, .. }
+            | Operation::Admin { key_id, .. } => {
                 if let (Some(t), Some(rec)) = (r.key_type, self.store.key(key_id)?) {
                     if t != rec.key_type {
                         return Err(mismatch("key type"));

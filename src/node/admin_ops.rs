@@ -69,6 +69,13 @@ pub struct OpSpec {
     pub refreshes: bool,
     /// The request kind in request logs and metrics.
     pub log_kind: &'static str,
+    /// Its participants take part through the generic proposal
+    /// (`Operation::Admin`, answered by `Node::participate_admin`) rather
+    /// than a proposal of its own.
+    pub generic: bool,
+    /// A generic operation's execution id label (`OpKind::Admin`), distinct
+    /// from every other operation's; empty for the others.
+    pub step_label: &'static str,
 }
 
 const KEY_CHANGE: OpSpec = OpSpec {
@@ -81,6 +88,8 @@ const KEY_CHANGE: OpSpec = OpSpec {
     params: Takes::No,
     refreshes: false,
     log_kind: "",
+    generic: false,
+    step_label: "",
 };
 
 impl AdminOp {
@@ -358,6 +367,29 @@ impl AdminDone {
 }
 
 impl Node {
+    /// A participant's step of an operation that runs through the generic
+    /// proposal (`OpSpec::generic`), once `check_admin_proposal` has checked
+    /// the signed request behind it: routed to the operation's own file,
+    /// which checks the proposal's execution id and body against the
+    /// request. Any other operation has a proposal of its own.
+    pub(super) async fn participate_admin(
+        &self,
+        _from: &NodeName,
+        p: &super::Proposal,
+    ) -> Result<super::Outcome, NodeError> {
+        let super::Operation::Admin { action, .. } = &p.op else {
+            return Err(NodeError::Internal(
+                "participate_admin called with another operation".into(),
+            ));
+        };
+        let op = *action;
+        Err(NodeError::InvalidArgument(format!(
+            "{op} does not run through the generic admin proposal (it has a proposal of its \
+             own); operations that do: {}",
+            AdminOp::named(|s| s.generic)
+        )))
+    }
+
     /// Runs the key change a signed admin request asks for, with this node
     /// coordinating: the one path of every admin RPC. Each node that takes
     /// part checks the request and its approvals itself.

@@ -399,3 +399,33 @@ fn each_operation_takes_only_its_fields() {
         .unwrap_err()
         .contains("known: create, rotate, repair, reshare, freeze, unfreeze, delete and unban"));
 }
+
+/// The generic proposal's execution ids cannot collide with another
+/// operation's: a generic operation has an eid label of its own, and the
+/// others have none (their steps are refused before any id is derived).
+#[test]
+fn generic_operations_have_execution_id_labels_of_their_own() {
+    use crate::node::ops::OpKind;
+    let fixed = [
+        OpKind::Keygen,
+        OpKind::Sign,
+        OpKind::Refresh,
+        OpKind::Repair,
+        OpKind::Reshare,
+        OpKind::Watermark,
+        OpKind::Status,
+        OpKind::Lifecycle,
+        OpKind::Evaluate,
+    ]
+    .map(OpKind::label);
+    let mut seen = std::collections::HashSet::new();
+    for op in AdminOp::ALL {
+        let s = op.spec();
+        assert_eq!(s.generic, !s.step_label.is_empty(), "{op}");
+        assert_eq!(OpKind::Admin(op).label(), s.step_label, "{op}");
+        if s.generic {
+            assert!(!fixed.contains(&s.step_label), "{op}");
+            assert!(seen.insert(s.step_label), "{op}");
+        }
+    }
+}

@@ -118,6 +118,15 @@ pub enum Operation {
         key_id: KeyId,
         action: super::admin_request::AdminOp,
     },
+    /// A step of an admin operation that runs through the generic proposal
+    /// (`OpSpec::generic`): its own file under `ops/` encodes and reads
+    /// `body`. The signed admin request travels with it, as with every key
+    /// change, and names the same operation and key.
+    Admin {
+        key_id: KeyId,
+        action: super::admin_request::AdminOp,
+        body: Vec<u8>,
+    },
     /// Switch to the staged `epoch`, which every participant confirmed with
     /// `confirmation`, on the strength of `certificate` (every member's
     /// staging receipt). Without a certificate: a release (the coordinator
@@ -217,6 +226,11 @@ pub enum Outcome {
     /// A freeze, unfreeze or delete is applied here; the key's state now.
     Lifecycle {
         state: String,
+    },
+    /// A participant's answer to an `Operation::Admin` step, in the
+    /// operation's own encoding.
+    Admin {
+        body: Vec<u8>,
     },
 }
 

@@ -12,7 +12,6 @@ use super::wire_auth::{
 use super::wire_records::{ledger_from_pb, ledger_to_pb, record_from_pb, record_to_pb};
 use super::wire_status::{maintenance_from_pb, maintenance_to_pb};
 use crate::domain::{ExecutionId, KeyId, KeyType, NodeName, MAX_ROSTER};
-use crate::node::admin_request::AdminOp;
 use crate::node::{
     Maintenance, Operation, Outcome, Proposal, WindowStep, MIN_WIRE_VERSION, WIRE_VERSION,
 };
@@ -84,10 +83,8 @@ pub(super) fn proposal_from_pb(req: pb::ProposeRequest) -> Result<Proposal, Stat
                     .map_err(|_| bad("threshold", "out of range"))?,
             }
         }
-        pb::propose_request::Op::Lifecycle(l) => Operation::Lifecycle {
-            key_id: KeyId::parse(&l.key_id).map_err(|e| bad("key_id", e))?,
-            action: AdminOp::parse(&l.action).map_err(|e| bad("action", e))?,
-        },
+        pb::propose_request::Op::Lifecycle(l) => super::wire_admin::lifecycle_from_pb(l)?,
+        pb::propose_request::Op::AdminStep(a) => super::wire_admin::step_from_pb(a)?,
         pb::propose_request::Op::Retire(r) => Operation::Retire {
             key_id: KeyId::parse(&r.key_id).map_err(|e| bad("key_id", e))?,
             epoch: r.epoch,
@@ -203,11 +200,13 @@ pub(super) fn proposal_to_pb(p: Proposal) -> pb::ProposeRequest {
             record: Some(record_to_pb(&record)),
         }),
         Operation::Lifecycle { key_id, action } => {
-            pb::propose_request::Op::Lifecycle(pb::LifecycleProposal {
-                key_id: key_id.to_string(),
-                action: action.label().into(),
-            })
+            super::wire_admin::lifecycle_to_pb(key_id, action)
         }
+        Operation::Admin {
+            key_id,
+            action,
+            body,
+        } => super::wire_admin::step_to_pb(key_id, action, body),
         Operation::Retire {
             key_id,
             epoch,
@@ -345,6 +344,9 @@ pub(super) fn outcome_to_pb(o: Outcome) -> pb::ProposeResponse {
         Outcome::Lifecycle { state } => {
             pb::propose_response::Result::Lifecycle(pb::LifecycleResult { state })
         }
+        Outcome::Admin { body } => {
+            pb::propose_response::Result::AdminStep(pb::AdminStepResult { body })
+        }
         Outcome::Watermarked => {
             pb::propose_response::Result::Watermark(pb::WatermarkResult::default())
         }
@@ -449,6 +451,7 @@ pub(super) fn outcome_from_pb(r: pb::ProposeResponse) -> Result<Outcome, String>
         pb::propose_response::Result::Dealt(_) => Ok(Outcome::Dealt),
         pb::propose_response::Result::Retire(_) => Ok(Outcome::Retired),
         pb::propose_response::Result::Lifecycle(l) => Ok(Outcome::Lifecycle { state: l.state }),
+        pb::propose_response::Result::AdminStep(a) => super::wire_admin::step_result_from_pb(a),
         pb::propose_response::Result::Watermark(w) if w.conflict.is_empty() => {
             Ok(Outcome::Watermarked)
         }

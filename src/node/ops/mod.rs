@@ -10,8 +10,12 @@
 //! | reshare (deal, stage, retire) | `reshare/` | `reshare` |
 //! | freeze, unfreeze, delete | `lifecycle.rs` | `lifecycle` |
 //!
-//! Adding an admin operation that runs a session touches its ops file (with
-//! its `OpKind`), the proto, the admin service, the CLI and its policy name.
+//! A new admin operation runs through the generic envelope: its row in the
+//! table of `admin_ops.rs` (with `generic` set), its arms in `run_admin` and
+//! `participate_admin` there, and its own file here, which encodes its
+//! parameters (`AdminRequest::params`) and its steps (`Operation::Admin`,
+//! execution ids labelled `OpKind::Admin`). The admin API's `Submit`, the
+//! wire, the request file and the approval checks need no change.
 //! `on_propose` below is the participant's single entry point: it routes a
 //! proposal to its operation and audits key-changing sessions.
 
@@ -45,6 +49,9 @@ pub enum OpKind {
     Lifecycle,
     /// A dry run of a sign request (no session, nothing recorded).
     Evaluate,
+    /// A step of an admin operation that runs through the generic proposal
+    /// (`OpSpec::generic`), labelled `OpSpec::step_label`.
+    Admin(crate::node::admin_request::AdminOp),
 }
 
 impl OpKind {
@@ -59,6 +66,7 @@ impl OpKind {
             Self::Status => "status",
             Self::Lifecycle => "lifecycle",
             Self::Evaluate => "evaluate",
+            Self::Admin(op) => op.spec().step_label,
         }
     }
 
@@ -109,7 +117,9 @@ impl Node {
             Operation::Repair { key_id, .. } => Some(("repair", key_id.clone())),
             Operation::Activate { key_id, .. } => Some(("activate", key_id.clone())),
             Operation::Retire { key_id, .. } => Some(("retire", key_id.clone())),
-            Operation::Lifecycle { key_id, action } => Some((action.label(), key_id.clone())),
+            Operation::Lifecycle { key_id, action } | Operation::Admin { key_id, action, .. } => {
+                Some((action.label(), key_id.clone()))
+            }
             Operation::Sign { .. }
             | Operation::ShareStatus { .. }
             | Operation::Watermark { .. }
@@ -275,6 +285,7 @@ impl Node {
             Operation::Lifecycle { key_id, action } => {
                 self.participate_lifecycle(&p, &key_id, action, false)
             }
+            Operation::Admin { .. } => self.participate_admin(from, &p).await,
         }
     }
 }

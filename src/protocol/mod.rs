@@ -16,6 +16,7 @@ pub mod curve;
 mod echo;
 #[cfg(test)]
 mod garbage_tests;
+pub mod import;
 pub mod inproc;
 pub mod keygen;
 pub mod refresh;

@@ -18,7 +18,7 @@
 
 mod vss;
 
-pub use vss::{assemble, deal, Dealing, Reshared};
+pub use vss::{assemble, assemble_with, deal, deal_secret, Dealing, Member, Reshared};
 
 use std::collections::BTreeMap;
 

@@ -98,8 +98,24 @@ pub fn deal<C: Curve>(
             "party {me} is not a dealer"
         )));
     }
+    let weighted = Zeroizing::new(lagrange_at_zero::<C>(dealers, me)? * party.poly_point);
+    deal_secret::<C>(&weighted, new_t, new_n)
+}
+
+/// Deals `secret` to members 1..=new_n under a fresh random polynomial of
+/// degree new_t - 1 whose constant term is `secret`, with Feldman
+/// commitments to its coefficients (a reshare dealer's weighted share, or a
+/// whole key being imported).
+pub fn deal_secret<C: Curve>(
+    secret: &C::Scalar,
+    new_t: u8,
+    new_n: u8,
+) -> Result<BTreeMap<PartyIdx, Dealing<C>>, ProtocolError> {
+    Parameters::new(new_t, new_n).map_err(|_| {
+        ProtocolError::InvalidArgs(format!("bad new parameters {new_t}-of-{new_n}"))
+    })?;
     let mut coeffs: Zeroizing<Vec<C::Scalar>> = Zeroizing::new(Vec::with_capacity(new_t.into()));
-    coeffs.push(lagrange_at_zero::<C>(dealers, me)? * party.poly_point);
+    coeffs.push(*secret);
     for _ in 1..new_t {
         coeffs.push(random_scalar::<C>()?);
     }
@@ -161,6 +177,55 @@ pub fn assemble<C: Curve>(
 ) -> Result<Reshared<C>, ProtocolError> {
     let dealers: Vec<PartyIdx> = dealings.keys().copied().collect();
     check_dealers(&dealers, old_package.threshold())?;
+    let constant = |i: PartyIdx| -> Result<C::ProjectivePoint, String> {
+        let old_share = old_package
+            .verifying_share(party_index(i).map_err(|e| e.to_string())?)
+            .ok_or("not a member of the old committee")?;
+        let lambda = lagrange_at_zero::<C>(&dealers, i).map_err(|e| e.to_string())?;
+        Ok(C::ProjectivePoint::from(*old_share) * lambda)
+    };
+    assemble_with(
+        dealings,
+        constant,
+        *old_package.verifying_key(),
+        Member {
+            me,
+            new_t,
+            new_n,
+            chain_code,
+        },
+        session_id,
+    )
+}
+
+/// A new member's place in the committee it joins.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    /// Its index in the new committee, 1..=new_n.
+    pub me: PartyIdx,
+    pub new_t: u8,
+    pub new_n: u8,
+    pub chain_code: [u8; 32],
+}
+
+/// Checks every dealing for member `m.me` (its point against the dealer's
+/// commitments, and the dealer's constant-term commitment against
+/// `constant(dealer)`, which may refuse the dealer with a reason), that the
+/// constant terms add up to `pk`, and assembles a share-only party of `pk`.
+/// A dealer whose dealing fails is named.
+pub fn assemble_with<C: Curve>(
+    dealings: &BTreeMap<PartyIdx, Dealing<C>>,
+    constant: impl Fn(PartyIdx) -> Result<C::ProjectivePoint, String>,
+    pk: C::AffinePoint,
+    m: Member,
+    session_id: &[u8],
+) -> Result<Reshared<C>, ProtocolError> {
+    let Member {
+        me,
+        new_t,
+        new_n,
+        chain_code,
+    } = m;
     let parameters = Parameters::new(new_t, new_n).map_err(|_| {
         ProtocolError::InvalidArgs(format!("bad new parameters {new_t}-of-{new_n}"))
     })?;
@@ -169,7 +234,9 @@ pub fn assemble<C: Curve>(
             "new index {me} not in 1..={new_n}"
         )));
     }
-    let pk = *old_package.verifying_key();
+    if dealings.is_empty() {
+        return Err(ProtocolError::InvalidArgs("no dealings".into()));
+    }
     let mut constant_sum = C::ProjectivePoint::identity();
     let mut y = Zeroizing::new(C::Scalar::ZERO);
     for (&i, d) in dealings {
@@ -184,12 +251,12 @@ pub fn assemble<C: Curve>(
         if C::ProjectivePoint::generator() * d.share != eval_commitments::<C>(&d.commitments, me) {
             return Err(blame("dealt a share inconsistent with its commitments"));
         }
-        let old_share = old_package
-            .verifying_share(party_index(i)?)
-            .ok_or_else(|| blame("not a member of the old committee"))?;
-        let expected = C::ProjectivePoint::from(*old_share) * lagrange_at_zero::<C>(&dealers, i)?;
+        let expected = constant(i).map_err(|e| blame(&e))?;
         if C::ProjectivePoint::from(d.commitments[0]) != expected {
-            return Err(blame("constant term is not its weighted old share"));
+            return Err(blame(
+                "constant term is not what it must deal (its weighted old share; the public key \
+                 for an import)",
+            ));
         }
         constant_sum += C::ProjectivePoint::from(d.commitments[0]);
         *y += d.share;

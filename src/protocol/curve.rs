@@ -27,6 +27,10 @@ pub trait Curve:
     /// Compressed SEC1 encoding of a public key point.
     fn compress(pk: &Self::AffinePoint) -> Result<[u8; 33], ProtocolError>;
 
+    /// The point of a SEC1-encoded public key (compressed or not); the
+    /// identity and points off the curve are refused.
+    fn decompress(sec1: &[u8]) -> Result<Self::AffinePoint, ProtocolError>;
+
     /// The address the engine records in a party (informational only).
     fn address(pk: &Self::AffinePoint) -> String;
 
@@ -61,6 +65,12 @@ macro_rules! ecdsa_curve {
                     .as_bytes()
                     .try_into()
                     .map_err(|_| ProtocolError::InvalidArgs("unexpected point encoding".into()))
+            }
+
+            fn decompress(sec1: &[u8]) -> Result<Self::AffinePoint, ProtocolError> {
+                $krate::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+                    .map(|vk| *vk.as_affine())
+                    .map_err(|_| ProtocolError::InvalidArgs(format!("not a {} public key", $kt)))
             }
 
             fn address(pk: &Self::AffinePoint) -> String {

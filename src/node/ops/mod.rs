@@ -20,6 +20,7 @@
 //! proposal to its operation and audits key-changing sessions.
 
 mod abandoned;
+pub mod import;
 pub mod keygen;
 pub mod lifecycle;
 pub mod repair;

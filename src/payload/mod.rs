@@ -15,6 +15,7 @@ pub mod eth_values;
 pub mod eth_wallet;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod key_files;
 
 pub use self::bitcoin::{address_of, psbt_from_base64, script_of, BtcInput, BtcOutput, BtcTx};
 pub use cosmos::{CosmosCoin, CosmosDoc, CosmosMsg};

@@ -136,11 +136,10 @@ impl Client {
         let (issued_unix, cluster) = (r.issued_unix, r.cluster.clone());
         let approvals = approvals(&signed.approvals);
         let exclude: Vec<String> = r.exclude.iter().map(ToString::to_string).collect();
-        if !r.params.is_empty() {
+        if !r.params.is_empty() || r.operation.spec().generic {
             return Err(invalid(format!(
-                "node does not take {} requests with parameters (it predates `Submit`): \
-                 upgrade it",
-                r.operation
+                "the node predates `Submit`, so it cannot take {} requests: upgrade it",
+                r.operation.a_request()
             )));
         }
         Ok(match r.operation {
@@ -229,6 +228,13 @@ impl Client {
                     .await?
                     .into_inner(),
             ),
+            // Operations that run through the generic proposal (refused above).
+            other => {
+                return Err(invalid(format!(
+                    "the node predates `Submit`, so it cannot take {} requests: upgrade it",
+                    other.a_request()
+                )))
+            }
         })
     }
 

@@ -87,7 +87,7 @@ fn result_pb(done: AdminDone) -> Outcome {
     };
     let names = |v: &[crate::domain::NodeName]| v.iter().map(ToString::to_string).collect();
     match done {
-        AdminDone::Created(rec) => Outcome::Created(key_info(&rec)),
+        AdminDone::Created(rec) | AdminDone::Imported(rec) => Outcome::Created(key_info(&rec)),
         AdminDone::Rotated(s) => Outcome::Rotated(rotate_response(&s)),
         AdminDone::Repaired(s) => Outcome::Repaired(apb::RepairKeyResponse {
             rotation: Some(rotate_response(&s.rotation)),

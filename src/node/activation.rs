@@ -116,6 +116,15 @@ impl Certificate {
 /// Signs statements with the key of this node's certificate.
 pub trait ReceiptSigner: Send + Sync + 'static {
     fn sign(&self, message: &[u8]) -> Result<ClientAuth, String>;
+
+    /// Opens a point of an import sealed to this node's certificate key
+    /// (`ops::import::params`).
+    fn open_import_point(
+        &self,
+        params: &crate::node::ops::import::params::ImportParams,
+        sealed: &crate::node::ops::import::params::SealedPoint,
+        binding: crate::node::ops::import::params::SealBinding<'_>,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, String>;
 }
 
 impl Node {

@@ -229,16 +229,8 @@ impl Node {
             return Err(denied(r, "only a reshare can exclude nodes"));
         }
         if let Operation::Admin { action, .. } = op {
-            if !action.spec().generic {
-                // Refused before the request id is spent.
-                return Err(denied(
-                    r,
-                    format!(
-                        "{action} does not run through the generic admin proposal (it has a \
-                         proposal of its own)"
-                    ),
-                ));
-            }
+            // Refused before the request id is spent.
+            self.check_step(r, *action).map_err(|e| denied(r, e))?;
         }
         match op {
             Operation::Keygen {

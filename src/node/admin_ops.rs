@@ -32,6 +32,9 @@ pub enum AdminOp {
     /// Every committee node clears its bans of the key (nodes it caught
     /// misbehaving in a session and stopped signing with).
     Unban,
+    /// A key that exists whole elsewhere, dealt by the admin, becomes a key
+    /// of the committee (`ops/import/`).
+    Import,
 }
 
 /// Whether an operation's request names a field.
@@ -93,7 +96,7 @@ const KEY_CHANGE: OpSpec = OpSpec {
 };
 
 impl AdminOp {
-    pub const ALL: [AdminOp; 8] = [
+    pub const ALL: [AdminOp; 9] = [
         Self::Create,
         Self::Rotate,
         Self::Repair,
@@ -102,6 +105,7 @@ impl AdminOp {
         Self::Unfreeze,
         Self::Delete,
         Self::Unban,
+        Self::Import,
     ];
 
     /// What the operation's request takes.
@@ -155,6 +159,16 @@ impl AdminOp {
             Self::Unban => OpSpec {
                 label: "unban",
                 log_kind: "unban",
+                ..KEY_CHANGE
+            },
+            Self::Import => OpSpec {
+                label: "import",
+                committee: Takes::Required,
+                key_type: Takes::Required,
+                params: Takes::Required,
+                log_kind: "import",
+                generic: true,
+                step_label: "import",
                 ..KEY_CHANGE
             },
         }
@@ -308,6 +322,29 @@ pub(super) fn describe(r: &AdminRequest) -> String {
             "DELETE key {key}: every committee node destroys its shares for good (the name is \
              not reused)"
         ),
+        AdminOp::Import => {
+            let pk = super::ops::import::params::ImportParams::decode(&r.params)
+                .map(|p| p.public_key)
+                .unwrap_or_default();
+            let address = match r.key_type {
+                Some(crate::domain::KeyType::Secp256k1) => {
+                    crate::protocol::scheme::eth_address(&pk)
+                        .map(|a| format!(", address {a}"))
+                        .unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+            format!(
+                "IMPORT a {} key that exists whole elsewhere as key {key}, {}-of-{}, committee: \
+                 {} (public key {}{address}); the dealt shares are refreshed at once, but the key \
+                 stays wherever it was copied from",
+                r.key_type.map(|t| t.as_str()).unwrap_or("?"),
+                r.threshold,
+                r.committee.len(),
+                names(&r.committee),
+                hex::encode(&pk)
+            )
+        }
     };
     if !r.exclude.is_empty() {
         s.push_str(&format!(", excluding {}", names(&r.exclude)));
@@ -324,6 +361,7 @@ pub enum AdminDone {
     Reshared(ReshareSummary),
     /// A freeze, unfreeze, delete or unban.
     StateChanged(LifecycleSummary),
+    Imported(KeyRecord),
 }
 
 impl AdminDone {
@@ -355,6 +393,13 @@ impl AdminDone {
                 s.key.committee.len(),
                 super::names(&s.retired)
             ),
+            Self::Imported(k) => format!(
+                "key {} imported: {}-of-{} on {}, refreshed and active",
+                k.key_id,
+                k.threshold,
+                k.committee.len(),
+                k.committee.join(", ")
+            ),
             Self::StateChanged(s) => format!(
                 "key {} is {} on {} committee node(s), not yet on {}",
                 s.key.key_id,
@@ -377,17 +422,36 @@ impl Node {
         _from: &NodeName,
         p: &super::Proposal,
     ) -> Result<super::Outcome, NodeError> {
-        let super::Operation::Admin { action, .. } = &p.op else {
+        let super::Operation::Admin {
+            action,
+            key_id,
+            body,
+        } = &p.op
+        else {
             return Err(NodeError::Internal(
                 "participate_admin called with another operation".into(),
             ));
         };
-        let op = *action;
-        Err(NodeError::InvalidArgument(format!(
-            "{op} does not run through the generic admin proposal (it has a proposal of its \
-             own); operations that do: {}",
-            AdminOp::named(|s| s.generic)
-        )))
+        match action {
+            AdminOp::Import => self.participate_import(p, key_id, body).await,
+            op => Err(NodeError::InvalidArgument(format!(
+                "{op} does not run through the generic admin proposal (it has a proposal of its \
+                 own); operations that do: {}",
+                AdminOp::named(|s| s.generic)
+            ))),
+        }
+    }
+
+    /// A generic operation's own checks of its request, made by every
+    /// participant before the request id is spent (`check_admin_proposal`).
+    pub(super) fn check_step(&self, r: &AdminRequest, action: AdminOp) -> Result<(), String> {
+        match action {
+            AdminOp::Import => super::ops::import::check_request(r, &self.roster).map(|_| ()),
+            op => Err(format!(
+                "{op} does not run through the generic admin proposal (it has a proposal of its \
+                 own)"
+            )),
+        }
     }
 
     /// Runs the key change a signed admin request asks for, with this node
@@ -405,6 +469,7 @@ impl Node {
             AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete | AdminOp::Unban => {
                 AdminDone::StateChanged(self.change_key_state(signed).await?)
             }
+            AdminOp::Import => AdminDone::Imported(self.import(signed).await?),
         })
     }
 }

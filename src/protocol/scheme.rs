@@ -8,7 +8,7 @@ use super::curve::{Curve, Package};
 use super::keygen::{Keygen, KeygenOutput};
 use super::refresh::{Refresh, RefreshOutput};
 use super::repair::{RepairHelper, RepairTarget};
-use super::reshare::{ReshareSession, Roles};
+use super::reshare::{Member, ReshareSession, Roles};
 use super::sign::{Misbehave, Sign, Signature};
 use super::{KeyShare, PartyIdx, Protocol, ProtocolError};
 use crate::domain::{DerivationPath, Digest32, KeyType};
@@ -203,4 +203,98 @@ pub fn verify(sig: &Signature, digest: &Digest32) -> Result<(), ProtocolError> {
 pub fn eth_address(pk: &[u8]) -> Option<String> {
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(pk).ok()?;
     Some(dkls23::secp256k1::compute_eth_address(vk.as_affine()))
+}
+
+/// An import dealing of the `key_type` key `secret` (32 big-endian bytes)
+/// to a t-of-n committee: the commitments (SEC1 compressed; the first is the
+/// public key) and each member's point (32 bytes), in member order.
+pub fn import_deal(
+    key_type: KeyType,
+    secret: &[u8],
+    t: u8,
+    n: u8,
+) -> Result<ImportDealt, ProtocolError> {
+    fn go<C: Curve>(secret: &[u8], t: u8, n: u8) -> Result<ImportDealt, ProtocolError> {
+        use k256::elliptic_curve::ff::PrimeField;
+        let secret = super::import::secret_scalar::<C>(secret)?;
+        let dealing = super::import::deal_key::<C>(&secret, t, n)?;
+        let commitments = dealing
+            .commitments
+            .iter()
+            .map(|c| C::compress(c).map(|b| b.to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut points = Vec::with_capacity(usize::from(n));
+        for j in 1..=n {
+            let p = dealing
+                .point(j)
+                .ok_or_else(|| ProtocolError::InvalidArgs(format!("no point for member {j}")))?;
+            let mut out = zeroize::Zeroizing::new([0u8; 32]);
+            let repr = p.to_repr();
+            let bytes: &[u8] = repr.as_ref();
+            if bytes.len() != 32 {
+                return Err(ProtocolError::InvalidArgs("a point is not 32 bytes".into()));
+            }
+            out.copy_from_slice(bytes);
+            points.push(out);
+        }
+        Ok(ImportDealt {
+            commitments,
+            points,
+        })
+    }
+    by_curve!(key_type, go(secret, t, n))
+}
+
+/// What `import_deal` gives.
+pub struct ImportDealt {
+    pub commitments: Vec<Vec<u8>>,
+    pub points: Vec<zeroize::Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for ImportDealt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportDealt")
+            .field("commitments", &self.commitments.len())
+            .field("points", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An import member's check of its dealt `point` (against `commitments` and
+/// the approved `public_key`, SEC1) and its share-only party, with the key's
+/// public key package (bincode).
+pub fn import_receive(
+    key_type: KeyType,
+    commitments: &[Vec<u8>],
+    point: &[u8],
+    public_key: &[u8],
+    m: Member,
+    sid: &[u8],
+) -> Result<(KeyShare, Vec<u8>), ProtocolError> {
+    fn go<C: Curve>(
+        commitments: &[Vec<u8>],
+        point: &[u8],
+        public_key: &[u8],
+        m: Member,
+        sid: &[u8],
+    ) -> Result<(KeyShare, Vec<u8>), ProtocolError> {
+        let commitments = commitments
+            .iter()
+            .map(|c| C::decompress(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pk = C::decompress(public_key)?;
+        let point = super::import::secret_scalar::<C>(point)?;
+        let r = super::import::receive::<C>(&commitments, &point, pk, m, sid)?;
+        let package = super::encode(&r.package).map_err(ProtocolError::InvalidArgs)?;
+        Ok((r.share, package))
+    }
+    by_curve!(key_type, go(commitments, point, public_key, m, sid))
+}
+
+/// Is `public_key` (SEC1) a public key of a `key_type` key?
+pub fn import_public_key_ok(key_type: KeyType, public_key: &[u8]) -> Result<(), ProtocolError> {
+    fn go<C: Curve>(public_key: &[u8]) -> Result<(), ProtocolError> {
+        C::decompress(public_key).map(|_| ())
+    }
+    by_curve!(key_type, go(public_key))
 }

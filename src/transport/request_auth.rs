@@ -204,6 +204,29 @@ impl crate::node::activation::ReceiptSigner for NodeReceiptSigner {
             .and_then(|s| s.sign_bytes(message))
             .map_err(|e| e.to_string())
     }
+
+    /// Reads the node's key file at each import (rare), so a reloaded
+    /// certificate applies at once.
+    fn open_import_point(
+        &self,
+        params: &crate::node::ops::import::params::ImportParams,
+        sealed: &crate::node::ops::import::params::SealedPoint,
+        binding: crate::node::ops::import::params::SealBinding<'_>,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+        use crate::node::ops::import::params::{open_point, private_scalar};
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let key = PrivateKeyDer::from_pem_file(&self.files.key)
+            .map_err(|e| format!("the node's key file {}: {e}", self.files.key.display()))?;
+        let PrivateKeyDer::Pkcs8(der) = key else {
+            return Err(
+                "the node's key is not a PKCS#8 P-256 key, which an import's sealed points need"
+                    .into(),
+            );
+        };
+        let scalar = private_scalar(der.secret_pkcs8_der())?;
+        open_point(params, sealed, scalar.as_ref(), binding)
+    }
 }
 
 impl CertRequestVerifier {

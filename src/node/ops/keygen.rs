@@ -182,7 +182,11 @@ impl Node {
     /// A key generated here by a keygen that was never activated may be
     /// generated again by the same committee: the new keygen succeeds only
     /// if every member takes part, so none of them holds it active.
-    fn check_name_free(&self, key_id: &KeyId, committee: &[NodeName]) -> Result<(), NodeError> {
+    pub(crate) fn check_name_free(
+        &self,
+        key_id: &KeyId,
+        committee: &[NodeName],
+    ) -> Result<(), NodeError> {
         match self.store.key(key_id)? {
             None => Ok(()),
             Some(rec)

@@ -1,0 +1,164 @@
+//! Import (issue 21, item 4): a key that exists whole elsewhere is dealt by
+//! the admin, each share sealed to its node's certificate key, and moved
+//! into the cluster with an approved admin request. The key signs under its
+//! own public key (same Ethereum address); a point that does not match its
+//! commitments is refused by its node, named, and nothing is stored
+//! anywhere; without the quorum the import is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{approved_by, check_signature, cluster, issue_admins, set_policy, ADMIN, CLIENT};
+use rustls::pki_types::pem::PemObject;
+use thresig::client::{AdminOp, AdminOutcome, AdminRequest, SignedAdmin};
+use thresig::domain::{KeyId, KeyType, NodeName};
+use thresig::node::ops::import::params::{certificate_key, seal_point, ImportParams, SealBinding};
+use thresig::pki::Role;
+use thresig::protocol::scheme;
+
+/// Hardhat's and Anvil's first development account.
+const SECRET: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+fn n(s: &str) -> NodeName {
+    NodeName::parse(s).unwrap()
+}
+
+/// An import request of `SECRET` as `key` to a, b, c (2-of-3), each point
+/// sealed to its node's certificate; `tamper` adds one to that member's
+/// point before it is sealed (a dealer that cheats one member).
+fn import_request(
+    c: &thresig::cluster::LocalCluster,
+    key: &str,
+    tamper: Option<usize>,
+) -> AdminRequest {
+    let committee = ["a", "b", "c"];
+    let dealt =
+        scheme::import_deal(KeyType::Secp256k1, &hex::decode(SECRET).unwrap(), 2, 3).unwrap();
+    let mut params = ImportParams {
+        public_key: dealt.commitments[0].clone(),
+        chain_code: [0x42; 32],
+        commitments: dealt.commitments.clone(),
+        sealed: Vec::new(),
+    };
+    let cluster = c.cluster();
+    for (i, name) in committee.iter().enumerate() {
+        let pem = std::fs::read(c.layout.cert(Role::Node, name)).unwrap();
+        let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut point = *dealt.points[i];
+        if tamper == Some(i) {
+            point[31] ^= 1;
+        }
+        params.sealed.push(
+            seal_point(
+                &params,
+                &certificate_key(&der).unwrap(),
+                &point,
+                SealBinding {
+                    cluster: &cluster,
+                    key_id: key,
+                    member: name,
+                },
+            )
+            .unwrap(),
+        );
+    }
+    let mut r =
+        AdminRequest::new(AdminOp::Import, key, std::time::Duration::from_secs(60)).unwrap();
+    r.key_type = Some(KeyType::Secp256k1);
+    r.committee = committee.iter().map(|s| n(s)).collect();
+    r.threshold = 2;
+    r.params = params.encode();
+    r.cluster = cluster;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_imported_key_signs_with_the_same_address_and_a_bad_point_is_refused_by_its_node() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+
+    // b's point does not match the commitments: b refuses, named, and no
+    // node stores anything under that name.
+    let bad = approved_by(&c, import_request(&c, "bad", Some(1)), &[ADMIN]);
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&bad)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("node b"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("does not match the import's commitments"),
+        "{e}"
+    );
+    let id = KeyId::parse("bad").unwrap();
+    for i in 0..3 {
+        assert!(
+            c.nodes[i]
+                .as_ref()
+                .unwrap()
+                .node
+                .store()
+                .key(&id)
+                .unwrap()
+                .is_none(),
+            "node {i} stored something of the refused import"
+        );
+    }
+
+    let good: SignedAdmin = approved_by(&c, import_request(&c, "imported", None), &[ADMIN]);
+    let out = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&good)
+        .await
+        .unwrap();
+    let AdminOutcome::Created(info) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(info.eth_address, ADDRESS, "{info:?}");
+    assert_eq!(info.state, "active");
+    assert_eq!(info.committee, ["a", "b", "c"]);
+    for i in 0..3 {
+        let res = c
+            .client(i, CLIENT)
+            .unwrap()
+            .sign("imported", [0x61 + i as u8; 32], "", "")
+            .await;
+        check_signature(&res.unwrap(), &[0x61 + i as u8; 32], &info.public_key);
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_without_its_quorum_is_refused() {
+    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    issue_admins(&c, &["ops-1", "sec-1"]);
+    set_policy(&c, &common::two_admin_policy(&["import"]));
+    let one = approved_by(&c, import_request(&c, "k", None), &["ops-1"]);
+    let e = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&one)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("missing approvals"), "{e}");
+    let both = approved_by(&c, import_request(&c, "k", None), &["ops-1", "sec-1"]);
+    let out = c
+        .client(0, ADMIN)
+        .unwrap()
+        .submit_admin(&both)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, AdminOutcome::Created(ref k) if k.eth_address == ADDRESS),
+        "{out:?}"
+    );
+    c.stop().await;
+}

@@ -162,3 +162,88 @@ async fn an_import_without_its_quorum_is_refused() {
     );
     c.stop().await;
 }
+
+/// The acceptance case: a V3 keystore made by eth-account (a library this
+/// project did not write) imports through `thresig keys import`; the key
+/// keeps its address and signs, and a second import of the same name is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keystore_key_imports_and_signs_with_the_same_address() {
+    let (dir, c) = cluster(&["a", "b", "c"]).await;
+    let made = tokio::process::Command::new(tokio::task::block_in_place(common::evm::python))
+        .args([
+            "-c",
+            "import json; from eth_account import Account\n\
+             a = Account.create()\n\
+             print(json.dumps({'address': a.address, 'keystore': Account.encrypt(a.key, 'pw 1')}))",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let address = made["address"].as_str().unwrap().to_owned();
+    let keystore = dir.path().join("keystore.json");
+    std::fs::write(&keystore, made["keystore"].to_string()).unwrap();
+    let password = dir.path().join("password.txt");
+    std::fs::write(&password, "pw 1\n").unwrap();
+
+    let endpoint = c.configs[0].listen_client.to_string();
+    let import = |name: &str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_thresig"));
+        cmd.args(["keys", "import", "--name", name, "--keystore"])
+            .arg(&keystore)
+            .arg("--password-file")
+            .arg(&password)
+            .args(["--threshold", "2", "--committee", "a,b,c", "--certs"])
+            .arg(&c.layout.dir)
+            .args([
+                "--identity",
+                ADMIN,
+                "--endpoint",
+                &endpoint,
+                "--server",
+                "a",
+            ]);
+        cmd
+    };
+    let out = import("from-keystore").output().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("eth address  {address}")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("existed whole"), "{stderr}");
+    assert!(!stderr.contains("pw 1") && !stdout.contains("pw 1"));
+
+    let info = c
+        .client(1, ADMIN)
+        .unwrap()
+        .get_key("from-keystore")
+        .await
+        .unwrap();
+    assert_eq!(info.eth_address, address);
+    let res = c
+        .client(2, CLIENT)
+        .unwrap()
+        .sign("from-keystore", [0x77; 32], "", "")
+        .await;
+    check_signature(&res.unwrap(), &[0x77; 32], &info.public_key);
+
+    let again = import("from-keystore").output().await.unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    c.stop().await;
+}

@@ -171,7 +171,12 @@ fn read(path: &Path) -> anyhow::Result<(SignedAdmin, Vec<String>)> {
 
 /// Writes the file next to itself and renames it into place, so a crash
 /// leaves the old file or the new one, never half of one.
-fn write(path: &Path, signed: &SignedAdmin, names: &[String], new: bool) -> anyhow::Result<()> {
+pub(super) fn write(
+    path: &Path,
+    signed: &SignedAdmin,
+    names: &[String],
+    new: bool,
+) -> anyhow::Result<()> {
     let body = serde_json::to_string_pretty(&RequestFile::new(signed, names))?;
     if new {
         crate::pki::write_new(path, body.as_bytes(), 0o644)
@@ -191,7 +196,7 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn print_request(signed: &SignedAdmin, names: &[String]) {
+pub(super) fn print_request(signed: &SignedAdmin, names: &[String]) {
     let r = &signed.request;
     let now = now_unix();
     println!("request      {}", r.request_id);
@@ -402,7 +407,7 @@ fn parse_key_type(s: &str) -> Result<KeyType, String> {
 }
 
 /// "90s", "10m", "24h", "7d" (or plain seconds), at most 7 days.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = crate::node::policy::parse_age(s)?;
     if secs == 0 || secs > crate::node::admin_request::MAX_ADMIN_EXPIRY_AHEAD_SECS {
         return Err(format!("{s:?}: must be more than 0 and at most 7d"));

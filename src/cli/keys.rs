@@ -149,6 +149,20 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Move a key that exists whole elsewhere into shares: an Ethereum V3
+    /// keystore, a BIP-39 mnemonic with a path, or a raw key file (never the
+    /// key on the command line).
+    ///
+    /// This machine deals the key with Feldman commitments and seals each
+    /// member's point to that node's certificate key; each node opens and
+    /// checks its own point before it stores anything, then the committee
+    /// refreshes every share (the dealt points are dead) and activates the
+    /// key. Every copy here is zeroized. Import cannot undo that the key
+    /// existed whole: see SECURITY.md, "Imported keys".
+    ///
+    /// Example: thresig keys import --name hot-1 --keystore key.json
+    /// --password-file pw.txt --threshold 2 --committee a,b,c
+    Import(Box<super::import::ImportArgs>),
     /// Show one key, with the nodes the node asked refuses to sign it with
     /// (its bans).
     Show {
@@ -356,6 +370,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 );
             }
         }
+        Cmd::Import(a) => super::import::run(*a).await?,
         Cmd::Show { key, conn } => print_key(&conn.client(Role::Admin)?.get_key(&key).await?),
     }
     Ok(())

@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod dev;
 mod eth_rpc;
+mod import;
 mod keys;
 mod node;
 mod policy;

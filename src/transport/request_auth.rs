@@ -230,6 +230,30 @@ impl crate::node::activation::ReceiptSigner for NodeReceiptSigner {
 }
 
 impl CertRequestVerifier {
+    /// The node a certificate chain (DER, leaf first) is of: it chains to
+    /// the pinned CA (validity now, CRL) and names a `node/<name>` identity.
+    /// For sealing to a node's key (`thresig keys import`).
+    pub fn node_certificate(&self, chain: &[Vec<u8>]) -> Result<NodeName, String> {
+        let (leaf, rest) = chain.split_first().ok_or("no certificate")?;
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.chain
+            .get()
+            .verify_client_cert(&leaf, &intermediates, UnixTime::now())
+            .map_err(|e| format!("node certificate refused: {e}"))?;
+        let id = identity_of(&leaf, &self.trust_domain).map_err(|e| e.to_string())?;
+        if id.role != Role::Node {
+            return Err(format!(
+                "{id} is not {} identity",
+                Role::Node.with_article()
+            ));
+        }
+        Ok(id.name)
+    }
+
     /// Chain to the pinned CA (validity, CRL), a `role` identity, and its
     /// signature over `message`.
     fn verify_as(

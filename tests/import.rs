@@ -24,15 +24,15 @@ fn n(s: &str) -> NodeName {
     NodeName::parse(s).unwrap()
 }
 
-/// An import request of `SECRET` as `key` to a, b, c (2-of-3), each point
-/// sealed to its node's certificate; `tamper` adds one to that member's
-/// point before it is sealed (a dealer that cheats one member).
+/// An import request of `SECRET` as `key` to `committee` (2-of-3), each
+/// point sealed to its node's certificate; `tamper` flips a bit of that
+/// member's point before it is sealed (a dealer that cheats one member).
 fn import_request(
     c: &thresig::cluster::LocalCluster,
     key: &str,
+    committee: [&str; 3],
     tamper: Option<usize>,
 ) -> AdminRequest {
-    let committee = ["a", "b", "c"];
     let dealt =
         scheme::import_deal(KeyType::Secp256k1, &hex::decode(SECRET).unwrap(), 2, 3).unwrap();
     let mut params = ImportParams {
@@ -78,11 +78,15 @@ fn import_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_imported_key_signs_with_the_same_address_and_a_bad_point_is_refused_by_its_node() {
-    let (_dir, c) = cluster(&["a", "b", "c"]).await;
+    let (_dir, c) = cluster(&["a", "b", "c", "d"]).await;
 
     // b's point does not match the commitments: b refuses, named, and no
     // node stores anything under that name.
-    let bad = approved_by(&c, import_request(&c, "bad", Some(1)), &[ADMIN]);
+    let bad = approved_by(
+        &c,
+        import_request(&c, "bad", ["a", "b", "c"], Some(1)),
+        &[ADMIN],
+    );
     let e = c
         .client(0, ADMIN)
         .unwrap()
@@ -97,7 +101,7 @@ async fn an_imported_key_signs_with_the_same_address_and_a_bad_point_is_refused_
         "{e}"
     );
     let id = KeyId::parse("bad").unwrap();
-    for i in 0..3 {
+    for i in 0..4 {
         assert!(
             c.nodes[i]
                 .as_ref()
@@ -111,7 +115,11 @@ async fn an_imported_key_signs_with_the_same_address_and_a_bad_point_is_refused_
         );
     }
 
-    let good: SignedAdmin = approved_by(&c, import_request(&c, "imported", None), &[ADMIN]);
+    let good: SignedAdmin = approved_by(
+        &c,
+        import_request(&c, "imported", ["b", "c", "d"], None),
+        &[ADMIN],
+    );
     let out = c
         .client(0, ADMIN)
         .unwrap()
@@ -123,8 +131,13 @@ async fn an_imported_key_signs_with_the_same_address_and_a_bad_point_is_refused_
     };
     assert_eq!(info.eth_address, ADDRESS, "{info:?}");
     assert_eq!(info.state, "active");
-    assert_eq!(info.committee, ["a", "b", "c"]);
-    for i in 0..3 {
+    // a coordinated from outside the committee: it answers with the key as
+    // the committee holds it, and holds nothing of it itself.
+    assert_eq!(info.committee, ["b", "c", "d"]);
+    let imported = KeyId::parse("imported").unwrap();
+    let a = &c.nodes[0].as_ref().unwrap().node;
+    assert!(a.store().key(&imported).unwrap().is_none());
+    for i in 1..4 {
         let res = c
             .client(i, CLIENT)
             .unwrap()
@@ -140,7 +153,11 @@ async fn an_import_without_its_quorum_is_refused() {
     let (_dir, c) = cluster(&["a", "b", "c"]).await;
     issue_admins(&c, &["ops-1", "sec-1"]);
     set_policy(&c, &common::two_admin_policy(&["import"]));
-    let one = approved_by(&c, import_request(&c, "k", None), &["ops-1"]);
+    let one = approved_by(
+        &c,
+        import_request(&c, "k", ["a", "b", "c"], None),
+        &["ops-1"],
+    );
     let e = c
         .client(0, ADMIN)
         .unwrap()
@@ -149,7 +166,11 @@ async fn an_import_without_its_quorum_is_refused() {
         .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
     assert!(e.to_string().contains("missing approvals"), "{e}");
-    let both = approved_by(&c, import_request(&c, "k", None), &["ops-1", "sec-1"]);
+    let both = approved_by(
+        &c,
+        import_request(&c, "k", ["a", "b", "c"], None),
+        &["ops-1", "sec-1"],
+    );
     let out = c
         .client(0, ADMIN)
         .unwrap()

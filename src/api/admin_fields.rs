@@ -6,7 +6,7 @@
 use tonic::Status;
 
 use super::services::arg;
-use crate::node::admin_request::{AdminOp, RequestFields, SignedAdmin, Stamp, MAX_APPROVALS};
+use crate::node::admin_request::{AdminOp, RequestFields, SignedAdmin, Stamp};
 use crate::node::request::ClientAuth;
 use crate::proto::admin as apb;
 
@@ -102,12 +102,6 @@ pub fn signed_to_pb(s: &SignedAdmin) -> apb::SignedAdminRequest {
 }
 
 fn parsed(f: RequestFields, approvals: Vec<apb::AdminApproval>) -> Result<SignedAdmin, Status> {
-    if approvals.len() > MAX_APPROVALS {
-        return Err(arg(
-            "approvals",
-            format!("{} approvals; at most {MAX_APPROVALS}", approvals.len()),
-        ));
-    }
     let request = f.parse().map_err(|(field, e)| arg(field, e))?;
     let approvals = approvals
         .into_iter()

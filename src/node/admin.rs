@@ -200,6 +200,11 @@ impl Node {
         .map_err(|e| NodeError::Internal(format!("approval check: {e}")))??;
         let verified = self.admit_approvers(signed, approvers, false)?;
         self.check_parameters(r, &p.op)?;
+        if let Operation::Admin { action, .. } = &p.op {
+            // Refused before the request id is spent: a generic operation's
+            // own checks (an import member opens and checks its point here).
+            self.check_step(r, *action, p)?;
+        }
         if !self
             .store
             .use_admin_request(&r.request_id, &p.nonce, step, &p.eid)?
@@ -228,9 +233,16 @@ impl Node {
         {
             return Err(denied(r, "only a reshare can exclude nodes"));
         }
-        if let Operation::Admin { action, .. } = op {
-            // Refused before the request id is spent.
-            self.check_step(r, *action).map_err(|e| denied(r, e))?;
+        if let Operation::Lifecycle { action, .. } = op {
+            if !matches!(
+                action,
+                AdminOp::Freeze | AdminOp::Unfreeze | AdminOp::Delete | AdminOp::Unban
+            ) {
+                return Err(denied(
+                    r,
+                    format!("{action} is not a change of a key's state"),
+                ));
+            }
         }
         match op {
             Operation::Keygen {

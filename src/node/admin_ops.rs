@@ -444,13 +444,19 @@ impl Node {
 
     /// A generic operation's own checks of its request, made by every
     /// participant before the request id is spent (`check_admin_proposal`).
-    pub(super) fn check_step(&self, r: &AdminRequest, action: AdminOp) -> Result<(), String> {
+    pub(super) fn check_step(
+        &self,
+        r: &AdminRequest,
+        action: AdminOp,
+        p: &super::Proposal,
+    ) -> Result<(), NodeError> {
         match action {
-            AdminOp::Import => super::ops::import::check_request(r, &self.roster).map(|_| ()),
-            op => Err(format!(
-                "{op} does not run through the generic admin proposal (it has a proposal of its \
-                 own)"
-            )),
+            AdminOp::Import => self.check_import_step(r, p).map(|_| ()),
+            op => Err(NodeError::PermissionDenied(format!(
+                "{op} of key {} (admin request {}) refused: {op} does not run through the generic \
+                 admin proposal (it has a proposal of its own)",
+                r.key_id, r.request_id
+            ))),
         }
     }
 

@@ -37,7 +37,7 @@ use crate::domain::{DerivationPath, KeyId};
 use crate::payload::Decoded;
 
 /// Admin operations a policy can grant.
-pub const ADMIN_OPERATIONS: [&str; 11] = [
+pub const ADMIN_OPERATIONS: [&str; 12] = [
     "create",
     "rotate",
     "reshare",
@@ -46,6 +46,7 @@ pub const ADMIN_OPERATIONS: [&str; 11] = [
     "unfreeze",
     "delete",
     "unban",
+    "import",
     "read",
     "reload-policy",
     "backup",

@@ -57,7 +57,8 @@ impl Policy {
     /// missing.
     pub fn check_approvals(&self, request: &AdminRequest, approvers: &[NodeName]) -> Decision {
         let op = request.operation;
-        if let (Some(min), AdminOp::Create | AdminOp::Reshare) = (self.limits.min_threshold, op) {
+        let sets_threshold = op.spec().committee != crate::node::admin_ops::Takes::No;
+        if let (Some(min), true) = (self.limits.min_threshold, sets_threshold) {
             if request.threshold < min {
                 return Decision::deny(
                     "limits.min_threshold".into(),
@@ -235,8 +236,11 @@ min_threshold = 2
     }
 
     #[test]
-    fn the_minimum_threshold_binds_create_and_reshare() {
+    fn the_minimum_threshold_binds_create_reshare_and_import() {
         let pol = Policy::parse(TEXT).unwrap();
+        let d = pol.check_approvals(&request(AdminOp::Import, 1), &[n("ops-1"), n("ops-2")]);
+        assert_eq!(d.rule, "limits.min_threshold");
+        assert!(!d.allowed);
         let d = pol.check_approvals(&request(AdminOp::Create, 1), &[n("ops-1")]);
         assert_eq!(d.rule, "limits.min_threshold");
         assert!(!d.allowed);

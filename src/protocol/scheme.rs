@@ -229,12 +229,13 @@ pub fn import_deal(
                 .point(j)
                 .ok_or_else(|| ProtocolError::InvalidArgs(format!("no point for member {j}")))?;
             let mut out = zeroize::Zeroizing::new([0u8; 32]);
-            let repr = p.to_repr();
+            let mut repr = p.to_repr();
             let bytes: &[u8] = repr.as_ref();
             if bytes.len() != 32 {
                 return Err(ProtocolError::InvalidArgs("a point is not 32 bytes".into()));
             }
             out.copy_from_slice(bytes);
+            zeroize::Zeroize::zeroize(AsMut::<[u8]>::as_mut(&mut repr));
             points.push(out);
         }
         Ok(ImportDealt {

@@ -34,6 +34,12 @@ pub struct Dealing<C: Curve> {
     pub share: C::Scalar,
 }
 
+impl<C: Curve> Drop for Dealing<C> {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.share);
+    }
+}
+
 impl<C: Curve> std::fmt::Debug for Dealing<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dealing")

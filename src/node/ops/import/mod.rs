@@ -7,8 +7,8 @@
 //! 1. every committee member checks the signed request (as for every key
 //!    change), opens its own sealed point with its certificate key and
 //!    checks it against the commitments and the approved public key: a
-//!    member whose point fails refuses, naming itself, before it claims a
-//!    session or stores anything;
+//!    member whose point fails refuses, naming itself, before it records
+//!    the request id, claims a session or stores anything;
 //! 2. the members run a complete refresh from their share-only parties,
 //!    which builds the pairwise signing state and re-randomizes every share
 //!    (the dealt points no longer combine with the shares that sign), and
@@ -92,6 +92,16 @@ pub(crate) fn check_request(
         ));
     }
     Ok((p, key_type, t))
+}
+
+/// What a member's checks of an import step give (`check_import_step`).
+pub(crate) struct Checked {
+    params: ImportParams,
+    key_type: KeyType,
+    t: Threshold,
+    hollow: crate::protocol::KeyShare,
+    package: Vec<u8>,
+    expected: ExecutionId,
 }
 
 /// A member's answer: the key it stored and its receipt.
@@ -230,7 +240,92 @@ impl Node {
             )));
         }
         tracing::info!(key = %r.key_id, eid = %eid, "key imported and refreshed on every member");
-        self.key(&r.key_id)
+        match self.store.key(&r.key_id)? {
+            Some(rec) => Ok(rec),
+            // A coordinator outside the committee holds no record of it.
+            None => Ok(KeyRecord {
+                schema: crate::storage::records_schema(),
+                key_id: r.key_id.clone(),
+                public_key: params.public_key.clone(),
+                chain_code: params.chain_code,
+                committee: committee.iter().map(|c| c.as_str().to_owned()).collect(),
+                threshold: u8::try_from(r.threshold).unwrap_or(u8::MAX),
+                epoch: 0,
+                state: KeyState::Active,
+                package_hash: confirmation,
+                package: String::new(),
+                rotation: None,
+                created_unix: now_unix(),
+                key_type,
+                lifecycle_seq: 0,
+            }),
+        }
+    }
+
+    /// A member's checks of an import step, all made before anything is
+    /// claimed, spent or stored (`check_admin_proposal` runs them before the
+    /// request id is recorded; the step runs them again): the request, this
+    /// node's place, the name, the execution id, and its own point, opened
+    /// with its certificate key and checked against the approved
+    /// commitments and public key. Gives this member's share-only party.
+    pub(crate) fn check_import_step(
+        &self,
+        r: &AdminRequest,
+        p: &Proposal,
+    ) -> Result<Checked, NodeError> {
+        let (params, key_type, t) =
+            check_request(r, &self.roster).map_err(NodeError::InvalidArgument)?;
+        let me = self.check_members(&r.committee)?;
+        self.check_name_free(&r.key_id, &r.committee)?;
+        let expected = eid(r, key_type, &p.nonce);
+        if p.eid != expected {
+            return Err(NodeError::PermissionDenied(
+                "execution id does not match the proposal".into(),
+            ));
+        }
+        let sealed = params
+            .sealed
+            .get(usize::from(me).saturating_sub(1))
+            .ok_or_else(|| NodeError::InvalidArgument("no sealed point for this node".into()))?;
+        let point = self
+            .signer
+            .open_import_point(
+                &params,
+                sealed,
+                SealBinding {
+                    cluster: &r.cluster,
+                    key_id: r.key_id.as_str(),
+                    member: self.name.as_str(),
+                },
+            )
+            .map_err(NodeError::PermissionDenied)?;
+        let (hollow, package) = scheme::import_receive(
+            key_type,
+            &params.commitments,
+            point.as_ref(),
+            &params.public_key,
+            Member {
+                me,
+                new_t: t.t(),
+                new_n: t.n(),
+                chain_code: params.chain_code,
+            },
+            p.eid.as_bytes(),
+        )
+        .map_err(|e| {
+            NodeError::PermissionDenied(format!(
+                "the point dealt to this node does not match the import's commitments and public \
+                 key ({e}); nothing was stored"
+            ))
+        })?;
+        Ok(Checked {
+            params,
+            key_type,
+            t,
+            hollow,
+            package,
+            expected,
+        })
     }
 
     /// A member's part of an import (see the module documentation).
@@ -255,56 +350,15 @@ impl Node {
                 "the step is for another key than its request".into(),
             ));
         }
-        let (params, key_type, t) =
-            check_request(r, &self.roster).map_err(NodeError::InvalidArgument)?;
-        let committee = &r.committee;
-        let me = self.check_members(committee)?;
-        self.check_name_free(key_id, committee)?;
-        let expected = eid(r, key_type, &p.nonce);
-        if p.eid != expected {
-            return Err(NodeError::PermissionDenied(
-                "execution id does not match the proposal".into(),
-            ));
-        }
-        // This member's point: opened with its certificate key and checked
-        // against the approved commitments and public key before anything
-        // is claimed or stored.
-        let sealed = params
-            .sealed
-            .get(usize::from(me).saturating_sub(1))
-            .ok_or_else(|| NodeError::InvalidArgument("no sealed point for this node".into()))?;
-        let point = self
-            .signer
-            .open_import_point(
-                &params,
-                sealed,
-                SealBinding {
-                    cluster: &r.cluster,
-                    key_id: key_id.as_str(),
-                    member: self.name.as_str(),
-                },
-            )
-            .map_err(NodeError::PermissionDenied)?;
-        let (hollow, package) = scheme::import_receive(
+        let Checked {
+            params,
             key_type,
-            &params.commitments,
-            point.as_ref(),
-            &params.public_key,
-            Member {
-                me,
-                new_t: t.t(),
-                new_n: t.n(),
-                chain_code: params.chain_code,
-            },
-            p.eid.as_bytes(),
-        )
-        .map_err(|e| {
-            NodeError::PermissionDenied(format!(
-                "the point dealt to this node does not match the import's commitments and public \
-                 key ({e}); nothing was stored"
-            ))
-        })?;
-        drop(point);
+            t,
+            hollow,
+            package,
+            expected,
+        } = self.check_import_step(r, p)?;
+        let committee = &r.committee;
         let _lock = self.hold_maintenance(key_id, p.eid, self.timeouts.session())?;
         let mut sid = p.eid.as_bytes().to_vec();
         sid.extend_from_slice(b"/refresh");

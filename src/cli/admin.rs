@@ -30,7 +30,8 @@ pub enum Cmd {
     /// Example: thresig admin propose reshare --key val-1 --committee b,c,d
     ///          --threshold 2 --out reshare.json --certs certs --identity ops-1
     Propose {
-        /// create, rotate, repair, reshare, freeze, unfreeze or delete.
+        /// create, rotate, repair, reshare, freeze, unfreeze, delete or unban (an import
+        /// request is made by `thresig keys import --out FILE`).
         #[arg(value_parser = parse_op)]
         operation: AdminOp,
         /// The key's name.
@@ -252,6 +253,14 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
             out,
             signer,
         } => {
+            if operation.spec().params == crate::node::admin_ops::Takes::Required {
+                return Err(UsageError(format!(
+                    "{} carries what only its own command makes: write it with `thresig keys \
+                     import ... --out FILE`, then approve and submit it here",
+                    operation.a_request()
+                ))
+                .into());
+            }
             let mut r = AdminRequest::new(operation, &key, valid_for)?;
             let ca = ca
                 .or_else(|| {

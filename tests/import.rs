@@ -268,3 +268,38 @@ async fn a_keystore_key_imports_and_signs_with_the_same_address() {
     );
     c.stop().await;
 }
+
+/// A BIP-39 mnemonic file with a derivation path imports through the CLI:
+/// the development-chain phrase's second account keeps its well-known
+/// address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mnemonic_key_imports_with_its_path() {
+    let (dir, c) = cluster(&["a", "b", "c"]).await;
+    let words = dir.path().join("words.txt");
+    std::fs::write(
+        &words,
+        "test test test test test test test test test test test junk\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["keys", "import", "--name", "from-words", "--mnemonic-file"])
+        .arg(&words)
+        .args(["--path", "m/44'/60'/0'/0/1"])
+        .args(["--threshold", "2", "--committee", "a,b,c", "--certs"])
+        .arg(&c.layout.dir)
+        .args(["--identity", ADMIN, "--endpoint"])
+        .arg(c.configs[0].listen_client.to_string())
+        .args(["--server", "a"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("eth address  0x70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("junk") && !stdout.contains("junk"));
+    c.stop().await;
+}

@@ -33,6 +33,12 @@ pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("THRESIG_EVM_PYTHON") {
         return p.into();
     }
+    // Two tests of one binary may both ask first: one makes the environment,
+    // the other waits for it (cargo runs test binaries one at a time).
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-evm-venv");
     let python = venv.join("bin").join("python");
     let ready = venv.join("installed");

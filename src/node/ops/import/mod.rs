@@ -114,36 +114,18 @@ struct Answer {
 impl Answer {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for part in [
-            self.public_key.as_slice(),
-            self.package_hash.as_slice(),
-            Certificate(vec![self.receipt.clone()]).encode().as_slice(),
-        ] {
-            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
-            out.extend_from_slice(part);
-        }
+        params::field(&mut out, &self.public_key);
+        params::field(&mut out, &self.package_hash);
+        params::field(&mut out, &Certificate(vec![self.receipt.clone()]).encode());
         out
     }
 
     fn decode(b: &[u8]) -> Result<Self, String> {
-        let mut rest = b;
-        let mut parts = Vec::with_capacity(3);
-        for _ in 0..3 {
-            let (len, tail) = rest.split_first_chunk::<4>().ok_or("truncated answer")?;
-            let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| "too long")?;
-            if len > tail.len() {
-                return Err("truncated answer".into());
-            }
-            let (part, tail) = tail.split_at(len);
-            parts.push(part);
-            rest = tail;
-        }
-        if !rest.is_empty() {
-            return Err("bytes after the answer".into());
-        }
-        let [public_key, hash, cert] = parts.as_slice() else {
-            return Err("malformed answer".into());
-        };
+        let mut f = params::Fields(b);
+        let public_key = f.next("answer: public key")?;
+        let hash = f.next("answer: package hash")?;
+        let cert = f.next("answer: receipt")?;
+        f.end("answer")?;
         let mut receipts = Certificate::decode(cert)?.0;
         let receipt = receipts
             .pop()
@@ -151,9 +133,7 @@ impl Answer {
             .ok_or("not one receipt")?;
         Ok(Self {
             public_key: public_key.to_vec(),
-            package_hash: (*hash)
-                .try_into()
-                .map_err(|_| "package hash: not 32 bytes")?,
+            package_hash: hash.try_into().map_err(|_| "package hash: not 32 bytes")?,
             receipt,
         })
     }

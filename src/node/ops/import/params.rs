@@ -70,17 +70,18 @@ pub struct SealBinding<'a> {
     pub member: &'a str,
 }
 
-fn field(out: &mut Vec<u8>, b: &[u8]) {
+/// Appends `b` with its u32 big-endian length.
+pub(super) fn field(out: &mut Vec<u8>, b: &[u8]) {
     let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(b);
 }
 
 /// Reads length-prefixed fields off a byte string.
-struct Fields<'a>(&'a [u8]);
+pub(super) struct Fields<'a>(pub(super) &'a [u8]);
 
 impl<'a> Fields<'a> {
-    fn next(&mut self, what: &str) -> Result<&'a [u8], String> {
+    pub(super) fn next(&mut self, what: &str) -> Result<&'a [u8], String> {
         let (len, rest) = self
             .0
             .split_first_chunk::<4>()
@@ -98,7 +99,7 @@ impl<'a> Fields<'a> {
         Ok(body)
     }
 
-    fn end(&self, what: &str) -> Result<(), String> {
+    pub(super) fn end(&self, what: &str) -> Result<(), String> {
         if self.0.is_empty() {
             Ok(())
         } else {
